@@ -1,0 +1,130 @@
+"""The evaluation's view of a dataset: items, lookbooks and scene photos, by id.
+
+The evaluation needs only ids, image paths, texts, categories, lookbooks and (where a dataset
+has them) scene photos with the products they show. ``as_catalogue`` reads those from the model
+package's dataset objects (``embeddings.ml.data``) by attribute, so this package depends on no
+more of their shape than it uses, and tests can build a ``Catalogue`` by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CatalogueItem:
+    """One product: its id, photo, catalogue text and category label."""
+
+    item_id: str
+    image_path: str
+    text: str
+    category: str
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A styled photo (a room, an outfit) and the ids of the products shown in it.
+
+    ``lookbook_id`` names the lookbook the scene illustrates (for ikea, the room itself), so
+    a split that holds the lookbook out holds its photo out too; None when it has none.
+    """
+
+    scene_id: str
+    image_path: str
+    item_ids: tuple[str, ...]
+    lookbook_id: str | None = None
+
+
+@dataclass
+class Catalogue:
+    """Items, lookbooks (id -> item ids) and scenes of one dataset."""
+
+    name: str
+    items: list[CatalogueItem]
+    lookbooks: dict[str, list[str]] = field(default_factory=dict)
+    scenes: list[Scene] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.index = {item.item_id: i for i, item in enumerate(self.items)}
+        if len(self.index) != len(self.items):
+            raise ValueError(f"{self.name}: duplicate item ids")
+
+    @property
+    def item_ids(self) -> list[str]:
+        """Item ids in catalogue order."""
+        return [item.item_id for item in self.items]
+
+
+def _get(obj: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        if isinstance(obj, Mapping) and name in obj:
+            return obj[name]
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    return default
+
+
+def _scene_list(raw: Any) -> list[Scene]:
+    if raw is None:
+        return []
+    values: Iterable[Any] = raw.values() if isinstance(raw, Mapping) else raw
+    if isinstance(raw, Mapping):
+        values = [
+            v if _get(v, "scene_id", "room", "id") is not None else {"scene_id": k, **v}
+            for k, v in raw.items()
+        ]
+    scenes = []
+    for s in values:
+        if isinstance(s, Scene):
+            scenes.append(s)
+            continue
+        sid = str(_get(s, "scene_id", "room", "id", "name"))
+        ids = _get(s, "item_ids", "products", "items", default=()) or ()
+        scenes.append(
+            Scene(
+                scene_id=sid,
+                image_path=str(_get(s, "image_path", "path", "image")),
+                item_ids=tuple(str(i) for i in ids),
+                lookbook_id=_get(s, "lookbook_id", default=sid),
+            )
+        )
+    return scenes
+
+
+def as_catalogue(dataset: Any, name: str | None = None) -> Catalogue:
+    """A ``Catalogue`` view of a model-package dataset (or a Catalogue, returned as is).
+
+    Reads ``items`` (each with item_id, image_path, text, category), ``lookbooks``
+    (id -> item ids) and, when present, ``scenes``/``rooms``. Lookbook members that are not
+    catalogue items are dropped.
+    """
+    if isinstance(dataset, Catalogue):
+        return dataset
+    raw_items: Sequence[Any] = _get(dataset, "items")
+    if raw_items is None:
+        raise TypeError("dataset has no items")
+    if isinstance(raw_items, Mapping):
+        raw_items = list(raw_items.values())
+    items = [
+        CatalogueItem(
+            item_id=str(_get(it, "item_id", "id")),
+            image_path=str(_get(it, "image_path", "path")),
+            text=str(_get(it, "text", default="") or ""),
+            category=str(_get(it, "category", default="") or ""),
+        )
+        for it in raw_items
+    ]
+    known = {it.item_id for it in items}
+    raw_lookbooks: Mapping[Any, Sequence[Any]] = _get(dataset, "lookbooks", default={}) or {}
+    lookbooks = {str(k): [str(i) for i in v if str(i) in known] for k, v in raw_lookbooks.items()}
+    scenes = _scene_list(_get(dataset, "scenes", "rooms", "scene_photos"))
+    scenes = [
+        Scene(s.scene_id, s.image_path, tuple(i for i in s.item_ids if i in known), s.lookbook_id)
+        for s in scenes
+        if Path(s.image_path).name
+    ]
+    ds_name = name or str(_get(dataset, "name", default="dataset"))
+    return Catalogue(name=ds_name, items=items, lookbooks=lookbooks, scenes=scenes)

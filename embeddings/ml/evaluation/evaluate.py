@@ -1,0 +1,407 @@
+"""``evaluate(encoder, dataset, split) -> EvaluationResult``: every metric, per cold/warm cell.
+
+Tasks (queries are drawn from the split; galleries are always the whole catalogue):
+- text→image / image→text: an item's text finds its own photo (and back): recall@1/5/10, MRR.
+- image→image: share of the 10 nearest photos (itself excluded) with the query's category.
+- lookbook completion: in a held-out lookbook, the mean of the other items' vectors finds the
+  left-out item among all items except those others: recall@10, nDCG@10.
+- fill-in-the-blank: the same partial lookbook picks the left-out item among it and 3 negatives
+  of the same category: accuracy (chance = 0.25).
+- shop-the-look: a held-out scene photo (ikea room) retrieves the products shown in it:
+  recall@10 over the scene's products of each cell.
+
+A query's cell is its target's: cold when the target item was held out of training. The query
+sets depend only on the split, the dataset and ``EvalConfig.seed`` — never on the model — so
+two models' per-query values can be compared pairwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from embeddings.ml.evaluation import metrics as m
+from embeddings.ml.evaluation.bootstrap import DEFAULT_RESAMPLES, MetricValue, bootstrap_ci
+from embeddings.ml.evaluation.catalogue import Catalogue, as_catalogue
+from embeddings.ml.evaluation.splits import CELLS, Cell, Split
+
+log = logging.getLogger(__name__)
+
+Vectors = npt.NDArray[np.float32]
+
+# Metric keys, in report order, and the task each belongs to.
+METRICS: tuple[str, ...] = (
+    "text_to_image/recall@1",
+    "text_to_image/recall@5",
+    "text_to_image/recall@10",
+    "text_to_image/mrr",
+    "image_to_text/recall@1",
+    "image_to_text/recall@5",
+    "image_to_text/recall@10",
+    "image_to_text/mrr",
+    "image_to_image/category_precision@10",
+    "lookbook_completion/recall@10",
+    "lookbook_completion/ndcg@10",
+    "fill_in_the_blank/accuracy",
+    "shop_the_look/recall@10",
+)
+
+
+class _EncodeResult(Protocol):
+    vectors: Any
+    failed: dict[int, str]
+
+
+class Encoder(Protocol):
+    """What the evaluation needs of an encoder (``embeddings.ml.loading.load_encoder``)."""
+
+    def encode_images(self, images: Sequence[Any]) -> _EncodeResult: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> Any: ...
+
+    def encode_items(self, images: Sequence[Any], texts: Sequence[str]) -> _EncodeResult: ...
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Knobs of an evaluation run. Defaults are the ones the committed reports use."""
+
+    seed: int = 0  # draws query subsets and FITB negatives; independent of the model
+    max_queries_per_cell: int = 1000  # caps retrieval queries per cell (deterministic subset)
+    max_lookbook_queries_per_cell: int = 3000  # caps leave-one-out queries per cell
+    max_context: int = 30  # at most this many other items form a lookbook query
+    fitb_candidates: int = 4  # the left-out item plus 3 negatives
+    k: int = 10
+    catalogue_vectors: Literal["fused", "image"] = "fused"  # gallery for lookbook/scene tasks
+    resamples: int = DEFAULT_RESAMPLES
+
+
+@dataclass
+class EncodedCatalogue:
+    """Vectors of every item (row i = catalogue item i) and of the evaluated scenes.
+
+    ``ok`` marks items whose photo was encoded; failed items are neither queries nor
+    retrievable (their rows are zero, and they are excluded from every gallery).
+    """
+
+    image: Vectors
+    text: Vectors
+    fused: Vectors
+    scenes: dict[str, Vectors]  # scene_id -> (D,)
+    ok: npt.NDArray[np.bool_]
+    failed: dict[str, str]  # item or scene id -> reason
+
+
+@dataclass
+class EvaluationResult:
+    """All metrics of one model on one dataset split.
+
+    ``metrics[metric][cell]`` is a ``MetricValue`` (mean, bootstrap 95% CI, n queries);
+    ``per_query[metric][cell]`` keeps the per-query values (same query order for every model
+    evaluated with the same split and config) for paired comparisons; it is not serialised.
+    """
+
+    model: str
+    dataset: str
+    split_fingerprint: str
+    config: EvalConfig
+    metrics: dict[str, dict[str, MetricValue]]
+    per_query: dict[str, dict[str, npt.NDArray[np.float64]]] = field(repr=False)
+    n_items: int = 0
+    n_failed: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form: metadata plus metrics[metric][cell] = {value, ci_low, ci_high, n}."""
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "split_fingerprint": self.split_fingerprint,
+            "config": self.config.__dict__,
+            "n_items": self.n_items,
+            "n_failed": self.n_failed,
+            "seconds": round(self.seconds, 1),
+            "metrics": {
+                name: {cell: v.to_dict() for cell, v in cells.items()}
+                for name, cells in self.metrics.items()
+            },
+        }
+
+
+def _as_array(x: Any) -> Vectors:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def _fill(n: int, result: _EncodeResult, dim: int) -> tuple[Vectors, dict[int, str]]:
+    """Vectors for all n inputs: rows of failed inputs are zero.
+
+    Accepts either one row per input, or one row per successful input (in input order).
+    """
+    vecs = _as_array(result.vectors)
+    failed = {int(k): str(v) for k, v in (result.failed or {}).items()}
+    if len(vecs) == n:
+        out = vecs.copy()
+        for i in failed:
+            out[i] = 0.0
+        return out, failed
+    out = np.zeros((n, vecs.shape[1] if vecs.ndim == 2 else dim), dtype=np.float32)
+    ok_rows = [i for i in range(n) if i not in failed]
+    if len(ok_rows) != len(vecs):
+        raise ValueError("encoder returned neither one row per input nor per success")
+    out[ok_rows] = vecs
+    return out, failed
+
+
+def encode_catalogue(
+    encoder: Encoder, catalogue: Catalogue, scene_ids: Sequence[str] = ()
+) -> EncodedCatalogue:
+    """Encode every item's photo and text, their fusion, and the photos of ``scene_ids``.
+
+    Returns an ``EncodedCatalogue``. Uses ``encoder.fuse(image, text)`` when the encoder has
+    one (no second pass over the photos), else ``encode_items``.
+    """
+    paths = [it.image_path for it in catalogue.items]
+    texts = [it.text for it in catalogue.items]
+    img_res = encoder.encode_images(paths)
+    dim = int(getattr(encoder, "dim", 0) or _as_array(img_res.vectors).shape[-1])
+    image, failed_img = _fill(len(paths), img_res, dim)
+    text = _as_array(encoder.encode_texts(texts))
+    fuse = getattr(encoder, "fuse", None)
+    if callable(fuse):
+        fused = _as_array(fuse(image, text))
+        fused[list(failed_img)] = 0.0
+    else:
+        fused, failed_fused = _fill(len(paths), encoder.encode_items(paths, texts), dim)
+        failed_img.update(failed_fused)
+    ok = np.ones(len(paths), dtype=bool)
+    ok[list(failed_img)] = False
+    failed = {catalogue.items[i].item_id: r for i, r in failed_img.items()}
+    scenes: dict[str, Vectors] = {}
+    if scene_ids:
+        by_id = {s.scene_id: s for s in catalogue.scenes}
+        scene_paths = [by_id[s].image_path for s in scene_ids]
+        svecs, sfailed = _fill(len(scene_paths), encoder.encode_images(scene_paths), dim)
+        for j, sid in enumerate(scene_ids):
+            if j in sfailed:
+                failed[sid] = sfailed[j]
+            else:
+                scenes[sid] = svecs[j]
+    return EncodedCatalogue(image, text, fused, scenes, ok, failed)
+
+
+def _subset(idx: list[int], cap: int, rng: np.random.Generator) -> list[int]:
+    if len(idx) <= cap:
+        return idx
+    return sorted(rng.choice(idx, size=cap, replace=False).tolist())
+
+
+@dataclass(frozen=True)
+class _LeaveOneOut:
+    lookbook_id: str
+    target: int  # catalogue index of the left-out item
+    context: tuple[int, ...]  # catalogue indices of the other items
+    candidates: tuple[int, ...]  # FITB: target first, then negatives
+
+
+@dataclass
+class QueryPlan:
+    """The model-independent queries of an evaluation, per cell.
+
+    Built once from the catalogue, split and config (and which photos failed), so every model
+    answers exactly the same questions.
+    """
+
+    retrieval: dict[str, list[int]]  # cell -> item indices used as text/image queries
+    leave_one_out: dict[str, list[_LeaveOneOut]]
+    scenes: list[tuple[str, dict[str, list[int]]]]  # (scene_id, cell -> relevant indices)
+    fitb_fallbacks: int = 0  # negatives drawn outside the category (too few inside)
+
+
+def plan_queries(
+    catalogue: Catalogue, split: Split, config: EvalConfig, ok: npt.NDArray[np.bool_]
+) -> QueryPlan:
+    """Choose the queries of every task (see ``QueryPlan``); deterministic in config.seed."""
+    rng = np.random.default_rng(config.seed)
+    cell_of = [split.cell(it.item_id) for it in catalogue.items]
+    retrieval: dict[str, list[int]] = {
+        c: _subset(
+            [i for i in range(len(catalogue.items)) if cell_of[i] == c and ok[i]],
+            config.max_queries_per_cell,
+            rng,
+        )
+        for c in CELLS
+    }
+
+    by_category: dict[str, list[int]] = {}
+    for i, it in enumerate(catalogue.items):
+        if ok[i]:
+            by_category.setdefault(it.category, []).append(i)
+    all_ok = [i for i in range(len(catalogue.items)) if ok[i]]
+    n_neg = config.fitb_candidates - 1
+    fallbacks = 0
+    loo: dict[str, list[_LeaveOneOut]] = {c: [] for c in CELLS}
+    for lid in split.heldout_lookbooks:
+        members = [catalogue.index[i] for i in dict.fromkeys(catalogue.lookbooks.get(lid, []))]
+        members = [i for i in members if ok[i]]
+        if len(members) < 2:
+            continue
+        member_set = set(members)
+        for target in members:
+            others = [i for i in members if i != target]
+            if len(others) > config.max_context:
+                others = sorted(rng.choice(others, size=config.max_context, replace=False))
+            pool = [
+                i
+                for i in by_category.get(catalogue.items[target].category, [])
+                if i not in member_set
+            ]
+            if len(pool) < n_neg:  # too few of its category outside the lookbook
+                fallbacks += 1
+                in_pool = set(pool)
+                pool += [i for i in all_ok if i not in member_set and i not in in_pool]
+            negs = [int(x) for x in rng.choice(pool, size=n_neg, replace=False)]
+            loo[cell_of[target]].append(
+                _LeaveOneOut(lid, target, tuple(int(o) for o in others), (target, *negs))
+            )
+    for c in CELLS:
+        if len(loo[c]) > config.max_lookbook_queries_per_cell:
+            keep = _subset(list(range(len(loo[c]))), config.max_lookbook_queries_per_cell, rng)
+            loo[c] = [loo[c][j] for j in keep]
+
+    held = set(split.heldout_lookbooks)
+    scenes: list[tuple[str, dict[str, list[int]]]] = []
+    for s in catalogue.scenes:
+        if s.lookbook_id is not None and s.lookbook_id not in held:
+            continue
+        rel: dict[str, list[int]] = {c: [] for c in CELLS}
+        for item_id in dict.fromkeys(s.item_ids):
+            j = catalogue.index.get(item_id)
+            if j is not None and ok[j]:
+                rel[cell_of[j]].append(j)
+        if any(rel.values()):
+            scenes.append((s.scene_id, rel))
+    return QueryPlan(retrieval, loo, scenes, fallbacks)
+
+
+def _retrieval(
+    queries: Vectors, gallery: Vectors, targets: list[int], exclude_failed: list[int], prefix: str
+) -> dict[str, npt.NDArray[np.float64]]:
+    exclude = [exclude_failed] * len(targets) if exclude_failed else None
+    ranks = m.target_ranks(queries, gallery, targets, exclude)
+    return {
+        f"{prefix}/recall@1": m.recall_at_k(ranks, 1),
+        f"{prefix}/recall@5": m.recall_at_k(ranks, 5),
+        f"{prefix}/recall@10": m.recall_at_k(ranks, 10),
+        f"{prefix}/mrr": m.reciprocal_rank(ranks),
+    }
+
+
+def score_queries(
+    enc: EncodedCatalogue, catalogue: Catalogue, plan: QueryPlan, config: EvalConfig
+) -> dict[str, dict[str, npt.NDArray[np.float64]]]:
+    """Per-query values of every metric: ``{metric: {cell: (n,) array}}``."""
+    k = config.k
+    failed_idx = [i for i in range(len(enc.ok)) if not enc.ok[i]]
+    cat_vecs = enc.fused if config.catalogue_vectors == "fused" else enc.image
+    labels = [it.category for it in catalogue.items]
+    out: dict[str, dict[str, npt.NDArray[np.float64]]] = {name: {} for name in METRICS}
+    for c in CELLS:
+        q = plan.retrieval[c]
+        if q:
+            for name, vals in _retrieval(
+                enc.text[q], enc.image, q, failed_idx, "text_to_image"
+            ).items():
+                out[name][c] = vals
+            for name, vals in _retrieval(
+                enc.image[q], enc.text, q, failed_idx, "image_to_text"
+            ).items():
+                out[name][c] = vals
+            top = m.top_k(enc.image[q], enc.image, k, [[i, *failed_idx] for i in q])
+            out["image_to_image/category_precision@10"][c] = m.label_precision_at_k(
+                top, labels, [labels[i] for i in q], k
+            )
+        loo = plan.leave_one_out[c]
+        if loo:
+            queries = np.stack([m.mean_of_normalised(cat_vecs[list(x.context)]) for x in loo])
+            ranks = m.target_ranks(
+                queries,
+                cat_vecs,
+                [x.target for x in loo],
+                [[*x.context, *failed_idx] for x in loo],
+            )
+            out["lookbook_completion/recall@10"][c] = m.recall_at_k(ranks, k)
+            out["lookbook_completion/ndcg@10"][c] = m.ndcg_at_k(ranks, k)
+            correct = []
+            for qv, x in zip(queries, loo, strict=True):
+                s = cat_vecs[list(x.candidates)] @ qv
+                correct.append(float(s[0] > s[1:].max()))
+            out["fill_in_the_blank/accuracy"][c] = np.asarray(correct)
+        scenes = [(sid, rel[c]) for sid, rel in plan.scenes if rel[c] and sid in enc.scenes]
+        if scenes:
+            qv = np.stack([enc.scenes[sid] for sid, _ in scenes])
+            top = m.top_k(qv, cat_vecs, k, [failed_idx] * len(scenes) if failed_idx else None)
+            out["shop_the_look/recall@10"][c] = m.set_recall_at_k(top, [r for _, r in scenes], k)
+    return out
+
+
+def evaluate(
+    encoder: Encoder,
+    dataset: Any,
+    split: Split,
+    config: EvalConfig | None = None,
+    *,
+    model_name: str = "model",
+    encoded: EncodedCatalogue | None = None,
+) -> EvaluationResult:
+    """Evaluate ``encoder`` on ``dataset`` (a model-package dataset or a ``Catalogue``).
+
+    Returns an ``EvaluationResult`` with every metric of ``METRICS`` per cell ("cold",
+    "warm"), each a mean over queries with a bootstrap 95% CI. A metric with no query in a
+    cell (e.g. shop-the-look on a dataset without scenes) is absent from that cell.
+    """
+    config = config or EvalConfig()
+    started = time.monotonic()
+    catalogue = as_catalogue(dataset)
+    split.check(catalogue)
+    held = set(split.heldout_lookbooks)
+    scene_ids = [
+        s.scene_id for s in catalogue.scenes if s.lookbook_id is None or s.lookbook_id in held
+    ]
+    if encoded is None:
+        encoded = encode_catalogue(encoder, catalogue, scene_ids)
+    plan = plan_queries(catalogue, split, config, encoded.ok)
+    per_query = score_queries(encoded, catalogue, plan, config)
+    metrics_out: dict[str, dict[str, MetricValue]] = {}
+    for name, cells in per_query.items():
+        for c, vals in cells.items():
+            metrics_out.setdefault(name, {})[c] = bootstrap_ci(
+                vals, resamples=config.resamples, seed=config.seed
+            )
+    per_query = {name: cells for name, cells in per_query.items() if cells}
+    if plan.fitb_fallbacks:
+        log.info("FITB: %d queries drew negatives outside their category", plan.fitb_fallbacks)
+    return EvaluationResult(
+        model=model_name,
+        dataset=catalogue.name,
+        split_fingerprint=split.fingerprint,
+        config=config,
+        metrics=metrics_out,
+        per_query=per_query,
+        n_items=len(catalogue.items),
+        n_failed=len(encoded.failed),
+        seconds=time.monotonic() - started,
+    )
+
+
+def cells_of(result: EvaluationResult) -> tuple[Cell, ...]:
+    """The cells present in a result, in report order."""
+    present = {c for cells in result.metrics.values() for c in cells}
+    return tuple(c for c in CELLS if c in present)

@@ -1,0 +1,318 @@
+"""Tests of the evaluation package on hand-built embeddings with known answers.
+
+Framework-free: no database, no torch, no dataset files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from embeddings.ml.evaluation import metrics as m
+from embeddings.ml.evaluation.bootstrap import bootstrap_ci, paired_relative_ci
+from embeddings.ml.evaluation.catalogue import Catalogue, CatalogueItem, Scene, as_catalogue
+from embeddings.ml.evaluation.evaluate import EvalConfig, evaluate, plan_queries
+from embeddings.ml.evaluation.splits import Split, make_split
+
+
+def unit(*rows: list[float]) -> np.ndarray:
+    a = np.asarray(rows, dtype=np.float32)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_target_ranks_count_items_scoring_at_least_the_target() -> None:
+    gallery = unit([1, 0], [0.8, 0.6], [0, 1], [-1, 0])
+    queries = unit([1, 0], [0, 1], [1, 0])
+    # q0 -> item 0 is best (rank 1); q1 -> item 1 is second after item 2; q2 -> item 3 last.
+    ranks = m.target_ranks(queries, gallery, [0, 1, 3])
+    assert ranks.tolist() == [1, 2, 4]
+
+
+def test_target_ranks_skip_excluded_items() -> None:
+    gallery = unit([1, 0], [0.8, 0.6], [0, 1], [-1, 0])
+    queries = unit([1, 0])
+    assert m.target_ranks(queries, gallery, [3], [[0, 1]]).tolist() == [2]
+    with pytest.raises(ValueError):
+        m.target_ranks(queries, gallery, [0], [[0]])
+
+
+def test_ties_count_against_the_target() -> None:
+    gallery = unit([1, 0], [1, 0], [0, 1])
+    assert m.target_ranks(unit([1, 0]), gallery, [1]).tolist() == [2]
+
+
+def test_recall_mrr_and_ndcg_exact_values() -> None:
+    ranks = np.array([1, 2, 5, 11])
+    assert m.recall_at_k(ranks, 1).tolist() == [1, 0, 0, 0]
+    assert m.recall_at_k(ranks, 5).tolist() == [1, 1, 1, 0]
+    assert m.recall_at_k(ranks, 10).mean() == pytest.approx(0.75)
+    assert m.reciprocal_rank(ranks).mean() == pytest.approx((1 + 1 / 2 + 1 / 5 + 1 / 11) / 4)
+    ndcg = m.ndcg_at_k(ranks, 10)
+    assert ndcg.tolist() == pytest.approx([1.0, 1 / math.log2(3), 1 / math.log2(6), 0.0])
+
+
+def test_top_k_is_sorted_best_first_and_respects_exclusions() -> None:
+    gallery = unit([1, 0], [0.8, 0.6], [0, 1], [-1, 0])
+    top = m.top_k(unit([1, 0]), gallery, 3)
+    assert top.tolist() == [[0, 1, 2]]
+    assert m.top_k(unit([1, 0]), gallery, 2, [[0]]).tolist() == [[1, 2]]
+
+
+def test_set_recall_and_label_precision() -> None:
+    top = np.array([[3, 1, 4, 0], [2, 0, 1, 3]])
+    rec = m.set_recall_at_k(top, [[1, 0, 9], []], k=2)
+    assert rec[0] == pytest.approx(1 / 3)
+    assert math.isnan(rec[1])
+    prec = m.label_precision_at_k(top, ["a", "b", "a", "b", "a"], ["a", "b"], k=4)
+    assert prec.tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_mean_of_normalised_is_unit_length() -> None:
+    v = m.mean_of_normalised(unit([1, 0], [0, 1]))
+    assert np.linalg.norm(v) == pytest.approx(1.0)
+    assert v.tolist() == pytest.approx([math.sqrt(0.5)] * 2)
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_ci_contains_the_point_estimate() -> None:
+    rng = np.random.default_rng(3)
+    for n in (1, 5, 40, 500):
+        values = rng.random(n) < 0.3
+        mv = bootstrap_ci(values.astype(float), resamples=300, seed=1)
+        assert mv.ci_low <= mv.value <= mv.ci_high
+        assert mv.n == n
+        assert mv.value == pytest.approx(values.mean())
+
+
+def test_bootstrap_ci_drops_nans_and_narrows_with_more_queries() -> None:
+    mv = bootstrap_ci([1.0, float("nan"), 0.0])
+    assert mv.n == 2 and mv.value == 0.5
+    small = bootstrap_ci(np.tile([0.0, 1.0], 10))
+    large = bootstrap_ci(np.tile([0.0, 1.0], 1000))
+    assert (large.ci_high - large.ci_low) < (small.ci_high - small.ci_low)
+    empty = bootstrap_ci([])
+    assert empty.n == 0 and math.isnan(empty.value)
+
+
+def test_paired_relative_change() -> None:
+    base = np.array([1.0, 0.0, 1.0, 0.0] * 25)
+    better = np.array([1.0, 1.0, 1.0, 0.0] * 25)
+    rc = paired_relative_ci(base, better, seed=0)
+    assert rc.value == pytest.approx(0.5)
+    assert rc.ci_low <= 0.5 <= rc.ci_high and rc.ci_low > 0.0
+
+
+# ---------------------------------------------------------------- splits
+
+
+def make_catalogue(n: int = 60, n_lookbooks: int = 12, with_scenes: bool = True) -> Catalogue:
+    items = [
+        CatalogueItem(f"i{i:03d}", f"/img/i{i:03d}.jpg", f"text {i}", f"cat{i % 3}")
+        for i in range(n)
+    ]
+    lookbooks = {
+        f"lb{j:02d}": [f"i{i:03d}" for i in range(j * 4, j * 4 + 4)] for j in range(n_lookbooks)
+    }
+    lookbooks["lb00"].append("i050")  # an item in two lookbooks
+    scenes = (
+        [
+            Scene(f"lb{j:02d}", f"/img/scene{j}.jpg", tuple(lookbooks[f"lb{j:02d}"]), f"lb{j:02d}")
+            for j in range(n_lookbooks)
+        ]
+        if with_scenes
+        else []
+    )
+    return Catalogue("toy", items, lookbooks, scenes)
+
+
+def test_make_split_is_deterministic_and_reloadable(tmp_path: Path) -> None:
+    cat = make_catalogue()
+    a = make_split(cat, seed=7)
+    b = make_split(cat, seed=7)
+    assert a == b
+    assert make_split(cat, seed=8) != a
+    path = a.save(tmp_path / "split.json")
+    assert path.read_text() == b.save(tmp_path / "again.json").read_text()
+    loaded = Split.load(path)
+    assert loaded == a
+    assert loaded.cell(a.cold_items[0]) == "cold"
+    assert len(a.cold_items) == 12  # 20% of 49 linked items (10) + of 11 unlinked (2)
+    assert len(a.heldout_lookbooks) == 3
+
+
+def test_cold_items_and_heldout_lookbooks_never_reach_the_training_graph() -> None:
+    cat = make_catalogue()
+    for seed in range(5):
+        split = make_split(cat, seed=seed, cold_fraction=0.3, heldout_lookbook_fraction=0.3)
+        graph = split.training_lookbooks(cat.lookbooks)
+        in_graph = {i for members in graph.values() for i in members}
+        assert not in_graph & set(split.cold_items)
+        assert not set(graph) & set(split.heldout_lookbooks)
+        assert all(len(v) >= 2 for v in graph.values())
+        train_ids = split.training_item_ids(cat.item_ids)
+        assert not set(train_ids) & set(split.cold_items)
+        assert len(train_ids) + len(split.cold_items) == len(cat.items)
+
+
+def test_split_refuses_another_dataset() -> None:
+    split = make_split(make_catalogue())
+    with pytest.raises(ValueError, match="fingerprint"):
+        split.check(make_catalogue(n=61))
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@dataclass
+class FakeResult:
+    vectors: np.ndarray
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+class TableEncoder:
+    """Looks vectors up by path/text; a path containing 'broken' fails to decode."""
+
+    def __init__(self, table: dict[str, np.ndarray]) -> None:
+        self.table = table
+        self.dim = len(next(iter(table.values())))
+
+    def _many(self, keys: Sequence[Any]) -> FakeResult:
+        failed = {i: "cannot decode" for i, k in enumerate(keys) if "broken" in k}
+        rows = [np.zeros(self.dim) if i in failed else self.table[k] for i, k in enumerate(keys)]
+        return FakeResult(np.asarray(rows, dtype=np.float32), failed)
+
+    def encode_images(self, images: Sequence[Any]) -> FakeResult:
+        return self._many(images)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self._many(texts).vectors
+
+    def encode_items(self, images: Sequence[Any], texts: Sequence[str]) -> FakeResult:
+        img, txt = self._many(images), self._many(texts)
+        fused = img.vectors + txt.vectors
+        norms = np.linalg.norm(fused, axis=1, keepdims=True)
+        return FakeResult(fused / np.where(norms == 0, 1, norms), img.failed)
+
+
+def oracle_table(cat: Catalogue, seed: int = 0, dim: int = 64) -> dict[str, np.ndarray]:
+    """Image = text = one random direction per item; a scene = the mean of its products."""
+    rng = np.random.default_rng(seed)
+    table: dict[str, np.ndarray] = {}
+    for it in cat.items:
+        v = rng.normal(size=dim)
+        v /= np.linalg.norm(v)
+        table[it.image_path] = table[it.text] = v
+    for s in cat.scenes:
+        v = np.mean([table[cat.items[cat.index[i]].image_path] for i in s.item_ids], axis=0)
+        table[s.image_path] = v / np.linalg.norm(v)
+    return table
+
+
+def test_evaluate_with_an_oracle_encoder_gets_perfect_retrieval() -> None:
+    cat = make_catalogue()
+    split = make_split(cat, seed=1)
+    result = evaluate(TableEncoder(oracle_table(cat)), cat, split, EvalConfig(resamples=200))
+    for metric in ("text_to_image/recall@1", "image_to_text/mrr"):
+        for cell in ("cold", "warm"):
+            mv = result.metrics[metric][cell]
+            assert mv.value == 1.0 and mv.ci_low == 1.0
+    assert result.metrics["text_to_image/recall@1"]["cold"].n == len(split.cold_items)
+    # Scenes are the mean of their (4-5) products: all of them are in the top 10.
+    assert result.metrics["shop_the_look/recall@10"]["cold"].value == 1.0
+    d = result.to_dict()
+    assert d["metrics"]["text_to_image/recall@1"]["warm"]["n"] == 60 - len(split.cold_items)
+
+
+def test_evaluate_puts_lookbook_queries_in_the_left_out_items_cell() -> None:
+    cat = make_catalogue()
+    split = make_split(cat, seed=2, cold_fraction=0.5, heldout_lookbook_fraction=0.5)
+    result = evaluate(TableEncoder(oracle_table(cat)), cat, split, EvalConfig(resamples=50))
+    n = {c: result.metrics["lookbook_completion/recall@10"][c].n for c in ("cold", "warm")}
+    expected = {"cold": 0, "warm": 0}
+    for lid in split.heldout_lookbooks:
+        for i in cat.lookbooks[lid]:
+            expected[split.cell(i)] += 1
+    assert n == expected
+
+
+def test_fitb_negatives_come_from_the_same_category_outside_the_lookbook() -> None:
+    cat = make_catalogue()
+    split = make_split(cat, seed=3, heldout_lookbook_fraction=0.5)
+    plan = plan_queries(cat, split, EvalConfig(), np.ones(len(cat.items), dtype=bool))
+    queries = [q for c in ("cold", "warm") for q in plan.leave_one_out[c]]
+    assert queries and plan.fitb_fallbacks == 0
+    for q in queries:
+        target_cat = cat.items[q.target].category
+        members = {cat.index[i] for i in cat.lookbooks[q.lookbook_id]}
+        assert q.candidates[0] == q.target and len(q.candidates) == 4
+        assert len(set(q.candidates)) == 4
+        for neg in q.candidates[1:]:
+            assert cat.items[neg].category == target_cat
+            assert neg not in members
+
+
+def test_query_plan_does_not_depend_on_the_model() -> None:
+    cat = make_catalogue()
+    split = make_split(cat, seed=4)
+    cfg = EvalConfig(resamples=50)
+    a = evaluate(TableEncoder(oracle_table(cat, seed=0)), cat, split, cfg)
+    b = evaluate(TableEncoder(oracle_table(cat, seed=1)), cat, split, cfg)
+    for metric, cells in a.per_query.items():
+        for cell, values in cells.items():
+            assert len(values) == len(b.per_query[metric][cell])
+
+
+def test_failed_photos_are_neither_queries_nor_results() -> None:
+    cat = make_catalogue()
+    broken = CatalogueItem("i999", "/img/broken.jpg", "text broken", "cat0")
+    cat = Catalogue("toy", [*cat.items, broken], cat.lookbooks, cat.scenes)
+    table = oracle_table(cat)
+    split = make_split(cat, seed=5, cold_fraction=0.0)
+    result = evaluate(TableEncoder(table), cat, split, EvalConfig(resamples=50))
+    assert result.n_failed == 1
+    assert result.metrics["text_to_image/recall@1"]["warm"].n == 60
+    assert "cold" not in result.metrics["text_to_image/recall@1"]
+
+
+def test_as_catalogue_reads_model_package_style_objects() -> None:
+    @dataclass
+    class Item:
+        item_id: str
+        image_path: Path
+        text: str
+        category: str
+
+    @dataclass
+    class Room:
+        room: str
+        image_path: Path
+        products: list[str]
+
+    @dataclass
+    class Dataset:
+        name: str
+        items: list[Item]
+        lookbooks: dict[str, list[str]]
+        scenes: list[Room]
+
+    ds = Dataset(
+        "x",
+        [Item("a", Path("/a.jpg"), "A", "c"), Item("b", Path("/b.jpg"), "B", "c")],
+        {"l": ["a", "b", "zz"]},
+        [Room("r", Path("/r.jpg"), ["a", "zz"])],
+    )
+    cat = as_catalogue(ds)
+    assert cat.name == "x" and cat.item_ids == ["a", "b"]
+    assert cat.lookbooks == {"l": ["a", "b"]}
+    assert cat.scenes == [Scene("r", "/r.jpg", ("a",), "r")]
