@@ -1,0 +1,41 @@
+# Vitrine: two commands for a fresh machine.
+#   make run   - set up (virtualenv, requirements) and run the whole stack on http://127.0.0.1:8000
+#   make test  - lint, type-check and run the whole test suite against real services
+# DATABASE_URL / CELERY_BROKER_URL select external services; unset, embedded ones are started.
+
+PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
+	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' \
+	&& { echo $$p; break; }; done)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest setup clean-data bench
+
+run: setup
+	$(BIN)/python -m webapp.stack run
+
+test: setup
+	$(BIN)/python -m webapp.stack exec --throwaway -- $(MAKE) --no-print-directory lint typecheck pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy webapp catalog search embeddings
+
+pytest:
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -n "$(PYTHON)" || { echo "Vitrine needs Python 3.12 or newer (Django 6)."; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+clean-data:
+	rm -rf .data

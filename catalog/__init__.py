@@ -1,0 +1,1 @@
+"""Catalog: products, their images, lookbooks and catalog imports."""

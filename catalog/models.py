@@ -1,0 +1,166 @@
+"""The retailer's catalog: products, their images, curated lookbooks and imports."""
+
+from __future__ import annotations
+
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.urls import reverse
+
+
+class TimestampedModel(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Product(TimestampedModel):
+    """One sellable article, identified by the retailer's SKU."""
+
+    sku = models.CharField("SKU", max_length=128, unique=True)
+    title = models.CharField(max_length=500)
+    description = models.TextField(blank=True)
+    brand = models.CharField(max_length=200, blank=True, db_index=True)
+    category = models.CharField(max_length=200, blank=True, db_index=True)
+    # Variants of one product (colours, sizes) share a group id (GMC's item_group_id).
+    group_id = models.CharField(max_length=128, blank=True, db_index=True)
+    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True, help_text="ISO 4217 code, e.g. EUR")
+    in_stock = models.BooleanField(default=True, db_index=True)
+    url = models.URLField("product URL", max_length=2000, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    # sha256 over the fields that feed the embeddings (text fields, attributes, image hashes).
+    # A vector records the hash it was computed from, so "stale" is a comparison, and a
+    # price or stock change (not hashed) never causes a re-embedding.
+    content_hash = models.CharField(max_length=64, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-updated_at", "id"]
+        indexes = [
+            GinIndex(fields=["attributes"], name="product_attributes_gin"),
+            models.Index(fields=["price"], name="product_price_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.sku})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("search:product-detail", kwargs={"sku": self.sku})
+
+    @property
+    def primary_image(self) -> ProductImage | None:
+        """The first ready image by position (uses prefetched images when present)."""
+        ready = [image for image in self.images.all() if image.status == ProductImage.Status.READY]
+        return min(ready, key=lambda image: image.position) if ready else None
+
+
+class ProductImage(TimestampedModel):
+    """A product photo: where it came from, the normalised stored file and its state."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
+    position = models.PositiveSmallIntegerField(default=0)
+    source_url = models.CharField(max_length=2000, blank=True, help_text="URL or feed path")
+    image = models.ImageField(upload_to="products/", blank=True)
+    thumbnail = models.ImageField(upload_to="products/thumbs/", blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["product_id", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["product", "position"], name="product_image_unique_position"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product.sku} #{self.position}"
+
+
+class Lookbook(TimestampedModel):
+    """A curated board of products that go together (an outfit, a room)."""
+
+    title = models.CharField(max_length=300)
+    slug = models.SlugField(max_length=300, unique=True)
+    description = models.TextField(blank=True)
+    is_published = models.BooleanField("published", default=False, db_index=True)
+    cover = models.ImageField(upload_to="lookbooks/", blank=True)
+    products = models.ManyToManyField(Product, through="LookbookItem", related_name="lookbooks")
+
+    class Meta:
+        ordering = ["title"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("search:lookbook-detail", kwargs={"slug": self.slug})
+
+
+class LookbookItem(models.Model):
+    lookbook = models.ForeignKey(Lookbook, on_delete=models.CASCADE, related_name="items")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="lookbook_items")
+    position = models.PositiveIntegerField(default=0)
+    note = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["lookbook_id", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["lookbook", "product"], name="lookbook_item_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lookbook} · {self.product}"
+
+
+class ImportJob(TimestampedModel):
+    """One run of the ingestion pipeline over a source (file, folder or URL)."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    source = models.CharField(max_length=2000, help_text="File name, folder or URL")
+    source_format = models.CharField(max_length=32, blank=True)
+    options = models.JSONField(default=dict, blank=True)
+    upload = models.FileField(upload_to="imports/", blank=True)
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.QUEUED, db_index=True
+    )
+    total_rows = models.PositiveIntegerField(default=0)
+    done_rows = models.PositiveIntegerField(default=0)
+    failed_rows = models.PositiveIntegerField(default=0)
+    skipped_rows = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="Why the whole job failed, if it did")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Import #{self.pk} of {self.source}"
+
+    @property
+    def progress_percent(self) -> int:
+        """Rows finished (imported, failed or skipped) as a whole percentage of the total."""
+        if not self.total_rows:
+            return 100 if self.state == self.State.SUCCEEDED else 0
+        finished = self.done_rows + self.failed_rows + self.skipped_rows
+        return min(100, round(100 * finished / self.total_rows))

@@ -1,0 +1,1 @@
+"""Embeddings: the framework-free model package (`embeddings.ml`) and its Django layer."""

@@ -1,0 +1,1 @@
+"""Search: vector selectors, the REST API and the shopper pages."""

@@ -1,0 +1,264 @@
+"""Run Vitrine's whole local stack, or one command inside its environment.
+
+    python -m webapp.stack run               # services, migrations, worker, beat, web server
+    python -m webapp.stack exec -- CMD ...   # embedded services around one command (tests)
+
+Embedded PostgreSQL+pgvector and Redis are started only for the variables that are unset
+(DATABASE_URL, CELERY_BROKER_URL); given ones are used as they are. Ctrl-C (or SIGTERM)
+stops the web server, lets the worker finish its current task, then stops Redis and
+PostgreSQL cleanly, so the data directory is never left mid-write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import psycopg
+
+from webapp import embedded
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SHUTDOWN_GRACE_SECONDS = 30
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the launcher itself is killed, so nothing is orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _say(message: str) -> None:
+    print(f"[vitrine] {message}", flush=True)
+
+
+def _data_dir() -> Path:
+    value = os.environ.get("VITRINE_DATA_DIR")
+    return Path(value).resolve() if value else BASE_DIR / ".data"
+
+
+def _local_secret_key(data_dir: Path) -> str:
+    """A random key kept in the data directory, so sessions survive restarts."""
+    path = data_dir / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(64))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _local_http_defaults(data_dir: Path) -> dict[str, str]:
+    """Settings for serving on http://127.0.0.1 (production deployments set their own)."""
+    return {
+        "SECRET_KEY": _local_secret_key(data_dir),
+        "SECURE_SSL_REDIRECT": "0",
+        "SESSION_COOKIE_SECURE": "0",
+        "CSRF_COOKIE_SECURE": "0",
+        "SECURE_HSTS_SECONDS": "0",
+        "VITRINE_DATA_DIR": str(data_dir),
+    }
+
+
+def _check_pgvector(database_url: str) -> None:
+    """Exit with a clear message when the database cannot offer pgvector."""
+    from catalog.checks import PGVECTOR_MISSING_HINT  # no Django setup needed for a constant
+
+    try:
+        with psycopg.connect(database_url, connect_timeout=5) as connection:
+            row = connection.execute(
+                "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+            ).fetchone()
+    except psycopg.Error as error:
+        raise SystemExit(f"[vitrine] Cannot connect to DATABASE_URL: {error}") from None
+    if row is None:
+        raise SystemExit(
+            "[vitrine] The PostgreSQL at DATABASE_URL has no pgvector extension ('vector'), "
+            f"which Vitrine needs to store embeddings.\n[vitrine] {PGVECTOR_MISSING_HINT}"
+        )
+
+
+@contextlib.contextmanager
+def services(data_dir: Path) -> Iterator[dict[str, str]]:
+    """Start the embedded services that are not configured; yield the environment to use."""
+    environment = _local_http_defaults(data_dir)
+    environment.update({k: v for k, v in os.environ.items() if k in environment and v})
+    started: list[embedded.EmbeddedPostgres | embedded.EmbeddedRedis] = []
+    try:
+        if os.environ.get("DATABASE_URL"):
+            environment["DATABASE_URL"] = os.environ["DATABASE_URL"]
+        else:
+            postgres = embedded.start_postgres(data_dir / "postgres")
+            started.append(postgres)
+            environment["DATABASE_URL"] = postgres.url
+            _say(f"embedded PostgreSQL with pgvector in {postgres.data_dir}")
+        if os.environ.get("CELERY_BROKER_URL"):
+            environment["CELERY_BROKER_URL"] = os.environ["CELERY_BROKER_URL"]
+        else:
+            redis = embedded.start_redis(data_dir / "redis", data_dir / "run" / "redis.sock")
+            started.append(redis)
+            environment["CELERY_BROKER_URL"] = redis.url
+            _say(f"embedded Redis on {redis.socket_path}")
+        _check_pgvector(environment["DATABASE_URL"])
+        embedded.write_services_file(
+            data_dir,
+            {k: environment[k] for k in ("DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY")},
+        )
+        yield environment
+    finally:
+        embedded.remove_services_file(data_dir)
+        for service in reversed(started):
+            service.stop()
+        if started:
+            _say("embedded services stopped")
+
+
+class _Supervisor:
+    """Starts child processes in their own sessions and stops them in reverse order."""
+
+    def __init__(self, environment: dict[str, str]) -> None:
+        self.environment = {**os.environ, **environment}
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            list(command),
+            cwd=BASE_DIR,
+            env=self.environment,
+            start_new_session=True,  # we forward Ctrl-C ourselves, in order
+            preexec_fn=_die_with_parent,
+        )
+        self.children.append((name, process))
+        return process
+
+    def run_to_completion(self, command: Sequence[str]) -> int:
+        return subprocess.call(list(command), cwd=BASE_DIR, env=self.environment)
+
+    def first_exited(self) -> tuple[str, int] | None:
+        for name, process in self.children:
+            code = process.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop_all(self) -> None:
+        for name, process in reversed(self.children):
+            if process.poll() is None:
+                _say(f"stopping {name}")
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(SHUTDOWN_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    _say(f"{name} did not stop in {SHUTDOWN_GRACE_SECONDS}s; killing it")
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+def run(host: str, port: int, web_workers: int, worker_concurrency: int) -> int:
+    """Bring up the whole stack and block until Ctrl-C or a child dies."""
+    data_dir = _data_dir()
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    python = sys.executable
+    try:
+        with services(data_dir) as environment:
+            supervisor = _Supervisor(environment)
+            try:
+                manage = [python, "manage.py"]
+                if supervisor.run_to_completion([*manage, "migrate", "--noinput"]) != 0:
+                    _say("migrations failed; see above")
+                    return 1
+                supervisor.run_to_completion([*manage, "collectstatic", "--noinput", "-v0"])
+                supervisor.start(
+                    "worker",
+                    [
+                        python, "-m", "celery", "-A", "webapp", "worker", "--beat",
+                        "-Q", "default,ingest,embeddings", "-c", str(worker_concurrency),
+                        "--loglevel", "INFO", "-n", "vitrine@%h",
+                    ],
+                )  # fmt: skip
+                supervisor.start(
+                    "web server",
+                    [
+                        python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{host}:{port}",
+                        "--workers", str(web_workers), "--threads", "4", "--timeout", "120",
+                        "--access-logfile", "-",
+                    ],
+                )  # fmt: skip
+                _say(f"Vitrine is running at http://{host}:{port}/ (Ctrl-C stops everything)")
+                while (exited := supervisor.first_exited()) is None:
+                    time.sleep(0.5)
+                _say(f"{exited[0]} exited with status {exited[1]}; shutting down")
+                return 1
+            except _Interrupted:
+                _say("shutting down")
+                return 0
+            finally:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cut the clean stop short
+                supervisor.stop_all()
+    except _Interrupted:
+        return 130
+    except embedded.EmbeddedServiceError as error:
+        _say(str(error))
+        return 1
+
+
+def exec_command(command: Sequence[str], throwaway: bool) -> int:
+    """Run one command with the embedded services around it; return its exit status."""
+    if throwaway and "VITRINE_DATA_DIR" not in os.environ:
+        data_dir = Path(tempfile.mkdtemp(prefix="vitrine-"))
+        os.environ["VITRINE_DATA_DIR"] = str(data_dir)
+    else:
+        data_dir = _data_dir()
+    try:
+        with services(data_dir) as environment:
+            completed = subprocess.run(list(command), env={**os.environ, **environment})
+            return completed.returncode
+    finally:
+        if throwaway:
+            embedded.clear_directory(data_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m webapp.stack", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="run the whole stack")
+    run_parser.add_argument("--host", default=os.environ.get("VITRINE_HOST", "127.0.0.1"))
+    run_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    run_parser.add_argument("--web-workers", type=int, default=2)
+    run_parser.add_argument("--worker-concurrency", type=int, default=2)
+    exec_parser = commands.add_parser("exec", help="run a command inside the environment")
+    exec_parser.add_argument(
+        "--throwaway", action="store_true", help="use a temporary data directory (tests)"
+    )
+    exec_parser.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args.host, args.port, args.web_workers, args.worker_concurrency)
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        parser.error("exec needs a command after --")
+    return exec_command(command, throwaway=args.throwaway)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
