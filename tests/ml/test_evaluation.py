@@ -165,6 +165,16 @@ def test_cold_items_and_heldout_lookbooks_never_reach_the_training_graph() -> No
         assert len(train_ids) + len(split.cold_items) == len(cat.items)
 
 
+def test_heldout_lookbooks_respect_prefix_and_size() -> None:
+    cat = make_catalogue()
+    cat.lookbooks["section:big"] = [it.item_id for it in cat.items]
+    cat.lookbooks["section:small"] = ["i001", "i002"]
+    split = make_split(cat, seed=0, heldout_lookbook_fraction=0.9, max_lookbook_size=50)
+    assert "section:big" not in split.heldout_lookbooks
+    split = make_split(cat, seed=0, heldout_lookbook_fraction=0.9, lookbook_prefix="lb")
+    assert all(lid.startswith("lb") for lid in split.heldout_lookbooks)
+
+
 def test_split_refuses_another_dataset() -> None:
     split = make_split(make_catalogue())
     with pytest.raises(ValueError, match="fingerprint"):
@@ -309,10 +319,10 @@ def test_as_catalogue_reads_model_package_style_objects() -> None:
     ds = Dataset(
         "x",
         [Item("a", Path("/a.jpg"), "A", "c"), Item("b", Path("/b.jpg"), "B", "c")],
-        {"l": ["a", "b", "zz"]},
+        {"room:r": ["a", "b", "zz"]},
         [Room("r", Path("/r.jpg"), ["a", "zz"])],
     )
     cat = as_catalogue(ds)
     assert cat.name == "x" and cat.item_ids == ["a", "b"]
-    assert cat.lookbooks == {"l": ["a", "b"]}
-    assert cat.scenes == [Scene("r", "/r.jpg", ("a",), "r")]
+    assert cat.lookbooks == {"room:r": ["a", "b"]}
+    assert cat.scenes == [Scene("r", "/r.jpg", ("a",), "room:r")]

@@ -8,9 +8,8 @@ more of their shape than it uses, and tests can build a ``Catalogue`` by hand.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -67,28 +66,29 @@ def _get(obj: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
-def _scene_list(raw: Any) -> list[Scene]:
-    if raw is None:
-        return []
-    values: Iterable[Any] = raw.values() if isinstance(raw, Mapping) else raw
-    if isinstance(raw, Mapping):
-        values = [
-            v if _get(v, "scene_id", "room", "id") is not None else {"scene_id": k, **v}
-            for k, v in raw.items()
-        ]
+def _lookbook_of(scene_id: str, lookbooks: Mapping[str, Sequence[str]]) -> str | None:
+    """The lookbook a scene illustrates: its own id, or "<kind>:<id>" (ikea: "room:<id>")."""
+    if scene_id in lookbooks:
+        return scene_id
+    matches = [lid for lid in lookbooks if lid.partition(":")[2] == scene_id]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _scenes(dataset: Any, lookbooks: Mapping[str, Sequence[str]]) -> list[Scene]:
+    raw = _get(dataset, "scenes", "queries", default=None) or []
     scenes = []
-    for s in values:
+    for s in raw:
         if isinstance(s, Scene):
             scenes.append(s)
             continue
-        sid = str(_get(s, "scene_id", "room", "id", "name"))
-        ids = _get(s, "item_ids", "products", "items", default=()) or ()
+        sid = str(_get(s, "scene_id", "query_id", "room", "id"))
+        ids = _get(s, "item_ids", "products", default=()) or ()
         scenes.append(
             Scene(
                 scene_id=sid,
-                image_path=str(_get(s, "image_path", "path", "image")),
+                image_path=str(_get(s, "image_path")),
                 item_ids=tuple(str(i) for i in ids),
-                lookbook_id=_get(s, "lookbook_id", default=sid),
+                lookbook_id=_get(s, "lookbook_id", default=None) or _lookbook_of(sid, lookbooks),
             )
         )
     return scenes
@@ -97,9 +97,11 @@ def _scene_list(raw: Any) -> list[Scene]:
 def as_catalogue(dataset: Any, name: str | None = None) -> Catalogue:
     """A ``Catalogue`` view of a model-package dataset (or a Catalogue, returned as is).
 
-    Reads ``items`` (each with item_id, image_path, text, category), ``lookbooks``
-    (id -> item ids) and, when present, ``scenes``/``rooms``. Lookbook members that are not
-    catalogue items are dropped.
+    Reads ``items`` (each with item_id, image_path, text, category; paths resolved with
+    ``dataset.image_file(item)`` when the dataset has it), ``lookbooks`` (id -> item ids) and
+    scene photos from ``scenes`` or ``queries`` (``embeddings.ml.data.LookQuery``). A scene
+    belongs to the lookbook named like it (ikea: room "x" -> lookbook "room:x"). Lookbook and
+    scene members that are not catalogue items are dropped; a missing category becomes "".
     """
     if isinstance(dataset, Catalogue):
         return dataset
@@ -108,10 +110,11 @@ def as_catalogue(dataset: Any, name: str | None = None) -> Catalogue:
         raise TypeError("dataset has no items")
     if isinstance(raw_items, Mapping):
         raw_items = list(raw_items.values())
+    image_file = getattr(dataset, "image_file", None)  # ItemDataset: paths under image_root
     items = [
         CatalogueItem(
             item_id=str(_get(it, "item_id", "id")),
-            image_path=str(_get(it, "image_path", "path")),
+            image_path=str(image_file(it) if callable(image_file) else _get(it, "image_path")),
             text=str(_get(it, "text", default="") or ""),
             category=str(_get(it, "category", default="") or ""),
         )
@@ -120,11 +123,9 @@ def as_catalogue(dataset: Any, name: str | None = None) -> Catalogue:
     known = {it.item_id for it in items}
     raw_lookbooks: Mapping[Any, Sequence[Any]] = _get(dataset, "lookbooks", default={}) or {}
     lookbooks = {str(k): [str(i) for i in v if str(i) in known] for k, v in raw_lookbooks.items()}
-    scenes = _scene_list(_get(dataset, "scenes", "rooms", "scene_photos"))
     scenes = [
         Scene(s.scene_id, s.image_path, tuple(i for i in s.item_ids if i in known), s.lookbook_id)
-        for s in scenes
-        if Path(s.image_path).name
+        for s in _scenes(dataset, lookbooks)
     ]
     ds_name = name or str(_get(dataset, "name", default="dataset"))
     return Catalogue(name=ds_name, items=items, lookbooks=lookbooks, scenes=scenes)

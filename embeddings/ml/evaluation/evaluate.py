@@ -141,23 +141,79 @@ def _as_array(x: Any) -> Vectors:
 
 
 def _fill(n: int, result: _EncodeResult, dim: int) -> tuple[Vectors, dict[int, str]]:
-    """Vectors for all n inputs: rows of failed inputs are zero.
+    """Vectors for all n inputs, rows of failed inputs zero, and the failures.
 
-    Accepts either one row per input, or one row per successful input (in input order).
+    Accepts one row per input, or one row per successful input (placed by
+    ``result.indices`` when the result has them, else in input order).
     """
     vecs = _as_array(result.vectors)
     failed = {int(k): str(v) for k, v in (result.failed or {}).items()}
-    if len(vecs) == n:
-        out = vecs.copy()
-        for i in failed:
-            out[i] = 0.0
-        return out, failed
-    out = np.zeros((n, vecs.shape[1] if vecs.ndim == 2 else dim), dtype=np.float32)
-    ok_rows = [i for i in range(n) if i not in failed]
-    if len(ok_rows) != len(vecs):
-        raise ValueError("encoder returned neither one row per input nor per success")
-    out[ok_rows] = vecs
+    if len(vecs) == n and not failed:
+        return vecs.copy(), failed
+    out = np.zeros((n, vecs.shape[1] if vecs.ndim == 2 and len(vecs) else dim), np.float32)
+    indices = getattr(result, "indices", None)
+    rows = list(indices) if indices else [i for i in range(n) if i not in failed]
+    if len(rows) != len(vecs):
+        if len(vecs) == n:  # one row per input, failed rows included
+            rows = list(range(n))
+        else:
+            raise ValueError("encoder returned neither one row per input nor per success")
+    out[rows] = vecs
+    out[list(failed)] = 0.0
     return out, failed
+
+
+def _encode_one_pass(
+    encoder: Any, paths: Sequence[str], texts: Sequence[str], batch_size: int = 32
+) -> tuple[Vectors, Vectors, Vectors, dict[int, str]] | None:
+    """Image, text and fused vectors from one pass over the photos, or None if unsupported.
+
+    Adapter over ``embeddings.ml``'s ``Encoder`` (its ``model.forward_all`` returns all three
+    vectors at once): ``encode_images`` + ``encode_items`` would run the image tower twice.
+    """
+    model = getattr(encoder, "model", None)
+    if model is None or not hasattr(model, "forward_all") or not hasattr(encoder, "preprocess"):
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from embeddings.ml.images import decode_image, normalize_batch
+
+    pre = encoder.preprocess
+    device = getattr(encoder, "device", "cpu")
+
+    def decode(path: str) -> npt.NDArray[np.uint8] | str:
+        try:
+            return decode_image(path, pre.image_size, pre.resize_mode)
+        except Exception as exc:  # a broken photo is a per-item failure, as in Encoder
+            return f"{type(exc).__name__}: {exc}"
+
+    n, dim = len(paths), int(encoder.dim)
+    image, text, fused = (np.zeros((n, dim), np.float32) for _ in range(3))
+    failed: dict[int, str] = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, n, batch_size):
+            idx = list(range(start, min(start + batch_size, n)))
+            decoded = list(pool.map(decode, [paths[i] for i in idx]))
+            ok = [i for i, d in zip(idx, decoded, strict=True) if not isinstance(d, str)]
+            for i, d in zip(idx, decoded, strict=True):
+                if isinstance(d, str):
+                    failed[i] = d
+            if not ok:
+                continue
+            arrays = [d for d in decoded if not isinstance(d, str)]
+            pixels = normalize_batch(torch.from_numpy(np.stack(arrays)).to(device), pre)
+            tokens = encoder.tokenizer([texts[i] for i in ok]).to(device)
+            with torch.inference_mode():
+                out = model.forward_all(pixels, tokens)
+            image[ok] = out["image"].float().cpu().numpy()
+            text[ok] = out["text"].float().cpu().numpy()
+            fused[ok] = out["fused"].float().cpu().numpy()
+    missing = [i for i in range(n) if i in failed]
+    if missing:  # texts of items whose photo failed still have a text vector
+        text[missing] = _as_array(encoder.encode_texts([texts[i] for i in missing]))
+    return image, text, fused, failed
 
 
 def encode_catalogue(
@@ -165,20 +221,21 @@ def encode_catalogue(
 ) -> EncodedCatalogue:
     """Encode every item's photo and text, their fusion, and the photos of ``scene_ids``.
 
-    Returns an ``EncodedCatalogue``. Uses ``encoder.fuse(image, text)`` when the encoder has
-    one (no second pass over the photos), else ``encode_items``.
+    Returns an ``EncodedCatalogue``. With ``embeddings.ml``'s ``Encoder`` the photos are read
+    once (``_encode_one_pass``); any other encoder goes through ``encode_images``,
+    ``encode_texts`` and ``encode_items``.
     """
     paths = [it.image_path for it in catalogue.items]
     texts = [it.text for it in catalogue.items]
-    img_res = encoder.encode_images(paths)
-    dim = int(getattr(encoder, "dim", 0) or _as_array(img_res.vectors).shape[-1])
-    image, failed_img = _fill(len(paths), img_res, dim)
-    text = _as_array(encoder.encode_texts(texts))
-    fuse = getattr(encoder, "fuse", None)
-    if callable(fuse):
-        fused = _as_array(fuse(image, text))
-        fused[list(failed_img)] = 0.0
+    one_pass = _encode_one_pass(encoder, paths, texts)
+    if one_pass is not None:
+        image, text, fused, failed_img = one_pass
+        dim = image.shape[1]
     else:
+        img_res = encoder.encode_images(paths)
+        dim = int(getattr(encoder, "dim", 0) or _as_array(img_res.vectors).shape[-1])
+        image, failed_img = _fill(len(paths), img_res, dim)
+        text = _as_array(encoder.encode_texts(texts))
         fused, failed_fused = _fill(len(paths), encoder.encode_items(paths, texts), dim)
         failed_img.update(failed_fused)
     ok = np.ones(len(paths), dtype=bool)
@@ -258,11 +315,8 @@ def plan_queries(
             others = [i for i in members if i != target]
             if len(others) > config.max_context:
                 others = sorted(rng.choice(others, size=config.max_context, replace=False))
-            pool = [
-                i
-                for i in by_category.get(catalogue.items[target].category, [])
-                if i not in member_set
-            ]
+            category = catalogue.items[target].category
+            pool = [i for i in by_category.get(category, []) if i not in member_set and category]
             if len(pool) < n_neg:  # too few of its category outside the lookbook
                 fallbacks += 1
                 in_pool = set(pool)
@@ -324,10 +378,14 @@ def score_queries(
                 enc.image[q], enc.text, q, failed_idx, "image_to_text"
             ).items():
                 out[name][c] = vals
-            top = m.top_k(enc.image[q], enc.image, k, [[i, *failed_idx] for i in q])
-            out["image_to_image/category_precision@10"][c] = m.label_precision_at_k(
-                top, labels, [labels[i] for i in q], k
-            )
+            labelled = [i for i in q if labels[i]]  # unlabelled items have no category to match
+            if labelled:
+                top = m.top_k(
+                    enc.image[labelled], enc.image, k, [[i, *failed_idx] for i in labelled]
+                )
+                out["image_to_image/category_precision@10"][c] = m.label_precision_at_k(
+                    top, labels, [labels[i] for i in labelled], k
+                )
         loo = plan.leave_one_out[c]
         if loo:
             queries = np.stack([m.mean_of_normalised(cat_vecs[list(x.context)]) for x in loo])

@@ -138,13 +138,18 @@ def make_split(
     cold_fraction: float = 0.2,
     heldout_lookbook_fraction: float = 0.25,
     min_lookbook_size: int = 2,
+    max_lookbook_size: int = 50,
+    lookbook_prefix: str = "",
 ) -> Split:
     """Draw a split deterministically from ``seed``.
 
     Cold items are drawn as ``cold_fraction`` of the items in some lookbook plus the same
     fraction of the items in none (stratified, so the lookbook tasks get cold queries in
-    proportion). Held-out lookbooks are ``heldout_lookbook_fraction`` of the lookbooks with at
-    least ``min_lookbook_size`` members. Returns the ``Split``; save it with ``.save(path)``.
+    proportion). Held-out lookbooks are ``heldout_lookbook_fraction`` of the eligible
+    lookbooks: ids starting with ``lookbook_prefix`` (hm: "product:", so the huge
+    "section:" groups stay in the graph) and ``min_lookbook_size``..``max_lookbook_size``
+    members (leave-one-out over a 1,000-item group asks for one arbitrary member).
+    Returns the ``Split``; save it with ``.save(path)``.
     """
     if not 0.0 <= cold_fraction < 1.0 or not 0.0 <= heldout_lookbook_fraction < 1.0:
         raise ValueError("fractions must lie in [0, 1)")
@@ -155,7 +160,10 @@ def make_split(
     unlinked = [i for i in ids if i not in in_lookbook]
     cold = _choose(linked, cold_fraction, rng) + _choose(unlinked, cold_fraction, rng)
     eligible = sorted(
-        lid for lid, members in catalogue.lookbooks.items() if len(members) >= min_lookbook_size
+        lid
+        for lid, members in catalogue.lookbooks.items()
+        if lid.startswith(lookbook_prefix)
+        and min_lookbook_size <= len(members) <= max_lookbook_size
     )
     held = _choose(eligible, heldout_lookbook_fraction, rng)
     return Split(
