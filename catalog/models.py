@@ -96,6 +96,9 @@ class Lookbook(TimestampedModel):
     description = models.TextField(blank=True)
     is_published = models.BooleanField("published", default=False, db_index=True)
     cover = models.ImageField(upload_to="lookbooks/", blank=True)
+    # Where the cover came from (URL or feed path), so a re-import fetches it only when
+    # the feed names a different one.
+    cover_source = models.CharField(max_length=2000, blank=True)
     products = models.ManyToManyField(Product, through="LookbookItem", related_name="lookbooks")
 
     class Meta:
@@ -145,6 +148,9 @@ class ImportJob(TimestampedModel):
     failed_rows = models.PositiveIntegerField(default=0)
     skipped_rows = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, help_text="Why the whole job failed, if it did")
+    # Counts beyond the row totals: products created/updated/unchanged, images fetched,
+    # lookbooks saved (filled in as the pipeline goes; shown by the admin and the API).
+    stats = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
@@ -164,3 +170,71 @@ class ImportJob(TimestampedModel):
             return 100 if self.state == self.State.SUCCEEDED else 0
         finished = self.done_rows + self.failed_rows + self.skipped_rows
         return min(100, round(100 * finished / self.total_rows))
+
+
+class ImportChunk(TimestampedModel):
+    """A slice of an import's validated rows, staged as JSON between parse and upsert.
+
+    Chunks make a crashed worker cheap: each one is upserted in a single transaction and
+    its images are processed one by one (each idempotent), so redoing a chunk after a
+    SIGKILL repeats only unfinished work. ``claimed_by``/``heartbeat_at`` form a lease:
+    the sweeper re-queues chunks whose holder stopped beating.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"  # staged, not upserted yet
+        UPSERTED = "upserted", "Upserted"  # products saved; images not all processed
+        FINISHED = "finished", "Finished"
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    rows = models.JSONField(default=list, help_text="Validated ProductRow dicts")
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.PENDING, db_index=True
+    )
+    done_rows = models.PositiveIntegerField(default=0)
+    failed_rows = models.PositiveIntegerField(default=0)
+    created_products = models.PositiveIntegerField(default=0)
+    updated_products = models.PositiveIntegerField(default=0)
+    claimed_by = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job_id", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="import_chunk_unique_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"Import #{self.job_id} chunk {self.index}"
+
+
+class ImportRowError(models.Model):
+    """One problem with one feed row, for the downloadable error report."""
+
+    class Kind(models.TextChoices):
+        FAILED = "failed", "Failed"  # the row was not imported (or its main image failed)
+        SKIPPED = "skipped", "Skipped"  # deliberately not imported (a repeated SKU)
+        WARNING = "warning", "Warning"  # imported, with a problem (an extra image failed)
+
+    class File(models.TextChoices):
+        FEED = "feed", "Feed"
+        LOOKBOOKS = "lookbooks", "Lookbooks"
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="row_errors")
+    chunk = models.ForeignKey(
+        ImportChunk, null=True, blank=True, on_delete=models.CASCADE, related_name="row_errors"
+    )
+    file = models.CharField(max_length=16, choices=File.choices, default=File.FEED)
+    row = models.PositiveIntegerField()
+    field = models.CharField(max_length=100, blank=True)
+    sku = models.CharField("SKU", max_length=300, blank=True)
+    reason = models.TextField()
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FAILED)
+
+    class Meta:
+        ordering = ["job_id", "file", "row", "id"]
+        indexes = [models.Index(fields=["job", "kind"], name="import_row_error_job_kind")]
+
+    def __str__(self) -> str:
+        return f"row {self.row} {self.field}: {self.reason}"

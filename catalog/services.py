@@ -1,0 +1,830 @@
+"""Catalog writes: import jobs, product upserts, image storage, lookbooks.
+
+The import pipeline, one step per task (``catalog.tasks`` only calls these):
+
+1. ``import_job_parse``: read the feed, validate rows, stage them as ``ImportChunk``s and
+   record parse errors, all in one transaction (a crash leaves nothing half-staged).
+2. ``import_chunk_process``: per chunk, upsert its products in one transaction, then
+   fetch and normalise each pending image in its own small transaction, then record the
+   chunk's outcome. Every step is idempotent: redoing a chunk after a crash redoes only
+   what did not commit.
+3. ``import_job_finalize``: lookbooks (they need the products), final state.
+
+``import_sweep`` re-queues work whose worker died (see ``ImportChunk``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
+from django.db import connection, transaction
+from django.db.models import Count, Q, Sum
+from django.dispatch import Signal
+from django.utils import timezone
+from django.utils.text import slugify
+
+from catalog.ingest.fetching import FetchError, FetchPolicy, SafeFetcher, fetch_policy_from_settings
+from catalog.ingest.imaging import ImageRejectedError, NormalisedImage, normalise_image
+from catalog.ingest.mapping import MappingError
+from catalog.ingest.readers import FeedError
+from catalog.ingest.rows import LookbookRow, ProductRow, RowError
+from catalog.ingest.sources import Feed, fetch_url, load_mapping, open_bytes, open_path
+from catalog.models import (
+    ImportChunk,
+    ImportJob,
+    ImportRowError,
+    Lookbook,
+    LookbookItem,
+    Product,
+    ProductImage,
+)
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 500
+IMAGE_MAX_BYTES = 20 * 1024 * 1024
+FEED_MAX_BYTES = 200 * 1024 * 1024
+#: Seconds without a heartbeat after which a chunk's worker is presumed dead.
+STALE_AFTER_SECONDS = 120
+
+#: Sent (after commit) with ``product_ids`` whose embedded content changed and that have a
+#: ready image: the embeddings app may connect to it to embed them promptly. The durable
+#: contract is still ``Product.content_hash`` versus the hash stored with each vector.
+products_need_embedding = Signal()
+
+ImportKind = Literal["path", "upload", "url"]
+
+
+class ImportRefusedError(ValueError):
+    """The import cannot be created as asked (bad mapping, bad source). Shown to users."""
+
+
+# --- Jobs ---------------------------------------------------------------------------------
+
+
+def import_job_create(
+    *,
+    kind: ImportKind,
+    source: str,
+    preset: str | None = None,
+    mapping: dict[str, Any] | None = None,
+    fmt: str | None = None,
+    currency: str = "",
+    sidecar: str | None = None,
+    lookbooks: str | None = None,
+    upload: UploadedFile | None = None,
+    lookbooks_upload: UploadedFile | None = None,
+    created_by_id: int | None = None,
+    dispatch: bool = True,
+) -> ImportJob:
+    """Create a queued job and (after commit) send it to the workers.
+
+    ``kind="path"`` reads files on the server and so is for the CLI only; the API and the
+    admin create ``upload`` and ``url`` jobs, whose images must be http(s) URLs.
+    """
+    try:
+        load_mapping(preset=preset, mapping_json=json.dumps(mapping) if mapping else None)
+    except MappingError as exc:
+        raise ImportRefusedError(str(exc)) from exc
+    if kind == "url":
+        try:
+            SafeFetcher(_fetch_policy(feed=True)).check_url(source)
+        except FetchError as exc:
+            raise ImportRefusedError(exc.reason) from exc
+    if kind == "upload" and upload is None:
+        raise ImportRefusedError("an upload job needs a file")
+    options: dict[str, Any] = {
+        "kind": kind,
+        "preset": preset,
+        "mapping": mapping,
+        "format": fmt,
+        "currency": currency.upper(),
+        "sidecar": sidecar,
+        "lookbooks": lookbooks,
+    }
+    with transaction.atomic():
+        job = ImportJob(source=source[:2000], options=options, created_by_id=created_by_id)
+        if upload is not None:
+            job.upload.save(f"{uuid.uuid4().hex}-{Path(upload.name or 'feed').name}", upload, False)
+        if lookbooks_upload is not None:
+            name = default_storage.save(
+                f"imports/{uuid.uuid4().hex}-lookbooks.json", lookbooks_upload
+            )
+            options["lookbooks_upload"] = name
+        job.save()
+        if dispatch:
+            from catalog import tasks  # tasks import services; import here, not at the top
+
+            job_id = job.id
+            transaction.on_commit(lambda: tasks.import_job_parse.delay(job_id=job_id))
+    return job
+
+
+def _fetch_policy(*, feed: bool = False) -> FetchPolicy:
+    return fetch_policy_from_settings(
+        allowed_hosts=settings.VITRINE_FETCH_ALLOWED_HOSTS,
+        max_bytes=FEED_MAX_BYTES if feed else IMAGE_MAX_BYTES,
+        deadline=120.0 if feed else 20.0,
+    )
+
+
+def _job_feed(job: ImportJob) -> Feed:
+    options = job.options
+    mapping = load_mapping(
+        preset=options.get("preset"),
+        mapping_json=json.dumps(options["mapping"]) if options.get("mapping") else None,
+    )
+    fmt = options.get("format") or None
+    kind = options.get("kind")
+    feed: Feed
+    if kind == "path":
+        feed = open_path(
+            Path(job.source),
+            mapping=mapping,
+            sidecar=Path(options["sidecar"]) if options.get("sidecar") else None,
+            lookbooks=Path(options["lookbooks"]) if options.get("lookbooks") else None,
+            fmt=fmt,
+        )
+    elif kind == "upload":
+        with job.upload.open("rb") as handle:
+            data = handle.read()
+        lookbooks = None
+        if options.get("lookbooks_upload"):
+            with default_storage.open(options["lookbooks_upload"], "rb") as handle:
+                lookbooks = handle.read()
+        feed = open_bytes(data, name=job.source, mapping=mapping, lookbooks=lookbooks, fmt=fmt)
+    elif kind == "url":
+        with SafeFetcher(_fetch_policy(feed=True)) as fetcher:
+            feed = fetch_url(job.source, fetcher=fetcher, mapping=mapping, fmt=fmt)
+    else:
+        raise FeedError(f"unknown import kind {kind!r}")
+    feed.default_currency = options.get("currency") or ""
+    return feed
+
+
+def _error_kind(error: RowError) -> str:
+    return ImportRowError.Kind.SKIPPED if error.skipped else ImportRowError.Kind.FAILED
+
+
+def import_job_parse(*, job_id: int, dispatch: bool = True) -> list[int]:
+    """Stage a job's rows as chunks. Returns the ids of chunks still to process.
+
+    Safe to run twice: a job that already has chunks is not parsed again.
+    """
+    job = ImportJob.objects.filter(id=job_id).first()
+    if job is None or job.state in (ImportJob.State.SUCCEEDED, ImportJob.State.FAILED):
+        return []
+    if job.chunks.exists():
+        return list(
+            job.chunks.exclude(state=ImportChunk.State.FINISHED).values_list("id", flat=True)
+        )
+    # Read and validate outside any transaction: a URL feed may take a while to download.
+    try:
+        feed = _job_feed(job)
+        rows: list[ProductRow] = []
+        errors: list[RowError] = []
+        for item in feed.products():
+            (rows if isinstance(item, ProductRow) else errors).append(item)  # type: ignore[arg-type]
+    except (FeedError, MappingError, FetchError, OSError, UnicodeError) as exc:
+        reason = exc.reason if isinstance(exc, FetchError) else str(exc)
+        ImportJob.objects.filter(id=job_id, state__in=["queued", "running"]).update(
+            state=ImportJob.State.FAILED,
+            error=f"The feed could not be read: {reason}",
+            finished_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+        return []
+    error_rows = {e.row for e in errors}
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().get(id=job_id)
+        if job.chunks.exists():  # another delivery of this task got here first
+            return list(
+                job.chunks.exclude(state=ImportChunk.State.FINISHED).values_list("id", flat=True)
+            )
+        job.row_errors.all().delete()
+        ImportRowError.objects.bulk_create(
+            ImportRowError(
+                job=job,
+                row=e.row,
+                field=e.field[:100],
+                sku=e.sku[:300],
+                reason=e.reason,
+                kind=_error_kind(e),
+            )
+            for e in errors
+        )
+        chunks = ImportChunk.objects.bulk_create(
+            ImportChunk(
+                job=job, index=i, rows=[r.to_json() for r in rows[start : start + CHUNK_SIZE]]
+            )
+            for i, start in enumerate(range(0, len(rows), CHUNK_SIZE))
+        )
+        job.total_rows = len(rows) + len(error_rows)
+        job.source_format = feed.fmt if feed.open_feed is not None else "folder"
+        job.state = ImportJob.State.RUNNING
+        job.started_at = job.started_at or timezone.now()
+        job.stats = {"feed": feed.name, "chunks": len(chunks)}
+        job.save()
+        _job_refresh_counts(job.id)
+        if not chunks and dispatch:
+            _dispatch_finalize(job.id)
+    return [c.id for c in chunks]
+
+
+def _job_refresh_counts(job_id: int) -> None:
+    """Recompute a job's counters from its chunks and errors (idempotent by design)."""
+    chunk_totals = ImportChunk.objects.filter(job_id=job_id).aggregate(
+        done=Sum("done_rows"),
+        created=Sum("created_products"),
+        updated=Sum("updated_products"),
+        finished=Count("id", filter=Q(state=ImportChunk.State.FINISHED)),
+        chunks=Count("id"),
+    )
+    errors = ImportRowError.objects.filter(job_id=job_id, file=ImportRowError.File.FEED)
+    failed = errors.filter(kind=ImportRowError.Kind.FAILED).values("row").distinct().count()
+    skipped = errors.filter(kind=ImportRowError.Kind.SKIPPED).values("row").distinct().count()
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().get(id=job_id)
+        job.done_rows = chunk_totals["done"] or 0
+        job.failed_rows = failed
+        job.skipped_rows = skipped
+        job.stats = {
+            **job.stats,
+            "created": chunk_totals["created"] or 0,
+            "updated": chunk_totals["updated"] or 0,
+            "chunks_finished": chunk_totals["finished"],
+        }
+        job.save(update_fields=["done_rows", "failed_rows", "skipped_rows", "stats", "updated_at"])
+
+
+def _dispatch_finalize(job_id: int) -> None:
+    from catalog import tasks
+
+    transaction.on_commit(lambda: tasks.import_job_finalize.delay(job_id=job_id))
+
+
+# --- Products -----------------------------------------------------------------------------
+
+
+def product_content_hash(*, row: ProductRow, category: str, attributes: dict[str, str]) -> str:
+    """What the embeddings see: text, brand, category, attributes and image sources.
+
+    Price and stock are left out on purpose: changing them must not re-embed.
+    """
+    payload = {
+        "title": row.title,
+        "description": row.description,
+        "brand": row.brand,
+        "category": category,
+        "attributes": attributes,
+        "images": [ref.value for ref in row.images],
+    }
+    return hashlib.sha256(
+        json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
+
+
+def _product_values(row: ProductRow) -> dict[str, Any]:
+    attributes = dict(row.attributes)
+    for key in ("color", "size", "gender", "google_product_category"):
+        value = getattr(row, key)
+        if value:
+            attributes[key] = value
+    category = row.product_type or row.google_product_category
+    return {
+        "sku": row.sku,
+        "title": row.title[:500],
+        "description": row.description,
+        "brand": row.brand[:200],
+        "category": category[:200],
+        "group_id": row.item_group_id[:128],
+        "price": row.price,
+        "currency": row.currency,
+        "in_stock": row.availability == "in_stock",
+        "url": row.link[:2000],
+        "attributes": json.dumps(attributes, sort_keys=True, ensure_ascii=False),
+        "content_hash": product_content_hash(
+            row=row, category=category[:200], attributes=attributes
+        ),
+    }
+
+
+_UPSERT_COLUMNS = [
+    ("sku", "text"),
+    ("title", "text"),
+    ("description", "text"),
+    ("brand", "text"),
+    ("category", "text"),
+    ("group_id", "text"),
+    ("price", "numeric"),
+    ("currency", "text"),
+    ("in_stock", "boolean"),
+    ("url", "text"),
+    ("attributes", "text"),
+    ("content_hash", "text"),
+]
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    created: int
+    updated: int
+    unchanged: int
+    #: sku -> product id, for every row of the batch
+    ids: dict[str, int]
+    #: products whose embedded content changed (new, or content_hash differs)
+    content_changed: set[int]
+
+
+def product_upsert_batch(*, rows: list[ProductRow]) -> UpsertResult:
+    """Insert or update products by SKU in one statement; unchanged rows are not touched.
+
+    ``INSERT .. ON CONFLICT (sku) DO UPDATE .. WHERE (..) IS DISTINCT FROM (..)`` writes
+    only rows whose values differ, so a re-imported feed changes nothing (``updated_at``
+    included). Then each product's image list is synced: a new or different source at a
+    position resets that image to pending; unchanged sources keep their stored files.
+    """
+    if not rows:
+        return UpsertResult(0, 0, 0, {}, set())
+    values = [_product_values(r) for r in rows]
+    table = Product._meta.db_table
+    names = [name for name, _ in _UPSERT_COLUMNS]
+    unnest = ", ".join(f"%s::{kind}[]" for _, kind in _UPSERT_COLUMNS)
+    select = ", ".join(f"u.{n}::jsonb" if n == "attributes" else f"u.{n}" for n in names)
+    updated = [n for n in names if n != "sku"]
+    sql = f"""
+        INSERT INTO {table} ({", ".join(names)}, created_at, updated_at)
+        SELECT {select}, now(), now() FROM unnest({unnest}) AS u({", ".join(names)})
+        ON CONFLICT (sku) DO UPDATE SET
+            {", ".join(f"{n} = EXCLUDED.{n}" for n in updated)}, updated_at = EXCLUDED.updated_at
+        WHERE ({", ".join(f"{table}.{n}" for n in updated)})
+            IS DISTINCT FROM ({", ".join(f"EXCLUDED.{n}" for n in updated)})
+        RETURNING id, sku, (xmax = 0) AS inserted
+    """  # noqa: S608 (identifiers come from the model, values are parameters)
+    params = [[v[n] for v in values] for n in names]
+    with transaction.atomic():
+        old_hashes = dict(
+            Product.objects.filter(sku__in=[v["sku"] for v in values]).values_list(
+                "sku", "content_hash"
+            )
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            written = cursor.fetchall()
+        ids = dict(
+            Product.objects.filter(sku__in=[v["sku"] for v in values]).values_list("sku", "id")
+        )
+        created = sum(1 for _id, _sku, inserted in written if inserted)
+        changed = {ids[v["sku"]] for v in values if old_hashes.get(v["sku"]) != v["content_hash"]}
+        _images_sync(rows=rows, ids=ids)
+    return UpsertResult(
+        created=created,
+        updated=len(written) - created,
+        unchanged=len(rows) - len(written),
+        ids=ids,
+        content_changed=changed,
+    )
+
+
+def _images_sync(*, rows: list[ProductRow], ids: dict[str, int]) -> None:
+    wanted = {ids[r.sku]: [ref.value for ref in r.images] for r in rows}
+    existing: dict[int, dict[int, ProductImage]] = {}
+    for image in ProductImage.objects.filter(product_id__in=wanted.keys()):
+        existing.setdefault(image.product_id, {})[image.position] = image
+    to_create: list[ProductImage] = []
+    to_reset: list[ProductImage] = []
+    to_delete: list[int] = []
+    for product_id, sources in wanted.items():
+        current = existing.get(product_id, {})
+        for position, source in enumerate(sources):
+            image = current.get(position)
+            if image is None:
+                to_create.append(
+                    ProductImage(product_id=product_id, position=position, source_url=source)
+                )
+            elif image.source_url != source:
+                image.source_url = source
+                image.status = ProductImage.Status.PENDING
+                image.error = ""
+                to_reset.append(image)
+        to_delete.extend(img.id for pos, img in current.items() if pos >= len(sources))
+    if to_delete:
+        ProductImage.objects.filter(id__in=to_delete).delete()
+    if to_create:
+        ProductImage.objects.bulk_create(to_create)
+    if to_reset:
+        ProductImage.objects.bulk_update(to_reset, ["source_url", "status", "error", "updated_at"])
+
+
+# --- Images -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    status: Literal["ready", "failed", "retry"]
+    reason: str = ""
+
+
+def _read_local(*, base_dir: Path, relative: str) -> bytes:
+    base = base_dir.resolve()
+    target = (base / relative).resolve()
+    if not target.is_relative_to(base):
+        raise ImageRejectedError(f"{relative!r} points outside the feed's folder")
+    if target.stat().st_size > IMAGE_MAX_BYTES:
+        raise ImageRejectedError(f"{relative!r} is larger than {IMAGE_MAX_BYTES:,} bytes")
+    return target.read_bytes()
+
+
+def _load_image_bytes(*, source: str, base_dir: Path | None, fetcher: SafeFetcher) -> bytes:
+    if source.startswith(("http://", "https://")):
+        return fetcher.fetch(
+            source, accept="image/jpeg, image/png, image/webp, image/*;q=0.5"
+        ).content
+    if base_dir is None:
+        raise ImageRejectedError("local image paths are only allowed for imports from a folder")
+    try:
+        return _read_local(base_dir=base_dir, relative=source)
+    except FileNotFoundError as exc:
+        raise ImageRejectedError(f"image file {source!r} does not exist") from exc
+
+
+def _store(name: str, content: bytes) -> str:
+    """Save content-addressed bytes once; a second save of the same name is a no-op."""
+    if default_storage.exists(name):
+        return name
+    saved = default_storage.save(name, ContentFile(content))
+    if saved != name:  # another worker saved the same image meanwhile: keep one copy
+        default_storage.delete(saved)
+    return name
+
+
+def image_store(normalised: NormalisedImage) -> tuple[str, str]:
+    """Store the image and its thumbnail under their sha256; return both names."""
+    digest = normalised.sha256
+    main = _store(f"products/{digest[:2]}/{digest}.{normalised.extension}", normalised.content)
+    thumb = _store(
+        f"products/thumbs/{digest[:2]}/{digest}.{normalised.extension}", normalised.thumbnail
+    )
+    return main, thumb
+
+
+def product_image_process(
+    *, image_id: int, base_dir: Path | None, fetcher: SafeFetcher, may_retry: bool
+) -> ImageOutcome:
+    """Fetch, normalise and store one pending image. Idempotent: a ready image is left."""
+    image = ProductImage.objects.filter(id=image_id).only("source_url", "status").first()
+    if image is None or image.status == ProductImage.Status.READY:
+        return ImageOutcome("ready")
+    source = image.source_url
+    try:
+        data = _load_image_bytes(source=source, base_dir=base_dir, fetcher=fetcher)
+        normalised = normalise_image(data)
+    except FetchError as exc:
+        if exc.retryable and may_retry:
+            return ImageOutcome("retry", exc.reason)
+        return _image_failed(image_id=image_id, source=source, reason=exc.reason)
+    except ImageRejectedError as exc:
+        return _image_failed(image_id=image_id, source=source, reason=exc.reason)
+    except OSError as exc:
+        return _image_failed(image_id=image_id, source=source, reason=f"could not read: {exc}")
+    main, thumb = image_store(normalised)
+    with transaction.atomic():
+        locked = ProductImage.objects.select_for_update().filter(id=image_id).first()
+        # Stale input: the row was deleted or re-pointed at another source meanwhile.
+        if locked is None or locked.source_url != source:
+            return ImageOutcome("ready")
+        locked.image.name = main
+        locked.thumbnail.name = thumb
+        locked.width = normalised.width
+        locked.height = normalised.height
+        locked.sha256 = normalised.sha256
+        locked.status = ProductImage.Status.READY
+        locked.error = ""
+        locked.save()
+    return ImageOutcome("ready")
+
+
+def _image_failed(*, image_id: int, source: str, reason: str) -> ImageOutcome:
+    ProductImage.objects.filter(id=image_id, source_url=source).update(
+        status=ProductImage.Status.FAILED, error=reason[:2000], updated_at=timezone.now()
+    )
+    return ImageOutcome("failed", reason)
+
+
+# --- Chunks -------------------------------------------------------------------------------
+
+
+ChunkOutcome = Literal["finished", "retry", "busy", "gone"]
+
+
+def _claim(chunk_id: int, worker: str, *, stale_after: int) -> bool:
+    now = timezone.now()
+    return bool(
+        ImportChunk.objects.filter(id=chunk_id)
+        .exclude(state=ImportChunk.State.FINISHED)
+        .filter(
+            Q(claimed_by="")
+            | Q(claimed_by=worker)
+            | Q(heartbeat_at__lt=now - timedelta(seconds=stale_after))
+        )
+        .update(claimed_by=worker, heartbeat_at=now)
+    )
+
+
+def _heartbeat(chunk_id: int, worker: str) -> bool:
+    """Refresh the lease; False when the sweeper gave the chunk to someone else."""
+    return bool(
+        ImportChunk.objects.filter(id=chunk_id, claimed_by=worker).update(
+            heartbeat_at=timezone.now()
+        )
+    )
+
+
+def _job_base_dir(job: ImportJob) -> Path | None:
+    if job.options.get("kind") != "path":
+        return None
+    source = Path(job.source)
+    return (source if source.is_dir() else source.parent).resolve()
+
+
+def import_chunk_process(
+    *, chunk_id: int, worker: str | None = None, may_retry: bool = False, dispatch: bool = True
+) -> ChunkOutcome:
+    """Upsert a chunk's products, then process their pending images, then finish it."""
+    worker = worker or uuid.uuid4().hex
+    chunk = ImportChunk.objects.select_related("job").filter(id=chunk_id).first()
+    if chunk is None or chunk.state == ImportChunk.State.FINISHED:
+        return "gone"
+    if not _claim(chunk_id, worker, stale_after=STALE_AFTER_SECONDS):
+        return "busy"
+    rows = [ProductRow.from_json(r) for r in chunk.rows]
+    if chunk.state == ImportChunk.State.PENDING:
+        with transaction.atomic():
+            locked = ImportChunk.objects.select_for_update().get(id=chunk_id)
+            if locked.state == ImportChunk.State.PENDING:
+                result = product_upsert_batch(rows=rows)
+                locked.state = ImportChunk.State.UPSERTED
+                locked.created_products = result.created
+                locked.updated_products = result.updated
+                locked.save()
+    skus = [r.sku for r in rows]
+    pending = list(
+        ProductImage.objects.filter(
+            product__sku__in=skus, status=ProductImage.Status.PENDING
+        ).values_list("id", flat=True)
+    )
+    retry_needed = False
+    base_dir = _job_base_dir(chunk.job)
+    last_beat = time.monotonic()
+    with SafeFetcher(_fetch_policy()) as fetcher:
+        for image_id in pending:
+            outcome = product_image_process(
+                image_id=image_id, base_dir=base_dir, fetcher=fetcher, may_retry=may_retry
+            )
+            retry_needed = retry_needed or outcome.status == "retry"
+            if time.monotonic() - last_beat > 2.0:
+                last_beat = time.monotonic()
+                if not _heartbeat(chunk_id, worker):
+                    return "busy"  # presumed dead and re-queued: the new holder finishes
+    if retry_needed:
+        ImportChunk.objects.filter(id=chunk_id, claimed_by=worker).update(claimed_by="")
+        return "retry"
+    _chunk_finish(chunk_id=chunk_id, worker=worker, rows=rows, dispatch=dispatch)
+    return "finished"
+
+
+def _chunk_finish(*, chunk_id: int, worker: str, rows: list[ProductRow], dispatch: bool) -> None:
+    by_sku = {r.sku: r for r in rows}
+    images = ProductImage.objects.filter(product__sku__in=by_sku).values_list(
+        "product__sku", "product_id", "position", "status", "error", "source_url"
+    )
+    failed_rows: set[int] = set()
+    errors: list[ImportRowError] = []
+    ready_products: set[int] = set()
+    chunk = ImportChunk.objects.select_related("job").get(id=chunk_id)
+    for sku, product_id, position, status, error, source in images:
+        row = by_sku[sku]
+        if status == ProductImage.Status.READY and position == 0:
+            ready_products.add(product_id)
+        if status != ProductImage.Status.FAILED:
+            continue
+        main = position == 0
+        if main:
+            failed_rows.add(row.row)
+        errors.append(
+            ImportRowError(
+                job_id=chunk.job_id,
+                chunk_id=chunk_id,
+                row=row.row,
+                field="image_link" if main else "additional_image_link",
+                sku=sku,
+                reason=f"{source[:300]}: {error}"
+                + ("" if main else " (the product was imported without this image)"),
+                kind=ImportRowError.Kind.FAILED if main else ImportRowError.Kind.WARNING,
+            )
+        )
+    with transaction.atomic():
+        locked = ImportChunk.objects.select_for_update().get(id=chunk_id)
+        if locked.state == ImportChunk.State.FINISHED or locked.claimed_by != worker:
+            return
+        ImportRowError.objects.filter(chunk_id=chunk_id).delete()  # a redo replaces them
+        ImportRowError.objects.bulk_create(errors)
+        locked.failed_rows = len(failed_rows)
+        locked.done_rows = len(rows) - len(failed_rows)
+        locked.state = ImportChunk.State.FINISHED
+        locked.claimed_by = ""
+        locked.save()
+        _job_refresh_counts(chunk.job_id)
+        remaining = ImportChunk.objects.filter(job_id=chunk.job_id).exclude(
+            state=ImportChunk.State.FINISHED
+        )
+        if dispatch and not remaining.exists():
+            _dispatch_finalize(chunk.job_id)
+        if ready_products:
+            ids = sorted(ready_products)
+            transaction.on_commit(
+                lambda: products_need_embedding.send(sender=Product, product_ids=ids)
+            )
+
+
+# --- Lookbooks and the end of a job --------------------------------------------------------
+
+
+def _lookbook_slug(key: str) -> str:
+    slug = slugify(key)[:280]
+    if not slug:
+        slug = "lookbook-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    return slug
+
+
+def lookbook_upsert(
+    *, row: LookbookRow, product_ids: dict[str, int], base_dir: Path | None, fetcher: SafeFetcher
+) -> list[str]:
+    """Create or update one lookbook and its items; returns the SKUs it could not find."""
+    slug = _lookbook_slug(row.key)
+    description = " · ".join(row.attributes.values())[:1000]
+    missing = [sku for sku in row.skus if sku not in product_ids]
+    with transaction.atomic():
+        lookbook, created = Lookbook.objects.select_for_update().get_or_create(
+            slug=slug,
+            defaults={"title": row.title[:300], "description": description, "is_published": True},
+        )
+        if not created and (lookbook.title, lookbook.description) != (row.title[:300], description):
+            lookbook.title = row.title[:300]
+            lookbook.description = description
+            lookbook.save(update_fields=["title", "description", "updated_at"])
+        wanted = [product_ids[sku] for sku in row.skus if sku in product_ids]
+        current = {item.product_id: item for item in lookbook.items.all()}
+        LookbookItem.objects.filter(lookbook=lookbook).exclude(product_id__in=wanted).delete()
+        changed: list[LookbookItem] = []
+        new: list[LookbookItem] = []
+        for position, product_id in enumerate(wanted):
+            item = current.get(product_id)
+            if item is None:
+                new.append(
+                    LookbookItem(lookbook=lookbook, product_id=product_id, position=position)
+                )
+            elif item.position != position:
+                item.position = position
+                changed.append(item)
+        LookbookItem.objects.bulk_create(new)
+        LookbookItem.objects.bulk_update(changed, ["position"])
+    if row.image is not None and lookbook.cover_source != row.image.value:
+        with contextlib.suppress(FetchError, ImageRejectedError, OSError):
+            data = _load_image_bytes(source=row.image.value, base_dir=base_dir, fetcher=fetcher)
+            main, _thumb = image_store(normalise_image(data))
+            Lookbook.objects.filter(id=lookbook.id).update(
+                cover=main, cover_source=row.image.value, updated_at=timezone.now()
+            )
+    return missing
+
+
+def import_job_finalize(*, job_id: int) -> None:
+    """Save lookbooks (products exist now) and mark the job succeeded. Idempotent."""
+    job = ImportJob.objects.filter(id=job_id).first()
+    if job is None or job.state != ImportJob.State.RUNNING:
+        return
+    if ImportChunk.objects.filter(job_id=job_id).exclude(state=ImportChunk.State.FINISHED).exists():
+        return
+    try:
+        feed = _job_feed(job)
+        rows = [
+            ProductRow.from_json(r)
+            for chunk in job.chunks.all()
+            for r in chunk.rows
+            if r.get("lookbooks")
+        ]
+        lookbooks = list(feed.lookbooks(rows)) if (feed.open_lookbooks or rows) else []
+    except (FeedError, MappingError, FetchError, OSError) as exc:
+        lookbooks = [RowError(row=0, field="", reason=f"lookbooks could not be read: {exc}")]
+    skus = {sku for lb in lookbooks if isinstance(lb, LookbookRow) for sku in lb.skus}
+    product_ids = dict(Product.objects.filter(sku__in=skus).values_list("sku", "id"))
+    errors: list[ImportRowError] = []
+    saved = 0
+    with SafeFetcher(_fetch_policy()) as fetcher:
+        for item in lookbooks:
+            if isinstance(item, RowError):
+                errors.append(
+                    ImportRowError(
+                        job=job, file=ImportRowError.File.LOOKBOOKS, row=item.row,
+                        field=item.field, sku=item.sku, reason=item.reason,
+                    )
+                )  # fmt: skip
+                continue
+            missing = lookbook_upsert(
+                row=item, product_ids=product_ids, base_dir=_job_base_dir(job), fetcher=fetcher
+            )
+            saved += 1
+            if missing:
+                errors.append(
+                    ImportRowError(
+                        job=job, file=ImportRowError.File.LOOKBOOKS, row=item.row, field="skus",
+                        sku=item.key[:300], kind=ImportRowError.Kind.WARNING,
+                        reason=f"{len(missing)} SKU(s) not in the catalog: {', '.join(missing[:20])}",
+                    )
+                )  # fmt: skip
+    with transaction.atomic():
+        locked = ImportJob.objects.select_for_update().get(id=job_id)
+        if locked.state != ImportJob.State.RUNNING:
+            return
+        ImportRowError.objects.filter(job=locked, file=ImportRowError.File.LOOKBOOKS).delete()
+        ImportRowError.objects.bulk_create(errors)
+        locked.state = ImportJob.State.SUCCEEDED
+        locked.finished_at = timezone.now()
+        locked.stats = {**locked.stats, "lookbooks": saved}
+        locked.save()
+    _job_refresh_counts(job_id)
+
+
+# --- Sweeper ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    parse: list[int]
+    chunks: list[int]
+    finalize: list[int]
+
+
+def import_sweep(*, stale_after_seconds: int = STALE_AFTER_SECONDS) -> SweepResult:
+    """Find work stuck in a non-final state and say what to re-queue.
+
+    A chunk is stuck when its lease holder stopped beating (killed worker: with late
+    acknowledgement the broker would redeliver only after its visibility timeout), or
+    when nobody claimed it for a long time (a lost message). The lease is cleared here so
+    the re-queued task can claim it at once.
+    """
+    cutoff = timezone.now() - timedelta(seconds=stale_after_seconds)
+    stuck = ImportChunk.objects.exclude(state=ImportChunk.State.FINISHED).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, updated_at__lt=cutoff)
+    )
+    chunk_ids = list(stuck.values_list("id", flat=True))
+    ImportChunk.objects.filter(id__in=chunk_ids, heartbeat_at__lt=cutoff).update(claimed_by="")
+    queued = list(
+        ImportJob.objects.filter(state=ImportJob.State.QUEUED, updated_at__lt=cutoff).values_list(
+            "id", flat=True
+        )
+    )
+    unfinalized = list(
+        ImportJob.objects.filter(state=ImportJob.State.RUNNING, updated_at__lt=cutoff)
+        .exclude(chunks__state__in=[ImportChunk.State.PENDING, ImportChunk.State.UPSERTED])
+        .values_list("id", flat=True)
+    )
+    return SweepResult(parse=queued, chunks=chunk_ids, finalize=unfinalized)
+
+
+# --- Running a job in this process (CLI) ---------------------------------------------------
+
+
+def import_job_run_inline(*, job_id: int, max_retries: int = 3) -> Iterator[ImportJob]:
+    """Run every step in the calling process, yielding the job after each chunk.
+
+    The same functions the workers run; used by ``import_catalog`` without ``--background``.
+    """
+    chunk_ids = import_job_parse(job_id=job_id, dispatch=False)
+    yield ImportJob.objects.get(id=job_id)
+    for chunk_id in chunk_ids:
+        for attempt in range(max_retries + 1):
+            outcome = import_chunk_process(
+                chunk_id=chunk_id, may_retry=attempt < max_retries, dispatch=False
+            )
+            if outcome != "retry":
+                break
+            time.sleep(min(30, 2**attempt))
+        yield ImportJob.objects.get(id=job_id)
+    import_job_finalize(job_id=job_id)
+    yield ImportJob.objects.get(id=job_id)

@@ -1,0 +1,62 @@
+"""Celery tasks of the import pipeline: thin wrappers over ``catalog.services``.
+
+All are acknowledged late and rejected back to the queue when the worker is lost, take
+ids, and tolerate stale input (a deleted job or a finished chunk is a quiet no-op).
+Image network errors are retried with exponential backoff at the chunk level: images
+already stored are skipped on the retry.
+"""
+
+from __future__ import annotations
+
+from celery import Task, current_app, shared_task
+
+from catalog import services
+
+TASK_OPTIONS = {"acks_late": True, "reject_on_worker_lost": True}
+MAX_IMAGE_RETRIES = 4
+
+
+@shared_task(**TASK_OPTIONS)
+def import_job_parse(*, job_id: int) -> int:
+    chunk_ids = services.import_job_parse(job_id=job_id)
+    for chunk_id in chunk_ids:
+        import_chunk_process.delay(chunk_id=chunk_id)
+    return len(chunk_ids)
+
+
+@shared_task(bind=True, max_retries=MAX_IMAGE_RETRIES, **TASK_OPTIONS)
+def import_chunk_process(self: Task, *, chunk_id: int) -> str:
+    outcome = services.import_chunk_process(
+        chunk_id=chunk_id,
+        worker=self.request.id,
+        may_retry=self.request.retries < MAX_IMAGE_RETRIES,
+    )
+    if outcome == "retry":
+        # 5s, 10s, 20s, 40s: long enough for a CDN hiccup to pass.
+        raise self.retry(countdown=5 * 2**self.request.retries)
+    return outcome
+
+
+@shared_task(**TASK_OPTIONS)
+def import_job_finalize(*, job_id: int) -> None:
+    services.import_job_finalize(job_id=job_id)
+
+
+@shared_task(**TASK_OPTIONS)
+def import_sweep(*, stale_after_seconds: int = services.STALE_AFTER_SECONDS) -> dict[str, int]:
+    """Re-queue import work stuck in a non-final state (run by Celery beat)."""
+    found = services.import_sweep(stale_after_seconds=stale_after_seconds)
+    for job_id in found.parse:
+        import_job_parse.delay(job_id=job_id)
+    for chunk_id in found.chunks:
+        import_chunk_process.delay(chunk_id=chunk_id)
+    for job_id in found.finalize:
+        import_job_finalize.delay(job_id=job_id)
+    return {"parse": len(found.parse), "chunks": len(found.chunks), "finalize": len(found.finalize)}
+
+
+# Beat runs the sweeper every minute; it only re-queues work older than its threshold.
+current_app.conf.beat_schedule = {
+    **(current_app.conf.beat_schedule or {}),
+    "catalog-import-sweep": {"task": "catalog.tasks.import_sweep", "schedule": 60.0},
+}
