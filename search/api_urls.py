@@ -1,5 +1,16 @@
-"""REST API v1 routes for products, lookbooks and search."""
+"""REST API v1 routes for products, lookbooks and search (mounted at /api/v1/)."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
+from rest_framework.routers import SimpleRouter
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from search import api
+
+router = SimpleRouter()
+router.register("products", api.ProductViewSet, basename="product")
+router.register("lookbooks", api.LookbookViewSet, basename="lookbook")
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("search/text/", api.TextSearchApi.as_view(), name="search-text"),
+    path("search/image/", api.ImageSearchApi.as_view(), name="search-image"),
+    *router.urls,
+]

@@ -1,22 +1,168 @@
-"""Shopper pages (server-rendered, htmx)."""
+"""Shopper pages (server-rendered, htmx).
+
+Every view is thin: it reads the request through a form, calls one of the Search
+selectors (`search.selectors`, shared with the REST API) and renders. Requests sent by
+htmx get only the fragment they swap in; the same URL without htmx renders the whole
+page, so every state is shareable and works without JavaScript.
+"""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from typing import Any
 
-from catalog.models import Lookbook, Product
+from django.db.models import Prefetch
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_GET, require_http_methods
+
+from catalog.models import Lookbook, LookbookItem, Product
+from search import selectors
+from search.forms import PhotoSearchForm, SearchForm
+
+RESULTS_LIMIT = 48
+SIMILAR_LIMIT = 12
+LOOK_PER_CATEGORY = 4
+HOME_LOOKBOOKS = 6
 
 
+def _published_lookbooks() -> Any:
+    return Lookbook.objects.filter(is_published=True).prefetch_related(
+        Prefetch(
+            "items",
+            queryset=LookbookItem.objects.select_related("product").prefetch_related(
+                "product__images"
+            ),
+        )
+    )
+
+
+@require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "search/home.html")
+    return render(
+        request,
+        "search/home.html",
+        {
+            "photo_form": PhotoSearchForm(),
+            "lookbooks": _published_lookbooks()[:HOME_LOOKBOOKS],
+        },
+    )
 
 
+@require_http_methods(["POST"])
+def photo_search(request: HttpRequest) -> HttpResponse:
+    """Store the uploaded photo and redirect to its results (POST, redirect, GET).
+
+    The redirect gives the results a URL (`/search/?photo=<sha256>`) that filters and the
+    crop box can extend, and that survives a reload without re-uploading.
+    """
+    form = PhotoSearchForm(request.POST, request.FILES)
+    photo_id = form.save() if form.is_valid() else None
+    if photo_id is None:
+        # A refused upload comes back to the home page with the reason next to the drop zone.
+        context = {"photo_form": form, "lookbooks": _published_lookbooks()[:HOME_LOOKBOOKS]}
+        return render(request, "search/home.html", context, status=400)
+    return redirect(f"{reverse('search:results')}?{urlencode({'photo': photo_id})}")
+
+
+@require_GET
+def results(request: HttpRequest) -> HttpResponse:
+    """The results grid for words or a stored photo, narrowed by the filter bar."""
+    form = SearchForm(request.GET)
+    context: dict[str, Any] = {
+        "form": form,
+        "results": None,
+        "photo_missing": False,
+        "unavailable": False,
+    }
+    if form.is_valid():
+        data = form.cleaned_data
+        filters = selectors.SearchFilters(
+            category=data["category"],
+            brand=data["brand"],
+            price_min=data["price_min"],
+            price_max=data["price_max"],
+            in_stock=True if data["in_stock"] else None,
+            attributes={},
+        )
+        if data["photo"]:
+            image = selectors.query_photo_read(photo_id=data["photo"])
+            if image is None:
+                context["photo_missing"] = True
+            else:
+                crop = selectors.CropBox(*data["crop"]) if data["crop"] else None
+                try:
+                    context["results"] = selectors.search_by_image(
+                        image=image, crop=crop, filters=filters, limit=RESULTS_LIMIT, diversify=True
+                    )
+                except selectors.SearchUnavailable:
+                    # No model version is active yet (first start-up, still embedding).
+                    context["unavailable"] = True
+        elif data["q"]:
+            context["results"] = selectors.search_by_text(
+                query=data["q"], filters=filters, limit=RESULTS_LIMIT, diversify=True
+            )
+    status = 404 if context["photo_missing"] else 503 if context["unavailable"] else 200
+    if request.htmx and request.htmx.target == "results":  # type: ignore[attr-defined]
+        return render(request, "search/_results.html", context, status=status)
+    return render(request, "search/results.html", context, status=status)
+
+
+@require_GET
+def query_photo(request: HttpRequest, photo_id: str) -> FileResponse:
+    """The shopper's own uploaded photo, shown under the crop box."""
+    photo = selectors.query_photo_get(photo_id=photo_id)
+    data = selectors.query_photo_read(photo_id=photo_id) if photo else None
+    if photo is None or data is None:
+        raise Http404("This photo is no longer stored.")
+    response = FileResponse(iter([data]), content_type=photo.content_type)
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def _product(sku: str) -> Product:
+    return get_object_or_404(Product.objects.prefetch_related("images"), sku=sku)
+
+
+@require_GET
 def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
-    product = get_object_or_404(Product.objects.prefetch_related("images"), sku=sku)
-    return render(request, "search/product_detail.html", {"product": product})
+    product = _product(sku)
+    lookbooks = _published_lookbooks().filter(items__product=product).distinct()
+    return render(
+        request, "search/product_detail.html", {"product": product, "lookbooks": lookbooks}
+    )
 
 
+@require_GET
+def product_similar(request: HttpRequest, sku: str) -> HttpResponse:
+    """Similar items, loaded by htmx after the product page is on screen."""
+    product = _product(sku)
+    similar = selectors.similar_products(
+        product=product,
+        filters=selectors.SearchFilters(
+            category=[], brand=[], price_min=None, price_max=None, in_stock=None, attributes={}
+        ),
+        limit=SIMILAR_LIMIT,
+        in_stock_only=False,
+    )
+    return render(request, "search/_similar.html", {"product": product, "results": similar})
+
+
+@require_GET
+def product_look(request: HttpRequest, sku: str) -> HttpResponse:
+    """ "Complete the look": complementary items grouped by category, loaded by htmx."""
+    product = _product(sku)
+    groups = selectors.complete_the_look(product=product, limit_per_category=LOOK_PER_CATEGORY)
+    return render(request, "search/_look.html", {"product": product, "groups": groups})
+
+
+@require_GET
+def lookbook_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "search/lookbook_list.html", {"lookbooks": _published_lookbooks()})
+
+
+@require_GET
 def lookbook_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    lookbook = get_object_or_404(Lookbook, slug=slug, is_published=True)
+    lookbook = get_object_or_404(_published_lookbooks(), slug=slug)
     return render(request, "search/lookbook_detail.html", {"lookbook": lookbook})

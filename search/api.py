@@ -1,0 +1,394 @@
+"""REST API v1: products, lookbooks and the search endpoints (thin: validate, call one
+selector or service, serialize). Errors share one body, built by `api_exception_handler`:
+`{"error": {"code": "...", "message": "...", "details": {...}}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import exceptions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView, exception_handler
+
+from catalog.models import Lookbook, Product
+from search import selectors, services
+from search.serializers import (
+    CompleteTheLookQuerySerializer,
+    CompleteTheLookSerializer,
+    ErrorSerializer,
+    ImageSearchRequestSerializer,
+    ImageSearchResultsSerializer,
+    LookbookListQuerySerializer,
+    LookbookSerializer,
+    ProductListQuerySerializer,
+    ProductSerializer,
+    ProductWriteSerializer,
+    SearchResultsSerializer,
+    SimilarQuerySerializer,
+    TextSearchQuerySerializer,
+)
+from search.uploads import (
+    ImageRejected,
+    fetch_query_image,
+    image_too_large,
+    validate_query_image,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# --- Errors ---------------------------------------------------------------------------------
+class ImageRejectedError(exceptions.APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "image_rejected"
+
+    # Status by reason: the HTTP meaning where one exists, 400 otherwise.
+    STATUS_BY_CODE = {
+        "too_large": status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        "unsupported_format": status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    }
+
+    def __init__(self, rejected: ImageRejected) -> None:
+        super().__init__(detail=rejected.reason, code=rejected.code)
+        self.status_code = self.STATUS_BY_CODE.get(rejected.code, status.HTTP_400_BAD_REQUEST)
+
+
+class SearchUnavailableError(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "search_unavailable"
+    default_detail = "Search by photo is not available yet: no embedding model is active."
+
+
+def _error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _first_code(codes: Any) -> str:
+    while isinstance(codes, dict | list) and codes:
+        codes = next(iter(codes.values())) if isinstance(codes, dict) else codes[0]
+    return codes if isinstance(codes, str) else "error"
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every error the API returns, in one shape (REST_FRAMEWORK["EXCEPTION_HANDLER"])."""
+    if isinstance(exc, RequestDataTooBig):
+        exc = exceptions.APIException(str(exc), code="too_large")
+        exc.status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    elif isinstance(exc, SuspiciousOperation):
+        exc = exceptions.ParseError(str(exc))
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    if response is None:
+        # Unexpected: log the traceback, answer in the same shape without leaking it.
+        logger.exception("Unhandled API error", exc_info=exc)
+        return Response(
+            _error_body("server_error", "Something went wrong on our side."),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    assert isinstance(exc, exceptions.APIException)
+    if isinstance(exc, exceptions.ValidationError):
+        details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        body = _error_body("invalid", "The request is not valid.", details)
+    else:
+        details = {}
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            details = {"retry_after_seconds": int(exc.wait) + 1}
+        message = str(exc.detail) if not isinstance(exc.detail, dict | list) else str(exc)
+        body = _error_body(_first_code(exc.get_codes()), message, details)
+    response.data = body
+    return response
+
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="The request is not valid"),
+    401: OpenApiResponse(ErrorSerializer, description="No credentials, or wrong ones"),
+    403: OpenApiResponse(ErrorSerializer, description="Not allowed for this key or user"),
+    404: OpenApiResponse(ErrorSerializer, description="No such object"),
+    429: OpenApiResponse(ErrorSerializer, description="Too many requests; retry later"),
+}
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: ERRORS[code] for code in (400, 401, 403, 429, *codes)}
+
+
+# --- Pagination ----------------------------------------------------------------------------
+class DefaultCursorPagination(CursorPagination):
+    """Cursor pages in id order: stable while rows are added, and O(page) at any depth."""
+
+    ordering = "id"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+def _validated(serializer_class: type, data: Any, **kwargs: Any) -> Any:
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer
+
+
+def _sku_product(sku: str) -> Product:
+    if "\x00" in sku:  # Postgres text cannot hold NUL: no such product
+        raise exceptions.NotFound()
+    return get_object_or_404(Product.objects.prefetch_related("images"), sku=sku)
+
+
+# --- Products ------------------------------------------------------------------------------
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[ProductListQuerySerializer],
+        responses={200: ProductSerializer(many=True), **_errors()},
+    ),
+    retrieve=extend_schema(responses={200: ProductSerializer, **_errors(404)}),
+    create=extend_schema(
+        request=ProductWriteSerializer, responses={201: ProductSerializer, **_errors()}
+    ),
+    update=extend_schema(
+        request=ProductWriteSerializer, responses={200: ProductSerializer, **_errors(404)}
+    ),
+    partial_update=extend_schema(
+        request=ProductWriteSerializer, responses={200: ProductSerializer, **_errors(404)}
+    ),
+    destroy=extend_schema(responses={204: None, **_errors(404)}),
+)
+class ProductViewSet(viewsets.ViewSet):
+    """The catalog's products, addressed by SKU."""
+
+    lookup_field = "sku"
+    lookup_value_regex = r"[^/]+"
+    pagination_class = DefaultCursorPagination
+    serializer_class = ProductSerializer
+
+    def list(self, request: Request) -> Response:
+        query = _validated(ProductListQuerySerializer, request.query_params)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(
+            selectors.product_list(filters=query.to_filters()), request, view=self
+        )
+        data = ProductSerializer(page, many=True, context={"request": request}).data
+        return paginator.get_paginated_response(data)
+
+    def retrieve(self, request: Request, sku: str) -> Response:
+        return Response(ProductSerializer(_sku_product(sku), context={"request": request}).data)
+
+    def create(self, request: Request) -> Response:
+        data = _validated(ProductWriteSerializer, request.data).validated_data
+        product = services.product_create(**data)
+        body = ProductSerializer(_sku_product(product.sku), context={"request": request}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def _update(self, request: Request, sku: str, *, partial: bool) -> Response:
+        product = _sku_product(sku)
+        serializer = ProductWriteSerializer(instance=product, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        product = services.product_update(product=product, **serializer.validated_data)
+        body = ProductSerializer(_sku_product(product.sku), context={"request": request}).data
+        return Response(body)
+
+    def update(self, request: Request, sku: str) -> Response:
+        return self._update(request, sku, partial=False)
+
+    def partial_update(self, request: Request, sku: str) -> Response:
+        return self._update(request, sku, partial=True)
+
+    def destroy(self, request: Request, sku: str) -> Response:
+        services.product_delete(product=_sku_product(sku))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        parameters=[SimilarQuerySerializer],
+        responses={200: SearchResultsSerializer, **_errors(404)},
+        summary="Similar items",
+    )
+    @action(detail=True, methods=["get"], search_endpoint=True)
+    def similar(self, request: Request, sku: str) -> Response:
+        """Products closest to this one's fused vector; optionally in-stock ones only."""
+        product = _sku_product(sku)
+        query = _validated(SimilarQuerySerializer, request.query_params)
+        results = selectors.similar_products(
+            product=product,
+            filters=query.to_filters(),
+            limit=query.validated_data["limit"],
+            in_stock_only=query.validated_data["in_stock_only"],
+        )
+        return Response(SearchResultsSerializer(results, context={"request": request}).data)
+
+    @extend_schema(
+        parameters=[CompleteTheLookQuerySerializer],
+        responses={200: CompleteTheLookSerializer, **_errors(404)},
+        summary="Complete the look",
+    )
+    @action(detail=True, methods=["get"], url_path="complete-the-look", search_endpoint=True)
+    def complete_the_look(self, request: Request, sku: str) -> Response:
+        """Items from other categories that go with this one (lookbooks, then neighbours)."""
+        product = _sku_product(sku)
+        query = _validated(CompleteTheLookQuerySerializer, request.query_params)
+        groups = selectors.complete_the_look(
+            product=product, limit_per_category=query.validated_data["limit_per_category"]
+        )
+        body = CompleteTheLookSerializer(
+            CompleteTheLookSerializer.wrap(groups), context={"request": request}
+        ).data
+        return Response(body)
+
+
+# --- Lookbooks -----------------------------------------------------------------------------
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[LookbookListQuerySerializer],
+        responses={200: LookbookSerializer(many=True), **_errors()},
+    ),
+    retrieve=extend_schema(responses={200: LookbookSerializer, **_errors(404)}),
+    create=extend_schema(
+        request=LookbookSerializer, responses={201: LookbookSerializer, **_errors()}
+    ),
+    update=extend_schema(
+        request=LookbookSerializer, responses={200: LookbookSerializer, **_errors(404)}
+    ),
+    partial_update=extend_schema(
+        request=LookbookSerializer, responses={200: LookbookSerializer, **_errors(404)}
+    ),
+    destroy=extend_schema(responses={204: None, **_errors(404)}),
+)
+class LookbookViewSet(viewsets.ViewSet):
+    """Curated boards of products, addressed by slug; `skus` lists them in order."""
+
+    lookup_field = "slug"
+    lookup_value_regex = r"[-a-zA-Z0-9_]+"
+    pagination_class = DefaultCursorPagination
+    serializer_class = LookbookSerializer
+
+    def _lookbook(self, slug: str) -> Lookbook:
+        return get_object_or_404(selectors.lookbook_list(published_only=False), slug=slug)
+
+    def list(self, request: Request) -> Response:
+        query = _validated(LookbookListQuerySerializer, request.query_params)
+        queryset = selectors.lookbook_list(published_only=False)
+        if query.validated_data["is_published"] is not None:
+            queryset = queryset.filter(is_published=query.validated_data["is_published"])
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(LookbookSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, slug: str) -> Response:
+        return Response(LookbookSerializer(self._lookbook(slug)).data)
+
+    def create(self, request: Request) -> Response:
+        data = _validated(LookbookSerializer, request.data).validated_data
+        lookbook = services.lookbook_create(**data)
+        return Response(
+            LookbookSerializer(self._lookbook(lookbook.slug)).data, status=status.HTTP_201_CREATED
+        )
+
+    def _update(self, request: Request, slug: str, *, partial: bool) -> Response:
+        lookbook = self._lookbook(slug)
+        serializer = LookbookSerializer(instance=lookbook, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        lookbook = services.lookbook_update(lookbook=lookbook, **serializer.validated_data)
+        return Response(LookbookSerializer(self._lookbook(lookbook.slug)).data)
+
+    def update(self, request: Request, slug: str) -> Response:
+        return self._update(request, slug, partial=False)
+
+    def partial_update(self, request: Request, slug: str) -> Response:
+        return self._update(request, slug, partial=True)
+
+    def destroy(self, request: Request, slug: str) -> Response:
+        services.lookbook_delete(lookbook=self._lookbook(slug))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Search --------------------------------------------------------------------------------
+class TextSearchApi(APIView):
+    search_endpoint = True  # a read, open to anonymous callers when configured
+
+    @extend_schema(
+        parameters=[TextSearchQuerySerializer],
+        responses={200: SearchResultsSerializer, **_errors()},
+        summary="Search by text",
+    )
+    def get(self, request: Request) -> Response:
+        """Products for the shopper's words: text embedding fused with full-text matches."""
+        query = _validated(TextSearchQuerySerializer, request.query_params)
+        results = selectors.search_by_text(
+            query=query.validated_data["q"],
+            filters=query.to_filters(),
+            limit=query.validated_data["limit"],
+            diversify=query.validated_data["diversify"],
+        )
+        return Response(SearchResultsSerializer(results, context={"request": request}).data)
+
+
+class ImageSearchApi(APIView):
+    search_endpoint = True
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(
+        request={
+            "multipart/form-data": ImageSearchRequestSerializer,
+            "application/json": ImageSearchRequestSerializer,
+        },
+        responses={
+            200: ImageSearchResultsSerializer,
+            **_errors(),
+            413: OpenApiResponse(ErrorSerializer, description="The photo is too large"),
+            415: OpenApiResponse(ErrorSerializer, description="Not a JPEG, PNG or WebP"),
+            503: OpenApiResponse(ErrorSerializer, description="No embedding model is active"),
+        },
+        summary="Search by image",
+    )
+    def post(self, request: Request) -> Response:
+        """Products that look like a photo: upload it (multipart `image`), name it
+        (`image_url`) or reuse an earlier one (`photo_id`); `crop` narrows it to a region."""
+        query = _validated(ImageSearchRequestSerializer, request.data)
+        data = query.validated_data
+        try:
+            image = _query_image(data)
+        except ImageRejected as rejected:
+            raise ImageRejectedError(rejected) from None
+        photo_id = data.get("photo_id")
+        if photo_id is None and settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS > 0:
+            photo_id = services.query_photo_store(data=image).pk
+        try:
+            results = selectors.search_by_image(
+                image=image,
+                crop=data.get("crop_box"),
+                filters=query.to_filters(),
+                limit=data["limit"],
+                diversify=data["diversify"],
+            )
+        except selectors.SearchUnavailable:
+            raise SearchUnavailableError() from None
+        body = {**SearchResultsSerializer(results, context={"request": request}).data}
+        body["photo_id"] = photo_id
+        return Response(body)
+
+
+def _query_image(data: dict[str, Any]) -> bytes:
+    """The photo's bytes from an upload, a URL or a stored photo (raises ImageRejected)."""
+    if data.get("photo_id"):
+        stored = selectors.query_photo_read(photo_id=data["photo_id"])
+        if stored is None:
+            raise exceptions.NotFound("This photo is no longer stored; upload it again.")
+        return stored
+    if data.get("image_url"):
+        return validate_query_image(fetch_query_image(url=data["image_url"]))
+    upload = data["image"]
+    if upload.size > settings.VITRINE_QUERY_IMAGE_MAX_BYTES:
+        raise image_too_large(upload.size)  # refused before reading it into memory
+    return validate_query_image(upload.read())

@@ -1,0 +1,140 @@
+"""Forms behind the shopper pages: the search query string and the photo upload.
+
+The results page is driven entirely by GET parameters, so every state of the grid
+(query or photo, crop, filters) is a URL a shopper can share or bookmark.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.db.models import Count
+
+from catalog.models import Product
+from search.services import query_photo_store
+from search.uploads import ImageRejected
+
+# Uploaded query photos are stored under their sha256, so a photo id is 64 hex digits;
+# anything else is refused before it reaches the storage layer (no path tricks).
+PHOTO_ID_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+FACET_LIMIT = 40  # longest category / brand list shown in the filter bar
+
+
+def facet_choices(field: str) -> list[tuple[str, str]]:
+    """The most common non-empty values of a catalog column, as form choices."""
+    rows = (
+        Product.objects.exclude(**{field: ""})
+        .values(field)
+        .annotate(n=Count("id"))
+        .order_by("-n", field)[:FACET_LIMIT]
+    )
+    return [(row[field], row[field]) for row in rows]
+
+
+def parse_crop(value: str) -> tuple[float, float, float, float] | None:
+    """`"l,t,r,b"` (fractions of the photo) to a tuple, or None when absent or invalid."""
+    if not value:
+        return None
+    try:
+        left, top, right, bottom = (float(part) for part in value.split(","))
+    except ValueError:
+        return None
+    inside = all(0.0 <= part <= 1.0 for part in (left, top, right, bottom))
+    # A region smaller than 2% of a side is a stray click, not a selection.
+    if not inside or right - left < 0.02 or bottom - top < 0.02:
+        return None
+    return left, top, right, bottom
+
+
+class SearchForm(forms.Form):
+    """What the shopper asked for: words or a stored photo, an optional crop, filters."""
+
+    q = forms.CharField(required=False, max_length=200, strip=True, label="Search")
+    photo = forms.CharField(required=False, max_length=64)
+    crop = forms.CharField(required=False, max_length=64)
+    category = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+    brand = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+    price_min = forms.DecimalField(
+        required=False, min_value=Decimal(0), max_digits=12, decimal_places=2, label="Min price"
+    )
+    price_max = forms.DecimalField(
+        required=False, min_value=Decimal(0), max_digits=12, decimal_places=2, label="Max price"
+    )
+    in_stock = forms.BooleanField(required=False, label="In stock only")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        category_field = self.fields["category"]
+        brand_field = self.fields["brand"]
+        assert isinstance(category_field, forms.MultipleChoiceField)
+        assert isinstance(brand_field, forms.MultipleChoiceField)
+        category_field.choices = facet_choices("category")
+        brand_field.choices = facet_choices("brand")
+
+    def clean_photo(self) -> str:
+        photo: str = self.cleaned_data["photo"].strip().lower()
+        if photo and not PHOTO_ID_PATTERN.match(photo):
+            raise forms.ValidationError("That photo link is not valid. Upload the photo again.")
+        return photo
+
+    def clean_crop(self) -> tuple[float, float, float, float] | None:
+        return parse_crop(self.cleaned_data["crop"])
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        low, high = cleaned.get("price_min"), cleaned.get("price_max")
+        if low is not None and high is not None and low > high:
+            self.add_error("price_max", "The maximum price is below the minimum.")
+        return cleaned
+
+    @property
+    def active_filter_count(self) -> int:
+        data = getattr(self, "cleaned_data", {})
+        return (
+            len(data.get("category") or [])
+            + len(data.get("brand") or [])
+            + (data.get("price_min") is not None)
+            + (data.get("price_max") is not None)
+            + bool(data.get("in_stock"))
+        )
+
+
+class PhotoSearchForm(forms.Form):
+    """A photo from the file picker, the camera, a drop or a paste (all one file input)."""
+
+    image = forms.FileField(
+        label="Photo",
+        error_messages={"required": "Choose a photo to search with."},
+    )
+
+    def clean_image(self) -> bytes:
+        """The upload's bytes; the search service validates them in `save`.
+
+        Only the size is checked here, before reading, so a huge file is never held in memory.
+        """
+        upload = self.cleaned_data["image"]
+        limit = settings.VITRINE_QUERY_IMAGE_MAX_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The photo is {upload.size / 1_048_576:.1f} MB; the limit is "
+                f"{limit / 1_048_576:.0f} MB.",
+                code="too_large",
+            )
+        data: bytes = upload.read()
+        return data
+
+    def save(self) -> str | None:
+        """Validate and store the photo through the search service; returns its id.
+
+        On a refused photo, adds the reason to the form's errors and returns None.
+        """
+        try:
+            photo = query_photo_store(data=self.cleaned_data["image"])
+        except ImageRejected as rejected:
+            self.add_error("image", forms.ValidationError(rejected.reason, code=rejected.code))
+            return None
+        return photo.pk

@@ -1,0 +1,40 @@
+"""Who may do what through /api/v1/.
+
+- Reading (GET, and the search endpoints whatever their method): any valid API key, a
+  staff session, or anyone when VITRINE_ANONYMOUS_SEARCH is on and the view is a search.
+- Writing: a read-write API key or a staff session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import permissions
+from rest_framework.request import Request
+
+from search.models import ApiKey
+
+
+def _is_staff(request: Request) -> bool:
+    return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+
+
+class HasApiAccess(permissions.BasePermission):
+    """The API's default permission (see the module docstring).
+
+    Views declare `search_endpoint = True` when they only read, even over POST (a photo
+    upload); only those are open to anonymous callers, and only when the setting says so.
+    """
+
+    message = "This API key may only read; writing needs a read-write key."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        reads = request.method in permissions.SAFE_METHODS or getattr(
+            view, "search_endpoint", False
+        )
+        if isinstance(request.auth, ApiKey):
+            return reads or request.auth.can_write
+        if _is_staff(request):
+            return True
+        return bool(getattr(view, "search_endpoint", False) and settings.VITRINE_ANONYMOUS_SEARCH)

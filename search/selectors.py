@@ -1,0 +1,588 @@
+"""Read side of search: vector queries over pgvector, full-text search, and the catalog
+lists the API serves. Used by the REST API and the shopper pages alike.
+
+Every vector query names the active model's id, the vector kind and the dimension as
+literals, with the exact expression of the contract's partial HNSW index
+(`(vector::halfvec(<dim>)) <=> q` with `model_id = <id> AND kind = '<kind>'`), so Postgres
+can use that index. Filters join `catalog_product` inside the same query, and
+`hnsw.iterative_scan = relaxed_order` lets the index keep scanning until the page is full
+instead of returning the few rows that survived the filters among the first `ef_search`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from PIL import Image, ImageOps
+
+from catalog.models import Lookbook, Product
+from search.models import QueryPhoto
+
+#: The contract's vector table (`embeddings.models.ProductEmbedding`).
+EMBEDDING_TABLE = "embeddings_productembedding"
+#: Shopper photos are compared with product photos, words with the fused vectors (image and
+#: text of a product together), and "similar items" with the product's own fused vector.
+IMAGE_QUERY_KIND = "image"
+TEXT_QUERY_KIND = "fused"
+SIMILAR_KIND = "fused"
+#: The vectors maximal marginal relevance compares candidates with: how they look.
+DIVERSITY_KIND = "image"
+#: Reciprocal rank fusion constant (Cormack et al. 2009): damps the top ranks of each list.
+RRF_K = 60
+#: MMR trade-off: 1.0 is pure relevance, 0.0 pure novelty.
+MMR_LAMBDA = 0.7
+#: Diversification picks from this many times the requested page.
+MMR_POOL_FACTOR = 3
+#: Upper bound on any page, whatever a caller asks for.
+MAX_LIMIT = 200
+#: At most this many categories in "complete the look".
+MAX_LOOK_GROUPS = 6
+#: Neighbours considered for "complete the look" before grouping by category.
+LOOK_CANDIDATES = 120
+#: The category hierarchy separator of Google Merchant Center's product_type.
+CATEGORY_SEPARATOR = " > "
+
+
+# --- Contract types ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CropBox:
+    """A region of the query photo as fractions 0..1 of its width and height."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.left < self.right <= 1.0 and 0.0 <= self.top < self.bottom <= 1.0):
+            raise ValueError("A crop box needs 0 <= left < right <= 1 and 0 <= top < bottom <= 1.")
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Narrow a search; empty lists and None mean 'any'. Attribute values match exactly."""
+
+    category: list[str] = field(default_factory=list)
+    brand: list[str] = field(default_factory=list)
+    price_min: Decimal | None = None
+    price_max: Decimal | None = None
+    in_stock: bool | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    product: Product
+    #: Cosine similarity between the query and the product's vector (higher is better).
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    hits: list[SearchHit]
+    #: True when nothing passed the relevance floor: "no good match" rather than noise.
+    no_good_match: bool
+    #: The embedding model version that answered ("" when none is active).
+    model_key: str
+
+
+@dataclass(frozen=True)
+class LookGroup:
+    category: str
+    hits: list[SearchHit]
+
+
+class SearchUnavailable(Exception):
+    """No embedding model is active, so vector search cannot answer yet."""
+
+
+# --- Catalog lists (API) --------------------------------------------------------------------
+def product_list(*, filters: SearchFilters) -> QuerySet[Product]:
+    """Products matching `filters`, images prefetched, in a stable order (by id)."""
+    queryset = Product.objects.prefetch_related("images").order_by("id")
+    if filters.category:
+        queryset = queryset.filter(category__in=filters.category)
+    if filters.brand:
+        queryset = queryset.filter(brand__in=filters.brand)
+    if filters.price_min is not None:
+        queryset = queryset.filter(price__gte=filters.price_min)
+    if filters.price_max is not None:
+        queryset = queryset.filter(price__lte=filters.price_max)
+    if filters.in_stock is not None:
+        queryset = queryset.filter(in_stock=filters.in_stock)
+    if filters.attributes:
+        queryset = queryset.filter(attributes__contains=filters.attributes)
+    return queryset
+
+
+def lookbook_list(*, published_only: bool) -> QuerySet[Lookbook]:
+    """Lookbooks with their items' SKUs prefetched, in a stable order (by id)."""
+    queryset = Lookbook.objects.prefetch_related("items__product").order_by("id")
+    return queryset.filter(is_published=True) if published_only else queryset
+
+
+def query_photo_get(*, photo_id: str) -> QueryPhoto | None:
+    """The stored query photo, or None when unknown, malformed or already purged."""
+    if len(photo_id) != 64 or any(c not in "0123456789abcdef" for c in photo_id):
+        return None
+    return QueryPhoto.objects.filter(pk=photo_id).first()
+
+
+def query_photo_read(*, photo_id: str) -> bytes | None:
+    """The stored query photo's bytes, or None (see `query_photo_get`)."""
+    photo = query_photo_get(photo_id=photo_id)
+    if photo is None:
+        return None
+    try:
+        with photo.image.open("rb") as handle:
+            data: bytes = handle.read()
+    except FileNotFoundError:
+        return None
+    return data
+
+
+# --- Vector search --------------------------------------------------------------------------
+def _active_model() -> Any | None:
+    from embeddings.selectors import embedding_model_active
+
+    return embedding_model_active()
+
+
+def _encode_image(data: bytes, *, model: Any) -> np.ndarray:
+    # Imported here: the runtime loads torch on first use, never when the web app starts.
+    from embeddings import runtime
+
+    return np.asarray(runtime.encode_query_image(data, model=model), dtype=np.float32)
+
+
+def _encode_text(text: str, *, model: Any) -> np.ndarray:
+    from embeddings import runtime
+
+    return np.asarray(runtime.encode_query_text(text, model=model), dtype=np.float32)
+
+
+def _vector_literal(vector: np.ndarray) -> str:
+    return "[" + ",".join(f"{value:.6g}" for value in vector.tolist()) + "]"
+
+
+def _filter_sql(filters: SearchFilters) -> tuple[str, list[Any]]:
+    """SQL conditions on `p` (catalog_product) for `filters`, each prefixed with AND."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if filters.category:
+        clauses.append("p.category = ANY(%s)")
+        params.append(list(filters.category))
+    if filters.brand:
+        clauses.append("p.brand = ANY(%s)")
+        params.append(list(filters.brand))
+    if filters.price_min is not None:
+        clauses.append("p.price >= %s")
+        params.append(filters.price_min)
+    if filters.price_max is not None:
+        clauses.append("p.price <= %s")
+        params.append(filters.price_max)
+    if filters.in_stock is not None:
+        clauses.append("p.in_stock = %s")
+        params.append(filters.in_stock)
+    if filters.attributes:
+        clauses.append("p.attributes @> %s::jsonb")
+        params.append(json.dumps(filters.attributes))
+    return "".join(f" AND {clause}" for clause in clauses), params
+
+
+def _distance_sql(model: Any) -> str:
+    dim = int(model.dimension)
+    return f"(e.vector::halfvec({dim})) <=> %s::halfvec({dim})"
+
+
+def _embedding_predicate(model: Any, kind: str) -> str:
+    # Literals, not parameters: the planner must see them to match the partial index.
+    assert kind in {"image", "text", "fused"}
+    return f"e.model_id = {int(model.pk)} AND e.kind = '{kind}'"
+
+
+def _prepare_vector_scan(cursor: Any, *, limit: int) -> None:
+    """Transaction-local HNSW settings: a wider beam, and iterative scans for filters."""
+    ef_search = max(int(settings.VITRINE_HNSW_EF_SEARCH), limit)
+    cursor.execute(
+        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+        "set_config('hnsw.ef_search', %s, true)",
+        [str(min(ef_search, 1000))],
+    )
+
+
+def nearest_products(
+    *,
+    model: Any,
+    kind: str,
+    vector: np.ndarray,
+    filters: SearchFilters,
+    limit: int,
+    exclude_ids: Sequence[int] = (),
+    extra_sql: str = "",
+    extra_params: Sequence[Any] = (),
+) -> list[tuple[int, float]]:
+    """(product id, cosine similarity) of the `limit` nearest products, best first.
+
+    `extra_sql` is more conditions on `p` (each starting with AND), for the callers here.
+    """
+    where, params = _filter_sql(filters)
+    if exclude_ids:
+        where += " AND p.id <> ALL(%s)"
+        params.append(list(exclude_ids))
+    where += extra_sql
+    params.extend(extra_params)
+    query = _vector_literal(vector)
+    # relaxed_order may return rows slightly out of order; the outer ORDER BY restores it
+    # (pgvector's documented pattern), on at most `limit` rows.
+    # Only literals from this module are formatted in; every value is a parameter.
+    sql = f"""
+        WITH nearest AS MATERIALIZED (
+            SELECT e.product_id, {_distance_sql(model)} AS distance
+            FROM {EMBEDDING_TABLE} e JOIN catalog_product p ON p.id = e.product_id
+            WHERE {_embedding_predicate(model, kind)}{where}
+            ORDER BY {_distance_sql(model)}
+            LIMIT %s
+        )
+        SELECT product_id, distance FROM nearest ORDER BY distance, product_id
+    """  # noqa: S608
+    with transaction.atomic(), connection.cursor() as cursor:
+        _prepare_vector_scan(cursor, limit=limit)
+        cursor.execute(sql, [query, *params, query, limit])
+        rows = cursor.fetchall()
+    return [(int(product_id), 1.0 - float(distance)) for product_id, distance in rows]
+
+
+def _similarities(
+    *, model: Any, kind: str, vector: np.ndarray, product_ids: Iterable[int]
+) -> dict[int, float]:
+    """Cosine similarity of `vector` to each product's vector of `kind` (when it has one)."""
+    ids = list(product_ids)
+    if not ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT e.product_id, {_distance_sql(model)} FROM {EMBEDDING_TABLE} e "  # noqa: S608
+            f"WHERE {_embedding_predicate(model, kind)} AND e.product_id = ANY(%s)",
+            [_vector_literal(vector), ids],
+        )
+        return {int(pid): 1.0 - float(distance) for pid, distance in cursor.fetchall()}
+
+
+def _vectors(*, model: Any, kind: str, product_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """The stored vectors of `kind` for these products, as float32 arrays."""
+    if not product_ids:
+        return {}
+    with connection.cursor() as cursor:
+        # halfvec_send is pgvector's binary form: int16 dim, int16 unused, big-endian halfs.
+        cursor.execute(
+            f"SELECT e.product_id, halfvec_send(e.vector) FROM {EMBEDDING_TABLE} e "  # noqa: S608
+            f"WHERE {_embedding_predicate(model, kind)} AND e.product_id = ANY(%s)",
+            [list(product_ids)],
+        )
+        return {
+            int(pid): np.frombuffer(bytes(raw)[4:], dtype=">f2").astype(np.float32)
+            for pid, raw in cursor.fetchall()
+        }
+
+
+def _product_vector(*, model: Any, kind: str, product_id: int) -> np.ndarray | None:
+    return _vectors(model=model, kind=kind, product_ids=[product_id]).get(product_id)
+
+
+def _mmr_order(
+    *, candidates: list[tuple[int, float]], vectors: dict[int, np.ndarray], limit: int
+) -> list[tuple[int, float]]:
+    """Re-rank by maximal marginal relevance: each pick trades relevance for looking
+    unlike what was already picked. Candidates without a vector keep their relevance."""
+    if len(candidates) <= 1:
+        return candidates[:limit]
+    relevance = np.array([score for _, score in candidates], dtype=np.float32)
+    span = float(relevance.max() - relevance.min()) or 1.0
+    relevance = (relevance - relevance.min()) / span  # comparable with cosine in [0, 1]
+    dim = next((len(v) for v in vectors.values()), 0)
+    matrix = np.zeros((len(candidates), max(dim, 1)), dtype=np.float32)
+    for row, (pid, _) in enumerate(candidates):
+        if pid in vectors:
+            vector = vectors[pid]
+            matrix[row] = vector / (np.linalg.norm(vector) or 1.0)
+    similarity = matrix @ matrix.T  # (N, N) cosine between candidates
+    chosen: list[int] = []
+    redundancy = np.zeros(len(candidates), dtype=np.float32)
+    remaining = np.ones(len(candidates), dtype=bool)
+    for _ in range(min(limit, len(candidates))):
+        scores = MMR_LAMBDA * relevance - (1 - MMR_LAMBDA) * redundancy
+        scores[~remaining] = -np.inf
+        pick = int(np.argmax(scores))
+        chosen.append(pick)
+        remaining[pick] = False
+        redundancy = np.maximum(redundancy, similarity[pick])
+    return [candidates[index] for index in chosen]
+
+
+def _hits(scored: Sequence[tuple[int, float]]) -> list[SearchHit]:
+    """Products for (id, score) pairs, in that order (rows deleted meanwhile are skipped)."""
+    products = Product.objects.prefetch_related("images").in_bulk([pid for pid, _ in scored])
+    return [
+        SearchHit(product=products[pid], score=round(score, 6))
+        for pid, score in scored
+        if pid in products
+    ]
+
+
+def _clamp(limit: int) -> int:
+    return max(1, min(int(limit), MAX_LIMIT))
+
+
+def _results(
+    *,
+    model: Any,
+    ranked: list[tuple[int, float]],
+    relevance: list[tuple[int, float]] | None,
+    floor: float | None,
+    limit: int,
+    diversify: bool,
+    keep: set[int] | None = None,
+) -> SearchResults:
+    """Apply the relevance floor (sparing `keep`), MMR and the limit; hydrate products.
+
+    `ranked` holds cosine similarities in final order; `relevance` (same ids) is what MMR
+    weighs when the order is not by cosine (text search's fused ranks).
+    """
+    keep = keep or set()
+    if floor is not None:
+        passing = {pid for pid, score in ranked if score >= floor or pid in keep}
+    else:
+        passing = {pid for pid, _ in ranked}
+    ranked = [(pid, score) for pid, score in ranked if pid in passing]
+    if diversify and len(ranked) > 1:
+        weights = [(pid, s) for pid, s in (relevance or ranked) if pid in passing]
+        vectors = _vectors(
+            model=model, kind=DIVERSITY_KIND, product_ids=[pid for pid, _ in weights]
+        )
+        order = [pid for pid, _ in _mmr_order(candidates=weights, vectors=vectors, limit=limit)]
+        cosine = dict(ranked)
+        ranked = [(pid, cosine[pid]) for pid in order]
+    hits = _hits(ranked[:limit])
+    return SearchResults(hits=hits, no_good_match=not hits, model_key=str(model.key))
+
+
+def _require_model() -> Any:
+    model = _active_model()
+    if model is None:
+        raise SearchUnavailable("No embedding model is active yet; search by photo is offline.")
+    return model
+
+
+def crop_image(*, image: bytes, crop: CropBox) -> bytes:
+    """The cropped region of a (validated) photo as PNG bytes, upright per its EXIF."""
+    with Image.open(io.BytesIO(image)) as opened:
+        upright = ImageOps.exif_transpose(opened)
+        width, height = upright.size
+        box = (
+            int(crop.left * width),
+            int(crop.top * height),
+            max(int(crop.left * width) + 1, round(crop.right * width)),
+            max(int(crop.top * height) + 1, round(crop.bottom * height)),
+        )
+        region = upright.convert("RGB").crop(box)
+    buffer = io.BytesIO()
+    region.save(buffer, format="PNG", compress_level=1)  # lossless and fast: it is decoded next
+    return buffer.getvalue()
+
+
+def search_by_image(
+    *, image: bytes, crop: CropBox | None, filters: SearchFilters, limit: int, diversify: bool
+) -> SearchResults:
+    """Products that look like the photo (or its cropped region), best first.
+
+    Raises `SearchUnavailable` while no embedding model is active.
+    """
+    model = _require_model()
+    limit = _clamp(limit)
+    if crop is not None:
+        image = crop_image(image=image, crop=crop)
+    vector = _encode_image(image, model=model)
+    pool = limit * MMR_POOL_FACTOR if diversify else limit
+    ranked = nearest_products(
+        model=model, kind=IMAGE_QUERY_KIND, vector=vector, filters=filters, limit=pool
+    )
+    return _results(
+        model=model,
+        ranked=ranked,
+        relevance=None,
+        floor=settings.VITRINE_SEARCH_MIN_SCORE_IMAGE,
+        limit=limit,
+        diversify=diversify,
+    )
+
+
+def _full_text_matches(*, query: str, filters: SearchFilters, limit: int) -> list[int]:
+    """Ids of the products whose title, brand or description match the words, best first.
+
+    Uses the `search_document` column and GIN index from search/migrations/0002.
+    """
+    where, params = _filter_sql(filters)
+    sql = f"""
+        SELECT p.id
+        FROM catalog_product p, websearch_to_tsquery('english', %s) query
+        WHERE p.search_document @@ query{where}
+        ORDER BY ts_rank_cd(p.search_document, query) DESC, p.id
+        LIMIT %s
+    """  # noqa: S608 (the filters are parameters)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [query, *params, limit])
+        return [int(row[0]) for row in cursor.fetchall()]
+
+
+def _reciprocal_rank_fusion(rankings: Sequence[Sequence[int]]) -> list[tuple[int, float]]:
+    """Ids ordered by the sum over lists of 1 / (RRF_K + rank), with their fused score."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, pid in enumerate(ranking, start=1):
+            fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def search_by_text(
+    *, query: str, filters: SearchFilters, limit: int, diversify: bool
+) -> SearchResults:
+    """Products for the shopper's words: the text embedding's neighbours fused (RRF) with
+    full-text matches, so an exact word such as a brand name still counts.
+
+    Full-text matches pass the relevance floor whatever their cosine score: they contain
+    the words asked for. Without an active model the answer is full-text only.
+    """
+    limit = _clamp(limit)
+    query = query.strip()
+    pool = max(limit * MMR_POOL_FACTOR if diversify else limit, RRF_K)
+    lexical = _full_text_matches(query=query, filters=filters, limit=pool) if query else []
+    model = _active_model()
+    if model is None:
+        return SearchResults(hits=_hits([(pid, 0.0) for pid in lexical[:limit]]),
+                             no_good_match=not lexical, model_key="")  # fmt: skip
+    vector = _encode_text(query, model=model)
+    semantic = nearest_products(
+        model=model, kind=TEXT_QUERY_KIND, vector=vector, filters=filters, limit=pool
+    )
+    fused = _reciprocal_rank_fusion([[pid for pid, _ in semantic], lexical])[:pool]
+    cosine = dict(semantic)
+    missing = [pid for pid, _ in fused if pid not in cosine]
+    cosine.update(_similarities(model=model, kind=TEXT_QUERY_KIND, vector=vector,
+                                product_ids=missing))  # fmt: skip
+    ranked = [(pid, cosine.get(pid, 0.0)) for pid, _ in fused]
+    return _results(
+        model=model,
+        ranked=ranked,
+        relevance=fused,
+        floor=settings.VITRINE_SEARCH_MIN_SCORE_TEXT,
+        limit=limit,
+        diversify=diversify,
+        keep=set(lexical),
+    )
+
+
+def similar_products(
+    *, product: Product, filters: SearchFilters, limit: int, in_stock_only: bool
+) -> SearchResults:
+    """Products closest to `product`'s fused vector (itself excluded), best first.
+
+    Empty (no_good_match) when no model is active or the product has no vector yet.
+    """
+    model = _active_model()
+    if model is None:
+        return SearchResults(hits=[], no_good_match=True, model_key="")
+    vector = _product_vector(model=model, kind=SIMILAR_KIND, product_id=product.pk)
+    if vector is None:
+        return SearchResults(hits=[], no_good_match=True, model_key=str(model.key))
+    if in_stock_only:
+        filters = replace(filters, in_stock=True)
+    ranked = nearest_products(
+        model=model,
+        kind=SIMILAR_KIND,
+        vector=vector,
+        filters=filters,
+        limit=_clamp(limit),
+        exclude_ids=[product.pk],
+    )
+    return _results(
+        model=model,
+        ranked=ranked,
+        relevance=None,
+        floor=settings.VITRINE_SEARCH_MIN_SCORE_IMAGE,
+        limit=_clamp(limit),
+        diversify=False,
+    )
+
+
+def _department(category: str) -> str:
+    return category.split(CATEGORY_SEPARATOR, 1)[0].strip()
+
+
+def complete_the_look(*, product: Product, limit_per_category: int) -> list[LookGroup]:
+    """Items that go with `product`, grouped by category, best groups first.
+
+    Two sources: products curated beside it in published lookbooks (first, they are a
+    merchandiser's choice), then its fused vector's nearest neighbours. Only other
+    departments count as complementary: the first level of the category path
+    ("Garment Lower body" for a shirt's "Garment Upper body > Shirt"), so a shirt is
+    completed with trousers and shoes, not with another shirt.
+    """
+    limit_per_category = max(1, min(int(limit_per_category), 24))
+    department = _department(product.category)
+    curated_ids = list(
+        Product.objects.filter(
+            lookbook_items__lookbook__is_published=True,
+            lookbook_items__lookbook__items__product=product,
+        )
+        .exclude(pk=product.pk)
+        .order_by("lookbook_items__position", "id")
+        .values_list("id", flat=True)
+        .distinct()
+    )
+    model = _active_model()
+    vector = (
+        _product_vector(model=model, kind=SIMILAR_KIND, product_id=product.pk)
+        if model is not None
+        else None
+    )
+    scores: dict[int, float] = {}
+    neighbours: list[tuple[int, float]] = []
+    if vector is not None:
+        scores = _similarities(model=model, kind=SIMILAR_KIND, vector=vector,
+                               product_ids=curated_ids)  # fmt: skip
+        # Categories are compared in SQL by their first path level, like `_department`.
+        neighbours = nearest_products(
+            model=model,
+            kind=SIMILAR_KIND,
+            vector=vector,
+            filters=SearchFilters(),
+            limit=LOOK_CANDIDATES,
+            exclude_ids=[product.pk],
+            extra_sql=" AND p.category <> '' AND split_part(p.category, %s, 1) <> %s",
+            extra_params=[CATEGORY_SEPARATOR, department],
+        )
+    ordered = [(pid, scores.get(pid, 0.0)) for pid in curated_ids]
+    ordered += [(pid, score) for pid, score in neighbours if pid not in set(curated_ids)]
+    groups: dict[str, list[SearchHit]] = {}
+    for hit in _hits(ordered):
+        category = hit.product.category
+        if not category or _department(category) == department:
+            continue
+        group = groups.setdefault(category, [])
+        if len(group) < limit_per_category:
+            group.append(hit)
+    # Groups keep first-appearance order: curated categories first, then by best neighbour.
+    return [
+        LookGroup(category=category, hits=hits)
+        for category, hits in list(groups.items())[:MAX_LOOK_GROUPS]
+    ]

@@ -1,0 +1,246 @@
+"""Shapes of the REST API: what requests may carry and what responses contain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from catalog.models import Lookbook, Product, ProductImage
+from search.selectors import CropBox, LookGroup, SearchFilters
+
+MAX_PAGE = 100
+
+
+# --- Errors (schema only: built by search.api.api_exception_handler) ----------------------
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable, machine-readable, e.g. 'not_found'")
+    message = serializers.CharField(help_text="What went wrong, for a person")
+    details = serializers.DictField(
+        child=serializers.JSONField(), help_text="Per-field errors or extra facts"
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+# --- Catalog ------------------------------------------------------------------------------
+class ProductImageSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ProductImage
+        fields = ["position", "url", "thumbnail_url", "width", "height"]
+
+    def _absolute(self, field: Any) -> str | None:
+        if not field:
+            return None
+        request = self.context.get("request")
+        url: str = field.url
+        return request.build_absolute_uri(url) if request else url
+
+    def get_url(self, image: ProductImage) -> str | None:
+        return self._absolute(image.image)
+
+    def get_thumbnail_url(self, image: ProductImage) -> str | None:
+        return self._absolute(image.thumbnail)
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    """A product as clients read it; `images` lists the ready ones, first by position."""
+
+    images = serializers.SerializerMethodField()
+    attributes = serializers.DictField(child=serializers.CharField(), required=False)
+
+    class Meta:
+        model = Product
+        fields = [
+            "sku", "title", "description", "brand", "category", "group_id", "price",
+            "currency", "in_stock", "url", "attributes", "images", "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = ["created_at", "updated_at"]
+
+    @extend_schema_field(ProductImageSerializer(many=True))
+    def get_images(self, product: Product) -> list[dict[str, Any]]:
+        ready = [i for i in product.images.all() if i.status == ProductImage.Status.READY]
+        ready.sort(key=lambda image: image.position)
+        data: list[dict[str, Any]] = ProductImageSerializer(
+            ready, many=True, context=self.context
+        ).data
+        return data
+
+
+class ProductWriteSerializer(serializers.ModelSerializer):
+    """Fields a client may set; images arrive through imports (see /api/v1/imports/)."""
+
+    attributes = serializers.DictField(
+        child=serializers.CharField(max_length=500, allow_blank=True), required=False
+    )
+
+    class Meta:
+        model = Product
+        fields = [
+            "sku", "title", "description", "brand", "category", "group_id", "price",
+            "currency", "in_stock", "url", "attributes",
+        ]  # fmt: skip
+        extra_kwargs = {"price": {"min_value": 0}}
+
+
+class LookbookSerializer(serializers.ModelSerializer):
+    skus = serializers.ListField(
+        child=serializers.CharField(max_length=128),
+        max_length=500,
+        required=False,
+        help_text="The lookbook's products, in display order",
+    )
+
+    class Meta:
+        model = Lookbook
+        fields = [
+            "slug", "title", "description", "is_published", "skus", "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = ["created_at", "updated_at"]
+
+    def to_representation(self, instance: Lookbook) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        data["skus"] = [item.product.sku for item in instance.items.all()]
+        return data
+
+    def validate_skus(self, skus: list[str]) -> list[str]:
+        known = set(Product.objects.filter(sku__in=skus).values_list("sku", flat=True))
+        missing = [sku for sku in skus if sku not in known]
+        if missing:
+            raise serializers.ValidationError(f"Unknown SKUs: {', '.join(missing[:20])}")
+        return skus
+
+
+# --- Search requests ----------------------------------------------------------------------
+class SearchFiltersSerializer(serializers.Serializer):
+    """Filters shared by every search; repeat a list parameter for several values."""
+
+    category = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, default=list
+    )
+    brand = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, default=list
+    )
+    price_min = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=0, required=False, allow_null=True
+    )
+    price_max = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=0, required=False, allow_null=True
+    )
+    in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
+    attribute = serializers.ListField(
+        child=serializers.RegexField(r"^[^:]+:.*$", max_length=500),
+        required=False,
+        default=list,
+        help_text="`name:value`, e.g. `perceived_colour:Black`",
+    )
+
+    def to_filters(self) -> SearchFilters:
+        data = self.validated_data
+        return SearchFilters(
+            category=list(data.get("category", [])),
+            brand=list(data.get("brand", [])),
+            price_min=data.get("price_min"),
+            price_max=data.get("price_max"),
+            in_stock=data.get("in_stock"),
+            attributes=dict(item.split(":", 1) for item in data.get("attribute", [])),
+        )
+
+
+class ProductListQuerySerializer(SearchFiltersSerializer):
+    page_size = serializers.IntegerField(min_value=1, max_value=200, required=False)
+    cursor = serializers.CharField(required=False, help_text="From `next` / `previous`")
+
+
+class LookbookListQuerySerializer(serializers.Serializer):
+    is_published = serializers.BooleanField(required=False, allow_null=True, default=None)
+    page_size = serializers.IntegerField(min_value=1, max_value=200, required=False)
+    cursor = serializers.CharField(required=False, help_text="From `next` / `previous`")
+
+
+class TextSearchQuerySerializer(SearchFiltersSerializer):
+    q = serializers.CharField(max_length=500, help_text="The shopper's words")
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=24)
+    diversify = serializers.BooleanField(
+        default=False, help_text="Re-rank with maximal marginal relevance (varied looks)"
+    )
+
+
+class ImageSearchRequestSerializer(SearchFiltersSerializer):
+    """Exactly one of `image` (a file), `image_url` or `photo_id` (from an earlier answer)."""
+
+    image = serializers.FileField(required=False, help_text="JPEG, PNG or WebP")
+    image_url = serializers.URLField(required=False, max_length=2000)
+    photo_id = serializers.RegexField(
+        r"^[0-9a-f]{64}$", required=False, help_text="`photo_id` of an earlier image search"
+    )
+    crop = serializers.ListField(
+        child=serializers.FloatField(min_value=0, max_value=1),
+        min_length=4,
+        max_length=4,
+        required=False,
+        help_text="left, top, right, bottom as fractions 0..1 of the photo",
+    )
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=24)
+    diversify = serializers.BooleanField(default=False)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        given = [name for name in ("image", "image_url", "photo_id") if data.get(name)]
+        if len(given) != 1:
+            raise serializers.ValidationError(
+                "Send exactly one of image, image_url or photo_id.", code="invalid"
+            )
+        if data.get("crop"):
+            try:
+                data["crop_box"] = CropBox(*data["crop"])
+            except ValueError as error:
+                raise serializers.ValidationError({"crop": [str(error)]}) from None
+        return data
+
+
+class SimilarQuerySerializer(SearchFiltersSerializer):
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=24)
+    in_stock_only = serializers.BooleanField(default=False)
+
+
+class CompleteTheLookQuerySerializer(serializers.Serializer):
+    limit_per_category = serializers.IntegerField(min_value=1, max_value=24, default=4)
+
+
+# --- Search responses ---------------------------------------------------------------------
+class SearchHitSerializer(serializers.Serializer):
+    score = serializers.FloatField(help_text="Cosine similarity to the query (higher is better)")
+    product = ProductSerializer()
+
+
+class SearchResultsSerializer(serializers.Serializer):
+    results = SearchHitSerializer(many=True, source="hits")
+    no_good_match = serializers.BooleanField(
+        help_text="True when nothing passed the relevance floor"
+    )
+    model_key = serializers.CharField(help_text="The embedding model version that answered")
+
+
+class ImageSearchResultsSerializer(SearchResultsSerializer):
+    photo_id = serializers.CharField(
+        allow_null=True, help_text="Reuse it (with another crop) instead of uploading again"
+    )
+
+
+class LookGroupSerializer(serializers.Serializer):
+    category = serializers.CharField()
+    results = SearchHitSerializer(many=True, source="hits")
+
+
+class CompleteTheLookSerializer(serializers.Serializer):
+    groups = LookGroupSerializer(many=True)
+
+    @staticmethod
+    def wrap(groups: list[LookGroup]) -> dict[str, Any]:
+        return {"groups": groups}

@@ -1,0 +1,253 @@
+"""Write side of the search app: API keys, stored query photos, and the catalog writes the
+REST API makes (products and lookbooks)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from catalog.models import Lookbook, LookbookItem, Product
+from search.models import ApiKey, QueryPhoto
+from search.uploads import inspect_query_image
+
+API_KEY_PREFIX_BYTES = 6  # 12 hex characters: unique enough to find the row
+API_KEY_SECRET_BYTES = 32
+#: DRF's throttle rate syntax: only the period's first letter counts.
+RATE_PATTERN = re.compile(r"^[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)$")
+#: Where query photos live in the default storage (the pages use the same layout).
+QUERY_PHOTO_DIR = "queries"
+
+
+# --- API keys -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IssuedApiKey:
+    api_key: ApiKey
+    #: The full key, `<prefix>.<secret>`: shown once, never stored.
+    plaintext: str
+
+
+def api_key_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def api_key_create(
+    *,
+    name: str,
+    scope: str = ApiKey.Scope.READ,
+    expires_at: datetime | None = None,
+    rate: str = "",
+) -> IssuedApiKey:
+    """Create a key and return it with its plaintext (the only time it is known)."""
+    if scope not in ApiKey.Scope.values:
+        raise ValueError(f"scope must be one of {', '.join(ApiKey.Scope.values)}")
+    if rate and not RATE_PATTERN.match(rate):
+        raise ValueError(f"rate {rate!r} is not like '600/min' (per s, min, hour or day)")
+    prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
+    secret = secrets.token_urlsafe(API_KEY_SECRET_BYTES)
+    api_key = ApiKey.objects.create(
+        name=name,
+        prefix=prefix,
+        secret_hash=api_key_hash(secret),
+        scope=scope,
+        expires_at=expires_at,
+        rate=rate,
+    )
+    return IssuedApiKey(api_key=api_key, plaintext=f"{prefix}.{secret}")
+
+
+def api_key_verify(*, plaintext: str) -> ApiKey | None:
+    """The usable key whose prefix and secret match, or None. Constant-time comparison."""
+    prefix, _, secret = plaintext.strip().partition(".")
+    if not prefix or not secret:
+        return None
+    api_key = ApiKey.objects.filter(prefix=prefix).first()
+    if api_key is None:
+        api_key_hash(secret)  # same work either way, so timing does not reveal prefixes
+        return None
+    if not hmac.compare_digest(api_key.secret_hash, api_key_hash(secret)):
+        return None
+    if not api_key.is_usable():
+        return None
+    now = timezone.now()
+    # At most one write a minute per key: "last used" is for operators, not an audit log.
+    if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key
+
+
+def api_key_revoke(*, prefix: str) -> ApiKey:
+    """Revoke the key with this prefix (idempotent); raises ApiKey.DoesNotExist."""
+    api_key = ApiKey.objects.get(prefix=prefix)
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+    return api_key
+
+
+# --- Query photos -------------------------------------------------------------------------
+def query_photo_store(*, data: bytes) -> QueryPhoto:
+    """Validate and keep a shopper's photo under its SHA-256 (raises ImageRejected).
+
+    Storing the same photo again refreshes its retention clock instead of copying it.
+    """
+    info = inspect_query_image(data)
+    photo_id = hashlib.sha256(data).hexdigest()
+    now = timezone.now()
+    if QueryPhoto.objects.filter(pk=photo_id).update(created_at=now):
+        return QueryPhoto.objects.get(pk=photo_id)
+    photo = QueryPhoto(
+        id=photo_id,
+        content_type=info.content_type,
+        width=info.width,
+        height=info.height,
+        created_at=now,
+    )
+    photo.image.save(f"{photo_id[:2]}/{photo_id}", ContentFile(data), save=False)
+    photo.save(force_insert=True)
+    return photo
+
+
+def query_photos_purge(*, now: datetime | None = None) -> int:
+    """Delete query photos (rows and files) older than the retention period; return how
+    many. A retention of 0 hours deletes every stored photo.
+
+    Files under `queries/` with no row (written by an older page version, or left by a
+    crash between file and row) are swept by their modification time too, so the promise
+    "photos are gone after N hours" holds for every file in that folder.
+    """
+    hours = settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS
+    cutoff = (now or timezone.now()) - timedelta(hours=hours)
+    deleted = 0
+    for photo in QueryPhoto.objects.filter(created_at__lte=cutoff).iterator():
+        photo.image.delete(save=False)  # a missing file is fine: storage ignores it
+        photo.delete()
+        deleted += 1
+    deleted += _query_photo_orphans_purge(cutoff=cutoff)
+    return deleted
+
+
+def _query_photo_orphans_purge(*, cutoff: datetime) -> int:
+    if not default_storage.exists(QUERY_PHOTO_DIR):
+        return 0
+    deleted = 0
+    folders, _ = default_storage.listdir(QUERY_PHOTO_DIR)
+    for folder in folders:
+        _, names = default_storage.listdir(f"{QUERY_PHOTO_DIR}/{folder}")
+        for name in names:
+            path = f"{QUERY_PHOTO_DIR}/{folder}/{name}"
+            if QueryPhoto.objects.filter(pk=name).exists():
+                continue
+            if default_storage.get_modified_time(path) <= cutoff:
+                default_storage.delete(path)
+                deleted += 1
+    return deleted
+
+
+# --- Catalog writes (REST API) ---------------------------------------------------------------
+PRODUCT_FIELDS = (
+    "title", "description", "brand", "category", "group_id", "price", "currency",
+    "in_stock", "url", "attributes",
+)  # fmt: skip
+
+
+def product_content_hash(*, product: Product) -> str:
+    """Hash of what the embeddings see; the same payload as the importer's
+    (`catalog.ingest.rows.ProductRow.content_hash`), so both writers agree on "stale"."""
+    payload = {
+        "title": product.title,
+        "description": product.description,
+        "images": [image.source_url for image in product.images.order_by("position")],
+    }
+    encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def product_create(*, sku: str, title: str, **fields: Any) -> Product:
+    """Create a product (its images arrive through imports)."""
+    unknown = set(fields) - set(PRODUCT_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown product fields: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        product = Product.objects.create(sku=sku, title=title, **fields)
+        product.content_hash = product_content_hash(product=product)
+        product.save(update_fields=["content_hash"])
+    return product
+
+
+def product_update(*, product: Product, **fields: Any) -> Product:
+    """Change the given fields; the content hash follows, so a new text is re-embedded."""
+    unknown = set(fields) - {*PRODUCT_FIELDS, "sku"}
+    if unknown:
+        raise TypeError(f"unknown product fields: {', '.join(sorted(unknown))}")
+    for name, value in fields.items():
+        setattr(product, name, value)
+    product.content_hash = product_content_hash(product=product)
+    product.save()
+    return product
+
+
+def product_delete(*, product: Product) -> None:
+    product.delete()
+
+
+def _lookbook_items_set(*, lookbook: Lookbook, skus: list[str]) -> None:
+    products = Product.objects.in_bulk(skus, field_name="sku")
+    missing = [sku for sku in skus if sku not in products]
+    if missing:
+        raise Product.DoesNotExist(f"unknown SKUs: {', '.join(missing[:20])}")
+    lookbook.items.all().delete()
+    LookbookItem.objects.bulk_create(
+        LookbookItem(lookbook=lookbook, product=products[sku], position=position)
+        for position, sku in enumerate(dict.fromkeys(skus))
+    )
+
+
+def lookbook_create(
+    *,
+    slug: str,
+    title: str,
+    description: str = "",
+    is_published: bool = False,
+    skus: list[str] | None = None,
+) -> Lookbook:
+    """Create a lookbook with its products in the given order (raises Product.DoesNotExist
+    naming unknown SKUs)."""
+    with transaction.atomic():
+        lookbook = Lookbook.objects.create(
+            slug=slug, title=title, description=description, is_published=is_published
+        )
+        _lookbook_items_set(lookbook=lookbook, skus=skus or [])
+    return lookbook
+
+
+def lookbook_update(
+    *, lookbook: Lookbook, skus: list[str] | None = None, **fields: Any
+) -> Lookbook:
+    """Change the given fields; `skus`, when given, replaces the items in that order."""
+    unknown = set(fields) - {"slug", "title", "description", "is_published"}
+    if unknown:
+        raise TypeError(f"unknown lookbook fields: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(lookbook, name, value)
+        lookbook.save()
+        if skus is not None:
+            _lookbook_items_set(lookbook=lookbook, skus=skus)
+    return lookbook
+
+
+def lookbook_delete(*, lookbook: Lookbook) -> None:
+    lookbook.delete()
