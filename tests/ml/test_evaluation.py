@@ -244,6 +244,27 @@ def test_evaluate_with_an_oracle_encoder_gets_perfect_retrieval() -> None:
     assert d["metrics"]["text_to_image/recall@1"]["warm"]["n"] == 60 - len(split.cold_items)
 
 
+def test_image_to_text_ranks_shared_texts_once() -> None:
+    # Two items per text (like clothing's "a photo of a t-shirt"): each photo still finds
+    # its text first, and text->image category precision sees the shared category.
+    items = [
+        CatalogueItem(f"i{i}", f"/img/{i}.jpg", f"text {i // 2}", f"c{i // 2}") for i in range(8)
+    ]
+    cat = Catalogue("shared", items)
+    rng = np.random.default_rng(0)
+    table: dict[str, np.ndarray] = {}
+    for j in range(4):
+        v = rng.normal(size=16)
+        table[f"text {j}"] = v / np.linalg.norm(v)
+    for it in items:
+        table[it.image_path] = table[it.text]
+    split = make_split(cat, seed=0, cold_fraction=0.0)
+    result = evaluate(TableEncoder(table), cat, split, EvalConfig(resamples=50, k=2))
+    assert result.metrics["image_to_text/recall@1"]["warm"].value == 1.0
+    assert result.metrics["text_to_image/category_precision@10"]["warm"].value == 1.0
+    assert result.metrics["text_to_image/recall@1"]["warm"].value == 0.0  # ties count against
+
+
 def test_evaluate_puts_lookbook_queries_in_the_left_out_items_cell() -> None:
     cat = make_catalogue()
     split = make_split(cat, seed=2, cold_fraction=0.5, heldout_lookbook_fraction=0.5)
@@ -326,3 +347,33 @@ def test_as_catalogue_reads_model_package_style_objects() -> None:
     assert cat.name == "x" and cat.item_ids == ["a", "b"]
     assert cat.lookbooks == {"room:r": ["a", "b"]}
     assert cat.scenes == [Scene("r", "/r.jpg", ("a",), "room:r")]
+
+
+def test_training_dataset_drops_cold_items_and_heldout_lookbooks(tmp_path: Path) -> None:
+    from embeddings.ml.data import Item, ItemDataset
+    from embeddings.ml.evaluation.experiment import training_dataset
+
+    cat = make_catalogue()
+    ds = ItemDataset(
+        name="toy",
+        items=[Item(it.item_id, it.image_path, it.text, it.category) for it in cat.items],
+        lookbooks={k: list(v) for k, v in cat.lookbooks.items()},
+    )
+    split = make_split(as_catalogue(ds), seed=9, cold_fraction=0.3)
+    train = training_dataset(ds, split)
+    cold = set(split.cold_items)
+    assert cold and not cold & {it.item_id for it in train.items}
+    assert not cold & {i for members in train.lookbooks.values() for i in members}
+    assert not set(train.lookbooks) & set(split.heldout_lookbooks)
+    assert train.queries == []
+
+
+def test_split_from_heldout_holds_out_boards_made_only_of_heldout_items() -> None:
+    from embeddings.ml.evaluation.experiment import split_from_heldout
+
+    cat = make_catalogue()
+    held = set(cat.lookbooks["lb01"]) | {"i000"}  # lb00 is only partly held out
+    split = split_from_heldout(cat, held, "toy", seed=0)
+    assert split.heldout_lookbooks == ("lb01",)
+    assert set(split.cold_items) == held
+    split.check(cat)

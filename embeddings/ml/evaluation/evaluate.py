@@ -2,7 +2,9 @@
 
 Tasks (queries are drawn from the split; galleries are always the whole catalogue):
 - text→image / image→text: an item's text finds its own photo (and back): recall@1/5/10, MRR.
-- image→image: share of the 10 nearest photos (itself excluded) with the query's category.
+  image→text ranks among the distinct texts (items sharing a text share the answer).
+- text→image and image→image category precision@10: share of the 10 nearest photos (the
+  query's own photo excluded for image→image) with the query item's category.
 - lookbook completion: in a held-out lookbook, the mean of the other items' vectors finds the
   left-out item among all items except those others: recall@10, nDCG@10.
 - fill-in-the-blank: the same partial lookbook picks the left-out item among it and 3 negatives
@@ -41,6 +43,7 @@ METRICS: tuple[str, ...] = (
     "text_to_image/recall@5",
     "text_to_image/recall@10",
     "text_to_image/mrr",
+    "text_to_image/category_precision@10",
     "image_to_text/recall@1",
     "image_to_text/recall@5",
     "image_to_text/recall@10",
@@ -367,6 +370,14 @@ def score_queries(
     cat_vecs = enc.fused if config.catalogue_vectors == "fused" else enc.image
     labels = [it.category for it in catalogue.items]
     out: dict[str, dict[str, npt.NDArray[np.float64]]] = {name: {} for name in METRICS}
+    # image->text ranks the item's text among the distinct texts: items sharing a text
+    # (clothing: "a photo of a t-shirt") share one answer, not thousands of tied ones.
+    text_ids: dict[str, int] = {}
+    for i, it in enumerate(catalogue.items):
+        text_ids.setdefault(it.text, i)
+    distinct = list(text_ids.values())
+    position = {first: j for j, first in enumerate(distinct)}
+    text_target = {i: position[text_ids[it.text]] for i, it in enumerate(catalogue.items)}
     for c in CELLS:
         q = plan.retrieval[c]
         if q:
@@ -375,16 +386,22 @@ def score_queries(
             ).items():
                 out[name][c] = vals
             for name, vals in _retrieval(
-                enc.image[q], enc.text, q, failed_idx, "image_to_text"
+                enc.image[q], enc.text[distinct], [text_target[i] for i in q], [], "image_to_text"
             ).items():
                 out[name][c] = vals
             labelled = [i for i in q if labels[i]]  # unlabelled items have no category to match
             if labelled:
+                query_labels = [labels[i] for i in labelled]
+                exclude = [failed_idx] * len(labelled) if failed_idx else None
+                top = m.top_k(enc.text[labelled], enc.image, k, exclude)
+                out["text_to_image/category_precision@10"][c] = m.label_precision_at_k(
+                    top, labels, query_labels, k
+                )
                 top = m.top_k(
                     enc.image[labelled], enc.image, k, [[i, *failed_idx] for i in labelled]
                 )
                 out["image_to_image/category_precision@10"][c] = m.label_precision_at_k(
-                    top, labels, [labels[i] for i in labelled], k
+                    top, labels, query_labels, k
                 )
         loo = plan.leave_one_out[c]
         if loo:

@@ -30,6 +30,7 @@ RETRIEVAL_PLOT = (
     "text_to_image/mrr",
     "image_to_text/recall@10",
     "image_to_text/mrr",
+    "text_to_image/category_precision@10",
     "image_to_image/category_precision@10",
 )
 LOOKBOOK_PLOT = (
@@ -67,6 +68,7 @@ class ReportMeta:
     notes: list[str] = field(default_factory=list)
     baseline_label: str = "image-text"  # compared against ...
     candidate_label: str = "full"  # ... this one, for the target
+    check_target: bool = True  # False: report the relative change but no issue target
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,11 @@ def write_report(out_dir: str | Path, runs: Sequence[ModelRun], meta: ReportMeta
     base = by_label.get(meta.baseline_label)
     cand = by_label.get(meta.candidate_label)
     changes = compare(base.result, cand.result, meta.seed) if base and cand else {}
-    checks = target_checks(base.result, cand.result, changes) if base and cand else []
+    checks = (
+        target_checks(base.result, cand.result, changes)
+        if base and cand and meta.check_target
+        else []
+    )
 
     payload = {
         "title": meta.title,
