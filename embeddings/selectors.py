@@ -1,14 +1,182 @@
-"""Read-side queries for embedding models and vectors."""
+"""Read-side queries for embedding model versions and their vectors.
+
+"Needs embedding" (the contract): a product with a ready image and no vector row of the model
+version whose `content_hash` equals the product's current one. All kinds of a product are
+written in one transaction, and every product has a text vector (images can fail), so the
+text row stands for the whole set.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+from django.db import connection
+from django.db.models import Exists, OuterRef, QuerySet
+from django.utils import timezone
+
+from catalog.models import Product, ProductImage
+from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
+
+# A queued product whose task has not finished after this long is queued again (a lost
+# message, a killed worker past its redelivery): enqueueing is idempotent anyway.
+PENDING_LEASE = timedelta(minutes=15)
+KINDS = tuple(ProductEmbedding.Kind.values)
 
 
-def embedding_model_active() -> Any | None:
-    """Return the active EmbeddingModel, or None while no model version is active.
+def embedding_model_active() -> EmbeddingModel | None:
+    """Return the active model version, or None while none is active."""
+    return EmbeddingModel.objects.filter(state=EmbeddingModel.State.ACTIVE).first()
 
-    The registry (`EmbeddingModel`) arrives with the embedding engine; until then there is
-    never an active model.
+
+def embedding_model_list(*, include_retired: bool = True) -> QuerySet[EmbeddingModel]:
+    """Return model versions, newest first."""
+    models = EmbeddingModel.objects.all()
+    if not include_retired:
+        models = models.exclude(state=EmbeddingModel.State.RETIRED)
+    return models
+
+
+def embedding_model_get(*, key: str) -> EmbeddingModel:
+    """Return the model version `key` (EmbeddingModel.DoesNotExist if there is none)."""
+    return EmbeddingModel.objects.get(key=key)
+
+
+def embedding_models_maintained() -> list[EmbeddingModel]:
+    """Return the prepared versions whose vectors must follow the catalog: active, building."""
+    return list(
+        EmbeddingModel.objects.filter(
+            state__in=[EmbeddingModel.State.ACTIVE, EmbeddingModel.State.BUILDING],
+            prepared_at__isnull=False,
+            dimension__isnull=False,
+        ).order_by("-state", "id")  # "building" < "active": active first
+    )
+
+
+def embedding_model_rollback_target() -> EmbeddingModel | None:
+    """Return the version that was active before the current one (ready, not retired)."""
+    return (
+        EmbeddingModel.objects.filter(state=EmbeddingModel.State.READY, activated_at__isnull=False)
+        .order_by("-activated_at")
+        .first()
+    )
+
+
+def products_embeddable() -> QuerySet[Product]:
+    """Return products that can be embedded: they have a ready image and a content hash."""
+    ready_image = ProductImage.objects.filter(
+        product=OuterRef("pk"), status=ProductImage.Status.READY
+    )
+    return Product.objects.exclude(content_hash="").filter(Exists(ready_image))
+
+
+def products_needing_embedding(
+    *, model: EmbeddingModel, exclude_pending: bool = True
+) -> QuerySet[Product]:
+    """Return embeddable products with no current vector by `model`, in id order.
+
+    With `exclude_pending`, products already queued for `model` (within the lease) are left
+    out, so the sweeper never queues them twice.
     """
-    return None
+    current = ProductEmbedding.objects.filter(
+        product=OuterRef("pk"),
+        model=model,
+        kind=ProductEmbedding.Kind.TEXT,
+        content_hash=OuterRef("content_hash"),
+    )
+    products = products_embeddable().exclude(Exists(current))
+    if exclude_pending:
+        pending = PendingEmbedding.objects.filter(
+            product=OuterRef("pk"),
+            model=model,
+            enqueued_at__gte=timezone.now() - PENDING_LEASE,
+        )
+        products = products.exclude(Exists(pending))
+    return products.order_by("id")
+
+
+def embedding_model_pending_count(*, model: EmbeddingModel) -> int:
+    """Return how many products are queued (within the lease) for `model`."""
+    return PendingEmbedding.objects.filter(
+        model=model, enqueued_at__gte=timezone.now() - PENDING_LEASE
+    ).count()
+
+
+@dataclass(frozen=True)
+class BackfillProgress:
+    done: int  # embeddable products with a current vector by the model
+    total: int  # embeddable products
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.total
+
+
+def embedding_model_progress(*, model: EmbeddingModel) -> BackfillProgress:
+    """Return how many embeddable products have a current vector by `model`."""
+    total = products_embeddable().count()
+    missing = products_needing_embedding(model=model, exclude_pending=False).count()
+    return BackfillProgress(done=total - missing, total=total)
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    product_id: int
+    score: float  # cosine similarity (1 - cosine distance), higher is better
+
+
+def _halfvec_literal(vector: np.ndarray) -> str:
+    return "[" + ",".join(f"{float(x):.6g}" for x in vector) + "]"
+
+
+def product_embedding_nearest(
+    *,
+    vector: np.ndarray,
+    kind: str,
+    limit: int = 10,
+    model: EmbeddingModel | None = None,
+    ef_search: int | None = None,
+) -> list[Neighbour]:
+    """Return the `limit` products nearest to `vector` among `kind` vectors of `model`.
+
+    `model` defaults to the active version, so a building version never leaks into results.
+    The query uses the exact expression and predicate of the partial HNSW index
+    (`(vector::halfvec(<dim>)) <=> ... WHERE model_id = <id> AND kind = '<kind>'`).
+    """
+    model = model or embedding_model_active()
+    if model is None or model.dimension is None:
+        return []
+    if kind not in KINDS:
+        raise ValueError(f"unknown vector kind {kind!r}; expected one of {KINDS}")
+    dim = int(model.dimension)
+    if vector.shape != (dim,):
+        raise ValueError(f"query vector has shape {vector.shape}, model {model.key} has {dim}")
+    # dim and kind are validated above; the literal predicate is what the partial index has.
+    sql = (
+        f"SELECT product_id, 1 - ((vector::halfvec({dim})) <=> %s::halfvec({dim})) AS score "  # noqa: S608
+        f"FROM embeddings_productembedding WHERE model_id = {int(model.pk)} AND kind = '{kind}' "
+        f"ORDER BY (vector::halfvec({dim})) <=> %s::halfvec({dim}) LIMIT %s"
+    )
+    literal = _halfvec_literal(vector)
+    with connection.cursor() as cursor:
+        if ef_search:
+            cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef_search)])
+        cursor.execute(sql, [literal, literal, int(limit)])
+        rows = cursor.fetchall()
+    return [Neighbour(product_id=int(pid), score=float(score)) for pid, score in rows]
+
+
+def product_embedding_vector(
+    *, product_id: int, kind: str, model: EmbeddingModel | None = None
+) -> np.ndarray | None:
+    """Return a product's stored vector (float32) by `model` (default: active), or None."""
+    model = model or embedding_model_active()
+    if model is None:
+        return None
+    row = (
+        ProductEmbedding.objects.filter(product_id=product_id, model=model, kind=kind)
+        .values_list("vector", flat=True)
+        .first()
+    )
+    return None if row is None else np.asarray(row, dtype=np.float32)

@@ -1,0 +1,88 @@
+"""`manage.py embedding_models list|register|activate|rollback|retire|retry|evaluate`."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from embeddings import selectors, services
+from embeddings.models import EmbeddingModel
+
+
+def _get(key: str) -> EmbeddingModel:
+    try:
+        return selectors.embedding_model_get(key=key)
+    except EmbeddingModel.DoesNotExist:
+        raise CommandError(f"no model version {key!r} (see `embedding_models list`)") from None
+
+
+class Command(BaseCommand):
+    help = "List and manage embedding model versions (blue/green switches and rollback)."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True)
+        actions.add_parser("list", help="list versions with state and backfill progress")
+        register = actions.add_parser("register", help="register a spec as a building version")
+        register.add_argument("spec", help="default | checkpoint:<dir> | open_clip:<arch>:<tag>")
+        register.add_argument("--key", help="version key (default: <spec>-v<n>)")
+        register.add_argument(
+            "--activate-when-ready", action="store_true", help="activate once backfilled"
+        )
+        activate = actions.add_parser("activate", help="make a version active (atomic)")
+        activate.add_argument("key")
+        activate.add_argument("--force", action="store_true", help="even if still backfilling")
+        actions.add_parser("rollback", help="re-activate the previously active version")
+        for name, text in (
+            ("retire", "delete a version's vectors and indexes"),
+            ("retry", "prepare a failed version again"),
+            ("evaluate", "evaluate a version on the catalog here and store its metrics"),
+        ):
+            actions.add_parser(name, help=text).add_argument("key")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"]
+        try:
+            if action == "list":
+                self._list()
+            elif action == "register":
+                model = services.embedding_model_register(
+                    spec=options["spec"],
+                    key=options["key"],
+                    auto_activate=options["activate_when_ready"],
+                )
+                self.stdout.write(f"registered {model.key} (building; a worker prepares it)")
+            elif action == "activate":
+                model = services.embedding_model_activate(
+                    model=_get(options["key"]), force=options["force"]
+                )
+                self.stdout.write(f"{model.key} is active")
+            elif action == "rollback":
+                self.stdout.write(f"{services.embedding_model_rollback().key} is active again")
+            elif action == "retire":
+                self.stdout.write(
+                    f"{services.embedding_model_retire(model=_get(options['key'])).key} retired"
+                )
+            elif action == "retry":
+                model = services.embedding_model_retry(model=_get(options["key"]))
+                self.stdout.write(f"{model.key} queued for preparation again")
+            elif action == "evaluate":
+                metrics = services.embedding_model_evaluate(model=_get(options["key"]))
+                for name, cells in sorted(metrics.get("metrics", {}).items()):
+                    values = ", ".join(f"{c}={v['value']:.3f}" for c, v in sorted(cells.items()))
+                    self.stdout.write(f"{name}: {values}")
+        except services.EmbeddingModelStateError as error:
+            raise CommandError(str(error)) from None
+
+    def _list(self) -> None:
+        rows = selectors.embedding_model_list()
+        if not rows:
+            self.stdout.write("no model versions (the sweeper registers the default one)")
+        for m in rows:
+            progress = f"{m.backfill_done}/{m.backfill_total} ({m.backfill_percent}%)"
+            self.stdout.write(
+                f"{m.key:24} {m.state:9} dim={m.dimension or '-':<5} "
+                f"sha={(m.weights_sha256 or '-')[:12]:12} backfill={progress:18} {m.spec}"
+                + (f"\n    error: {m.error}" if m.error else "")
+            )

@@ -1,0 +1,675 @@
+"""Write side of the embedding engine: model versions, their indexes, and product vectors.
+
+Life of a version (blue/green): `embedding_model_register` (web or CLI; no torch) -> a worker
+runs `embedding_model_prepare` (loads it, records dimension and checksum, builds its partial
+HNSW indexes) -> the sweeper and `products_embed_enqueue` fill its vectors in batches
+(`products_embed`) while search keeps reading the active version -> `embedding_model_activate`
+switches in one transaction -> the previous version stays `ready` for
+`embedding_model_rollback` until `embedding_model_retire` deletes its vectors and indexes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from catalog.models import Lookbook, Product, ProductImage
+from embeddings import runtime, selectors
+from embeddings.ml.errors import ModelLoadError
+from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPEC = "default"
+BATCH_SIZE = 64  # products per task: a few seconds of CPU, big enough to batch the model
+# At most this many products queued per maintained version at once: the queue stays short,
+# so a newly imported product never waits behind a whole backfill.
+SWEEP_WINDOW = 1024
+KINDS = tuple(ProductEmbedding.Kind.values)
+
+
+class EmbeddingModelStateError(Exception):
+    """The requested life-cycle change is not allowed from the version's current state."""
+
+
+# ---- registry ------------------------------------------------------------------------------
+def _key_for(spec: str) -> str:
+    """Return the next free `<slug>-v<n>` key for a spec (default -> default-v1, ...)."""
+    base = slugify(spec.replace(":", "-").replace("/", "-"))[:80].strip("-") or "model"
+    taken = set(
+        EmbeddingModel.objects.filter(key__startswith=f"{base}-v").values_list("key", flat=True)
+    )
+    numbers = [int(m.group(1)) for k in taken if (m := re.fullmatch(rf"{base}-v(\d+)", k))]
+    return f"{base}-v{max(numbers, default=0) + 1}"
+
+
+def embedding_model_register(
+    *, spec: str, key: str | None = None, auto_activate: bool = False
+) -> EmbeddingModel:
+    """Create a `building` version of `spec` and ask a worker to prepare it.
+
+    Returns at once (no model is loaded here, so the web process never imports torch). The
+    first version ever prepared becomes active by itself; later ones are activated by an
+    operator, or when their backfill completes if `auto_activate`.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise ValueError("a model spec is required")
+    model = EmbeddingModel.objects.create(
+        key=key or _key_for(spec), spec=spec, auto_activate=auto_activate
+    )
+    _prepare_later(model)
+    return model
+
+
+def _prepare_later(model: EmbeddingModel) -> None:
+    from embeddings.tasks import embedding_model_prepare_task
+
+    model_id = model.pk
+    transaction.on_commit(lambda: embedding_model_prepare_task.delay(model_id=model_id))
+
+
+def embedding_model_prepare(*, model: EmbeddingModel) -> EmbeddingModel:
+    """Load a building version, record its dimension and checksum, build its indexes.
+
+    Runs in a worker (imports torch). A spec that cannot be loaded leaves the version
+    `failed` with the reason in `error`, never a retry loop. Idempotent.
+    """
+    model.refresh_from_db()
+    if model.state != EmbeddingModel.State.BUILDING or model.is_prepared:
+        return model
+    try:
+        encoder = runtime.encoder_for(model)
+    except ModelLoadError as error:
+        log.error("embedding model %s cannot be loaded: %s", model.key, error)
+        model.state = EmbeddingModel.State.FAILED
+        model.error = str(error)
+        model.save(update_fields=["state", "error"])
+        return model
+    model.dimension = int(encoder.dim)
+    model.weights_sha256 = encoder.weights_sha256
+    model.error = ""
+    model.save(update_fields=["dimension", "weights_sha256", "error"])
+    embedding_model_indexes_create(model=model)
+    model.prepared_at = timezone.now()
+    model.save(update_fields=["prepared_at"])
+    if selectors.embedding_model_active() is None:
+        # Nothing is served yet, so there is nothing to keep serving: go live at once and
+        # let products become searchable one batch at a time.
+        model = embedding_model_activate(model=model, force=True)
+    embedding_model_progress_update(model=model)
+    embeddings_sweep(models=[model])
+    return model
+
+
+def embedding_model_retry(*, model: EmbeddingModel) -> EmbeddingModel:
+    """Put a failed version back to building and ask a worker to prepare it again."""
+    with transaction.atomic():
+        model = EmbeddingModel.objects.select_for_update().get(pk=model.pk)
+        if model.state != EmbeddingModel.State.FAILED:
+            raise EmbeddingModelStateError(f"{model.key} is {model.state}, not failed")
+        model.state = EmbeddingModel.State.BUILDING
+        model.error = ""
+        model.save(update_fields=["state", "error"])
+        _prepare_later(model)
+    return model
+
+
+def default_model_ensure() -> EmbeddingModel | None:
+    """Register the bundled default model when the registry is empty; return it if created.
+
+    A fresh install thus needs no command: the sweeper calls this, a worker prepares the
+    model and, being the first, it goes active. Without the default weights on disk the
+    version is recorded `failed` with a clear reason (no torch is imported to find out).
+    """
+    if EmbeddingModel.objects.exists():
+        return None
+    with transaction.atomic():
+        # Two sweepers at once must not both register: lock the table for this decision.
+        with connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE embeddings_embeddingmodel IN SHARE ROW EXCLUSIVE MODE")
+        if EmbeddingModel.objects.exists():
+            return None
+        missing = _default_weights_missing()
+        if missing:
+            return EmbeddingModel.objects.create(
+                key=_key_for(DEFAULT_SPEC),
+                spec=DEFAULT_SPEC,
+                state=EmbeddingModel.State.FAILED,
+                error=missing,
+            )
+        return embedding_model_register(spec=DEFAULT_SPEC)
+
+
+def _default_model_dir() -> Path:
+    # The folder ML core loads `default` from; computed here without importing torch.
+    return Path(__file__).resolve().parent / "default_model"
+
+
+def _default_weights_missing() -> str:
+    """Return why the bundled default model cannot load, or "" when its files are there."""
+    folder = _default_model_dir()
+    missing = [n for n in ("config.json", "model.safetensors") if not (folder / n).is_file()]
+    if not missing:
+        return ""
+    return (
+        f"the bundled default model is not installed: {', '.join(missing)} missing in {folder}. "
+        "Train it (python -m embeddings.ml train-default) or register another model with "
+        "`manage.py embedding_models register <spec>`; the sweeper retries once it is there."
+    )
+
+
+def _default_model_retry_if_installed() -> None:
+    """Retry a failed `default` version once its weights have appeared (e.g. an upgrade)."""
+    failed = EmbeddingModel.objects.filter(
+        spec=DEFAULT_SPEC, state=EmbeddingModel.State.FAILED
+    ).first()
+    if failed is not None and not _default_weights_missing():
+        embedding_model_retry(model=failed)
+
+
+# ---- indexes -----------------------------------------------------------------------------
+def index_name(*, model_id: int, kind: str) -> str:
+    """Return the name of the partial HNSW index of one version and kind (the contract)."""
+    return f"emb_{int(model_id)}_{kind}_hnsw"
+
+
+def embedding_model_indexes_create(*, model: EmbeddingModel) -> None:
+    """Create the partial HNSW cosine index of each kind of `model` (idempotent).
+
+    CONCURRENTLY, so writes of the active version never wait on a new version's build; that
+    needs autocommit, so inside a transaction (tests) the plain form is used.
+    """
+    if model.dimension is None:
+        raise EmbeddingModelStateError(f"{model.key} has no dimension yet (not prepared)")
+    dim, model_id = int(model.dimension), int(model.pk)
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+    with connection.cursor() as cursor:
+        for kind in KINDS:
+            name = index_name(model_id=model_id, kind=kind)
+            cursor.execute(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = %s",
+                [name],
+            )
+            row = cursor.fetchone()
+            if row is not None and row[0]:
+                continue
+            if row is not None:  # an interrupted CONCURRENTLY build leaves an invalid index
+                cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{name}"')
+            # Identifiers and literals are built from integers and the fixed kind names.
+            cursor.execute(
+                f'CREATE INDEX {concurrently}IF NOT EXISTS "{name}" '
+                "ON embeddings_productembedding "
+                f"USING hnsw ((vector::halfvec({dim})) halfvec_cosine_ops) "
+                f"WHERE model_id = {model_id} AND kind = '{kind}'"
+            )
+
+
+def embedding_model_indexes_drop(*, model: EmbeddingModel) -> None:
+    """Drop the partial indexes of `model` (idempotent)."""
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+    with connection.cursor() as cursor:
+        for kind in KINDS:
+            name = index_name(model_id=int(model.pk), kind=kind)
+            cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{name}"')
+
+
+# ---- activation, rollback, retirement -------------------------------------------------------
+def _locked_registry(model_id: int) -> tuple[EmbeddingModel, list[EmbeddingModel]]:
+    """Lock every live version row (in id order, so lockers never deadlock); return target."""
+    rows = list(
+        EmbeddingModel.objects.select_for_update()
+        .exclude(state=EmbeddingModel.State.RETIRED)
+        .order_by("id")
+    )
+    target = next((row for row in rows if row.pk == model_id), None)
+    if target is None:
+        target = EmbeddingModel.objects.select_for_update().get(pk=model_id)
+    return target, rows
+
+
+def embedding_model_activate(*, model: EmbeddingModel, force: bool = False) -> EmbeddingModel:
+    """Make `model` the one active version, atomically; the previous one becomes `ready`.
+
+    One transaction with the registry rows locked, so concurrent activations serialise and
+    a search never sees zero or two active versions (the partial unique constraint backs
+    this up). A version still building is refused unless `force` (its results would be
+    partial); so is a version whose backfill is incomplete.
+    """
+    with transaction.atomic():
+        target, rows = _locked_registry(model.pk)
+        if target.state == EmbeddingModel.State.ACTIVE:
+            return target
+        if target.state not in (EmbeddingModel.State.READY, EmbeddingModel.State.BUILDING):
+            raise EmbeddingModelStateError(f"{target.key} is {target.state}; cannot activate it")
+        if not target.is_prepared:
+            raise EmbeddingModelStateError(f"{target.key} is not loaded and indexed yet")
+        if target.state == EmbeddingModel.State.BUILDING and not force:
+            progress = selectors.embedding_model_progress(model=target)
+            if not progress.complete:
+                raise EmbeddingModelStateError(
+                    f"{target.key} is still backfilling ({progress.done}/{progress.total}); "
+                    "wait, or force the activation"
+                )
+        now = timezone.now()
+        for row in rows:
+            if row.state == EmbeddingModel.State.ACTIVE:
+                row.state = EmbeddingModel.State.READY
+                row.save(update_fields=["state"])
+        target.state = EmbeddingModel.State.ACTIVE
+        target.activated_at = now
+        target.save(update_fields=["state", "activated_at"])
+    log.info("embedding model %s is now active", target.key)
+    return target
+
+
+def embedding_model_rollback() -> EmbeddingModel:
+    """Re-activate the version that was active before the current one; return it."""
+    target = selectors.embedding_model_rollback_target()
+    if target is None:
+        raise EmbeddingModelStateError("no previous version to roll back to (retired or none)")
+    return embedding_model_activate(model=target, force=True)
+
+
+def embedding_model_retire(*, model: EmbeddingModel) -> EmbeddingModel:
+    """Retire a version that is not active: delete its vectors and drop its indexes."""
+    with transaction.atomic():
+        target, _ = _locked_registry(model.pk)
+        if target.state == EmbeddingModel.State.ACTIVE:
+            raise EmbeddingModelStateError(
+                f"{target.key} is active; activate another version before retiring it"
+            )
+        target.state = EmbeddingModel.State.RETIRED
+        target.retired_at = timezone.now()
+        target.save(update_fields=["state", "retired_at"])
+    # After the state change commits, no task writes for it any more (they re-check).
+    embedding_model_indexes_drop(model=target)
+    ProductEmbedding.objects.filter(model=target).delete()
+    PendingEmbedding.objects.filter(model=target).delete()
+    runtime.encoder_forget(target.key)
+    return target
+
+
+# ---- product vectors ---------------------------------------------------------------------
+def product_text(product: Product) -> str:
+    """Return the text a model reads for a product (also what training reads).
+
+    Title, brand and category first: small text towers keep only the first few dozen tokens.
+    """
+    attributes = "; ".join(
+        f"{k}: {v}" for k, v in sorted((product.attributes or {}).items()) if v not in ("", None)
+    )
+    parts = [product.title, product.brand, product.category, attributes, product.description]
+    return ". ".join(p.strip() for p in parts if p and p.strip())
+
+
+def _primary_image(product: Product) -> ProductImage | None:
+    ready = [
+        image
+        for image in product.images.all()
+        if image.status == ProductImage.Status.READY and image.image
+    ]
+    return min(ready, key=lambda image: image.position) if ready else None
+
+
+def _image_source(image: ProductImage) -> bytes | str:
+    """A path when the storage has one (the decoder reads it), else the file's bytes."""
+    try:
+        return str(image.image.path)
+    except NotImplementedError:  # remote storages have no local path
+        with image.image.open("rb") as handle:
+            return bytes(handle.read())
+
+
+@dataclass
+class EmbedBatchResult:
+    embedded: list[int] = field(default_factory=list)  # product ids written
+    skipped: list[int] = field(default_factory=list)  # up to date, deleted or no image
+    image_failed: dict[int, str] = field(default_factory=dict)  # text vector only
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _halfvec(vector: Any) -> str:
+    return "[" + ",".join(f"{float(x):.5g}" for x in vector) + "]"
+
+
+_UPSERT = (
+    "INSERT INTO embeddings_productembedding "
+    "(product_id, model_id, kind, vector, content_hash, created_at) "
+    "VALUES (%s, %s, %s, %s::halfvec, %s, now()) "
+    "ON CONFLICT (product_id, model_id, kind) DO UPDATE SET "
+    "vector = EXCLUDED.vector, content_hash = EXCLUDED.content_hash, created_at = now()"
+)
+
+
+def products_embed(
+    *,
+    product_ids: Sequence[int],
+    model: EmbeddingModel,
+    force: bool = False,
+    encoder: Any = None,
+) -> EmbedBatchResult:
+    """Compute and store image, text and fused vectors of products by one version.
+
+    Idempotent: products whose vectors already match their `content_hash` are skipped
+    (unless `force`), rows are upserted on (product, model, kind), and deleted products are
+    ignored. A product whose image cannot be decoded keeps a text vector only.
+    """
+    result = EmbedBatchResult()
+    model.refresh_from_db()
+    if not model.is_prepared or model.state not in (
+        EmbeddingModel.State.BUILDING,
+        EmbeddingModel.State.READY,
+        EmbeddingModel.State.ACTIVE,
+    ):
+        _pending_clear(model=model, product_ids=product_ids)
+        result.skipped = list(product_ids)
+        return result
+    candidates = (
+        selectors.products_embeddable()
+        if force
+        else selectors.products_needing_embedding(model=model, exclude_pending=False)
+    )
+    products = list(
+        candidates.filter(id__in=list(product_ids)).prefetch_related("images").order_by("id")
+    )
+    sources: list[bytes | str] = []
+    todo: list[Product] = []
+    for product in products:
+        image = _primary_image(product)
+        if image is None:
+            continue
+        try:
+            sources.append(_image_source(image))
+        except OSError as error:  # the stored file vanished: text only, like a bad image
+            result.image_failed[product.pk] = f"{type(error).__name__}: {error}"
+            sources.append(b"")
+        todo.append(product)
+    done_ids = {p.pk for p in todo}
+    result.skipped = [pid for pid in product_ids if pid not in done_ids]
+    if todo:
+        encoder = encoder or runtime.encoder_for(model)
+        vectors = runtime.encode_items(
+            encoder, images=sources, texts=[product_text(p) for p in todo]
+        )
+        result.seconds = vectors.seconds
+        for index, reason in vectors.failed.items():
+            result.image_failed.setdefault(todo[index].pk, reason)
+        rows: list[tuple[int, str, Any]] = []
+        for i, product in enumerate(todo):
+            rows.append((product.pk, ProductEmbedding.Kind.TEXT, vectors.text[i]))
+        for row, index in enumerate(vectors.indices):
+            product_id = todo[index].pk
+            rows.append((product_id, ProductEmbedding.Kind.IMAGE, vectors.image[row]))
+            rows.append((product_id, ProductEmbedding.Kind.FUSED, vectors.fused[row]))
+        hashes = {p.pk: p.content_hash for p in todo}
+        result.embedded = _vectors_write(
+            model=model, rows=rows, hashes=hashes, image_failed=list(result.image_failed)
+        )
+    _pending_clear(model=model, product_ids=product_ids)
+    if model.state == EmbeddingModel.State.BUILDING:
+        embedding_model_progress_update(model=model)
+    return result
+
+
+def _vectors_write(
+    *,
+    model: EmbeddingModel,
+    rows: list[tuple[int, str, Any]],
+    hashes: dict[int, str],
+    image_failed: list[int],
+) -> list[int]:
+    """Upsert vector rows in one transaction; return the product ids actually written."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Lock the products that still exist (FOR KEY SHARE: a concurrent delete waits for us
+        # and then cascades), so a product deleted meanwhile is skipped, not an FK error.
+        cursor.execute(
+            "SELECT id FROM catalog_product WHERE id = ANY(%s) FOR KEY SHARE",
+            [sorted(hashes)],
+        )
+        alive = {int(row[0]) for row in cursor.fetchall()}
+        # Also lock the version: a concurrent retire must not leave rows behind it.
+        cursor.execute(
+            "SELECT state FROM embeddings_embeddingmodel WHERE id = %s FOR SHARE", [model.pk]
+        )
+        state_row = cursor.fetchone()
+        if state_row is None or state_row[0] in (
+            EmbeddingModel.State.RETIRED,
+            EmbeddingModel.State.FAILED,
+        ):
+            return []
+        params = [
+            (product_id, model.pk, kind, _halfvec(vector), hashes[product_id])
+            for product_id, kind, vector in rows
+            if product_id in alive
+        ]
+        cursor.executemany(_UPSERT, params)
+        stale = [pid for pid in image_failed if pid in alive]
+        if stale:  # the old image vectors no longer describe the product
+            ProductEmbedding.objects.filter(
+                model=model,
+                product_id__in=stale,
+                kind__in=[ProductEmbedding.Kind.IMAGE, ProductEmbedding.Kind.FUSED],
+            ).delete()
+    return sorted(alive)
+
+
+def _pending_clear(*, model: EmbeddingModel, product_ids: Iterable[int]) -> None:
+    PendingEmbedding.objects.filter(model=model, product_id__in=list(product_ids)).delete()
+
+
+def embedding_model_progress_update(*, model: EmbeddingModel) -> EmbeddingModel:
+    """Record backfill progress; a complete building version becomes `ready` (or active)."""
+    progress = selectors.embedding_model_progress(model=model)
+    EmbeddingModel.objects.filter(pk=model.pk).update(
+        backfill_done=progress.done, backfill_total=progress.total
+    )
+    model.backfill_done, model.backfill_total = progress.done, progress.total
+    if progress.complete and model.state == EmbeddingModel.State.BUILDING and model.is_prepared:
+        with transaction.atomic():
+            locked = EmbeddingModel.objects.select_for_update().get(pk=model.pk)
+            if locked.state == EmbeddingModel.State.BUILDING:
+                locked.state = EmbeddingModel.State.READY
+                locked.save(update_fields=["state"])
+        model.refresh_from_db()
+        if model.auto_activate:
+            model = embedding_model_activate(model=model)
+    return model
+
+
+# ---- queueing ----------------------------------------------------------------------------
+_CLAIM = (
+    "INSERT INTO embeddings_pendingembedding (product_id, model_id, enqueued_at) "
+    "SELECT id, %s, now() FROM catalog_product WHERE id = ANY(%s) "
+    "ON CONFLICT (product_id, model_id) DO UPDATE SET enqueued_at = EXCLUDED.enqueued_at "
+    "WHERE embeddings_pendingembedding.enqueued_at < now() - %s "
+    "RETURNING product_id"
+)
+
+
+def _claim(*, model: EmbeddingModel, product_ids: list[int]) -> list[int]:
+    """Mark products as queued for `model`; return those not already queued (within lease)."""
+    if not product_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM, [model.pk, product_ids, selectors.PENDING_LEASE])
+        return sorted(int(row[0]) for row in cursor.fetchall())
+
+
+def _send_batches(*, model: EmbeddingModel, product_ids: list[int], batch_size: int) -> int:
+    from embeddings.tasks import products_embed_task
+
+    for start in range(0, len(product_ids), batch_size):
+        chunk = product_ids[start : start + batch_size]
+        send: Callable[[], object] = partial(
+            products_embed_task.delay, product_ids=chunk, model_id=model.pk
+        )
+        transaction.on_commit(send)
+    return len(product_ids)
+
+
+def products_embed_enqueue(
+    *,
+    product_ids: Iterable[int],
+    models: Sequence[EmbeddingModel] | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> int:
+    """Queue embedding of these products by the active and building versions.
+
+    The public hook for ingestion: call it after a batch's images are ready (inside or
+    outside a transaction: tasks are sent on commit). Only products whose vectors are
+    missing or stale (content hash changed) are queued, so a price or stock change costs
+    nothing. Returns how many (product, version) pairs were queued.
+    """
+    ids = sorted({int(pid) for pid in product_ids})
+    if not ids:
+        return 0
+    queued = 0
+    for model in models if models is not None else selectors.embedding_models_maintained():
+        needing = list(
+            selectors.products_needing_embedding(model=model, exclude_pending=False)
+            .filter(id__in=ids)
+            .values_list("id", flat=True)
+        )
+        claimed = _claim(model=model, product_ids=needing)
+        queued += _send_batches(model=model, product_ids=claimed, batch_size=batch_size)
+    return queued
+
+
+def embeddings_sweep(
+    *, models: Sequence[EmbeddingModel] | None = None, window: int = SWEEP_WINDOW
+) -> dict[str, int]:
+    """Find products missing current vectors and queue them; return queued counts per key.
+
+    Also registers the default model on a fresh install, retries it once its weights
+    appear, and re-sends a lost "prepare" message. Bounded by `window` queued products per
+    version, so repeated sweeps never flood the queue.
+    """
+    if models is None:
+        default_model_ensure()
+        _default_model_retry_if_installed()
+        _unprepared_resend()
+        models = selectors.embedding_models_maintained()
+    queued: dict[str, int] = {}
+    for model in models:
+        room = window - selectors.embedding_model_pending_count(model=model)
+        if room <= 0:
+            continue
+        ids = list(
+            selectors.products_needing_embedding(model=model).values_list("id", flat=True)[:room]
+        )
+        claimed = _claim(model=model, product_ids=ids)
+        queued[model.key] = _send_batches(model=model, product_ids=claimed, batch_size=BATCH_SIZE)
+    return queued
+
+
+def _unprepared_resend() -> None:
+    stale = timezone.now() - selectors.PENDING_LEASE
+    for model in EmbeddingModel.objects.filter(
+        state=EmbeddingModel.State.BUILDING, prepared_at__isnull=True, created_at__lt=stale
+    ):
+        _prepare_later(model)
+
+
+# ---- evaluation and training ---------------------------------------------------------------
+def catalog_dataset(*, name: str = "catalog") -> Any:
+    """Return an `embeddings.ml.data.ItemDataset` of the embeddable products and lookbooks.
+
+    Item ids are product ids (as strings); lookbooks are the graph (published or not: an
+    unpublished board is still a merchandiser's judgement of what goes together).
+    """
+    from embeddings.ml.data import Item, ItemDataset
+
+    items = []
+    for product in selectors.products_embeddable().prefetch_related("images").order_by("id"):
+        image = _primary_image(product)
+        if image is None:
+            continue
+        try:
+            path = str(image.image.path)
+        except NotImplementedError:
+            continue  # training reads files; remote storages are not supported here
+        items.append(Item(str(product.pk), path, product_text(product), product.category or None))
+    known = {item.item_id for item in items}
+    lookbooks: dict[str, list[str]] = {}
+    for lookbook in Lookbook.objects.prefetch_related("items"):
+        members = [str(it.product_id) for it in lookbook.items.all()]
+        members = [m for m in members if m in known]
+        if len(members) >= 2:
+            lookbooks[f"lookbook:{lookbook.slug}"] = members
+    return ItemDataset(name=name, items=items, lookbooks=lookbooks)
+
+
+def embedding_model_evaluate(*, model: EmbeddingModel, seed: int = 0) -> dict[str, Any]:
+    """Evaluate `model` on the catalog (products + lookbooks) and store `metrics`; return them.
+
+    Uses `embeddings.ml.evaluation` (cold items and held-out lookbooks drawn from `seed`).
+    """
+    from embeddings.ml.evaluation import as_catalogue, evaluate, make_split
+
+    dataset = catalog_dataset()
+    if len(dataset) < 4:
+        raise ValueError(f"only {len(dataset)} embeddable products: too few to evaluate")
+    catalogue = as_catalogue(dataset)
+    split = make_split(catalogue, seed=seed)
+    evaluation = evaluate(runtime.encoder_for(model), catalogue, split, model_name=model.key)
+    metrics = {**evaluation.to_dict(), "evaluated_at": timezone.now().isoformat()}
+    EmbeddingModel.objects.filter(pk=model.pk).update(metrics=metrics)
+    model.metrics = metrics
+    return metrics
+
+
+def embedding_model_train(
+    *,
+    out_dir: Path,
+    key: str | None = None,
+    base: str = "new:resnet10t",
+    config_overrides: dict[str, Any] | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> EmbeddingModel:
+    """Train a model on the catalog and register it as a new building version (backfill).
+
+    `base` is `TrainConfig.init`: "new:<timm arch>" (scratch image tower + MiniLM text) or a
+    model spec to fine-tune. Runs where it is called (a worker or the command), in minutes
+    to hours; the checkpoint lands in `out_dir`.
+    """
+    from dataclasses import replace
+
+    from embeddings.ml.train import TrainConfig, train
+
+    dataset = catalog_dataset()
+    if len(dataset) < 2:
+        raise ValueError("the catalog has fewer than 2 embeddable products to train on")
+    config = replace(TrainConfig(init=base), **(config_overrides or {}))
+    checkpoint = train(config, dataset, Path(out_dir), progress=progress)
+    return embedding_model_register(spec=f"checkpoint:{Path(checkpoint).resolve()}", key=key)
+
+
+def embedding_model_evaluate_start(*, model: EmbeddingModel) -> None:
+    """Queue an evaluation of `model` on a worker (for the admin: no torch in the web)."""
+    from embeddings.tasks import embedding_model_evaluate_task
+
+    model_id = model.pk
+    transaction.on_commit(lambda: embedding_model_evaluate_task.delay(model_id=model_id))
+
+
+def embedding_model_train_start(
+    *, out_dir: Path, key: str | None = None, base: str = "new:resnet10t"
+) -> None:
+    """Queue a training run on a worker; it registers the result as a building version."""
+    from embeddings.tasks import embedding_model_train_task
+
+    target = str(out_dir)
+    transaction.on_commit(
+        lambda: embedding_model_train_task.delay(out_dir=target, key=key, base=base)
+    )

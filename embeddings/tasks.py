@@ -1,0 +1,75 @@
+"""Celery tasks of the embedding engine (queue `embeddings`, see CELERY_TASK_ROUTES).
+
+Thin: each takes ids, re-reads rows, tolerates stale input and calls one service. All are
+acknowledged late and re-queued if the worker dies (settings), and idempotent, so a
+redelivered message only redoes work. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+
+from embeddings import services
+from embeddings.models import EmbeddingModel
+
+log = logging.getLogger(__name__)
+
+_TASK_OPTIONS: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
+
+
+@shared_task(**_TASK_OPTIONS)
+def products_embed_task(*, product_ids: list[int], model_id: int) -> dict[str, int]:
+    """Embed one batch of products with one model version."""
+    model = EmbeddingModel.objects.filter(pk=model_id).first()
+    if model is None:  # the version was deleted meanwhile: nothing to do
+        return {"embedded": 0, "skipped": len(product_ids)}
+    result = services.products_embed(product_ids=product_ids, model=model)
+    if result.image_failed:
+        log.warning("model %s: images not encoded: %s", model.key, result.image_failed)
+    return {
+        "embedded": len(result.embedded),
+        "skipped": len(result.skipped),
+        "image_failed": len(result.image_failed),
+    }
+
+
+@shared_task(**_TASK_OPTIONS)
+def embedding_model_prepare_task(*, model_id: int) -> str | None:
+    """Load a newly registered version, build its indexes and start its backfill."""
+    model = EmbeddingModel.objects.filter(pk=model_id).first()
+    if model is None:
+        return None
+    return services.embedding_model_prepare(model=model).state
+
+
+# Beat runs this every few seconds (CELERY_BEAT_SCHEDULE); a run that waited longer than
+# that in the queue is pointless, the next one is already coming.
+@shared_task(acks_late=False, expires=60)
+def embeddings_sweep_task() -> dict[str, int]:
+    """Queue products that miss current vectors for the active or building versions."""
+    return services.embeddings_sweep()
+
+
+@shared_task(**_TASK_OPTIONS)
+def embedding_model_evaluate_task(*, model_id: int) -> dict[str, Any] | None:
+    """Evaluate a version on the catalog and store its metrics."""
+    model = EmbeddingModel.objects.filter(pk=model_id).first()
+    if model is None or model.state == EmbeddingModel.State.RETIRED:
+        return None
+    metrics = services.embedding_model_evaluate(model=model)
+    return {"evaluated_at": metrics.get("evaluated_at")}
+
+
+# Training takes minutes to hours: never redeliver it blindly after a worker loss (a resumed
+# run continues from its own checkpoints when started again by an operator).
+@shared_task(acks_late=False)
+def embedding_model_train_task(
+    *, out_dir: str, key: str | None = None, base: str = "new:resnet10t"
+) -> str:
+    """Train a model on the catalog and register it as a new building version."""
+    from pathlib import Path
+
+    return services.embedding_model_train(out_dir=Path(out_dir), key=key, base=base).key
