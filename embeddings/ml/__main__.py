@@ -1,0 +1,83 @@
+"""Command line: ``python -m embeddings.ml {train,train-default,encode-check} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from embeddings.ml.data import load_dataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m embeddings.ml")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train/fine-tune on a dataset, write a checkpoint dir")
+    t.add_argument(
+        "--data",
+        required=True,
+        help="clothing:<dir> | hm:<dir> | ikea:<dir> | <dir with items.jsonl>",
+    )
+    t.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
+    t.add_argument(
+        "--heldout",
+        type=float,
+        default=0.0,
+        help="fraction of items held out as whole lookbooks for metrics",
+    )
+    from embeddings.ml.train import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "fusion":
+            continue
+        kind = {"int": int, "float": float, "str": str, "bool": _bool}.get(
+            str(f.type).split(" |")[0], str
+        )
+        t.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+
+    d = sub.add_parser("train-default", help="train the bundled default model (clothing only)")
+    d.add_argument("--data", required=True, type=Path, help="the clothing dataset directory")
+    d.add_argument("--out", type=Path, default=Path("embeddings/default_model"))
+    d.add_argument("--max-steps", type=int, default=None, help="smoke runs only")
+    d.add_argument("--threads", type=int, default=None)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.command == "train-default":
+        from embeddings.ml.default_recipe import train_default
+
+        overrides = {
+            k: v
+            for k, v in (("max_steps", args.max_steps), ("threads", args.threads))
+            if v is not None
+        }
+        train_default(args.data, args.out, **overrides)
+        return 0
+
+    from embeddings.ml.train import train
+
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if f.name != "fusion" and getattr(args, f.name, None) is not None
+    }
+    config = TrainConfig(**overrides)
+    ds = load_dataset(args.data)
+    held = None
+    if args.heldout > 0:
+        ds, held = ds.split_by_lookbook(args.heldout, seed=config.seed)
+    out = train(config, ds, args.out, eval_dataset=held)
+    print(out)
+    return 0
+
+
+def _bool(v: str) -> bool:
+    return v.lower() in ("1", "true", "yes", "on")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

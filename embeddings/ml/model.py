@@ -1,0 +1,224 @@
+"""PinCLIP: an open_clip backbone plus a hybrid fusion module, read top to bottom.
+
+Three vectors come out of one model, all in the backbone's joint embedding space so they
+can be compared with each other by cosine similarity:
+
+- image embedding: the backbone's own image tower (``encode_image``);
+- text embedding: the backbone's own text tower (``encode_text``);
+- fused item embedding (``encode_item``): image + text of one catalogue item. It is
+  *hybrid*: a late part (the sum of the normalised image and text embeddings) plus an early
+  part, a small transformer that reads the image at two granularities (the global
+  embedding and a grid of pooled feature-map/patch tokens) together with the text tokens.
+  The early part's output layer starts at zero, so an untrained fusion module gives
+  exactly the late sum: a pretrained backbone is useful for items before any training.
+
+Any backbone that open_clip builds works. The patch tokens come from open_clip's
+``forward_intermediates`` (timm CNNs and ViTs, open_clip ViTs); a backbone without it
+(e.g. open_clip's ModifiedResNet) falls back to the global embedding as its only token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class FusionConfig:
+    width: int = 256  # hidden width of the fusion transformer; small, it runs per item
+    layers: int = 2  # transformer blocks; 2 is enough to mix two modalities of tokens
+    heads: int = 4  # attention heads (width must divide by heads)
+    grid: int = 4  # image feature map pooled to grid x grid tokens (the finer granularity)
+    max_text_tokens: int = 32  # text tokens beyond this are ignored by fusion (not by text)
+    dropout: float = 0.1  # dropout inside fusion blocks during training
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of the fields."""
+        return asdict(self)
+
+
+class TextTrunkOut(NamedTuple):
+    """What the (possibly frozen, possibly cached) text trunk hands to the rest."""
+
+    pooled: torch.Tensor  # (B, H) pooled trunk output, before the text projection
+    states: torch.Tensor  # (B, T, H) per-token hidden states
+    mask: torch.Tensor  # (B, T) bool, True where a real (non-padding) token is
+
+
+class PinCLIP(nn.Module):
+    """open_clip backbone + hybrid fusion. See the module docstring."""
+
+    def __init__(self, backbone: nn.Module, fusion: FusionConfig, image_size: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fusion_cfg = fusion
+        self.hf_text = hasattr(backbone, "text") and hasattr(backbone.text, "pooler")
+        self.pad_id = int(backbone.text.config.pad_token_id) if self.hf_text else 0
+        # Probe once with a dummy input: token sizes differ per architecture, and an
+        # architecture without intermediates falls back to global-only fusion.
+        embed_dim, image_token_dim, n_image_tokens, text_dim = self._probe(image_size)
+        self.embed_dim = embed_dim
+        self.fusion = HybridFusion(fusion, embed_dim, image_token_dim, n_image_tokens, text_dim)
+
+    # ---- image tower -------------------------------------------------------------------
+    def image_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (embedding (B, D) unnormalised, pooled grid tokens (B, N, C))."""
+        visual = self.backbone.visual
+        if self._use_intermediates:
+            out = visual.forward_intermediates(
+                images, indices=1, normalize_intermediates=True, output_fmt="NCHW"
+            )
+            fmap = out["image_intermediates"][-1]  # (B, C, H, W)
+            emb = out["image_features"]  # (B, D)
+            g = self.fusion_cfg.grid
+            tokens = F.adaptive_avg_pool2d(fmap, (g, g))  # (B, C, g, g)
+            tokens = tokens.flatten(2).transpose(1, 2)  # (B, g*g, C)
+            return emb, tokens
+        emb = visual(images)  # (B, D)
+        return emb, emb[:, None, :]  # (B, 1, D)
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Return image embeddings (B, D); only the global path runs (query-time speed)."""
+        emb = self.backbone.visual(images)  # (B, D)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    # ---- text tower --------------------------------------------------------------------
+    def text_trunk(self, tokens: torch.Tensor) -> TextTrunkOut:
+        """Run the text trunk on token ids (B, T); cacheable when the trunk is frozen."""
+        mask = tokens != self.pad_id  # (B, T)
+        if self.hf_text:
+            text = self.backbone.text
+            out = text.transformer(input_ids=tokens, attention_mask=mask.long())
+            pooled = text.pooler(out, mask.long())  # (B, H)
+            return TextTrunkOut(pooled, out.last_hidden_state, mask)  # states (B, T, H)
+        # Native open_clip text transformer: pooled output is already projected, and the
+        # projection belongs to the trunk (text_head is then the identity).
+        out = self.backbone.forward_intermediates(
+            text=tokens, text_indices=1, normalize=False, normalize_intermediates=True
+        )
+        return TextTrunkOut(out["text_features"], out["text_intermediates"][-1], mask)
+
+    def text_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Project pooled trunk output (B, H) into the joint space (B, D)."""
+        return self.backbone.text.proj(pooled) if self.hf_text else pooled
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Return text embeddings (B, D) for token ids (B, T)."""
+        emb = self.text_head(self.text_trunk(tokens).pooled)  # (B, D)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    # ---- fused item --------------------------------------------------------------------
+    def forward_all(
+        self, images: torch.Tensor, text: torch.Tensor | TextTrunkOut
+    ) -> dict[str, torch.Tensor]:
+        """Return normalised "image", "text" and "fused" embeddings, each (B, D).
+
+        `text` is token ids (B, T) or a precomputed `TextTrunkOut` (training with a frozen,
+        cached text trunk).
+        """
+        trunk = text if isinstance(text, TextTrunkOut) else self.text_trunk(text)
+        img_emb, img_tokens = self.image_features(images)  # (B, D), (B, N, C)
+        txt_emb = self.text_head(trunk.pooled)  # (B, D)
+        fused = self.fusion(img_emb, img_tokens, txt_emb, trunk.states, trunk.mask)  # (B, D)
+        return {
+            "image": F.normalize(img_emb, dim=-1),
+            "text": F.normalize(txt_emb, dim=-1),
+            "fused": F.normalize(fused, dim=-1),
+        }
+
+    def encode_item(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Return fused, normalised item embeddings (B, D)."""
+        return self.forward_all(images, tokens)["fused"]
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """The backbone's learned temperature (log scale), shared by all objectives."""
+        return self.backbone.logit_scale
+
+    # ---- construction helpers ---------------------------------------------------------
+    @torch.no_grad()
+    def _probe(self, image_size: int) -> tuple[int, int, int, int]:
+        was_training = self.backbone.training
+        self.backbone.eval()
+        image = torch.zeros(1, 3, image_size, image_size)
+        tokens = torch.full((1, 4), 1, dtype=torch.long)
+        try:
+            self._use_intermediates = True
+            emb, img_tokens = self.image_features(image)
+        except (AttributeError, NotImplementedError, TypeError, AssertionError):
+            self._use_intermediates = False
+            emb, img_tokens = self.image_features(image)
+        text_dim = self.text_trunk(tokens).states.shape[-1]
+        self.backbone.train(was_training)
+        return emb.shape[-1], img_tokens.shape[-1], img_tokens.shape[1], text_dim
+
+
+class HybridFusion(nn.Module):
+    """Fuse global + grid image tokens with text tokens into one item embedding (B, D)."""
+
+    def __init__(
+        self,
+        cfg: FusionConfig,
+        embed_dim: int,
+        image_token_dim: int,
+        n_image_tokens: int,
+        text_dim: int,
+    ) -> None:
+        super().__init__()
+        w = cfg.width
+        self.max_text_tokens = cfg.max_text_tokens
+        self.cls = nn.Parameter(torch.zeros(1, 1, w))
+        # One input map per token kind; LayerNorm first because trunks differ in scale.
+        self.embed_global = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, w))
+        self.embed_patch = nn.Sequential(
+            nn.LayerNorm(image_token_dim), nn.Linear(image_token_dim, w)
+        )
+        self.embed_text = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, w))
+        # Kinds: 0 image global, 1 image grid, 2 text global, 3 text token.
+        self.type_embed = nn.Parameter(torch.randn(4, w) * 0.02)
+        self.patch_pos = nn.Parameter(torch.randn(1, n_image_tokens, w) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            w, cfg.heads, 4 * w, cfg.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.ln = nn.LayerNorm(w)
+        self.out = nn.Linear(w, embed_dim)
+        # Zero-init: untrained fusion == late fusion (normalised image + text), see above.
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(
+        self,
+        img_emb: torch.Tensor,
+        img_tokens: torch.Tensor,
+        txt_emb: torch.Tensor,
+        txt_states: torch.Tensor,
+        txt_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return the fused (unnormalised) item embedding (B, D)."""
+        b, n = img_tokens.shape[:2]
+        # Trailing padding columns carry nothing: cut them (short catalogue titles are
+        # ~10 tokens of a 32-77 token context, so this halves the fusion's work).
+        longest = int(txt_mask.sum(1).max()) if txt_mask.numel() else 1
+        t = max(1, min(longest, self.max_text_tokens))
+        dtype = self.cls.dtype
+        x = torch.cat(
+            [
+                self.cls.expand(b, -1, -1),  # (B, 1, W)
+                self.embed_global(img_emb.to(dtype))[:, None] + self.type_embed[0],  # (B, 1, W)
+                self.embed_patch(img_tokens.to(dtype)) + self.type_embed[1] + self.patch_pos,
+                self.embed_global(txt_emb.to(dtype))[:, None] + self.type_embed[2],  # (B, 1, W)
+                self.embed_text(txt_states[:, :t].to(dtype)) + self.type_embed[3],  # (B, T, W)
+            ],
+            dim=1,
+        )  # (B, 3 + N + T, W)
+        keep = torch.ones(b, 3 + n, dtype=torch.bool, device=x.device)
+        ignore = ~torch.cat([keep, txt_mask[:, :t]], dim=1)  # (B, 3 + N + T), True = padding
+        x = self.blocks(x, src_key_padding_mask=ignore)  # (B, 3 + N + T, W)
+        early = self.out(self.ln(x[:, 0]))  # (B, D)
+        late = F.normalize(img_emb.float(), dim=-1) + F.normalize(txt_emb.float(), dim=-1)
+        return late + early.float()  # (B, D)
