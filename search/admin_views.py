@@ -14,8 +14,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from search import selectors
-from search.views import RESULTS_LIMIT
 from search.uploads import ImageRejected, validate_query_image
+from search.views import RESULTS_LIMIT
 
 
 class PreviewForm(forms.Form):

@@ -173,6 +173,8 @@ class ProductViewSet(viewsets.ViewSet):
     lookup_value_regex = r"[^/]+"
     pagination_class = DefaultCursorPagination
     serializer_class = ProductSerializer
+    # Set per route by the search actions below (see search.permissions.HasApiAccess).
+    search_endpoint = False
 
     def list(self, request: Request) -> Response:
         query = _validated(ProductListQuerySerializer, request.query_params)

@@ -29,8 +29,9 @@ def skus(results: selectors.SearchResults) -> list[str]:
 
 
 def test_text_search_ranks_products_of_the_asked_colour_first(catalog: Catalog) -> None:
-    results = selectors.search_by_text(query="red", filters=SearchFilters(), limit=10,
-                                       diversify=False)  # fmt: skip
+    results = selectors.search_by_text(
+        query="red", filters=SearchFilters(), limit=10, diversify=False
+    )
 
     assert results.model_key == "test-v1"
     assert results.no_good_match is False
@@ -41,8 +42,9 @@ def test_text_search_ranks_products_of_the_asked_colour_first(catalog: Catalog) 
 
 def test_text_search_counts_exact_words_like_a_brand_name(catalog: Catalog) -> None:
     # "Zenith" means nothing to the (fake) text encoder: only full-text search finds it.
-    results = selectors.search_by_text(query="Zenith", filters=SearchFilters(), limit=50,
-                                       diversify=False)  # fmt: skip
+    results = selectors.search_by_text(
+        query="Zenith", filters=SearchFilters(), limit=50, diversify=False
+    )
 
     assert results.no_good_match is False
     assert sorted(skus(results)) == sorted(
@@ -53,8 +55,9 @@ def test_text_search_counts_exact_words_like_a_brand_name(catalog: Catalog) -> N
 def test_text_search_with_no_good_match_says_so_instead_of_returning_noise(
     catalog: Catalog,
 ) -> None:
-    results = selectors.search_by_text(query="quantum flux capacitor", filters=SearchFilters(),
-                                       limit=10, diversify=False)  # fmt: skip
+    results = selectors.search_by_text(
+        query="quantum flux capacitor", filters=SearchFilters(), limit=10, diversify=False
+    )
 
     assert results.hits == []
     assert results.no_good_match is True
@@ -81,12 +84,23 @@ def test_filters_apply_inside_the_vector_query(catalog: Catalog) -> None:
 
 
 def test_image_search_finds_the_photo_colour_and_a_crop_narrows_it(catalog: Catalog) -> None:
-    whole = selectors.search_by_image(image=photo("green"), crop=None, filters=SearchFilters(),
-                                      limit=5, diversify=False)  # fmt: skip
-    left = selectors.search_by_image(image=photo(("red", "blue")), filters=SearchFilters(),
-                                     crop=CropBox(0.0, 0.0, 0.5, 1.0), limit=5, diversify=False)  # fmt: skip
-    right = selectors.search_by_image(image=photo(("red", "blue")), filters=SearchFilters(),
-                                      crop=CropBox(0.5, 0.0, 1.0, 1.0), limit=5, diversify=False)  # fmt: skip
+    whole = selectors.search_by_image(
+        image=photo("green"), crop=None, filters=SearchFilters(), limit=5, diversify=False
+    )
+    left = selectors.search_by_image(
+        image=photo(("red", "blue")),
+        filters=SearchFilters(),
+        crop=CropBox(0.0, 0.0, 0.5, 1.0),
+        limit=5,
+        diversify=False,
+    )
+    right = selectors.search_by_image(
+        image=photo(("red", "blue")),
+        filters=SearchFilters(),
+        crop=CropBox(0.5, 0.0, 1.0, 1.0),
+        limit=5,
+        diversify=False,
+    )
 
     assert all(sku.startswith("GREEN-") for sku in skus(whole))
     assert all(sku.startswith("RED-") for sku in skus(left))
@@ -95,8 +109,9 @@ def test_image_search_finds_the_photo_colour_and_a_crop_narrows_it(catalog: Cata
 
 def test_image_search_without_an_active_model_is_unavailable(db: None) -> None:
     with pytest.raises(selectors.SearchUnavailable):
-        selectors.search_by_image(image=photo("red"), crop=None, filters=SearchFilters(),
-                                  limit=5, diversify=False)  # fmt: skip
+        selectors.search_by_image(
+            image=photo("red"), crop=None, filters=SearchFilters(), limit=5, diversify=False
+        )
 
 
 def test_crop_box_must_lie_inside_the_photo() -> None:
@@ -108,10 +123,12 @@ def test_similar_products_exclude_the_product_and_can_keep_only_in_stock(
     catalog: Catalog,
 ) -> None:
     product = catalog.products["RED-0"]
-    every = selectors.similar_products(product=product, filters=SearchFilters(), limit=9,
-                                       in_stock_only=False)  # fmt: skip
-    in_stock = selectors.similar_products(product=product, filters=SearchFilters(), limit=9,
-                                          in_stock_only=True)  # fmt: skip
+    every = selectors.similar_products(
+        product=product, filters=SearchFilters(), limit=9, in_stock_only=False
+    )
+    in_stock = selectors.similar_products(
+        product=product, filters=SearchFilters(), limit=9, in_stock_only=True
+    )
 
     assert "RED-0" not in skus(every)
     assert set(skus(every)) == {f"RED-{i}" for i in range(1, 10)}
@@ -123,8 +140,9 @@ def test_similar_products_exclude_the_product_and_can_keep_only_in_stock(
 def test_similar_products_of_a_product_without_vectors_is_empty(catalog: Catalog) -> None:
     lonely = Product.objects.create(sku="NEW-1", title="Not embedded yet")
 
-    results = selectors.similar_products(product=lonely, filters=SearchFilters(), limit=5,
-                                         in_stock_only=False)  # fmt: skip
+    results = selectors.similar_products(
+        product=lonely, filters=SearchFilters(), limit=5, in_stock_only=False
+    )
 
     assert results.hits == [] and results.no_good_match is True
 
@@ -144,24 +162,30 @@ def test_complete_the_look_groups_other_departments_lookbook_items_first(
     by_category = {group.category: [hit.product.sku for hit in group.hits] for group in groups}
     assert by_category["Shoes > Sneakers"][0] == "GREEN-2"  # curated beats nearer neighbours
     assert by_category["Garment Lower body > Trousers"][0] == "BLUE-1"
-    assert "BLUE-4" not in sum(by_category.values(), [])  # unpublished lookbooks don't count
+    assert "BLUE-4" not in [
+        sku for group in by_category.values() for sku in group
+    ]  # unpublished lookbooks don't count
     assert all(len(hits) <= 2 for hits in by_category.values())
 
 
 def test_diversify_prefers_varied_looks_over_near_duplicates(catalog: Catalog) -> None:
     # Five near-identical red products, closest to the query: MMR keeps only some of them.
     for index in range(5):
-        product = Product.objects.create(sku=f"DUP-{index}", title="Red duplicate",
-                                         category="Shoes > Boots")  # fmt: skip
+        product = Product.objects.create(
+            sku=f"DUP-{index}", title="Red duplicate", category="Shoes > Boots"
+        )
         vector = unit(colour_vector("red") + np.float32(0.001 * index))
         for kind in ("image", "text", "fused"):
-            ProductEmbedding.objects.create(product=product, model=catalog.model, kind=kind,
-                                            vector=vector.tolist(), content_hash="")  # fmt: skip
+            ProductEmbedding.objects.create(
+                product=product,
+                model=catalog.model,
+                kind=kind,
+                vector=vector.tolist(),
+                content_hash="",
+            )
     query = "red blue"
-    plain = selectors.search_by_text(query=query, filters=SearchFilters(), limit=6,
-                                     diversify=False)  # fmt: skip
-    varied = selectors.search_by_text(query=query, filters=SearchFilters(), limit=6,
-                                      diversify=True)  # fmt: skip
+    plain = selectors.search_by_text(query=query, filters=SearchFilters(), limit=6, diversify=False)
+    varied = selectors.search_by_text(query=query, filters=SearchFilters(), limit=6, diversify=True)
 
     assert len(varied.hits) == 6
     plain_colours = {sku.split("-")[0] for sku in skus(plain)}
@@ -182,7 +206,7 @@ def large_catalog(db: None, fake_encoder: None) -> EmbeddingModel:
     ProductEmbedding.objects.bulk_create(
         ProductEmbedding(
             product=p, model=model, kind="fused", vector=unit(v).tolist(), content_hash=""
-        )  # fmt: skip
+        )
         for p, v in zip(products, vectors, strict=True)
     )
     with connection.cursor() as cursor:
@@ -193,8 +217,13 @@ def large_catalog(db: None, fake_encoder: None) -> EmbeddingModel:
 def test_a_filtered_vector_search_still_returns_a_full_page(large_catalog: EmbeddingModel) -> None:
     query = unit(np.random.default_rng(1).normal(size=64).astype(np.float32))
 
-    rows = selectors.nearest_products(model=large_catalog, kind="fused", vector=query,
-                                      filters=SearchFilters(category=["Rare"]), limit=40)  # fmt: skip
+    rows = selectors.nearest_products(
+        model=large_catalog,
+        kind="fused",
+        vector=query,
+        filters=SearchFilters(category=["Rare"]),
+        limit=40,
+    )
 
     assert len(rows) == 40  # 60 'Rare' products exist; iterative scans keep looking
     rare = set(Product.objects.filter(category="Rare").values_list("id", flat=True))
@@ -207,7 +236,7 @@ def test_the_vector_query_uses_the_partial_hnsw_index(large_catalog: EmbeddingMo
     literal = "[" + ",".join(["0.1"] * 64) + "]"
     with connection.cursor() as cursor:
         cursor.execute(
-            "EXPLAIN SELECT e.product_id FROM embeddings_productembedding e "
+            "EXPLAIN SELECT e.product_id FROM embeddings_productembedding e "  # noqa: S608
             "JOIN catalog_product p ON p.id = e.product_id "
             f"WHERE {selectors._embedding_predicate(model, 'fused')} AND p.in_stock "
             f"ORDER BY {selectors._distance_sql(model)} LIMIT 20",

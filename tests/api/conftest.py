@@ -1,0 +1,60 @@
+"""API fixtures: the search catalog and fake encoder, API keys, clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+
+from search.models import ApiKey
+from search.services import api_key_create
+from tests.search.catalog import Catalog, catalog_create, fake_encode_image, fake_encode_text
+
+
+@pytest.fixture
+def fake_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Query encoding without a model: colours and colour words onto known axes."""
+    monkeypatch.setattr("embeddings.runtime.encode_query_text", fake_encode_text)
+    monkeypatch.setattr("embeddings.runtime.encode_query_image", fake_encode_image)
+
+
+@pytest.fixture
+def catalog(db: Any, fake_encoder: None) -> Catalog:
+    return catalog_create()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counts() -> Iterator[None]:
+    """Throttle counters live in the cache: every test starts with none."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def api_client(key: str | None = None) -> Client:
+    """A test client that sends `Authorization: Api-Key <key>` when given one."""
+    headers = {"Authorization": f"Api-Key {key}"} if key else {}
+    return Client(headers=headers)
+
+
+@pytest.fixture
+def read_key(db: Any) -> str:
+    return api_key_create(name="storefront", scope=ApiKey.Scope.READ).plaintext
+
+
+@pytest.fixture
+def write_key(db: Any) -> str:
+    return api_key_create(name="pim-sync", scope=ApiKey.Scope.READ_WRITE).plaintext
+
+
+@pytest.fixture
+def reader(read_key: str) -> Client:
+    return api_client(read_key)
+
+
+@pytest.fixture
+def writer(write_key: str) -> Client:
+    return api_client(write_key)
