@@ -124,6 +124,10 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "run" / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    # search: delete shoppers' query photos once past VITRINE_QUERY_PHOTO_RETENTION_HOURS.
+    "search-query-photos-purge": {"task": "search.tasks.query_photos_purge", "schedule": 900.0},
+}
 
 # --- Storage ------------------------------------------------------------------------------
 MEDIA_ROOT = env_path("MEDIA_ROOT", DATA_DIR / "media")
@@ -159,20 +163,69 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-# --- API ----------------------------------------------------------------------------------
+# --- API (owner: search + API) ------------------------------------------------------------
+# Who may call /api/v1/: server-to-server clients with an API key (`Authorization: Api-Key
+# <key>`, see `manage.py api_keys`), staff with a session; anonymous shoppers may search
+# (read only) when VITRINE_ANONYMOUS_SEARCH is on, so public pages can call the API.
+VITRINE_ANONYMOUS_SEARCH = env_bool("VITRINE_ANONYMOUS_SEARCH", default=False)
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "search.auth.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["search.permissions.HasApiAccess"],
+    "DEFAULT_THROTTLE_CLASSES": ["search.throttling.ApiClientRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        # Per API key (a key's own `rate` overrides it), per staff user, per anonymous IP.
+        "api_key": env_str("VITRINE_API_KEY_RATE", "6000/min"),
+        "user": env_str("VITRINE_API_USER_RATE", "600/min"),
+        "anon": env_str("VITRINE_API_ANON_RATE", "60/min"),
+    },
+    "EXCEPTION_HANDLER": "search.api.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Vitrine API",
-    "DESCRIPTION": "Visual search, similar items and 'complete the look' for a retail catalog.",
+    "DESCRIPTION": (
+        "Visual search, similar items and 'complete the look' for a retail catalog. "
+        "Authenticate with `Authorization: Api-Key <key>`; errors always have the body "
+        '`{"error": {"code", "message", "details"}}`.'
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,  # separate read and write shapes, so generated clients work
+    "ENUM_NAME_OVERRIDES": {"ApiKeyScopeEnum": "search.models.ApiKey.Scope"},
 }
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
 CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-csrftoken")
+# Search quality and cost knobs (see search/selectors.py for what each one trades).
+VITRINE_HNSW_EF_SEARCH = env_int("VITRINE_HNSW_EF_SEARCH", 100, minimum=1)
+
+
+def _env_similarity(name: str, default: float) -> float:
+    """A cosine-similarity floor in [-1, 1]; fails loudly on anything else."""
+    value = env_str(name, str(default))
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
+    if not -1.0 <= number <= 1.0:
+        raise ImproperlyConfigured(f"{name}={number} is not a cosine similarity in [-1, 1].")
+    return number
+
+
+# Relevance floors: hits below them are noise, and a search left with none says so.
+VITRINE_SEARCH_MIN_SCORE_IMAGE = _env_similarity("VITRINE_SEARCH_MIN_SCORE_IMAGE", 0.2)
+VITRINE_SEARCH_MIN_SCORE_TEXT = _env_similarity("VITRINE_SEARCH_MIN_SCORE_TEXT", 0.1)
+# Query photos: upload limits and how long shoppers' photos are kept.
+VITRINE_QUERY_IMAGE_MAX_BYTES = env_int(
+    "VITRINE_QUERY_IMAGE_MAX_BYTES", 10 * 1024 * 1024, minimum=1
+)
+VITRINE_QUERY_IMAGE_MAX_PIXELS = env_int("VITRINE_QUERY_IMAGE_MAX_PIXELS", 40_000_000, minimum=1)
+VITRINE_QUERY_PHOTO_RETENTION_HOURS = env_int("VITRINE_QUERY_PHOTO_RETENTION_HOURS", 24, minimum=0)
+# --- end API ------------------------------------------------------------------------------
 
 # --- Vitrine ------------------------------------------------------------------------------
 # Hosts the image fetcher may reach even though they resolve to non-public addresses.
