@@ -135,10 +135,13 @@ def import_job_create(
 
 
 def _fetch_policy(*, feed: bool = False) -> FetchPolicy:
+    # Optional settings (with these defaults) let tests shorten the deadline.
+    max_bytes = getattr(settings, "VITRINE_FETCH_MAX_IMAGE_BYTES", IMAGE_MAX_BYTES)
+    deadline = getattr(settings, "VITRINE_FETCH_DEADLINE_SECONDS", 20.0)
     return fetch_policy_from_settings(
         allowed_hosts=settings.VITRINE_FETCH_ALLOWED_HOSTS,
-        max_bytes=FEED_MAX_BYTES if feed else IMAGE_MAX_BYTES,
-        deadline=120.0 if feed else 20.0,
+        max_bytes=FEED_MAX_BYTES if feed else max_bytes,
+        deadline=120.0 if feed else deadline,
     )
 
 
@@ -368,7 +371,7 @@ def product_upsert_batch(*, rows: list[ProductRow]) -> UpsertResult:
     updated = [n for n in names if n != "sku"]
     sql = f"""
         INSERT INTO {table} ({", ".join(names)}, created_at, updated_at)
-        SELECT {select}, now(), now() FROM unnest({unnest}) AS u({", ".join(names)})
+        SELECT {select}, clock_timestamp(), clock_timestamp() FROM unnest({unnest}) AS u({", ".join(names)})
         ON CONFLICT (sku) DO UPDATE SET
             {", ".join(f"{n} = EXCLUDED.{n}" for n in updated)}, updated_at = EXCLUDED.updated_at
         WHERE ({", ".join(f"{table}.{n}" for n in updated)})

@@ -1,0 +1,120 @@
+"""REST API for imports: ``POST /api/v1/imports`` (file or URL), status, error report."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from django.urls import reverse
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from catalog import selectors, services
+from catalog.ingest.mapping import FORMATS, available_presets
+from catalog.models import ImportJob
+
+
+class ImportCreateSerializer(serializers.Serializer):
+    file = serializers.FileField(required=False)
+    url = serializers.URLField(required=False, max_length=2000)
+    preset = serializers.ChoiceField(choices=available_presets(), required=False)
+    mapping = serializers.JSONField(required=False)
+    format = serializers.ChoiceField(choices=FORMATS, required=False)
+    currency = serializers.RegexField(r"^[A-Za-z]{3}$", required=False)
+    lookbooks = serializers.FileField(required=False)
+
+    def validate_mapping(self, value: Any) -> Any:
+        if isinstance(value, str):  # multipart forms send JSON as text
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise serializers.ValidationError(f"not valid JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("must be a JSON object")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if bool(attrs.get("file")) == bool(attrs.get("url")):
+            raise serializers.ValidationError("send either a file or a url")
+        return attrs
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    progress_percent = serializers.IntegerField(read_only=True)
+    progress_url = serializers.SerializerMethodField()
+    errors_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id", "source", "source_format", "state", "total_rows", "done_rows", "failed_rows",
+            "skipped_rows", "progress_percent", "stats", "error", "created_at", "started_at",
+            "finished_at", "progress_url", "errors_url",
+        ]  # fmt: skip
+
+    def _absolute(self, name: str, obj: ImportJob) -> str:
+        path = reverse(name, kwargs={"job_id": obj.id})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_progress_url(self, obj: ImportJob) -> str:
+        return self._absolute("catalog:import-detail", obj)
+
+    def get_errors_url(self, obj: ImportJob) -> str:
+        return self._absolute("catalog:import-errors", obj)
+
+
+class ImportListCreateApi(APIView):
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def get(self, request: Request) -> Response:
+        jobs = selectors.import_job_list()[:50]
+        return Response(ImportJobSerializer(jobs, many=True, context={"request": request}).data)
+
+    def post(self, request: Request) -> Response:
+        serializer = ImportCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        upload = data.get("file")
+        try:
+            job = services.import_job_create(
+                kind="upload" if upload else "url",
+                source=upload.name if upload else data["url"],
+                preset=data.get("preset"),
+                mapping=data.get("mapping"),
+                fmt=data.get("format"),
+                currency=data.get("currency", ""),
+                upload=upload,
+                lookbooks_upload=data.get("lookbooks"),
+                created_by_id=request.user.id,
+            )
+        except services.ImportRefusedError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        body = ImportJobSerializer(job, context={"request": request}).data
+        return Response(
+            body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["progress_url"]}
+        )
+
+
+class ImportDetailApi(APIView):
+    def get(self, request: Request, job_id: int) -> Response:
+        job = selectors.import_job_get(job_id=job_id)
+        if job is None:
+            return Response({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+        return Response(ImportJobSerializer(job, context={"request": request}).data)
+
+
+class ImportErrorsCsvApi(APIView):
+    def get(self, request: Request, job_id: int) -> Response | StreamingHttpResponse:
+        job = selectors.import_job_get(job_id=job_id)
+        if job is None:
+            return Response({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+        response = StreamingHttpResponse(
+            selectors.import_row_errors_csv(job=job), content_type="text/csv; charset=utf-8"
+        )
+        response["Content-Disposition"] = f'attachment; filename="import-{job.id}-errors.csv"'
+        return response
