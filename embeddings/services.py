@@ -194,6 +194,9 @@ def embedding_model_indexes_create(*, model: EmbeddingModel) -> None:
     dim, model_id = int(model.dimension), int(model.pk)
     concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
     with connection.cursor() as cursor:
+        if connection.in_atomic_block:
+            # Deferred FK checks pending in this transaction would block CREATE INDEX.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for kind in KINDS:
             name = index_name(model_id=model_id, kind=kind)
             cursor.execute(
@@ -213,6 +216,8 @@ def embedding_model_indexes_create(*, model: EmbeddingModel) -> None:
                 f"USING hnsw ((vector::halfvec({dim})) halfvec_cosine_ops) "
                 f"WHERE model_id = {model_id} AND kind = '{kind}'"
             )
+        if connection.in_atomic_block:
+            cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 def embedding_model_indexes_drop(*, model: EmbeddingModel) -> None:

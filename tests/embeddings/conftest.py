@@ -1,0 +1,128 @@
+"""Fixtures of the embedding-engine tests: tiny real checkpoints and catalog factories.
+
+The checkpoints are written through the model package's own API (`new_model` +
+`save_checkpoint`): the default architecture (timm resnet10t image tower, MiniLM text trunk)
+at 64 px and 32 dimensions, randomly initialised, so tests load real models in under a
+second and need no trained weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+from PIL import Image
+
+from catalog.models import Product, ProductImage
+from embeddings import services
+from embeddings.models import EmbeddingModel
+
+
+def _write_checkpoint(out: Path, seed: int) -> Path:
+    from embeddings.ml.loading import save_checkpoint
+    from embeddings.ml.model import FusionConfig
+    from embeddings.ml.train import TrainConfig, new_model
+
+    config = TrainConfig(
+        init="new:resnet10t",
+        image_size=64,
+        embed_dim=32,
+        context_length=16,
+        seed=seed,
+        fusion=FusionConfig(width=32, layers=1, heads=2, grid=2),
+    )
+    loaded = new_model(config)
+    return save_checkpoint(loaded.model, loaded.config, out, f"tiny test model, seed {seed}\n")
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Two different tiny checkpoints, as model specs: "a" (blue) and "b" (green)."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {
+        name: f"checkpoint:{_write_checkpoint(root / name, seed)}"
+        for name, seed in (("a", 0), ("b", 1))
+    }
+
+
+def jpeg(seed: int, size: tuple[int, int] = (96, 128)) -> bytes:
+    """A distinct, deterministic photo-like JPEG per seed (noise over a colour)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=3)
+    pixels = np.clip(base + rng.normal(0, 40, size=(size[1], size[0], 3)), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def content_hash(product: Product, image_bytes: bytes) -> str:
+    text = "|".join([product.title, product.description, product.brand, product.category])
+    return hashlib.sha256(text.encode() + hashlib.sha256(image_bytes).digest()).hexdigest()
+
+
+ProductFactory = Callable[..., Product]
+
+
+@pytest.fixture
+def make_product() -> ProductFactory:
+    """Create a product with one ready stored image, as ingestion leaves it."""
+    counter = iter(range(10_000))
+
+    def make(*, title: str | None = None, price: str = "19.99", seed: int | None = None) -> Product:
+        n = next(counter)
+        seed = n if seed is None else seed
+        product = Product(sku=f"T-{seed}-{n}", title=title or f"Test product {n}", price=price)
+        data = jpeg(seed)
+        product.content_hash = content_hash(product, data)
+        product.save()
+        image = ProductImage(product=product, position=0, status=ProductImage.Status.READY)
+        image.image.save(f"test-{product.sku}.jpg", ContentFile(data), save=False)
+        image.sha256 = hashlib.sha256(data).hexdigest()
+        image.save()
+        return product
+
+    return make
+
+
+def prepare_here(*, spec: str, key: str) -> EmbeddingModel:
+    """Register and prepare a version in this process (no worker; tests in a transaction)."""
+    model = services.embedding_model_register(spec=spec, key=key)
+    return services.embedding_model_prepare(model=model)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60.0, step: float = 0.02) -> float:
+    """Poll until `predicate()` is truthy; return the seconds it took (fail on timeout)."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def hm_slice(datasets_dir: Path, target: Path, rows: int, *, skip: int = 0) -> Path:
+    """A folder with the first `rows` H&M articles (after `skip`) and their images."""
+    with (datasets_dir / "hm" / "articles.csv").open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        body = []
+        for row in reader:
+            if (datasets_dir / "hm" / "images" / f"{row[0]}.jpg").is_file():
+                body.append(row)
+            if len(body) >= skip + rows:
+                break
+    target.mkdir(parents=True)
+    (target / "images").mkdir()
+    with (target / "articles.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([header, *body[skip:]])
+    for row in body[skip:]:
+        shutil.copy(datasets_dir / "hm" / "images" / f"{row[0]}.jpg", target / "images")
+    return target

@@ -1,0 +1,227 @@
+"""Model versions in one process: vectors, staleness, blue/green, rollback, retirement."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.db import IntegrityError, connection, transaction
+
+from catalog.models import Product
+from embeddings import selectors, services
+from embeddings.models import EmbeddingModel, ProductEmbedding
+from tests.embeddings.conftest import ProductFactory, prepare_here
+
+pytestmark = pytest.mark.django_db
+
+
+def _vectors(model: EmbeddingModel, product: Product) -> dict[str, tuple[str, list[float]]]:
+    rows = ProductEmbedding.objects.filter(model=model, product=product)
+    return {row.kind: (row.content_hash, list(row.vector)) for row in rows}
+
+
+def _indexes(model: EmbeddingModel) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'embeddings_productembedding' "
+            "AND indexname LIKE %s ORDER BY indexname",
+            [f"emb\\_{model.pk}\\_%"],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_first_prepared_version_goes_active_with_one_partial_hnsw_index_per_kind(
+    checkpoints: dict[str, str],
+) -> None:
+    model = prepare_here(spec=checkpoints["a"], key="blue")
+
+    assert model.state == EmbeddingModel.State.ACTIVE
+    assert model.dimension == 32 and len(model.weights_sha256) == 64
+    assert selectors.embedding_model_active() == model
+    assert _indexes(model) == [f"emb_{model.pk}_{kind}_hnsw" for kind in ("fused", "image", "text")]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = %s", [f"emb_{model.pk}_image_hnsw"]
+        )
+        definition = cursor.fetchone()[0]
+    assert "hnsw (((vector)::halfvec(32)) halfvec_cosine_ops)" in definition
+    assert f"WHERE ((model_id = {model.pk}) AND ((kind)::text = 'image'::text))" in definition
+
+
+def test_products_get_image_text_and_fused_vectors_and_a_repeat_is_a_no_op(
+    checkpoints: dict[str, str], make_product: ProductFactory
+) -> None:
+    model = prepare_here(spec=checkpoints["a"], key="blue")
+    products = [make_product() for _ in range(3)]
+    ids = [p.pk for p in products]
+
+    first = services.products_embed(product_ids=ids, model=model)
+    again = services.products_embed(product_ids=ids, model=model)
+
+    assert first.embedded == ids and not first.image_failed
+    assert again.embedded == [] and again.skipped == ids
+    assert ProductEmbedding.objects.filter(model=model).count() == 9
+    vector = np.asarray(ProductEmbedding.objects.filter(kind="image").first().vector)
+    assert vector.shape == (32,) and abs(float(np.linalg.norm(vector)) - 1) < 1e-2
+
+
+def test_a_price_change_does_not_re_embed_and_a_title_change_does(
+    checkpoints: dict[str, str], make_product: ProductFactory
+) -> None:
+    model = prepare_here(spec=checkpoints["a"], key="blue")
+    product = make_product(title="Linen shirt")
+    services.products_embed(product_ids=[product.pk], model=model)
+    before = _vectors(model, product)
+
+    product.price = Decimal("9.99")
+    product.in_stock = False
+    product.save()
+    assert services.products_embed_enqueue(product_ids=[product.pk]) == 0
+    assert services.products_embed(product_ids=[product.pk], model=model).embedded == []
+    assert _vectors(model, product) == before
+
+    product.title = "Linen shirt, relaxed fit"
+    product.content_hash = "f" * 64  # ingestion recomputes it for text changes
+    product.save()
+    assert services.products_embed_enqueue(product_ids=[product.pk]) == 1
+    assert services.products_embed(product_ids=[product.pk], model=model).embedded == [product.pk]
+    after = _vectors(model, product)
+    assert {h for h, _ in after.values()} == {"f" * 64}
+    assert after["text"][1] != before["text"][1]
+    assert after["image"][1] == before["image"][1]  # same photo, same image vector
+
+
+def test_blue_green_backfill_keeps_search_on_the_old_version_then_switches_and_rolls_back(
+    checkpoints: dict[str, str], make_product: ProductFactory
+) -> None:
+    blue = prepare_here(spec=checkpoints["a"], key="blue")
+    products = [make_product() for _ in range(6)]
+    ids = [p.pk for p in products]
+    services.products_embed(product_ids=ids, model=blue)
+    probe = products[0]
+    blue_probe = selectors.product_embedding_vector(product_id=probe.pk, kind="image")
+    assert blue_probe is not None
+
+    green = prepare_here(spec=checkpoints["b"], key="green")
+    assert green.state == EmbeddingModel.State.BUILDING  # blue keeps serving
+    services.products_embed(product_ids=ids[:3], model=green)  # half way through
+    green.refresh_from_db()
+    assert (green.state, green.backfill_done, green.backfill_total) == ("building", 3, 6)
+    green_probe = selectors.product_embedding_vector(product_id=probe.pk, kind="image", model=green)
+    assert green_probe is not None and not np.allclose(green_probe, blue_probe, atol=1e-2)
+
+    # Search reads the active version only: blue's own vector finds itself, green's is
+    # compared with blue's vectors (so it does not score ~1), and all six come back.
+    hits = selectors.product_embedding_nearest(vector=blue_probe, kind="image", limit=10)
+    assert hits[0].product_id == probe.pk and hits[0].score > 0.99
+    assert len(hits) == 6
+    with pytest.raises(services.EmbeddingModelStateError, match="still backfilling"):
+        services.embedding_model_activate(model=green)
+
+    services.products_embed(product_ids=ids[3:], model=green)
+    green.refresh_from_db()
+    assert green.state == EmbeddingModel.State.READY and green.backfill_percent == 100
+
+    services.embedding_model_activate(model=green)
+    assert selectors.embedding_model_active() == green
+    assert EmbeddingModel.objects.get(pk=blue.pk).state == EmbeddingModel.State.READY
+    hits = selectors.product_embedding_nearest(vector=green_probe, kind="image", limit=3)
+    assert hits[0].product_id == probe.pk and hits[0].score > 0.99
+
+    rolled_back = services.embedding_model_rollback()
+    assert rolled_back == blue and selectors.embedding_model_active() == blue
+    hits = selectors.product_embedding_nearest(vector=blue_probe, kind="image", limit=1)
+    assert hits[0].product_id == probe.pk and hits[0].score > 0.99
+
+    with pytest.raises(services.EmbeddingModelStateError, match="is active"):
+        services.embedding_model_retire(model=blue)
+    services.embedding_model_retire(model=green)
+    assert EmbeddingModel.objects.get(pk=green.pk).state == EmbeddingModel.State.RETIRED
+    assert ProductEmbedding.objects.filter(model=green).count() == 0
+    assert ProductEmbedding.objects.filter(model=blue).count() == 18
+    assert _indexes(green) == []
+    with pytest.raises(services.EmbeddingModelStateError, match="no previous version"):
+        services.embedding_model_rollback()
+
+
+def test_the_database_refuses_a_second_active_version(checkpoints: dict[str, str]) -> None:
+    prepare_here(spec=checkpoints["a"], key="blue")
+    green = prepare_here(spec=checkpoints["b"], key="green")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        EmbeddingModel.objects.filter(pk=green.pk).update(state=EmbeddingModel.State.ACTIVE)
+
+
+def test_deleted_and_imageless_products_are_skipped_quietly(
+    checkpoints: dict[str, str], make_product: ProductFactory
+) -> None:
+    model = prepare_here(spec=checkpoints["a"], key="blue")
+    kept, deleted = make_product(), make_product()
+    bare = Product.objects.create(sku="NO-IMAGE", title="No photo yet", content_hash="a" * 64)
+    deleted_id = deleted.pk
+    deleted.delete()
+
+    result = services.products_embed(product_ids=[kept.pk, deleted_id, bare.pk], model=model)
+
+    assert result.embedded == [kept.pk]
+    assert sorted(result.skipped) == sorted([deleted_id, bare.pk])
+
+
+def test_a_broken_image_keeps_a_text_vector_and_is_not_retried(
+    checkpoints: dict[str, str], make_product: ProductFactory
+) -> None:
+    model = prepare_here(spec=checkpoints["a"], key="blue")
+    product = make_product()
+    image = product.images.get()
+    Path(image.image.path).write_bytes(b"not a jpeg")
+
+    result = services.products_embed(product_ids=[product.pk], model=model)
+
+    assert list(result.image_failed) == [product.pk]
+    assert set(_vectors(model, product)) == {"text"}
+    assert not selectors.products_needing_embedding(model=model, exclude_pending=False).exists()
+
+
+def test_a_fresh_install_without_default_weights_records_why_and_does_not_loop(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(services, "_default_model_dir", lambda: tmp_path / "none")
+
+    services.embeddings_sweep()
+    services.embeddings_sweep()
+
+    (model,) = EmbeddingModel.objects.all()
+    assert (model.key, model.spec, model.state) == ("default-v1", "default", "failed")
+    assert "model.safetensors missing" in model.error
+
+
+def test_a_fresh_install_registers_and_activates_the_bundled_default(
+    monkeypatch: pytest.MonkeyPatch, checkpoints: dict[str, str], make_product: ProductFactory
+) -> None:
+    from embeddings.ml import loading
+
+    folder = Path(checkpoints["a"].removeprefix("checkpoint:"))
+    monkeypatch.setattr(services, "_default_model_dir", lambda: folder)
+    monkeypatch.setattr(loading, "DEFAULT_MODEL_DIR", folder)
+    product = make_product()
+
+    services.embeddings_sweep()
+    model = EmbeddingModel.objects.get()
+    assert (model.key, model.state) == ("default-v1", "building")
+    services.embedding_model_prepare(model=model)  # what the worker does next
+
+    model.refresh_from_db()
+    assert model.state == EmbeddingModel.State.ACTIVE
+    assert selectors.embedding_model_pending_count(model=model) == 1  # product queued
+    services.products_embed(product_ids=[product.pk], model=model)
+    assert ProductEmbedding.objects.filter(model=model, product=product).count() == 3
+
+
+def test_a_spec_that_cannot_load_fails_with_its_reason(tmp_path: Path) -> None:
+    model = prepare_here(spec=f"checkpoint:{tmp_path}", key="broken")
+
+    assert model.state == EmbeddingModel.State.FAILED
+    assert "no config.json" in model.error
+    assert selectors.embedding_model_active() is None
