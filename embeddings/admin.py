@@ -1,0 +1,212 @@
+"""Model versions in the admin: train, compare evaluations side by side, activate, roll back.
+
+Every action calls `embeddings.services` (or queues its task): the admin decides nothing
+about the life cycle itself. Training and evaluation run on the worker (minutes to hours).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from embeddings import services, tasks
+from embeddings.models import EmbeddingModel
+
+
+class TrainForm(forms.Form):
+    base = forms.CharField(
+        initial="new:resnet10t",
+        help_text="“new:&lt;timm arch&gt;” trains an image tower from scratch; a model spec "
+        "(e.g. “default”) fine-tunes that version.",
+    )
+    key = forms.SlugField(required=False, help_text="Leave empty to name it automatically.")
+
+
+def metric_rows(models: list[EmbeddingModel]) -> list[dict[str, Any]]:
+    """One row per (metric, cell) present in any version's evaluation: values side by side.
+
+    `metrics` holds `{"metrics": {name: {cell: {value, ci_low, ci_high, n}}}}` (see
+    `embeddings.ml.evaluation.EvaluationResult.to_dict`).
+    """
+    names: dict[tuple[str, str], None] = {}
+    for model in models:
+        for name, cells in (model.metrics or {}).get("metrics", {}).items():
+            for cell in cells:
+                names[(name, cell)] = None
+    rows = []
+    for name, cell in names:
+        values = []
+        for model in models:
+            entry = (model.metrics or {}).get("metrics", {}).get(name, {}).get(cell)
+            values.append(entry if isinstance(entry, dict) else None)
+        present = [v["value"] for v in values if v and v.get("value") is not None]
+        best = max(present) if present else None
+        cells = [
+            {
+                **value,
+                "width": round(120 * max(0.0, min(1.0, float(value["value"])))),
+                "best": len(present) > 1 and value["value"] == best,
+            }
+            if value and value.get("value") is not None
+            else None
+            for value in values
+        ]
+        rows.append({"metric": name, "cell": cell, "values": cells})
+    return rows
+
+
+@admin.register(EmbeddingModel)
+class EmbeddingModelAdmin(admin.ModelAdmin):
+    list_display = (
+        "key", "state_badge", "spec", "dimension", "backfill", "headline_metric",
+        "created_at", "activated_at",
+    )  # fmt: skip
+    list_filter = ("state",)
+    search_fields = ("key", "spec")
+    readonly_fields = (
+        "key", "spec", "dimension", "weights_sha256", "state", "error", "metrics",
+        "backfill_total", "backfill_done", "created_at", "prepared_at", "activated_at",
+        "retired_at",
+    )  # fmt: skip
+    fields = ("auto_activate", *readonly_fields)
+    actions = ["activate", "evaluate", "compare", "retire"]
+    change_list_template = "admin/embeddings/embeddingmodel/change_list.html"
+
+    class Media:
+        css = {"all": ("vitrine_admin/admin.css",)}
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # versions are registered by training or `register` (services)
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path("train/", self.admin_site.admin_view(self.train_view), name="embeddings_train"),
+            path(
+                "rollback/",
+                self.admin_site.admin_view(self.rollback_view),
+                name="embeddings_rollback",
+            ),
+            path(
+                "compare/", self.admin_site.admin_view(self.compare_view), name="embeddings_compare"
+            ),
+        ]
+        return own + super().get_urls()
+
+    @admin.display(description="State", ordering="state")
+    def state_badge(self, obj: EmbeddingModel) -> str:
+        return format_html(
+            '<span class="vt-status vt-status--{}">{}</span>', obj.state, obj.get_state_display()
+        )
+
+    @admin.display(description="Backfill")
+    def backfill(self, obj: EmbeddingModel) -> str:
+        return format_html(
+            '<span class="vt-progress" title="{} of {}"><span style="width:{}%"></span></span> {}%',
+            obj.backfill_done,
+            obj.backfill_total,
+            obj.backfill_percent,
+            obj.backfill_percent,
+        )
+
+    @admin.display(description="Lookbook recall@10")
+    def headline_metric(self, obj: EmbeddingModel) -> str:
+        cells = (obj.metrics or {}).get("metrics", {}).get("lookbook_completion/recall@10", {})
+        value = next(iter(cells.values()), {}).get("value") if cells else None
+        return "—" if value is None else f"{value:.3f}"
+
+    # --- actions (each a service call) ----------------------------------------------------
+    @admin.action(description="Activate the selected version")
+    def activate(self, request: HttpRequest, queryset: QuerySet[EmbeddingModel]) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version to activate.", messages.ERROR)
+            return
+        try:
+            model = services.embedding_model_activate(model=queryset.get())
+        except services.EmbeddingModelStateError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return
+        self.message_user(request, f"{model.key} is now active.", messages.SUCCESS)
+
+    @admin.action(description="Evaluate on the catalog (runs on the worker)")
+    def evaluate(self, request: HttpRequest, queryset: QuerySet[EmbeddingModel]) -> None:
+        for model in queryset:
+            tasks.embedding_model_evaluate_task.delay(model_id=model.pk)
+        self.message_user(request, f"Evaluation queued for {queryset.count()} version(s).")
+
+    @admin.action(description="Compare evaluations side by side")
+    def compare(
+        self, request: HttpRequest, queryset: QuerySet[EmbeddingModel]
+    ) -> HttpResponseRedirect:
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        return HttpResponseRedirect(f"{reverse('admin:embeddings_compare')}?ids={ids}")
+
+    @admin.action(description="Retire (delete its vectors)")
+    def retire(self, request: HttpRequest, queryset: QuerySet[EmbeddingModel]) -> None:
+        for model in queryset:
+            try:
+                services.embedding_model_retire(model=model)
+            except services.EmbeddingModelStateError as error:
+                self.message_user(request, str(error), messages.ERROR)
+            else:
+                self.message_user(request, f"{model.key} retired.", messages.SUCCESS)
+
+    # --- views ----------------------------------------------------------------------------
+    def rollback_view(self, request: HttpRequest) -> HttpResponse:
+        if request.method == "POST":
+            try:
+                model = services.embedding_model_rollback()
+            except services.EmbeddingModelStateError as error:
+                self.message_user(request, str(error), messages.ERROR)
+            else:
+                self.message_user(request, f"Rolled back: {model.key} is active.", messages.SUCCESS)
+        return redirect("admin:embeddings_embeddingmodel_changelist")
+
+    def train_view(self, request: HttpRequest) -> HttpResponse:
+        form = TrainForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+            out_dir = settings.DATA_DIR / "models" / (form.cleaned_data["key"] or stamp)
+            tasks.embedding_model_train_task.delay(
+                out_dir=str(out_dir),
+                key=form.cleaned_data["key"] or None,
+                base=form.cleaned_data["base"],
+            )
+            self.message_user(
+                request,
+                "Training started on the worker. The new version appears here when it is "
+                "registered; evaluate it, compare, then activate.",
+                messages.SUCCESS,
+            )
+            return redirect("admin:embeddings_embeddingmodel_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Train a new model version",
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/embeddings/embeddingmodel/train.html", context)
+
+    def compare_view(self, request: HttpRequest) -> HttpResponse:
+        raw = request.GET.get("ids", "")
+        ids = [int(part) for part in raw.split(",") if part.isdigit()]
+        models = list(EmbeddingModel.objects.filter(pk__in=ids).order_by("created_at"))
+        if not models:
+            models = list(EmbeddingModel.objects.exclude(metrics={}).order_by("created_at"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Compare model versions",
+            "versions": models,
+            "rows": metric_rows(models),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/embeddings/embeddingmodel/compare.html", context)

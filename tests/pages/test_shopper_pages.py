@@ -1,0 +1,197 @@
+"""The shopper pages through the Django test client: every page, its states and failures."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from PIL import Image
+
+from catalog.models import Lookbook
+from search.models import QueryPhoto
+from tests.pages.catalog_fixtures import ShopCatalog, drawn_image, street_photo
+
+pytestmark = pytest.mark.django_db
+
+
+def _upload(client: Client, data: bytes, name: str = "photo.png") -> Any:
+    return client.post("/search/photo/", {"image": SimpleUploadedFile(name, data)})
+
+
+def _skus(html: str) -> list[str]:
+    return re.findall(r'href="/products/([^/"]+)/"', html)
+
+
+def test_home_page_offers_text_and_photo_search_and_lookbooks(catalog: ShopCatalog) -> None:
+    response = Client().get("/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'name="q"' in html
+    assert 'type="file" name="image"' in html
+    assert 'capture="environment"' in html
+    assert "Weekend in red" in html
+
+
+def test_photo_upload_redirects_to_shareable_results(catalog: ShopCatalog) -> None:
+    client = Client()
+    response = _upload(client, catalog.images["TEE-RED"])
+    assert response.status_code == 302
+    photo_id = response["Location"].split("photo=")[1]
+    assert QueryPhoto.objects.filter(pk=photo_id).exists()
+
+    results = client.get(response["Location"])
+    html = results.content.decode()
+    assert results.status_code == 200
+    assert "Matches for your photo" in html
+    assert _skus(html)[0] == "TEE-RED"
+    # The shopper's photo is shown (for the crop box) and served back to them.
+    assert f"/search/photos/{photo_id}/" in html
+    photo = client.get(f"/search/photos/{photo_id}/")
+    assert photo.status_code == 200
+    assert photo["Content-Type"] == "image/png"
+
+
+def test_crop_searches_only_the_selected_region(catalog: ShopCatalog) -> None:
+    client = Client()
+    scene = street_photo(catalog.images["SNEAK-WHT"], catalog.images["JEANS-BLU"])
+    location = _upload(client, scene, "street.jpg")["Location"]
+    left = client.get(location + "&crop=0,0,0.5,1").content.decode()
+    right = client.get(location + "&crop=0.5,0,1,1").content.decode()
+    assert _skus(left)[0] == "SNEAK-WHT"
+    assert _skus(right)[0] == "JEANS-BLU"
+    assert "Matches for your selection" in right
+
+
+def test_refused_upload_comes_back_with_the_reason(catalog: ShopCatalog) -> None:
+    response = _upload(Client(), b"this is not an image at all", "notes.txt")
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "couldn’t use that photo" in html
+    assert 'role="alert"' in html
+
+
+def test_upload_of_a_gif_is_refused_as_unsupported(catalog: ShopCatalog) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 20), "red").save(buffer, format="GIF")
+    response = _upload(Client(), buffer.getvalue(), "anim.gif")
+    assert response.status_code == 400
+    assert "not accepted" in response.content.decode()
+
+
+def test_missing_upload_says_to_choose_a_photo(catalog: ShopCatalog) -> None:
+    response = Client().post("/search/photo/", {})
+    assert response.status_code == 400
+    assert "Choose a photo" in response.content.decode()
+
+
+def test_unknown_or_malformed_photo_link_explains_it_expired(catalog: ShopCatalog) -> None:
+    response = Client().get("/search/", {"photo": "ab" * 32})
+    assert response.status_code == 404
+    assert "no longer available" in response.content.decode()
+    bad = Client().get("/search/", {"photo": "../../etc/passwd"})
+    assert bad.status_code == 200
+    assert "That photo link is not valid" in bad.content.decode()
+    assert Client().get("/search/photos/not-a-photo/").status_code == 404
+
+
+def test_text_search_lists_products_with_price_brand_and_stock(catalog: ShopCatalog) -> None:
+    html = Client().get("/search/", {"q": "red top"}).content.decode()
+    assert "Results for “red top”" in html
+    assert _skus(html)[0] in {"TEE-RED", "SHIRT-RED", "BAG-RED"}
+    assert "€19.90" in html
+    assert "Northwind" in html
+    assert "Sold out" in html  # the out-of-stock linen shirt is among the reds
+
+
+def test_filters_narrow_results_and_htmx_gets_only_the_grid(catalog: ShopCatalog) -> None:
+    client = Client()
+    params = {"q": "red", "category": "Shoes > Sneakers"}
+    full = client.get("/search/", params).content.decode()
+    assert set(_skus(full)) == {"SNEAK-WHT"}
+    assert "<html" in full and 'value="Shoes &gt; Sneakers"' in full
+
+    fragment = client.get(
+        "/search/", {"q": "red", "in_stock": "on"}, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="results"
+    ).content.decode()
+    assert "<html" not in fragment
+    assert "SHIRT-RED" not in _skus(fragment)  # sold out
+    assert "In stock" in fragment  # the active-filter chip
+
+
+def test_price_filter_and_inverted_range(catalog: ShopCatalog) -> None:
+    html = Client().get("/search/", {"q": "red", "price_max": "20"}).content.decode()
+    assert set(_skus(html)) <= {"TEE-RED", "TEE-BLU"}
+    bad = Client().get("/search/", {"q": "red", "price_min": "50", "price_max": "10"})
+    assert "maximum price is below the minimum" in bad.content.decode()
+
+
+def test_no_good_match_has_a_clear_empty_state(catalog: ShopCatalog, settings: Any) -> None:
+    settings.VITRINE_SEARCH_MIN_SCORE_IMAGE = 0.999
+    client = Client()
+    odd = drawn_image((10, 200, 10))
+    location = _upload(client, odd)["Location"]
+    html = client.get(location).content.decode()
+    assert "No good match" in html
+    assert _skus(html) == []
+
+
+def test_photo_search_without_an_active_model_says_it_is_getting_ready(
+    catalog: ShopCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from search import selectors
+
+    monkeypatch.setattr(selectors, "_active_model", lambda: None)
+    client = Client()
+    location = _upload(client, catalog.images["TEE-RED"])["Location"]
+    response = client.get(location)
+    assert response.status_code == 503
+    assert "getting ready" in response.content.decode()
+
+
+def test_empty_search_page_invites_a_query(catalog: ShopCatalog) -> None:
+    assert "What are you looking for?" in Client().get("/search/").content.decode()
+
+
+def test_product_page_shows_details_and_loads_similar_and_the_look(catalog: ShopCatalog) -> None:
+    client = Client()
+    html = client.get("/products/TEE-RED/").content.decode()
+    assert "Organic cotton tee" in html and "€19.90" in html and "In stock" in html
+    assert 'alt="Organic cotton tee"' in html
+    assert 'hx-get="/products/TEE-RED/similar/"' in html
+    assert "Weekend in red" in html  # the lookbooks it appears in
+
+    similar = client.get("/products/TEE-RED/similar/").content.decode()
+    assert "TEE-RED" not in _skus(similar)
+    assert _skus(similar)[0] in {"SHIRT-RED", "BAG-RED"}
+
+    look = client.get("/products/TEE-RED/look/").content.decode()
+    # Curated lookbook partners first, grouped by their category; no other tops.
+    assert "Garment Lower body &gt; Trousers" in look
+    assert "Shoes &gt; Sneakers" in look
+    assert not {"TEE-BLU", "SHIRT-RED"} & set(_skus(look))
+
+
+def test_unknown_product_is_a_404(catalog: ShopCatalog) -> None:
+    assert Client().get("/products/NOPE/").status_code == 404
+
+
+def test_lookbook_pages_link_each_item_to_its_product(catalog: ShopCatalog) -> None:
+    client = Client()
+    listing = client.get("/lookbooks/").content.decode()
+    assert "/lookbooks/weekend-in-red/" in listing
+    html = client.get("/lookbooks/weekend-in-red/").content.decode()
+    assert _skus(html) == ["TEE-RED", "JEANS-BLU", "SNEAK-WHT"]
+
+
+def test_unpublished_lookbook_is_hidden(catalog: ShopCatalog) -> None:
+    Lookbook.objects.create(title="Draft", slug="draft", is_published=False)
+    assert Client().get("/lookbooks/draft/").status_code == 404
+    assert "Draft" not in Client().get("/lookbooks/").content.decode()
+
+
+def test_empty_lookbook_list_has_an_empty_state(db: None) -> None:
+    assert "No lookbooks yet" in Client().get("/lookbooks/").content.decode()
