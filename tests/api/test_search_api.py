@@ -1,0 +1,208 @@
+"""The search endpoints through /api/v1/, including refused uploads and retention."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from datetime import timedelta
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.utils import timezone
+from PIL import Image
+
+from search.models import QueryPhoto
+from search.tasks import query_photos_purge
+from tests.search.catalog import Catalog, lookbook_create, photo
+
+pytestmark = pytest.mark.django_db
+
+
+def upload(data: bytes, name: str = "photo.png") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data, content_type="application/octet-stream")
+
+
+def result_skus(body: dict[str, object]) -> list[str]:
+    return [hit["product"]["sku"] for hit in body["results"]]  # type: ignore[attr-defined,index]
+
+
+def test_text_search_returns_scored_products(reader: Client, catalog: Catalog) -> None:
+    body = reader.get("/api/v1/search/text/?q=green&limit=5").json()
+
+    assert body["model_key"] == "test-v1" and body["no_good_match"] is False
+    assert len(body["results"]) == 5
+    assert all(sku.startswith("GREEN-") for sku in result_skus(body))
+    assert all(0.5 < hit["score"] <= 1 for hit in body["results"])
+
+
+def test_text_search_with_filters_still_fills_the_page(reader: Client, catalog: Catalog) -> None:
+    body = reader.get("/api/v1/search/text/?q=red&in_stock=true&limit=6").json()
+
+    assert len(body["results"]) == 6
+    assert all(hit["product"]["in_stock"] for hit in body["results"])
+
+
+def test_text_search_says_when_nothing_matches(reader: Client, catalog: Catalog) -> None:
+    body = reader.get("/api/v1/search/text/?q=submarine").json()
+
+    assert body == {"results": [], "no_good_match": True, "model_key": "test-v1"}
+
+
+def test_text_search_needs_words(reader: Client) -> None:
+    response = reader.get("/api/v1/search/text/?limit=1000")
+
+    assert response.status_code == 400
+    assert set(response.json()["error"]["details"]) == {"q", "limit"}
+
+
+def test_image_search_by_upload_stores_the_photo_for_a_new_crop(
+    reader: Client, catalog: Catalog
+) -> None:
+    first = reader.post("/api/v1/search/image/", {"image": upload(photo(("red", "blue")))})
+    assert first.status_code == 200, first.content
+    photo_id = first.json()["photo_id"]
+    assert QueryPhoto.objects.filter(pk=photo_id).exists()
+
+    cropped = reader.post(
+        "/api/v1/search/image/",
+        {"photo_id": photo_id, "crop": [0.5, 0, 1, 1], "limit": 4},
+        content_type="application/json",
+    )
+    assert cropped.status_code == 200, cropped.content
+    assert all(sku.startswith("BLUE-") for sku in result_skus(cropped.json()))
+    assert len(cropped.json()["results"]) == 4
+
+
+def test_image_search_with_filters(reader: Client, catalog: Catalog) -> None:
+    response = reader.post(
+        "/api/v1/search/image/",
+        {"image": upload(photo("green")), "category": ["Shoes > Sneakers"], "limit": "3"},
+    )
+
+    body = response.json()
+    assert result_skus(body) and all(sku.startswith("GREEN-") for sku in result_skus(body))
+    assert {hit["product"]["category"] for hit in body["results"]} == {"Shoes > Sneakers"}
+
+
+def test_image_search_needs_exactly_one_source(reader: Client, catalog: Catalog) -> None:
+    response = reader.post("/api/v1/search/image/", {}, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
+
+    gone = reader.post("/api/v1/search/image/", {"photo_id": "a" * 64},
+                       content_type="application/json")  # fmt: skip
+    assert gone.status_code == 404
+
+
+def test_image_search_refuses_private_urls(reader: Client, catalog: Catalog) -> None:
+    response = reader.post("/api/v1/search/image/", {"image_url": "http://127.0.0.1/a.jpg"},
+                           content_type="application/json")  # fmt: skip
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "fetch_failed"
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose header claims another size (a decompression bomb's shape)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+def _gif() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("make", "status", "code"),
+    [
+        (lambda: photo("red", size=256, fmt="PNG") + b"\0" * 4096, 413, "too_large"),
+        (_gif, 415, "unsupported_format"),
+        (lambda: b"just some text", 415, "unsupported_format"),
+        (lambda: photo("red", size=200), 400, "too_many_pixels"),
+        (lambda: _png_claiming(60_000, 60_000), 400, "decompression_bomb"),
+        (lambda: photo("red", fmt="JPEG")[:300], 400, "unreadable"),
+    ],
+    ids=["too-large", "gif", "text", "pixel-cap", "bomb", "truncated"],
+)
+def test_image_search_refuses_bad_uploads_with_a_reason(
+    reader: Client, catalog: Catalog, settings: object, make: object, status: int, code: str
+) -> None:
+    settings.VITRINE_QUERY_IMAGE_MAX_BYTES = 2048 + 1024  # type: ignore[attr-defined]
+    settings.VITRINE_QUERY_IMAGE_MAX_PIXELS = 150 * 150  # type: ignore[attr-defined]
+
+    response = reader.post("/api/v1/search/image/", {"image": upload(make())})  # type: ignore[operator]
+
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    assert not QueryPhoto.objects.exists()
+
+
+def test_image_search_without_an_active_model_is_503(reader: Client, fake_encoder: None) -> None:
+    response = reader.post("/api/v1/search/image/", {"image": upload(photo("red"))})
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "search_unavailable"
+
+
+def test_similar_items_in_stock_only(reader: Client, catalog: Catalog) -> None:
+    body = reader.get("/api/v1/products/RED-0/similar/?limit=9&in_stock_only=true").json()
+
+    assert len(body["results"]) >= 7  # the 7 in-stock reds, then any others above the floor
+    assert set(result_skus(body)[:7]) == {f"RED-{i}" for i in (1, 2, 4, 5, 6, 8, 9)}
+    assert all(hit["product"]["in_stock"] for hit in body["results"])
+    assert reader.get("/api/v1/products/NOPE/similar/").status_code == 404
+
+
+def test_complete_the_look_groups_by_category(reader: Client, catalog: Catalog) -> None:
+    lookbook_create(slug="outfit", skus=["RED-0", "BLUE-1"])
+
+    body = reader.get("/api/v1/products/RED-0/complete-the-look/?limit_per_category=2").json()
+
+    groups = {group["category"]: group["results"] for group in body["groups"]}
+    assert "Garment Upper body > Shirt" not in groups
+    assert groups["Garment Lower body > Trousers"][0]["product"]["sku"] == "BLUE-1"
+    assert all(len(hits) <= 2 for hits in groups.values())
+
+
+def test_query_photos_are_deleted_after_the_retention_period(
+    reader: Client, catalog: Catalog, settings: object
+) -> None:
+    settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS = 24  # type: ignore[attr-defined]
+    old_id = reader.post("/api/v1/search/image/", {"image": upload(photo("red"))}).json()[
+        "photo_id"
+    ]
+    new_id = reader.post("/api/v1/search/image/", {"image": upload(photo("blue"))}).json()[
+        "photo_id"
+    ]
+    QueryPhoto.objects.filter(pk=old_id).update(created_at=timezone.now() - timedelta(hours=25))
+    old_path = QueryPhoto.objects.get(pk=old_id).image.name
+
+    assert query_photos_purge.apply().get() == 1
+
+    assert list(QueryPhoto.objects.values_list("pk", flat=True)) == [new_id]
+    assert not default_storage.exists(old_path)
+    gone = reader.post("/api/v1/search/image/", {"photo_id": old_id},
+                       content_type="application/json")  # fmt: skip
+    assert gone.status_code == 404
+
+
+def test_no_photo_is_kept_when_retention_is_zero(
+    reader: Client, catalog: Catalog, settings: object
+) -> None:
+    settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS = 0  # type: ignore[attr-defined]
+
+    body = reader.post("/api/v1/search/image/", {"image": upload(photo("red"))}).json()
+
+    assert body["photo_id"] is None and result_skus(body)
+    assert not QueryPhoto.objects.exists()
