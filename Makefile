@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest setup clean-data bench
+.PHONY: run test lint typecheck pytest setup chromium clean-data bench
 
 run: setup
 	$(BIN)/python -m webapp.stack run
@@ -28,7 +28,7 @@ typecheck:
 pytest:
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-setup: $(STAMP)
+setup: $(STAMP) chromium
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "Vitrine needs Python 3.12 or newer (Django 6)."; exit 1; }
@@ -36,6 +36,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
+
+# Browser tests (tests/browser) drive Debian's Chromium: install it when we can (as root),
+# otherwise those tests skip with a message naming the missing browser.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver; fi
 
 clean-data:
 	rm -rf .data

@@ -120,8 +120,11 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
 
     @admin.display(description="Lookbook recall@10")
     def headline_metric(self, obj: EmbeddingModel) -> str:
-        cells = (obj.metrics or {}).get("metrics", {}).get("lookbook_completion/recall@10", {})
-        value = next(iter(cells.values()), {}).get("value") if cells else None
+        cells: dict[str, Any] = (
+            (obj.metrics or {}).get("metrics", {}).get("lookbook_completion/recall@10", {})
+        )
+        first: dict[str, Any] = next(iter(cells.values()), {}) if cells else {}
+        value = first.get("value")
         return "—" if value is None else f"{value:.3f}"
 
     # --- actions (each a service call) ----------------------------------------------------

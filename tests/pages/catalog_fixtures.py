@@ -2,7 +2,7 @@
 
 Products, images and lookbooks are real rows with real image files. Vectors are real
 `ProductEmbedding` rows searched by the real `search.selectors` (pgvector SQL), but they
-come from a tiny deterministic encoder (a 3×3 colour grid of the photo) instead of the
+come from a tiny deterministic encoder (a 3x3 colour grid of the photo) instead of the
 neural one, so the tests run in seconds on a CPU and never import torch. The encoder
 stands in at the selectors' seam to `embeddings.runtime` (`_encode_image`/`_encode_text`).
 
@@ -28,25 +28,81 @@ from PIL import Image, ImageDraw
 
 from catalog.models import Lookbook, LookbookItem, Product, ProductImage
 
-DIMENSION = 27  # 3 × 3 cells × RGB
+DIMENSION = 27  # 3 x 3 cells x RGB
 
 # Departments follow the catalog's "Department > Type" paths, which "complete the look"
 # groups by (a shirt is completed by trousers and shoes, not by another shirt).
 DRAWN_PRODUCTS = [
     # sku, title, brand, category, colour, price, in stock
-    ("TEE-RED", "Organic cotton tee", "Northwind", "Garment Upper body > T-shirt", (200, 40, 40), "19.90", True),
-    ("TEE-BLU", "Relaxed fit tee", "Northwind", "Garment Upper body > T-shirt", (40, 70, 190), "17.50", True),
-    ("SHIRT-RED", "Linen shirt", "Atelier Nord", "Garment Upper body > Shirt", (190, 50, 60), "49.00", False),
-    ("JEANS-BLU", "Straight leg jeans", "Atelier Nord", "Garment Lower body > Trousers", (35, 60, 150), "59.95", True),
-    ("CHINO-BEI", "Slim chinos", "Northwind", "Garment Lower body > Trousers", (200, 180, 140), "39.95", True),
-    ("SNEAK-WHT", "Leather sneakers", "Atelier Nord", "Shoes > Sneakers", (235, 235, 235), "89.00", True),
+    (
+        "TEE-RED",
+        "Organic cotton tee",
+        "Northwind",
+        "Garment Upper body > T-shirt",
+        (200, 40, 40),
+        "19.90",
+        True,
+    ),
+    (
+        "TEE-BLU",
+        "Relaxed fit tee",
+        "Northwind",
+        "Garment Upper body > T-shirt",
+        (40, 70, 190),
+        "17.50",
+        True,
+    ),
+    (
+        "SHIRT-RED",
+        "Linen shirt",
+        "Atelier Nord",
+        "Garment Upper body > Shirt",
+        (190, 50, 60),
+        "49.00",
+        False,
+    ),
+    (
+        "JEANS-BLU",
+        "Straight leg jeans",
+        "Atelier Nord",
+        "Garment Lower body > Trousers",
+        (35, 60, 150),
+        "59.95",
+        True,
+    ),
+    (
+        "CHINO-BEI",
+        "Slim chinos",
+        "Northwind",
+        "Garment Lower body > Trousers",
+        (200, 180, 140),
+        "39.95",
+        True,
+    ),
+    (
+        "SNEAK-WHT",
+        "Leather sneakers",
+        "Atelier Nord",
+        "Shoes > Sneakers",
+        (235, 235, 235),
+        "89.00",
+        True,
+    ),
     ("BOOT-BRN", "Chelsea boots", "Northwind", "Shoes > Boots", (110, 70, 40), "129.00", True),
-    ("BAG-RED", "Small shoulder bag", "Atelier Nord", "Accessories > Bag", (170, 30, 40), "69.00", True),
+    (
+        "BAG-RED",
+        "Small shoulder bag",
+        "Atelier Nord",
+        "Accessories > Bag",
+        (170, 30, 40),
+        "69.00",
+        True,
+    ),
 ]
 
 
 def fake_encode(data: bytes) -> np.ndarray:
-    """A photo's 3×3 mean colours, centred and L2-normalised (a stand-in encoder)."""
+    """A photo's 3x3 mean colours, centred and L2-normalised (a stand-in encoder)."""
     with Image.open(io.BytesIO(data)) as image:
         small = image.convert("RGB").resize((3, 3), Image.Resampling.BOX)
     vector = np.asarray(small, dtype=np.float32).reshape(-1) / 255.0 - 0.5
@@ -124,7 +180,10 @@ def _hm_rows(datasets: Path, limit: int) -> list[dict[str, str]]:
     with (datasets / "hm" / "articles.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
             group = row["product_group_name"]
-            if wanted.get(group, 0) and (datasets / "hm" / "images" / f"{row['article_id']}.jpg").exists():
+            if (
+                wanted.get(group, 0)
+                and (datasets / "hm" / "images" / f"{row['article_id']}.jpg").exists()
+            ):
                 wanted[group] -= 1
                 rows.append(row)
             if len(rows) >= limit:
