@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 run: setup
 	$(BIN)/python -m webapp.stack run
 
-test: setup
+test: setup chromium
 	$(BIN)/python -m webapp.stack exec --throwaway -- $(MAKE) --no-print-directory lint typecheck pytest
 
 lint:
@@ -28,7 +28,7 @@ typecheck:
 pytest:
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-setup: $(STAMP) chromium
+setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "Vitrine needs Python 3.12 or newer (Django 6)."; exit 1; }
