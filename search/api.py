@@ -152,7 +152,7 @@ def _sku_product(sku: str) -> Product:
 @extend_schema_view(
     list=extend_schema(
         parameters=[ProductListQuerySerializer],
-        responses={200: ProductSerializer(many=True), **_errors()},
+        responses={200: ProductSerializer(many=True), **_errors(404)},
     ),
     retrieve=extend_schema(responses={200: ProductSerializer, **_errors(404)}),
     create=extend_schema(
@@ -253,7 +253,7 @@ class ProductViewSet(viewsets.ViewSet):
 @extend_schema_view(
     list=extend_schema(
         parameters=[LookbookListQuerySerializer],
-        responses={200: LookbookSerializer(many=True), **_errors()},
+        responses={200: LookbookSerializer(many=True), **_errors(404)},
     ),
     retrieve=extend_schema(responses={200: LookbookSerializer, **_errors(404)}),
     create=extend_schema(
