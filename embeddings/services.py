@@ -10,9 +10,10 @@ switches in one transaction -> the previous version stays `ready` for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,6 +36,7 @@ BATCH_SIZE = 64  # products per task: a few seconds of CPU, big enough to batch 
 # so a newly imported product never waits behind a whole backfill.
 SWEEP_WINDOW = 1024
 KINDS = tuple(ProductEmbedding.Kind.values)
+_PREPARE_LOCK = 0x70726570  # advisory lock namespace of version preparation ("prep")
 
 
 class EmbeddingModelStateError(Exception):
@@ -87,6 +89,33 @@ def embedding_model_prepare(*, model: EmbeddingModel) -> EmbeddingModel:
     model.refresh_from_db()
     if model.state != EmbeddingModel.State.BUILDING or model.is_prepared:
         return model
+    with _prepare_lock(model_id=model.pk) as acquired:
+        if not acquired:  # a re-sent message while the first is still loading: leave it
+            return model
+        model.refresh_from_db()
+        if model.state != EmbeddingModel.State.BUILDING or model.is_prepared:
+            return model
+        return _prepare(model)
+
+
+@contextlib.contextmanager
+def _prepare_lock(*, model_id: int) -> Iterator[bool]:
+    """Hold a session advisory lock for one version's preparation; yield whether we got it."""
+    if connection.in_atomic_block:  # tests in one transaction: nothing runs beside them
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_PREPARE_LOCK, model_id])
+        acquired = bool(cursor.fetchone()[0])
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_PREPARE_LOCK, model_id])
+
+
+def _prepare(model: EmbeddingModel) -> EmbeddingModel:
     try:
         encoder = runtime.encoder_for(model)
     except ModelLoadError as error:
@@ -178,6 +207,25 @@ def _default_model_retry_if_installed() -> None:
 
 
 # ---- indexes -----------------------------------------------------------------------------
+# Two CREATE/DROP INDEX CONCURRENTLY on one table can deadlock (each waits for the other's
+# transaction to end), and two workers may prepare versions at once: one lock for all of them.
+_INDEX_DDL_LOCK = 0x76697472  # an arbitrary constant of this app ("vitr")
+
+
+@contextlib.contextmanager
+def _index_ddl_lock() -> Iterator[None]:
+    if connection.in_atomic_block:  # tests: the transaction already serialises the DDL
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [_INDEX_DDL_LOCK])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_INDEX_DDL_LOCK])
+
+
 def index_name(*, model_id: int, kind: str) -> str:
     """Return the name of the partial HNSW index of one version and kind (the contract)."""
     return f"emb_{int(model_id)}_{kind}_hnsw"
@@ -193,7 +241,7 @@ def embedding_model_indexes_create(*, model: EmbeddingModel) -> None:
         raise EmbeddingModelStateError(f"{model.key} has no dimension yet (not prepared)")
     dim, model_id = int(model.dimension), int(model.pk)
     concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
-    with connection.cursor() as cursor:
+    with _index_ddl_lock(), connection.cursor() as cursor:
         if connection.in_atomic_block:
             # Deferred FK checks pending in this transaction would block CREATE INDEX.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -223,7 +271,7 @@ def embedding_model_indexes_create(*, model: EmbeddingModel) -> None:
 def embedding_model_indexes_drop(*, model: EmbeddingModel) -> None:
     """Drop the partial indexes of `model` (idempotent)."""
     concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
-    with connection.cursor() as cursor:
+    with _index_ddl_lock(), connection.cursor() as cursor:
         for kind in KINDS:
             name = index_name(model_id=int(model.pk), kind=kind)
             cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{name}"')

@@ -8,11 +8,15 @@ redelivered message only redoes work. Importing this module does not import torc
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_process_init
+from django.db import connection
 
-from embeddings import services
+from embeddings import runtime, selectors, services
 from embeddings.models import EmbeddingModel
 
 log = logging.getLogger(__name__)
@@ -73,3 +77,26 @@ def embedding_model_train_task(
     from pathlib import Path
 
     return services.embedding_model_train(out_dir=Path(out_dir), key=key, base=base).key
+
+
+def _encoder_warm() -> None:
+    try:
+        model = selectors.embedding_model_active()
+        if model is not None and model.is_prepared:
+            runtime.encoder_for(model)
+    except Exception:  # a broken model is reported by the tasks that need it
+        log.warning("could not pre-load the active model's encoder", exc_info=True)
+    finally:
+        connection.close()  # this thread's own connection
+
+
+@worker_process_init.connect
+def _encoder_warm_in_background(**kwargs: Any) -> None:
+    """Load the active encoder as soon as a worker process starts, off the task path.
+
+    Without this the first batch after a (re)start pays the model load (seconds): a newly
+    imported product would wait for it. VITRINE_EMBEDDINGS_WARM=0 turns it off (workers
+    that never embed).
+    """
+    if os.environ.get("VITRINE_EMBEDDINGS_WARM", "1") != "0":
+        threading.Thread(target=_encoder_warm, name="vitrine-encoder-warm", daemon=True).start()

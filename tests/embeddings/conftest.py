@@ -95,7 +95,13 @@ def make_product() -> ProductFactory:
 def prepare_here(*, spec: str, key: str) -> EmbeddingModel:
     """Register and prepare a version in this process (no worker; tests in a transaction)."""
     model = services.embedding_model_register(spec=spec, key=key)
-    return services.embedding_model_prepare(model=model)
+    model = services.embedding_model_prepare(model=model)
+    # Outside a test transaction the worker may be preparing it at the same moment (the
+    # registration sent it the task): then this call leaves it to the worker; wait for it.
+    wait_for(lambda: EmbeddingModel.objects.get(pk=model.pk).state != "building"
+             or EmbeddingModel.objects.get(pk=model.pk).is_prepared, timeout=120)  # fmt: skip
+    model.refresh_from_db()
+    return model
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 60.0, step: float = 0.02) -> float:

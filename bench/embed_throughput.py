@@ -1,0 +1,267 @@
+"""How fast the embedding engine turns catalog photos into stored vectors.
+
+Three figures on the same model, in the same run, on the H&M product photos:
+
+- ``encoder``: the engine's encoder alone (`Encoder.encode_images` on JPEG files: threaded
+  decode a few batches ahead of a batched, channels-last forward pass);
+- ``end_to_end``: the production path, `embeddings.services.products_embed` in batches of
+  64 products: JPEG bytes read from disk -> image, text and fused vectors -> upserted as
+  halfvec rows and committed in Postgres (needs a database: run inside the stack);
+- ``plain_loop``: what a developer writes first with open_clip: one image at a time,
+  PIL open + open_clip's eval transform + `model.encode_image` under `torch.no_grad()`,
+  on the very same model weights.
+
+Run (writes bench/results/embed_throughput.json)::
+
+    .venv/bin/python -m webapp.stack exec --throwaway -- \\
+        .venv/bin/python bench/embed_throughput.py --images ../shared/datasets/hm/images
+
+Without ``embeddings/default_model/`` weights the bench builds the default architecture
+(resnet10t 128 px + MiniLM, 256-d) with random weights: speed does not depend on the values
+of the weights, and the results file says which it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+
+def _images(args: argparse.Namespace) -> list[Path]:
+    folder = (
+        args.images
+        or Path(os.environ.get("VITRINE_DATASETS", BASE_DIR.parent / "shared" / "datasets"))
+        / "hm"
+        / "images"
+    )
+    paths = sorted(Path(folder).glob("*.jpg"))
+    if len(paths) < args.n:
+        raise SystemExit(f"need {args.n} JPEGs in {folder}, found {len(paths)} (see --images)")
+    return paths[: args.n]
+
+
+def _spec(workdir: Path) -> tuple[str, str]:
+    """Return (spec, description) of the model to measure."""
+    if (BASE_DIR / "embeddings" / "default_model" / "model.safetensors").is_file():
+        return "default", "bundled default model (trained weights)"
+    from embeddings.ml.loading import save_checkpoint
+    from embeddings.ml.train import TrainConfig, new_model
+
+    loaded = new_model(TrainConfig())  # the default recipe's architecture
+    out = save_checkpoint(loaded.model, loaded.config, workdir / "default-arch", "bench\n")
+    return (
+        f"checkpoint:{out}",
+        "default architecture (timm resnet10t 128 px + MiniLM-L6 text, 256-d), random "
+        "weights: embeddings/default_model/ was not installed when this ran",
+    )
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1)
+
+
+def bench_query(encoder: Any, paths: list[Path], imported: float, loaded: float) -> dict[str, Any]:
+    """One shopper photo / one text query at a time, as the web process encodes them."""
+    photos = [p.read_bytes() for p in paths[:40]]
+    encoder.encode_images([photos[0]])
+    encoder.encode_texts(["warm-up"])
+    image_ms, text_ms = [], []
+    for photo in photos:
+        start = time.perf_counter()
+        encoder.encode_images([photo])
+        image_ms.append(1000 * (time.perf_counter() - start))
+        start = time.perf_counter()
+        encoder.encode_texts(["black wool coat with a hood"])
+        text_ms.append(1000 * (time.perf_counter() - start))
+    return {
+        "cold_import_torch_and_model_package_s": round(imported, 2),
+        "cold_model_load_s": round(loaded, 2),
+        "image_query_ms_median": round(statistics.median(image_ms), 1),
+        "image_query_ms_p90": round(sorted(image_ms)[int(0.9 * len(image_ms))], 1),
+        "text_query_ms_median": round(statistics.median(text_ms), 1),
+        "queries": len(photos),
+    }
+
+
+def bench_encoder(encoder: Any, paths: list[Path], repeats: int) -> dict[str, Any]:
+    encoder.encode_images([str(p) for p in paths[:64]])  # warm-up: threads, allocator
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = encoder.encode_images([str(p) for p in paths])
+        runs.append(time.perf_counter() - start)
+        assert not result.failed, result.failed
+    return {
+        "images": len(paths),
+        "seconds": [round(s, 3) for s in runs],
+        "images_per_s": _rate(len(paths), statistics.median(runs)),
+        "batch_size": encoder.batch_size,
+    }
+
+
+def bench_plain_loop(encoder: Any, paths: list[Path], repeats: int) -> dict[str, Any]:
+    import open_clip
+    import torch
+    from PIL import Image
+
+    pre = encoder.preprocess
+    transform = open_clip.image_transform(
+        pre.image_size,
+        is_train=False,
+        mean=pre.mean,
+        std=pre.std,
+        resize_mode="squash" if pre.resize_mode == "squash" else "shortest",
+    )
+    # The same weights, as plain open_clip code would hold them: contiguous, NCHW.
+    model = encoder.model.backbone.to(memory_format=torch.contiguous_format).eval()
+
+    def one(path: Path) -> Any:
+        image = transform(Image.open(path).convert("RGB")).unsqueeze(0)
+        with torch.no_grad():
+            return model.encode_image(image, normalize=True)
+
+    for path in paths[:16]:
+        one(path)
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for path in paths:
+            one(path)
+        runs.append(time.perf_counter() - start)
+    encoder.model.backbone.visual.to(memory_format=torch.channels_last)  # as the engine had it
+    return {
+        "images": len(paths),
+        "seconds": [round(s, 3) for s in runs],
+        "images_per_s": _rate(len(paths), statistics.median(runs)),
+        "batch_size": 1,
+    }
+
+
+def bench_end_to_end(spec: str, encoder: Any, paths: list[Path], repeats: int) -> dict[str, Any]:
+    """products_embed over stored products whose images are these JPEGs, committed."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    django.setup()
+    from django.core.files.base import ContentFile
+    from django.core.management import call_command
+
+    from catalog.models import Product, ProductImage
+    from embeddings import runtime, services
+    from embeddings.models import EmbeddingModel, ProductEmbedding
+
+    call_command("migrate", verbosity=0)
+    model = EmbeddingModel.objects.filter(key="bench").first()
+    if model is None:
+        model = services.embedding_model_register(spec=spec, key="bench")
+    runtime._encoders[model.key] = encoder  # the one loaded above: no second load
+    model = services.embedding_model_prepare(model=model)
+    ids = []
+    for path in paths:
+        product, _ = Product.objects.get_or_create(
+            sku=f"bench-{path.stem}",
+            defaults={"title": f"Article {path.stem}", "content_hash": path.stem},
+        )
+        if not product.images.exists():
+            image = ProductImage(product=product, status=ProductImage.Status.READY)
+            image.image.save(f"bench/{path.name}", ContentFile(path.read_bytes()), save=False)
+            image.save()
+        ids.append(product.pk)
+    runs, kinds_seconds = [], []
+    for _ in range(repeats):
+        ProductEmbedding.objects.filter(model=model).delete()
+        start = time.perf_counter()
+        kinds: dict[str, float] = {}
+        for first in range(0, len(ids), services.BATCH_SIZE):
+            result = services.products_embed(
+                product_ids=ids[first : first + services.BATCH_SIZE], model=model
+            )
+            for kind, seconds in result.seconds.items():
+                kinds[kind] = kinds.get(kind, 0.0) + seconds
+        runs.append(time.perf_counter() - start)
+        kinds_seconds.append(kinds)
+        stored = ProductEmbedding.objects.filter(model=model).count()
+        assert stored == 3 * len(ids), stored
+    best = runs.index(statistics.median(runs)) if len(runs) % 2 else 0
+    return {
+        "images": len(ids),
+        "seconds": [round(s, 3) for s in runs],
+        "images_per_s": _rate(len(ids), statistics.median(runs)),
+        "vectors_per_product": 3,
+        "batch_size": services.BATCH_SIZE,
+        "encode_seconds_by_kind": {k: round(v, 3) for k, v in kinds_seconds[best].items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=Path, help="folder of JPEGs (default: H&M images)")
+    parser.add_argument("--n", type=int, default=512, help="images per run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--spec", help="model spec (default: the bundled default model)")
+    parser.add_argument("--no-db", action="store_true", help="skip the end-to-end figure")
+    parser.add_argument(
+        "--out", type=Path, default=BASE_DIR / "bench" / "results" / "embed_throughput.json"
+    )
+    args = parser.parse_args()
+    paths = _images(args)
+
+    started = time.perf_counter()
+    import torch
+
+    from embeddings.ml.loading import load_encoder
+
+    imported = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, described = (args.spec, args.spec) if args.spec else _spec(Path(tmp))
+        started = time.perf_counter()
+        encoder = load_encoder(spec)
+        loaded = time.perf_counter() - started
+        figures: dict[str, Any] = {
+            "model": described,
+            "spec": spec if not spec.startswith("checkpoint:/tmp") else "default architecture",
+            "dimension": encoder.dim,
+            "image_size": encoder.preprocess.image_size,
+            "dataset": f"H&M product photos ({paths[0].parent})",
+            "device": str(encoder.device),
+            "gpu": "none: this machine has no GPU (CPU-only figures)",
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "torch": torch.__version__,
+        }
+        figures["query"] = bench_query(encoder, paths, imported, loaded)
+        print("query", figures["query"], flush=True)
+        figures["encoder"] = bench_encoder(encoder, paths, args.repeats)
+        print("encoder", figures["encoder"], flush=True)
+        figures["plain_loop"] = bench_plain_loop(encoder, paths, args.repeats)
+        print("plain loop", figures["plain_loop"], flush=True)
+        if not args.no_db:
+            figures["end_to_end"] = bench_end_to_end(spec, encoder, paths, args.repeats)
+            print("end to end", figures["end_to_end"], flush=True)
+        plain = figures["plain_loop"]["images_per_s"]
+        figures["speedup_vs_plain_loop"] = {
+            name: round(figures[name]["images_per_s"] / plain, 2)
+            for name in ("encoder", "end_to_end")
+            if name in figures
+        }
+        figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures["speedup_vs_plain_loop"]), "->", args.out)
+
+
+if __name__ == "__main__":
+    main()
