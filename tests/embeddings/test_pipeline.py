@@ -37,8 +37,10 @@ def _stored(model: EmbeddingModel, product_ids: list[int]) -> bool:
 def _register_and_wait_active(spec: str, key: str) -> EmbeddingModel:
     model = services.embedding_model_register(spec=spec, key=key)
     wait_for(
-        lambda: EmbeddingModel.objects.get(pk=model.pk).state
-        in (EmbeddingModel.State.ACTIVE, EmbeddingModel.State.FAILED),
+        lambda: (
+            EmbeddingModel.objects.get(pk=model.pk).state
+            in (EmbeddingModel.State.ACTIVE, EmbeddingModel.State.FAILED)
+        ),
         timeout=120,
     )
     model.refresh_from_db()
