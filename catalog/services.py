@@ -380,17 +380,19 @@ def product_upsert_batch(*, rows: list[ProductRow]) -> UpsertResult:
     """  # noqa: S608 (identifiers come from the model, values are parameters)
     params = [[v[n] for v in values] for n in names]
     with transaction.atomic():
-        old_hashes = dict(
-            Product.objects.filter(sku__in=[v["sku"] for v in values]).values_list(
-                "sku", "content_hash"
-            )
-        )
+        existing = {
+            sku: (pk, content_hash)
+            for pk, sku, content_hash in Product.objects.filter(
+                sku__in=[v["sku"] for v in values]
+            ).values_list("id", "sku", "content_hash")
+        }
+        old_hashes = {sku: pair[1] for sku, pair in existing.items()}
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             written = cursor.fetchall()
-        ids = dict(
-            Product.objects.filter(sku__in=[v["sku"] for v in values]).values_list("sku", "id")
-        )
+        # Ids of unchanged rows come from the first read; new and updated ones from RETURNING.
+        ids = {sku: pair[0] for sku, pair in existing.items()}
+        ids.update({sku: pk for pk, sku, _inserted in written})
         created = sum(1 for _id, _sku, inserted in written if inserted)
         changed = {ids[v["sku"]] for v in values if old_hashes.get(v["sku"]) != v["content_hash"]}
         _images_sync(rows=rows, ids=ids)
