@@ -371,7 +371,8 @@ def product_upsert_batch(*, rows: list[ProductRow]) -> UpsertResult:
     updated = [n for n in names if n != "sku"]
     sql = f"""
         INSERT INTO {table} ({", ".join(names)}, created_at, updated_at)
-        SELECT {select}, clock_timestamp(), clock_timestamp() FROM unnest({unnest}) AS u({", ".join(names)})
+        SELECT {select}, clock_timestamp(), clock_timestamp()
+        FROM unnest({unnest}) AS u({", ".join(names)})
         ON CONFLICT (sku) DO UPDATE SET
             {", ".join(f"{n} = EXCLUDED.{n}" for n in updated)}, updated_at = EXCLUDED.updated_at
         WHERE ({", ".join(f"{table}.{n}" for n in updated)})
@@ -759,7 +760,8 @@ def import_job_finalize(*, job_id: int) -> None:
                     ImportRowError(
                         job=job, file=ImportRowError.File.LOOKBOOKS, row=item.row, field="skus",
                         sku=item.key[:300], kind=ImportRowError.Kind.WARNING,
-                        reason=f"{len(missing)} SKU(s) not in the catalog: {', '.join(missing[:20])}",
+                        reason=f"{len(missing)} SKU(s) not in the catalog: "
+                        + ", ".join(missing[:20]),
                     )
                 )  # fmt: skip
     with transaction.atomic():

@@ -70,8 +70,9 @@ class Command(BaseCommand):
         if options["background"]:
             job = self._follow(job, bar)
         else:
-            for job in services.import_job_run_inline(job_id=job.id):
-                self._update(bar, job)
+            for snapshot in services.import_job_run_inline(job_id=job.id):
+                self._update(bar, snapshot)
+                job = snapshot
         bar.close()
         self._report(job, time.monotonic() - started)
 
