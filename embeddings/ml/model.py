@@ -145,7 +145,9 @@ class PinCLIP(nn.Module):
         was_training = self.backbone.training
         self.backbone.eval()
         image = torch.zeros(1, 3, image_size, image_size)
-        tokens = torch.full((1, 4), 1, dtype=torch.long)
+        # open_clip's own text transformer needs exactly its context length; HF does not.
+        n_tokens = 4 if self.hf_text else int(self.backbone.context_length)
+        tokens = torch.full((1, n_tokens), 1, dtype=torch.long)
         try:
             self._use_intermediates = True
             emb, img_tokens = self.image_features(image)

@@ -356,7 +356,9 @@ def run_training(
     while step < total:
         model.train()
         if text_frozen:
-            model.backbone.text.eval()  # frozen trunk: no dropout, cached outputs stay valid
+            # Frozen trunk: no dropout, so the cached outputs are what it would compute.
+            text_tower = getattr(model.backbone, "text", None) or model.backbone.transformer
+            text_tower.eval()
         optimizer.zero_grad(set_to_none=True)
         figures: dict[str, float] = {}
         for micro in range(config.grad_accum):
@@ -404,14 +406,14 @@ def run_training(
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))  # CLIP's cap: temperature >= 0.01
         step += 1
-        figures["temp"] = float(1 / model.logit_scale.exp())
+        figures["temp"] = float(1 / model.logit_scale.detach().exp())
         history.append(figures)
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in figures.items()}, refresh=False)
-        if progress:
-            progress(step, total, figures)
         if step % config.checkpoint_every == 0 or step == total:
             _save_state(state_dir, step, model, head, optimizer, scheduler, config)
+        if progress:
+            progress(step, total, figures)
     bar.close()
 
     model.eval()
