@@ -1,0 +1,519 @@
+"""Search latency and HNSW recall on a 100,000-product catalog.
+
+Builds the catalog in the database it is given (run it in a throwaway stack), from real
+H&M articles encoded by the model, plus perturbed copies of their vectors up to the target
+size, then measures p50/p95/p99 of:
+
+- the vector query alone (`search.selectors.nearest_products`), with and without filters;
+- text search, image search (encoding included) and similar items end-to-end over HTTP,
+  against a real gunicorn serving the app with an API key;
+
+and recall@10 of the HNSW answers against exact search (sequential scan), with and without
+filters. Results go to bench/results/search_latency.json.
+
+    .venv/bin/python -m webapp.stack exec --throwaway -- \\
+        .venv/bin/python bench/search_latency.py [--products 100000] [--real 4000]
+
+The model is the bundled default (`--spec default`). When its weights are not there yet the
+bench says so and uses the same architecture untrained (`--allow-untrained`): latency is the
+default model's, but results are not semantically meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+RESULTS = BASE_DIR / "bench" / "results" / "search_latency.json"
+
+
+def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {
+        "p50": pick(0.50),
+        "p95": pick(0.95),
+        "p99": pick(0.99),
+        "n": len(ordered),
+        "mean": round(statistics.fmean(ordered), 2),
+    }
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+# --- Model -----------------------------------------------------------------------------------
+def load_encoder(spec: str, *, allow_untrained: bool, scratch: Path) -> tuple[Any, str, str]:
+    """(encoder, spec the web server can load, note)."""
+    from embeddings.ml.errors import ModelLoadError
+    from embeddings.ml.loading import load_encoder as load
+
+    try:
+        return load(spec), spec, "bundled model" if spec == "default" else spec
+    except ModelLoadError as error:
+        if not allow_untrained or spec != "default":
+            raise
+        say(f"the default model cannot be loaded ({error}); using its architecture untrained")
+    import torch
+
+    from embeddings.ml.default_recipe import DEFAULT_CONFIG
+    from embeddings.ml.loading import save_checkpoint
+    from embeddings.ml.train import new_model
+
+    loaded = new_model(DEFAULT_CONFIG)
+    out = scratch / "untrained-default"
+    save_checkpoint(
+        loaded.model,
+        dict(loaded.config),
+        out,
+        "Untrained stand-in for benches.",
+        dtype=torch.float16,
+    )
+    checkpoint = f"checkpoint:{out}"
+    return (
+        load(checkpoint),
+        checkpoint,
+        "default architecture UNTRAINED (bundled weights not available at bench time): "
+        "latency is representative, relevance is not",
+    )
+
+
+# --- Catalog ---------------------------------------------------------------------------------
+def hm_articles(datasets: Path, count: int, seed: int) -> list[dict[str, str]]:
+    folder = datasets / "hm"
+    with (folder / "articles.csv").open(newline="", encoding="utf-8") as handle:
+        rows = [
+            r
+            for r in csv.DictReader(handle)
+            if (folder / "images" / f"{r['article_id']}.jpg").exists()
+        ]
+    random.Random(seed).shuffle(rows)
+    for row in rows:
+        row["image"] = str(folder / "images" / f"{row['article_id']}.jpg")
+        row["category"] = f"{row['product_group_name']} > {row['product_type_name']}"
+        row["text"] = f"{row['prod_name']}. {row['detail_desc']}"
+    return rows[:count]
+
+
+def encode_articles(encoder: Any, articles: list[dict[str, str]]) -> dict[str, np.ndarray]:
+    paths = [a["image"] for a in articles]
+    texts = [a["text"] for a in articles]
+    images = encoder.encode_images(paths)
+    fused = encoder.encode_items(paths, texts)
+    if images.failed or fused.failed:
+        raise SystemExit(f"images failed to encode: {images.failed or fused.failed}")
+    return {"image": images.vectors, "fused": fused.vectors, "text": encoder.encode_texts(texts)}
+
+
+def perturbed(
+    vectors: np.ndarray, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """`count` copies of random rows, each nudged off its source (cosine about 0.9)."""
+    sources = rng.integers(0, len(vectors), size=count)
+    noise = rng.normal(0, 0.5 / np.sqrt(vectors.shape[1]), size=(count, vectors.shape[1]))
+    out = vectors[sources] + noise.astype(np.float32)
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32), sources
+
+
+def literal(vector: np.ndarray) -> str:
+    return "[" + ",".join(f"{x:.5f}" for x in vector.tolist()) + "]"
+
+
+def catalog_build(
+    *,
+    articles: list[dict[str, str]],
+    vectors: dict[str, np.ndarray],
+    total: int,
+    model_key: str,
+    spec: str,
+    seed: int,
+) -> Any:
+    from django.db import connection
+    from django.utils import timezone
+
+    from embeddings.models import EmbeddingModel
+
+    rng = np.random.default_rng(seed)
+    copies = total - len(articles)
+    fused_copies, sources = perturbed(vectors["fused"], copies, rng)
+    image_copies = vectors["image"][sources] + (fused_copies - vectors["fused"][sources])
+    image_copies /= np.linalg.norm(image_copies, axis=1, keepdims=True)
+    origin = np.concatenate([np.arange(len(articles)), sources])
+    all_fused = np.concatenate([vectors["fused"], fused_copies])
+    all_image = np.concatenate([vectors["image"], image_copies.astype(np.float32)])
+    prices = rng.uniform(5, 120, size=total).round(2)
+    in_stock = rng.random(total) < 0.85
+
+    now = timezone.now()
+    connection.ensure_connection()
+    raw = connection.connection
+    say(f"COPY {total} products")
+    with (
+        raw.cursor() as cur,
+        cur.copy(
+            "COPY catalog_product (sku, title, description, brand, category, group_id, price, "
+            "currency, in_stock, url, attributes, content_hash, created_at, updated_at) FROM STDIN"
+        ) as copy,
+    ):
+        for i in range(total):
+            a = articles[origin[i]]
+            sku = a["article_id"] if i < len(articles) else f"{a['article_id']}-c{i}"
+            attributes = {
+                "perceived_colour": a["perceived_colour_master_name"],
+                "index_group": a["index_group_name"],
+            }
+            copy.write_row(
+                (
+                    sku,
+                    a["prod_name"],
+                    a["detail_desc"],
+                    "H&M",
+                    a["category"],
+                    a["product_code"],
+                    f"{prices[i]:.2f}",
+                    "EUR",
+                    bool(in_stock[i]),
+                    "",
+                    json.dumps(attributes),
+                    f"h{i}",
+                    now,
+                    now,
+                )
+            )
+    ids = [row[0] for row in raw.execute("SELECT id FROM catalog_product ORDER BY id")]
+    model = EmbeddingModel.objects.create(
+        key=model_key,
+        spec=spec,
+        dimension=all_fused.shape[1],
+        state="active",
+        prepared_at=now,
+        activated_at=now,
+    )
+    say(f"COPY {2 * total} vectors")
+    with (
+        raw.cursor() as cur,
+        cur.copy(
+            "COPY embeddings_productembedding (product_id, model_id, kind, vector, content_hash, "
+            "created_at) FROM STDIN"
+        ) as copy,
+    ):
+        for kind, matrix in (("fused", all_fused), ("image", all_image)):
+            for i in range(total):
+                copy.write_row((ids[i], model.pk, kind, literal(matrix[i]), f"h{i}", now))
+    raw.commit()
+    dim = all_fused.shape[1]
+    for kind in ("fused", "image"):
+        say(f"building the HNSW index for {kind}")
+        start = time.perf_counter()
+        raw.execute("SET maintenance_work_mem = '1GB'")
+        raw.execute("SET max_parallel_maintenance_workers = 1")
+        raw.execute(
+            f"CREATE INDEX emb_{model.pk}_{kind}_hnsw ON embeddings_productembedding USING hnsw "
+            f"((vector::halfvec({dim})) halfvec_cosine_ops) "
+            f"WHERE model_id = {model.pk} AND kind = '{kind}'"
+        )
+        raw.commit()
+        say(f"  {time.perf_counter() - start:.0f} s")
+    raw.execute("ANALYZE catalog_product")
+    raw.execute("ANALYZE embeddings_productembedding")
+    raw.commit()
+    return model, np.array(ids), all_fused, all_image
+
+
+# --- Measurements ------------------------------------------------------------------------
+def exact_nearest(
+    *, model: Any, kind: str, vector: np.ndarray, filters: Any, limit: int
+) -> list[int]:
+    """The true nearest products: the same query with index scans off (a sequential scan)."""
+    from django.db import connection, transaction
+
+    from search import selectors
+
+    where, params = selectors._filter_sql(filters)
+    sql = (
+        f"SELECT e.product_id FROM {selectors.EMBEDDING_TABLE} e "  # noqa: S608
+        f"JOIN catalog_product p ON p.id = e.product_id "
+        f"WHERE {selectors._embedding_predicate(model, kind)}{where} "
+        f"ORDER BY {selectors._distance_sql(model)} LIMIT %s"
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_indexscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        cursor.execute(sql, [*params, literal(vector), limit])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def vector_benchmarks(
+    *, model: Any, queries: np.ndarray, filters: Any, repeats: int
+) -> dict[str, Any]:
+    from search import selectors
+
+    samples: list[float] = []
+    recalls: list[float] = []
+    page_sizes: list[int] = []
+    for index in range(repeats):
+        query = queries[index % len(queries)]
+        start = time.perf_counter()
+        rows = selectors.nearest_products(
+            model=model, kind="fused", vector=query, filters=filters, limit=24
+        )
+        samples.append((time.perf_counter() - start) * 1000)
+        page_sizes.append(len(rows))
+        if index < 100:
+            approx = {pid for pid, _ in rows[:10]}
+            exact = exact_nearest(
+                model=model, kind="fused", vector=query, filters=filters, limit=10
+            )
+            recalls.append(len(approx & set(exact)) / max(1, len(exact)))
+    return {
+        "latency_ms": percentiles(samples),
+        "recall_at_10": round(statistics.fmean(recalls), 4),
+        "recall_queries": len(recalls),
+        "min_page_size": min(page_sizes),
+        "page_size_asked": 24,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def serve(port: int, scratch: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "0",
+        "LOG_LEVEL": "WARNING",
+        "MEDIA_ROOT": str(scratch / "media"),
+        "VITRINE_API_KEY_RATE": "100000/min",
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "webapp.wsgi",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "1",
+            "--timeout",
+            "300",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+    )
+
+
+def http_benchmarks(
+    *,
+    port: int,
+    key: str,
+    articles: list[dict[str, str]],
+    skus: list[str],
+    repeats: int,
+    rng: random.Random,
+) -> dict[str, Any]:
+    import httpx
+
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Api-Key {key}"},
+        timeout=120,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            client.get("/healthz")
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    words = [f"{a['colour_group_name']} {a['product_type_name']}".lower() for a in articles]
+    photos = [Path(a["image"]).read_bytes() for a in articles[:50]]
+
+    def text() -> None:
+        response = client.get("/api/v1/search/text/", params={"q": rng.choice(words)})
+        response.raise_for_status()
+
+    def image() -> None:
+        data = rng.choice(photos)
+        response = client.post("/api/v1/search/image/", files={"image": ("q.jpg", data)})
+        response.raise_for_status()
+
+    def similar() -> None:
+        response = client.get(f"/api/v1/products/{rng.choice(skus)}/similar/")
+        response.raise_for_status()
+
+    for warm in (text, image, similar):  # load the encoder, fill caches
+        for _ in range(3):
+            warm()
+    results = {
+        "text_search_http_ms": percentiles(timed(text, repeats)),
+        "image_search_http_ms": percentiles(timed(image, max(50, repeats // 2))),
+        "similar_items_http_ms": percentiles(timed(similar, repeats)),
+    }
+    sample = client.get("/api/v1/search/text/", params={"q": "black dress"}).json()
+    results["example_text_search"] = {
+        "q": "black dress",
+        "top5": [
+            (hit["product"]["title"], hit["product"]["category"], hit["score"])
+            for hit in sample["results"][:5]
+        ],
+    }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--real", type=int, default=4000, help="H&M articles really encoded")
+    parser.add_argument("--spec", default="default")
+    parser.add_argument("--allow-untrained", action="store_true")
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from search.selectors import SearchFilters
+    from search.services import api_key_create
+
+    call_command("migrate", verbosity=0)
+    scratch = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))
+    started = time.time()
+    encoder, spec, model_note = load_encoder(
+        args.spec, allow_untrained=args.allow_untrained, scratch=scratch
+    )
+    articles = hm_articles(Path(settings.VITRINE_DATASETS), args.real, args.seed)
+    say(f"encoding {len(articles)} H&M articles with {spec} (dim {encoder.dim})")
+    t0 = time.perf_counter()
+    vectors = encode_articles(encoder, articles)
+    encode_seconds = time.perf_counter() - t0
+    model, _ids, _, _ = catalog_build(
+        articles=articles,
+        vectors=vectors,
+        total=args.products,
+        model_key="bench-v1",
+        spec=spec,
+        seed=args.seed,
+    )
+
+    rng = np.random.default_rng(args.seed + 1)
+    # Queries: text vectors of real articles (what a text search sends to the fused index).
+    queries = vectors["text"][rng.integers(0, len(articles), size=args.repeats)]
+    categories: dict[str, int] = {}
+    for article in articles:
+        categories[article["category"]] = categories.get(article["category"], 0) + 1
+    rare = sorted(categories.items(), key=lambda kv: kv[1])[len(categories) // 2][0]
+    share = categories[rare] / len(articles)
+    filtered = SearchFilters(category=[rare], in_stock=True)
+    say("vector query: unfiltered")
+    unfiltered_result = vector_benchmarks(
+        model=model, queries=queries, filters=SearchFilters(), repeats=args.repeats
+    )
+    say(f"vector query: filtered on {rare!r} (~{share:.1%} of products) and in stock")
+    filtered_result = vector_benchmarks(
+        model=model, queries=queries, filters=filtered, repeats=args.repeats
+    )
+
+    key = api_key_create(name="bench").plaintext
+    port = free_port()
+    server = serve(port, scratch)
+    try:
+        say("HTTP: text, image and similar-items searches")
+        skus = [a["article_id"] for a in articles]
+        http = http_benchmarks(
+            port=port,
+            key=key,
+            articles=articles,
+            skus=skus,
+            repeats=args.repeats,
+            rng=random.Random(args.seed),
+        )
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    report = {
+        "catalog_products": args.products,
+        "real_hm_articles_encoded": len(articles),
+        "perturbed_copies": args.products - len(articles),
+        "model_spec": spec,
+        "model_note": model_note,
+        "dimension": int(encoder.dim),
+        "hnsw": {
+            "m": 16,
+            "ef_construction": 64,
+            "ef_search": settings.VITRINE_HNSW_EF_SEARCH,
+            "iterative_scan": "relaxed_order",
+        },
+        "vector_query_unfiltered": unfiltered_result,
+        "vector_query_filtered": {
+            **filtered_result,
+            "filter": {"category": rare, "in_stock": True, "category_share": round(share, 4)},
+        },
+        **http,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "encode_seconds_for_real_articles": round(encode_seconds, 1),
+        "total_seconds": round(time.time() - started, 1),
+        "command": "python -m webapp.stack exec --throwaway -- python bench/search_latency.py "
+        + " ".join(sys.argv[1:]),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    say(f"wrote {args.output}")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
