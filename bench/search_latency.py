@@ -386,7 +386,7 @@ def http_benchmarks(
     for warm in (text, image, similar):  # load the encoder, fill caches
         for _ in range(3):
             warm()
-    results = {
+    results: dict[str, Any] = {
         "text_search_http_ms": percentiles(timed(text, repeats)),
         "image_search_http_ms": percentiles(timed(image, max(50, repeats // 2))),
         "similar_items_http_ms": percentiles(timed(similar, repeats)),

@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 # --- Errors ---------------------------------------------------------------------------------
 class ImageRejectedError(exceptions.APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
     default_code = "image_rejected"
 
     # Status by reason: the HTTP meaning where one exists, 400 otherwise.
@@ -100,13 +100,14 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
     assert isinstance(exc, exceptions.APIException)
+    details: Any = {}
     if isinstance(exc, exceptions.ValidationError):
         details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         body = _error_body("invalid", "The request is not valid.", details)
     else:
-        details = {}
-        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            details = {"retry_after_seconds": int(exc.wait) + 1}
+        wait = getattr(exc, "wait", None)
+        if isinstance(exc, exceptions.Throttled) and wait is not None:
+            details = {"retry_after_seconds": int(wait) + 1}
         message = str(exc.detail) if not isinstance(exc.detail, dict | list) else str(exc)
         body = _error_body(_first_code(exc.get_codes()), message, details)
     response.data = body

@@ -40,7 +40,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return KEYWORD
 
 
-class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     """Describes the scheme in the OpenAPI schema, so generated clients send the header."""
 
     target_class = "search.auth.ApiKeyAuthentication"

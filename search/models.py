@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 from django.utils import timezone
 
@@ -42,7 +44,7 @@ class ApiKey(models.Model):
     def can_write(self) -> bool:
         return self.scope == self.Scope.READ_WRITE
 
-    def is_usable(self, *, now: timezone.datetime | None = None) -> bool:
+    def is_usable(self, *, now: datetime | None = None) -> bool:
         """True unless the key was revoked or has expired."""
         now = now or timezone.now()
         if self.revoked_at is not None:

@@ -67,10 +67,7 @@ class ProductSerializer(serializers.ModelSerializer):
     def get_images(self, product: Product) -> list[dict[str, Any]]:
         ready = [i for i in product.images.all() if i.status == ProductImage.Status.READY]
         ready.sort(key=lambda image: image.position)
-        data: list[dict[str, Any]] = ProductImageSerializer(
-            ready, many=True, context=self.context
-        ).data
-        return data
+        return list(ProductImageSerializer(ready, many=True, context=self.context).data)
 
 
 class ProductWriteSerializer(serializers.ModelSerializer):

@@ -8,6 +8,7 @@ else points nowhere near the catalog (and must be reported as "no good match").
 from __future__ import annotations
 
 import io
+import zlib
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -135,7 +136,9 @@ def catalog_create() -> Catalog:
             vectors_store(
                 model=model,
                 product=product,
-                vector=colour_vector(colour, jitter=0.05 + 0.02 * index, seed=hash(sku) % 1000),
+                vector=colour_vector(
+                    colour, jitter=0.05 + 0.02 * index, seed=zlib.crc32(sku.encode())
+                ),
             )
             products[sku] = product
     return Catalog(model=model, products=products)
