@@ -539,15 +539,17 @@ def complete_the_look(*, product: Product, limit_per_category: int) -> list[Look
     """
     limit_per_category = max(1, min(int(limit_per_category), 24))
     department = _department(product.category)
+    # A product can sit in several lookbooks: keep each curated id once, first place wins.
     curated_ids = list(
-        Product.objects.filter(
-            lookbook_items__lookbook__is_published=True,
-            lookbook_items__lookbook__items__product=product,
+        dict.fromkeys(
+            Product.objects.filter(
+                lookbook_items__lookbook__is_published=True,
+                lookbook_items__lookbook__items__product=product,
+            )
+            .exclude(pk=product.pk)
+            .order_by("lookbook_items__position", "id")
+            .values_list("id", flat=True)
         )
-        .exclude(pk=product.pk)
-        .order_by("lookbook_items__position", "id")
-        .values_list("id", flat=True)
-        .distinct()
     )
     model = _active_model()
     vector = (
