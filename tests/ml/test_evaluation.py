@@ -377,3 +377,14 @@ def test_split_from_heldout_holds_out_boards_made_only_of_heldout_items() -> Non
     assert split.heldout_lookbooks == ("lb01",)
     assert set(split.cold_items) == held
     split.check(cat)
+
+
+def test_chance_levels_match_the_catalogue() -> None:
+    cat = make_catalogue()  # 60 items, 3 categories of 20
+    split = make_split(cat, seed=0)
+    result = evaluate(TableEncoder(oracle_table(cat)), cat, split, EvalConfig(resamples=50))
+    chance = result.chance
+    assert chance["fill_in_the_blank/accuracy"]["cold"] == 0.25
+    assert chance["text_to_image/recall@10"]["warm"] == pytest.approx(10 / 60)
+    assert chance["image_to_image/category_precision@10"]["warm"] == pytest.approx(19 / 59)
+    assert chance["text_to_image/category_precision@10"]["cold"] == pytest.approx(20 / 60)

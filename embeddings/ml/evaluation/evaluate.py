@@ -116,6 +116,7 @@ class EvaluationResult:
     config: EvalConfig
     metrics: dict[str, dict[str, MetricValue]]
     per_query: dict[str, dict[str, npt.NDArray[np.float64]]] = field(repr=False)
+    chance: dict[str, dict[str, float]] = field(default_factory=dict)  # random-ranking level
     n_items: int = 0
     n_failed: int = 0
     seconds: float = 0.0
@@ -134,6 +135,7 @@ class EvaluationResult:
                 name: {cell: v.to_dict() for cell, v in cells.items()}
                 for name, cells in self.metrics.items()
             },
+            "chance": self.chance,
         }
 
 
@@ -166,13 +168,59 @@ def _fill(n: int, result: _EncodeResult, dim: int) -> tuple[Vectors, dict[int, s
     return out, failed
 
 
+# Frozen text-trunk outputs, keyed by (digest of the trunk's weights, text). The fine-tuned
+# variants of an experiment share the base model's frozen MiniLM trunk, so the trunk (the
+# costliest part of an item on CPU) runs once per distinct text per process.
+_TRUNK_CACHE: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+
+
+def _trunk_digest(model: Any) -> str | None:
+    """sha256 of the text trunk's weights (all text weights but the projection), or None
+    when the model's text tower is not a Hugging Face trunk with a separate projection."""
+    if not getattr(model, "hf_text", False):
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        if key.startswith("backbone.text.") and not key.startswith("backbone.text.proj"):
+            h.update(key.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _trunk_outputs(encoder: Any, texts: Sequence[str], batch_size: int = 128) -> Any:
+    """``TextTrunkOut`` (pooled, states, mask) for ``texts``, stacked, using the cache."""
+    import torch
+
+    from embeddings.ml.model import TextTrunkOut
+
+    model = encoder.model
+    digest = _trunk_digest(model)
+    missing = list(
+        dict.fromkeys(t for t in texts if digest is None or (digest, t) not in _TRUNK_CACHE)
+    )
+    fresh: dict[str, tuple[Any, Any, Any]] = {}
+    for start in range(0, len(missing), batch_size):
+        chunk = missing[start : start + batch_size]
+        with torch.inference_mode():
+            out = model.text_trunk(encoder.tokenizer(chunk).to(encoder.device))
+        for j, text in enumerate(chunk):
+            fresh[text] = (out.pooled[j].cpu(), out.states[j].cpu(), out.mask[j].cpu())
+    if digest is not None:
+        _TRUNK_CACHE.update({(digest, t): v for t, v in fresh.items()})
+    rows = [fresh[t] if t in fresh else _TRUNK_CACHE[(digest, t)] for t in texts]  # type: ignore[index]
+    return TextTrunkOut(*(torch.stack([r[i] for r in rows]) for i in range(3)))
+
+
 def _encode_one_pass(
-    encoder: Any, paths: Sequence[str], texts: Sequence[str], batch_size: int = 32
+    encoder: Any, paths: Sequence[str], texts: Sequence[str], batch_size: int = 64
 ) -> tuple[Vectors, Vectors, Vectors, dict[int, str]] | None:
     """Image, text and fused vectors from one pass over the photos, or None if unsupported.
 
-    Adapter over ``embeddings.ml``'s ``Encoder`` (its ``model.forward_all`` returns all three
-    vectors at once): ``encode_images`` + ``encode_items`` would run the image tower twice.
+    Adapter over ``embeddings.ml``'s ``Encoder``: its ``model.forward_all`` returns all three
+    vectors at once (``encode_images`` + ``encode_items`` would run the image tower twice),
+    and it accepts precomputed text-trunk outputs (see ``_TRUNK_CACHE``).
     """
     model = getattr(encoder, "model", None)
     if model is None or not hasattr(model, "forward_all") or not hasattr(encoder, "preprocess"):
@@ -182,6 +230,7 @@ def _encode_one_pass(
     import torch
 
     from embeddings.ml.images import decode_image, normalize_batch
+    from embeddings.ml.model import TextTrunkOut
 
     pre = encoder.preprocess
     device = getattr(encoder, "device", "cpu")
@@ -199,17 +248,18 @@ def _encode_one_pass(
         for start in range(0, n, batch_size):
             idx = list(range(start, min(start + batch_size, n)))
             decoded = list(pool.map(decode, [paths[i] for i in idx]))
-            ok = [i for i, d in zip(idx, decoded, strict=True) if not isinstance(d, str)]
             for i, d in zip(idx, decoded, strict=True):
                 if isinstance(d, str):
                     failed[i] = d
+            ok = [i for i in idx if i not in failed]
             if not ok:
                 continue
             arrays = [d for d in decoded if not isinstance(d, str)]
             pixels = normalize_batch(torch.from_numpy(np.stack(arrays)).to(device), pre)
-            tokens = encoder.tokenizer([texts[i] for i in ok]).to(device)
+            trunk = _trunk_outputs(encoder, [texts[i] for i in ok])
+            trunk = TextTrunkOut(*(t.to(device) for t in trunk))
             with torch.inference_mode():
-                out = model.forward_all(pixels, tokens)
+                out = model.forward_all(pixels, trunk)
             image[ok] = out["image"].float().cpu().numpy()
             text[ok] = out["text"].float().cpu().numpy()
             fused[ok] = out["fused"].float().cpu().numpy()
@@ -427,6 +477,48 @@ def score_queries(
     return out
 
 
+def chance_levels(
+    catalogue: Catalogue, plan: QueryPlan, config: EvalConfig, ok: npt.NDArray[np.bool_]
+) -> dict[str, dict[str, float]]:
+    """Expected value of each metric under a random ranking, per cell (where it is simple).
+
+    recall@k of one target among N: k/N; category precision: the share of the gallery with
+    the query's category; FITB: 1/candidates; shop-the-look recall@10: 10/N. Used as a
+    reference column in reports (a coarse label makes a high precision meaningless).
+    """
+    k = config.k
+    n = int(ok.sum())
+    labels = [it.category for it in catalogue.items]
+    counts: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        if ok[i]:
+            counts[label] = counts.get(label, 0) + 1
+    out: dict[str, dict[str, float]] = {}
+    for c in CELLS:
+        q = plan.retrieval[c]
+        labelled = [i for i in q if labels[i]]
+        if q:
+            for prefix in ("text_to_image", "image_to_text"):
+                for kk in (1, 5, 10):
+                    out.setdefault(f"{prefix}/recall@{kk}", {})[c] = min(1.0, kk / n)
+        if labelled:
+            out.setdefault("text_to_image/category_precision@10", {})[c] = float(
+                np.mean([counts[labels[i]] / n for i in labelled])
+            )
+            out.setdefault("image_to_image/category_precision@10", {})[c] = float(
+                np.mean([(counts[labels[i]] - 1) / max(1, n - 1) for i in labelled])
+            )
+        loo = plan.leave_one_out[c]
+        if loo:
+            out.setdefault("lookbook_completion/recall@10", {})[c] = float(
+                np.mean([min(1.0, k / (n - len(x.context))) for x in loo])
+            )
+            out.setdefault("fill_in_the_blank/accuracy", {})[c] = 1.0 / config.fitb_candidates
+        if any(rel[c] for _, rel in plan.scenes):
+            out.setdefault("shop_the_look/recall@10", {})[c] = min(1.0, k / n)
+    return out
+
+
 def evaluate(
     encoder: Encoder,
     dataset: Any,
@@ -461,6 +553,7 @@ def evaluate(
                 vals, resamples=config.resamples, seed=config.seed
             )
     per_query = {name: cells for name, cells in per_query.items() if cells}
+    chance = chance_levels(catalogue, plan, config, encoded.ok)
     if plan.fitb_fallbacks:
         log.info("FITB: %d queries drew negatives outside their category", plan.fitb_fallbacks)
     return EvaluationResult(
@@ -470,6 +563,7 @@ def evaluate(
         config=config,
         metrics=metrics_out,
         per_query=per_query,
+        chance=chance,
         n_items=len(catalogue.items),
         n_failed=len(encoded.failed),
         seconds=time.monotonic() - started,
