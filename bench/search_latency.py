@@ -274,6 +274,25 @@ def exact_nearest(
         return [row[0] for row in cursor.fetchall()]
 
 
+def query_plan(*, model: Any, vector: np.ndarray, filters: Any) -> list[str]:
+    """EXPLAIN ANALYZE of the selectors' vector query, to show which index answered."""
+    from django.db import connection, transaction
+
+    from search import selectors
+
+    where, params = selectors._filter_sql(filters)
+    sql = (
+        f"EXPLAIN (ANALYZE, COSTS off) SELECT e.product_id FROM {selectors.EMBEDDING_TABLE} e "  # noqa: S608
+        f"JOIN catalog_product p ON p.id = e.product_id "
+        f"WHERE {selectors._embedding_predicate(model, 'fused')}{where} "
+        f"ORDER BY {selectors._distance_sql(model)} LIMIT 24"
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        selectors._prepare_vector_scan(cursor, limit=24)
+        cursor.execute(sql, [*params, literal(vector)])
+        return [row[0] for row in cursor.fetchall()]
+
+
 def vector_benchmarks(
     *, model: Any, queries: np.ndarray, filters: Any, repeats: int
 ) -> dict[str, Any]:
@@ -298,6 +317,7 @@ def vector_benchmarks(
             recalls.append(len(approx & set(exact)) / max(1, len(exact)))
     return {
         "latency_ms": percentiles(samples),
+        "plan": query_plan(model=model, vector=queries[0], filters=filters),
         "recall_at_10": round(statistics.fmean(recalls), 4),
         "recall_queries": len(recalls),
         "min_page_size": min(page_sizes),
@@ -426,6 +446,8 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     scratch = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))
     started = time.time()
+    # The machine may be shared: the load says how much of it the figures had.
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     encoder, spec, model_note = load_encoder(
         args.spec, allow_untrained=args.allow_untrained, scratch=scratch
     )
@@ -499,6 +521,8 @@ def main() -> None:
         },
         **http,
         "machine": {
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
