@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--max-steps", type=int, default=None, help="smoke runs only")
     x.add_argument("--cold-fraction", type=float, default=0.2)
     x.add_argument("--heldout-lookbook-fraction", type=float, default=0.25)
+    x.add_argument("--lr", type=float, default=1e-3, help="fusion module and category head")
+    x.add_argument("--lr-pretrained", type=float, default=3e-4, help="the base's towers")
+    x.add_argument("--batch-pairs", type=int, default=64)
     x.add_argument("--w-neighbour", type=float, default=0.5)
     x.add_argument("--w-category", type=float, default=0.5)
     x.add_argument("--max-queries", type=int, default=EvalConfig.max_queries_per_cell)
@@ -129,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             cold_fraction=args.cold_fraction,
             heldout_lookbook_fraction=args.heldout_lookbook_fraction,
+            lr=args.lr,
+            lr_pretrained=args.lr_pretrained,
+            batch_pairs=args.batch_pairs,
             w_neighbour=args.w_neighbour,
             w_category=args.w_category,
             reuse_checkpoints=not args.retrain,

@@ -132,6 +132,11 @@ class ExperimentConfig:
     threads: int = 2  # torch CPU threads for training and encoding
     cold_fraction: float = 0.2
     heldout_lookbook_fraction: float = 0.25
+    lr: float = 1e-3  # fusion module, category head
+    lr_pretrained: float = 3e-4  # the base's towers and projections: the default model's
+    #                              image tower saw only 3,700 clothing photos, so it must move
+    #                              to learn a new domain (the trainer's 1e-5 suits big CLIPs)
+    batch_pairs: int = 64  # neighbour pairs per step (a step sees twice as many items)
     w_neighbour: float = 0.5  # full objective only
     w_category: float = 0.5  # full objective only
     reuse_checkpoints: bool = True  # skip training a variant whose checkpoint exists
@@ -149,7 +154,18 @@ def _previous_training(out_dir: Path) -> dict[str, Any] | None:
 
 
 # Fields that must match for a stored checkpoint to stand for this run.
-_RECIPE_FIELDS = ("init", "w_clip", "w_neighbour", "w_category", "epochs", "max_steps", "seed")
+_RECIPE_FIELDS = (
+    "init",
+    "w_clip",
+    "w_neighbour",
+    "w_category",
+    "epochs",
+    "max_steps",
+    "lr",
+    "lr_pretrained",
+    "batch_pairs",
+    "seed",
+)
 
 
 def _same_recipe(stored: dict[str, Any], config: Any) -> bool:
@@ -169,6 +185,9 @@ def _train_variant(
         w_category=w_category,
         epochs=cfg.epochs,
         max_steps=cfg.max_steps,
+        lr=cfg.lr,
+        lr_pretrained=cfg.lr_pretrained,
+        batch_pairs=cfg.batch_pairs,
         seed=cfg.seed,
         threads=cfg.threads,
         decode_workers=cfg.threads,
@@ -182,6 +201,9 @@ def _train_variant(
         "w_category": w_category,
         "epochs": cfg.epochs,
         "max_steps": cfg.max_steps,
+        "lr": cfg.lr,
+        "lr_pretrained": cfg.lr_pretrained,
+        "batch_pairs": cfg.batch_pairs,
         "init": cfg.base,
         "n_train_items": len(train_ds.items),
         "n_train_lookbooks": len(train_ds.lookbooks),

@@ -291,8 +291,22 @@ def write_report(out_dir: str | Path, runs: Sequence[ModelRun], meta: ReportMeta
         t = r.result
         line = f"- **{r.label}**: `{r.spec}` — {t.n_items} items, {t.n_failed} photos failed"
         if r.training:
-            keys = ("objectives", "epochs", "steps", "seconds", "final_loss")
-            summary = ", ".join(f"{k} {r.training[k]}" for k in keys if k in r.training)
+            keys = (
+                "objectives",
+                "epochs",
+                "max_steps",
+                "steps",
+                "batch_pairs",
+                "lr",
+                "lr_pretrained",
+                "n_train_items",
+                "n_train_lookbooks",
+                "seconds",
+                "final_loss",
+            )
+            summary = ", ".join(
+                f"{k} {r.training[k]}" for k in keys if r.training.get(k) is not None
+            )
             line += f"; trained: {summary}"
         md.append(line)
     md.append("")
