@@ -81,7 +81,10 @@ class EvalConfig:
     max_context: int = 30  # at most this many other items form a lookbook query
     fitb_candidates: int = 4  # the left-out item plus 3 negatives
     k: int = 10
-    catalogue_vectors: Literal["fused", "image"] = "fused"  # gallery for lookbook/scene tasks
+    # Galleries as the search app uses them (search/selectors.py): "complete the look" and
+    # "similar" rank fused item vectors; a query photo is matched against image vectors.
+    catalogue_vectors: Literal["fused", "image"] = "fused"  # lookbook completion and FITB
+    scene_vectors: Literal["fused", "image"] = "image"  # shop-the-look gallery
     resamples: int = DEFAULT_RESAMPLES
 
 
@@ -472,7 +475,9 @@ def score_queries(
         scenes = [(sid, rel[c]) for sid, rel in plan.scenes if rel[c] and sid in enc.scenes]
         if scenes:
             qv = np.stack([enc.scenes[sid] for sid, _ in scenes])
-            top = m.top_k(qv, cat_vecs, k, [failed_idx] * len(scenes) if failed_idx else None)
+            scene_gallery = enc.image if config.scene_vectors == "image" else enc.fused
+            exclude = [failed_idx] * len(scenes) if failed_idx else None
+            top = m.top_k(qv, scene_gallery, k, exclude)
             out["shop_the_look/recall@10"][c] = m.set_recall_at_k(top, [r for _, r in scenes], k)
     return out
 

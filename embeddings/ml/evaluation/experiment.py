@@ -313,8 +313,10 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
             f"'{LOOKBOOK_PREFIX.get(cfg.dataset, '')}') were not in the neighbour graph. "
             "Lookbook completion, fill-in-the-blank and shop-the-look use only held-out "
             "lookbooks; a query's cell is its target item's.",
-            "Lookbook completion, FITB and shop-the-look rank fused item vectors of the "
-            "whole catalogue; text/image retrieval uses the towers' own vectors.",
+            "Galleries are the whole catalogue, ranked as the search app ranks them: "
+            "lookbook completion and FITB on fused item vectors (like 'complete the look'), "
+            "shop-the-look with the scene photo against product image vectors (like a "
+            "photo query); text/image retrieval uses the towers' own vectors.",
             f"Evaluation config: {cfg.eval}.",
         ],
     )
