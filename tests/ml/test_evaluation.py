@@ -379,6 +379,28 @@ def test_split_from_heldout_holds_out_boards_made_only_of_heldout_items() -> Non
     split.check(cat)
 
 
+def test_other_lookbooks_precision_ignores_lookbook_mates() -> None:
+    # Every item looks exactly like its lookbook-mates (a shared backdrop) and its category
+    # is unrelated to the lookbook: precision is perfect only while mates may be retrieved.
+    items = [CatalogueItem(f"i{i}", f"/img/{i}.jpg", f"t{i}", f"c{i % 2}") for i in range(40)]
+    lookbooks = {f"lb{j}": [f"i{i}" for i in range(j * 10, j * 10 + 10)] for j in range(4)}
+    cat = Catalogue("backdrops", items, lookbooks)
+    rng = np.random.default_rng(0)
+    directions = [v / np.linalg.norm(v) for v in rng.normal(size=(4, 32))]
+    table: dict[str, np.ndarray] = {}
+    for i, it in enumerate(items):
+        table[it.image_path] = directions[i // 10] + 0.01 * (i % 2) * directions[(i // 10 + 1) % 4]
+        table[it.image_path] /= np.linalg.norm(table[it.image_path])
+        table[it.text] = table[it.image_path]
+    split = make_split(cat, seed=0, cold_fraction=0.0, heldout_lookbook_fraction=0.0)
+    cfg = EvalConfig(resamples=50, k=4, other_lookbooks_precision=True)
+    result = evaluate(TableEncoder(table), cat, split, cfg)
+    same = result.metrics["image_to_image/category_precision@10"]["warm"].value
+    other = result.metrics["image_to_image/category_precision@10_other_lookbooks"]["warm"].value
+    assert same == 1.0
+    assert other < 0.75
+
+
 def test_chance_levels_match_the_catalogue() -> None:
     cat = make_catalogue()  # 60 items, 3 categories of 20
     split = make_split(cat, seed=0)

@@ -49,6 +49,7 @@ METRICS: tuple[str, ...] = (
     "image_to_text/recall@10",
     "image_to_text/mrr",
     "image_to_image/category_precision@10",
+    "image_to_image/category_precision@10_other_lookbooks",
     "lookbook_completion/recall@10",
     "lookbook_completion/ndcg@10",
     "fill_in_the_blank/accuracy",
@@ -85,6 +86,7 @@ class EvalConfig:
     # "similar" rank fused item vectors; a query photo is matched against image vectors.
     catalogue_vectors: Literal["fused", "image"] = "fused"  # lookbook completion and FITB
     scene_vectors: Literal["fused", "image"] = "image"  # shop-the-look gallery
+    other_lookbooks_precision: bool = False  # also image->image precision without lookbook-mates
     resamples: int = DEFAULT_RESAMPLES
 
 
@@ -428,6 +430,12 @@ def score_queries(
     text_ids: dict[str, int] = {}
     for i, it in enumerate(catalogue.items):
         text_ids.setdefault(it.text, i)
+    mates: dict[int, set[int]] = {}
+    if config.other_lookbooks_precision:
+        for members in catalogue.lookbooks.values():
+            idx = [catalogue.index[i] for i in members]
+            for i in idx:
+                mates.setdefault(i, set()).update(idx)
     distinct = list(text_ids.values())
     position = {first: j for j, first in enumerate(distinct)}
     text_target = {i: position[text_ids[it.text]] for i, it in enumerate(catalogue.items)}
@@ -456,6 +464,14 @@ def score_queries(
                 out["image_to_image/category_precision@10"][c] = m.label_precision_at_k(
                     top, labels, query_labels, k
                 )
+                if config.other_lookbooks_precision:
+                    # Photos from the query's own lookbooks excluded: clothing senders share
+                    # a backdrop, which a model can match without looking at the garment.
+                    exclude_lb = [[i, *failed_idx, *mates.get(i, ())] for i in labelled]
+                    top = m.top_k(enc.image[labelled], enc.image, k, exclude_lb)
+                    out["image_to_image/category_precision@10_other_lookbooks"][c] = (
+                        m.label_precision_at_k(top, labels, query_labels, k)
+                    )
         loo = plan.leave_one_out[c]
         if loo:
             queries = np.stack([m.mean_of_normalised(cat_vecs[list(x.context)]) for x in loo])

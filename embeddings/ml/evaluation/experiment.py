@@ -349,7 +349,7 @@ def run_default_model_report(
 
     torch.set_num_threads(threads)
     os.environ.setdefault("VITRINE_TORCH_THREADS", str(threads))
-    eval_config = eval_config or EvalConfig()
+    eval_config = eval_config or EvalConfig(other_lookbooks_precision=True)
     started = time.monotonic()
     hardware = hardware_summary(threads)
     dataset = load_named_dataset("clothing", data_root)

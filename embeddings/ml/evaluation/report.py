@@ -32,6 +32,7 @@ RETRIEVAL_PLOT = (
     "image_to_text/mrr",
     "text_to_image/category_precision@10",
     "image_to_image/category_precision@10",
+    "image_to_image/category_precision@10_other_lookbooks",
 )
 LOOKBOOK_PLOT = (
     "lookbook_completion/recall@10",
