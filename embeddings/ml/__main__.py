@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from embeddings.ml.data import load_dataset
 
@@ -29,14 +31,24 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="fraction of items held out as whole lookbooks for metrics",
     )
+    t.add_argument(
+        "--heldout-max-lookbook-share",
+        type=float,
+        default=0.05,
+        help="lookbooks larger than this share of the items are never held out",
+    )
     from embeddings.ml.train import TrainConfig
 
     for f in dataclasses.fields(TrainConfig):
         if f.name == "fusion":
             continue
-        kind = {"int": int, "float": float, "str": str, "bool": _bool}.get(
-            str(f.type).split(" |")[0], str
-        )
+        parsers: dict[str, Callable[[str], Any]] = {
+            "int": int,
+            "float": float,
+            "str": str,
+            "bool": _bool,
+        }
+        kind = parsers.get(str(f.type).split(" |")[0], str)
         t.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
 
     d = sub.add_parser("train-default", help="train the bundled default model (clothing only)")
@@ -69,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset(args.data)
     held = None
     if args.heldout > 0:
-        ds, held = ds.split_by_lookbook(args.heldout, seed=config.seed)
+        ds, held = ds.split_by_lookbook(
+            args.heldout, seed=config.seed, max_lookbook_share=args.heldout_max_lookbook_share
+        )
     out = train(config, ds, args.out, eval_dataset=held)
     print(out)
     return 0

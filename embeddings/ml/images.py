@@ -40,8 +40,8 @@ class PreprocessConfig:
         mode = "squash" if cfg.get("resize_mode") == "squash" else "shortest"
         return cls(
             image_size=int(size),
-            mean=tuple(cfg.get("mean", cls.mean)),  # type: ignore[arg-type]
-            std=tuple(cfg.get("std", cls.std)),  # type: ignore[arg-type]
+            mean=tuple(cfg.get("mean", cls.mean)),
+            std=tuple(cfg.get("std", cls.std)),
             resize_mode=mode,
         )
 

@@ -410,7 +410,8 @@ def _make_tokenizer(cfg: dict[str, Any], spec: str) -> Tokenizer:
             return HFTokenizer(
                 resolve_package_ref(cfg["name"]), context_length=cfg.get("context_length", 77)
             )
-        return open_clip.get_tokenizer(cfg["name"])  # type: ignore[no-any-return]
+        tokenizer: Tokenizer = open_clip.get_tokenizer(cfg["name"])
+        return tokenizer
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -476,13 +477,14 @@ def _offline_if_packaged(model_cfg: dict[str, Any]) -> Iterator[None]:
         return
     old = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
+    constants: Any = None
     try:
-        import huggingface_hub.constants as hf_constants
+        import huggingface_hub.constants as constants
 
-        old_const = hf_constants.HF_HUB_OFFLINE
-        hf_constants.HF_HUB_OFFLINE = True
+        old_const = constants.HF_HUB_OFFLINE
+        constants.HF_HUB_OFFLINE = True
     except (ImportError, AttributeError):
-        hf_constants, old_const = None, None
+        constants = None
     try:
         yield
     finally:
@@ -490,5 +492,5 @@ def _offline_if_packaged(model_cfg: dict[str, Any]) -> Iterator[None]:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
             os.environ["HF_HUB_OFFLINE"] = old
-        if hf_constants is not None:
-            hf_constants.HF_HUB_OFFLINE = old_const
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = old_const

@@ -54,10 +54,12 @@ class PinCLIP(nn.Module):
 
     def __init__(self, backbone: nn.Module, fusion: FusionConfig, image_size: int) -> None:
         super().__init__()
-        self.backbone = backbone
+        # Any: open_clip's CLIP/CustomTextCLIP expose different submodules; checked below.
+        self.backbone: Any = backbone
         self.fusion_cfg = fusion
-        self.hf_text = hasattr(backbone, "text") and hasattr(backbone.text, "pooler")
-        self.pad_id = int(backbone.text.config.pad_token_id) if self.hf_text else 0
+        bb: Any = backbone
+        self.hf_text = hasattr(bb, "text") and hasattr(bb.text, "pooler")  # HF text tower
+        self.pad_id = int(bb.text.config.pad_token_id) if self.hf_text else 0
         # Probe once with a dummy input: token sizes differ per architecture, and an
         # architecture without intermediates falls back to global-only fusion.
         embed_dim, image_token_dim, n_image_tokens, text_dim = self._probe(image_size)
@@ -137,7 +139,8 @@ class PinCLIP(nn.Module):
     @property
     def logit_scale(self) -> torch.Tensor:
         """The backbone's learned temperature (log scale), shared by all objectives."""
-        return self.backbone.logit_scale
+        scale: torch.Tensor = self.backbone.logit_scale
+        return scale
 
     # ---- construction helpers ---------------------------------------------------------
     @torch.no_grad()

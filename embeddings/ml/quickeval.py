@@ -31,6 +31,8 @@ def quick_metrics(loaded: LoadedModel, ds: ItemDataset, k: int = 10) -> dict[str
     enc = Encoder(loaded, device="cpu")
     res = enc.encode_images([str(ds.image_file(it)) for it in ds.items])
     items = [ds.items[i] for i in res.indices]
+    if len(items) < 2:
+        return {"n_items": len(items), "failed_images": len(res.failed)}
     img = res.vectors
     texts = sorted({it.text for it in items})
     tvec = enc.encode_texts(texts)

@@ -147,7 +147,7 @@ def new_model(config: TrainConfig) -> LoadedModel:
 
 
 def _set_trainable(model: PinCLIP, config: TrainConfig, exclude: list[str]) -> None:
-    backbone = model.backbone
+    backbone: Any = model.backbone
     for p in model.parameters():
         p.requires_grad = True
     if config.image_unfreeze_last_n is not None:

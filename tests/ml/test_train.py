@@ -113,3 +113,41 @@ def test_trained_default_architecture_writes_a_loadable_checkpoint(
     assert "Held-out metrics" in card and "text_to_image_recall@10" in card
     enc = load_encoder(f"checkpoint:{out}", device="cpu")
     assert enc.encode_images(photos[:2]).vectors.shape == (2, 64)
+
+
+def test_command_line_trains_from_a_jsonl_directory(
+    tiny_arch: str, catalogue: ItemDataset, tmp_path: Path
+) -> None:
+    import json
+
+    from embeddings.ml.__main__ import main
+    from embeddings.ml.data import save_jsonl_dataset
+
+    data = save_jsonl_dataset(catalogue, tmp_path / "data")
+    out = tmp_path / "out"
+    argv = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--init",
+        f"open_clip:{tiny_arch}:random",
+        "--max-steps",
+        "2",
+        "--batch-pairs",
+        "3",
+        "--w-category",
+        "0",
+        "--decode-workers",
+        "1",
+        "--heldout",
+        "0.3",
+        "--heldout-max-lookbook-share",
+        "0.5",
+    ]
+    assert main(argv) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training"]["steps"] == 2
+    assert cfg["training"]["train_config"]["w_category"] == 0.0
+    assert "heldout_metrics" in cfg["training"]
