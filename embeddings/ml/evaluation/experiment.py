@@ -234,12 +234,14 @@ def _train_variant(
 
 def _evaluate_spec(
     spec: str, label: str, dataset: Any, split: Split, cfg: ExperimentConfig
-) -> EvaluationResult:
+) -> tuple[EvaluationResult, str]:
+    """Evaluate one spec; returns the result and the weights' sha256 (16 hex digits)."""
     from embeddings.ml.loading import load_encoder
 
     encoder = load_encoder(spec, device="cpu")
     try:
-        return evaluate(encoder, dataset, split, cfg.eval, model_name=label)
+        result = evaluate(encoder, dataset, split, cfg.eval, model_name=label)
+        return result, str(getattr(encoder, "weights_sha256", "") or "?")[:16]
     finally:
         close = getattr(encoder, "close", None)
         if callable(close):
@@ -292,8 +294,8 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
     runs = []
     for label, spec, training in specs:
         log.info("evaluating %s (%s)", label, spec)
-        result = _evaluate_spec(spec, label, dataset, split, cfg)
-        runs.append(ModelRun(label, spec, result, training))
+        result, sha = _evaluate_spec(spec, label, dataset, split, cfg)
+        runs.append(ModelRun(label, f"{spec} (weights sha256 {sha})", result, training))
     budget = (
         f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
     ) + f" per fine-tuned variant, both from `{cfg.base}`, seed {cfg.seed}; wall-clock "
