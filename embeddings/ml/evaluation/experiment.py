@@ -47,7 +47,9 @@ def load_named_dataset(name: str, root: Path) -> Any:
 
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(LOADERS)}")
-    return LOADERS[name](root / name)
+    # Absolute: load_ikea stores item paths that already include its argument *and* sets
+    # image_root to it, so a relative root would be joined twice by ItemDataset.image_file.
+    return LOADERS[name]((root / name).resolve())
 
 
 def training_dataset(dataset: Any, split: Split) -> Any:
