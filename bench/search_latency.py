@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import platform
 import random
@@ -373,6 +374,7 @@ def http_benchmarks(
 ) -> dict[str, Any]:
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request
     client = httpx.Client(
         base_url=f"http://127.0.0.1:{port}",
         headers={"Authorization": f"Api-Key {key}"},

@@ -1,12 +1,14 @@
 """Each search kind on real H&M articles with the bundled default model, through the API.
 
 Needs the shared datasets and the default model's weights; skips with the reason otherwise.
+VITRINE_TEST_MODEL_SPEC picks another model spec (e.g. `checkpoint:<dir>` of a new training).
 Vectors are computed once per module (the slow part) and stored per test.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import random
 from collections import Counter
 from decimal import Decimal
@@ -23,6 +25,7 @@ from tests.search.catalog import embedding_model_active_create
 
 pytestmark = [pytest.mark.django_db, pytest.mark.datasets]
 ARTICLES = 300
+MODEL_SPEC = os.environ.get("VITRINE_TEST_MODEL_SPEC", "default")
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +34,9 @@ def hm_encoded(datasets_dir: Path) -> dict[str, Any]:
     from embeddings.ml.errors import ModelLoadError
 
     try:
-        encoder = runtime.encoder_load("default")
+        encoder = runtime.encoder_load(MODEL_SPEC)
     except ModelLoadError as error:
-        pytest.skip(f"the default model is not available: {error}")
+        pytest.skip(f"the model {MODEL_SPEC!r} is not available: {error}")
     folder = datasets_dir / "hm"
     with (folder / "articles.csv").open(newline="", encoding="utf-8") as handle:
         rows = [
@@ -67,7 +70,7 @@ def hm_encoded(datasets_dir: Path) -> dict[str, Any]:
 @pytest.fixture
 def hm_catalog(hm_encoded: dict[str, Any]) -> dict[str, Any]:
     model = embedding_model_active_create(key="hm-default", dimension=hm_encoded["dim"])
-    model.spec = "default"
+    model.spec = MODEL_SPEC
     model.save(update_fields=["spec"])
     products = Product.objects.bulk_create(
         Product(
