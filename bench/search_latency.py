@@ -326,13 +326,40 @@ def vector_benchmarks(
     }
 
 
+def ef_search_sweep(
+    *, model: Any, queries: np.ndarray, filters: Any, values: Sequence[int], repeats: int
+) -> list[dict[str, Any]]:
+    """Recall@10 and latency for several hnsw.ef_search values (the speed/recall knob)."""
+    from django.conf import settings
+
+    configured = settings.VITRINE_HNSW_EF_SEARCH
+    rows = []
+    try:
+        for ef in values:
+            settings.VITRINE_HNSW_EF_SEARCH = ef
+            result = vector_benchmarks(
+                model=model, queries=queries, filters=filters, repeats=repeats
+            )
+            rows.append(
+                {
+                    "ef_search": ef,
+                    "p95_ms": result["latency_ms"]["p95"],
+                    "p50_ms": result["latency_ms"]["p50"],
+                    "recall_at_10": result["recall_at_10"],
+                }
+            )
+    finally:
+        settings.VITRINE_HNSW_EF_SEARCH = configured
+    return rows
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def serve(port: int, scratch: Path) -> subprocess.Popen[bytes]:
+def serve(port: int, scratch: Path, *, torch_threads: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DEBUG": "0",
@@ -432,6 +459,13 @@ def main() -> None:
     parser.add_argument("--allow-untrained", action="store_true")
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads of the web process (one request per worker)",
+    )
+    parser.add_argument("--model-note", default="", help="where the weights came from")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -485,9 +519,18 @@ def main() -> None:
         model=model, queries=queries, filters=filtered, repeats=args.repeats
     )
 
+    say("ef_search sweep (unfiltered)")
+    sweep = ef_search_sweep(
+        model=model,
+        queries=queries,
+        filters=SearchFilters(),
+        values=(40, 100, 200, 400),
+        repeats=100,
+    )
+
     key = api_key_create(name="bench").plaintext
     port = free_port()
-    server = serve(port, scratch)
+    server = serve(port, scratch, torch_threads=args.torch_threads)
     try:
         say("HTTP: text, image and similar-items searches")
         skus = [a["article_id"] for a in articles]
@@ -508,7 +551,9 @@ def main() -> None:
         "real_hm_articles_encoded": len(articles),
         "perturbed_copies": args.products - len(articles),
         "model_spec": spec,
-        "model_note": model_note,
+        "model_note": args.model_note or model_note,
+        "web_torch_threads": args.torch_threads,
+        "ef_search_sweep_unfiltered": sweep,
         "dimension": int(encoder.dim),
         "hnsw": {
             "m": 16,
