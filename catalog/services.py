@@ -5,9 +5,10 @@ The import pipeline, one step per task (``catalog.tasks`` only calls these):
 1. ``import_job_parse``: read the feed, validate rows, stage them as ``ImportChunk``s and
    record parse errors, all in one transaction (a crash leaves nothing half-staged).
 2. ``import_chunk_process``: per chunk, upsert its products in one transaction, then
-   fetch and normalise each pending image in its own small transaction, then record the
-   chunk's outcome. Every step is idempotent: redoing a chunk after a crash redoes only
-   what did not commit.
+   fetch and normalise its pending images on a few threads and write their rows in small
+   batches, then record the chunk's outcome. Every step is idempotent: redoing a chunk
+   after a crash redoes only what did not commit. Chunks are separate tasks, so a worker
+   pool processes a job's chunks in parallel.
 3. ``import_job_finalize``: lookbooks (they need the products), final state.
 
 ``import_sweep`` re-queues work whose worker died (see ``ImportChunk``).
@@ -17,11 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
+import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -39,8 +43,8 @@ from django.utils.text import slugify
 
 from catalog.ingest.fetching import FetchError, FetchPolicy, SafeFetcher, fetch_policy_from_settings
 from catalog.ingest.imaging import ImageRejectedError, NormalisedImage, normalise_image
-from catalog.ingest.mapping import MappingError
-from catalog.ingest.readers import FeedError
+from catalog.ingest.mapping import ColumnMapping, MappingError
+from catalog.ingest.readers import FeedError, guess_format
 from catalog.ingest.rows import LookbookRow, ProductRow, RowError
 from catalog.ingest.sources import Feed, fetch_url, load_mapping, open_bytes, open_path
 from catalog.models import (
@@ -58,8 +62,16 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 500
 IMAGE_MAX_BYTES = 20 * 1024 * 1024
 FEED_MAX_BYTES = 200 * 1024 * 1024
+#: An upload's first bytes and validated items (rows, or errors) checked before a job exists.
+UPLOAD_SNIFF_BYTES = 1024 * 1024
+UPLOAD_SNIFF_ITEMS = 50
 #: Seconds without a heartbeat after which a chunk's worker is presumed dead.
 STALE_AFTER_SECONDS = 120
+#: How often a chunk's holder renews its lease while it processes images.
+HEARTBEAT_SECONDS = 2.0
+#: Image rows written per statement and commit: a commit per image (an fsync each) cost
+#: more than normalising the image; a crash redoes at most this many, cheaply.
+IMAGE_WRITE_BATCH = 50
 
 #: Sent (after commit) with ``product_ids`` whose embedded content changed and that have a
 #: ready image: the embeddings app may connect to it to embed them promptly. The durable
@@ -70,7 +82,15 @@ ImportKind = Literal["path", "upload", "url"]
 
 
 class ImportRefusedError(ValueError):
-    """The import cannot be created as asked (bad mapping, bad source). Shown to users."""
+    """The import cannot be created as asked (bad mapping, bad source). Shown to users.
+
+    ``field`` names the input at fault (``mapping``, ``file``, ``url``) when there is one,
+    so a form can show the message beside it.
+    """
+
+    def __init__(self, reason: str, *, field: str = "") -> None:
+        super().__init__(reason)
+        self.field = field
 
 
 # --- Jobs ---------------------------------------------------------------------------------
@@ -97,16 +117,20 @@ def import_job_create(
     admin create ``upload`` and ``url`` jobs, whose images must be http(s) URLs.
     """
     try:
-        load_mapping(preset=preset, mapping_json=json.dumps(mapping) if mapping else None)
+        column_mapping = load_mapping(
+            preset=preset, mapping_json=json.dumps(mapping) if mapping else None
+        )
     except MappingError as exc:
-        raise ImportRefusedError(str(exc)) from exc
+        raise ImportRefusedError(str(exc), field="mapping") from exc
     if kind == "url":
         try:
             SafeFetcher(_fetch_policy(feed=True)).check_url(source)
         except FetchError as exc:
-            raise ImportRefusedError(exc.reason) from exc
-    if kind == "upload" and upload is None:
-        raise ImportRefusedError("an upload job needs a file")
+            raise ImportRefusedError(exc.reason, field="url") from exc
+    if kind == "upload":
+        if upload is None:
+            raise ImportRefusedError("an upload job needs a file", field="file")
+        _upload_check(upload=upload, mapping=column_mapping, fmt=fmt)
     options: dict[str, Any] = {
         "kind": kind,
         "preset": preset,
@@ -132,6 +156,48 @@ def import_job_create(
             job_id = job.id
             transaction.on_commit(lambda: tasks.import_job_parse.delay(job_id=job_id))
     return job
+
+
+def _upload_check(*, upload: UploadedFile, mapping: ColumnMapping, fmt: str | None) -> None:
+    """Refuse an uploaded file that cannot be a feed, before any job exists.
+
+    Reads the first MiB only: the rows in it must parse and at least one of them must be
+    importable with this mapping. A feed whose first rows all fail is nearly always the
+    wrong file or the wrong mapping, and is better refused at once than run to the end.
+    """
+    name = upload.name or "feed"
+    upload.seek(0)
+    head = upload.read(UPLOAD_SNIFF_BYTES + 1)
+    upload.seek(0)
+    if not head.strip():
+        raise ImportRefusedError("the file is empty", field="file")
+    if b"\x00" in head[:8192]:
+        raise ImportRefusedError(
+            "the file is not a text feed (CSV, TSV, JSON Lines, JSON or XML in UTF-8): "
+            "it looks like a binary file",
+            field="file",
+        )
+    feed_fmt = fmt or mapping.format or guess_format(name, head[:4096])
+    if len(head) > UPLOAD_SNIFF_BYTES:
+        if feed_fmt in ("json", "xml"):
+            return  # one document: a cut one cannot parse; the job reports a bad one
+        head = head[: head.rfind(b"\n") + 1]  # whole lines only
+    feed = open_bytes(head, name=name, mapping=mapping, fmt=feed_fmt)
+    try:
+        sample = list(itertools.islice(feed.products(), UPLOAD_SNIFF_ITEMS))
+    except (FeedError, MappingError, UnicodeError) as exc:
+        reason = f"the file cannot be read as {feed_fmt}: {exc}"
+        raise ImportRefusedError(reason, field="file") from exc
+    if not sample:
+        raise ImportRefusedError(f"the file has no product rows (read as {feed_fmt})", field="file")
+    errors = [item for item in sample if isinstance(item, RowError)]
+    if len(errors) == len(sample) and any(not e.skipped for e in errors):
+        shown = "; ".join(f"row {e.row} {e.field or '-'}: {e.reason}" for e in errors[:3])
+        raise ImportRefusedError(
+            f"none of the first rows can be imported, read as {feed_fmt} with this mapping "
+            f"({shown}); check the file, the format and the column mapping",
+            field="file",
+        )
 
 
 def _fetch_policy(*, feed: bool = False) -> FetchPolicy:
@@ -417,16 +483,16 @@ def _images_sync(*, rows: list[ProductRow], ids: dict[str, int]) -> None:
     for product_id, sources in wanted.items():
         current = existing.get(product_id, {})
         for position, source in enumerate(sources):
-            image = current.get(position)
-            if image is None:
+            found = current.get(position)
+            if found is None:
                 to_create.append(
                     ProductImage(product_id=product_id, position=position, source_url=source)
                 )
-            elif image.source_url != source:
-                image.source_url = source
-                image.status = ProductImage.Status.PENDING
-                image.error = ""
-                to_reset.append(image)
+            elif found.source_url != source:
+                found.source_url = source
+                found.status = ProductImage.Status.PENDING
+                found.error = ""
+                to_reset.append(found)
         to_delete.extend(img.id for pos, img in current.items() if pos >= len(sources))
     if to_delete:
         ProductImage.objects.filter(id__in=to_delete).delete()
@@ -488,47 +554,142 @@ def image_store(normalised: NormalisedImage) -> tuple[str, str]:
     return main, thumb
 
 
-def product_image_process(
-    *, image_id: int, base_dir: Path | None, fetcher: SafeFetcher, may_retry: bool
-) -> ImageOutcome:
-    """Fetch, normalise and store one pending image. Idempotent: a ready image is left."""
-    image = ProductImage.objects.filter(id=image_id).only("source_url", "status").first()
-    if image is None or image.status == ProductImage.Status.READY:
-        return ImageOutcome("ready")
-    source = image.source_url
+@dataclass(frozen=True)
+class PreparedImage:
+    """One image after fetch + normalise + store, before its row is written."""
+
+    image_id: int
+    source: str
+    outcome: ImageOutcome
+    normalised: NormalisedImage | None = None
+    stored: tuple[str, str] = ("", "")
+
+
+def product_image_prepare(
+    *, image_id: int, source: str, base_dir: Path | None, fetcher: SafeFetcher, may_retry: bool
+) -> PreparedImage:
+    """Fetch, normalise and store one image's files; touches no database row.
+
+    Runs in a worker thread (see ``product_images_process``): it must not use the ORM.
+    Files are content-addressed, so storing them before the row is written is safe to
+    repeat after a crash.
+    """
     try:
         data = _load_image_bytes(source=source, base_dir=base_dir, fetcher=fetcher)
         normalised = normalise_image(data)
     except FetchError as exc:
-        if exc.retryable and may_retry:
-            return ImageOutcome("retry", exc.reason)
-        return _image_failed(image_id=image_id, source=source, reason=exc.reason)
+        status: Literal["failed", "retry"] = "retry" if exc.retryable and may_retry else "failed"
+        return PreparedImage(image_id, source, ImageOutcome(status, exc.reason))
     except ImageRejectedError as exc:
-        return _image_failed(image_id=image_id, source=source, reason=exc.reason)
+        return PreparedImage(image_id, source, ImageOutcome("failed", exc.reason))
     except OSError as exc:
-        return _image_failed(image_id=image_id, source=source, reason=f"could not read: {exc}")
-    main, thumb = image_store(normalised)
-    with transaction.atomic():
-        locked = ProductImage.objects.select_for_update().filter(id=image_id).first()
-        # Stale input: the row was deleted or re-pointed at another source meanwhile.
-        if locked is None or locked.source_url != source:
-            return ImageOutcome("ready")
-        locked.image.name = main
-        locked.thumbnail.name = thumb
-        locked.width = normalised.width
-        locked.height = normalised.height
-        locked.sha256 = normalised.sha256
-        locked.status = ProductImage.Status.READY
-        locked.error = ""
-        locked.save()
-    return ImageOutcome("ready")
-
-
-def _image_failed(*, image_id: int, source: str, reason: str) -> ImageOutcome:
-    ProductImage.objects.filter(id=image_id, source_url=source).update(
-        status=ProductImage.Status.FAILED, error=reason[:2000], updated_at=timezone.now()
+        return PreparedImage(image_id, source, ImageOutcome("failed", f"could not read: {exc}"))
+    return PreparedImage(
+        image_id, source, ImageOutcome("ready"), normalised, stored=image_store(normalised)
     )
-    return ImageOutcome("failed", reason)
+
+
+def product_images_save(*, prepared: list[PreparedImage]) -> None:
+    """Write a batch of prepared images to their rows in one statement (one commit).
+
+    The ``WHERE`` keeps the old per-image guarantees: a row deleted or re-pointed at
+    another source meanwhile is left alone (stale input), and a ready image is never
+    turned back into a failed one. Images to retry keep their pending row.
+    """
+    written = [p for p in prepared if p.outcome.status != "retry"]
+    if not written:
+        return
+    columns: dict[str, list[Any]] = {
+        "id": [], "source_url": [], "status": [], "error": [], "image": [], "thumbnail": [],
+        "width": [], "height": [], "sha256": [],
+    }  # fmt: skip
+    for item in written:
+        normalised = item.normalised
+        columns["id"].append(item.image_id)
+        columns["source_url"].append(item.source)
+        columns["status"].append(item.outcome.status)
+        columns["error"].append(item.outcome.reason[:2000])
+        columns["image"].append(item.stored[0] or None)
+        columns["thumbnail"].append(item.stored[1] or None)
+        columns["width"].append(normalised.width if normalised else None)
+        columns["height"].append(normalised.height if normalised else None)
+        columns["sha256"].append(normalised.sha256 if normalised else None)
+    types = {"id": "bigint", "width": "integer", "height": "integer"}
+    table = ProductImage._meta.db_table
+    unnest = ", ".join(f"%s::{types.get(name, 'text')}[]" for name in columns)
+    # A failed image keeps whatever file fields it had (NULL here means "unchanged").
+    sql = f"""
+        UPDATE {table} AS img SET
+            status = u.status,
+            error = u.error,
+            image = COALESCE(u.image, img.image),
+            thumbnail = COALESCE(u.thumbnail, img.thumbnail),
+            width = COALESCE(u.width, img.width),
+            height = COALESCE(u.height, img.height),
+            sha256 = COALESCE(u.sha256, img.sha256),
+            updated_at = clock_timestamp()
+        FROM unnest({unnest}) AS u({", ".join(columns)})
+        WHERE img.id = u.id AND img.source_url = u.source_url AND img.status <> 'ready'
+    """  # noqa: S608 (identifiers come from the model, values are parameters)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, list(columns.values()))
+
+
+def _image_threads() -> int:
+    # Pillow releases the GIL while decoding, resizing and encoding, and fetches wait on
+    # the network, so threads overlap both. Capped: each holds a decoded image in memory.
+    configured = getattr(settings, "VITRINE_IMPORT_IMAGE_THREADS", None)
+    return max(1, int(configured) if configured else min(4, os.cpu_count() or 1))
+
+
+def product_images_process(
+    *,
+    images: list[tuple[int, str]],
+    base_dir: Path | None,
+    fetcher: SafeFetcher,
+    may_retry: bool,
+    keep_going: Callable[[], bool] = lambda: True,
+) -> list[ImageOutcome] | None:
+    """Fetch, normalise and store ``(image_id, source)`` pairs; returns their outcomes.
+
+    Images are prepared by a small thread pool and their rows written in batches of
+    ``IMAGE_WRITE_BATCH`` (one commit each, instead of one per image). ``keep_going`` is
+    called about every second (the chunk's heartbeat); when it says no, what finished is
+    still written and None is returned. Idempotent: a crash loses at most one batch of
+    writes, whose files are stored already and are found again on the redo.
+    """
+    outcomes: list[ImageOutcome] = []
+    todo = iter(images)
+    threads = _image_threads()
+    finished: list[PreparedImage] = []
+    in_flight: set[Future[PreparedImage]] = set()
+    stopped = False
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="image") as pool:
+        while True:
+            # A short queue per thread: bounded memory, and a lost lease stops soon.
+            while not stopped and len(in_flight) < 2 * threads:
+                pair = next(todo, None)
+                if pair is None:
+                    break
+                in_flight.add(
+                    pool.submit(
+                        product_image_prepare, image_id=pair[0], source=pair[1],
+                        base_dir=base_dir, fetcher=fetcher, may_retry=may_retry,
+                    )
+                )  # fmt: skip
+            if not in_flight:
+                break
+            done, in_flight = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
+            finished.extend(future.result() for future in done)
+            if len(finished) >= IMAGE_WRITE_BATCH:
+                product_images_save(prepared=finished)
+                outcomes.extend(p.outcome for p in finished)
+                finished = []
+            if not stopped and not keep_going():
+                stopped = True
+    product_images_save(prepared=finished)
+    outcomes.extend(p.outcome for p in finished)
+    return None if stopped else outcomes
 
 
 # --- Chunks -------------------------------------------------------------------------------
@@ -591,22 +752,28 @@ def import_chunk_process(
     pending = list(
         ProductImage.objects.filter(
             product__sku__in=skus, status=ProductImage.Status.PENDING
-        ).values_list("id", flat=True)
+        ).values_list("id", "source_url")
     )
-    retry_needed = False
-    base_dir = _job_base_dir(chunk.job)
     last_beat = time.monotonic()
+
+    def keep_going() -> bool:
+        nonlocal last_beat
+        if time.monotonic() - last_beat < HEARTBEAT_SECONDS:
+            return True
+        last_beat = time.monotonic()
+        return _heartbeat(chunk_id, worker)
+
     with SafeFetcher(_fetch_policy()) as fetcher:
-        for image_id in pending:
-            outcome = product_image_process(
-                image_id=image_id, base_dir=base_dir, fetcher=fetcher, may_retry=may_retry
-            )
-            retry_needed = retry_needed or outcome.status == "retry"
-            if time.monotonic() - last_beat > 2.0:
-                last_beat = time.monotonic()
-                if not _heartbeat(chunk_id, worker):
-                    return "busy"  # presumed dead and re-queued: the new holder finishes
-    if retry_needed:
+        outcomes = product_images_process(
+            images=pending,
+            base_dir=_job_base_dir(chunk.job),
+            fetcher=fetcher,
+            may_retry=may_retry,
+            keep_going=keep_going,
+        )
+    if outcomes is None:
+        return "busy"  # presumed dead and re-queued: the new holder finishes
+    if any(outcome.status == "retry" for outcome in outcomes):
         ImportChunk.objects.filter(id=chunk_id, claimed_by=worker).update(claimed_by="")
         return "retry"
     _chunk_finish(chunk_id=chunk_id, worker=worker, rows=rows, dispatch=dispatch)

@@ -12,11 +12,10 @@ from celery import Task, current_app, shared_task
 
 from catalog import services
 
-TASK_OPTIONS = {"acks_late": True, "reject_on_worker_lost": True}
 MAX_IMAGE_RETRIES = 4
 
 
-@shared_task(**TASK_OPTIONS)
+@shared_task(acks_late=True, reject_on_worker_lost=True)
 def import_job_parse(*, job_id: int) -> int:
     chunk_ids = services.import_job_parse(job_id=job_id)
     for chunk_id in chunk_ids:
@@ -24,7 +23,7 @@ def import_job_parse(*, job_id: int) -> int:
     return len(chunk_ids)
 
 
-@shared_task(bind=True, max_retries=MAX_IMAGE_RETRIES, **TASK_OPTIONS)
+@shared_task(bind=True, max_retries=MAX_IMAGE_RETRIES, acks_late=True, reject_on_worker_lost=True)
 def import_chunk_process(self: Task, *, chunk_id: int) -> str:
     outcome = services.import_chunk_process(
         chunk_id=chunk_id,
@@ -37,12 +36,12 @@ def import_chunk_process(self: Task, *, chunk_id: int) -> str:
     return outcome
 
 
-@shared_task(**TASK_OPTIONS)
+@shared_task(acks_late=True, reject_on_worker_lost=True)
 def import_job_finalize(*, job_id: int) -> None:
     services.import_job_finalize(job_id=job_id)
 
 
-@shared_task(**TASK_OPTIONS)
+@shared_task(acks_late=True, reject_on_worker_lost=True)
 def import_sweep(*, stale_after_seconds: int = services.STALE_AFTER_SECONDS) -> dict[str, int]:
     """Re-queue import work stuck in a non-final state (run by Celery beat)."""
     found = services.import_sweep(stale_after_seconds=stale_after_seconds)

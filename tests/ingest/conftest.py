@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import threading
 import time
 from collections import Counter
@@ -18,6 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
+
+# Worker subprocesses (the session's ``celery_worker_process`` included) copy this process's
+# environment when they start, and their image fetches must reach the local server below,
+# which tests name as "localhost". Set here, at collection, so it precedes every worker
+# start; the test process itself is configured per test through the ``settings`` fixture.
+os.environ.setdefault("VITRINE_FETCH_ALLOWED_HOSTS", "localhost")
 
 Route = Callable[[BaseHTTPRequestHandler, dict[str, list[str]]], None]
 

@@ -76,13 +76,13 @@ class Command(BaseCommand):
         bar.close()
         self._report(job, time.monotonic() - started)
 
-    def _update(self, bar: tqdm, job: ImportJob) -> None:  # type: ignore[type-arg]
+    def _update(self, bar: tqdm, job: ImportJob) -> None:
         bar.total = job.total_rows
         bar.n = job.done_rows + job.failed_rows + job.skipped_rows
         bar.set_postfix(failed=job.failed_rows, skipped=job.skipped_rows, refresh=False)
         bar.refresh()
 
-    def _follow(self, job: ImportJob, bar: tqdm) -> ImportJob:  # type: ignore[type-arg]
+    def _follow(self, job: ImportJob, bar: tqdm) -> ImportJob:
         while job.state in (ImportJob.State.QUEUED, ImportJob.State.RUNNING):
             time.sleep(1.0)
             job.refresh_from_db()
