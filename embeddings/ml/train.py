@@ -433,6 +433,9 @@ def run_training(
     if eval_dataset is not None:
         from embeddings.ml.quickeval import quick_metrics
 
+        info["n_heldout_items"] = len(eval_dataset.items)
+        info["n_heldout_lookbooks"] = len(eval_dataset.lookbooks)
+
         metrics = quick_metrics(_as_loaded(loaded, model), eval_dataset)
         info["heldout_metrics"] = metrics
     cfg = dict(loaded.config)
@@ -595,12 +598,14 @@ def _as_loaded(loaded: LoadedModel, model: PinCLIP) -> LoadedModel:
 
 
 def render_model_card(cfg: dict[str, Any], extra: str = "") -> str:
-    """Return MODEL_CARD.md text for a checkpoint config (data, recipe, metrics)."""
+    """Return MODEL_CARD.md text for a checkpoint config (`extra` first, then details)."""
     tr = cfg.get("training", {})
     oc = cfg["open_clip_model_cfg"]
-    lines = [
-        "# Vitrine PinCLIP checkpoint",
-        "",
+    losses = {k: round(v, 3) for k, v in tr.get("final_losses", {}).items()}
+    lines = ["# Vitrine PinCLIP checkpoint", ""]
+    if extra:
+        lines += [extra.strip(), ""]
+    lines += [
         "## Model",
         f"- Image tower: `{oc['vision_cfg'].get('timm_model_name') or 'open_clip ViT'}` at "
         f"{cfg['preprocess']['image_size']} px; text tower: "
@@ -615,7 +620,8 @@ def render_model_card(cfg: dict[str, Any], extra: str = "") -> str:
         f"{len(tr.get('categories', []))} categories.",
         "",
         "## Recipe",
-        f"- {tr.get('steps')} optimiser steps; final losses {tr.get('final_losses')}.",
+        f"- {tr.get('steps')} optimiser steps in {tr.get('train_seconds_this_call')} s "
+        f"(whole call: data decoding, training, held-out evaluation); final losses {losses}.",
         "- Training config:",
         "",
         "```json",
@@ -623,6 +629,8 @@ def render_model_card(cfg: dict[str, Any], extra: str = "") -> str:
         "```",
     ]
     if tr.get("heldout_metrics"):
+        from embeddings.ml import quickeval
+
         lines += [
             "",
             "## Held-out metrics",
@@ -630,7 +638,9 @@ def render_model_card(cfg: dict[str, Any], extra: str = "") -> str:
             "```json",
             json.dumps(tr["heldout_metrics"], indent=2, sort_keys=True),
             "```",
+            "",
+            "Definitions (`embeddings/ml/quickeval.py`):",
+            "",
+            *(f"    {ln}" for ln in (quickeval.__doc__ or "").strip().splitlines()),
         ]
-    if extra:
-        lines += ["", extra.strip()]
     return "\n".join(lines) + "\n"

@@ -259,3 +259,25 @@ def test_importing_the_package_does_not_import_torch(offline_env: dict[str, str]
         check=False,
     )
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+@needs_default
+def test_default_model_ranks_matching_image_text_pairs_above_chance(datasets_root: Path) -> None:
+    from embeddings.ml.data import load_clothing
+    from embeddings.ml.default_recipe import HOLDOUT_FRACTION, MAX_SENDER_SHARE
+    from embeddings.ml.loading import load_encoder
+
+    ds = load_clothing(datasets_root / "clothing")
+    _, held = ds.split_by_lookbook(HOLDOUT_FRACTION, seed=0, max_lookbook_share=MAX_SENDER_SHARE)
+    items = held.items[::5][:120]  # held-out senders only: never trained on
+    enc = load_encoder("default", device="cpu")
+    images = enc.encode_images([held.image_file(it) for it in items])
+    assert images.failed == {}
+    texts = sorted({it.text for it in items})
+    tvec = enc.encode_texts(texts)
+    sims = images.vectors @ tvec.T  # (N, U)
+    own = np.array([texts.index(it.text) for it in items])
+    ranks = (sims > sims[np.arange(len(items)), own][:, None]).sum(1)  # 0 = best
+    chance_mean_rank = (len(texts) - 1) / 2
+    assert ranks.mean() < 0.6 * chance_mean_rank
+    assert (ranks < 5).mean() > 2 * min(1.0, 5 / len(texts))
