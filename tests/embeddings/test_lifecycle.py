@@ -225,3 +225,23 @@ def test_a_spec_that_cannot_load_fails_with_its_reason(tmp_path: Path) -> None:
     assert model.state == EmbeddingModel.State.FAILED
     assert "no config.json" in model.error
     assert selectors.embedding_model_active() is None
+
+
+def test_the_single_pass_item_encoder_matches_the_three_public_calls(
+    checkpoints: dict[str, str],
+) -> None:
+    from embeddings import runtime
+    from tests.embeddings.conftest import jpeg
+
+    encoder = runtime.encoder_load(checkpoints["a"])
+    images = [jpeg(seed) for seed in range(5)] + [b"not an image"]
+    texts = [f"cotton dress number {n}" for n in range(6)]
+
+    assert runtime._single_pass_supported(encoder)
+    fast = runtime._encode_items_single_pass(encoder, images=images, texts=texts)
+    slow = runtime._encode_items_three_calls(encoder, images=images, texts=texts)
+
+    assert fast.indices == slow.indices == [0, 1, 2, 3, 4]
+    assert list(fast.failed) == list(slow.failed) == [5]
+    for kind in ("image", "text", "fused"):
+        np.testing.assert_allclose(getattr(fast, kind), getattr(slow, kind), atol=1e-4)
