@@ -167,11 +167,19 @@ def bench_end_to_end(spec: str, encoder: Any, paths: list[Path], repeats: int) -
         model = services.embedding_model_register(spec=spec, key="bench")
     runtime._encoders[model.key] = encoder  # the one loaded above: no second load
     model = services.embedding_model_prepare(model=model)
+    articles = _articles(paths[0].parent.parent / "articles.csv")
     ids = []
     for path in paths:
+        row = articles.get(path.stem, {})
         product, _ = Product.objects.get_or_create(
             sku=f"bench-{path.stem}",
-            defaults={"title": f"Article {path.stem}", "content_hash": path.stem},
+            defaults={
+                "title": row.get("prod_name") or f"Article {path.stem}",
+                "description": row.get("detail_desc", ""),
+                "category": row.get("product_type_name", ""),
+                "attributes": {"colour": row.get("colour_group_name", "")},
+                "content_hash": path.stem,
+            },
         )
         if not product.images.exists():
             image = ProductImage(product=product, status=ProductImage.Status.READY)
@@ -194,14 +202,53 @@ def bench_end_to_end(spec: str, encoder: Any, paths: list[Path], repeats: int) -
         stored = ProductEmbedding.objects.filter(model=model).count()
         assert stored == 3 * len(ids), stored
     best = runs.index(statistics.median(runs)) if len(runs) % 2 else 0
-    return {
+    all_kinds = {
+        "what": "production path: products_embed, image + text + fused vectors per product",
         "images": len(ids),
         "seconds": [round(s, 3) for s in runs],
         "images_per_s": _rate(len(ids), statistics.median(runs)),
         "vectors_per_product": 3,
         "batch_size": services.BATCH_SIZE,
-        "encode_seconds_by_kind": {k: round(v, 3) for k, v in kinds_seconds[best].items()},
+        "encode_seconds": {k: round(v, 3) for k, v in kinds_seconds[best].items()},
     }
+    # The same comparison the plain loop makes: image vectors only, through the same
+    # reads and the same upsert, committed per batch of 64.
+    from embeddings.services import _vectors_write
+
+    image_runs = []
+    for _ in range(repeats):
+        ProductEmbedding.objects.filter(model=model).delete()
+        start = time.perf_counter()
+        for first in range(0, len(ids), services.BATCH_SIZE):
+            batch = list(
+                Product.objects.filter(id__in=ids[first : first + services.BATCH_SIZE])
+                .prefetch_related("images")
+                .order_by("id")
+            )
+            photos = [p.images.all()[0].image.path for p in batch]
+            result = encoder.encode_images(photos)
+            rows = [(batch[i].pk, "image", result.vectors[r]) for r, i in enumerate(result.indices)]
+            hashes = {p.pk: p.content_hash for p in batch}
+            _vectors_write(model=model, rows=rows, hashes=hashes, image_failed=[])
+        image_runs.append(time.perf_counter() - start)
+        assert ProductEmbedding.objects.filter(model=model).count() == len(ids)
+    image_only = {
+        "what": "JPEG files -> image vectors -> upserted and committed, batches of 64",
+        "images": len(ids),
+        "seconds": [round(s, 3) for s in image_runs],
+        "images_per_s": _rate(len(ids), statistics.median(image_runs)),
+    }
+    return {"image_vectors": image_only, "all_kinds": all_kinds}
+
+
+def _articles(path: Path) -> dict[str, dict[str, str]]:
+    """H&M article rows by id, so products carry the text an import would give them."""
+    if not path.is_file():
+        return {}
+    import csv
+
+    with path.open(newline="") as handle:
+        return {row["article_id"]: row for row in csv.DictReader(handle)}
 
 
 def main() -> None:
@@ -210,6 +257,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=512, help="images per run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--spec", help="model spec (default: the bundled default model)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("VITRINE_TORCH_THREADS", "0")) or os.cpu_count() or 1,
+        help="torch threads for every figure (the stack's worker uses cores / concurrency)",
+    )
     parser.add_argument("--no-db", action="store_true", help="skip the end-to-end figure")
     parser.add_argument(
         "--out", type=Path, default=BASE_DIR / "bench" / "results" / "embed_throughput.json"
@@ -217,6 +270,7 @@ def main() -> None:
     args = parser.parse_args()
     paths = _images(args)
 
+    os.environ["VITRINE_TORCH_THREADS"] = str(args.threads)  # the Encoder reads it
     started = time.perf_counter()
     import torch
 
@@ -249,12 +303,14 @@ def main() -> None:
         figures["plain_loop"] = bench_plain_loop(encoder, paths, args.repeats)
         print("plain loop", figures["plain_loop"], flush=True)
         if not args.no_db:
-            figures["end_to_end"] = bench_end_to_end(spec, encoder, paths, args.repeats)
-            print("end to end", figures["end_to_end"], flush=True)
+            end_to_end = bench_end_to_end(spec, encoder, paths, args.repeats)
+            figures["end_to_end"] = end_to_end["image_vectors"]
+            figures["end_to_end_all_kinds"] = end_to_end["all_kinds"]
+            print("end to end", end_to_end, flush=True)
         plain = figures["plain_loop"]["images_per_s"]
         figures["speedup_vs_plain_loop"] = {
             name: round(figures[name]["images_per_s"] / plain, 2)
-            for name in ("encoder", "end_to_end")
+            for name in ("encoder", "end_to_end", "end_to_end_all_kinds")
             if name in figures
         }
         figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
