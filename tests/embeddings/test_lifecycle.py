@@ -245,3 +245,55 @@ def test_the_single_pass_item_encoder_matches_the_three_public_calls(
     assert list(fast.failed) == list(slow.failed) == [5]
     for kind in ("image", "text", "fused"):
         np.testing.assert_allclose(getattr(fast, kind), getattr(slow, kind), atol=1e-4)
+
+
+def _catalog_with_lookbooks(make_product: ProductFactory, n: int) -> list[Product]:
+    from catalog.models import Lookbook, LookbookItem
+
+    products = [make_product(title=f"Outfit piece {i}") for i in range(n)]
+    for start in range(0, n, 4):
+        lookbook = Lookbook.objects.create(title=f"Look {start}", slug=f"look-{start}")
+        for position, product in enumerate(products[start : start + 4]):
+            LookbookItem.objects.create(lookbook=lookbook, product=product, position=position)
+    return products
+
+
+def test_the_catalog_becomes_a_training_dataset_with_lookbooks_as_the_graph(
+    checkpoints: dict[str, str], make_product: ProductFactory
+) -> None:
+    products = _catalog_with_lookbooks(make_product, 8)
+
+    dataset = services.catalog_dataset()
+
+    assert [item.item_id for item in dataset.items] == [str(p.pk) for p in products]
+    assert dataset.items[0].text == "Outfit piece 0"
+    assert sorted(dataset.lookbooks) == ["lookbook:look-0", "lookbook:look-4"]
+    assert Path(dataset.image_file(dataset.items[0])).is_file()
+
+
+def test_evaluating_a_version_stores_its_metrics(
+    checkpoints: dict[str, str], make_product: ProductFactory
+) -> None:
+    model = prepare_here(spec=checkpoints["a"], key="blue")
+    _catalog_with_lookbooks(make_product, 24)
+
+    metrics = services.embedding_model_evaluate(model=model)
+
+    model.refresh_from_db()
+    assert model.metrics == metrics and metrics["n_items"] == 24
+    assert metrics["metrics"]  # metric name -> cell -> {value, ci_low, ci_high, n}
+
+
+def test_training_on_the_catalog_registers_a_building_version(
+    checkpoints: dict[str, str], make_product: ProductFactory, tmp_path: Path
+) -> None:
+    _catalog_with_lookbooks(make_product, 8)
+    overrides = {"max_steps": 2, "image_size": 64, "embed_dim": 32, "batch_pairs": 4}
+
+    model = services.embedding_model_train(
+        out_dir=tmp_path / "trained", key="trained", config_overrides=overrides
+    )
+
+    assert (model.key, model.state) == ("trained", EmbeddingModel.State.BUILDING)
+    assert model.spec == f"checkpoint:{(tmp_path / 'trained').resolve()}"
+    assert (tmp_path / "trained" / "model.safetensors").is_file()
