@@ -392,7 +392,8 @@ def _build_open_clip(
         vision_cfg["timm_model_pretrained"] = False  # image weights come from our file
     model_cls = CustomTextCLIP if (cfg.pop("custom_text", False) or is_hf) else CLIP
     try:
-        return model_cls(**cfg)
+        with _quiet_transformers():
+            return model_cls(**cfg)
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -494,3 +495,25 @@ def _offline_if_packaged(model_cfg: dict[str, Any]) -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = old
         if constants is not None:
             constants.HF_HUB_OFFLINE = old_const
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' per-load report and progress bar while we build a model.
+
+    The report lists the BERT pooler weights as unused: expected (we mean-pool), but it
+    is printed in every worker at every start and reads like an error.
+    """
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()

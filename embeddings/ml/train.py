@@ -147,18 +147,29 @@ def new_model(config: TrainConfig) -> LoadedModel:
 
 
 def _set_trainable(model: PinCLIP, config: TrainConfig, exclude: list[str]) -> None:
-    backbone: Any = model.backbone
-    for p in model.parameters():
-        p.requires_grad = True
-    if config.image_unfreeze_last_n is not None:
-        backbone.lock_image_tower(unlocked_groups=config.image_unfreeze_last_n)
-    if config.text_unfreeze_last_n >= 0:
-        backbone.lock_text_tower(unlocked_layers=config.text_unfreeze_last_n)
+    """Apply the per-tower freeze options (projections and fusion always train)."""
     if exclude and config.text_unfreeze_last_n != 0:
         raise ValueError(
             "this model's text trunk is loaded from a pip package and not saved: "
             "train it frozen (text_unfreeze_last_n=0)"
         )
+    backbone: Any = model.backbone
+    for p in model.parameters():
+        p.requires_grad = True
+    if config.image_unfreeze_last_n is not None:
+        backbone.lock_image_tower(unlocked_groups=config.image_unfreeze_last_n)
+    n = config.text_unfreeze_last_n
+    if n >= 0 and model.hf_text:
+        # open_clip's HF lock does not know BERT's layer names; do it directly.
+        trunk = backbone.text.transformer
+        for p in trunk.parameters():
+            p.requires_grad = False
+        layers = getattr(getattr(trunk, "encoder", trunk), "layer", [])
+        for layer in list(layers)[len(layers) - n :] if n else []:
+            for p in layer.parameters():
+                p.requires_grad = True
+    elif n >= 0:
+        backbone.lock_text_tower(unlocked_layers=n)
 
 
 # ---- data: image cache, text cache, batch sampling --------------------------------------
