@@ -181,7 +181,10 @@ def _upload_check(*, upload: UploadedFile, mapping: ColumnMapping, fmt: str | No
     if len(head) > UPLOAD_SNIFF_BYTES:
         if feed_fmt in ("json", "xml"):
             return  # one document: a cut one cannot parse; the job reports a bad one
-        head = head[: head.rfind(b"\n") + 1]  # whole lines only
+        last_line_end = head.rfind(b"\n")
+        if last_line_end < 0:
+            return  # no whole line in a MiB: nothing to judge by; the job reports on it
+        head = head[: last_line_end + 1]
     feed = open_bytes(head, name=name, mapping=mapping, fmt=feed_fmt)
     try:
         sample = list(itertools.islice(feed.products(), UPLOAD_SNIFF_ITEMS))

@@ -150,6 +150,11 @@ def test_api_refuses_bad_requests(admin_client: APIClient) -> None:
         format="json",
     )
     assert response.status_code == 400 and "not a feed field" in response.json()["detail"]
+    picture = io.BytesIO(make_jpeg())
+    picture.name = "feed.csv"
+    response = admin_client.post("/api/v1/imports", {"file": picture}, format="multipart")
+    assert response.status_code == 400 and "binary file" in response.json()["detail"]
+    assert ImportJob.objects.count() == 0
     assert APIClient().get("/api/v1/imports").status_code in (401, 403)
 
 

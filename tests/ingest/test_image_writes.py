@@ -1,0 +1,108 @@
+"""Batched image row writes keep the per-image guarantees (stale input, no downgrade)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from catalog import services
+from catalog.ingest.fetching import SafeFetcher
+from catalog.ingest.imaging import normalise_image
+from catalog.models import Product, ProductImage
+from tests.ingest.conftest import make_jpeg
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media(settings: Any, tmp_path: Path) -> Path:
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    return tmp_path / "media"
+
+
+def pending_image(sku: str, source: str = "img/a.jpg") -> ProductImage:
+    product = Product.objects.create(sku=sku, title=sku)
+    return ProductImage.objects.create(product=product, source_url=source)
+
+
+def ready(image: ProductImage, color: tuple[int, int, int] = (10, 20, 30)) -> Any:
+    normalised = normalise_image(make_jpeg(color=color))
+    return services.PreparedImage(
+        image.pk, image.source_url, services.ImageOutcome("ready"), normalised,
+        stored=services.image_store(normalised),
+    )  # fmt: skip
+
+
+def failed(image: ProductImage, reason: str = "HTTP 404") -> Any:
+    return services.PreparedImage(
+        image.pk, image.source_url, services.ImageOutcome("failed", reason)
+    )
+
+
+def test_a_batch_writes_ready_and_failed_images_together(media: Path) -> None:
+    good, bad = pending_image("A"), pending_image("B")
+    item = ready(good)
+    services.product_images_save(prepared=[item, failed(bad)])
+    good.refresh_from_db()
+    bad.refresh_from_db()
+    assert item.normalised is not None
+    assert (good.status, good.sha256, good.width) == ("ready", item.normalised.sha256, 120)
+    assert good.image.name == item.stored[0] and (media / good.thumbnail.name).is_file()
+    assert (bad.status, bad.error, bad.image.name) == ("failed", "HTTP 404", "")
+
+
+def test_an_image_re_pointed_at_another_source_meanwhile_is_left_alone() -> None:
+    image = pending_image("A")
+    item = ready(image)
+    ProductImage.objects.filter(pk=image.pk).update(source_url="img/new.jpg")
+    services.product_images_save(prepared=[item])
+    image.refresh_from_db()
+    assert (image.status, image.source_url, image.sha256) == ("pending", "img/new.jpg", "")
+
+
+def test_a_ready_image_is_never_turned_back_into_a_failed_one() -> None:
+    image = pending_image("A")
+    first = ready(image)
+    services.product_images_save(prepared=[first])
+    services.product_images_save(prepared=[failed(image)])
+    image.refresh_from_db()
+    assert first.normalised is not None
+    assert (image.status, image.error, image.sha256) == ("ready", "", first.normalised.sha256)
+
+
+def test_images_to_retry_keep_their_pending_row() -> None:
+    image = pending_image("A")
+    retry = services.PreparedImage(image.pk, image.source_url, services.ImageOutcome("retry"))
+    services.product_images_save(prepared=[retry])
+    image.refresh_from_db()
+    assert (image.status, image.error) == ("pending", "")
+
+
+def test_processing_stops_when_the_lease_is_lost_and_keeps_what_finished(tmp_path: Path) -> None:
+    folder = tmp_path / "feed"
+    folder.mkdir()
+    images = []
+    for i in range(30):
+        (folder / f"{i}.jpg").write_bytes(make_jpeg(color=(i, 0, 0)))
+        images.append(pending_image(f"S{i}", f"{i}.jpg"))
+    calls = 0
+
+    def keep_going() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls < 2
+
+    with SafeFetcher(services._fetch_policy()) as fetcher:
+        outcomes = services.product_images_process(
+            images=[(image.pk, image.source_url) for image in images],
+            base_dir=folder,
+            fetcher=fetcher,
+            may_retry=False,
+            keep_going=keep_going,
+        )
+    assert outcomes is None
+    written = ProductImage.objects.filter(status="ready").count()
+    assert 0 < written < 30  # what was in flight was written; nothing more was started
+    assert ProductImage.objects.exclude(status__in=["ready", "pending"]).count() == 0
