@@ -40,6 +40,20 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_threads() -> int:
+    """Return the torch thread count for CPU inference.
+
+    `VITRINE_TORCH_THREADS` if set (a web worker answering one query at a time does best
+    with 1-2), else torch's default capped at the CPUs this process may actually use
+    (containers often see every host core but may run on few).
+    """
+    configured = int(os.environ.get("VITRINE_TORCH_THREADS", "0") or 0)
+    if configured > 0:
+        return configured
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(torch.get_num_threads(), usable or 1))
+
+
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
@@ -74,9 +88,7 @@ class Encoder:
         self.preprocess = loaded.preprocess
         self.tokenizer = loaded.tokenizer
         if self.device.type == "cpu":
-            # Sensible default: every core for the math unless the operator says otherwise.
-            threads = int(os.environ.get("VITRINE_TORCH_THREADS", "0")) or (os.cpu_count() or 1)
-            torch.set_num_threads(max(1, threads))
+            torch.set_num_threads(cpu_threads())
         self.model = loaded.model.to(self.device).eval()
         if self.device.type == "cpu":
             # NHWC is what oneDNN convolutions prefer; about 1.2-1.5x faster for CNN towers.

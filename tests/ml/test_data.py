@@ -91,3 +91,15 @@ def test_loader_names_a_missing_file(tmp_path: Path) -> None:
 
     with pytest.raises(DatasetError, match=r"images\.csv not found"):
         load_clothing(tmp_path)
+
+
+def test_longer_walks_still_end_on_another_item_reachable_through_lookbooks() -> None:
+    from embeddings.ml.train import PairSampler
+
+    ids = ["a", "b", "c", "d", "lonely"]
+    lookbooks = {"l1": ["a", "b"], "l2": ["b", "c"], "l3": ["c", "d"]}
+    sampler = PairSampler(ids, lookbooks, walk_length=2)
+    anchors, neighbours = sampler.sample(np.random.default_rng(1), 64)
+    assert ids.index("lonely") not in anchors + neighbours  # in no lookbook: never paired
+    reach2 = {0: {1, 2}, 1: {0, 2, 3}, 2: {0, 1, 3}, 3: {1, 2}}  # within two hops, not self
+    assert all(b in reach2[a] for a, b in zip(anchors, neighbours, strict=True))

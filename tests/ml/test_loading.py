@@ -213,6 +213,28 @@ def test_hf_hub_spec_offline_without_cache_raises_model_load_error(
     assert "MLE open_clip:hf-hub:vitrine/absent: cannot get open_clip_config.json" in out.stdout
 
 
+def test_pretrained_tag_without_network_says_so(
+    offline_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**offline_env, "HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HOME": str(tmp_path)}
+    code = (
+        "from embeddings.ml.loading import load_model\n"
+        "from embeddings.ml.errors import ModelLoadError\n"
+        "try:\n    load_model('open_clip:ViT-B-32:laion2b_s34b_b79k')\n"
+        "except ModelLoadError as e:\n    print('MLE', e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "MLE open_clip:ViT-B-32:laion2b_s34b_b79k: cannot fetch pretrained tag" in out.stdout
+
+
 # ---- the bundled default model ---------------------------------------------------------------
 DEFAULT_WEIGHTS = REPO / "embeddings" / "default_model" / "model.safetensors"
 needs_default = pytest.mark.skipif(
