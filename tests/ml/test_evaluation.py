@@ -410,3 +410,20 @@ def test_chance_levels_match_the_catalogue() -> None:
     assert chance["text_to_image/recall@10"]["warm"] == pytest.approx(10 / 60)
     assert chance["image_to_image/category_precision@10"]["warm"] == pytest.approx(19 / 59)
     assert chance["text_to_image/category_precision@10"]["cold"] == pytest.approx(20 / 60)
+
+
+def test_sample_dataset_keeps_groups_whole() -> None:
+    from embeddings.ml.data import Item, ItemDataset
+    from embeddings.ml.evaluation.experiment import sample_dataset
+
+    items = [Item(f"a{i}", f"/a{i}.jpg", "t", "c") for i in range(100)]
+    lookbooks = {f"product:{j}": [f"a{i}" for i in range(j * 5, j * 5 + 5)] for j in range(10)}
+    lookbooks["section:all"] = [it.item_id for it in items]
+    ds = ItemDataset("toy", items, lookbooks)
+    sample = sample_dataset(ds, 40, seed=0, group_prefix="product:")
+    assert 40 <= len(sample.items) <= 44
+    kept = {it.item_id for it in sample.items}
+    for lid, members in lookbooks.items():
+        if lid.startswith("product:"):
+            assert set(members) <= kept or not set(members) & kept
+    assert sample_dataset(ds, 40, seed=0, group_prefix="product:").items == sample.items

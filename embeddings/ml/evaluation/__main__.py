@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--w-category", type=float, default=0.5)
     x.add_argument("--max-queries", type=int, default=EvalConfig.max_queries_per_cell)
     x.add_argument("--retrain", action="store_true", help="ignore existing checkpoints")
+    x.add_argument(
+        "--sample-items", type=int, default=None, help="use a seeded sample of the catalogue"
+    )
 
     d = sub.add_parser("default-model", help="report on the bundled default model (clothing)")
     common(d, dataset=False)
@@ -138,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             w_neighbour=args.w_neighbour,
             w_category=args.w_category,
             reuse_checkpoints=not args.retrain,
+            sample_items=args.sample_items,
             eval=EvalConfig(seed=args.seed, max_queries_per_cell=args.max_queries),
             command=_command_line(argv),
         )

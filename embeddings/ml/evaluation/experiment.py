@@ -73,6 +73,38 @@ def training_dataset(dataset: Any, split: Split) -> Any:
     )
 
 
+def sample_dataset(dataset: Any, n_items: int, seed: int, group_prefix: str = "") -> Any:
+    """A seeded sample of about ``n_items`` items of an ``ItemDataset``, whole groups at a time.
+
+    Groups are the lookbooks named ``group_prefix...`` (hm: "product:", the colour variants
+    of one product) plus every other item on its own; groups are shuffled with ``seed`` and
+    taken until ``n_items`` is reached, so a sampled product keeps all its variants. Returns
+    ``dataset.subset(...)`` (lookbooks shrink to the sample, size >= 2). Used to fit an
+    experiment into a CPU budget; the report says so.
+    """
+    import numpy as np
+
+    if n_items >= len(dataset.items):
+        return dataset
+    units: list[list[str]] = []
+    grouped: set[str] = set()
+    if group_prefix:
+        for lid in sorted(dataset.lookbooks):
+            if lid.startswith(group_prefix):
+                members = [i for i in dataset.lookbooks[lid] if i not in grouped]
+                if members:
+                    units.append(members)
+                    grouped.update(members)
+    units += [[it.item_id] for it in dataset.items if it.item_id not in grouped]
+    order = np.random.default_rng(seed).permutation(len(units))
+    chosen: list[str] = []
+    for j in order:
+        if len(chosen) >= n_items:
+            break
+        chosen += units[j]
+    return dataset.subset(chosen, dataset.name)
+
+
 def split_from_heldout(catalogue: Any, heldout_ids: set[str], name: str, seed: int) -> Split:
     """A ``Split`` whose cold items are ``heldout_ids`` and whose held-out lookbooks are the
     lookbooks made only of them (how the default model's recipe holds out whole boards)."""
@@ -141,6 +173,7 @@ class ExperimentConfig:
     batch_pairs: int = 64  # neighbour pairs per step (a step sees twice as many items)
     w_neighbour: float = 0.5  # full objective only
     w_category: float = 0.5  # full objective only
+    sample_items: int | None = None  # evaluate and train on a seeded sample of the catalogue
     reuse_checkpoints: bool = True  # skip training a variant whose checkpoint exists
     eval: EvalConfig = field(default_factory=EvalConfig)
     command: str = ""  # the command line, quoted in the report
@@ -262,6 +295,11 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
     started = time.monotonic()
     hardware = hardware_summary(cfg.threads)
     dataset = load_named_dataset(cfg.dataset, cfg.data_root)
+    n_full = len(dataset.items)
+    if cfg.sample_items:
+        dataset = sample_dataset(
+            dataset, cfg.sample_items, cfg.seed, LOOKBOOK_PREFIX.get(cfg.dataset, "")
+        )
     catalogue = as_catalogue(dataset)
     split_path = cfg.work_dir / "split.json"
     split = make_split(
@@ -322,6 +360,16 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
             "shop-the-look with the scene photo against product image vectors (like a "
             "photo query); text/image retrieval uses the towers' own vectors.",
             f"Evaluation config: {cfg.eval}.",
+            *(
+                [
+                    f"Catalogue: a seeded sample (seed {cfg.seed}) of {len(dataset.items)} of "
+                    f"the {n_full} items, whole '{LOOKBOOK_PREFIX.get(cfg.dataset, '')}' "
+                    "groups at a time, to fit the CPU budget; training and evaluation both "
+                    "use only the sample."
+                ]
+                if cfg.sample_items
+                else []
+            ),
         ],
     )
     return write_report(cfg.out, runs, meta)
