@@ -545,7 +545,7 @@ _CLAIM = (
     "INSERT INTO embeddings_pendingembedding (product_id, model_id, enqueued_at) "
     "SELECT id, %s, now() FROM catalog_product WHERE id = ANY(%s) "
     "ON CONFLICT (product_id, model_id) DO UPDATE SET enqueued_at = EXCLUDED.enqueued_at "
-    "WHERE embeddings_pendingembedding.enqueued_at < now() - %s "
+    "WHERE embeddings_pendingembedding.enqueued_at < now() - make_interval(secs => %s) "
     "RETURNING product_id"
 )
 
@@ -555,7 +555,8 @@ def _claim(*, model: EmbeddingModel, product_ids: list[int]) -> list[int]:
     if not product_ids:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM, [model.pk, product_ids, selectors.PENDING_LEASE])
+        lease = selectors.PENDING_LEASE.total_seconds()
+        cursor.execute(_CLAIM, [model.pk, product_ids, lease])
         return sorted(int(row[0]) for row in cursor.fetchall())
 
 

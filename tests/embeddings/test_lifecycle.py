@@ -63,7 +63,7 @@ def test_products_get_image_text_and_fused_vectors_and_a_repeat_is_a_no_op(
     assert first.embedded == ids and not first.image_failed
     assert again.embedded == [] and again.skipped == ids
     assert ProductEmbedding.objects.filter(model=model).count() == 9
-    vector = np.asarray(ProductEmbedding.objects.filter(kind="image").first().vector)
+    vector = np.asarray(ProductEmbedding.objects.filter(kind="image")[0].vector)
     assert vector.shape == (32,) and abs(float(np.linalg.norm(vector)) - 1) < 1e-2
 
 

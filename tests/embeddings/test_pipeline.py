@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _stored(model: EmbeddingModel, product_ids: list[int]) -> bool:
     count = ProductEmbedding.objects.filter(model=model, product_id__in=product_ids).count()
     return count == 3 * len(product_ids)
+
+
+def _imported(sku: str) -> bool:
+    return Product.objects.filter(sku=sku).exists()
 
 
 def _register_and_wait_active(spec: str, key: str) -> EmbeddingModel:
@@ -76,9 +81,9 @@ def test_an_import_yields_vectors_for_the_active_model_with_no_manual_step(
         sku = next((folder / "images").iterdir()).stem
         start = time.monotonic()
         _import(folder)
-        wait_for(lambda sku=sku: Product.objects.filter(sku=sku).exists(), timeout=60, step=0.01)
+        wait_for(partial(_imported, sku), timeout=60, step=0.01)
         product_id = Product.objects.get(sku=sku).pk
-        wait_for(lambda pid=product_id: _stored(model, [pid]), timeout=60, step=0.01)
+        wait_for(partial(_stored, model, [product_id]), timeout=60, step=0.01)
         import_seconds.append(time.monotonic() - start)
 
     # The engine's share: a product whose image is ready -> its vectors committed.
@@ -87,7 +92,7 @@ def test_an_import_yields_vectors_for_the_active_model_with_no_manual_step(
         product = make_product()
         start = time.monotonic()
         services.products_embed_enqueue(product_ids=[product.pk])
-        wait_for(lambda pid=product.pk: _stored(model, [pid]), timeout=60, step=0.01)
+        wait_for(partial(_stored, model, [product.pk]), timeout=60, step=0.01)
         engine_seconds.append(time.monotonic() - start)
 
     figures = {
@@ -147,6 +152,7 @@ def test_a_background_backfill_never_leaks_into_search_until_the_switch(
 
     services.embedding_model_activate(model=green)
     green_probe = selectors.product_embedding_vector(product_id=ids[0], kind="fused")
+    assert green_probe is not None
     hits = selectors.product_embedding_nearest(vector=green_probe, kind="fused", limit=1)
     assert selectors.embedding_model_active() == green and hits[0].score > 0.99
     assert services.embedding_model_rollback() == blue
