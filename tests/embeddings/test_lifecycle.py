@@ -297,3 +297,30 @@ def test_training_on_the_catalog_registers_a_building_version(
     assert (model.key, model.state) == ("trained", EmbeddingModel.State.BUILDING)
     assert model.spec == f"checkpoint:{(tmp_path / 'trained').resolve()}"
     assert (tmp_path / "trained" / "model.safetensors").is_file()
+
+
+def test_the_commands_list_backfill_switch_and_retire_versions(
+    checkpoints: dict[str, str], make_product: ProductFactory
+) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    prepare_here(spec=checkpoints["a"], key="blue")
+    green = prepare_here(spec=checkpoints["b"], key="green")
+    products = [make_product() for _ in range(3)]
+
+    out = io.StringIO()
+    call_command("embed_catalog", stdout=out, stderr=io.StringIO())
+    call_command("embed_catalog", "--model", "green", stdout=out, stderr=io.StringIO())
+    assert "blue: 3 products embedded" in out.getvalue()
+    assert ProductEmbedding.objects.filter(model=green).count() == 3 * len(products)
+
+    out = io.StringIO()
+    call_command("embedding_models", "activate", "green", stdout=out)
+    call_command("embedding_models", "rollback", stdout=out)
+    call_command("embedding_models", "retire", "green", stdout=out)
+    call_command("embedding_models", "list", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[:3] == ["green is active", "blue is active again", "green retired"]
+    assert any(line.startswith("blue ") and " active " in line for line in lines)
