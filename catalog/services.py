@@ -60,7 +60,6 @@ from catalog.models import (
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 500
-IMAGE_MAX_BYTES = 20 * 1024 * 1024
 FEED_MAX_BYTES = 200 * 1024 * 1024
 #: An upload's first bytes and validated items (rows, or errors) checked before a job exists.
 UPLOAD_SNIFF_BYTES = 1024 * 1024
@@ -204,13 +203,10 @@ def _upload_check(*, upload: UploadedFile, mapping: ColumnMapping, fmt: str | No
 
 
 def _fetch_policy(*, feed: bool = False) -> FetchPolicy:
-    # Optional settings (with these defaults) let tests shorten the deadline.
-    max_bytes = getattr(settings, "VITRINE_FETCH_MAX_IMAGE_BYTES", IMAGE_MAX_BYTES)
-    deadline = getattr(settings, "VITRINE_FETCH_DEADLINE_SECONDS", 20.0)
     return fetch_policy_from_settings(
         allowed_hosts=settings.VITRINE_FETCH_ALLOWED_HOSTS,
-        max_bytes=FEED_MAX_BYTES if feed else max_bytes,
-        deadline=120.0 if feed else deadline,
+        max_bytes=FEED_MAX_BYTES if feed else settings.VITRINE_FETCH_MAX_IMAGE_BYTES,
+        deadline=120.0 if feed else float(settings.VITRINE_FETCH_DEADLINE_SECONDS),
     )
 
 
@@ -519,8 +515,9 @@ def _read_local(*, base_dir: Path, relative: str) -> bytes:
     target = (base / relative).resolve()
     if not target.is_relative_to(base):
         raise ImageRejectedError(f"{relative!r} points outside the feed's folder")
-    if target.stat().st_size > IMAGE_MAX_BYTES:
-        raise ImageRejectedError(f"{relative!r} is larger than {IMAGE_MAX_BYTES:,} bytes")
+    max_bytes = settings.VITRINE_FETCH_MAX_IMAGE_BYTES
+    if target.stat().st_size > max_bytes:
+        raise ImageRejectedError(f"{relative!r} is larger than {max_bytes:,} bytes")
     return target.read_bytes()
 
 
@@ -641,8 +638,8 @@ def product_images_save(*, prepared: list[PreparedImage]) -> None:
 def _image_threads() -> int:
     # Pillow releases the GIL while decoding, resizing and encoding, and fetches wait on
     # the network, so threads overlap both. Capped: each holds a decoded image in memory.
-    configured = getattr(settings, "VITRINE_IMPORT_IMAGE_THREADS", None)
-    return max(1, int(configured) if configured else min(4, os.cpu_count() or 1))
+    configured = settings.VITRINE_IMPORT_IMAGE_THREADS
+    return configured if configured > 0 else min(4, os.cpu_count() or 1)
 
 
 def product_images_process(

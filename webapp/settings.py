@@ -239,6 +239,13 @@ VITRINE_QUERY_PHOTO_RETENTION_HOURS = env_int("VITRINE_QUERY_PHOTO_RETENTION_HOU
 # Hosts the image fetcher may reach even though they resolve to non-public addresses.
 # Empty by default: loopback and private networks are refused. Tests name their own hosts.
 VITRINE_FETCH_ALLOWED_HOSTS = env_list("VITRINE_FETCH_ALLOWED_HOSTS", [])
+# One image download may take this long in all (every redirect hop included) and this many bytes.
+VITRINE_FETCH_DEADLINE_SECONDS = env_int("VITRINE_FETCH_DEADLINE_SECONDS", 20, minimum=1)
+VITRINE_FETCH_MAX_IMAGE_BYTES = env_int(
+    "VITRINE_FETCH_MAX_IMAGE_BYTES", 20 * 1024 * 1024, minimum=1
+)
+# Threads that fetch and normalise one import chunk's images (0: up to 4, by CPU count).
+VITRINE_IMPORT_IMAGE_THREADS = env_int("VITRINE_IMPORT_IMAGE_THREADS", 0, minimum=0)
 # Where the shared datasets live for dataset-backed tests and benchmarks (never committed).
 VITRINE_DATASETS = env_path("VITRINE_DATASETS", BASE_DIR.parent / "shared" / "datasets")
 
