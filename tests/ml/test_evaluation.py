@@ -263,6 +263,7 @@ def test_image_to_text_ranks_shared_texts_once() -> None:
     assert result.metrics["image_to_text/recall@1"]["warm"].value == 1.0
     assert result.metrics["text_to_image/category_precision@10"]["warm"].value == 1.0
     assert result.metrics["text_to_image/recall@1"]["warm"].value == 0.0  # ties count against
+    assert result.chance["image_to_text/recall@1"]["warm"] == 0.25  # 4 distinct texts
 
 
 def test_evaluate_puts_lookbook_queries_in_the_left_out_items_cell() -> None:

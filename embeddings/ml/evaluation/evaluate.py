@@ -503,12 +503,13 @@ def chance_levels(
 ) -> dict[str, dict[str, float]]:
     """Expected value of each metric under a random ranking, per cell (where it is simple).
 
-    recall@k of one target among N: k/N; category precision: the share of the gallery with
+    recall@k of one target among N: k/N (image->text: N distinct texts); category precision: the share of the gallery with
     the query's category; FITB: 1/candidates; shop-the-look recall@10: 10/N. Used as a
     reference column in reports (a coarse label makes a high precision meaningless).
     """
     k = config.k
     n = int(ok.sum())
+    n_texts = len({it.text for it in catalogue.items})
     labels = [it.category for it in catalogue.items]
     counts: dict[str, int] = {}
     for i, label in enumerate(labels):
@@ -519,9 +520,10 @@ def chance_levels(
         q = plan.retrieval[c]
         labelled = [i for i in q if labels[i]]
         if q:
-            for prefix in ("text_to_image", "image_to_text"):
-                for kk in (1, 5, 10):
-                    out.setdefault(f"{prefix}/recall@{kk}", {})[c] = min(1.0, kk / n)
+            for kk in (1, 5, 10):
+                out.setdefault(f"text_to_image/recall@{kk}", {})[c] = min(1.0, kk / n)
+                # image->text ranks among the distinct texts
+                out.setdefault(f"image_to_text/recall@{kk}", {})[c] = min(1.0, kk / n_texts)
         if labelled:
             out.setdefault("text_to_image/category_precision@10", {})[c] = float(
                 np.mean([counts[labels[i]] / n for i in labelled])
