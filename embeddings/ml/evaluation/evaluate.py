@@ -503,9 +503,10 @@ def chance_levels(
 ) -> dict[str, dict[str, float]]:
     """Expected value of each metric under a random ranking, per cell (where it is simple).
 
-    recall@k of one target among N: k/N (image->text: N distinct texts); category precision: the share of the gallery with
-    the query's category; FITB: 1/candidates; shop-the-look recall@10: 10/N. Used as a
-    reference column in reports (a coarse label makes a high precision meaningless).
+    recall@k of one target among N: k/N (image->text: N distinct texts); category
+    precision: the share of the gallery with the query's category; FITB: 1/candidates;
+    shop-the-look recall@10: 10/N. Used as a reference column in reports (a coarse label
+    makes a high precision meaningless).
     """
     k = config.k
     n = int(ok.sum())
