@@ -3,8 +3,11 @@
 #   make test  - lint, type-check and run the whole test suite against real services
 # DATABASE_URL / CELERY_BROKER_URL select external services; unset, embedded ones are started.
 
-PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
-	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' \
+# Python 3.12+ (the version we test on first) from PATH, else one installed by pyenv (whose
+# shims may not be active).
+PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 \
+	$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -V); do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 \
 	&& { echo $$p; break; }; done)
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -31,7 +34,8 @@ pytest:
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
-	@test -n "$(PYTHON)" || { echo "Vitrine needs Python 3.12 or newer (Django 6)."; exit 1; }
+	@test -x $(BIN)/python || test -n "$(PYTHON)" || \
+		{ echo "Vitrine needs Python 3.12 or newer (Django 6); none was found."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
