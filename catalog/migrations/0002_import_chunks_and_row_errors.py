@@ -5,66 +5,130 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0001_initial'),
+        ("catalog", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='importjob',
-            name='stats',
+            model_name="importjob",
+            name="stats",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='lookbook',
-            name='cover_source',
+            model_name="lookbook",
+            name="cover_source",
             field=models.CharField(blank=True, max_length=2000),
         ),
         migrations.CreateModel(
-            name='ImportChunk',
+            name="ImportChunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('index', models.PositiveIntegerField()),
-                ('rows', models.JSONField(default=list, help_text='Validated ProductRow dicts')),
-                ('state', models.CharField(choices=[('pending', 'Pending'), ('upserted', 'Upserted'), ('finished', 'Finished')], db_index=True, default='pending', max_length=16)),
-                ('done_rows', models.PositiveIntegerField(default=0)),
-                ('failed_rows', models.PositiveIntegerField(default=0)),
-                ('created_products', models.PositiveIntegerField(default=0)),
-                ('updated_products', models.PositiveIntegerField(default=0)),
-                ('claimed_by', models.CharField(blank=True, max_length=64)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='catalog.importjob')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("index", models.PositiveIntegerField()),
+                ("rows", models.JSONField(default=list, help_text="Validated ProductRow dicts")),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("upserted", "Upserted"),
+                            ("finished", "Finished"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("done_rows", models.PositiveIntegerField(default=0)),
+                ("failed_rows", models.PositiveIntegerField(default=0)),
+                ("created_products", models.PositiveIntegerField(default=0)),
+                ("updated_products", models.PositiveIntegerField(default=0)),
+                ("claimed_by", models.CharField(blank=True, max_length=64)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="chunks",
+                        to="catalog.importjob",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['job_id', 'index'],
+                "ordering": ["job_id", "index"],
             },
         ),
         migrations.CreateModel(
-            name='ImportRowError',
+            name="ImportRowError",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('file', models.CharField(choices=[('feed', 'Feed'), ('lookbooks', 'Lookbooks')], default='feed', max_length=16)),
-                ('row', models.PositiveIntegerField()),
-                ('field', models.CharField(blank=True, max_length=100)),
-                ('sku', models.CharField(blank=True, max_length=300, verbose_name='SKU')),
-                ('reason', models.TextField()),
-                ('kind', models.CharField(choices=[('failed', 'Failed'), ('skipped', 'Skipped'), ('warning', 'Warning')], default='failed', max_length=16)),
-                ('chunk', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='row_errors', to='catalog.importchunk')),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='row_errors', to='catalog.importjob')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "file",
+                    models.CharField(
+                        choices=[("feed", "Feed"), ("lookbooks", "Lookbooks")],
+                        default="feed",
+                        max_length=16,
+                    ),
+                ),
+                ("row", models.PositiveIntegerField()),
+                ("field", models.CharField(blank=True, max_length=100)),
+                ("sku", models.CharField(blank=True, max_length=300, verbose_name="SKU")),
+                ("reason", models.TextField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped"),
+                            ("warning", "Warning"),
+                        ],
+                        default="failed",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "chunk",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="row_errors",
+                        to="catalog.importchunk",
+                    ),
+                ),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="row_errors",
+                        to="catalog.importjob",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['job_id', 'file', 'row', 'id'],
+                "ordering": ["job_id", "file", "row", "id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='importchunk',
-            constraint=models.UniqueConstraint(fields=('job', 'index'), name='import_chunk_unique_index'),
+            model_name="importchunk",
+            constraint=models.UniqueConstraint(
+                fields=("job", "index"), name="import_chunk_unique_index"
+            ),
         ),
         migrations.AddIndex(
-            model_name='importrowerror',
-            index=models.Index(fields=['job', 'kind'], name='import_row_error_job_kind'),
+            model_name="importrowerror",
+            index=models.Index(fields=["job", "kind"], name="import_row_error_job_kind"),
         ),
     ]
