@@ -1,34 +1,34 @@
 """A small, searchable catalog for the page and browser tests.
 
-Products, images and lookbooks are real rows with real image files. Vectors are real
-`ProductEmbedding` rows searched by the real `search.selectors` (pgvector SQL), but they
-come from a tiny deterministic encoder (a 3x3 colour grid of the photo) instead of the
-neural one, so the tests run in seconds on a CPU and never import torch. The encoder
-stands in at the selectors' seam to `embeddings.runtime` (`_encode_image`/`_encode_text`).
+Products, images and lookbooks are real rows with real image files, and their vectors come
+from the real embedding path: the bundled default model (spec `default`) is registered and
+prepared by `embeddings.services` (it goes active, being the first), and the products are
+embedded by `services.products_embed`, the service the embedding task runs. The pages'
+searches then encode the shopper's photo or words with the same model, through
+`embeddings.runtime`, which loads it once per process.
 
 With the shared datasets present (VITRINE_DATASETS), real H&M article photos and text are
-used so that screenshots show a believable shop; otherwise drawn product images are.
+added so that screenshots show a believable shop; the drawn products are always there.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import zlib
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.utils import timezone
 from PIL import Image, ImageDraw
 
 from catalog.models import Lookbook, LookbookItem, Product, ProductImage
-
-DIMENSION = 27  # 3 x 3 cells x RGB
+from embeddings import services
+from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
+from search.models import QueryPhoto
 
 # Departments follow the catalog's "Department > Type" paths, which "complete the look"
 # groups by (a shirt is completed by trousers and shoes, not by another shirt).
@@ -101,25 +101,7 @@ DRAWN_PRODUCTS = [
 ]
 
 
-def fake_encode(data: bytes) -> np.ndarray:
-    """A photo's 3x3 mean colours, centred and L2-normalised (a stand-in encoder)."""
-    with Image.open(io.BytesIO(data)) as image:
-        small = image.convert("RGB").resize((3, 3), Image.Resampling.BOX)
-    vector = np.asarray(small, dtype=np.float32).reshape(-1) / 255.0 - 0.5
-    norm = float(np.linalg.norm(vector)) or 1.0
-    return (vector / norm).astype(np.float32)
-
-
-def fake_encode_text(text: str) -> np.ndarray:
-    """Words to a vector: a colour word picks that colour, anything else a stable hash."""
-    colours = {"red": (200, 40, 40), "blue": (40, 70, 190), "white": (235, 235, 235),
-               "black": (20, 20, 20), "brown": (110, 70, 40), "beige": (200, 180, 140)}  # fmt: skip
-    for word, colour in colours.items():
-        if word in text.lower():
-            return fake_encode(drawn_image(colour))
-    rng = np.random.default_rng(zlib.crc32(text.encode()))
-    vector = rng.standard_normal(DIMENSION).astype(np.float32)
-    return vector / float(np.linalg.norm(vector))
+COLOUR_NAMES = {"RED": "red", "BLU": "blue", "BEI": "beige", "WHT": "white", "BRN": "brown"}
 
 
 def drawn_image(colour: tuple[int, int, int], size: tuple[int, int] = (360, 450)) -> bytes:
@@ -152,7 +134,7 @@ class ShopCatalog:
     products: dict[str, Product]
     images: dict[str, bytes]  # sku -> photo bytes
     lookbook: Lookbook
-    model: Any
+    model: EmbeddingModel
 
 
 def _add_product(*, sku: str, title: str, brand: str, category: str, price: str,
@@ -192,8 +174,7 @@ def _hm_rows(datasets: Path, limit: int) -> list[dict[str, str]]:
 
 
 def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
-    """Products with photos, their vectors under an active test model, and a lookbook."""
-    from embeddings.models import EmbeddingModel, ProductEmbedding
+    """Products with photos, a lookbook, and their vectors by the active default model."""
 
     datasets = Path(settings.VITRINE_DATASETS)
     products: dict[str, Product] = {}
@@ -202,7 +183,9 @@ def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
         photo = drawn_image(colour)
         products[sku] = _add_product(sku=sku, title=title, brand=brand, category=category,
                                      price=price, in_stock=in_stock, photo=photo,
-                                     description=f"A {title.lower()} for every day.")  # fmt: skip
+                                     description=f"A {COLOUR_NAMES[sku[-3:]]} "
+                                     f"{title.lower()} for every day.",
+                                     attributes={"colour": COLOUR_NAMES[sku[-3:]].title()})  # fmt: skip
         images[sku] = photo
     if use_datasets and (datasets / "hm" / "articles.csv").is_file():
         for index, row in enumerate(_hm_rows(datasets, limit=36)):
@@ -218,37 +201,44 @@ def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
             )  # fmt: skip
             images[sku] = photo
 
-    model = EmbeddingModel.objects.create(
-        key="pages-test-v1", spec="default", dimension=DIMENSION,
-        state=EmbeddingModel.State.ACTIVE, activated_at=timezone.now(),
-        prepared_at=timezone.now(),
-    )  # fmt: skip
-    rows = []
-    for sku, product in products.items():
-        vector = fake_encode(images[sku])
-        for kind in ("image", "text", "fused"):
-            rows.append(ProductEmbedding(product=product, model=model, kind=kind,
-                                         vector=vector.tolist(),
-                                         content_hash=product.content_hash))  # fmt: skip
-    ProductEmbedding.objects.bulk_create(rows)
-
     lookbook = Lookbook.objects.create(
         title="Weekend in red", slug="weekend-in-red", is_published=True,
         description="Easy pieces in warm reds, for long Saturdays.",
     )  # fmt: skip
     for position, sku in enumerate(["TEE-RED", "JEANS-BLU", "SNEAK-WHT"]):
         LookbookItem.objects.create(lookbook=lookbook, product=products[sku], position=position)
+
+    # What a fresh install does: register the bundled default model and prepare it (the
+    # worker's job; being the first version it goes active), then embed the products with
+    # the service the embedding task runs.
+    model = services.embedding_model_register(spec=services.DEFAULT_SPEC)
+    model = services.embedding_model_prepare(model=model)
+    # Outside a test transaction a running test worker may have taken the "prepare" message
+    # first (then the call above left it to the worker): wait for it to finish.
+    deadline = time.monotonic() + 120
+    while model.state == EmbeddingModel.State.BUILDING and time.monotonic() < deadline:
+        time.sleep(0.1)
+        model.refresh_from_db()
+    if model.state != EmbeddingModel.State.ACTIVE:
+        raise AssertionError(f"the default model did not go active: {model.state} {model.error}")
+    result = services.products_embed(
+        product_ids=[product.pk for product in products.values()], model=model
+    )
+    if result.image_failed or len(result.embedded) != len(products):
+        raise AssertionError(f"test catalog not fully embedded: {result}")
     return ShopCatalog(products=products, images=images, lookbook=lookbook, model=model)
 
 
-def patch_encoders(monkeypatch: Any, model: Any) -> None:
-    """Route the selectors' calls to `embeddings.runtime` to the stand-in encoder."""
-    from search import selectors
+def catalog_remove(catalog: ShopCatalog) -> None:
+    """Delete a committed test catalog: its model's indexes and vectors, products, lookbooks.
 
-    monkeypatch.setattr(selectors, "_encode_image", lambda data, *, model: fake_encode(data))
-    monkeypatch.setattr(selectors, "_encode_text", lambda text, *, model: fake_encode_text(text))
-    from embeddings.selectors import embedding_model_active
-
-    if embedding_model_active() is None:
-        # Until the registry's selector reads the table, point search at the test model.
-        monkeypatch.setattr(selectors, "_active_model", lambda: model)
+    The HNSW indexes are per model id and outlive a flush, so they are dropped explicitly.
+    """
+    for model in EmbeddingModel.objects.all():
+        services.embedding_model_indexes_drop(model=model)
+    ProductEmbedding.objects.all().delete()
+    PendingEmbedding.objects.all().delete()
+    EmbeddingModel.objects.all().delete()
+    Lookbook.objects.all().delete()
+    Product.objects.all().delete()
+    QueryPhoto.objects.all().delete()
