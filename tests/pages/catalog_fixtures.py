@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -181,11 +180,11 @@ def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
     images: dict[str, bytes] = {}
     for sku, title, brand, category, colour, price, in_stock in DRAWN_PRODUCTS:
         photo = drawn_image(colour)
+        name = COLOUR_NAMES[sku[-3:]]
         products[sku] = _add_product(sku=sku, title=title, brand=brand, category=category,
                                      price=price, in_stock=in_stock, photo=photo,
-                                     description=f"A {COLOUR_NAMES[sku[-3:]]} "
-                                     f"{title.lower()} for every day.",
-                                     attributes={"colour": COLOUR_NAMES[sku[-3:]].title()})  # fmt: skip
+                                     description=f"A {name} {title.lower()} for every day.",
+                                     attributes={"colour": name.title()})  # fmt: skip
         images[sku] = photo
     if use_datasets and (datasets / "hm" / "articles.csv").is_file():
         for index, row in enumerate(_hm_rows(datasets, limit=36)):
