@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from celery import shared_task
@@ -53,17 +54,8 @@ def embedding_model_prepare_task(*, model_id: int) -> str | None:
 # that in the queue is pointless, the next one is already coming.
 @shared_task(acks_late=False, expires=60)
 def embeddings_sweep_task() -> dict[str, int]:
-    """Queue products that miss current vectors for the active or building versions.
-
-    Also pre-loads the active encoder in this worker process if it lacks it (in a thread):
-    a process that started before the model went active would otherwise load it on the
-    first import's batch, adding seconds (measured 20+ s on a loaded 2-core machine).
-    """
-    queued = services.embeddings_sweep()
-    active = selectors.embedding_model_active()
-    if active is not None and active.is_prepared and _warm_enabled():
-        runtime.encoder_warm_in_background(active)
-    return queued
+    """Queue products that miss current vectors for the active or building versions."""
+    return services.embeddings_sweep()
 
 
 def _warm_enabled() -> bool:
@@ -92,27 +84,35 @@ def embedding_model_train_task(
     return services.embedding_model_train(out_dir=Path(out_dir), key=key, base=base).key
 
 
-def _encoder_warm() -> None:
-    try:
-        model = selectors.embedding_model_active()
-        if model is not None and model.is_prepared:
-            runtime.encoder_for(model)
-    except Exception:  # a broken model is reported by the tasks that need it
-        log.warning("could not pre-load the active model's encoder", exc_info=True)
-    finally:
-        connection.close()  # this thread's own database connection
+WARM_CHECK_SECONDS = 10.0
+
+
+def _encoder_keep_warm() -> None:
+    """Every few seconds, load the active version's encoder if this process lacks it."""
+    while True:
+        try:
+            model = selectors.embedding_model_active()
+            if model is not None and model.is_prepared and not runtime.encoder_cached(model.key):
+                runtime.encoder_for(model)
+        except Exception:  # a broken model is reported by the tasks that need it
+            log.warning("could not pre-load the active model's encoder", exc_info=True)
+        finally:
+            connection.close()  # this thread's own database connection
+        time.sleep(WARM_CHECK_SECONDS)
 
 
 @worker_process_init.connect
 def _encoder_warm_in_background(**kwargs: Any) -> None:
-    """Load the active encoder as soon as a worker process starts, off the task path.
+    """Keep the active encoder loaded in every worker process, off the task path.
 
-    Without this the first batch after a (re)start pays the model load (seconds): a newly
-    imported product would wait for it. VITRINE_EMBEDDINGS_WARM=0 turns it off (workers
-    that never embed).
+    Without this the first batch a process gets after it started, or after another
+    version went active, pays the model load: measured 10-20 s on a loaded 2-core machine,
+    which a newly imported product would wait for. VITRINE_EMBEDDINGS_WARM=0 turns it off
+    (workers that never embed).
     """
     if _warm_enabled():
-        threading.Thread(target=_encoder_warm, name="vitrine-encoder-warm", daemon=True).start()
+        warm = threading.Thread(target=_encoder_keep_warm, name="vitrine-warm", daemon=True)
+        warm.start()
 
 
 @worker_init.connect
