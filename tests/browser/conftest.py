@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.pages.catalog_fixtures import ShopCatalog, build_catalog, patch_encoders
+from tests.pages.catalog_fixtures import ShopCatalog, build_catalog, catalog_remove
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -43,13 +43,17 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def shop(transactional_db: None, monkeypatch: pytest.MonkeyPatch, settings: Any) -> ShopCatalog:
-    """The searchable test catalog, with real H&M photos when the datasets are present."""
-    settings.VITRINE_SEARCH_MIN_SCORE_IMAGE = 0.0
-    settings.VITRINE_SEARCH_MIN_SCORE_TEXT = 0.0
+def shop(transactional_db: None) -> Iterator[ShopCatalog]:
+    """The searchable catalog, embedded by the real default model, with real H&M photos when
+    the datasets are present.
+
+    Built per test: the live server needs committed rows, and `transactional_db` empties the
+    tables after each test. The encoder itself is loaded once per process (the live server
+    is a thread of this process), so a rebuild costs only encoding the products.
+    """
     built = build_catalog(use_datasets=True)
-    patch_encoders(monkeypatch, built.model)
-    return built
+    yield built
+    catalog_remove(built)
 
 
 def screenshot(page: Any, name: str) -> None:
