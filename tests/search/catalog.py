@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
+from django.core.files.base import ContentFile
 from django.db import connection
 from django.utils import timezone
 from PIL import Image
 
 from catalog.models import Lookbook, LookbookItem, Product, ProductImage
+from embeddings import services
 from embeddings.models import EmbeddingModel, ProductEmbedding
 
 DIM = 8
@@ -110,9 +112,15 @@ def vectors_store(*, model: EmbeddingModel, product: Product, vector: np.ndarray
     )  # fmt: skip
 
 
-def catalog_create() -> Catalog:
-    """30 products: 10 per colour, spread over 3 categories, 2 brands, in and out of stock."""
-    model = embedding_model_active_create()
+def catalog_create(*, real_model: bool = False) -> Catalog:
+    """30 products: 10 per colour, spread over 3 categories, 2 brands, in and out of stock.
+
+    By default their vectors are hand-made (colour axes, for the ranking mechanics). With
+    `real_model`, each product has a stored photo of its colour and the vectors come from the
+    bundled default model, registered, prepared and run by `embeddings.services` like on a
+    fresh install; queries are then encoded by the same model (no fake encoder needed).
+    """
+    model = embedding_model_active_create() if not real_model else None
     products: dict[str, Product] = {}
     for colour in COLOURS:
         for index in range(10):
@@ -130,18 +138,33 @@ def catalog_create() -> Catalog:
                 attributes={"colour": colour.title(), "fit": ["slim", "loose"][index % 2]},
                 content_hash=f"hash-{sku}",
             )
-            ProductImage.objects.create(
-                product=product, position=0, status=ProductImage.Status.READY
-            )
-            vectors_store(
-                model=model,
-                product=product,
-                vector=colour_vector(
-                    colour, jitter=0.05 + 0.02 * index, seed=zlib.crc32(sku.encode())
-                ),
-            )
+            image = ProductImage(product=product, position=0, status=ProductImage.Status.READY)
+            if real_model:
+                image.image.save(f"{sku}.png", ContentFile(photo(colour)), save=False)
+            image.save()
+            if model is not None:
+                vectors_store(
+                    model=model,
+                    product=product,
+                    vector=colour_vector(
+                        colour, jitter=0.05 + 0.02 * index, seed=zlib.crc32(sku.encode())
+                    ),
+                )
             products[sku] = product
+    if model is None:
+        model = default_model_embed(product_ids=[p.pk for p in products.values()])
     return Catalog(model=model, products=products)
+
+
+def default_model_embed(*, product_ids: list[int]) -> EmbeddingModel:
+    """Register and prepare the bundled default model here (it goes active, being the first),
+    then embed the products with the service the embedding task runs; return the model."""
+    model = services.embedding_model_register(spec=services.DEFAULT_SPEC)
+    model = services.embedding_model_prepare(model=model)
+    assert model.state == EmbeddingModel.State.ACTIVE, (model.state, model.error)
+    result = services.products_embed(product_ids=product_ids, model=model)
+    assert sorted(result.embedded) == sorted(product_ids), result
+    return model
 
 
 def lookbook_create(*, slug: str, skus: list[str], published: bool = True) -> Lookbook:

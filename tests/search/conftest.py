@@ -23,6 +23,12 @@ def catalog(db: Any, fake_encoder: None) -> Catalog:
     return catalog_create()
 
 
+@pytest.fixture
+def embedded_catalog(db: Any) -> Catalog:
+    """The same 30 products with photos, embedded by the real default model; no fake encoder."""
+    return catalog_create(real_model=True)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_throttle_counts() -> Iterator[None]:
     """Throttle counters live in the cache: every test starts with none."""

@@ -84,7 +84,10 @@ def test_filters_apply_inside_the_vector_query(catalog: Catalog) -> None:
     assert skus(results)[0].startswith("BLUE-")
 
 
-def test_image_search_finds_the_photo_colour_and_a_crop_narrows_it(catalog: Catalog) -> None:
+def test_image_search_finds_the_photo_colour_and_a_crop_narrows_it(
+    embedded_catalog: Catalog,
+) -> None:
+    # The real default model encodes the query photos (the products' photos are one colour each).
     whole = selectors.search_by_image(
         image=photo("green"), crop=None, filters=SearchFilters(), limit=5, diversify=False
     )
