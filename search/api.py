@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
-from django.http import Http404
+from django.http import Http404, HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, status, viewsets
@@ -395,3 +395,8 @@ def _query_image(data: dict[str, Any]) -> bytes:
     if upload.size > settings.VITRINE_QUERY_IMAGE_MAX_BYTES:
         raise image_too_large(upload.size)  # refused before reading it into memory
     return validate_query_image(upload.read())
+
+
+def api_not_found(request: HttpRequest, path: str = "") -> JsonResponse:
+    """A JSON 404 in the API's error body for any /api/ URL no route matched."""
+    return JsonResponse(_error_body("not_found", f"No API endpoint at {request.path}."), status=404)

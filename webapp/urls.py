@@ -6,6 +6,7 @@ from django.urls import include, path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from search.api import api_not_found
 from webapp.health import healthz
 
 urlpatterns = [
@@ -15,6 +16,8 @@ urlpatterns = [
     path("api/v1/", include("search.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Clients of the API get its JSON error body, not an HTML page, for an unknown URL.
+    re_path(r"^api/(?P<path>.*)$", api_not_found),
     path("", include("search.urls")),
 ]
 

@@ -170,3 +170,10 @@ def test_cors_allows_only_listed_origins(reader: Client, settings: object) -> No
 def test_unknown_objects_get_the_same_error_body(reader: Client) -> None:
     assert_error(reader.get("/api/v1/products/NOPE/"), 404, "not_found")
     assert_error(reader.get("/api/v1/lookbooks/nope/"), 404, "not_found")
+
+
+def test_an_unknown_api_url_gets_the_json_error_body(db: None) -> None:
+    response = Client().get("/api/v1/no-such-endpoint/")
+
+    body = assert_error(response, 404, "not_found")
+    assert "/api/v1/no-such-endpoint/" in str(body)
