@@ -59,7 +59,7 @@ def test_text_search_needs_words(reader: Client) -> None:
 
 
 def test_image_search_by_upload_stores_the_photo_for_a_new_crop(
-    reader: Client, catalog: Catalog
+    reader: Client, embedded_catalog: Catalog
 ) -> None:
     first = reader.post("/api/v1/search/image/", {"image": upload(photo(("red", "blue")))})
     assert first.status_code == 200, first.content
@@ -76,7 +76,7 @@ def test_image_search_by_upload_stores_the_photo_for_a_new_crop(
     assert len(cropped.json()["results"]) == 4
 
 
-def test_image_search_with_filters(reader: Client, catalog: Catalog) -> None:
+def test_image_search_with_filters(reader: Client, embedded_catalog: Catalog) -> None:
     response = reader.post(
         "/api/v1/search/image/",
         {"image": upload(photo("green")), "category": ["Shoes > Sneakers"], "limit": "3"},
@@ -148,7 +148,7 @@ def test_image_search_refuses_bad_uploads_with_a_reason(
     assert not QueryPhoto.objects.exists()
 
 
-def test_image_search_without_an_active_model_is_503(reader: Client, fake_encoder: None) -> None:
+def test_image_search_without_an_active_model_is_503(reader: Client) -> None:
     response = reader.post("/api/v1/search/image/", {"image": upload(photo("red"))})
 
     assert response.status_code == 503
@@ -176,7 +176,7 @@ def test_complete_the_look_groups_by_category(reader: Client, catalog: Catalog) 
 
 
 def test_query_photos_are_deleted_after_the_retention_period(
-    reader: Client, catalog: Catalog, settings: object
+    reader: Client, embedded_catalog: Catalog, settings: object
 ) -> None:
     settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS = 24  # type: ignore[attr-defined]
     old_id = reader.post("/api/v1/search/image/", {"image": upload(photo("red"))}).json()[
@@ -198,7 +198,7 @@ def test_query_photos_are_deleted_after_the_retention_period(
 
 
 def test_no_photo_is_kept_when_retention_is_zero(
-    reader: Client, catalog: Catalog, settings: object
+    reader: Client, embedded_catalog: Catalog, settings: object
 ) -> None:
     settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS = 0  # type: ignore[attr-defined]
 
