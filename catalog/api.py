@@ -7,7 +7,9 @@ from typing import Any
 
 from django.http import StreamingHttpResponse
 from django.urls import reverse
-from rest_framework import serializers, status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -68,13 +70,34 @@ class ImportJobSerializer(serializers.ModelSerializer):
         return self._absolute("catalog:import-errors", obj)
 
 
+def _job_or_404(job_id: int) -> ImportJob:
+    job = selectors.import_job_get(job_id=job_id)
+    if job is None:
+        raise exceptions.NotFound(f"No import job {job_id}.")
+    return job
+
+
 class ImportListCreateApi(APIView):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
+    @extend_schema(
+        operation_id="imports_list",
+        summary="The 50 most recent import jobs",
+        responses=ImportJobSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         jobs = selectors.import_job_list()[:50]
         return Response(ImportJobSerializer(jobs, many=True, context={"request": request}).data)
 
+    @extend_schema(
+        operation_id="imports_create",
+        summary="Start an import from an uploaded feed or a feed URL",
+        request={
+            "multipart/form-data": ImportCreateSerializer,
+            "application/json": ImportCreateSerializer,
+        },
+        responses={202: ImportJobSerializer, 400: OpenApiResponse(description="Refused input")},
+    )
     def post(self, request: Request) -> Response:
         serializer = ImportCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -93,7 +116,8 @@ class ImportListCreateApi(APIView):
                 created_by_id=request.user.id,
             )
         except services.ImportRefusedError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+            field = exc.field or "non_field_errors"
+            raise exceptions.ValidationError({field: [str(exc)]}) from exc
         body = ImportJobSerializer(job, context={"request": request}).data
         return Response(
             body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["progress_url"]}
@@ -101,18 +125,27 @@ class ImportListCreateApi(APIView):
 
 
 class ImportDetailApi(APIView):
+    @extend_schema(
+        operation_id="imports_retrieve",
+        summary="An import job's state and progress",
+        responses={200: ImportJobSerializer, 404: OpenApiResponse(description="No such job")},
+    )
     def get(self, request: Request, job_id: int) -> Response:
-        job = selectors.import_job_get(job_id=job_id)
-        if job is None:
-            return Response({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+        job = _job_or_404(job_id)
         return Response(ImportJobSerializer(job, context={"request": request}).data)
 
 
 class ImportErrorsCsvApi(APIView):
-    def get(self, request: Request, job_id: int) -> Response | StreamingHttpResponse:
-        job = selectors.import_job_get(job_id=job_id)
-        if job is None:
-            return Response({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+    @extend_schema(
+        operation_id="imports_errors_csv",
+        summary="The job's failed and skipped rows as CSV (row, field, reason)",
+        responses={
+            (200, "text/csv"): OpenApiTypes.STR,
+            404: OpenApiResponse(description="No such job"),
+        },
+    )
+    def get(self, request: Request, job_id: int) -> StreamingHttpResponse:
+        job = _job_or_404(job_id)
         response = StreamingHttpResponse(
             selectors.import_row_errors_csv(job=job), content_type="text/csv; charset=utf-8"
         )
