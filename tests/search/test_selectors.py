@@ -198,7 +198,7 @@ def test_diversify_prefers_varied_looks_over_near_duplicates(catalog: Catalog) -
 
 
 @pytest.fixture
-def large_catalog(db: None, fake_encoder: None) -> EmbeddingModel:
+def large_catalog(db: None) -> EmbeddingModel:
     """3,000 products with 64-d random vectors; 1 in 50 is in the 'Rare' category."""
     model = embedding_model_active_create(key="large-v1", dimension=64)
     rng = np.random.default_rng(7)
