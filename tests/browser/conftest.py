@@ -57,5 +57,8 @@ def shop(transactional_db: None) -> Iterator[ShopCatalog]:
 
 
 def screenshot(page: Any, name: str) -> None:
+    """A full-page PNG; lazy images below the fold are loaded first, or they show blank."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading='eager')")
+    page.wait_for_function("[...document.images].every(i => i.complete)", timeout=15_000)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
