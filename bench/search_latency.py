@@ -221,7 +221,8 @@ def catalog_build(
         prepared_at=now,
         activated_at=now,
     )
-    say(f"COPY {2 * total} vectors")
+    all_text = vectors["text"][origin]  # copies share their source's words
+    say(f"COPY {3 * total} vectors")
     with (
         raw.cursor() as cur,
         cur.copy(
@@ -229,27 +230,41 @@ def catalog_build(
             "created_at) FROM STDIN"
         ) as copy,
     ):
-        for kind, matrix in (("fused", all_fused), ("image", all_image)):
+        for kind, matrix in (("fused", all_fused), ("image", all_image), ("text", all_text)):
             for i in range(total):
                 copy.write_row((ids[i], model.pk, kind, literal(matrix[i]), f"h{i}", now))
     raw.commit()
-    dim = all_fused.shape[1]
-    for kind in ("fused", "image"):
-        say(f"building the HNSW index for {kind}")
-        start = time.perf_counter()
-        raw.execute("SET maintenance_work_mem = '1GB'")
-        raw.execute("SET max_parallel_maintenance_workers = 1")
-        raw.execute(
-            f"CREATE INDEX emb_{model.pk}_{kind}_hnsw ON embeddings_productembedding USING hnsw "
-            f"((vector::halfvec({dim})) halfvec_cosine_ops) "
-            f"WHERE model_id = {model.pk} AND kind = '{kind}'"
-        )
-        raw.commit()
-        say(f"  {time.perf_counter() - start:.0f} s")
+    for kind in ("fused", "image"):  # search never queries the text kind's index
+        index_build(model=model, kind=kind)
     raw.execute("ANALYZE catalog_product")
     raw.execute("ANALYZE embeddings_productembedding")
     raw.commit()
     return model, np.array(ids), all_fused, all_image
+
+
+def index_build(*, model: Any, kind: str) -> float:
+    """(Re)build one partial HNSW index with the embeddings engine's SQL and parameters."""
+    from django.db import connection
+
+    from embeddings import services
+
+    raw = connection.connection
+    name = services.index_name(model_id=model.pk, kind=kind)
+    say(f"building the HNSW index for {kind} (m {services.HNSW_M}, "
+        f"ef_construction {services.HNSW_EF_CONSTRUCTION})")  # fmt: skip
+    start = time.perf_counter()
+    raw.execute(f'DROP INDEX IF EXISTS "{name}"')
+    raw.execute("SET maintenance_work_mem = '1GB'")
+    raw.execute("SET max_parallel_maintenance_workers = 1")
+    raw.execute(
+        services.hnsw_index_sql(
+            name=name, model_id=model.pk, kind=kind, dim=int(model.dimension), concurrently=""
+        )
+    )
+    raw.commit()
+    seconds = time.perf_counter() - start
+    say(f"  {seconds:.0f} s")
+    return round(seconds, 1)
 
 
 # --- Measurements ------------------------------------------------------------------------
@@ -295,13 +310,21 @@ def query_plan(*, model: Any, kind: str, vector: np.ndarray, filters: Any) -> li
 
 
 def vector_benchmarks(
-    *, model: Any, kind: str, queries: np.ndarray, filters: Any, repeats: int
+    *,
+    model: Any,
+    kind: str,
+    queries: np.ndarray,
+    filters: Any,
+    repeats: int,
+    gap_moved: bool = False,
 ) -> dict[str, Any]:
     """Latency of `nearest_products` (a 24-item page) and recall@10 against exact search.
 
     Two recalls: by id (the share of the true 10 nearest returned) and ann-benchmarks'
     (a returned item counts when its distance is within the 10th true distance + 1e-3),
     which does not penalise swapping items whose distances tie, as perturbed copies do.
+    `gap_moved`: the query goes as text search sends it, moved across the modality gap
+    (`search.selectors.text_query_vector`); exact search gets the same moved query.
     """
     from search import selectors
 
@@ -312,6 +335,8 @@ def vector_benchmarks(
     for index in range(repeats):
         query = queries[index % len(queries)]
         start = time.perf_counter()
+        if gap_moved:
+            query = selectors.text_query_vector(model=model, vector=query)
         rows = selectors.nearest_products(
             model=model, kind=kind, vector=query, filters=filters, limit=24
         )
@@ -327,6 +352,7 @@ def vector_benchmarks(
             distance_recalls.append(close / max(1, len(exact)))
     return {
         "query_kind": kind,
+        "moved_across_modality_gap": gap_moved,
         "latency_ms": percentiles(samples),
         "plan": query_plan(model=model, kind=kind, vector=queries[0], filters=filters),
         "recall_at_10": round(statistics.fmean(recalls), 4),
@@ -338,7 +364,13 @@ def vector_benchmarks(
 
 
 def ef_search_sweep(
-    *, model: Any, kind: str, queries: np.ndarray, values: Sequence[int], repeats: int
+    *,
+    model: Any,
+    kind: str,
+    queries: np.ndarray,
+    values: Sequence[int],
+    repeats: int,
+    gap_moved: bool = False,
 ) -> list[dict[str, Any]]:
     """Recall@10 and latency for several hnsw.ef_search values (the speed/recall knob)."""
     from django.conf import settings
@@ -351,7 +383,12 @@ def ef_search_sweep(
         for ef in values:
             settings.VITRINE_HNSW_EF_SEARCH = ef
             result = vector_benchmarks(
-                model=model, kind=kind, queries=queries, filters=SearchFilters(), repeats=repeats
+                model=model,
+                kind=kind,
+                queries=queries,
+                filters=SearchFilters(),
+                repeats=repeats,
+                gap_moved=gap_moved,
             )
             rows.append(
                 {
@@ -383,6 +420,8 @@ def serve(port: int, scratch: Path, *, torch_threads: int) -> subprocess.Popen[b
         "LOG_LEVEL": "WARNING",
         "MEDIA_ROOT": str(scratch / "media"),
         "VITRINE_API_KEY_RATE": "100000/min",
+        # Was not passed before: the web process then took torch's default (2 threads here).
+        "VITRINE_TORCH_THREADS": str(torch_threads),
     }
     return subprocess.Popen(
         [
@@ -481,6 +520,19 @@ def main() -> None:
         help="torch threads of the web process (one request per worker)",
     )
     parser.add_argument("--model-note", default="", help="where the weights came from")
+    parser.add_argument(
+        "--cache", type=Path, help="an .npz to keep the encoded vectors in (re-runs skip encoding)"
+    )
+    parser.add_argument(
+        "--build-sweep",
+        default="",
+        help="HNSW build parameters to compare on the image index, as m:ef_construction,... "
+        "(the index is rebuilt for each; the configured one is measured last)",
+    )
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--skip-vector", action="store_true", help="only the HTTP figures (no recall, no sweeps)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -491,6 +543,7 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
+    from embeddings import services as embedding_services
     from search.selectors import SearchFilters
     from search.services import api_key_create
 
@@ -504,18 +557,33 @@ def main() -> None:
     )
     pool = hm_articles(Path(settings.VITRINE_DATASETS), args.real + args.held_out, args.seed)
     articles, held_out = pool[: args.real], pool[args.real :]
-    say(f"encoding {len(articles)} H&M articles with {spec} (dim {encoder.dim})")
-    t0 = time.perf_counter()
-    vectors = encode_articles(encoder, articles)
-    encode_seconds = time.perf_counter() - t0
-    # Queries come from articles NOT in the catalog: a shopper's photo or words, not a row.
-    say(f"encoding {len(held_out)} held-out articles as queries")
-    held_images = encoder.encode_images([a["image"] for a in held_out])
     shopper_words = [f"{a['colour_group_name']} {a['product_type_name']}".lower() for a in held_out]
+    t0 = time.perf_counter()
+    if args.cache and args.cache.exists():
+        say(f"encoded vectors from {args.cache}")
+        cached = np.load(args.cache)
+        vectors = {kind: cached[kind] for kind in ("image", "fused", "text")}
+        held_image_vectors, word_vectors = cached["held_image"], cached["held_words"]
+    else:
+        say(f"encoding {len(articles)} H&M articles with {spec} (dim {encoder.dim})")
+        vectors = encode_articles(encoder, articles)
+        # Queries come from articles NOT in the catalog: a shopper's photo or words.
+        say(f"encoding {len(held_out)} held-out articles as queries")
+        held_image_vectors = encoder.encode_images([a["image"] for a in held_out]).vectors
+        word_vectors = encoder.encode_texts(shopper_words)
+        if args.cache:
+            np.savez(args.cache, **vectors, held_image=held_image_vectors, held_words=word_vectors)
+    encode_seconds = time.perf_counter() - t0
+    text_name = "text_search (text -> fused vectors)"
     query_sets = {
-        "image_search (image -> image vectors)": ("image", held_images.vectors),
-        "text_search (text -> fused vectors)": ("fused", encoder.encode_texts(shopper_words)),
-        "similar_items (fused -> fused vectors)": ("fused", vectors["fused"][: len(held_out)]),
+        "image_search (image -> image vectors)": ("image", held_image_vectors, False),
+        # As text search sends it: moved across the modality gap.
+        text_name: ("fused", word_vectors, True),
+        "similar_items (fused -> fused vectors)": (
+            "fused",
+            vectors["fused"][: len(held_out)],
+            False,
+        ),
     }
     model, _ids, _, _ = catalog_build(
         articles=articles,
@@ -525,6 +593,33 @@ def main() -> None:
         spec=spec,
         seed=args.seed,
     )
+    say("centroids of the stored vectors (the modality-gap shift)")
+    centroids = embedding_services.embedding_model_centroids_update(model=model)
+    gap = np.asarray(centroids["fused"]) - np.asarray(centroids["text"])
+    moved = word_vectors + gap
+    moved /= np.linalg.norm(moved, axis=1, keepdims=True)
+    sample = vectors["fused"][:500]
+
+    def precision_at_10(queries: np.ndarray) -> dict[str, float]:
+        """Held-out shopper words against the real articles (exact): share of the top 10
+        of the asked product type, and of the asked colour."""
+        top = np.argsort(-(queries @ vectors["fused"].T), axis=1)[:, :10]
+        out = {}
+        for field in ("product_type_name", "colour_group_name"):
+            hits = [
+                articles[j][field] == held_out[i][field] for i, row in enumerate(top) for j in row
+            ]
+            out[field] = round(float(np.mean(hits)), 4)
+        return out
+
+    modality_gap = {
+        "text_ranking_precision_at_10_query_itself": precision_at_10(word_vectors),
+        "text_ranking_precision_at_10_moved_query": precision_at_10(moved),
+        "mean_cosine_text_query_to_fused": round(float((word_vectors @ sample.T).mean()), 4),
+        "mean_cosine_moved_query_to_fused": round(float((moved @ sample.T).mean()), 4),
+        "mean_cosine_fused_to_fused": round(float((sample @ sample.T).mean()), 4),
+        "shift_norm": round(float(np.linalg.norm(gap)), 4),
+    }
 
     categories: dict[str, int] = {}
     for article in articles:
@@ -533,7 +628,7 @@ def main() -> None:
     share = categories[rare] / len(articles)
     filtered = SearchFilters(category=[rare], in_stock=True)
     vector_query: dict[str, Any] = {}
-    for name, (kind, queries) in query_sets.items():
+    for name, (kind, queries, gap_moved) in query_sets.items() if not args.skip_vector else ():
         say(f"vector query, {name}: unfiltered, then filtered on {rare!r} + in stock")
         vector_query[name] = {
             "unfiltered": vector_benchmarks(
@@ -542,36 +637,84 @@ def main() -> None:
                 queries=queries,
                 filters=SearchFilters(),
                 repeats=args.repeats,
+                gap_moved=gap_moved,
             ),
             "filtered": vector_benchmarks(
-                model=model, kind=kind, queries=queries, filters=filtered, repeats=args.repeats
+                model=model,
+                kind=kind,
+                queries=queries,
+                filters=filtered,
+                repeats=args.repeats,
+                gap_moved=gap_moved,
             ),
         }
     sweeps: dict[str, Any] = {}
-    for name in ("image_search (image -> image vectors)", "text_search (text -> fused vectors)"):
+    ef_values = (40, 64, 100, 200, 400)
+    image_name = "image_search (image -> image vectors)"
+    for name, gap_moved in (
+        (
+            (image_name, False),
+            (text_name, True),
+            (text_name + ", before: the text query itself", False),
+        )
+        if not args.skip_vector
+        else ()
+    ):
         say(f"ef_search sweep, {name}")
-        kind, queries = query_sets[name]
+        kind, queries, _ = query_sets[name.split(", before")[0]]
         sweeps[name] = ef_search_sweep(
-            model=model, kind=kind, queries=queries, values=(40, 100, 200, 400, 1000), repeats=100
+            model=model,
+            kind=kind,
+            queries=queries,
+            values=ef_values,
+            repeats=100,
+            gap_moved=gap_moved,
         )
+    build_sweep: list[dict[str, Any]] = []
+    configured = (embedding_services.HNSW_M, embedding_services.HNSW_EF_CONSTRUCTION)
+    if args.build_sweep:
+        pairs = [tuple(int(x) for x in pair.split(":")) for pair in args.build_sweep.split(",")]
+        try:
+            for m, ef_construction in [*pairs, configured]:
+                embedding_services.HNSW_M = m
+                embedding_services.HNSW_EF_CONSTRUCTION = ef_construction
+                seconds = index_build(model=model, kind="image")
+                build_sweep.append(
+                    {
+                        "m": m,
+                        "ef_construction": ef_construction,
+                        "build_seconds": seconds,
+                        "image_search_sweep": ef_search_sweep(
+                            model=model,
+                            kind="image",
+                            queries=held_image_vectors,
+                            values=ef_values,
+                            repeats=100,
+                        ),
+                    }
+                )
+        finally:
+            embedding_services.HNSW_M, embedding_services.HNSW_EF_CONSTRUCTION = configured
 
-    key = api_key_create(name="bench").plaintext
-    port = free_port()
-    server = serve(port, scratch, torch_threads=args.torch_threads)
-    try:
-        say("HTTP: text, image and similar-items searches")
-        skus = [a["article_id"] for a in articles]
-        http = http_benchmarks(
-            port=port,
-            key=key,
-            articles=articles,
-            skus=skus,
-            repeats=args.repeats,
-            rng=random.Random(args.seed),
-        )
-    finally:
-        server.terminate()
-        server.wait(30)
+    http: dict[str, Any] = {}
+    if not args.skip_http:
+        key = api_key_create(name="bench").plaintext
+        port = free_port()
+        server = serve(port, scratch, torch_threads=args.torch_threads)
+        try:
+            say("HTTP: text, image and similar-items searches")
+            skus = [a["article_id"] for a in articles]
+            http = http_benchmarks(
+                port=port,
+                key=key,
+                articles=articles,
+                skus=skus,
+                repeats=args.repeats,
+                rng=random.Random(args.seed),
+            )
+        finally:
+            server.terminate()
+            server.wait(30)
 
     report = {
         "catalog_products": args.products,
@@ -582,10 +725,12 @@ def main() -> None:
         "model_note": args.model_note or model_note,
         "web_torch_threads": args.torch_threads,
         "ef_search_sweep_unfiltered": sweeps,
+        "hnsw_build_sweep_image": build_sweep,
+        "modality_gap": modality_gap,
         "dimension": int(encoder.dim),
         "hnsw": {
-            "m": 16,
-            "ef_construction": 64,
+            "m": embedding_services.HNSW_M,
+            "ef_construction": embedding_services.HNSW_EF_CONSTRUCTION,
             "ef_search": settings.VITRINE_HNSW_EF_SEARCH,
             "iterative_scan": "relaxed_order",
         },

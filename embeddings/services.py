@@ -226,6 +226,25 @@ def _index_ddl_lock() -> Iterator[None]:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [_INDEX_DDL_LOCK])
 
 
+#: HNSW build parameters of every partial index (pgvector's defaults are m 16,
+#: ef_construction 64); chosen with bench/search_latency.py's build sweep.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+
+
+def hnsw_index_sql(*, name: str, model_id: int, kind: str, dim: int, concurrently: str) -> str:
+    """CREATE INDEX of one version's partial HNSW index of `kind` (the contract's form)."""
+    # Identifiers and literals are built from integers and the fixed kind names.
+    assert kind in KINDS
+    return (
+        f'CREATE INDEX {concurrently}IF NOT EXISTS "{name}" '
+        "ON embeddings_productembedding "
+        f"USING hnsw ((vector::halfvec({int(dim)})) halfvec_cosine_ops) "
+        f"WITH (m = {int(HNSW_M)}, ef_construction = {int(HNSW_EF_CONSTRUCTION)}) "
+        f"WHERE model_id = {int(model_id)} AND kind = '{kind}'"
+    )
+
+
 def index_name(*, model_id: int, kind: str) -> str:
     """Return the name of the partial HNSW index of one version and kind (the contract)."""
     return f"emb_{int(model_id)}_{kind}_hnsw"
@@ -257,12 +276,10 @@ def embedding_model_indexes_create(*, model: EmbeddingModel) -> None:
                 continue
             if row is not None:  # an interrupted CONCURRENTLY build leaves an invalid index
                 cursor.execute(f'DROP INDEX {concurrently}IF EXISTS "{name}"')
-            # Identifiers and literals are built from integers and the fixed kind names.
             cursor.execute(
-                f'CREATE INDEX {concurrently}IF NOT EXISTS "{name}" '
-                "ON embeddings_productembedding "
-                f"USING hnsw ((vector::halfvec({dim})) halfvec_cosine_ops) "
-                f"WHERE model_id = {model_id} AND kind = '{kind}'"
+                hnsw_index_sql(
+                    name=name, model_id=model_id, kind=kind, dim=dim, concurrently=concurrently
+                )
             )
         if connection.in_atomic_block:
             cursor.execute("SET CONSTRAINTS ALL DEFERRED")
@@ -534,10 +551,55 @@ def embedding_model_progress_update(*, model: EmbeddingModel) -> EmbeddingModel:
             if locked.state == EmbeddingModel.State.BUILDING:
                 locked.state = EmbeddingModel.State.READY
                 locked.save(update_fields=["state"])
+        embedding_model_centroids_update(model=model)
         model.refresh_from_db()
         if model.auto_activate:
             model = embedding_model_activate(model=model)
     return model
+
+
+# ---- centroids (the modality gap) -----------------------------------------------------------
+#: Recompute a version's centroids when its fused vector count moved by more than this share.
+CENTROIDS_STALE_SHARE = 0.1
+
+
+def _fused_count(*, model: EmbeddingModel) -> int:
+    return ProductEmbedding.objects.filter(model=model, kind=ProductEmbedding.Kind.FUSED).count()
+
+
+def embedding_model_centroids_update(*, model: EmbeddingModel) -> dict[str, Any]:
+    """Store the mean stored vector of each kind of `model` in `model.centroids`; return them.
+
+    Text vectors of a CLIP-style model sit in another region of the sphere than image and
+    fused vectors (the modality gap); search moves a text query by mean(fused) - mean(text)
+    so the HNSW graph of the fused vectors can navigate towards its neighbours.
+    """
+    with connection.cursor() as cursor:
+        # Averaged as single precision (vector), not halfvec, for an exact enough sum.
+        cursor.execute(
+            "SELECT kind, count(*), avg(vector::vector)::text FROM embeddings_productembedding "
+            "WHERE model_id = %s GROUP BY kind",
+            [model.pk],
+        )
+        rows = cursor.fetchall()
+    centroids: dict[str, Any] = {
+        kind: [float(x) for x in mean.strip("[]").split(",")] for kind, _count, mean in rows
+    }
+    centroids["count"] = next((int(n) for kind, n, _ in rows if kind == "fused"), 0)
+    centroids["computed_at"] = timezone.now().isoformat()
+    EmbeddingModel.objects.filter(pk=model.pk).update(centroids=centroids)
+    model.centroids = centroids
+    return centroids
+
+
+def embedding_model_centroids_refresh(*, model: EmbeddingModel) -> bool:
+    """Recompute the centroids when missing or when the vector count moved; True if it did."""
+    count = _fused_count(model=model)
+    stored = int((model.centroids or {}).get("count", 0))
+    if count == 0 or (stored and abs(count - stored) <= CENTROIDS_STALE_SHARE * stored):
+        return False
+    embedding_model_centroids_update(model=model)
+    return True
 
 
 # ---- queueing ----------------------------------------------------------------------------
@@ -616,6 +678,9 @@ def embeddings_sweep(
         models = selectors.embedding_models_maintained()
     queued: dict[str, int] = {}
     for model in models:
+        if model.state == EmbeddingModel.State.ACTIVE:
+            # The first version goes active before its backfill: keep its centroids current.
+            embedding_model_centroids_refresh(model=model)
         room = window - selectors.embedding_model_pending_count(model=model)
         if room <= 0:
             continue

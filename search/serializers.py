@@ -67,7 +67,13 @@ class ProductSerializer(serializers.ModelSerializer):
     def get_images(self, product: Product) -> list[dict[str, Any]]:
         ready = [i for i in product.images.all() if i.status == ProductImage.Status.READY]
         ready.sort(key=lambda image: image.position)
-        return list(ProductImageSerializer(ready, many=True, context=self.context).data)
+        # One serializer for every product of a page, not a new list serializer per product
+        # (DRF builds and binds fields for each: most of a search page's serializing time).
+        child = self.context.get("_image_serializer")
+        if child is None:
+            child = ProductImageSerializer(context=self.context)
+            self.context["_image_serializer"] = child
+        return [child.to_representation(image) for image in ready]
 
 
 class ProductWriteSerializer(serializers.ModelSerializer):

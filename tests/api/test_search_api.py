@@ -51,6 +51,23 @@ def test_text_search_says_when_nothing_matches(reader: Client, catalog: Catalog)
     assert body == {"results": [], "no_good_match": True, "model_key": "test-v1"}
 
 
+def test_text_search_with_the_modality_gap_corrected_keeps_exact_word_matches(
+    reader: Client, catalog: Catalog
+) -> None:
+    from embeddings.services import embedding_model_centroids_update
+
+    embedding_model_centroids_update(model=catalog.model)
+    assert catalog.model.centroids["count"] == 30
+
+    body = reader.get("/api/v1/search/text/?q=Zenith&limit=50").json()
+    zenith = sorted(p.sku for p in catalog.products.values() if p.brand == "Zenith")
+    assert sorted(result_skus(body)) == zenith
+    body = reader.get("/api/v1/search/text/?q=blue&limit=5").json()
+    assert all(sku.startswith("BLUE-") for sku in result_skus(body)) and body["results"]
+    body = reader.get("/api/v1/search/text/?q=submarine").json()
+    assert body["no_good_match"] is True
+
+
 def test_text_search_needs_words(reader: Client) -> None:
     response = reader.get("/api/v1/search/text/?limit=1000")
 
