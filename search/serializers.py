@@ -72,7 +72,10 @@ class ProductSerializer(serializers.ModelSerializer):
         child = self.context.get("_image_serializer")
         if child is None:
             child = ProductImageSerializer(context=self.context)
-            self.context["_image_serializer"] = child
+            # The root serializer's context dict, shared by every field of this page.
+            context = self.context
+            if isinstance(context, dict):
+                context["_image_serializer"] = child
         return [child.to_representation(image) for image in ready]
 
 
