@@ -254,14 +254,16 @@ def test_stack_runs_healthy_stops_on_ctrl_c_and_keeps_data(tmp_path: Path) -> No
         health = _wait_for_health(port, timeout=180)
         assert health["database"]["pgvector"]  # type: ignore[index]
         assert health["worker"]["workers"]  # type: ignore[index]
-        services = embedded.read_services_file(data_dir)
-        with psycopg.connect(services["DATABASE_URL"], autocommit=True) as connection:
-            connection.execute(
-                "INSERT INTO catalog_product (sku, title, description, brand, category, "
-                "group_id, currency, in_stock, url, attributes, content_hash, created_at, "
-                "updated_at) VALUES ('KEEP-1', 'Kept', '', '', '', '', '', true, '', '{}', '', "
-                "now(), now())"
-            )
+        # A management command beside the running stack finds its services and its key.
+        beside = {k: v for k, v in env.items() if k != "SECRET_KEY"}
+        created = subprocess.run(
+            [PYTHON, "manage.py", "shell", "--no-imports", "-c",
+             "from catalog.models import Product; "
+             "print(Product.objects.create(sku='KEEP-1', title='Kept').sku)"],
+            cwd=BASE_DIR, env=beside, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        assert created.stdout.strip() == "KEEP-1"
     finally:
         os.killpg(stack.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
         assert stack.wait(90) == 0

@@ -19,8 +19,14 @@ from webapp.env import env_bool, env_int, env_list, env_optional, env_path, env_
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env_path("VITRINE_DATA_DIR", BASE_DIR / ".data")
 
+# Explicit variables win; otherwise use what a running `webapp.stack` recorded, so that
+# `manage.py <command>` beside a running stack talks to its services with its key.
+_running_stack = read_services_file(DATA_DIR)
+
 DEBUG = env_bool("DEBUG", default=False)
-if DEBUG:
+if not env_optional("SECRET_KEY") and _running_stack.get("SECRET_KEY"):
+    SECRET_KEY = _running_stack["SECRET_KEY"]
+elif DEBUG:
     # A development key is fine only while DEBUG is on; production must set its own.
     SECRET_KEY = env_str("SECRET_KEY", "django-insecure-local-development-only-key")
 else:
@@ -81,8 +87,6 @@ TEMPLATES = [
 ]
 
 # --- Services -----------------------------------------------------------------------------
-# Explicit variables win; otherwise use what a running `webapp.stack` recorded.
-_running_stack = read_services_file(DATA_DIR)
 DATABASE_URL = env_optional("DATABASE_URL") or _running_stack.get("DATABASE_URL")
 if not DATABASE_URL:
     raise ImproperlyConfigured(
