@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +176,8 @@ def _plot(path: Path, runs: Sequence[ModelRun], metrics: Sequence[str], title: s
                 capsize=3,
                 label=run.label,
             )
-        ax.set_xticks(x, [p.replace("/", "\n") for p in present], fontsize=8)
+        labels = [textwrap.fill(p.replace("/", " ").replace("_", " "), 16) for p in present]
+        ax.set_xticks(x, labels, fontsize=7)
         ax.set_title(f"{cell} items")
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
