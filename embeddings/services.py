@@ -226,10 +226,13 @@ def _index_ddl_lock() -> Iterator[None]:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [_INDEX_DDL_LOCK])
 
 
-#: HNSW build parameters of every partial index (pgvector's defaults are m 16,
-#: ef_construction 64); chosen with bench/search_latency.py's build sweep.
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
+#: HNSW build parameters of every partial index. pgvector's defaults (m 16,
+#: ef_construction 64) gave image->image recall@10 0.92-0.93 at ef_search 100 on the 100k
+#: bench catalog; m 32, ef_construction 128 gave 0.979 (0.958 at ef_search 40) for a build
+#: of 128 s instead of 17-55 s (bench/results/search_latency.json, hnsw_build_sweep_image).
+#: Indexes already built keep their parameters until rebuilt (REINDEX or a new version).
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 128
 
 
 def hnsw_index_sql(*, name: str, model_id: int, kind: str, dim: int, concurrently: str) -> str:
