@@ -24,9 +24,10 @@ from tests.support.processes import BASE_DIR, WorkerProcess, subprocess_environm
 from webapp import embedded
 
 PYTHON = sys.executable
-# Variables the test stack sets for local http serving; production checks must not see them.
+# Variables the test stack sets for local http serving, and the one the browser tests set for
+# Playwright's event loop; a production check must not see them.
 LOCAL_OVERRIDES = ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE",
-                   "SECURE_HSTS_SECONDS")  # fmt: skip
+                   "SECURE_HSTS_SECONDS", "DJANGO_ALLOW_ASYNC_UNSAFE")  # fmt: skip
 
 
 def _run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
