@@ -349,6 +349,7 @@ class ImageSearchApi(APIView):
         responses={
             200: ImageSearchResultsSerializer,
             **_errors(),
+            404: OpenApiResponse(ErrorSerializer, description="No stored photo with that id"),
             413: OpenApiResponse(ErrorSerializer, description="The photo is too large"),
             415: OpenApiResponse(ErrorSerializer, description="Not a JPEG, PNG or WebP"),
             503: OpenApiResponse(ErrorSerializer, description="No embedding model is active"),
