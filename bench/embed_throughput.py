@@ -165,7 +165,7 @@ def bench_end_to_end(spec: str, encoder: Any, paths: list[Path], repeats: int) -
     model = EmbeddingModel.objects.filter(key="bench").first()
     if model is None:
         model = services.embedding_model_register(spec=spec, key="bench")
-    runtime._encoders[model.key] = encoder  # the one loaded above: no second load
+    runtime._encoders[runtime._cache_key(model)] = encoder  # the one loaded above: no second load
     model = services.embedding_model_prepare(model=model)
     articles = _articles(paths[0].parent.parent / "articles.csv")
     ids = []

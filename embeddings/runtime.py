@@ -42,7 +42,9 @@ class WeightsChangedError(ModelLoadError):
 
 
 log = logging.getLogger(__name__)
-_encoders: dict[str, Encoder] = {}
+# Keyed by version key, spec and checksum, not the key alone: a key can name other weights
+# after a database is recreated (a test run, a restored backup) in a long-lived process.
+_encoders: dict[tuple[str, str, str], Encoder] = {}
 _lock = threading.Lock()  # one load at a time: a second thread waits for the first's result
 
 
@@ -53,6 +55,10 @@ def encoder_load(spec: str) -> Encoder:
     return load_encoder(spec)
 
 
+def _cache_key(model: EmbeddingModel) -> tuple[str, str, str]:
+    return (model.key, model.spec, model.weights_sha256)
+
+
 def encoder_for(model: EmbeddingModel) -> Encoder:
     """Return the process-wide encoder of a model version, loading it on first use.
 
@@ -60,33 +66,34 @@ def encoder_for(model: EmbeddingModel) -> Encoder:
     weights no longer match the checksum recorded at registration (a version's vectors must
     all come from the same weights).
     """
-    cached = _encoders.get(model.key)
-    if cached is not None:
+    # A version with no checksum yet is being prepared: load its files afresh, since an
+    # encoder cached under the same key and spec may have come from other files.
+    known = bool(model.weights_sha256)
+    if known and (cached := _encoders.get(_cache_key(model))) is not None:
         return cached
     with _lock:
-        cached = _encoders.get(model.key)
-        if cached is not None:
+        if known and (cached := _encoders.get(_cache_key(model))) is not None:
             return cached
         encoder = encoder_load(model.spec)
-        if model.weights_sha256 and encoder.weights_sha256 != model.weights_sha256:
+        if known and encoder.weights_sha256 != model.weights_sha256:
             raise WeightsChangedError(
                 f"{model.key}: the weights of {model.spec!r} changed since registration "
                 f"(sha256 {encoder.weights_sha256[:12]}..., registered "
                 f"{model.weights_sha256[:12]}...); register them as a new version"
             )
-        _encoders[model.key] = encoder
+        _encoders[(model.key, model.spec, encoder.weights_sha256)] = encoder
         return encoder
 
 
-def encoder_cached(key: str) -> bool:
-    """True if this process already holds the encoder of model version `key`."""
-    return key in _encoders
+def encoder_cached(model: EmbeddingModel) -> bool:
+    """True if this process already holds the encoder of this model version."""
+    return _cache_key(model) in _encoders
 
 
-def encoder_forget(key: str) -> None:
+def encoder_forget(model: EmbeddingModel) -> None:
     """Drop a cached encoder (a retired version), freeing its memory."""
     with _lock:
-        encoder = _encoders.pop(key, None)
+        encoder = _encoders.pop(_cache_key(model), None)
     if encoder is not None:
         encoder.close()
 
@@ -98,7 +105,7 @@ def encoder_warm_in_background(model: EmbeddingModel) -> None:
     just started): the shopper's first query then finds the model loaded instead of paying
     the cold start (importing torch and loading the weights take seconds on a CPU).
     """
-    if model.key in _encoders or _lock.locked():
+    if encoder_cached(model) or _lock.locked():
         return
 
     def load() -> None:

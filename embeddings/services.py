@@ -369,7 +369,7 @@ def embedding_model_retire(*, model: EmbeddingModel) -> EmbeddingModel:
     embedding_model_indexes_drop(model=target)
     ProductEmbedding.objects.filter(model=target).delete()
     PendingEmbedding.objects.filter(model=target).delete()
-    runtime.encoder_forget(target.key)
+    runtime.encoder_forget(target)
     return target
 
 

@@ -92,7 +92,7 @@ def _encoder_keep_warm() -> None:
     while True:
         try:
             model = selectors.embedding_model_active()
-            if model is not None and model.is_prepared and not runtime.encoder_cached(model.key):
+            if model is not None and model.is_prepared and not runtime.encoder_cached(model):
                 runtime.encoder_for(model)
         except Exception:  # a broken model is reported by the tasks that need it
             log.warning("could not pre-load the active model's encoder", exc_info=True)
