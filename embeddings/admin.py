@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from embeddings import services, tasks
-from embeddings.models import EmbeddingModel
+from embeddings.models import EmbeddingModel, TextQueryMap
 
 
 class TrainForm(forms.Form):
@@ -75,8 +75,8 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
     search_fields = ("key", "spec")
     readonly_fields = (
         "key", "spec", "dimension", "weights_sha256", "state", "error", "metrics",
-        "backfill_total", "backfill_done", "created_at", "prepared_at", "activated_at",
-        "retired_at",
+        "backfill_total", "backfill_done", "text_query", "created_at", "prepared_at",
+        "activated_at", "retired_at",
     )  # fmt: skip
     fields = ("auto_activate", *readonly_fields)
     actions = ["activate", "evaluate", "compare", "retire"]
@@ -116,6 +116,19 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
             obj.backfill_total,
             obj.backfill_percent,
             obj.backfill_percent,
+        )
+
+    @admin.display(description="Text query map")
+    def text_query(self, obj: EmbeddingModel) -> str:
+        fitted = TextQueryMap.objects.filter(model=obj).first()
+        if fitted is None:
+            return (
+                "Not fitted (text queries use the centroid shift until the catalog has as "
+                "many products as the vectors have dimensions)"
+            )
+        return (
+            f"Fitted on {fitted.pairs} products at {fitted.fitted_at:%Y-%m-%d %H:%M}; "
+            f"mapped text is {fitted.fit_cosine:.3f} cosine from its product's fused vector"
         )
 
     @admin.display(description="Lookbook recall@10")

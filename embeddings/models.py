@@ -80,6 +80,30 @@ class EmbeddingModel(models.Model):
         return min(100, round(100 * self.backfill_done / self.backfill_total))
 
 
+class TextQueryMap(models.Model):
+    """A version's linear map from text vectors to fused vectors, fitted on its catalog.
+
+    Text search ranks products by the fused vector a product described by the shopper's
+    words would have, predicted by this map (see `embeddings.services.text_query_map_fit`),
+    rather than by the words' own vector, which sits across the modality gap.
+    """
+
+    model = models.OneToOneField(
+        EmbeddingModel, on_delete=models.CASCADE, related_name="text_query_map"
+    )
+    # float32, little-endian, shape (dimension + 2, dimension): the map's rows, then the
+    # mean text vector and the mean fused vector it was centred on.
+    matrix = models.BinaryField()
+    pairs = models.PositiveIntegerField(help_text="(text, fused) vector pairs fitted on")
+    fit_cosine = models.FloatField(
+        help_text="Mean cosine between a product's mapped text vector and its fused vector"
+    )
+    fitted_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"text query map of {self.model.key} ({self.pairs} pairs)"
+
+
 class ProductEmbedding(models.Model):
     """One vector of one product by one model version; unique per (product, model, kind)."""
 

@@ -8,6 +8,7 @@ text row stands for the whole set.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,7 +18,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from catalog.models import Product, ProductImage
-from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
+from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding, TextQueryMap
 
 # A queued product whose task has not finished after this long is queued again (a lost
 # message, a killed worker past its redelivery): enqueueing is idempotent anyway.
@@ -28,6 +29,34 @@ KINDS = tuple(ProductEmbedding.Kind.values)
 def embedding_model_active() -> EmbeddingModel | None:
     """Return the active model version, or None while none is active."""
     return EmbeddingModel.objects.filter(state=EmbeddingModel.State.ACTIVE).first()
+
+
+# (model id, fitted-at stamp) -> matrix. Small (D + 2 rows) and read by every text search:
+# kept per process, refreshed when the version's centroids name a newer fit.
+_text_maps: dict[tuple[int, str], np.ndarray] = {}
+_text_maps_lock = threading.Lock()
+
+
+def text_query_map_matrix(*, model: EmbeddingModel) -> np.ndarray | None:
+    """The version's text query map (`embeddings.services.text_query_map_solve`'s layout),
+    or None while none is fitted."""
+    stamp = (model.centroids or {}).get("text_query_map")
+    if not stamp:
+        return None
+    key = (int(model.pk), str(stamp))
+    matrix = _text_maps.get(key)
+    if matrix is None:
+        row = TextQueryMap.objects.filter(model=model).values_list("matrix", "fitted_at").first()
+        if row is None:
+            return None
+        dim = int(model.dimension or 0)
+        matrix = np.frombuffer(bytes(row[0]), dtype="<f4").reshape(dim + 2, dim)
+        with _text_maps_lock:
+            # One map per version: an older fit of the same version is dropped.
+            for stale in [k for k in _text_maps if k[0] == key[0]]:
+                del _text_maps[stale]
+            _text_maps[key] = matrix
+    return matrix
 
 
 def embedding_model_list(*, include_retired: bool = True) -> QuerySet[EmbeddingModel]:

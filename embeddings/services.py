@@ -19,14 +19,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 from catalog.models import Lookbook, Product, ProductImage
-from embeddings import runtime, selectors
+from embeddings import runtime, selectors, text_map
 from embeddings.ml.errors import ModelLoadError
-from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
+from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding, TextQueryMap
 
 log = logging.getLogger(__name__)
 
@@ -590,9 +591,63 @@ def embedding_model_centroids_update(*, model: EmbeddingModel) -> dict[str, Any]
     }
     centroids["count"] = next((int(n) for kind, n, _ in rows if kind == "fused"), 0)
     centroids["computed_at"] = timezone.now().isoformat()
+    fitted = text_query_map_fit(model=model)
+    if fitted is not None:
+        # Search keys its in-process copy of the map on this stamp (see selectors).
+        centroids["text_query_map"] = fitted.fitted_at.isoformat()
     EmbeddingModel.objects.filter(pk=model.pk).update(centroids=centroids)
     model.centroids = centroids
     return centroids
+
+
+# ---- the text query map ---------------------------------------------------------------------
+#: At most this many (text, fused) pairs are fitted on: a uniform sample of larger catalogs.
+TEXT_MAP_SAMPLE = 50_000
+
+
+def _pairs_text_fused(*, model: EmbeddingModel, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each sampled product's text and fused vectors of `model`, as two (N, D) arrays."""
+    with connection.cursor() as cursor:
+        # Ordered by a hash of the id: a stable sample spread over the whole catalog.
+        # halfvec_send is pgvector's binary form: int16 dim, int16 unused, big-endian halfs.
+        cursor.execute(
+            "SELECT halfvec_send(t.vector), halfvec_send(f.vector) "
+            "FROM embeddings_productembedding t JOIN embeddings_productembedding f "
+            "ON f.product_id = t.product_id AND f.model_id = t.model_id AND f.kind = 'fused' "
+            "WHERE t.model_id = %s AND t.kind = 'text' "
+            "ORDER BY hashint8(t.product_id), t.product_id LIMIT %s",
+            [model.pk, limit],
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+
+    def decode(index: int) -> np.ndarray:
+        return np.stack([np.frombuffer(bytes(r[index])[4:], dtype=">f2") for r in rows])
+
+    return decode(0).astype(np.float32), decode(1).astype(np.float32)
+
+
+def text_query_map_fit(*, model: EmbeddingModel) -> TextQueryMap | None:
+    """Fit and store `model`'s text query map on its catalog; None while too few products
+    have both vectors (fewer than the dimension: the map would be mostly guesswork)."""
+    text, fused = _pairs_text_fused(model=model, limit=TEXT_MAP_SAMPLE)
+    if len(text) < max(1, int(model.dimension or 0)):
+        TextQueryMap.objects.filter(model=model).delete()
+        return None
+    matrix = text_map.solve(text, fused)
+    fit_cosine = float((text_map.apply(matrix, text) * fused).sum(axis=1).mean())
+    stored, _ = TextQueryMap.objects.update_or_create(
+        model=model,
+        defaults={
+            "matrix": matrix.astype("<f4").tobytes(),
+            "pairs": len(text),
+            "fit_cosine": round(fit_cosine, 4),
+            "fitted_at": timezone.now(),
+        },
+    )
+    log.info("text query map of %s: %d pairs, fit cosine %.3f", model.key, len(text), fit_cosine)
+    return stored
 
 
 def embedding_model_centroids_refresh(*, model: EmbeddingModel) -> bool:
