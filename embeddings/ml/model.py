@@ -104,13 +104,27 @@ class PinCLIP(nn.Module):
         )
         return TextTrunkOut(out["text_features"], out["text_intermediates"][-1], mask)
 
+    def without_padding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`tokens` (B, T) cut after the longest text's last real token.
+
+        The tokenizer pads every text to the context length; a masked BERT gives the same
+        output without the trailing padding columns, and a shopper's 2-4 words then cost a
+        fraction of the full context (64 -> 36 ms on one loaded core). open_clip's own text
+        transformer needs exactly its context length, so its tokens are left alone. (Not
+        done inside `text_trunk`: cached trunk outputs are stacked and need one length.)
+        """
+        if not self.hf_text or not tokens.numel():
+            return tokens
+        longest = max(1, int((tokens != self.pad_id).sum(1).max()))
+        return tokens[:, :longest]
+
     def text_head(self, pooled: torch.Tensor) -> torch.Tensor:
         """Project pooled trunk output (B, H) into the joint space (B, D)."""
         return self.backbone.text.proj(pooled) if self.hf_text else pooled
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Return text embeddings (B, D) for token ids (B, T)."""
-        emb = self.text_head(self.text_trunk(tokens).pooled)  # (B, D)
+        emb = self.text_head(self.text_trunk(self.without_padding(tokens)).pooled)  # (B, D)
         return F.normalize(emb, dim=-1) if normalize else emb
 
     # ---- fused item --------------------------------------------------------------------
@@ -122,7 +136,10 @@ class PinCLIP(nn.Module):
         `text` is token ids (B, T) or a precomputed `TextTrunkOut` (training with a frozen,
         cached text trunk).
         """
-        trunk = text if isinstance(text, TextTrunkOut) else self.text_trunk(text)
+        if isinstance(text, TextTrunkOut):
+            trunk = text
+        else:
+            trunk = self.text_trunk(self.without_padding(text))
         img_emb, img_tokens = self.image_features(images)  # (B, D), (B, N, C)
         txt_emb = self.text_head(trunk.pooled)  # (B, D)
         fused = self.fusion(img_emb, img_tokens, txt_emb, trunk.states, trunk.mask)  # (B, D)

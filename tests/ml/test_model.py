@@ -93,3 +93,28 @@ def test_text_trunk_of_a_packaged_model_cannot_be_unfrozen(small_default_arch) -
         _set_trainable(
             loaded.model, replace(config, text_unfreeze_last_n=2), ["backbone.text.transformer."]
         )
+
+
+def test_text_padding_is_cut_without_changing_the_vectors(small_default_arch) -> None:  # type: ignore[no-untyped-def]
+    from embeddings.ml.model import TextTrunkOut
+
+    config, loaded = small_default_arch
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    tokens = tokenizer(["black dress", "a long sleeved striped cotton shirt with a collar"])
+    assert tokens.shape[1] == config.context_length  # padded to the whole context
+
+    cut = model.without_padding(tokens)
+    longest = int((tokens != model.pad_id).sum(1).max())
+    assert cut.shape == (2, longest) and longest < tokens.shape[1]
+    with torch.no_grad():
+        full = model.text_trunk(tokens)  # what a cached trunk output holds
+        # The same text and fused vectors as through the whole padded context.
+        expected = torch.nn.functional.normalize(model.text_head(full.pooled), dim=-1)
+        assert torch.allclose(model.encode_text(tokens), expected, atol=1e-5)
+        images = torch.randn(2, 3, 32, 32)
+        fused = model.forward_all(images, tokens)["fused"]
+        assert torch.allclose(
+            fused, model.forward_all(images, TextTrunkOut(*full))["fused"], atol=1e-5
+        )
+    # One short text alone runs on its own few tokens.
+    assert model.without_padding(tokenizer(["black dress"])).shape[1] == 4
