@@ -3,7 +3,8 @@
 Every variable is optional for a local run; production sets at least SECRET_KEY,
 ALLOWED_HOSTS and DEBUG=0 (then `manage.py check --deploy` passes with no warnings).
 When DATABASE_URL / CELERY_BROKER_URL are unset, the embedded services started by
-`python -m webapp.stack` are used (see docs/architecture.md).
+`python -m webapp.stack` are used (see docs/architecture.md); when CACHE_URL is unset, the
+cache takes another database of the broker's Redis.
 """
 
 from __future__ import annotations
@@ -12,9 +13,21 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 from webapp.embedded import read_services_file
-from webapp.env import env_bool, env_int, env_list, env_optional, env_path, env_str
+from webapp.env import (
+    env_bool,
+    env_int,
+    env_list,
+    env_optional,
+    env_path,
+    env_redis_url,
+    env_str,
+    redis_cache_url_beside,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = env_path("VITRINE_DATA_DIR", BASE_DIR / ".data")
@@ -52,6 +65,7 @@ INSTALLED_APPS = [
     "catalog",
     "embeddings",
     "search",
+    "webapp",  # system checks only (webapp/checks.py)
 ]
 
 MIDDLEWARE = [
@@ -140,6 +154,34 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "options": {"queue": "default", "expires": 60},
     },
 }
+
+# Django's cache holds the API's throttle counts (search/throttling.py), so every web process
+# must share it: a per-process cache multiplies each rate limit by the number of processes.
+# Unset, CACHE_URL is the broker's Redis on another database number (never the broker's own:
+# `cache.clear()` flushes the whole database). A non-Redis broker and no CACHE_URL leave a
+# per-process cache, which `check --deploy` reports (webapp/checks.py).
+CACHE_URL = (
+    env_redis_url("CACHE_URL")
+    or _running_stack.get("CACHE_URL")
+    or redis_cache_url_beside(CELERY_BROKER_URL, taken=[CELERY_RESULT_BACKEND])
+)
+if CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "OPTIONS": {
+                # A cache that has not answered in a second is down: the throttle then lets
+                # requests through (search/throttling.py) instead of holding each one 5 s.
+                "socket_connect_timeout": 1.0,
+                "socket_timeout": 1.0,
+                # Pooled connections go stale when Redis restarts: reconnect once at once.
+                "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Storage ------------------------------------------------------------------------------
 MEDIA_ROOT = env_path("MEDIA_ROOT", DATA_DIR / "media")

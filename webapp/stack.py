@@ -4,7 +4,8 @@
     python -m webapp.stack exec -- CMD ...   # embedded services around one command (tests)
 
 Embedded PostgreSQL+pgvector and Redis are started only for the variables that are unset
-(DATABASE_URL, CELERY_BROKER_URL); given ones are used as they are. Ctrl-C (or SIGTERM)
+(DATABASE_URL, CELERY_BROKER_URL); given ones are used as they are. The cache (CACHE_URL)
+defaults to another database of the broker's Redis. Ctrl-C (or SIGTERM)
 stops the web server, lets the worker finish its current task, then stops Redis and
 PostgreSQL cleanly, so the data directory is never left mid-write.
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 import psycopg
 
 from webapp import embedded
+from webapp.env import redis_cache_url_beside
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SHUTDOWN_GRACE_SECONDS = 30
@@ -88,6 +90,15 @@ def _check_pgvector(database_url: str) -> None:
         )
 
 
+def _cache_description(environment: dict[str, str]) -> str:
+    """Which cache the children will use, for a start-up line (URLs may hold passwords)."""
+    if "CACHE_URL" in environment:
+        return "cache: CACHE_URL"
+    if redis_cache_url_beside(environment["CELERY_BROKER_URL"]) is not None:
+        return "cache: another database of the broker's Redis"
+    return "cache: per process (the broker is not Redis and CACHE_URL is unset)"
+
+
 @contextlib.contextmanager
 def services(data_dir: Path) -> Iterator[dict[str, str]]:
     """Start the embedded services that are not configured; yield the environment to use."""
@@ -109,10 +120,16 @@ def services(data_dir: Path) -> Iterator[dict[str, str]]:
             started.append(redis)
             environment["CELERY_BROKER_URL"] = redis.url
             _say(f"embedded Redis on {redis.socket_path}")
+        if os.environ.get("CACHE_URL"):
+            environment["CACHE_URL"] = os.environ["CACHE_URL"]
+        # Otherwise settings derive the cache from the broker (webapp.env.redis_cache_url_beside);
+        # it is not put in the children's environment, so a stack started from inside this one
+        # (the tests do) derives its own instead of inheriting this one's.
         _check_pgvector(environment["DATABASE_URL"])
+        _say(_cache_description(environment))
+        recorded = ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL", "SECRET_KEY")
         embedded.write_services_file(
-            data_dir,
-            {k: environment[k] for k in ("DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY")},
+            data_dir, {k: environment[k] for k in recorded if k in environment}
         )
         yield environment
     finally:
