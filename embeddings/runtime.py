@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -128,9 +129,36 @@ def encode_query_image(image_bytes: bytes, *, model: EmbeddingModel) -> np.ndarr
     return np.asarray(result.vectors[0], dtype=np.float32)
 
 
+#: Text query vectors kept per process (1 KiB each at 256 dimensions): shoppers' queries
+#: repeat ("black dress", a brand), and a repeat then skips the text tower entirely.
+TEXT_QUERY_CACHE_SIZE = 4096
+_text_vectors: OrderedDict[tuple[tuple[str, str, str], str], np.ndarray] = OrderedDict()
+_text_vectors_lock = threading.Lock()
+
+
 def encode_query_text(text: str, *, model: EmbeddingModel) -> np.ndarray:
-    """Return the text vector (D,) float32, L2-normalised, of a shopper's words."""
-    return np.asarray(encoder_for(model).encode_texts([text])[0], dtype=np.float32)
+    """Return the text vector (D,) float32, L2-normalised, of a shopper's words.
+
+    Recently asked words come from a least-recently-used cache, keyed by the version and
+    its checksum (a version being prepared has none yet, and is never cached) and by the
+    words with runs of whitespace collapsed. The array is read-only: it is shared.
+    """
+    words = " ".join(text.split())
+    key = (_cache_key(model), words)
+    if model.weights_sha256:
+        with _text_vectors_lock:
+            cached = _text_vectors.get(key)
+            if cached is not None:
+                _text_vectors.move_to_end(key)
+                return cached
+    vector = np.asarray(encoder_for(model).encode_texts([words])[0], dtype=np.float32)
+    vector.setflags(write=False)
+    if model.weights_sha256:
+        with _text_vectors_lock:
+            _text_vectors[key] = vector
+            while len(_text_vectors) > TEXT_QUERY_CACHE_SIZE:
+                _text_vectors.popitem(last=False)
+    return vector
 
 
 @dataclass
