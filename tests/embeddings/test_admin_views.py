@@ -1,0 +1,435 @@
+"""The model-version admin through the Django test client: train, compare, activate, roll back.
+
+Versions are real (tiny checkpoints prepared in this process). Training and evaluation run
+on a worker, so what the admin promises for them is a message on the broker: the tests
+read it off the real Redis queue, without a worker that would start a training run.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from queue import Empty
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.contrib.messages import get_messages
+from django.http import HttpResponse
+from django.test import Client
+from django.urls import reverse
+
+from catalog.models import Product
+from embeddings import selectors, services
+from embeddings.models import EmbeddingModel, ProductEmbedding
+from tests.embeddings.conftest import ProductFactory, prepare_here
+from webapp.celery import app as celery_app
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = reverse("admin:embeddings_embeddingmodel_changelist")
+TRAIN = reverse("admin:embeddings_train")
+ROLLBACK = reverse("admin:embeddings_rollback")
+COMPARE = reverse("admin:embeddings_compare")
+TRAIN_TASK = "embeddings.tasks.embedding_model_train_task"
+EVALUATE_TASK = "embeddings.tasks.embedding_model_evaluate_task"
+
+
+@dataclass(frozen=True)
+class SentTask:
+    name: str
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TaskQueue:
+    name: str
+
+    def take_all(self) -> list[SentTask]:
+        """Remove and return every message waiting on this queue, oldest first."""
+        taken = []
+        with (
+            celery_app.connection_for_read() as connection,
+            connection.SimpleQueue(self.name) as queue,
+        ):
+            while True:
+                try:
+                    message = queue.get_nowait()
+                except Empty:
+                    return taken
+                message.ack()
+                _args, kwargs, _embed = message.payload
+                taken.append(SentTask(message.headers["task"], kwargs))
+
+
+@pytest.fixture
+def embeddings_queue() -> Iterator[TaskQueue]:
+    """Route the embedding tasks to a queue of this test's own while it runs.
+
+    On the usual `embeddings` queue a worker left running by another test of the session
+    could take the training message first and really train.
+    """
+    queue = TaskQueue(f"test-admin-{uuid.uuid4().hex[:8]}")
+    routes = celery_app.conf.task_routes
+    celery_app.conf.update(task_routes={**routes, "embeddings.tasks.*": {"queue": queue.name}})
+    try:
+        yield queue
+    finally:
+        celery_app.conf.update(task_routes=routes)
+        queue.take_all()
+        with (
+            celery_app.connection_for_write() as connection,
+            connection.SimpleQueue(queue.name) as leftover,
+        ):
+            leftover.queue.delete()
+
+
+@pytest.fixture
+def admin_client() -> Client:
+    user = User.objects.create_superuser("admin", "admin@example.com", "pw-for-tests-only")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@dataclass(frozen=True)
+class Versions:
+    blue: EmbeddingModel  # active, every product embedded
+    green: EmbeddingModel  # prepared, backfill not started: still building
+
+
+@pytest.fixture
+def versions(checkpoints: dict[str, str], make_product: ProductFactory) -> Versions:
+    blue = prepare_here(spec=checkpoints["a"], key="blue")
+    product = make_product()
+    services.products_embed(product_ids=[product.pk], model=blue)
+    green = prepare_here(spec=checkpoints["b"], key="green")
+    assert (blue.state, green.state) == ("active", "building")
+    return Versions(blue=blue, green=green)
+
+
+def green_backfilled(versions: Versions) -> EmbeddingModel:
+    """Finish green's backfill (it becomes `ready`, activatable); return it."""
+    product_ids = list(Product.objects.values_list("pk", flat=True))
+    services.products_embed(product_ids=product_ids, model=versions.green)
+    versions.green.refresh_from_db()
+    assert versions.green.state == EmbeddingModel.State.READY
+    return versions.green
+
+
+def states() -> dict[str, str]:
+    return dict(EmbeddingModel.objects.values_list("key", "state"))
+
+
+def messages_of(response: HttpResponse) -> list[tuple[str, str]]:
+    return [(m.level_tag, m.message) for m in get_messages(response.wsgi_request)]
+
+
+def run_action(client: Client, action: str, *models: EmbeddingModel) -> HttpResponse:
+    return client.post(
+        CHANGELIST, {"action": action, "_selected_action": [str(m.pk) for m in models]}
+    )
+
+
+def metrics(recall: float, ndcg: float) -> dict[str, Any]:
+    """An evaluation as `embedding_model_evaluate` stores it (`EvaluationResult.to_dict`)."""
+    return {
+        "metrics": {
+            "lookbook_completion/recall@10": {
+                "all": {"value": recall, "ci_low": recall - 0.05, "ci_high": recall + 0.05, "n": 40}
+            },
+            "text_to_image/ndcg@10": {
+                "all": {"value": ndcg, "ci_low": ndcg - 0.1, "ci_high": ndcg + 0.1, "n": 40}
+            },
+        }
+    }
+
+
+def compare_rows(page: str) -> dict[str, list[tuple[str, bool]]]:
+    """The comparison table: metric -> one (shown value, marked best) per version column."""
+    rows = {}
+    for tr in re.findall(r"<tr><td>.*?</tr>", page, flags=re.S):
+        metric, _cell, *cells = re.findall(r"<td([^>]*)>(.*?)</td>", tr, flags=re.S)
+        rows[metric[1]] = [
+            (re.sub(r"<span class=\"vt-bar\".*?</span>", "", text), "vt-best" in attrs)
+            for attrs, text in cells
+        ]
+    return rows
+
+
+# ---- the list and its tools ---------------------------------------------------------------
+def test_the_version_list_shows_each_version_its_state_and_the_tools(
+    admin_client: Client, versions: Versions
+) -> None:
+    page = admin_client.get(CHANGELIST).content.decode()
+
+    assert '<span class="vt-status vt-status--active">Active</span>' in page
+    assert '<span class="vt-status vt-status--building">Building</span>' in page
+    assert ">blue</a>" in page and ">green</a>" in page
+    assert f'href="{TRAIN}"' in page and f'href="{COMPARE}"' in page
+    assert f'action="{ROLLBACK}"' in page
+    for action in ("activate", "evaluate", "compare", "retire"):
+        assert f'<option value="{action}">' in page
+
+
+# ---- train ---------------------------------------------------------------------------------
+def test_the_train_page_offers_a_base_and_a_key(admin_client: Client) -> None:
+    response = admin_client.get(TRAIN)
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Train a new model version" in page
+    assert re.search(r'<input type="text" name="base" value="new:resnet10t"[^>]*required', page)
+    assert 'name="key"' in page and "Start training" in page
+
+
+def test_training_with_a_bad_form_shows_the_errors_and_queues_nothing(
+    admin_client: Client, embeddings_queue: TaskQueue
+) -> None:
+    response = admin_client.post(TRAIN, {"base": "", "key": "not a slug!"})
+
+    assert response.status_code == 200
+    errors = response.context["form"].errors
+    assert errors["base"] == ["This field is required."]
+    assert "slug" in errors["key"][0]
+    assert "This field is required." in response.content.decode()
+    assert embeddings_queue.take_all() == []
+    assert not EmbeddingModel.objects.exists()
+
+
+def test_training_queues_one_run_on_the_worker_into_the_key_s_folder(
+    admin_client: Client, embeddings_queue: TaskQueue, settings: Any
+) -> None:
+    response = admin_client.post(TRAIN, {"base": "default", "key": "autumn"})
+
+    assert response.status_code == 302 and response["Location"] == CHANGELIST
+    assert embeddings_queue.take_all() == [
+        SentTask(
+            TRAIN_TASK,
+            {"out_dir": str(settings.DATA_DIR / "models" / "autumn"), "key": "autumn",
+             "base": "default"},
+        )
+    ]  # fmt: skip
+    assert messages_of(response)[0][0] == "success"
+    assert "Training started on the worker" in messages_of(response)[0][1]
+    assert not EmbeddingModel.objects.exists()  # registered by the worker when it finishes
+
+
+def test_training_without_a_key_names_its_folder_by_the_time(
+    admin_client: Client, embeddings_queue: TaskQueue, settings: Any
+) -> None:
+    admin_client.post(TRAIN, {"base": "new:resnet10t", "key": ""})
+
+    (sent,) = embeddings_queue.take_all()
+    assert sent.kwargs["key"] is None and sent.kwargs["base"] == "new:resnet10t"
+    folder = sent.kwargs["out_dir"].removeprefix(f"{settings.DATA_DIR / 'models'}/")
+    assert re.fullmatch(r"\d{8}-\d{6}", folder)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="embeddings/admin.py TrainForm does not check that the key is free: the run is "
+    "queued, trains into models/<key> (the folder an earlier run under that key registered "
+    "its checkpoint in) and only fails when it registers the result",
+)
+def test_training_under_a_key_already_taken_is_refused_by_the_form(
+    admin_client: Client, embeddings_queue: TaskQueue, versions: Versions
+) -> None:
+    response = admin_client.post(TRAIN, {"base": "default", "key": "blue"})
+
+    assert embeddings_queue.take_all() == []
+    assert response.status_code == 200 and response.context["form"].errors["key"]
+
+
+# ---- roll back -----------------------------------------------------------------------------
+def test_rolling_back_re_activates_the_version_that_was_active_before(
+    admin_client: Client, versions: Versions
+) -> None:
+    services.embedding_model_activate(model=green_backfilled(versions))
+    assert states() == {"blue": "ready", "green": "active"}
+
+    response = admin_client.post(ROLLBACK)
+
+    assert response.status_code == 302 and response["Location"] == CHANGELIST
+    assert states() == {"blue": "active", "green": "ready"}
+    assert selectors.embedding_model_active() == versions.blue
+    assert messages_of(response) == [("success", "Rolled back: blue is active.")]
+
+
+def test_rolling_back_with_no_previous_version_says_so_and_changes_nothing(
+    admin_client: Client, versions: Versions
+) -> None:
+    response = admin_client.post(ROLLBACK)
+
+    assert response.status_code == 302
+    assert states() == {"blue": "active", "green": "building"}
+    assert messages_of(response) == [
+        ("error", "no previous version to roll back to (retired or none)")
+    ]
+
+
+def test_a_get_of_the_rollback_url_only_goes_back_to_the_list(
+    admin_client: Client, versions: Versions
+) -> None:
+    services.embedding_model_activate(model=green_backfilled(versions))
+
+    response = admin_client.get(ROLLBACK)
+
+    assert response.status_code == 302 and response["Location"] == CHANGELIST
+    assert states() == {"blue": "ready", "green": "active"}
+
+
+# ---- compare -------------------------------------------------------------------------------
+def test_compare_shows_both_versions_metrics_side_by_side_with_the_best_marked(
+    admin_client: Client, versions: Versions
+) -> None:
+    EmbeddingModel.objects.filter(pk=versions.blue.pk).update(metrics=metrics(0.412, 0.733))
+    EmbeddingModel.objects.filter(pk=versions.green.pk).update(metrics=metrics(0.538, 0.701))
+
+    redirect = run_action(admin_client, "compare", versions.green, versions.blue)
+    assert redirect.status_code == 302
+    assert redirect["Location"].startswith(f"{COMPARE}?ids=")
+    response = admin_client.get(redirect["Location"])
+
+    page = response.content.decode()
+    assert response.status_code == 200 and 'data-testid="compare"' in page
+    assert page.index(">blue<br>") < page.index(">green<br>")  # oldest first
+    rows = compare_rows(page)
+    assert rows["lookbook_completion/recall@10"] == [
+        ("0.412 <small>[0.362, 0.462]</small>", False),
+        ("0.538 <small>[0.488, 0.588]</small>", True),
+    ]
+    assert rows["text_to_image/ndcg@10"] == [
+        ("0.733 <small>[0.633, 0.833]</small>", True),
+        ("0.701 <small>[0.601, 0.801]</small>", False),
+    ]
+
+
+def test_compare_without_a_selection_shows_the_evaluated_versions_only(
+    admin_client: Client, versions: Versions
+) -> None:
+    EmbeddingModel.objects.filter(pk=versions.green.pk).update(metrics=metrics(0.5, 0.6))
+
+    page = admin_client.get(COMPARE).content.decode()
+
+    assert ">green<br>" in page and ">blue<br>" not in page
+    assert "0.500" in page and "0.600" in page
+
+
+def test_compare_with_nothing_evaluated_explains_how_to_evaluate(
+    admin_client: Client, versions: Versions
+) -> None:
+    response = admin_client.get(COMPARE)
+
+    assert response.status_code == 200
+    assert "No version has an evaluation yet" in response.content.decode()
+
+
+# ---- actions -------------------------------------------------------------------------------
+def test_activating_a_version_still_backfilling_is_refused_and_changes_nothing(
+    admin_client: Client, versions: Versions
+) -> None:
+    response = run_action(admin_client, "activate", versions.green)
+
+    assert response.status_code == 302
+    assert messages_of(response) == [
+        ("error", "green is still backfilling (0/1); wait, or force the activation")
+    ]
+    assert states() == {"blue": "active", "green": "building"}
+
+
+def test_activating_a_retired_version_is_refused_and_changes_nothing(
+    admin_client: Client, versions: Versions
+) -> None:
+    services.embedding_model_retire(model=versions.green)
+
+    response = run_action(admin_client, "activate", versions.green)
+
+    assert messages_of(response) == [("error", "green is retired; cannot activate it")]
+    assert states() == {"blue": "active", "green": "retired"}
+
+
+def test_activating_a_ready_version_switches_to_it(
+    admin_client: Client, versions: Versions
+) -> None:
+    green_backfilled(versions)
+
+    response = run_action(admin_client, "activate", versions.green)
+
+    assert messages_of(response) == [("success", "green is now active.")]
+    assert states() == {"blue": "ready", "green": "active"}
+
+
+def test_activate_needs_exactly_one_version(admin_client: Client, versions: Versions) -> None:
+    green_backfilled(versions)
+
+    response = run_action(admin_client, "activate", versions.blue, versions.green)
+
+    assert messages_of(response) == [("error", "Select exactly one version to activate.")]
+    assert states() == {"blue": "active", "green": "ready"}
+
+
+def test_evaluate_queues_one_evaluation_per_selected_version(
+    admin_client: Client, versions: Versions, embeddings_queue: TaskQueue
+) -> None:
+    response = run_action(admin_client, "evaluate", versions.blue, versions.green)
+
+    assert messages_of(response) == [("info", "Evaluation queued for 2 version(s).")]
+    sent = embeddings_queue.take_all()
+    assert sorted(s.kwargs["model_id"] for s in sent) == sorted(
+        [versions.blue.pk, versions.green.pk]
+    )
+    assert {s.name for s in sent} == {EVALUATE_TASK}
+
+
+def test_retire_deletes_a_version_s_vectors_and_refuses_the_active_one(
+    admin_client: Client, versions: Versions
+) -> None:
+    green_backfilled(versions)
+    assert ProductEmbedding.objects.filter(model=versions.green).count() == 3
+
+    response = run_action(admin_client, "retire", versions.blue, versions.green)
+
+    assert sorted(messages_of(response)) == [
+        ("error", "blue is active; activate another version before retiring it"),
+        ("success", "green retired."),
+    ]
+    assert states() == {"blue": "active", "green": "retired"}
+    assert not ProductEmbedding.objects.filter(model=versions.green).exists()
+    assert ProductEmbedding.objects.filter(model=versions.blue).count() == 3
+
+
+# ---- who may use them ----------------------------------------------------------------------
+@pytest.mark.parametrize("user", ["anonymous", "not staff"])
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [("get", CHANGELIST), ("get", TRAIN), ("post", TRAIN), ("get", COMPARE), ("post", ROLLBACK)],
+)
+def test_only_staff_reach_the_views_others_are_sent_to_log_in(
+    user: str, method: str, url: str, embeddings_queue: TaskQueue
+) -> None:
+    client = Client()
+    if user == "not staff":
+        client.force_login(User.objects.create_user("shopper", password="pw-for-tests-only"))
+
+    if method == "post":
+        response = client.post(url, {"base": "default", "key": "x"})
+    else:
+        response = client.get(url)
+
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('admin:login')}?next={url}"
+    assert embeddings_queue.take_all() == []  # no training queued
+
+
+def test_a_roll_back_posted_by_a_non_staff_user_changes_nothing(versions: Versions) -> None:
+    services.embedding_model_activate(model=green_backfilled(versions))
+    client = Client()
+    client.force_login(User.objects.create_user("shopper", password="pw-for-tests-only"))
+
+    response = client.post(ROLLBACK)
+
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert states() == {"blue": "ready", "green": "active"}
