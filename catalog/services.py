@@ -108,13 +108,17 @@ def import_job_create(
     upload: UploadedFile | None = None,
     lookbooks_upload: UploadedFile | None = None,
     created_by_id: int | None = None,
+    row_limit: int | None = None,
     dispatch: bool = True,
 ) -> ImportJob:
     """Create a queued job and (after commit) send it to the workers.
 
     ``kind="path"`` reads files on the server and so is for the CLI only; the API and the
     admin create ``upload`` and ``url`` jobs, whose images must be http(s) URLs.
+    ``row_limit`` imports only the feed's first that many rows (see ``Feed.row_limit``).
     """
+    if row_limit is not None and row_limit < 1:
+        raise ImportRefusedError(f"the row limit must be 1 or more, not {row_limit}", field="limit")
     try:
         column_mapping = load_mapping(
             preset=preset, mapping_json=json.dumps(mapping) if mapping else None
@@ -138,6 +142,7 @@ def import_job_create(
         "currency": currency.upper(),
         "sidecar": sidecar,
         "lookbooks": lookbooks,
+        "row_limit": row_limit,
     }
     with transaction.atomic():
         job = ImportJob(source=source[:2000], options=options, created_by_id=created_by_id)
@@ -241,6 +246,7 @@ def _job_feed(job: ImportJob) -> Feed:
     else:
         raise FeedError(f"unknown import kind {kind!r}")
     feed.default_currency = options.get("currency") or ""
+    feed.row_limit = options.get("row_limit")
     return feed
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -60,9 +60,30 @@ class Feed:
     #: Folder sources: image files (relative POSIX paths) that may become products.
     folder_images: list[str] = field(default_factory=list)
     default_currency: str = ""
+    #: Read only this many rows (imported, failed or skipped alike; None: all of them), to
+    #: try a big feed on its first rows. Reading stops there: the rest is never parsed.
+    row_limit: int | None = None
 
     def products(self) -> Iterator[ProductRow | RowError]:
-        """Validated products in feed order; a repeated SKU is skipped (first one wins)."""
+        """Validated products in feed order; a repeated SKU is skipped (first one wins).
+
+        With ``row_limit``, only the first that many rows: a row counts once however many
+        errors it has, and a folder's unnamed images count as rows after the feed's.
+        """
+        items = self._all_products()
+        if self.row_limit is None:
+            yield from items
+            return
+        rows: set[int] = set()
+        for item in items:
+            if item.row not in rows:
+                if len(rows) == self.row_limit:
+                    items.close()  # closes the feed file now, not when collected
+                    return
+                rows.add(item.row)
+            yield item
+
+    def _all_products(self) -> Generator[ProductRow | RowError, None, None]:
         seen: dict[str, int] = {}
         by_stem = {Path(p).stem: p for p in self.folder_images}
         claimed: set[str] = set()

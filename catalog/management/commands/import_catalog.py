@@ -31,6 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--lookbooks", help="JSON (or CSV) file of lookbooks -> SKUs")
         parser.add_argument("--currency", default="", help="currency for bare prices (EUR)")
         parser.add_argument(
+            "--limit", type=int, metavar="N", help="import only the feed's first N rows"
+        )
+        parser.add_argument(
             "--background", action="store_true", help="queue for the workers and follow it"
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,6 +64,7 @@ class Command(BaseCommand):
                 lookbooks=str(Path(options["lookbooks"]).resolve())
                 if options["lookbooks"]
                 else None,
+                row_limit=options["limit"],
                 dispatch=options["background"],
             )
         except services.ImportRefusedError as exc:
