@@ -550,14 +550,26 @@ def _store(name: str, content: bytes) -> str:
     return name
 
 
-def image_store(normalised: NormalisedImage) -> tuple[str, str]:
-    """Store the image and its thumbnail under their sha256; return both names."""
+def _content_name(folder: str, normalised: NormalisedImage) -> str:
     digest = normalised.sha256
-    main = _store(f"products/{digest[:2]}/{digest}.{normalised.extension}", normalised.content)
-    thumb = _store(
-        f"products/thumbs/{digest[:2]}/{digest}.{normalised.extension}", normalised.thumbnail
-    )
+    return f"{folder}/{digest[:2]}/{digest}.{normalised.extension}"
+
+
+def image_store(normalised: NormalisedImage) -> tuple[str, str]:
+    """Store a product image and its thumbnail under their sha256; return both names."""
+    main = _store(_content_name("products", normalised), normalised.content)
+    thumb = _store(_content_name("products/thumbs", normalised), normalised.thumbnail)
     return main, thumb
+
+
+def lookbook_cover_store(normalised: NormalisedImage) -> str:
+    """Store a lookbook cover under its sha256 in ``lookbooks/`` (no thumbnail); return its name.
+
+    The folder that covers uploaded in the admin go to (``Lookbook.cover``'s ``upload_to``),
+    so all covers sit together. Covers imported earlier were stored under ``products/``:
+    their rows keep those names and the files stay there (nothing deletes them).
+    """
+    return _store(_content_name("lookbooks", normalised), normalised.content)
 
 
 @dataclass(frozen=True)
@@ -885,9 +897,9 @@ def lookbook_upsert(
     if row.image is not None and lookbook.cover_source != row.image.value:
         with contextlib.suppress(FetchError, ImageRejectedError, OSError):
             data = _load_image_bytes(source=row.image.value, base_dir=base_dir, fetcher=fetcher)
-            main, _thumb = image_store(normalise_image(data))
+            cover = lookbook_cover_store(normalise_image(data))
             Lookbook.objects.filter(id=lookbook.id).update(
-                cover=main, cover_source=row.image.value, updated_at=timezone.now()
+                cover=cover, cover_source=row.image.value, updated_at=timezone.now()
             )
     return missing
 

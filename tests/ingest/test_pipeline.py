@@ -251,4 +251,4 @@ def test_ikea_products_and_rooms_become_lookbooks(
     assert "3 lookbooks" in out.getvalue()
     lookbook = Lookbook.objects.get(title="A bright kitchen idea with custom character")
     assert lookbook.items.count() == len(rooms[0]["products"])
-    assert lookbook.cover.name.startswith("products/") and lookbook.description == "Kitchen"
+    assert lookbook.cover.name.startswith("lookbooks/") and lookbook.description == "Kitchen"
