@@ -19,7 +19,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from embeddings import services, tasks
+from embeddings import services
 from embeddings.models import EmbeddingModel, TextQueryMap
 
 
@@ -30,6 +30,14 @@ class TrainForm(forms.Form):
         "(e.g. “default”) fine-tunes that version.",
     )
     key = forms.SlugField(required=False, help_text="Leave empty to name it automatically.")
+
+    def clean_key(self) -> str:
+        # Checked before queueing: the run trains into models/<key>, where an earlier
+        # version's weights may live, and would only fail hours later at registration.
+        key: str = self.cleaned_data["key"]
+        if key and EmbeddingModel.objects.filter(key=key).exists():
+            raise forms.ValidationError(f"A version named {key!r} exists already.")
+        return key
 
 
 def metric_rows(models: list[EmbeddingModel]) -> list[dict[str, Any]]:
@@ -156,7 +164,7 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
     @admin.action(description="Evaluate on the catalog (runs on the worker)")
     def evaluate(self, request: HttpRequest, queryset: QuerySet[EmbeddingModel]) -> None:
         for model in queryset:
-            tasks.embedding_model_evaluate_task.delay(model_id=model.pk)
+            services.embedding_model_evaluate_start(model=model)
         self.message_user(request, f"Evaluation queued for {queryset.count()} version(s).")
 
     @admin.action(description="Compare evaluations side by side")
@@ -192,8 +200,8 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
             out_dir = settings.DATA_DIR / "models" / (form.cleaned_data["key"] or stamp)
-            tasks.embedding_model_train_task.delay(
-                out_dir=str(out_dir),
+            services.embedding_model_train_start(
+                out_dir=out_dir,
                 key=form.cleaned_data["key"] or None,
                 base=form.cleaned_data["base"],
             )
