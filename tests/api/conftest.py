@@ -1,4 +1,4 @@
-"""API fixtures: the search catalog and fake encoder, API keys, clients."""
+"""API fixtures: the search catalog (embedded by the real default model), API keys, clients."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from search.services import api_key_create
 from tests.search.conftest import (  # noqa: F401  (pytest finds fixtures by name)
     _fresh_throttle_counts,
     catalog,
-    embedded_catalog,
-    fake_encoder,
+    encoded_catalog,
 )
 
 

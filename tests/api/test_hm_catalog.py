@@ -20,12 +20,13 @@ import pytest
 from django.test import Client
 
 from catalog.models import Product
-from embeddings.models import ProductEmbedding
+from embeddings.models import EmbeddingModel, ProductEmbedding
 from tests.search.catalog import embedding_model_active_create
 
 pytestmark = [pytest.mark.django_db, pytest.mark.datasets]
 ARTICLES = 300
 MODEL_SPEC = os.environ.get("VITRINE_TEST_MODEL_SPEC", "default")
+MODEL_KEY = "hm-default"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,8 @@ def hm_encoded(datasets_dir: Path) -> dict[str, Any]:
     from embeddings.ml.errors import ModelLoadError
 
     try:
-        encoder = runtime.encoder_load(MODEL_SPEC)
+        # Loaded and cached under the version's key and checksum, so queries reuse it.
+        encoder = runtime.encoder_for(EmbeddingModel(key=MODEL_KEY, spec=MODEL_SPEC))
     except ModelLoadError as error:
         pytest.skip(f"the model {MODEL_SPEC!r} is not available: {error}")
     folder = datasets_dir / "hm"
@@ -59,6 +61,7 @@ def hm_encoded(datasets_dir: Path) -> dict[str, Any]:
         "rows": rows,
         "paths": paths,
         "dim": encoder.dim,
+        "weights_sha256": encoder.weights_sha256,
         "vectors": {
             "image": images.vectors,
             "fused": fused.vectors,
@@ -69,9 +72,11 @@ def hm_encoded(datasets_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def hm_catalog(hm_encoded: dict[str, Any]) -> dict[str, Any]:
-    model = embedding_model_active_create(key="hm-default", dimension=hm_encoded["dim"])
+    model = embedding_model_active_create(key=MODEL_KEY, dimension=hm_encoded["dim"])
     model.spec = MODEL_SPEC
-    model.save(update_fields=["spec"])
+    # With its checksum the version's queries use the encoder cached above, not a fresh load.
+    model.weights_sha256 = hm_encoded["weights_sha256"]
+    model.save(update_fields=["spec", "weights_sha256"])
     products = Product.objects.bulk_create(
         Product(
             sku=r["article_id"],

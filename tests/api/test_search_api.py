@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.core.files.storage import default_storage
@@ -14,9 +15,10 @@ from django.test import Client
 from django.utils import timezone
 from PIL import Image
 
+from embeddings import runtime
 from search.models import QueryPhoto
 from search.tasks import query_photos_purge
-from tests.search.catalog import Catalog, lookbook_create, photo
+from tests.search.catalog import Catalog, EncodedCatalog, lookbook_create, photo
 
 pytestmark = pytest.mark.django_db
 
@@ -29,39 +31,49 @@ def result_skus(body: dict[str, object]) -> list[str]:
     return [hit["product"]["sku"] for hit in body["results"]]  # type: ignore[attr-defined]
 
 
-def test_text_search_returns_scored_products(reader: Client, catalog: Catalog) -> None:
+def test_text_search_returns_scored_products(
+    reader: Client, catalog: Catalog, encoded_catalog: EncodedCatalog
+) -> None:
     body = reader.get("/api/v1/search/text/?q=green&limit=5").json()
 
-    assert body["model_key"] == "test-v1" and body["no_good_match"] is False
+    assert body["model_key"] == "default-v1" and body["no_good_match"] is False
     assert len(body["results"]) == 5
     assert all(sku.startswith("GREEN-") for sku in result_skus(body))
-    assert all(0.5 < hit["score"] <= 1 for hit in body["results"])
+    # Each score is the cosine of the words' vector and the product's stored fused vector.
+    words = runtime.encode_query_text("green", model=catalog.model)
+    for hit in body["results"]:
+        fused = encoded_catalog.vectors[hit["product"]["sku"]]["fused"]
+        assert hit["score"] == pytest.approx(float(fused @ words), abs=2e-3)
 
 
 def test_text_search_with_filters_still_fills_the_page(reader: Client, catalog: Catalog) -> None:
-    body = reader.get("/api/v1/search/text/?q=red&in_stock=true&limit=6").json()
+    # The ten red products (two out of stock) lead the unfiltered page; in stock only, the
+    # page is still full: the eight in stock, then in-stock vector neighbours.
+    unfiltered = reader.get("/api/v1/search/text/?q=red&limit=10").json()
+    body = reader.get("/api/v1/search/text/?q=red&in_stock=true&limit=10").json()
 
-    assert len(body["results"]) == 6
+    assert not all(hit["product"]["in_stock"] for hit in unfiltered["results"])
+    assert len(body["results"]) == 10
     assert all(hit["product"]["in_stock"] for hit in body["results"])
 
 
 def test_text_search_says_when_nothing_matches(reader: Client, catalog: Catalog) -> None:
     body = reader.get("/api/v1/search/text/?q=submarine").json()
 
-    assert body == {"results": [], "no_good_match": True, "model_key": "test-v1"}
+    assert body == {"results": [], "no_good_match": True, "model_key": "default-v1"}
 
 
 def test_text_search_with_the_modality_gap_corrected_keeps_exact_word_matches(
-    reader: Client, catalog: Catalog
+    reader: Client, catalog: Catalog, settings: Any
 ) -> None:
-    from embeddings.services import embedding_model_centroids_update
-
-    embedding_model_centroids_update(model=catalog.model)
-    assert catalog.model.centroids["count"] == 30
+    catalog.model.refresh_from_db()
+    assert catalog.model.centroids["count"] == 30  # text queries are moved across the gap
 
     body = reader.get("/api/v1/search/text/?q=Zenith&limit=50").json()
     zenith = sorted(p.sku for p in catalog.products.values() if p.brand == "Zenith")
-    assert sorted(result_skus(body)) == zenith
+    assert sorted(result_skus(body)[: len(zenith)]) == zenith
+    others = body["results"][len(zenith) :]
+    assert all(hit["score"] >= settings.VITRINE_SEARCH_MIN_SCORE_TEXT for hit in others)
     body = reader.get("/api/v1/search/text/?q=blue&limit=5").json()
     assert all(sku.startswith("BLUE-") for sku in result_skus(body)) and body["results"]
     body = reader.get("/api/v1/search/text/?q=submarine").json()
@@ -76,7 +88,7 @@ def test_text_search_needs_words(reader: Client) -> None:
 
 
 def test_image_search_by_upload_stores_the_photo_for_a_new_crop(
-    reader: Client, embedded_catalog: Catalog
+    reader: Client, catalog: Catalog
 ) -> None:
     first = reader.post("/api/v1/search/image/", {"image": upload(photo(("red", "blue")))})
     assert first.status_code == 200, first.content
@@ -93,7 +105,7 @@ def test_image_search_by_upload_stores_the_photo_for_a_new_crop(
     assert len(cropped.json()["results"]) == 4
 
 
-def test_image_search_with_filters(reader: Client, embedded_catalog: Catalog) -> None:
+def test_image_search_with_filters(reader: Client, catalog: Catalog) -> None:
     response = reader.post(
         "/api/v1/search/image/",
         {"image": upload(photo("green")), "category": ["Shoes > Sneakers"], "limit": "3"},
@@ -173,27 +185,40 @@ def test_image_search_without_an_active_model_is_503(reader: Client) -> None:
 
 
 def test_similar_items_in_stock_only(reader: Client, catalog: Catalog) -> None:
-    body = reader.get("/api/v1/products/RED-0/similar/?limit=9&in_stock_only=true").json()
+    every = reader.get("/api/v1/products/RED-0/similar/?limit=29").json()
+    body = reader.get("/api/v1/products/RED-0/similar/?limit=29&in_stock_only=true").json()
 
-    assert len(body["results"]) >= 7  # the 7 in-stock reds, then any others above the floor
-    assert set(result_skus(body)[:7]) == {f"RED-{i}" for i in (1, 2, 4, 5, 6, 8, 9)}
+    # The nearest are the other shirts (the default model's fused vectors), those in stock.
+    shirts = {
+        sku
+        for sku, p in catalog.products.items()
+        if p.category == "Garment Upper body > Shirt" and p.in_stock and sku != "RED-0"
+    }
+    assert set(result_skus(body)[: len(shirts)]) == shirts
     assert all(hit["product"]["in_stock"] for hit in body["results"])
+    assert result_skus(body) == [
+        hit["product"]["sku"] for hit in every["results"] if hit["product"]["in_stock"]
+    ]
+    assert len(body["results"]) < len(every["results"])
     assert reader.get("/api/v1/products/NOPE/similar/").status_code == 404
 
 
 def test_complete_the_look_groups_by_category(reader: Client, catalog: Catalog) -> None:
+    url = "/api/v1/products/RED-0/complete-the-look/?limit_per_category=2"
+    nearest = {group["category"]: group["results"] for group in reader.get(url).json()["groups"]}
+    assert nearest["Garment Lower body > Trousers"][0]["product"]["sku"] != "BLUE-1"
     lookbook_create(slug="outfit", skus=["RED-0", "BLUE-1"])
 
-    body = reader.get("/api/v1/products/RED-0/complete-the-look/?limit_per_category=2").json()
+    body = reader.get(url).json()
 
     groups = {group["category"]: group["results"] for group in body["groups"]}
-    assert "Garment Upper body > Shirt" not in groups
+    assert set(groups) == {"Garment Lower body > Trousers", "Shoes > Sneakers"}  # not shirts
     assert groups["Garment Lower body > Trousers"][0]["product"]["sku"] == "BLUE-1"
-    assert all(len(hits) <= 2 for hits in groups.values())
+    assert all(len(hits) == 2 for hits in groups.values())
 
 
 def test_query_photos_are_deleted_after_the_retention_period(
-    reader: Client, embedded_catalog: Catalog, settings: object
+    reader: Client, catalog: Catalog, settings: object
 ) -> None:
     settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS = 24  # type: ignore[attr-defined]
     old_id = reader.post("/api/v1/search/image/", {"image": upload(photo("red"))}).json()[
@@ -215,7 +240,7 @@ def test_query_photos_are_deleted_after_the_retention_period(
 
 
 def test_no_photo_is_kept_when_retention_is_zero(
-    reader: Client, embedded_catalog: Catalog, settings: object
+    reader: Client, catalog: Catalog, settings: object
 ) -> None:
     settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS = 0  # type: ignore[attr-defined]
 

@@ -1,16 +1,19 @@
-"""A small catalog with known vectors, and a fake encoder that maps words and colours onto
-them, so search results can be asserted exactly without loading a real model.
+"""A small catalog embedded by the bundled default model, for search and API tests.
 
-Axis 0 is "red", 1 "green", 2 "blue"; the other axes are unused, so a query for anything
-else points nowhere near the catalog (and must be reported as "no good match").
+30 products, 10 per colour (red, green, blue), each with a stored photo of its plain colour,
+spread over 3 categories, 2 brands, in and out of stock. Their vectors are computed once per
+test session by the real default model (the same `runtime.encode_items` the embedding task
+runs, on the same photo and `product_text`) and inserted again for each test, so every test
+starts from the same rows inside its own transaction; queries are encoded by that model too.
 """
 
 from __future__ import annotations
 
+import functools
 import io
-import zlib
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 from django.core.files.base import ContentFile
@@ -19,51 +22,18 @@ from django.utils import timezone
 from PIL import Image
 
 from catalog.models import Lookbook, LookbookItem, Product, ProductImage
-from embeddings import services
+from embeddings import runtime, services
 from embeddings.models import EmbeddingModel, ProductEmbedding
 
-DIM = 8
-COLOURS = {"red": 0, "green": 1, "blue": 2}
+COLOURS = ("red", "green", "blue")
 RGB = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
-CATEGORIES = [
+BRANDS = ("Acme", "Zenith")
+CATEGORIES = (
     "Garment Upper body > Shirt",
     "Garment Lower body > Trousers",
     "Shoes > Sneakers",
-]
-
-
-def unit(vector: np.ndarray) -> np.ndarray:
-    return (vector / np.linalg.norm(vector)).astype(np.float32)
-
-
-def colour_vector(colour: str, *, jitter: float = 0.0, seed: int = 0) -> np.ndarray:
-    vector = np.zeros(DIM, dtype=np.float32)
-    vector[COLOURS[colour]] = 1.0
-    if jitter:
-        noise = np.random.default_rng(seed).normal(0, jitter, DIM).astype(np.float32)
-        noise[3:] = 0.0  # unused axes stay empty: other queries point away from all
-        vector += noise
-    return unit(vector)
-
-
-def fake_encode_text(text: str, *, model: object) -> np.ndarray:
-    """A colour word points at its axis; anything else at an axis no product uses."""
-    vector = np.zeros(DIM, dtype=np.float32)
-    for word, axis in COLOURS.items():
-        if word in text.lower():
-            vector[axis] += 1.0
-    if not vector.any():
-        vector[DIM - 1] = 1.0
-    return unit(vector)
-
-
-def fake_encode_image(data: bytes, *, model: object) -> np.ndarray:
-    """The photo's mean colour, projected on the red/green/blue axes."""
-    with Image.open(io.BytesIO(data)) as image:
-        mean = np.asarray(image.convert("RGB"), dtype=np.float32).mean(axis=(0, 1))
-    vector = np.zeros(DIM, dtype=np.float32)
-    vector[:3] = mean - mean.min() + 1e-3
-    return unit(vector)
+)
+KINDS = ("image", "text", "fused")
 
 
 def photo(colour: str | tuple[str, str], *, size: int = 64, fmt: str = "PNG") -> bytes:
@@ -76,13 +46,83 @@ def photo(colour: str | tuple[str, str], *, size: int = 64, fmt: str = "PNG") ->
     return buffer.getvalue()
 
 
+def product_fields(colour: str, index: int) -> dict[str, Any]:
+    """The catalog's product `<COLOUR>-<index>` (index 0..9), as Product field values."""
+    sku = f"{colour.upper()}-{index}"
+    category = CATEGORIES[index % 3]
+    brand = BRANDS[index % 2]
+    return {
+        "sku": sku,
+        "title": f"{colour.title()} {category.split(' > ')[1].lower()} {index}",
+        "description": f"A {colour} piece from the {brand} range.",
+        "brand": brand,
+        "category": category,
+        "price": Decimal(10 + 5 * index),
+        "currency": "EUR",
+        "in_stock": index % 4 != 3,
+        "attributes": {"colour": colour.title(), "fit": ["slim", "loose"][index % 2]},
+        "content_hash": f"hash-{sku}",
+    }
+
+
+CATALOG = [product_fields(colour, index) for colour in COLOURS for index in range(10)]
+
+
+@dataclass(frozen=True)
+class EncodedCatalog:
+    """The default model's vectors of `CATALOG`, computed once per session."""
+
+    key: str
+    spec: str
+    dimension: int
+    weights_sha256: str
+    vectors: dict[str, dict[str, np.ndarray]]  # sku -> kind -> (dimension,) float32
+
+
+@functools.cache
+def catalog_encode() -> EncodedCatalog:
+    """Encode `CATALOG` with the bundled default model, as the embedding task would.
+
+    Once per process (the search and API packages' fixtures share the result), read-only.
+    The encoder is loaded through `runtime.encoder_for` under the key and checksum the test
+    versions get, so the queries of every test find it cached in this process.
+    """
+    version = EmbeddingModel(key="default-v1", spec=services.DEFAULT_SPEC)
+    encoder = runtime.encoder_for(version)
+    products = [Product(**fields) for fields in CATALOG]
+    encoded = runtime.encode_items(
+        encoder,
+        images=[photo(fields["attributes"]["colour"].lower()) for fields in CATALOG],
+        texts=[services.product_text(product) for product in products],
+    )
+    assert not encoded.failed and encoded.indices == list(range(len(CATALOG))), encoded.failed
+    for array in (encoded.image, encoded.text, encoded.fused):
+        array.setflags(write=False)  # shared by every test of the session
+    vectors = {
+        fields["sku"]: {
+            "image": encoded.image[row],
+            "text": encoded.text[row],
+            "fused": encoded.fused[row],
+        }
+        for row, fields in enumerate(CATALOG)
+    }
+    return EncodedCatalog(
+        key=version.key,
+        spec=version.spec,
+        dimension=int(encoder.dim),
+        weights_sha256=str(encoder.weights_sha256),
+        vectors=vectors,
+    )
+
+
 @dataclass
 class Catalog:
     model: EmbeddingModel
     products: dict[str, Product]
 
 
-def embedding_model_active_create(*, key: str = "test-v1", dimension: int = DIM) -> EmbeddingModel:
+def embedding_model_active_create(*, key: str, dimension: int) -> EmbeddingModel:
+    """An active version with the contract's partial HNSW indexes (vectors made by hand)."""
     model = EmbeddingModel.objects.create(
         key=key,
         spec="default",
@@ -92,7 +132,7 @@ def embedding_model_active_create(*, key: str = "test-v1", dimension: int = DIM)
         activated_at=timezone.now(),
     )
     with connection.cursor() as cursor:
-        for kind in ("image", "text", "fused"):
+        for kind in KINDS:
             # The contract's partial index (not CONCURRENTLY: tests run in a transaction).
             cursor.execute(
                 f"CREATE INDEX emb_{model.pk}_{kind}_hnsw ON embeddings_productembedding "
@@ -102,69 +142,46 @@ def embedding_model_active_create(*, key: str = "test-v1", dimension: int = DIM)
     return model
 
 
-def vectors_store(*, model: EmbeddingModel, product: Product, vector: np.ndarray) -> None:
+def catalog_create(*, encoded: EncodedCatalog, centroids: bool = True) -> Catalog:
+    """Store `CATALOG` with photos and its default-model vectors under an active version.
+
+    The version looks like the bundled default model after a fresh install's preparation
+    (same key, spec, dimension and checksum; indexes built by `embeddings.services`) and,
+    with `centroids`, after the sweep that stores its mean vectors (the modality gap).
+    """
+    now = timezone.now()
+    model = EmbeddingModel.objects.create(
+        key=encoded.key,
+        spec=encoded.spec,
+        dimension=encoded.dimension,
+        weights_sha256=encoded.weights_sha256,
+        state=EmbeddingModel.State.ACTIVE,
+        prepared_at=now,
+        activated_at=now,
+    )
+    services.embedding_model_indexes_create(model=model)
+    products: dict[str, Product] = {}
+    for fields in CATALOG:
+        product = Product.objects.create(**fields)
+        image = ProductImage(product=product, position=0, status=ProductImage.Status.READY)
+        colour = fields["attributes"]["colour"].lower()
+        image.image.save(f"{product.sku}.png", ContentFile(photo(colour)), save=False)
+        image.save()
+        products[product.sku] = product
     ProductEmbedding.objects.bulk_create(
         ProductEmbedding(
-            product=product, model=model, kind=kind, vector=vector.tolist(),
+            product=product,
+            model=model,
+            kind=kind,
+            vector=encoded.vectors[sku][kind].tolist(),
             content_hash=product.content_hash,
         )
-        for kind in ("image", "text", "fused")
-    )  # fmt: skip
-
-
-def catalog_create(*, real_model: bool = False) -> Catalog:
-    """30 products: 10 per colour, spread over 3 categories, 2 brands, in and out of stock.
-
-    By default their vectors are hand-made (colour axes, for the ranking mechanics). With
-    `real_model`, each product has a stored photo of its colour and the vectors come from the
-    bundled default model, registered, prepared and run by `embeddings.services` like on a
-    fresh install; queries are then encoded by the same model (no fake encoder needed).
-    """
-    model = embedding_model_active_create() if not real_model else None
-    products: dict[str, Product] = {}
-    for colour in COLOURS:
-        for index in range(10):
-            sku = f"{colour.upper()}-{index}"
-            category = CATEGORIES[index % 3]
-            product = Product.objects.create(
-                sku=sku,
-                title=f"{colour.title()} {category.split(' > ')[1].lower()} {index}",
-                description=f"A {colour} piece from the {['Acme', 'Zenith'][index % 2]} range.",
-                brand=["Acme", "Zenith"][index % 2],
-                category=category,
-                price=Decimal(10 + 5 * index),
-                currency="EUR",
-                in_stock=index % 4 != 3,
-                attributes={"colour": colour.title(), "fit": ["slim", "loose"][index % 2]},
-                content_hash=f"hash-{sku}",
-            )
-            image = ProductImage(product=product, position=0, status=ProductImage.Status.READY)
-            if real_model:
-                image.image.save(f"{sku}.png", ContentFile(photo(colour)), save=False)
-            image.save()
-            if model is not None:
-                vectors_store(
-                    model=model,
-                    product=product,
-                    vector=colour_vector(
-                        colour, jitter=0.05 + 0.02 * index, seed=zlib.crc32(sku.encode())
-                    ),
-                )
-            products[sku] = product
-    if model is None:
-        model = default_model_embed(product_ids=[p.pk for p in products.values()])
+        for sku, product in products.items()
+        for kind in KINDS
+    )
+    if centroids:
+        services.embedding_model_centroids_update(model=model)
     return Catalog(model=model, products=products)
-
-
-def default_model_embed(*, product_ids: list[int]) -> EmbeddingModel:
-    """Register and prepare the bundled default model here (it goes active, being the first),
-    then embed the products with the service the embedding task runs; return the model."""
-    model = services.embedding_model_register(spec=services.DEFAULT_SPEC)
-    model = services.embedding_model_prepare(model=model)
-    assert model.state == EmbeddingModel.State.ACTIVE, (model.state, model.error)
-    result = services.products_embed(product_ids=product_ids, model=model)
-    assert sorted(result.embedded) == sorted(product_ids), result
-    return model
 
 
 def lookbook_create(*, slug: str, skus: list[str], published: bool = True) -> Lookbook:

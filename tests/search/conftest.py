@@ -1,4 +1,4 @@
-"""Fixtures for search selectors and the API: a catalog with known vectors, a fake encoder."""
+"""Fixtures for search selectors and the API: a catalog embedded by the real default model."""
 
 from __future__ import annotations
 
@@ -8,25 +8,23 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 
-from tests.search.catalog import Catalog, catalog_create, fake_encode_image, fake_encode_text
+from tests.search.catalog import Catalog, EncodedCatalog, catalog_create, catalog_encode
+
+
+@pytest.fixture(scope="session")
+def encoded_catalog() -> EncodedCatalog:
+    """The catalog's vectors by the bundled default model, computed once per session.
+
+    Only numpy arrays are kept across tests: the rows are inserted again by each test, inside
+    that test's transaction (see `catalog`), so no test sees another's rows or changes.
+    """
+    return catalog_encode()
 
 
 @pytest.fixture
-def fake_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Query encoding without a model: colours and colour words onto known axes."""
-    monkeypatch.setattr("embeddings.runtime.encode_query_text", fake_encode_text)
-    monkeypatch.setattr("embeddings.runtime.encode_query_image", fake_encode_image)
-
-
-@pytest.fixture
-def catalog(db: Any, fake_encoder: None) -> Catalog:
-    return catalog_create()
-
-
-@pytest.fixture
-def embedded_catalog(db: Any) -> Catalog:
-    """The same 30 products with photos, embedded by the real default model; no fake encoder."""
-    return catalog_create(real_model=True)
+def catalog(db: Any, encoded_catalog: EncodedCatalog) -> Catalog:
+    """30 products with photos and default-model vectors, under the active version."""
+    return catalog_create(encoded=encoded_catalog)
 
 
 @pytest.fixture(autouse=True)

@@ -1,24 +1,26 @@
-"""Search selectors against a real Postgres + pgvector, with a fake query encoder."""
+"""Search selectors against a real Postgres + pgvector, with the bundled default model
+encoding both the catalog (once per session) and every query."""
 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pytest
 from django.db import connection
 
 from catalog.models import Product
+from embeddings import runtime
 from embeddings.models import EmbeddingModel, ProductEmbedding
 from search import selectors
 from search.selectors import CropBox, SearchFilters
 from tests.search.catalog import (
     Catalog,
-    colour_vector,
+    EncodedCatalog,
     embedding_model_active_create,
     lookbook_create,
     photo,
-    unit,
 )
 
 pytestmark = pytest.mark.django_db
@@ -28,32 +30,69 @@ def skus(results: selectors.SearchResults) -> list[str]:
     return [hit.product.sku for hit in results.hits]
 
 
+def colour(sku: str) -> str:
+    """The catalog's products of one colour share one photo (identical image vectors)."""
+    return sku.split("-")[0]
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
 def test_text_search_ranks_products_of_the_asked_colour_first(catalog: Catalog) -> None:
     results = selectors.search_by_text(
         query="red", filters=SearchFilters(), limit=10, diversify=False
     )
 
-    assert results.model_key == "test-v1"
+    assert results.model_key == catalog.model.key == "default-v1"
     assert results.no_good_match is False
-    assert len(results.hits) == 10
-    assert all(sku.startswith("RED-") for sku in skus(results))
-    assert all(0.5 < hit.score <= 1.0 for hit in results.hits)
+    assert sorted(skus(results)) == sorted(f"RED-{i}" for i in range(10))
+    assert all(-1.0 <= hit.score <= 1.0 for hit in results.hits)
 
 
-def test_text_search_counts_exact_words_like_a_brand_name(catalog: Catalog) -> None:
-    # "Zenith" means nothing to the (fake) text encoder: only full-text search finds it.
+def test_text_search_fuses_full_text_matches_with_vector_neighbours(
+    catalog: Catalog, settings: Any
+) -> None:
+    results = selectors.search_by_text(
+        query="red", filters=SearchFilters(), limit=30, diversify=False
+    )
+
+    # Full-text finds the ten products whose words say "red"; they are also among the vector
+    # neighbours, so reciprocal rank fusion puts them first.
+    assert sorted(skus(results)[:10]) == sorted(f"RED-{i}" for i in range(10))
+    # The vector list adds products that do not contain the word, each above the floor on
+    # its own cosine: both lists reach the answer.
+    vector_only = results.hits[10:]
+    assert vector_only, skus(results)
+    for hit in vector_only:
+        assert "red" not in f"{hit.product.title} {hit.product.description}".lower()
+        assert hit.score >= settings.VITRINE_SEARCH_MIN_SCORE_TEXT
+    assert len(results.hits) < len(catalog.products)  # the floor still drops the rest
+
+
+def test_text_search_counts_exact_words_like_a_brand_name(
+    catalog: Catalog, encoded_catalog: EncodedCatalog, settings: Any
+) -> None:
+    zenith = sorted(p.sku for p in catalog.products.values() if p.brand == "Zenith")
+    # "Zenith" means nothing to the default model: its nearest products mix both brands,
+    # so only full-text search can put the brand's products first.
+    words = runtime.encode_query_text("Zenith", model=catalog.model)
+    vectors = encoded_catalog.vectors
+    by_meaning = sorted(vectors, key=lambda sku: -float(vectors[sku]["fused"] @ words))
+    assert sorted(by_meaning[: len(zenith)]) != zenith
+
     results = selectors.search_by_text(
         query="Zenith", filters=SearchFilters(), limit=50, diversify=False
     )
 
     assert results.no_good_match is False
-    assert sorted(skus(results)) == sorted(
-        p.sku for p in catalog.products.values() if p.brand == "Zenith"
-    )
+    assert sorted(skus(results)[: len(zenith)]) == zenith
+    for hit in results.hits[len(zenith) :]:  # anything else must pass the floor by itself
+        assert hit.score >= settings.VITRINE_SEARCH_MIN_SCORE_TEXT
 
 
 def test_text_search_with_no_good_match_says_so_instead_of_returning_noise(
-    catalog: Catalog,
+    catalog: Catalog, settings: Any
 ) -> None:
     results = selectors.search_by_text(
         query="quantum flux capacitor", filters=SearchFilters(), limit=10, diversify=False
@@ -61,6 +100,34 @@ def test_text_search_with_no_good_match_says_so_instead_of_returning_noise(
 
     assert results.hits == []
     assert results.no_good_match is True
+    # The floor is what removed them: without it the nearest products come back as noise.
+    settings.VITRINE_SEARCH_MIN_SCORE_TEXT = -1.0
+    noise = selectors.search_by_text(
+        query="quantum flux capacitor", filters=SearchFilters(), limit=10, diversify=False
+    )
+    assert len(noise.hits) == 10 and noise.no_good_match is False
+
+
+def test_a_floor_above_every_score_gives_no_good_match(catalog: Catalog, settings: Any) -> None:
+    def search() -> selectors.SearchResults:
+        photo_ = photo(("red", "blue"))
+        return selectors.search_by_image(
+            image=photo_, crop=None, filters=SearchFilters(), limit=30, diversify=False
+        )
+
+    settings.VITRINE_SEARCH_MIN_SCORE_IMAGE = -1.0
+    everything = search()
+    best = max(hit.score for hit in everything.hits)
+    assert len(everything.hits) == 30 and min(h.score for h in everything.hits) < best - 0.1
+
+    settings.VITRINE_SEARCH_MIN_SCORE_IMAGE = floor = best - 1e-4
+    top = search()
+    assert top.hits and top.no_good_match is False
+    assert sorted(skus(top)) == sorted(h.product.sku for h in everything.hits if h.score >= floor)
+
+    settings.VITRINE_SEARCH_MIN_SCORE_IMAGE = best + 0.01
+    none = search()
+    assert none.hits == [] and none.no_good_match is True
 
 
 def test_filters_apply_inside_the_vector_query(catalog: Catalog) -> None:
@@ -72,22 +139,31 @@ def test_filters_apply_inside_the_vector_query(catalog: Catalog) -> None:
         in_stock=True,
         attributes={"fit": "slim"},
     )
+
+    def allowed(product: Product) -> bool:
+        return (
+            product.category == "Shoes > Sneakers"
+            and product.brand == "Acme"
+            and product.price is not None
+            and Decimal("10") <= product.price <= Decimal("60")
+            and product.in_stock
+            and product.attributes["fit"] == "slim"
+        )
+
+    unfiltered = selectors.search_by_text(
+        query="blue", filters=SearchFilters(), limit=30, diversify=False
+    )
     results = selectors.search_by_text(query="blue", filters=filters, limit=10, diversify=False)
 
+    assert any(not allowed(hit.product) for hit in unfiltered.hits)  # the filters exclude some
     assert skus(results)
-    for hit in results.hits:
-        product = hit.product
-        assert product.category == "Shoes > Sneakers" and product.brand == "Acme"
-        assert product.price is not None and Decimal("10") <= product.price <= Decimal("60")
-        assert product.in_stock
-        assert product.attributes["fit"] == "slim"
-    assert skus(results)[0].startswith("BLUE-")
+    assert all(allowed(hit.product) for hit in results.hits)
+    blue_and_allowed = {sku for sku, p in catalog.products.items() if allowed(p) and "BLUE" in sku}
+    assert blue_and_allowed and set(skus(results)[: len(blue_and_allowed)]) == blue_and_allowed
 
 
-def test_image_search_finds_the_photo_colour_and_a_crop_narrows_it(
-    embedded_catalog: Catalog,
-) -> None:
-    # The real default model encodes the query photos (the products' photos are one colour each).
+def test_image_search_finds_the_photo_colour_and_a_crop_narrows_it(catalog: Catalog) -> None:
+    # Every product's photo is one plain colour; the query photos are encoded by the same model.
     whole = selectors.search_by_image(
         image=photo("green"), crop=None, filters=SearchFilters(), limit=5, diversify=False
     )
@@ -106,9 +182,9 @@ def test_image_search_finds_the_photo_colour_and_a_crop_narrows_it(
         diversify=False,
     )
 
-    assert all(sku.startswith("GREEN-") for sku in skus(whole))
-    assert all(sku.startswith("RED-") for sku in skus(left))
-    assert all(sku.startswith("BLUE-") for sku in skus(right))
+    assert len(whole.hits) == 5 and all(sku.startswith("GREEN-") for sku in skus(whole))
+    assert len(left.hits) == 5 and all(sku.startswith("RED-") for sku in skus(left))
+    assert len(right.hits) == 5 and all(sku.startswith("BLUE-") for sku in skus(right))
 
 
 def test_image_search_without_an_active_model_is_unavailable(db: None) -> None:
@@ -126,19 +202,22 @@ def test_crop_box_must_lie_inside_the_photo() -> None:
 def test_similar_products_exclude_the_product_and_can_keep_only_in_stock(
     catalog: Catalog,
 ) -> None:
-    product = catalog.products["RED-0"]
+    product = catalog.products["RED-0"]  # Garment Upper body > Shirt
     every = selectors.similar_products(
-        product=product, filters=SearchFilters(), limit=9, in_stock_only=False
+        product=product, filters=SearchFilters(), limit=29, in_stock_only=False
     )
     in_stock = selectors.similar_products(
-        product=product, filters=SearchFilters(), limit=9, in_stock_only=True
+        product=product, filters=SearchFilters(), limit=29, in_stock_only=True
     )
 
     assert "RED-0" not in skus(every)
-    assert set(skus(every)) == {f"RED-{i}" for i in range(1, 10)}
-    assert all(hit.product.in_stock for hit in in_stock.hits)
-    # The 7 in-stock reds first, then other in-stock products above the relevance floor.
-    assert set(skus(in_stock)[:7]) == {f"RED-{i}" for i in (1, 2, 4, 5, 6, 8, 9)}
+    # The default model's fused vectors (photo and words) put the other shirts nearest.
+    shirts = {sku for sku, p in catalog.products.items() if p.category == product.category}
+    shirts.discard("RED-0")
+    assert set(skus(every)[: len(shirts)]) == shirts
+    assert any(not hit.product.in_stock for hit in every.hits)
+    # In stock only: the same neighbours in the same order, the out-of-stock ones left out.
+    assert skus(in_stock) == [hit.product.sku for hit in every.hits if hit.product.in_stock]
 
 
 def test_similar_products_of_a_product_without_vectors_is_empty(catalog: Catalog) -> None:
@@ -155,46 +234,46 @@ def test_complete_the_look_groups_other_departments_lookbook_items_first(
     catalog: Catalog,
 ) -> None:
     shirt = catalog.products["RED-0"]  # Garment Upper body > Shirt
+    nearest = {
+        group.category: [hit.product.sku for hit in group.hits]
+        for group in selectors.complete_the_look(product=shirt, limit_per_category=2)
+    }
+    assert set(nearest) == {"Shoes > Sneakers", "Garment Lower body > Trousers"}
+    # The curated items below are not the model's nearest of their category.
+    assert nearest["Shoes > Sneakers"][0] != "GREEN-2"
+    assert nearest["Garment Lower body > Trousers"][0] != "BLUE-1"
     lookbook_create(slug="weekend", skus=["RED-0", "GREEN-2", "BLUE-1", "RED-3"])
     lookbook_create(slug="draft", skus=["RED-0", "BLUE-4"], published=False)
 
     groups = selectors.complete_the_look(product=shirt, limit_per_category=2)
 
     categories = [group.category for group in groups]
-    assert categories[:2] == ["Shoes > Sneakers", "Garment Lower body > Trousers"]
-    assert "Garment Upper body > Shirt" not in categories
+    assert categories == ["Shoes > Sneakers", "Garment Lower body > Trousers"]  # curated order
     by_category = {group.category: [hit.product.sku for hit in group.hits] for group in groups}
-    assert by_category["Shoes > Sneakers"][0] == "GREEN-2"  # curated beats nearer neighbours
-    assert by_category["Garment Lower body > Trousers"][0] == "BLUE-1"
+    # Curated beats nearer neighbours, which fill the rest of the group in their order.
+    for category, curated in (("Shoes > Sneakers", "GREEN-2"),
+                              ("Garment Lower body > Trousers", "BLUE-1")):  # fmt: skip
+        rest = [sku for sku in nearest[category] if sku != curated]
+        assert by_category[category] == [curated, *rest][:2]
     assert "BLUE-4" not in [
         sku for group in by_category.values() for sku in group
     ]  # unpublished lookbooks don't count
-    assert all(len(hits) <= 2 for hits in by_category.values())
 
 
 def test_diversify_prefers_varied_looks_over_near_duplicates(catalog: Catalog) -> None:
-    # Five near-identical red products, closest to the query: MMR keeps only some of them.
-    for index in range(5):
-        product = Product.objects.create(
-            sku=f"DUP-{index}", title="Red duplicate", category="Shoes > Boots"
-        )
-        vector = unit(colour_vector("red") + np.float32(0.001 * index))
-        for kind in ("image", "text", "fused"):
-            ProductEmbedding.objects.create(
-                product=product,
-                model=catalog.model,
-                kind=kind,
-                vector=vector.tolist(),
-                content_hash="",
-            )
-    query = "red blue"
-    plain = selectors.search_by_text(query=query, filters=SearchFilters(), limit=6, diversify=False)
-    varied = selectors.search_by_text(query=query, filters=SearchFilters(), limit=6, diversify=True)
+    # The products of one colour share one photo: near duplicates to the eye. For "trousers"
+    # the relevance ranking puts three of one colour first; MMR spreads the colours.
+    plain = selectors.search_by_text(
+        query="trousers", filters=SearchFilters(), limit=6, diversify=False
+    )
+    varied = selectors.search_by_text(
+        query="trousers", filters=SearchFilters(), limit=6, diversify=True
+    )
 
-    assert len(varied.hits) == 6
-    plain_colours = {sku.split("-")[0] for sku in skus(plain)}
-    varied_colours = {sku.split("-")[0] for sku in skus(varied)}
-    assert len(varied_colours) > len(plain_colours) or "BLUE" in varied_colours
+    assert len(plain.hits) == len(varied.hits) == 6
+    assert len({colour(sku) for sku in skus(plain)[:3]}) == 1
+    assert skus(varied)[0] == skus(plain)[0]  # the most relevant still comes first
+    assert len({colour(sku) for sku in skus(varied)[:3]}) == 3
 
 
 @pytest.fixture
