@@ -19,7 +19,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from embeddings import services
+from embeddings import services, text_map
 from embeddings.models import EmbeddingModel, TextQueryMap
 
 
@@ -131,8 +131,8 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
         fitted = TextQueryMap.objects.filter(model=obj).first()
         if fitted is None:
             return (
-                "Not fitted (text queries use the centroid shift until the catalog has as "
-                "many products as the vectors have dimensions)"
+                "Not fitted: text queries use the words' own vector until at least "
+                f"{max(text_map.MIN_PAIRS, obj.dimension or 0)} products have vectors"
             )
         return (
             f"Fitted on {fitted.pairs} products at {fitted.fitted_at:%Y-%m-%d %H:%M}; "

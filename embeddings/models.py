@@ -45,8 +45,8 @@ class EmbeddingModel(models.Model):
     # Activate by itself when the backfill completes (operators usually evaluate first).
     auto_activate = models.BooleanField(default=False)
     metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation results")
-    # {"<kind>": mean stored vector (list of floats), "count": fused vectors averaged}:
-    # search shifts text queries by mean(fused) - mean(text) to cross the modality gap.
+    # {"<kind>": mean stored vector (list of floats), "count": fused vectors averaged,
+    # "text_query_map": when the version's TextQueryMap was fitted (search's cache stamp)}.
     centroids = models.JSONField(default=dict, blank=True, help_text="Mean vector per kind")
     backfill_total = models.PositiveIntegerField(default=0)
     backfill_done = models.PositiveIntegerField(default=0)

@@ -562,8 +562,8 @@ def embedding_model_progress_update(*, model: EmbeddingModel) -> EmbeddingModel:
     return model
 
 
-# ---- centroids (the modality gap) -----------------------------------------------------------
-#: Recompute a version's centroids when its fused vector count moved by more than this share.
+# ---- centroids and the text query map (the modality gap) ----------------------------------
+#: Refit when a version's fused vector count moved by more than this share.
 CENTROIDS_STALE_SHARE = 0.1
 
 
@@ -572,11 +572,13 @@ def _fused_count(*, model: EmbeddingModel) -> int:
 
 
 def embedding_model_centroids_update(*, model: EmbeddingModel) -> dict[str, Any]:
-    """Store the mean stored vector of each kind of `model` in `model.centroids`; return them.
+    """Store the mean stored vector of each kind of `model` in `model.centroids`, and fit
+    its text query map; return the centroids (with the map's stamp when one was fitted).
 
     Text vectors of a CLIP-style model sit in another region of the sphere than image and
-    fused vectors (the modality gap); search moves a text query by mean(fused) - mean(text)
-    so the HNSW graph of the fused vectors can navigate towards its neighbours.
+    fused vectors (the modality gap); search sends a text query through the map so the
+    HNSW graph of the fused vectors can navigate towards its neighbours. The means show how
+    wide the gap is (and were the first correction: a shift by their difference).
     """
     with connection.cursor() as cursor:
         # Averaged as single precision (vector), not halfvec, for an exact enough sum.
@@ -630,9 +632,9 @@ def _pairs_text_fused(*, model: EmbeddingModel, limit: int) -> tuple[np.ndarray,
 
 def text_query_map_fit(*, model: EmbeddingModel) -> TextQueryMap | None:
     """Fit and store `model`'s text query map on its catalog; None while too few products
-    have both vectors (fewer than the dimension: the map would be mostly guesswork)."""
+    have both vectors (`text_map.enough_pairs`)."""
     text, fused = _pairs_text_fused(model=model, limit=TEXT_MAP_SAMPLE)
-    if len(text) < max(1, int(model.dimension or 0)):
+    if not text_map.enough_pairs(len(text), int(model.dimension or 0)):
         TextQueryMap.objects.filter(model=model).delete()
         return None
     matrix = text_map.solve(text, fused)

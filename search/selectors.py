@@ -264,31 +264,24 @@ def nearest_products(
 
 def text_query_vector(*, model: Any, vector: np.ndarray) -> np.ndarray:
     """Where a product described by the shopper's words would sit among the fused vectors:
-    the words' vector through the version's text query map (`embeddings.text_map`), or,
-    while none is fitted (a catalog smaller than the vector dimension), moved by
-    mean(fused) - mean(text) from the stored centroids; `vector` itself before either.
+    the words' vector through the version's text query map (`embeddings.text_map`, fitted
+    on the catalog); `vector` itself while none is fitted (a catalog of a few products).
 
     A CLIP-style text vector sits about equally far from every product's fused vector
     (mean cosine 0.05 with the bundled default model), so HNSW's greedy walk from it stops
-    in the wrong region. The centroid shift brought the text-search recall@10 against exact
-    search from 0.27 to 0.52; the map lands the query among the products (cosine to its 10
-    nearest 0.92, as close as products are to each other) and its exact ranking is better
-    too (bench/results/search_latency.json, `text_query`). Only the ranking uses it: scores
-    stay the words' own cosine, which the relevance floor is set for.
+    in the wrong region: recall@10 against exact search was 0.27, and 0.52 with the query
+    shifted by mean(fused) - mean(text). Mapped, it lands among the products (as close to
+    its 10 nearest as products are to theirs) and the index finds them; its exact ranking
+    is better too (bench/results/search_latency.json, `text_query`). Only the ranking uses
+    it: scores stay the words' own cosine, which the relevance floor is set for.
     """
     from embeddings import text_map
     from embeddings.selectors import text_query_map_matrix
 
     matrix = text_query_map_matrix(model=model)
-    if matrix is not None and matrix.shape[1] == len(vector):
-        return text_map.apply(matrix, vector)
-    centroids = getattr(model, "centroids", None) or {}
-    item, text = centroids.get(TEXT_QUERY_KIND), centroids.get("text")
-    if not item or not text or len(item) != len(vector) or len(text) != len(vector):
+    if matrix is None or matrix.shape[1] != len(vector):
         return vector
-    moved = vector + (np.asarray(item, dtype=np.float32) - np.asarray(text, dtype=np.float32))
-    norm = float(np.linalg.norm(moved))
-    return (moved / norm).astype(np.float32) if norm > 0 else vector
+    return text_map.apply(matrix, vector)
 
 
 def _similarities(
@@ -395,6 +388,7 @@ def _results(
     ranked = [(pid, score) for pid, score in ranked if pid in passing]
     if diversify and len(ranked) > 1:
         weights = [(pid, s) for pid, s in (relevance or ranked) if pid in passing]
+        weights = weights[: limit * MMR_POOL_FACTOR]
         vectors = _vectors(
             model=model, kind=DIVERSITY_KIND, product_ids=[pid for pid, _ in weights]
         )
@@ -509,7 +503,9 @@ def search_by_text(
         filters=filters,
         limit=pool,
     )
-    fused = _reciprocal_rank_fusion([[pid for pid, _ in semantic], lexical])[:pool]
+    # Not cut to the pool here: the floor drops vector-only hits first, so exact-word
+    # matches ranked low in both lists still fill the page (`_results` applies the limit).
+    fused = _reciprocal_rank_fusion([[pid for pid, _ in semantic], lexical])
     cosine = _similarities(model=model, kind=TEXT_QUERY_KIND, vector=vector,
                            product_ids=[pid for pid, _ in fused])  # fmt: skip
     ranked = [(pid, cosine.get(pid, 0.0)) for pid, _ in fused]

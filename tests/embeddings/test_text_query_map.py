@@ -132,24 +132,20 @@ def test_a_refit_replaces_the_map_search_has_cached() -> None:
 
 
 @pytest.mark.django_db
-def test_too_few_products_for_a_map_fall_back_to_the_centroid_shift() -> None:
+def test_too_few_products_for_a_map_leave_the_words_as_they_are() -> None:
     text, fused, _ = synthetic_pairs(120)
     model = catalog_with_vectors(text, fused)
     services.embedding_model_centroids_update(model=model)
     assert TextQueryMap.objects.filter(model=model).exists()
 
-    # Fewer products with both vectors than the dimension: the old map goes too.
-    Product.objects.exclude(sku__in=[f"P{i}" for i in range(DIM - 1)]).delete()
+    # Fewer products with both vectors than a map needs: the old map goes too.
+    Product.objects.exclude(sku__in=[f"P{i}" for i in range(text_map.MIN_PAIRS - 1)]).delete()
     centroids = services.embedding_model_centroids_update(model=model)
     model.refresh_from_db()
 
+    assert centroids["count"] == text_map.MIN_PAIRS - 1
     assert not TextQueryMap.objects.filter(model=model).exists()
     assert "text_query_map" not in centroids
     assert embedding_selectors.text_query_map_matrix(model=model) is None
     query = text[0]
-    shifted = query + np.asarray(centroids["fused"]) - np.asarray(centroids["text"])
-    np.testing.assert_allclose(
-        selectors.text_query_vector(model=model, vector=query),
-        shifted / np.linalg.norm(shifted),
-        atol=1e-6,
-    )
+    assert selectors.text_query_vector(model=model, vector=query) is query

@@ -1,7 +1,8 @@
-"""Text queries cross the modality gap: the embeddings engine stores each version's mean
-vectors, and text search queries the fused vectors' HNSW index with the query moved by
-mean(fused) - mean(text). All vectors here come from the bundled default model, whose text
-vectors sit far from its fused ones like CLIP's."""
+"""Text queries cross the modality gap: each version fits a linear map from its text
+vectors to its fused vectors on the catalog (`embeddings.text_map`), and text search ranks
+the fused vectors' HNSW index by the mapped query, scoring by the words' own cosine. All
+vectors here come from the bundled default model, whose text vectors sit far from its fused
+ones like CLIP's."""
 
 from __future__ import annotations
 
@@ -11,20 +12,70 @@ from typing import Any
 import numpy as np
 import pytest
 
-from embeddings import runtime
+from catalog.models import Product
+from embeddings import runtime, text_map
+from embeddings import selectors as embedding_selectors
 from embeddings import services as embedding_services
-from embeddings.models import EmbeddingModel, ProductEmbedding
+from embeddings.models import EmbeddingModel, ProductEmbedding, TextQueryMap
 from search import selectors
 from search.selectors import SearchFilters
-from tests.search.catalog import Catalog, EncodedCatalog, catalog_create
+from tests.search.catalog import KINDS, Catalog, EncodedCatalog, catalog_create
 
 pytestmark = pytest.mark.django_db
+
+#: Variants per product in `large_catalog`: 30 x (1 + 9) = 300 products, more than the
+#: default model's 256 dimensions, so a map is fitted.
+VARIANTS = 9
 
 
 @pytest.fixture
 def fresh_catalog(db: Any, encoded_catalog: EncodedCatalog) -> Catalog:
     """The catalog just embedded: no sweep has stored the version's centroids yet."""
     return catalog_create(encoded=encoded_catalog, centroids=False)
+
+
+@pytest.fixture
+def large_catalog(db: Any, encoded_catalog: EncodedCatalog) -> Catalog:
+    """The 30 products and 9 variants of each, whose vectors are the product's nudged
+    (cosine about 0.97), then the sweep's centroids and text query map."""
+    catalog = catalog_create(encoded=encoded_catalog, centroids=False)
+    rng = np.random.default_rng(0)
+    originals = list(catalog.products.values())
+    variants = Product.objects.bulk_create(
+        Product(
+            sku=f"{product.sku}-V{index}",
+            title=product.title,
+            description=product.description,
+            brand=product.brand,
+            category=product.category,
+            price=product.price,
+            in_stock=product.in_stock,
+            attributes=product.attributes,
+            content_hash=f"{product.content_hash}-V{index}",
+        )
+        for product in originals
+        for index in range(VARIANTS)
+    )
+    rows = []
+    for variant in variants:
+        source = variant.sku.rsplit("-V", 1)[0]
+        for kind in KINDS:
+            vector = encoded_catalog.vectors[source][kind]
+            nudged = vector + rng.normal(0, 0.25 / np.sqrt(len(vector)), len(vector))
+            rows.append(
+                ProductEmbedding(
+                    product=variant,
+                    model=catalog.model,
+                    kind=kind,
+                    vector=(nudged / np.linalg.norm(nudged)).tolist(),
+                    content_hash=variant.content_hash,
+                )
+            )
+    ProductEmbedding.objects.bulk_create(rows)
+    catalog.products.update({variant.sku: variant for variant in variants})
+    embedding_services.embedding_model_centroids_update(model=catalog.model)
+    catalog.model.refresh_from_db()
+    return catalog
 
 
 def stored(model: EmbeddingModel, kind: str) -> np.ndarray:
@@ -73,45 +124,61 @@ def test_the_sweep_computes_missing_centroids_of_the_active_version(
 
     model.refresh_from_db()
     assert model.centroids["count"] == 30
+    # 30 products are too few for a map over 256 dimensions (see text_map.enough_pairs).
+    assert "text_query_map" not in model.centroids
+    assert not TextQueryMap.objects.filter(model=model).exists()
     # Unchanged catalog: the next sweep keeps them rather than recomputing.
     assert embedding_services.embedding_model_centroids_refresh(model=model) is False
 
 
-def test_text_query_vector_moves_the_query_by_the_stored_gap(fresh_catalog: Catalog) -> None:
+def test_a_small_catalogs_text_query_is_the_words_themselves(fresh_catalog: Catalog) -> None:
     model = fresh_catalog.model
-    query = runtime.encode_query_text("red", model=model)
-    # No centroids yet: the query itself.
-    assert selectors.text_query_vector(model=model, vector=query) is query
+    words = runtime.encode_query_text("red", model=model)
+    assert selectors.text_query_vector(model=model, vector=words) is words
 
-    centroids = embedding_services.embedding_model_centroids_update(model=model)
-    moved = selectors.text_query_vector(model=model, vector=query)
+    embedding_services.embedding_model_centroids_update(model=model)
 
-    expected = query + np.asarray(centroids["fused"]) - np.asarray(centroids["text"])
-    np.testing.assert_allclose(moved, expected / np.linalg.norm(expected), atol=1e-6)
-    fused_mean = np.asarray(centroids["fused"])
-    assert cosine(moved, fused_mean) > cosine(query, fused_mean) + 0.2
+    assert selectors.text_query_vector(model=model, vector=words) is words
 
 
-def test_text_search_ranks_by_the_moved_vector_and_scores_by_the_words(
-    catalog: Catalog, encoded_catalog: EncodedCatalog, settings: Any
+def test_a_large_catalogs_text_query_goes_through_its_map(large_catalog: Catalog) -> None:
+    model = large_catalog.model
+    fitted = TextQueryMap.objects.get(model=model)
+    assert fitted.pairs == 300 and model.centroids["text_query_map"]
+    words = runtime.encode_query_text("red", model=model)
+
+    mapped = selectors.text_query_vector(model=model, vector=words)
+
+    matrix = embedding_selectors.text_query_map_matrix(model=model)
+    assert matrix is not None
+    np.testing.assert_allclose(mapped, text_map.apply(matrix, words), atol=1e-6)
+    # The words sit far from every product; mapped, they sit among them.
+    fused = stored(model, "fused")
+    assert float((fused @ mapped).max()) > float((fused @ words).max()) + 0.3
+
+
+def test_text_search_ranks_by_the_mapped_vector_and_scores_by_the_words(
+    large_catalog: Catalog, encoded_catalog: EncodedCatalog, settings: Any
 ) -> None:
     # No product contains "submarine", so the answer is the vector list alone; with no
-    # floor, it holds every product in the index's order.
+    # floor, it is the index's order.
     settings.VITRINE_SEARCH_MIN_SCORE_TEXT = -1.0
-    words = runtime.encode_query_text("submarine", model=catalog.model)
-    moved = selectors.text_query_vector(model=catalog.model, vector=words)
-    assert cosine(moved, words) < 0.9  # the centroids are stored: the query really moves
+    model = large_catalog.model
+    words = runtime.encode_query_text("submarine", model=model)
+    mapped = selectors.text_query_vector(model=model, vector=words)
+    assert cosine(mapped, words) < 0.9  # the map really moves the query
 
     results = selectors.search_by_text(
-        query="submarine", filters=SearchFilters(), limit=30, diversify=False
+        query="submarine", filters=SearchFilters(), limit=60, diversify=False
     )
 
-    assert len(results.hits) == 30
-    fused = {sku: encoded_catalog.vectors[sku]["fused"] for sku in encoded_catalog.vectors}
-    by_moved = [float(fused[hit.product.sku] @ moved) for hit in results.hits]
-    by_words = [float(fused[hit.product.sku] @ words) for hit in results.hits]
-    # Ranked by the moved vector (allowing for half-precision storage)...
-    assert all(a >= b - 2e-3 for a, b in pairwise(by_moved))
+    assert len(results.hits) == 60
+    ids = [hit.product.pk for hit in results.hits]
+    fused = selectors._vectors(model=model, kind="fused", product_ids=ids)
+    by_mapped = [float(fused[pid] @ mapped) for pid in ids]
+    by_words = [float(fused[pid] @ words) for pid in ids]
+    # Ranked by the mapped vector (allowing for half-precision storage)...
+    assert all(a >= b - 2e-3 for a, b in pairwise(by_mapped))
     # ...which is not the words' own order...
     assert any(a < b - 1e-2 for a, b in pairwise(by_words))
     # ...while the scores stay the words' own cosine (what the relevance floor is set for).
@@ -119,22 +186,20 @@ def test_text_search_ranks_by_the_moved_vector_and_scores_by_the_words(
         assert hit.score == pytest.approx(score, abs=2e-3)
 
 
-def test_text_search_still_counts_exact_words_with_the_gap_corrected(
-    catalog: Catalog, settings: Any
+def test_text_search_still_counts_exact_words_with_the_map(
+    large_catalog: Catalog, settings: Any
 ) -> None:
-    # The moved query is near every product, well above the floor; the floor judges the
-    # words' own cosine, so only the exact-word matches and real neighbours are left.
-    assert catalog.model.centroids["count"] == 30
-    words = runtime.encode_query_text("Zenith", model=catalog.model)
-    moved = selectors.text_query_vector(model=catalog.model, vector=words)
+    # The floor judges the words' own cosine, so beside the exact-word matches only the
+    # vector neighbours whose own cosine clears it are left.
     floor = settings.VITRINE_SEARCH_MIN_SCORE_TEXT
-    assert all(v @ moved > floor for v in stored(catalog.model, "fused"))
 
     results = selectors.search_by_text(
-        query="Zenith", filters=SearchFilters(), limit=50, diversify=False
+        query="Zenith", filters=SearchFilters(), limit=200, diversify=False
     )
 
-    zenith = sorted(p.sku for p in catalog.products.values() if p.brand == "Zenith")
-    assert sorted(hit.product.sku for hit in results.hits[: len(zenith)]) == zenith
+    zenith = sorted(p.sku for p in large_catalog.products.values() if p.brand == "Zenith")
+    assert len(zenith) == 150
+    found = [hit.product.sku for hit in results.hits]
+    # Every Zenith product is found (full-text), ahead of any other brand's.
+    assert sorted(found[: len(zenith)]) == zenith
     assert all(hit.score >= floor for hit in results.hits[len(zenith) :])
-    assert len(results.hits) < len(catalog.products)
