@@ -1,8 +1,11 @@
 """Lookbooks in the admin: items by autocomplete, drag-to-reorder, and a "suggest" panel.
 
 The suggest panel asks the Search selectors (the same ones the shopper pages use) for
-products similar to the board's items and for complementary ones ("complete the look"),
-and adds one to the board with a single click.
+products similar to the board's items and for complementary ones ("complete the look").
+The board is what the editor's form holds, saved or not: the page sends the products of
+its item rows with the request, so a new lookbook gets suggestions too and nothing in the
+form is suggested again. "Add" only adds a row to the form (`vitrine_admin/lookbook.js`);
+the item is stored with everything else when the merchandiser saves.
 """
 
 from __future__ import annotations
@@ -10,14 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Max
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET
 
 from catalog.admin.display import thumbnail_html
 from catalog.models import Lookbook, LookbookItem, Product
@@ -26,6 +27,10 @@ from search import selectors
 SUGGEST_SIMILAR_PER_ITEM = 8
 SUGGEST_LOOK_PER_CATEGORY = 3
 SUGGEST_SHOWN = 12
+# Each board item costs two vector searches: suggestions are drawn from the first ones.
+SUGGEST_BASIS_MAX = 24
+# A form never holds this many rows; more is a malformed request, refused.
+SUGGEST_IDS_MAX = 1000
 
 
 @dataclass
@@ -47,20 +52,22 @@ def _best_per_product(hits: list[selectors.SearchHit], *, exclude: set[int]) -> 
     return sorted(best.values(), key=lambda hit: -hit.score)[:SUGGEST_SHOWN]
 
 
-def lookbook_suggestions(*, lookbook: Lookbook) -> Suggestions:
-    """Similar and complementary products for the board, best first, none already on it."""
-    items = list(lookbook.items.select_related("product"))
-    on_board = {item.product_id for item in items}
+def lookbook_suggestions(*, board: list[Product], exclude: set[int]) -> Suggestions:
+    """Similar and complementary products for the board's products, best first.
+
+    None of the board's products nor of `exclude` is suggested.
+    """
+    on_board = {product.pk for product in board} | exclude
     similar: list[selectors.SearchHit] = []
     complementary: list[selectors.SearchHit] = []
     no_filters = selectors.SearchFilters()
-    for item in items:
+    for product in board[:SUGGEST_BASIS_MAX]:
         similar += selectors.similar_products(
-            product=item.product, filters=no_filters, limit=SUGGEST_SIMILAR_PER_ITEM,
+            product=product, filters=no_filters, limit=SUGGEST_SIMILAR_PER_ITEM,
             in_stock_only=True,
         ).hits  # fmt: skip
         for group in selectors.complete_the_look(
-            product=item.product, limit_per_category=SUGGEST_LOOK_PER_CATEGORY
+            product=product, limit_per_category=SUGGEST_LOOK_PER_CATEGORY
         ):
             complementary += group.hits
     complementary = _best_per_product(complementary, exclude=on_board)
@@ -69,6 +76,17 @@ def lookbook_suggestions(*, lookbook: Lookbook) -> Suggestions:
         similar=_best_per_product(similar, exclude=on_board | shown),
         complementary=complementary,
     )
+
+
+def _product_ids(request: HttpRequest, name: str) -> list[int]:
+    """The repeated `name` parameter as product ids, in order; ValueError when malformed."""
+    values = request.GET.getlist(name)
+    if len(values) > SUGGEST_IDS_MAX:
+        raise ValueError(f"too many {name!r} values")
+    ids = [int(value) for value in values]
+    if any(not 0 < pk < 2**63 for pk in ids):
+        raise ValueError(f"{name!r} out of range")
+    return ids
 
 
 class LookbookItemInline(admin.TabularInline):
@@ -82,7 +100,8 @@ class LookbookItemInline(admin.TabularInline):
 
     @admin.display(description="")
     def preview(self, obj: LookbookItem) -> str:
-        return thumbnail_html(obj.product.primary_image if obj.pk else None, size=48)
+        # A row sent back unsaved (the form had errors) still shows its product.
+        return thumbnail_html(obj.product.primary_image if obj.product_id else None, size=48)
 
 
 @admin.register(Lookbook)
@@ -114,48 +133,31 @@ class LookbookAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[URLPattern]:
         own = [
             path(
-                "<int:object_id>/suggest/",
-                self.admin_site.admin_view(self.suggest_view),
+                "suggest/",
+                self.admin_site.admin_view(require_GET(self.suggest_view)),
                 name="catalog_lookbook_suggest",
-            ),
-            path(
-                "<int:object_id>/suggest/add/",
-                self.admin_site.admin_view(require_POST(self.suggest_add_view)),
-                name="catalog_lookbook_suggest_add",
             ),
         ]
         return own + super().get_urls()
 
-    def _editable_lookbook(self, request: HttpRequest, object_id: int) -> Lookbook:
-        lookbook = get_object_or_404(Lookbook, pk=object_id)
-        if not self.has_change_permission(request, lookbook):
-            raise PermissionDenied
-        return lookbook
+    def suggest_view(self, request: HttpRequest) -> HttpResponse:
+        """The panel's content (an htmx fragment): suggestions for the board in the form.
 
-    def suggest_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        """The panel's content (an htmx fragment): suggestions for the saved board."""
-        lookbook = self._editable_lookbook(request, object_id)
+        `item` (repeated, in the form's order): the products of the form's item rows, saved
+        or not, which the suggestions are drawn from; `exclude` (repeated): products not to
+        suggest either (rows marked for deletion). Unknown ids are ignored.
+        """
+        if not (self.has_change_permission(request) or self.has_add_permission(request)):
+            raise PermissionDenied
+        try:
+            item_ids = _product_ids(request, "item")
+            exclude = set(_product_ids(request, "exclude"))
+        except ValueError:
+            return HttpResponseBadRequest("item and exclude must be product ids")
+        found = Product.objects.in_bulk(item_ids)
+        board = [found[pk] for pk in dict.fromkeys(item_ids) if pk in found]
         context = {
-            "lookbook": lookbook,
-            "suggestions": lookbook_suggestions(lookbook=lookbook),
-            "has_items": lookbook.items.exists(),
+            "suggestions": lookbook_suggestions(board=board, exclude=exclude | set(item_ids)),
+            "has_board": bool(board),
         }
         return TemplateResponse(request, "admin/catalog/lookbook/_suggest.html", context)
-
-    def suggest_add_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        """Add one suggested product at the end of the board, then reload the editor."""
-        lookbook = self._editable_lookbook(request, object_id)
-        product = get_object_or_404(Product, pk=request.POST.get("product", ""))
-        last = lookbook.items.aggregate(last=Max("position"))["last"]
-        _, created = LookbookItem.objects.get_or_create(
-            lookbook=lookbook,
-            product=product,
-            defaults={"position": 0 if last is None else last + 1},
-        )
-        if created:
-            message = f"Added “{product.title}” to the lookbook."
-            self.message_user(request, message, messages.SUCCESS)
-        response = HttpResponse(status=204)
-        # The inline formset must show the new row: reload the whole change form.
-        response["HX-Refresh"] = "true"
-        return response
