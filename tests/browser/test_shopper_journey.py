@@ -116,9 +116,12 @@ def test_merchandiser_builds_a_lookbook_with_the_suggest_panel(
     screenshot(page, "admin-01-lookbook-suggest")
     before = lookbook.items.count()
     suggestion.click()
-    page.wait_for_selector("text=to the lookbook")  # the success message after the reload
-    assert lookbook.items.count() == before + 1
+    page.wait_for_selector("text=to the lookbook")  # added in the page, not saved yet
+    assert lookbook.items.count() == before
     screenshot(page, "admin-02-lookbook-added")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+    assert lookbook.items.count() == before + 1
 
     page.goto(f"{live_server.url}/admin/catalog/product/")
     page.wait_for_selector(".vt-status")
