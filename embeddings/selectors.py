@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import numpy as np
 from django.db import connection
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Case, Exists, F, OuterRef, QuerySet, Value, When
 from django.utils import timezone
 
 from catalog.models import Product, ProductImage
@@ -73,13 +73,32 @@ def embedding_model_get(*, key: str) -> EmbeddingModel:
 
 
 def embedding_models_maintained() -> list[EmbeddingModel]:
-    """Return the prepared versions whose vectors must follow the catalog: active, building."""
+    """Return the prepared versions whose vectors must follow the catalog, most urgent first.
+
+    Active, then ready (the rollback target first), then building. Ready versions are kept
+    fresh because any of them can be served the next moment (a rollback or an activation
+    does not wait for a backfill), and a version that missed imports would search by stale
+    vectors and miss new products. Building versions come last: nothing is served from them
+    until their backfill completes, and that backfill is the bulk of the work, where a ready
+    version's share is only the catalog's changes. Failed and retired versions are never
+    maintained. The sweeper and import-time enqueueing queue work in this order, and give the
+    versions after the active one a lower queue priority (`services.embedding_queue_priority`).
+    """
+    urgency = Case(
+        When(state=EmbeddingModel.State.ACTIVE, then=Value(0)),
+        When(state=EmbeddingModel.State.READY, then=Value(1)),
+        default=Value(2),
+    )
     return list(
         EmbeddingModel.objects.filter(
-            state__in=[EmbeddingModel.State.ACTIVE, EmbeddingModel.State.BUILDING],
+            state__in=[
+                EmbeddingModel.State.ACTIVE,
+                EmbeddingModel.State.READY,
+                EmbeddingModel.State.BUILDING,
+            ],
             prepared_at__isnull=False,
             dimension__isnull=False,
-        ).order_by("-state", "id")  # "building" < "active": active first
+        ).order_by(urgency, F("activated_at").desc(nulls_last=True), "id")
     )
 
 
@@ -140,6 +159,11 @@ class BackfillProgress:
     @property
     def complete(self) -> bool:
         return self.done >= self.total
+
+    @property
+    def percent(self) -> int:
+        """`done` as a whole percentage of `total` (100 for an empty catalog)."""
+        return min(100, round(100 * self.done / self.total)) if self.total else 100
 
 
 def embedding_model_progress(*, model: EmbeddingModel) -> BackfillProgress:

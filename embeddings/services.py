@@ -6,6 +6,8 @@ HNSW indexes) -> the sweeper and `products_embed_enqueue` fill its vectors in ba
 (`products_embed`) while search keeps reading the active version -> `embedding_model_activate`
 switches in one transaction -> the previous version stays `ready` for
 `embedding_model_rollback` until `embedding_model_retire` deletes its vectors and indexes.
+Ready versions keep following the catalog (new and changed products), behind the active
+version in the queue, so a rollback serves fresh vectors (`embedding_queue_priority`).
 """
 
 from __future__ import annotations
@@ -136,8 +138,10 @@ def _prepare(model: EmbeddingModel) -> EmbeddingModel:
         # Nothing is served yet, so there is nothing to keep serving: go live at once and
         # let products become searchable one batch at a time.
         model = embedding_model_activate(model=model, force=True)
-    embedding_model_progress_update(model=model)
+    # The sweep records its progress first (an empty catalog makes it ready at once), then
+    # queues its backfill.
     embeddings_sweep(models=[model])
+    model.refresh_from_db()
     return model
 
 
@@ -682,13 +686,49 @@ def _claim(*, model: EmbeddingModel, product_ids: list[int]) -> list[int]:
         return sorted(int(row[0]) for row in cursor.fetchall())
 
 
+#: Queue priority of each state's embedding batches on a Redis broker, where 0 is served
+#: first: kombu's Redis transport keeps one list per priority step (0, 3, 6, 9) and a worker's
+#: BRPOP asks them in that order. One `embeddings` queue (and one worker pool) serves every
+#: version, so without this a ready or building version's window (up to SWEEP_WINDOW
+#: products) would sit ahead of a new import's batch for the active version. With it, the
+#: active version's batch waits at most for the one batch already running (workers take
+#: one message at a time: acks_late, prefetch multiplier 1). Ready before building: a ready
+#: version can be served at the next moment (rollback) and its work is only the catalog's
+#: changes; a building version serves nothing until its whole backfill is done.
+QUEUE_PRIORITY: dict[str, int] = {
+    EmbeddingModel.State.ACTIVE: 0,
+    EmbeddingModel.State.READY: 3,
+    EmbeddingModel.State.BUILDING: 6,
+}
+
+
+def embedding_queue_priority(*, model: EmbeddingModel) -> int | None:
+    """Return the Celery priority of `model`'s embedding batches, or None for the default.
+
+    None on a broker other than Redis: RabbitMQ orders priorities the other way and honours
+    them only on queues declared with `x-max-priority` (ours are not), so there the queue
+    stays first in, first out and only the order of enqueueing (the active version first,
+    see `selectors.embedding_models_maintained`) and the per-version windows hold.
+    """
+    from embeddings.tasks import products_embed_task
+
+    if not str(products_embed_task.app.conf.broker_url or "").startswith("redis"):
+        return None
+    return QUEUE_PRIORITY.get(model.state, QUEUE_PRIORITY[EmbeddingModel.State.BUILDING])
+
+
 def _send_batches(*, model: EmbeddingModel, product_ids: list[int], batch_size: int) -> int:
     from embeddings.tasks import products_embed_task
 
+    # Read at enqueueing: a version activated later keeps the priority of its queued batches
+    # until they run (at most one window of products; the sweeper re-queues nothing claimed).
+    priority = embedding_queue_priority(model=model)
     for start in range(0, len(product_ids), batch_size):
         chunk = product_ids[start : start + batch_size]
         send: Callable[[], object] = partial(
-            products_embed_task.delay, product_ids=chunk, model_id=model.pk
+            products_embed_task.apply_async,
+            kwargs={"product_ids": chunk, "model_id": model.pk},
+            priority=priority,
         )
         transaction.on_commit(send)
     return len(product_ids)
@@ -700,12 +740,14 @@ def products_embed_enqueue(
     models: Sequence[EmbeddingModel] | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> int:
-    """Queue embedding of these products by the active and building versions.
+    """Queue embedding of these products by every maintained version (active, ready, building).
 
     The public hook for ingestion: call it after a batch's images are ready (inside or
     outside a transaction: tasks are sent on commit). Only products whose vectors are
     missing or stale (content hash changed) are queued, so a price or stock change costs
-    nothing. Returns how many (product, version) pairs were queued.
+    nothing. The active version's batches are sent first and at the top priority, so the
+    other versions add no wait to it (see `embedding_queue_priority`). Returns how many
+    (product, version) pairs were queued.
     """
     ids = sorted({int(pid) for pid in product_ids})
     if not ids:
@@ -727,9 +769,12 @@ def embeddings_sweep(
 ) -> dict[str, int]:
     """Find products missing current vectors and queue them; return queued counts per key.
 
-    Also registers the default model on a fresh install, retries it once its weights
-    appear, and re-sends a lost "prepare" message. Bounded by `window` queued products per
-    version, so repeated sweeps never flood the queue.
+    Every maintained version (active, ready, building; the active one first and at the top
+    queue priority) gets its stored progress (`backfill_done`/`backfill_total`, what the
+    admin and `embedding_models list` show) refreshed and its missing or stale products
+    queued. Also registers the default model on a fresh install, retries it once its
+    weights appear, and re-sends a lost "prepare" message. Bounded by `window` queued
+    products per version, so repeated sweeps never flood the queue.
     """
     if models is None:
         default_model_ensure()
@@ -738,8 +783,14 @@ def embeddings_sweep(
         models = selectors.embedding_models_maintained()
     queued: dict[str, int] = {}
     for model in models:
-        if model.state == EmbeddingModel.State.ACTIVE:
-            # The first version goes active before its backfill: keep its centroids current.
+        # Batches update a building version's progress themselves; active and ready versions
+        # only here, every sweep (two counts over the catalog per version). A building version
+        # found complete becomes ready here (and active, if it was registered to be).
+        model = embedding_model_progress_update(model=model)
+        if model.state in (EmbeddingModel.State.ACTIVE, EmbeddingModel.State.READY):
+            # The first version goes active before its backfill, and a ready one keeps taking
+            # the catalog's changes: keep the centroids and text query map current, so a
+            # rollback serves a map fitted on the catalog it searches.
             embedding_model_centroids_refresh(model=model)
         room = window - selectors.embedding_model_pending_count(model=model)
         if room <= 0:

@@ -54,7 +54,8 @@ def embedding_model_prepare_task(*, model_id: int) -> str | None:
 # that in the queue is pointless, the next one is already coming.
 @shared_task(acks_late=False, expires=60)
 def embeddings_sweep_task() -> dict[str, int]:
-    """Queue products that miss current vectors for the active or building versions."""
+    """Queue products that miss current vectors for the maintained versions (active first,
+    then ready, then building)."""
     return services.embeddings_sweep()
 
 

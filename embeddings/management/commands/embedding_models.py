@@ -23,7 +23,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True)
-        actions.add_parser("list", help="list versions with state and backfill progress")
+        actions.add_parser(
+            "list", help="list versions with state, backfill progress and products queued"
+        )
         register = actions.add_parser("register", help="register a spec as a building version")
         register.add_argument("spec", help="default | checkpoint:<dir> | open_clip:<arch>:<tag>")
         register.add_argument("--key", help="version key (default: <spec>-v<n>)")
@@ -79,10 +81,19 @@ class Command(BaseCommand):
         rows = selectors.embedding_model_list()
         if not rows:
             self.stdout.write("no model versions (the sweeper registers the default one)")
+        maintained = {m.pk for m in selectors.embedding_models_maintained()}
         for m in rows:
-            progress = f"{m.backfill_done}/{m.backfill_total} ({m.backfill_percent}%)"
+            if m.pk in maintained:
+                # Counted now rather than the sweeper's last figures: before a rollback an
+                # operator wants to see that the ready version has every product, current.
+                live = selectors.embedding_model_progress(model=m)
+                progress = f"{live.done}/{live.total} ({live.percent}%)"
+                queued = str(selectors.embedding_model_pending_count(model=m))
+            else:
+                progress = f"{m.backfill_done}/{m.backfill_total} ({m.backfill_percent}%)"
+                queued = "-"
             self.stdout.write(
                 f"{m.key:24} {m.state:9} dim={m.dimension or '-':<5} "
-                f"sha={(m.weights_sha256 or '-')[:12]:12} backfill={progress:18} {m.spec}"
-                + (f"\n    error: {m.error}" if m.error else "")
+                f"sha={(m.weights_sha256 or '-')[:12]:12} backfill={progress:18} "
+                f"queued={queued:<6} {m.spec}" + (f"\n    error: {m.error}" if m.error else "")
             )
