@@ -146,7 +146,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # search: delete shoppers' query photos once past VITRINE_QUERY_PHOTO_RETENTION_HOURS.
     "search-query-photos-purge": {"task": "search.tasks.query_photos_purge", "schedule": 900.0},
     # embeddings (owner: embedding engine): queue products missing current vectors for the
-    # maintained (active, ready, building) model versions; on a fresh install, register the bundled default model.
+    # maintained (active, ready, building) model versions; on a fresh install, register the
+    # bundled default model.
     # On the default queue so it never waits behind the embedding batches it schedules.
     "embeddings-sweep": {
         "task": "embeddings.tasks.embeddings_sweep_task",
