@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from catalog import selectors, services
 from catalog.ingest.mapping import FORMATS, available_presets
 from catalog.models import ImportJob
+from search.serializers import ErrorSerializer
 
 
 class ImportCreateSerializer(serializers.Serializer):
@@ -45,6 +46,16 @@ class ImportCreateSerializer(serializers.Serializer):
         return attrs
 
 
+class ImportCreateByUrlSerializer(ImportCreateSerializer):
+    """An import sent as JSON: a feed `url` (uploading a file needs multipart).
+
+    Schema only (the view validates every body with `ImportCreateSerializer`).
+    """
+
+    file = None  # type: ignore[assignment]
+    lookbooks = None  # type: ignore[assignment]
+
+
 class ImportJobSerializer(serializers.ModelSerializer):
     progress_percent = serializers.IntegerField(read_only=True)
     progress_url = serializers.SerializerMethodField()
@@ -70,6 +81,21 @@ class ImportJobSerializer(serializers.ModelSerializer):
         return self._absolute("catalog:import-errors", obj)
 
 
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """Error responses in the API's one error body (see `search.api.api_exception_handler`)."""
+    described = {
+        400: "Refused input",
+        401: "No credentials, or wrong ones",
+        403: "Not allowed for this key or user",
+        404: "No such job",
+        429: "Too many requests; retry later",
+    }
+    return {
+        code: OpenApiResponse(ErrorSerializer, description=described[code])
+        for code in (401, 403, 429, *codes)
+    }
+
+
 def _job_or_404(job_id: int) -> ImportJob:
     job = selectors.import_job_get(job_id=job_id)
     if job is None:
@@ -83,7 +109,7 @@ class ImportListCreateApi(APIView):
     @extend_schema(
         operation_id="imports_list",
         summary="The 50 most recent import jobs",
-        responses=ImportJobSerializer(many=True),
+        responses={200: ImportJobSerializer(many=True), **_errors()},
     )
     def get(self, request: Request) -> Response:
         jobs = selectors.import_job_list()[:50]
@@ -92,11 +118,13 @@ class ImportListCreateApi(APIView):
     @extend_schema(
         operation_id="imports_create",
         summary="Start an import from an uploaded feed or a feed URL",
+        # Distinct shapes per content type: a file needs multipart, and a generated client
+        # picks the encoding by the body's type, so one shape for both would send it as JSON.
         request={
             "multipart/form-data": ImportCreateSerializer,
-            "application/json": ImportCreateSerializer,
+            "application/json": ImportCreateByUrlSerializer,
         },
-        responses={202: ImportJobSerializer, 400: OpenApiResponse(description="Refused input")},
+        responses={202: ImportJobSerializer, **_errors(400)},
     )
     def post(self, request: Request) -> Response:
         serializer = ImportCreateSerializer(data=request.data)
@@ -128,7 +156,7 @@ class ImportDetailApi(APIView):
     @extend_schema(
         operation_id="imports_retrieve",
         summary="An import job's state and progress",
-        responses={200: ImportJobSerializer, 404: OpenApiResponse(description="No such job")},
+        responses={200: ImportJobSerializer, **_errors(404)},
     )
     def get(self, request: Request, job_id: int) -> Response:
         job = _job_or_404(job_id)
@@ -141,7 +169,7 @@ class ImportErrorsCsvApi(APIView):
         summary="The job's failed and skipped rows as CSV (row, field, reason)",
         responses={
             (200, "text/csv"): OpenApiTypes.STR,
-            404: OpenApiResponse(description="No such job"),
+            **_errors(404),
         },
     )
     def get(self, request: Request, job_id: int) -> StreamingHttpResponse:

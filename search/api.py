@@ -27,6 +27,7 @@ from search.serializers import (
     CompleteTheLookQuerySerializer,
     CompleteTheLookSerializer,
     ErrorSerializer,
+    ImageSearchByReferenceSerializer,
     ImageSearchRequestSerializer,
     ImageSearchResultsSerializer,
     LookbookListQuerySerializer,
@@ -127,6 +128,16 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: ERRORS[code] for code in (400, 401, 403, 429, *codes)}
 
 
+def _json(serializer: type) -> dict[str, type]:
+    """A request body documented as JSON only.
+
+    DRF's default parsers also take form and multipart bodies, but those cannot carry
+    `attributes` (an object) or `skus` (a list), and one schema under three content types
+    makes openapi-python-client emit a module that does not import. JSON is the contract.
+    """
+    return {"application/json": serializer}
+
+
 # --- Pagination ----------------------------------------------------------------------------
 class DefaultCursorPagination(CursorPagination):
     """Cursor pages in id order: stable while rows are added, and O(page) at any depth."""
@@ -157,13 +168,13 @@ def _sku_product(sku: str) -> Product:
     ),
     retrieve=extend_schema(responses={200: ProductSerializer, **_errors(404)}),
     create=extend_schema(
-        request=ProductWriteSerializer, responses={201: ProductSerializer, **_errors()}
+        request=_json(ProductWriteSerializer), responses={201: ProductSerializer, **_errors()}
     ),
     update=extend_schema(
-        request=ProductWriteSerializer, responses={200: ProductSerializer, **_errors(404)}
+        request=_json(ProductWriteSerializer), responses={200: ProductSerializer, **_errors(404)}
     ),
     partial_update=extend_schema(
-        request=ProductWriteSerializer, responses={200: ProductSerializer, **_errors(404)}
+        request=_json(ProductWriteSerializer), responses={200: ProductSerializer, **_errors(404)}
     ),
     destroy=extend_schema(responses={204: None, **_errors(404)}),
 )
@@ -258,13 +269,13 @@ class ProductViewSet(viewsets.ViewSet):
     ),
     retrieve=extend_schema(responses={200: LookbookSerializer, **_errors(404)}),
     create=extend_schema(
-        request=LookbookSerializer, responses={201: LookbookSerializer, **_errors()}
+        request=_json(LookbookSerializer), responses={201: LookbookSerializer, **_errors()}
     ),
     update=extend_schema(
-        request=LookbookSerializer, responses={200: LookbookSerializer, **_errors(404)}
+        request=_json(LookbookSerializer), responses={200: LookbookSerializer, **_errors(404)}
     ),
     partial_update=extend_schema(
-        request=LookbookSerializer, responses={200: LookbookSerializer, **_errors(404)}
+        request=_json(LookbookSerializer), responses={200: LookbookSerializer, **_errors(404)}
     ),
     destroy=extend_schema(responses={204: None, **_errors(404)}),
 )
@@ -342,9 +353,11 @@ class ImageSearchApi(APIView):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
     @extend_schema(
+        # Distinct shapes per content type: a file needs multipart, and a generated client
+        # picks the encoding by the body's type, so one shape for both would send it as JSON.
         request={
             "multipart/form-data": ImageSearchRequestSerializer,
-            "application/json": ImageSearchRequestSerializer,
+            "application/json": ImageSearchByReferenceSerializer,
         },
         responses={
             200: ImageSearchResultsSerializer,

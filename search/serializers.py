@@ -210,6 +210,15 @@ class ImageSearchRequestSerializer(SearchFiltersSerializer):
         return data
 
 
+class ImageSearchByReferenceSerializer(ImageSearchRequestSerializer):
+    """An image search sent as JSON: `image_url` or `photo_id` (a file needs multipart).
+
+    Schema only (the view validates every body with `ImageSearchRequestSerializer`).
+    """
+
+    image = None  # type: ignore[assignment]
+
+
 class SimilarQuerySerializer(SearchFiltersSerializer):
     limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=24)
     in_stock_only = serializers.BooleanField(default=False)
