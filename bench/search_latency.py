@@ -243,7 +243,7 @@ def catalog_build(
             for i in range(total):
                 copy.write_row((ids[i], model.pk, kind, literal(matrix[i]), f"h{i}", now))
     raw.commit()
-    for kind in ("fused", "image"):  # search never queries the text kind's index
+    for kind in ("fused", "image", "text"):
         index_build(model=model, kind=kind)
     raw.execute("ANALYZE catalog_product")
     raw.execute("ANALYZE embeddings_productembedding")
@@ -260,6 +260,19 @@ def catalog_existing(model_key: str, total: int) -> Any | None:
     if model is None or Product.objects.count() != total:
         return None
     return model
+
+
+def index_exists(*, model: Any, kind: str) -> bool:
+    from django.db import connection
+
+    from embeddings import services
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_indexes WHERE indexname = %s",
+            [services.index_name(model_id=model.pk, kind=kind)],
+        )
+        return cursor.fetchone() is not None
 
 
 def index_build(*, model: Any, kind: str) -> float:
@@ -640,8 +653,10 @@ def main() -> None:
     text_name = "text_search (text -> fused vectors)"
     query_sets = {
         "image_search (image -> image vectors)": ("image", held_image_vectors, "none"),
-        # As text search sends it: through the version's text query map.
+        # As text search sends it: through the version's text query map...
         text_name: ("fused", word_vectors, "map"),
+        # ...and as it is, against the products' own text vectors.
+        "text_search (text -> text vectors)": ("text", word_vectors, "none"),
         "similar_items (fused -> fused vectors)": (
             "fused",
             vectors["fused"][: len(held_out)],
@@ -663,6 +678,8 @@ def main() -> None:
         say(f"reusing the {args.products}-product catalog of {model.key}")
         model.weights_sha256 = encoder.weights_sha256
         model.save(update_fields=["weights_sha256"])
+        if not index_exists(model=model, kind="text"):  # catalogs built before text search used it
+            index_build(model=model, kind="text")
     say("centroids and the text query map (fitted on the stored vectors)")
     fit_started = time.perf_counter()
     embedding_services.embedding_model_centroids_update(model=model)
@@ -671,35 +688,66 @@ def main() -> None:
     sample = vectors["fused"][:500]
     nearest_fused = np.sort(sample @ vectors["fused"].T, axis=1)[:, -11:-1]  # self excluded
 
-    def ranking_quality(name: str) -> dict[str, float]:
-        """Held-out shopper words against the real articles (exact): share of the top 10
-        of the asked product type, of the asked colour; how close the query lies to
-        products (mean cosine to its 10 nearest, against products' own 10 nearest)."""
-        move = query_transform(model, name)
-        queries = np.stack([move(q) for q in word_vectors])
-        similarity = queries @ vectors["fused"].T
-        top = np.argsort(-similarity, axis=1)[:, :10]
+    def precision(top: np.ndarray) -> dict[str, float]:
+        """Share of each query's top 10 (real articles, exact) of the asked product type
+        and of the asked colour."""
         out = {}
         for field in ("product_type_name", "colour_group_name"):
             hits = [
                 articles[j][field] == held_out[i][field] for i, row in enumerate(top) for j in row
             ]
             out[f"precision_at_10_{field}"] = round(float(np.mean(hits)), 4)
-        out["mean_cosine_to_10_nearest_products"] = round(
-            float(np.sort(similarity, axis=1)[:, -10:].mean()), 4
-        )
         return out
+
+    def ranked_by(name: str) -> np.ndarray:
+        """Each held-out query's real articles, best first, as one of text search's vector
+        rankings would order them: against the fused vectors after a query transform, or
+        ("text") against the products' own text vectors."""
+        if name == "text":
+            return np.argsort(-(word_vectors @ vectors["text"].T), axis=1)
+        move = query_transform(model, name)
+        queries = np.stack([move(q) for q in word_vectors])
+        return np.argsort(-(queries @ vectors["fused"].T), axis=1)
+
+    def ranking_quality(name: str) -> dict[str, float]:
+        """`precision`, and how close the transformed query lies to products (mean cosine
+        to its 10 nearest, against products' own 10 nearest)."""
+        move = query_transform(model, name)
+        similarity = np.stack([move(q) for q in word_vectors]) @ vectors["fused"].T
+        return {
+            **precision(np.argsort(-similarity, axis=1)[:, :10]),
+            "mean_cosine_to_10_nearest_products": round(
+                float(np.sort(similarity, axis=1)[:, -10:].mean()), 4
+            ),
+        }
+
+    def fused_ranks(names: Sequence[str]) -> np.ndarray:
+        """Reciprocal rank fusion of the named rankings' first 60 (as search fuses them)."""
+        from search.selectors import RRF_K
+
+        rankings = [ranked_by(name)[:, :60] for name in names]
+        top = []
+        for row in range(len(word_vectors)):
+            scores: dict[int, float] = {}
+            for ranking in rankings:
+                for rank, index in enumerate(ranking[row], start=1):
+                    scores[int(index)] = scores.get(int(index), 0.0) + 1.0 / (RRF_K + rank)
+            top.append(sorted(scores, key=lambda index: -scores[index])[:10])
+        return np.array(top)
 
     text_map_row = model.text_query_map
     text_query = {
         "how": "a text query is ranked against the fused vectors after `transform`: map = "
-        "the version's text query map (what search does), centroid_shift = the modality-gap "
-        "shift it replaced, raw = the words' own vector",
+        "the version's text query map, centroid_shift = the modality-gap shift it replaced, "
+        "raw = the words' own vector; text = against the products' text vectors; "
+        "search fuses map and text (and full-text matches, not measured here) by RRF",
         "products_mean_cosine_to_their_10_nearest": round(float(nearest_fused.mean()), 4),
         "map_fitted_on_pairs": text_map_row.pairs,
         "map_fit_cosine": text_map_row.fit_cosine,
         "map_fit_seconds": round(text_map_seconds, 2),
         **{name: ranking_quality(name) for name in ("map", "centroid_shift", "raw")},
+        "text": precision(ranked_by("text")[:, :10]),
+        "rrf_of_map_and_text (search)": precision(fused_ranks(["map", "text"])),
     }
 
     categories: dict[str, int] = {}
