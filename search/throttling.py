@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any, ClassVar
 
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
@@ -13,6 +16,25 @@ from rest_framework.throttling import SimpleRateThrottle
 from search.models import ApiKey
 
 logger = logging.getLogger(__name__)
+
+# One atomic step in Redis: forget calls older than the window, and record this one if
+# fewer than the limit remain. Returns -1 when allowed, else the milliseconds until the
+# oldest call leaves the window. The server's clock, so web hosts whose clocks drift apart
+# agree. (DRF's own throttle reads the history, then writes it back: two concurrent calls
+# can both see room for one.)
+SLIDING_WINDOW_SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local window = tonumber(ARGV[1]) * 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
+  return -1
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.ceil((tonumber(oldest[2]) + window - now) / 1000)
+"""
 
 
 class ApiClientRateThrottle(SimpleRateThrottle):
@@ -23,8 +45,9 @@ class ApiClientRateThrottle(SimpleRateThrottle):
     slow, requests are let through unthrottled (a logged warning) rather than answered 500:
     the limit protects capacity, it is not access control. A process that saw the cache fail
     leaves it alone for ``cache_retry_seconds``, so requests do not each wait for a timeout.
-    Under concurrent requests from one client the count may overshoot by a few: DRF reads
-    and writes the request history without a lock.
+    With Redis the history is a sorted set updated by one script (`SLIDING_WINDOW_SCRIPT`),
+    so concurrent calls with one key never overshoot; with a per-process cache (no Redis
+    configured) DRF's own read-then-write history is used.
     """
 
     scope = "api_key"
@@ -46,7 +69,10 @@ class ApiClientRateThrottle(SimpleRateThrottle):
         if time.monotonic() < ApiClientRateThrottle._cache_down_until:
             return True
         try:
-            return super().allow_request(request, view)
+            backend = caches["default"]
+            if not isinstance(backend, RedisCache):
+                return super().allow_request(request, view)
+            return self._allow_in_redis(backend, request, view)
         except RedisError as error:
             ApiClientRateThrottle._cache_down_until = time.monotonic() + self.cache_retry_seconds
             logger.warning(
@@ -55,6 +81,27 @@ class ApiClientRateThrottle(SimpleRateThrottle):
                 type(error).__name__, error, self.cache_retry_seconds,
             )  # fmt: skip
             return True
+
+    def _allow_in_redis(self, backend: RedisCache, request: Request, view: Any) -> bool:
+        self.key = self.get_cache_key(request, view)
+        if self.key is None or self.num_requests is None or self.duration is None:
+            return True
+        key = backend.make_and_validate_key(self.key)
+        client = backend._cache.get_client(key, write=True)
+        wait_ms = int(
+            client.eval(
+                SLIDING_WINDOW_SCRIPT, 1, key, self.duration, self.num_requests, uuid.uuid4().hex
+            )
+        )
+        if wait_ms < 0:
+            return True
+        self._wait_seconds: float | None = wait_ms / 1000
+        return False
+
+    def wait(self) -> float | None:
+        """Seconds until the client may call again (the Retry-After header)."""
+        wait_seconds = getattr(self, "_wait_seconds", None)
+        return wait_seconds if wait_seconds is not None else super().wait()
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         auth = request.auth

@@ -12,8 +12,10 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from django.test import Client
 
 from search.services import api_key_create
@@ -124,6 +127,44 @@ def test_a_per_key_rate_of_five_a_minute_allows_exactly_five_calls_across_two_pr
     assert there == [200, 200, 429, 429]  # it counted the three calls made here
     assert here_again == [429]  # and this process counted the two made there
     assert (here + there + here_again).count(200) == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_calls_with_one_key_never_overshoot_the_limit() -> None:
+    # 24 calls released together (a burst from a storefront's servers): a throttle that
+    # reads the history and then writes it back lets several through on the same count.
+    key = api_key_create(name="storefront", rate="5/min").plaintext
+    start = threading.Barrier(24)
+
+    def call(_: int) -> tuple[int, str | None]:
+        try:
+            client = Client(headers={"Authorization": f"Api-Key {key}"})
+            start.wait()
+            response = client.get("/api/v1/products/")
+            return response.status_code, response.headers.get("Retry-After")
+        finally:
+            connection.close()  # each thread's own database connection
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(pool.map(call, range(24)))
+
+    statuses = [status for status, _ in results]
+    assert statuses.count(200) == 5 and statuses.count(429) == 19
+    waits = [int(wait) for status, wait in results if status == 429 and wait is not None]
+    assert len(waits) == 19 and all(1 <= wait <= 60 for wait in waits)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_window_slides_calls_are_allowed_again_once_the_oldest_leaves_it() -> None:
+    key = api_key_create(name="storefront", rate="2/s").plaintext
+    client = Client(headers={"Authorization": f"Api-Key {key}"})
+
+    first = [client.get("/api/v1/products/") for _ in range(3)]
+    assert [r.status_code for r in first] == [200, 200, 429]
+    assert first[2].headers["Retry-After"] == "1"
+    time.sleep(1.1)
+
+    assert [client.get("/api/v1/products/").status_code for _ in range(3)] == [200, 200, 429]
 
 
 @pytest.mark.django_db(transaction=True)
