@@ -489,8 +489,8 @@ def search_by_text(
     - the products' own text vectors nearest the words: what their text means;
     - full-text matches, so an exact word such as a brand name still counts.
 
-    On held-out H&M words the first two fused put the asked product type in 72% of the top
-    10, against 50% for the first alone and 80% for the second alone
+    On held-out H&M words the first two fused put the asked product type in 71% of the top
+    10, against 49% for the first alone and 80% for the second alone
     (bench/results/search_latency.json, `text_query`); the second alone would fail the
     products whose text says little. Full-text matches pass the relevance floor whatever
     their cosine score: they contain the words asked for. Without an active model the
