@@ -6,15 +6,19 @@ The results page is driven entirely by GET parameters, so every state of the gri
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.db.models import Count
+from django.http import QueryDict
 
 from catalog.models import Product
+from search.selectors import FacetCount
 from search.services import query_photo_store
 from search.uploads import ImageRejected
 
@@ -22,6 +26,8 @@ from search.uploads import ImageRejected
 # anything else is refused before it reaches the storage layer (no path tricks).
 PHOTO_ID_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 FACET_LIMIT = 40  # longest category / brand list shown in the filter bar
+#: Most values of one facet a URL may select (a sane bound, far above any real use).
+FACET_MAX_SELECTED = 20
 
 
 def facet_choices(field: str) -> list[tuple[str, str]]:
@@ -33,6 +39,69 @@ def facet_choices(field: str) -> list[tuple[str, str]]:
         .order_by("-n", field)[:FACET_LIMIT]
     )
     return [(row[field], row[field]) for row in rows]
+
+
+@dataclass(frozen=True)
+class FacetOption:
+    """One checkbox of a facet list."""
+
+    value: str
+    #: Matches among the search's candidates; None when there is no search to count.
+    count: int | None
+    selected: bool
+    #: Stable across requests (a hash of the value, not its position), so htmx can put the
+    #: keyboard focus back on the ticked box after it swaps the re-counted list in.
+    dom_id: str
+
+
+@dataclass(frozen=True)
+class FacetGroup:
+    name: str
+    legend: str
+    options: list[FacetOption]
+
+    @property
+    def shown(self) -> bool:
+        """Worth a list: a choice between values, or a ticked value to untick."""
+        return len(self.options) > 1 or any(option.selected for option in self.options)
+
+
+def _option(field: str, value: str, count: int | None, selected: bool) -> FacetOption:
+    digest = hashlib.sha1(value.encode(), usedforsecurity=False).hexdigest()[:12]
+    return FacetOption(value=value, count=count, selected=selected, dom_id=f"f-{field}-{digest}")
+
+
+def facet_options(
+    *, field: str, counts: list[FacetCount] | None, selected: list[str]
+) -> list[FacetOption]:
+    """A facet's checkboxes: the values with a count (most first) and, at count 0, any
+    selected value without one, so it can still be unticked. Without counts (no search
+    yet) the catalog's most common values, uncounted."""
+    listed: list[tuple[str, int | None]]
+    if counts is None:
+        listed = [(value, None) for value, _ in facet_choices(field)]
+    else:
+        listed = [(facet.value, facet.count) for facet in counts if facet.count > 0]
+    shown = {value for value, _ in listed}
+    options = [_option(field, value, count, value in selected) for value, count in listed]
+    missing = [value for value in selected if value not in shown]
+    options += [_option(field, value, None if counts is None else 0, True) for value in missing]
+    return options
+
+
+class FacetValuesField(forms.MultipleChoiceField):
+    """Values of a catalog column. Any value is accepted, not only those listed: the lists
+    follow the current results, and a value that matches nothing just narrows to nothing."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def valid_value(self, value: str) -> bool:
+        return 0 < len(value) <= 200
+
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        if len(value) > FACET_MAX_SELECTED:
+            raise forms.ValidationError(f"Choose at most {FACET_MAX_SELECTED} values.")
 
 
 def parse_crop(value: str) -> tuple[float, float, float, float] | None:
@@ -56,8 +125,8 @@ class SearchForm(forms.Form):
     q = forms.CharField(required=False, max_length=200, strip=True, label="Search")
     photo = forms.CharField(required=False, max_length=64)
     crop = forms.CharField(required=False, max_length=64)
-    category = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
-    brand = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+    category = FacetValuesField(required=False, label="Category")
+    brand = FacetValuesField(required=False, label="Brand")
     price_min = forms.DecimalField(
         required=False, min_value=Decimal(0), max_digits=12, decimal_places=2, label="Min price"
     )
@@ -66,14 +135,27 @@ class SearchForm(forms.Form):
     )
     in_stock = forms.BooleanField(required=False, label="In stock only")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        category_field = self.fields["category"]
-        brand_field = self.fields["brand"]
-        assert isinstance(category_field, forms.MultipleChoiceField)
-        assert isinstance(brand_field, forms.MultipleChoiceField)
-        category_field.choices = facet_choices("category")
-        brand_field.choices = facet_choices("brand")
+    def selected_values(self, field: str) -> list[str]:
+        """The values of a facet in the URL: cleaned when valid, else as sent (to re-tick)."""
+        cleaned = getattr(self, "cleaned_data", {})
+        if field in cleaned:
+            return list(cleaned[field] or [])
+        sent = self.data.getlist(field) if isinstance(self.data, QueryDict) else []
+        return [value for value in sent if value]
+
+    def facet_groups(self, *, counts: dict[str, list[FacetCount]] | None) -> list[FacetGroup]:
+        """The category and brand lists of the filter bar; `counts` from
+        `selectors.facet_counts` for the current search, None when there is none."""
+        groups = []
+        for name in ("category", "brand"):
+            options = facet_options(
+                field=name,
+                counts=None if counts is None else counts.get(name, []),
+                selected=self.selected_values(name),
+            )
+            legend = str(self.fields[name].label)
+            groups.append(FacetGroup(name=name, legend=legend, options=options))
+        return groups
 
     def clean_photo(self) -> str:
         photo: str = self.cleaned_data["photo"].strip().lower()

@@ -8,6 +8,9 @@ page, so every state is shareable and works without JavaScript.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from django.db.models import Prefetch
@@ -25,6 +28,7 @@ RESULTS_LIMIT = 48
 SIMILAR_LIMIT = 12
 LOOK_PER_CATEGORY = 4
 HOME_LOOKBOOKS = 6
+FACET_FIELDS = ("category", "brand")
 
 
 def _published_lookbooks() -> Any:
@@ -66,6 +70,48 @@ def photo_search(request: HttpRequest) -> HttpResponse:
     return redirect(f"{reverse('search:results')}?{urlencode({'photo': photo_id})}")
 
 
+Search = Callable[[selectors.SearchFilters], selectors.SearchResults]
+
+
+def _search_photo(
+    filters: selectors.SearchFilters, *, image: bytes, crop: selectors.CropBox | None
+) -> selectors.SearchResults:
+    return selectors.search_by_image(
+        image=image, crop=crop, filters=filters, limit=RESULTS_LIMIT, diversify=True
+    )
+
+
+def _search_words(filters: selectors.SearchFilters, *, query: str) -> selectors.SearchResults:
+    return selectors.search_by_text(
+        query=query, filters=filters, limit=RESULTS_LIMIT, diversify=True
+    )
+
+
+def _facet_counts(
+    *, search: Search, filters: selectors.SearchFilters, results: selectors.SearchResults
+) -> dict[str, list[selectors.FacetCount]]:
+    """Category and brand counts for the filter bar, over the search's candidates.
+
+    The candidates are the page's own results (RESULTS_LIMIT, the same relevance floor
+    and diversity), so with no category or brand ticked the counts add up to what the
+    shopper sees. A ticked facet must not count only itself, so then one more search of
+    the same query without the category and brand filters (price and stock kept) adds
+    its page of candidates, and `facet_counts` applies the other facet's selection to
+    each facet's counts. A second search rather than a larger pool because the page is
+    diversified (MMR) and the relevance floor applies: counts over 200 raw neighbours
+    would list values whose products never make it onto the page. One SQL query counts.
+    """
+    ids = [hit.product.pk for hit in results.hits]
+    if filters.category or filters.brand:
+        broad = search(replace(filters, category=[], brand=[]))
+        ids += [hit.product.pk for hit in broad.hits]
+    return selectors.facet_counts(
+        product_ids=ids,
+        fields=FACET_FIELDS,
+        selected={"category": filters.category, "brand": filters.brand},
+    )
+
+
 @require_GET
 def results(request: HttpRequest) -> HttpResponse:
     """The results grid for words or a stored photo, narrowed by the filter bar."""
@@ -76,6 +122,7 @@ def results(request: HttpRequest) -> HttpResponse:
         "photo_missing": False,
         "unavailable": False,
     }
+    counts: dict[str, list[selectors.FacetCount]] | None = None
     if form.is_valid():
         data = form.cleaned_data
         filters = selectors.SearchFilters(
@@ -86,25 +133,29 @@ def results(request: HttpRequest) -> HttpResponse:
             in_stock=True if data["in_stock"] else None,
             attributes={},
         )
+        search: Search | None = None
         if data["photo"]:
             image = selectors.query_photo_read(photo_id=data["photo"])
             if image is None:
                 context["photo_missing"] = True
             else:
                 crop = selectors.CropBox(*data["crop"]) if data["crop"] else None
-                try:
-                    context["results"] = selectors.search_by_image(
-                        image=image, crop=crop, filters=filters, limit=RESULTS_LIMIT, diversify=True
-                    )
-                except selectors.SearchUnavailable:
-                    # No model version is active yet (first start-up, still embedding).
-                    context["unavailable"] = True
+                search = partial(_search_photo, image=image, crop=crop)
         elif data["q"]:
-            context["results"] = selectors.search_by_text(
-                query=data["q"], filters=filters, limit=RESULTS_LIMIT, diversify=True
-            )
+            search = partial(_search_words, query=data["q"])
+        if search is not None:
+            try:
+                context["results"] = search(filters)
+            except selectors.SearchUnavailable:
+                # No model version is active yet (first start-up, still embedding).
+                context["unavailable"] = True
+            else:
+                counts = _facet_counts(search=search, filters=filters, results=context["results"])
+    context["facets"] = form.facet_groups(counts=counts)
     status = 404 if context["photo_missing"] else 503 if context["unavailable"] else 200
     if request.htmx and request.htmx.target == "results":  # type: ignore[attr-defined]
+        # The filter lists sit outside #results: they come along as an out-of-band swap.
+        context["facets_oob"] = True
         return render(request, "search/_results.html", context, status=status)
     return render(request, "search/results.html", context, status=status)
 
