@@ -140,7 +140,12 @@ def test_the_active_version_is_embedded_before_a_ready_versions_queued_backlog(
     wait_for(lambda: _fresh(blue, backlog), timeout=120)
 
     # Twelve batches for the ready version are queued, then a new product is imported.
-    assert services.products_embed_enqueue(product_ids=backlog, models=[green], batch_size=8) == 96
+    # (The worker may already have claimed some of green's products, seen in one CI run:
+    # they are queued all the same, just not by this call.)
+    services.products_embed_enqueue(product_ids=backlog, models=[green], batch_size=8)
+    pending = PendingEmbedding.objects.filter(model=green, product_id__in=backlog).count()
+    done = ProductEmbedding.objects.filter(model=green, product_id__in=backlog, kind="text")
+    assert pending + done.count() >= len(backlog)  # every one queued (or already done)
     fresh = make_product()
     assert services.products_embed_enqueue(product_ids=[fresh.pk]) == 2  # blue and green
     wait_for(lambda: _fresh(blue, [fresh.pk]) and _fresh(green, [*backlog, fresh.pk]), timeout=120)
