@@ -8,6 +8,7 @@ first batch. Encoders are cached per model version for the life of the process.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 # after a database is recreated (a test run, a restored backup) in a long-lived process.
 _encoders: dict[tuple[str, str, str], Encoder] = {}
 _lock = threading.Lock()  # one load at a time: a second thread waits for the first's result
+_vectors_lock = threading.Lock()  # the query vector caches below
 
 
 def encoder_load(spec: str) -> Encoder:
@@ -118,22 +120,43 @@ def encoder_warm_in_background(model: EmbeddingModel) -> None:
     threading.Thread(target=load, name=f"vitrine-warm-{model.key}", daemon=True).start()
 
 
+#: Photo query vectors kept per process, by the photo's checksum: a shopper narrowing the
+#: results of one photo (each filter click is a new request) pays for the encoder once.
+IMAGE_QUERY_CACHE_SIZE = 256
+_image_vectors: OrderedDict[tuple[tuple[str, str, str], str], np.ndarray] = OrderedDict()
+
+
 def encode_query_image(image_bytes: bytes, *, model: EmbeddingModel) -> np.ndarray:
     """Return the image vector (D,) float32, L2-normalised, of a shopper's photo.
 
-    Raises `ValueError` with the decoder's reason when the bytes are not a readable image.
+    Recently encoded photos (the same bytes) come from a least-recently-used cache, like
+    `encode_query_text`'s; the array is read-only. Raises `ValueError` with the decoder's
+    reason when the bytes are not a readable image.
     """
+    key = (_cache_key(model), hashlib.sha256(image_bytes).hexdigest())
+    if model.weights_sha256:
+        with _vectors_lock:
+            cached = _image_vectors.get(key)
+            if cached is not None:
+                _image_vectors.move_to_end(key)
+                return cached
     result = encoder_for(model).encode_images([image_bytes])
     if result.failed:
         raise ValueError(f"unreadable image: {result.failed[0]}")
-    return np.asarray(result.vectors[0], dtype=np.float32)
+    vector = np.asarray(result.vectors[0], dtype=np.float32)
+    vector.setflags(write=False)
+    if model.weights_sha256:
+        with _vectors_lock:
+            _image_vectors[key] = vector
+            while len(_image_vectors) > IMAGE_QUERY_CACHE_SIZE:
+                _image_vectors.popitem(last=False)
+    return vector
 
 
 #: Text query vectors kept per process (1 KiB each at 256 dimensions): shoppers' queries
 #: repeat ("black dress", a brand), and a repeat then skips the text tower entirely.
 TEXT_QUERY_CACHE_SIZE = 4096
 _text_vectors: OrderedDict[tuple[tuple[str, str, str], str], np.ndarray] = OrderedDict()
-_text_vectors_lock = threading.Lock()
 
 
 def encode_query_text(text: str, *, model: EmbeddingModel) -> np.ndarray:
@@ -146,7 +169,7 @@ def encode_query_text(text: str, *, model: EmbeddingModel) -> np.ndarray:
     words = " ".join(text.split())
     key = (_cache_key(model), words)
     if model.weights_sha256:
-        with _text_vectors_lock:
+        with _vectors_lock:
             cached = _text_vectors.get(key)
             if cached is not None:
                 _text_vectors.move_to_end(key)
@@ -154,7 +177,7 @@ def encode_query_text(text: str, *, model: EmbeddingModel) -> np.ndarray:
     vector = np.asarray(encoder_for(model).encode_texts([words])[0], dtype=np.float32)
     vector.setflags(write=False)
     if model.weights_sha256:
-        with _text_vectors_lock:
+        with _vectors_lock:
             _text_vectors[key] = vector
             while len(_text_vectors) > TEXT_QUERY_CACHE_SIZE:
                 _text_vectors.popitem(last=False)
