@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -120,68 +120,86 @@ def encoder_warm_in_background(model: EmbeddingModel) -> None:
     threading.Thread(target=load, name=f"vitrine-warm-{model.key}", daemon=True).start()
 
 
+_QueryCache = OrderedDict[tuple[tuple[str, str, str], str], np.ndarray]
+
+
+def _cached_query_vector(
+    cache: _QueryCache,
+    limit: int,
+    *,
+    model: EmbeddingModel,
+    query: str,
+    compute: Callable[[], np.ndarray],
+) -> np.ndarray:
+    """`compute()`'s vector for `query`, read-only (it is shared), through `cache`: the
+    least recently used go past `limit`. Keyed by the version and its checksum; a version
+    being prepared has none yet and is never cached (its weights may still change)."""
+    key = (_cache_key(model), query)
+    if model.weights_sha256:
+        with _vectors_lock:
+            cached = cache.get(key)
+            if cached is not None:
+                cache.move_to_end(key)
+                return cached
+    vector = np.asarray(compute(), dtype=np.float32)
+    vector.setflags(write=False)
+    if model.weights_sha256:
+        with _vectors_lock:
+            cache[key] = vector
+            while len(cache) > limit:
+                cache.popitem(last=False)
+    return vector
+
+
 #: Photo query vectors kept per process, by the photo's checksum: a shopper narrowing the
 #: results of one photo (each filter click is a new request) pays for the encoder once.
 IMAGE_QUERY_CACHE_SIZE = 256
-_image_vectors: OrderedDict[tuple[tuple[str, str, str], str], np.ndarray] = OrderedDict()
+_image_vectors: _QueryCache = OrderedDict()
 
 
 def encode_query_image(image_bytes: bytes, *, model: EmbeddingModel) -> np.ndarray:
     """Return the image vector (D,) float32, L2-normalised, of a shopper's photo.
 
-    Recently encoded photos (the same bytes) come from a least-recently-used cache, like
-    `encode_query_text`'s; the array is read-only. Raises `ValueError` with the decoder's
-    reason when the bytes are not a readable image.
+    Recently encoded photos (the same bytes) come from a least-recently-used cache.
+    Raises `ValueError` with the decoder's reason when the bytes are not a readable image
+    (failures are not cached).
     """
-    key = (_cache_key(model), hashlib.sha256(image_bytes).hexdigest())
-    if model.weights_sha256:
-        with _vectors_lock:
-            cached = _image_vectors.get(key)
-            if cached is not None:
-                _image_vectors.move_to_end(key)
-                return cached
-    result = encoder_for(model).encode_images([image_bytes])
-    if result.failed:
-        raise ValueError(f"unreadable image: {result.failed[0]}")
-    vector = np.asarray(result.vectors[0], dtype=np.float32)
-    vector.setflags(write=False)
-    if model.weights_sha256:
-        with _vectors_lock:
-            _image_vectors[key] = vector
-            while len(_image_vectors) > IMAGE_QUERY_CACHE_SIZE:
-                _image_vectors.popitem(last=False)
-    return vector
+
+    def encode() -> np.ndarray:
+        result = encoder_for(model).encode_images([image_bytes])
+        if result.failed:
+            raise ValueError(f"unreadable image: {result.failed[0]}")
+        return np.asarray(result.vectors[0])
+
+    return _cached_query_vector(
+        _image_vectors,
+        IMAGE_QUERY_CACHE_SIZE,
+        model=model,
+        query=hashlib.sha256(image_bytes).hexdigest(),
+        compute=encode,
+    )
 
 
 #: Text query vectors kept per process (1 KiB each at 256 dimensions): shoppers' queries
 #: repeat ("black dress", a brand), and a repeat then skips the text tower entirely.
 TEXT_QUERY_CACHE_SIZE = 4096
-_text_vectors: OrderedDict[tuple[tuple[str, str, str], str], np.ndarray] = OrderedDict()
+_text_vectors: _QueryCache = OrderedDict()
 
 
 def encode_query_text(text: str, *, model: EmbeddingModel) -> np.ndarray:
     """Return the text vector (D,) float32, L2-normalised, of a shopper's words.
 
-    Recently asked words come from a least-recently-used cache, keyed by the version and
-    its checksum (a version being prepared has none yet, and is never cached) and by the
-    words with runs of whitespace collapsed. The array is read-only: it is shared.
+    Recently asked words (runs of whitespace collapsed) come from a least-recently-used
+    cache.
     """
     words = " ".join(text.split())
-    key = (_cache_key(model), words)
-    if model.weights_sha256:
-        with _vectors_lock:
-            cached = _text_vectors.get(key)
-            if cached is not None:
-                _text_vectors.move_to_end(key)
-                return cached
-    vector = np.asarray(encoder_for(model).encode_texts([words])[0], dtype=np.float32)
-    vector.setflags(write=False)
-    if model.weights_sha256:
-        with _vectors_lock:
-            _text_vectors[key] = vector
-            while len(_text_vectors) > TEXT_QUERY_CACHE_SIZE:
-                _text_vectors.popitem(last=False)
-    return vector
+    return _cached_query_vector(
+        _text_vectors,
+        TEXT_QUERY_CACHE_SIZE,
+        model=model,
+        query=words,
+        compute=lambda: encoder_for(model).encode_texts([words])[0],
+    )
 
 
 @dataclass
