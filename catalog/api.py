@@ -38,12 +38,26 @@ class ImportCreateSerializer(serializers.Serializer):
                 raise serializers.ValidationError(f"not valid JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise serializers.ValidationError("must be a JSON object")
+        # Stored with the job as jsonb, which cannot hold a NUL character (a 500, not a 400).
+        if _holds_nul(value):
+            raise serializers.ValidationError("must not contain NUL characters")
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if bool(attrs.get("file")) == bool(attrs.get("url")):
             raise serializers.ValidationError("send either a file or a url")
         return attrs
+
+
+def _holds_nul(value: Any) -> bool:
+    """True when a NUL character is in any string, key or value, of this JSON value."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 class ImportCreateByUrlSerializer(ImportCreateSerializer):

@@ -94,6 +94,16 @@ class ProductWriteSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
         extra_kwargs = {"price": {"min_value": 0}}
 
+    def validate_attributes(self, attributes: dict[str, str]) -> dict[str, str]:
+        # Values are CharFields (NUL refused); names are plain dict keys, checked here:
+        # Postgres cannot store a NUL character in jsonb, so one would be a 500, not a 400.
+        for name in attributes:
+            if not name.strip() or len(name) > 100 or "\x00" in name:
+                raise serializers.ValidationError(
+                    f"Attribute names must be 1-100 characters without NUL: {name[:100]!r}"
+                )
+        return attributes
+
 
 class LookbookSerializer(serializers.ModelSerializer):
     skus = serializers.ListField(

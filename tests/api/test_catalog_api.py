@@ -126,3 +126,24 @@ def test_lookbooks_list_filters_on_published(reader: Client, catalog: Catalog) -
 
     assert [lb["slug"] for lb in everything] == ["live", "draft"]
     assert [lb["slug"] for lb in live] == ["live"]
+
+
+def test_nul_characters_get_a_400_not_a_500(writer: Client) -> None:
+    # Postgres cannot store NUL in text or jsonb: each place a client can put one must be
+    # refused with the error body (schemathesis found attribute names and import mappings).
+    before = Product.objects.count()
+    bodies = [
+        {"sku": "NUL-1", "title": "Shirt", "price": "10", "attributes": {"col\x00our": "red"}},
+        {"sku": "NUL-2", "title": "Shirt", "price": "10", "attributes": {"colour": "re\x00d"}},
+        {"sku": "NUL-3", "title": "Sh\x00irt", "price": "10"},
+    ]
+    for body in bodies:
+        response = writer.post("/api/v1/products/", body, content_type="application/json")
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["code"] == "invalid"
+
+    mapping = {"url": "https://example.com/feed.csv", "mapping": {"ti\x00tle": "title"}}
+    response = writer.post("/api/v1/imports", mapping, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert "mapping" in response.json()["error"]["details"]
+    assert Product.objects.count() == before
