@@ -286,3 +286,23 @@ def test_the_ikea_preset_reads_products_and_rooms_as_lookbooks(datasets_dir: Pat
     assert first.attributes == {"room_type": "Kitchen"}
     assert first.image is not None and first.image.value.startswith("rooms/")
     assert len(first.skus) == 17
+
+
+def test_control_characters_are_dropped_from_text_so_the_row_can_be_stored() -> None:
+    # Postgres cannot store NUL: left in, it would fail the upsert of the row's whole chunk.
+    feed = (
+        "id,title,description,image_link,price,availability,brand\n"
+        "SKU-\x001,Red\x00 dress\x07,Soft\x00 cotton\x1b.,https://cdn.example/1.jpg,"
+        "12.00 USD,in stock,Ac\x7fme\n"
+    )
+    rows, errors = products(open_bytes(feed.encode(), name="feed.csv"))
+
+    assert errors == []
+    (row,) = rows
+    assert (row.sku, row.title, row.description, row.brand) == (
+        "SKU-1",
+        "Red dress",
+        "Soft cotton.",
+        "Acme",
+    )
+    assert "\x00" not in json.dumps(row.to_json())
