@@ -13,6 +13,7 @@ import codecs
 import csv
 import io
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -212,15 +213,43 @@ def read_xml(stream: BinaryIO) -> Iterator[RawRecord | RowError]:
         yield RowError(row=number + 1, field="", reason=f"XML is malformed from here on: {exc}")
 
 
+#: C0 control characters but tab, newline and carriage return, and DEL: never meant in a
+#: feed's text, and NUL cannot be stored by Postgres at all (the upsert of the row's whole
+#: chunk would fail).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def without_control_characters(value: Any) -> Any:
+    """`value` with control characters dropped from every string in it, keys included."""
+    if isinstance(value, str):
+        return _CONTROL.sub("", value)
+    if isinstance(value, dict):
+        return {
+            without_control_characters(k): without_control_characters(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [without_control_characters(item) for item in value]
+    return value
+
+
+def _cleaned(records: Iterator[RawRecord | RowError]) -> Iterator[RawRecord | RowError]:
+    for item in records:
+        if isinstance(item, RawRecord):
+            item = RawRecord(row=item.row, data=without_control_characters(item.data))
+        yield item
+
+
 def read_records(stream: BinaryIO, *, fmt: str) -> Iterator[RawRecord | RowError]:
+    """Every format's records, with control characters dropped from their text (one place
+    for products and lookbooks, whatever field a feed puts them in)."""
     if fmt == "csv":
-        return read_csv(stream)
+        return _cleaned(read_csv(stream))
     if fmt == "tsv":
-        return read_csv(stream, delimiter="\t")
+        return _cleaned(read_csv(stream, delimiter="\t"))
     if fmt == "jsonl":
-        return read_jsonl(stream)
+        return _cleaned(read_jsonl(stream))
     if fmt == "json":
-        return read_json(stream)
+        return _cleaned(read_json(stream))
     if fmt == "xml":
-        return read_xml(stream)
+        return _cleaned(read_xml(stream))
     raise FeedError(f"unknown feed format {fmt!r}")

@@ -261,24 +261,13 @@ def parse_image_ref(raw: str, *, field_name: str, context: ImageContext) -> Imag
     return ImageRef(kind="path", value=relative.as_posix())
 
 
-#: C0 control characters but tab, newline and carriage return, and DEL: never meant in a
-#: product's text, and NUL cannot be stored by Postgres at all (the chunk's upsert would
-#: fail for every row in it).
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def _clean(value: Any) -> str:
-    return _CONTROL.sub("", str(value))
-
-
 def _text(record: dict[str, Any], key: str, *, limit: int = MAX_SHORT) -> str:
     value = record.get(key)
     if value is None:
         return ""
     if isinstance(value, list):
         value = ", ".join(str(v) for v in value)
-    value = _clean(value)
-    text = " ".join(value.split()) if limit <= MAX_SHORT else value.strip()
+    text = " ".join(str(value).split()) if limit <= MAX_SHORT else str(value).strip()
     if len(text) > limit:
         raise FieldError(key, f"is {len(text)} characters long; the limit is {limit}")
     return text
@@ -424,9 +413,7 @@ def validate_product(
     for key, value in (record.get("attributes") or {}).items():
         if value is None or str(value).strip() == "":
             continue
-        name = _clean(key).strip()[:64]
-        if name:
-            attributes[name] = " ".join(_clean(value).split())[:MAX_SHORT]
+        attributes[str(key)[:64]] = " ".join(str(value).split())[:MAX_SHORT]
 
     if errors:
         return errors

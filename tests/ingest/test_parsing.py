@@ -291,9 +291,9 @@ def test_the_ikea_preset_reads_products_and_rooms_as_lookbooks(datasets_dir: Pat
 def test_control_characters_are_dropped_from_text_so_the_row_can_be_stored() -> None:
     # Postgres cannot store NUL: left in, it would fail the upsert of the row's whole chunk.
     feed = (
-        "id,title,description,image_link,price,availability,brand\n"
+        "id,title,description,image_link,price,availability,brand,lookbooks\n"
         "SKU-\x001,Red\x00 dress\x07,Soft\x00 cotton\x1b.,https://cdn.example/1.jpg,"
-        "12.00 USD,in stock,Ac\x7fme\n"
+        "12.00 USD,in stock,Ac\x7fme,Sum\x00mer\n"
     )
     rows, errors = products(open_bytes(feed.encode(), name="feed.csv"))
 
@@ -305,4 +305,5 @@ def test_control_characters_are_dropped_from_text_so_the_row_can_be_stored() -> 
         "Soft cotton.",
         "Acme",
     )
-    assert "\x00" not in json.dumps(row.to_json())
+    assert row.lookbooks == ("Summer",)
+    assert "\\u0000" not in json.dumps(row.to_json())
