@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 
 from tests.pages.catalog_fixtures import ShopCatalog, build_catalog, catalog_remove
 
@@ -54,6 +55,18 @@ def shop(transactional_db: None) -> Iterator[ShopCatalog]:
     built = build_catalog(use_datasets=True)
     yield built
     catalog_remove(built)
+
+
+def merchandiser_page(browser: Any, live_server: Any) -> Any:
+    """A desktop page logged in to the admin as a new superuser ("merch")."""
+    User.objects.create_superuser("merch", "merch@example.com", "secret-pass-123")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(live_server.url + "/admin/login/")
+    page.fill("#id_username", "merch")
+    page.fill("#id_password", "secret-pass-123")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+    return page
 
 
 def screenshot(page: Any, name: str) -> None:

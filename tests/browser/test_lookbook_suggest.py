@@ -10,27 +10,15 @@ import re
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 
 from catalog.models import Lookbook, Product
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import merchandiser_page, screenshot
 from tests.pages.catalog_fixtures import ShopCatalog
 
 pytestmark = [pytest.mark.browser]
 
 ROWS = "#items-group tr.form-row:not(.empty-form)"
 SUGGESTIONS = "[data-vt-suggest] li[data-product]"
-
-
-def _merchandiser_page(browser: Any, live_server: Any) -> Any:
-    User.objects.create_superuser("merch", "merch@example.com", "secret-pass-123")
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(live_server.url + "/admin/login/")
-    page.fill("#id_username", "merch")
-    page.fill("#id_password", "secret-pass-123")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
-    return page
 
 
 def _suggested(page: Any) -> list[int]:
@@ -44,7 +32,7 @@ def test_adding_a_suggestion_keeps_unsaved_edits_and_is_stored_on_save(
 ) -> None:
     from playwright.sync_api import expect
 
-    page = _merchandiser_page(browser, live_server)
+    page = merchandiser_page(browser, live_server)
     lookbook = shop.lookbook
     stored = [item.product_id for item in lookbook.items.order_by("position")]
     page.goto(f"{live_server.url}/admin/catalog/lookbook/{lookbook.pk}/change/")
@@ -130,7 +118,7 @@ def test_a_new_lookbook_gets_suggestions_from_its_unsaved_rows(
 ) -> None:
     from playwright.sync_api import expect
 
-    page = _merchandiser_page(browser, live_server)
+    page = merchandiser_page(browser, live_server)
     page.goto(f"{live_server.url}/admin/catalog/lookbook/add/")
     expect(page.locator("[data-vt-empty-board]")).to_be_visible()
 

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 
-from tests.browser.conftest import DESKTOP, PHONE, screenshot
+from tests.browser.conftest import DESKTOP, PHONE, merchandiser_page, screenshot
 from tests.pages.catalog_fixtures import ShopCatalog, street_photo
 
 pytestmark = [pytest.mark.browser]
@@ -101,13 +100,7 @@ def test_refused_upload_shows_the_reason(
 def test_merchandiser_builds_a_lookbook_with_the_suggest_panel(
     browser: Any, live_server: Any, shop: ShopCatalog
 ) -> None:
-    User.objects.create_superuser("merch", "merch@example.com", "secret-pass-123")
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(live_server.url + "/admin/login/")
-    page.fill("#id_username", "merch")
-    page.fill("#id_password", "secret-pass-123")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
+    page = merchandiser_page(browser, live_server)
 
     lookbook = shop.lookbook
     page.goto(f"{live_server.url}/admin/catalog/lookbook/{lookbook.pk}/change/")

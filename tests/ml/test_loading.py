@@ -15,6 +15,21 @@ from embeddings.ml.errors import ModelLoadError
 from tests.ml.conftest import REPO, TINY_CFG
 
 
+def python_in_fresh_process(
+    code: str, *, env: dict[str, str], timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a new interpreter at the repository root (nothing imported yet)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -172,15 +187,7 @@ def test_hf_hub_spec_loads_from_the_hugging_face_cache_offline(
         "print(json.dumps({'dim': e.dim, 'sha': e.weights_sha256, 'shape': list(v.shape),"
         " 'mean': list(e.preprocess.mean)}))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = python_in_fresh_process(code, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {
@@ -201,15 +208,7 @@ def test_hf_hub_spec_offline_without_cache_raises_model_load_error(
         "try:\n    load_model('open_clip:hf-hub:vitrine/absent')\n"
         "except ModelLoadError as e:\n    print('MLE', e)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = python_in_fresh_process(code, env=env)
     assert "MLE open_clip:hf-hub:vitrine/absent: cannot get open_clip_config.json" in out.stdout
 
 
@@ -223,15 +222,7 @@ def test_pretrained_tag_without_network_says_so(
         "try:\n    load_model('open_clip:ViT-B-32:laion2b_s34b_b79k')\n"
         "except ModelLoadError as e:\n    print('MLE', e)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = python_in_fresh_process(code, env=env)
     assert "MLE open_clip:ViT-B-32:laion2b_s34b_b79k: cannot fetch pretrained tag" in out.stdout
 
 
@@ -250,15 +241,7 @@ def test_default_model_loads_offline_in_a_fresh_process(offline_env: dict[str, s
         "print(json.dumps({'dim': e.dim, 'sha': e.weights_sha256,"
         " 'torch_in_web': 'torch' in sys.modules}))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=offline_env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = python_in_fresh_process(code, env=offline_env)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["dim"] == 256
@@ -271,15 +254,7 @@ def test_importing_the_package_does_not_import_torch(offline_env: dict[str, str]
         "import sys, embeddings, embeddings.ml, embeddings.ml.errors, embeddings.ml.data\n"
         "print('torch' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=offline_env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    out = python_in_fresh_process(code, env=offline_env, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 
 
