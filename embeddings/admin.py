@@ -132,7 +132,7 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
         if fitted is None:
             return (
                 "Not fitted: text queries use the words' own vector until at least "
-                f"{max(text_map.MIN_PAIRS, obj.dimension or 0)} products have vectors"
+                f"{text_map.pairs_needed(obj.dimension or 0)} products have vectors"
             )
         return (
             f"Fitted on {fitted.pairs} products at {fitted.fitted_at:%Y-%m-%d %H:%M}; "

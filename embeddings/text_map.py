@@ -19,9 +19,14 @@ MIN_PAIRS = 20
 RIDGE = 1e-4
 
 
+def pairs_needed(dimension: int) -> int:
+    """How many (text, fused) pairs a map for vectors of `dimension` is fitted on at least."""
+    return max(MIN_PAIRS, dimension)
+
+
 def enough_pairs(count: int, dimension: int) -> bool:
     """True when `count` pairs are enough to fit a map for vectors of `dimension`."""
-    return count >= max(MIN_PAIRS, dimension)
+    return count >= pairs_needed(dimension)
 
 
 def solve(text: np.ndarray, fused: np.ndarray) -> np.ndarray:

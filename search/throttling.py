@@ -53,6 +53,7 @@ class ApiClientRateThrottle(SimpleRateThrottle):
     scope = "api_key"
     cache_retry_seconds: ClassVar[float] = 5.0
     _cache_down_until: ClassVar[float] = 0.0  # time.monotonic(); per process
+    _wait_seconds: float | None = None  # set when Redis refused a call (DRF: one per request)
 
     def allow_request(self, request: Request, view: Any) -> bool:
         auth = request.auth
@@ -95,13 +96,12 @@ class ApiClientRateThrottle(SimpleRateThrottle):
         )
         if wait_ms < 0:
             return True
-        self._wait_seconds: float | None = wait_ms / 1000
+        self._wait_seconds = wait_ms / 1000
         return False
 
     def wait(self) -> float | None:
         """Seconds until the client may call again (the Retry-After header)."""
-        wait_seconds = getattr(self, "_wait_seconds", None)
-        return wait_seconds if wait_seconds is not None else super().wait()
+        return self._wait_seconds if self._wait_seconds is not None else super().wait()
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         auth = request.auth
