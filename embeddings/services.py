@@ -33,7 +33,7 @@ from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPEC = "default"
+DEFAULT_SPEC = "default"  # the current bundled model (v2); older ones are "default:v<n>"
 BATCH_SIZE = 64  # products per task: a few seconds of CPU, big enough to batch the model
 # At most this many products queued per maintained version at once: the queue stays short,
 # so a newly imported product never waits behind a whole backfill.
@@ -184,9 +184,35 @@ def default_model_ensure() -> EmbeddingModel | None:
         return embedding_model_register(spec=DEFAULT_SPEC)
 
 
+def default_model_upgrade() -> EmbeddingModel | None:
+    """Register the current bundled model beside an older one that is still served.
+
+    An install upgraded from a release whose default was v1 keeps serving v1 (its rows were
+    renamed "default:v1" by a migration): v2 is registered as a new `building` version that
+    backfills beside it, for an operator to evaluate, compare and activate. Once v2 exists
+    in any state (retired included: an operator's choice) nothing more is done. Returns the
+    version it registered, if any.
+    """
+    older = EmbeddingModel.objects.filter(
+        spec__startswith=f"{DEFAULT_SPEC}:",
+        state__in=[EmbeddingModel.State.ACTIVE, EmbeddingModel.State.READY],
+    )
+    if not older.exists() or EmbeddingModel.objects.filter(spec=DEFAULT_SPEC).exists():
+        return None
+    if _default_weights_missing():
+        return None
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE embeddings_embeddingmodel IN SHARE ROW EXCLUSIVE MODE")
+        if EmbeddingModel.objects.filter(spec=DEFAULT_SPEC).exists():
+            return None
+        return embedding_model_register(spec=DEFAULT_SPEC)
+
+
 def _default_model_dir() -> Path:
-    # The folder ML core loads `default` from; computed here without importing torch.
-    return Path(__file__).resolve().parent / "default_model"
+    # The folder ML core loads `default` from (`embeddings.ml.loading.DEFAULT_MODEL_DIRS`
+    # at DEFAULT_VERSION); computed here without importing torch.
+    return Path(__file__).resolve().parent / "default_model_v2"
 
 
 def _default_weights_missing() -> str:
@@ -778,6 +804,7 @@ def embeddings_sweep(
     """
     if models is None:
         default_model_ensure()
+        default_model_upgrade()
         _default_model_retry_if_installed()
         _unprepared_resend()
         models = selectors.embedding_models_maintained()

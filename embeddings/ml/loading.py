@@ -76,11 +76,17 @@ class LoadedModel:
         return self.model.embed_dim
 
 
-def load_encoder(spec: str, device: str | None = None) -> Encoder:
-    """Return a ready `Encoder` for `spec` on `device` (auto: CUDA if available, else CPU)."""
+def load_encoder(
+    spec: str, device: str | None = None, onnx_dir: Path | str | None = None
+) -> Encoder:
+    """Return a ready `Encoder` for `spec` on `device` (auto: CUDA if available, else CPU).
+
+    With `onnx_dir` a CPU encoder runs on ONNX Runtime, exporting the model's graphs there
+    on first use (`embeddings.ml.onnx_runtime`); without it, PyTorch.
+    """
     from embeddings.ml.encoder import Encoder
 
-    return Encoder(load_model(spec), device=device)
+    return Encoder(load_model(spec), device=device, onnx_dir=Path(onnx_dir) if onnx_dir else None)
 
 
 def load_model(spec: str) -> LoadedModel:

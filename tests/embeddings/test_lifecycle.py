@@ -204,7 +204,7 @@ def test_a_fresh_install_registers_and_activates_the_bundled_default(
 
     folder = Path(checkpoints["a"].removeprefix("checkpoint:"))
     monkeypatch.setattr(services, "_default_model_dir", lambda: folder)
-    monkeypatch.setattr(loading, "DEFAULT_MODEL_DIR", folder)
+    monkeypatch.setitem(loading.DEFAULT_MODEL_DIRS, loading.DEFAULT_VERSION, folder)
     product = make_product()
 
     services.embeddings_sweep()
@@ -324,3 +324,47 @@ def test_the_commands_list_backfill_switch_and_retire_versions(
     lines = out.getvalue().splitlines()
     assert lines[:3] == ["green is active", "blue is active again", "green retired"]
     assert any(line.startswith("blue ") and " active " in line for line in lines)
+
+
+def test_an_install_serving_v1_gets_the_new_default_backfilling_beside_it(
+    monkeypatch: pytest.MonkeyPatch, checkpoints: dict[str, str]
+) -> None:
+    from embeddings.ml import loading
+
+    v1 = prepare_here(spec=checkpoints["a"], key="default-v1")
+    EmbeddingModel.objects.filter(pk=v1.pk).update(spec="default:v1")  # as the migration does
+    folder = Path(checkpoints["b"].removeprefix("checkpoint:"))
+    monkeypatch.setattr(services, "_default_model_dir", lambda: folder)
+    monkeypatch.setitem(loading.DEFAULT_MODEL_DIRS, loading.DEFAULT_VERSION, folder)
+
+    services.embeddings_sweep()
+    services.embeddings_sweep()  # a second sweep registers nothing more
+
+    v2 = EmbeddingModel.objects.get(spec=services.DEFAULT_SPEC)
+    assert (v2.key, v2.state, v2.auto_activate) == ("default-v2", "building", False)
+    services.embedding_model_prepare(model=v2)
+    v2.refresh_from_db()
+    assert v2.state == EmbeddingModel.State.BUILDING  # backfilling, not served
+    assert selectors.embedding_model_active() == v1  # v1 keeps serving until activated
+    assert EmbeddingModel.objects.count() == 2
+
+    services.embedding_model_retire(model=v2)
+    services.embeddings_sweep()  # an operator retired it: not registered again
+    assert EmbeddingModel.objects.filter(spec=services.DEFAULT_SPEC).count() == 1
+
+
+def test_the_migration_names_existing_default_rows_v1() -> None:
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("embeddings.migrations.0004_default_spec_names_its_version")
+    EmbeddingModel.objects.create(key="default-v1", spec="default")
+    EmbeddingModel.objects.create(key="clip-v1", spec="open_clip:ViT-B-32:random")
+
+    migration.name_v1(apps, None)
+
+    assert dict(EmbeddingModel.objects.values_list("key", "spec")) == {
+        "default-v1": "default:v1",
+        "clip-v1": "open_clip:ViT-B-32:random",
+    }
