@@ -28,12 +28,15 @@ from django.utils.text import slugify
 
 from catalog.models import Lookbook, Product, ProductImage
 from embeddings import runtime, selectors, text_map
+from embeddings.ml import DEFAULT_MODEL_FOLDERS, DEFAULT_MODEL_VERSION
 from embeddings.ml.errors import ModelLoadError
 from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding, TextQueryMap
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPEC = "default"  # the current bundled model (v2); older ones are "default:v<n>"
+# The current bundled model, by its explicit version: a registry row must name the weights
+# its vectors came from, so "default" (which moves with releases) is never registered.
+DEFAULT_SPEC = f"default:{DEFAULT_MODEL_VERSION}"
 BATCH_SIZE = 64  # products per task: a few seconds of CPU, big enough to batch the model
 # At most this many products queued per maintained version at once: the queue stays short,
 # so a newly imported product never waits behind a whole backfill.
@@ -176,12 +179,18 @@ def default_model_ensure() -> EmbeddingModel | None:
         missing = _default_weights_missing()
         if missing:
             return EmbeddingModel.objects.create(
-                key=_key_for(DEFAULT_SPEC),
+                key=_default_key(),
                 spec=DEFAULT_SPEC,
                 state=EmbeddingModel.State.FAILED,
                 error=missing,
             )
-        return embedding_model_register(spec=DEFAULT_SPEC)
+        return embedding_model_register(spec=DEFAULT_SPEC, key=_default_key())
+
+
+def _default_key() -> str:
+    """ "default-v2" for the bundled v2, unless that key is taken (then the next free one)."""
+    key = f"default-{DEFAULT_MODEL_VERSION}"
+    return _key_for(DEFAULT_SPEC) if EmbeddingModel.objects.filter(key=key).exists() else key
 
 
 def default_model_upgrade() -> EmbeddingModel | None:
@@ -194,9 +203,9 @@ def default_model_upgrade() -> EmbeddingModel | None:
     version it registered, if any.
     """
     older = EmbeddingModel.objects.filter(
-        spec__startswith=f"{DEFAULT_SPEC}:",
+        spec__startswith="default:",
         state__in=[EmbeddingModel.State.ACTIVE, EmbeddingModel.State.READY],
-    )
+    ).exclude(spec=DEFAULT_SPEC)
     if not older.exists() or EmbeddingModel.objects.filter(spec=DEFAULT_SPEC).exists():
         return None
     if _default_weights_missing():
@@ -206,13 +215,12 @@ def default_model_upgrade() -> EmbeddingModel | None:
             cursor.execute("LOCK TABLE embeddings_embeddingmodel IN SHARE ROW EXCLUSIVE MODE")
         if EmbeddingModel.objects.filter(spec=DEFAULT_SPEC).exists():
             return None
-        return embedding_model_register(spec=DEFAULT_SPEC)
+        return embedding_model_register(spec=DEFAULT_SPEC, key=_default_key())
 
 
 def _default_model_dir() -> Path:
-    # The folder ML core loads `default` from (`embeddings.ml.loading.DEFAULT_MODEL_DIRS`
-    # at DEFAULT_VERSION); computed here without importing torch.
-    return Path(__file__).resolve().parent / "default_model_v2"
+    # The folder ML core loads `default` from; computed here without importing torch.
+    return Path(__file__).resolve().parent / DEFAULT_MODEL_FOLDERS[DEFAULT_MODEL_VERSION]
 
 
 def _default_weights_missing() -> str:

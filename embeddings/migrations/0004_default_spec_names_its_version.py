@@ -1,8 +1,9 @@
 """Versions registered as the bundled "default" before v2 shipped served v1's weights.
 
-"default" now means the current bundled model (v2). A registry row must keep naming the
-weights its vectors came from, so existing rows are renamed "default:v1"; the sweeper then
-registers v2 beside them (`embeddings.services.default_model_upgrade`).
+"default" moves with releases. A registry row must keep naming the weights its vectors came
+from, so existing rows are renamed "default:v1" (new ones are registered by their explicit
+version); the sweeper then registers a newer bundled version beside them
+(`embeddings.services.default_model_upgrade`).
 """
 
 from django.db import migrations

@@ -11,6 +11,7 @@ from django.db import IntegrityError, connection, transaction
 
 from catalog.models import Product
 from embeddings import selectors, services
+from embeddings.ml import DEFAULT_MODEL_VERSION
 from embeddings.models import EmbeddingModel, ProductEmbedding
 from tests.embeddings.conftest import ProductFactory, prepare_here
 
@@ -193,7 +194,12 @@ def test_a_fresh_install_without_default_weights_records_why_and_does_not_loop(
     services.embeddings_sweep()
 
     (model,) = EmbeddingModel.objects.all()
-    assert (model.key, model.spec, model.state) == ("default-v1", "default", "failed")
+    assert (model.key, model.spec, model.state) == (
+        f"default-{DEFAULT_MODEL_VERSION}",
+        services.DEFAULT_SPEC,
+        "failed",
+    )
+    assert f"default:{DEFAULT_MODEL_VERSION}" == services.DEFAULT_SPEC
     assert "model.safetensors missing" in model.error
 
 
@@ -209,7 +215,7 @@ def test_a_fresh_install_registers_and_activates_the_bundled_default(
 
     services.embeddings_sweep()
     model = EmbeddingModel.objects.get()
-    assert (model.key, model.state) == ("default-v1", "building")
+    assert (model.key, model.state) == (f"default-{DEFAULT_MODEL_VERSION}", "building")
     services.embedding_model_prepare(model=model)  # what the worker does next
 
     model.refresh_from_db()
@@ -326,13 +332,13 @@ def test_the_commands_list_backfill_switch_and_retire_versions(
     assert any(line.startswith("blue ") and " active " in line for line in lines)
 
 
-def test_an_install_serving_v1_gets_the_new_default_backfilling_beside_it(
+def test_an_install_serving_an_older_default_gets_the_new_one_backfilling_beside_it(
     monkeypatch: pytest.MonkeyPatch, checkpoints: dict[str, str]
 ) -> None:
     from embeddings.ml import loading
 
-    v1 = prepare_here(spec=checkpoints["a"], key="default-v1")
-    EmbeddingModel.objects.filter(pk=v1.pk).update(spec="default:v1")  # as the migration does
+    v0 = prepare_here(spec=checkpoints["a"], key="default-v0")
+    EmbeddingModel.objects.filter(pk=v0.pk).update(spec="default:v0")  # an older bundled one
     folder = Path(checkpoints["b"].removeprefix("checkpoint:"))
     monkeypatch.setattr(services, "_default_model_dir", lambda: folder)
     monkeypatch.setitem(loading.DEFAULT_MODEL_DIRS, loading.DEFAULT_VERSION, folder)
@@ -340,15 +346,19 @@ def test_an_install_serving_v1_gets_the_new_default_backfilling_beside_it(
     services.embeddings_sweep()
     services.embeddings_sweep()  # a second sweep registers nothing more
 
-    v2 = EmbeddingModel.objects.get(spec=services.DEFAULT_SPEC)
-    assert (v2.key, v2.state, v2.auto_activate) == ("default-v2", "building", False)
-    services.embedding_model_prepare(model=v2)
-    v2.refresh_from_db()
-    assert v2.state == EmbeddingModel.State.BUILDING  # backfilling, not served
-    assert selectors.embedding_model_active() == v1  # v1 keeps serving until activated
+    new = EmbeddingModel.objects.get(spec=services.DEFAULT_SPEC)
+    assert (new.key, new.state, new.auto_activate) == (
+        f"default-{DEFAULT_MODEL_VERSION}",
+        "building",
+        False,
+    )
+    services.embedding_model_prepare(model=new)
+    new.refresh_from_db()
+    assert new.state == EmbeddingModel.State.BUILDING  # backfilling, not served
+    assert selectors.embedding_model_active() == v0  # the old one serves until activated
     assert EmbeddingModel.objects.count() == 2
 
-    services.embedding_model_retire(model=v2)
+    services.embedding_model_retire(model=new)
     services.embeddings_sweep()  # an operator retired it: not registered again
     assert EmbeddingModel.objects.filter(spec=services.DEFAULT_SPEC).count() == 1
 

@@ -56,7 +56,7 @@ def _vector_count(connection: psycopg.Connection[Any], sku: str) -> int:
 def test_a_fresh_stack_activates_the_default_model_and_embeds_imports_by_itself(
     datasets_dir: Path, tmp_path: Path
 ) -> None:
-    if not (BASE_DIR / "embeddings" / "default_model_v2" / "model.safetensors").is_file():
+    if not (BASE_DIR / "embeddings" / "default_model" / "model.safetensors").is_file():
         pytest.skip("the bundled default model is not installed")
     data_dir, port = tmp_path / "data", _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}

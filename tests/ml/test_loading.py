@@ -227,7 +227,7 @@ def test_pretrained_tag_without_network_says_so(
 
 
 # ---- the bundled default model ---------------------------------------------------------------
-DEFAULT_WEIGHTS = REPO / "embeddings" / "default_model_v2" / "model.safetensors"
+DEFAULT_WEIGHTS = REPO / "embeddings" / "default_model" / "model.safetensors"
 needs_default = pytest.mark.skipif(
     not DEFAULT_WEIGHTS.is_file(), reason="default model not trained yet"
 )
