@@ -36,6 +36,13 @@ class EventsOverloaded(exceptions.Throttled):
     default_code = "events_overloaded"
 
 
+class EventBatchRejected(exceptions.APIException):
+    """The batch as a whole (nothing stored): no consent, a bad session id, too many."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid"
+
+
 class EventTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "too_large"
@@ -86,7 +93,7 @@ class EventsApi(APIView):
         try:
             batch = batches.event_batch_parse(request.data, allowed_types=allowed)
         except batches.BatchInvalid as invalid:
-            raise exceptions.ValidationError({"batch": [str(invalid)]}, code=invalid.code) from None
+            raise EventBatchRejected(str(invalid), code=invalid.code) from None
         wait = capacity.events_admit(count=len(batch.rows)) if batch.rows else None
         if wait is not None:
             raise EventsOverloaded(wait=wait)
