@@ -172,7 +172,7 @@
     a.card:focus-visible { outline: 3px solid var(--vitrine-accent, #0b57d0); }
     a.card:hover .title { text-decoration: underline; }
     .photo { aspect-ratio: 3 / 4; background: #eee; display: block; width: 100%;
-      object-fit: cover; }
+      height: auto; object-fit: cover; }
     .meta { padding: .5rem .6rem .7rem; font-size: .875rem; line-height: 1.3; }
     .price { color: var(--vitrine-muted, #5f6368); margin-top: .2rem; }
     .skeleton { aspect-ratio: 3 / 4; border-radius: var(--vitrine-radius, 10px);
@@ -186,7 +186,7 @@
     button.secondary { background: transparent; color: var(--vitrine-accent, #0b57d0); }
     button:focus-visible { outline: 3px solid var(--vitrine-text, #1d1d1f); outline-offset: 2px; }
     dialog { border: none; border-radius: var(--vitrine-radius, 10px); padding: 1.25rem;
-      width: min(56rem, 94vw); max-height: 90vh; background: var(--vitrine-card-bg, #fff);
+      width: min(56rem, 94vw); max-height: 90vh; overflow: auto; background: var(--vitrine-card-bg, #fff);
       color: var(--vitrine-text, #1d1d1f); }
     dialog::backdrop { background: rgba(0, 0, 0, .45); }
     .drop { border: 2px dashed var(--vitrine-muted, #5f6368); border-radius: var(--vitrine-radius, 10px);
