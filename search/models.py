@@ -106,7 +106,7 @@ class PublishableKey(models.Model):
 
 
 class Event(models.Model):
-    """One shopper event (search, impression, click, add to cart, purchase).
+    """One shopper event (search, product view, impression, click, add to cart, purchase).
 
     The table is partitioned by month of `received_at` (created by SQL in the migration,
     hence unmanaged); whole months are dropped past VITRINE_EVENT_RETENTION_MONTHS
@@ -117,6 +117,7 @@ class Event(models.Model):
 
     class Type(models.TextChoices):
         SEARCH = "search", "Search"
+        VIEW = "view", "Product page view"
         IMPRESSION = "impression", "Impression"
         CLICK = "click", "Click"
         ADD_TO_CART = "add_to_cart", "Add to cart"
@@ -197,3 +198,30 @@ class Experiment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
+
+
+class CoEngagement(models.Model):
+    """Two products engaged with in the same shopper sessions ("often bought together"),
+    one row per direction, recomputed from the events by `search.events.coengagement`.
+
+    `weight` sums, over the sessions that had both, the weaker of the two engagements
+    (view or click 1, add to cart 3, purchase 5): two products bought together outweigh two
+    merely looked at.
+    """
+
+    product = models.ForeignKey(
+        "catalog.Product", on_delete=models.CASCADE, related_name="coengaged"
+    )
+    partner = models.ForeignKey("catalog.Product", on_delete=models.CASCADE, related_name="+")
+    weight = models.FloatField()
+    sessions = models.PositiveIntegerField()
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product", "partner"], name="search_coengagement_pair")
+        ]
+        indexes = [models.Index(fields=["product", "-weight"], name="search_coeng_product_w")]
+
+    def __str__(self) -> str:
+        return f"{self.product_id} ~ {self.partner_id} ({self.weight:g})"

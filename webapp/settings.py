@@ -146,6 +146,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # search: delete shoppers' query photos once past VITRINE_QUERY_PHOTO_RETENTION_HOURS.
     "search-query-photos-purge": {"task": "search.tasks.query_photos_purge", "schedule": 900.0},
     # search: create the coming months' event partitions, drop those past retention.
+    # search: recompute "often bought together" pairs from the shoppers' sessions.
+    "search-coengagement-refresh": {
+        "task": "search.tasks.coengagement_refresh",
+        "schedule": 3600.0,
+    },
     "search-event-partitions": {
         "task": "search.tasks.event_partitions_maintain",
         "schedule": 6 * 3600.0,
@@ -294,6 +299,10 @@ VITRINE_QUERY_PHOTO_RETENTION_HOURS = env_int("VITRINE_QUERY_PHOTO_RETENTION_HOU
 # Retry-After) and whole months of events kept.
 VITRINE_EVENTS_MAX_PER_SECOND = env_int("VITRINE_EVENTS_MAX_PER_SECOND", 4000, minimum=500)
 VITRINE_EVENT_RETENTION_MONTHS = env_int("VITRINE_EVENT_RETENTION_MONTHS", 13, minimum=1)
+# "Often bought together": the days of events it is computed from, and the fewest sessions
+# a pair needs (one shopper's whim is not a pattern).
+VITRINE_COENGAGEMENT_DAYS = env_int("VITRINE_COENGAGEMENT_DAYS", 90, minimum=1)
+VITRINE_COENGAGEMENT_MIN_SESSIONS = env_int("VITRINE_COENGAGEMENT_MIN_SESSIONS", 2, minimum=1)
 # --- end API ------------------------------------------------------------------------------
 
 # --- Vitrine ------------------------------------------------------------------------------

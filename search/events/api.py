@@ -1,9 +1,11 @@
-"""POST /api/v1/events/: a batch of shopper events (thin: admit, check, store, answer)."""
+"""The events endpoint (POST /api/v1/events/: admit, check, store, answer) and what is served
+from the events (GET /api/v1/products/<sku>/often-bought-together/)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.parsers import JSONParser
@@ -11,8 +13,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from search.events import batches, capacity, services
+from catalog.models import Product
+from search.events import batches, capacity, coengagement, services
 from search.models import ApiKey, PublishableKey
+from search.serializers import SearchResultsSerializer
 
 
 class TextJSONParser(JSONParser):
@@ -109,3 +113,33 @@ class EventsApi(APIView):
             "arm": stored.arm,
         }
         return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class OftenBoughtTogetherQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=50, default=8)
+    in_stock_only = serializers.BooleanField(default=True)
+
+
+class OftenBoughtTogetherApi(APIView):
+    search_endpoint = True  # a read: API keys, publishable keys, anonymous when allowed
+
+    @extend_schema(
+        parameters=[OftenBoughtTogetherQuerySerializer],
+        responses={200: SearchResultsSerializer, 404: OpenApiResponse(description="No such SKU")},
+        summary="Often bought together",
+    )
+    def get(self, request: Request, sku: str) -> Response:
+        """Products shoppers' sessions engaged with together with this one (views, clicks,
+        add-to-carts, purchases); `model_key` is "co-engagement", scores relative to the
+        strongest partner. Empty, with `no_good_match`, until sessions have paired it."""
+        if "\x00" in sku:
+            raise exceptions.NotFound()
+        product = get_object_or_404(Product, sku=sku)
+        query = OftenBoughtTogetherQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        results = coengagement.often_bought_together(
+            product=product,
+            limit=query.validated_data["limit"],
+            in_stock_only=query.validated_data["in_stock_only"],
+        )
+        return Response(SearchResultsSerializer(results, context={"request": request}).data)

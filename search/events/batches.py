@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-EVENT_TYPES = ("search", "impression", "click", "add_to_cart", "purchase")
+EVENT_TYPES = ("search", "view", "impression", "click", "add_to_cart", "purchase")
 SURFACES = (
     "text_search", "photo_search", "similar", "complete_the_look", "often_bought_together",
     "posts", "product_page", "checkout",
@@ -114,7 +114,7 @@ def event_row_parse(event: Any, *, allowed_types: frozenset[str]) -> EventRow:
         position=_small_int(event, "position", 10_000),
         model_key=_text(event, "model_key", 64),
     )
-    if kind in ("impression", "click", "add_to_cart", "purchase") and not row.sku:
+    if kind != "search" and not row.sku:
         raise ValueError(f"a {kind} event needs the product's sku")
     if kind == "search" and row.results_count is None:
         raise ValueError("a search event needs results_count")

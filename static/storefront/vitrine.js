@@ -275,10 +275,20 @@
     return list;
   }
 
+  // The product a page is about is the one its blocks are for: one "view" per page and
+  // product, a co-engagement signal ("often bought together").
+  const viewed = new Set();
+  function recordView(sku) {
+    if (!sku || viewed.has(sku)) return;
+    viewed.add(sku);
+    enqueue({ type: "view", surface: "product_page", sku });
+  }
+
   /** Base: a shadow root, lazy loading when the element nears the viewport, errors hidden. */
   class VitrineBlock extends HTMLElement {
     connectedCallback() {
       if (this.shadowRoot) return;
+      recordView(this.getAttribute("sku"));
       this.root = this.attachShadow({ mode: "open" });
       this.root.append(element("style", { text: STYLE }));
       this.body = element("section", { "aria-busy": "true" });
@@ -474,6 +484,9 @@
       enqueue({ type, surface: (fields && fields.surface) || (from && from.surface) || "product_page",
         model_key: (from && from.model_key) || "", ...(fields || {}) });
     },
+    /** The anonymous session id ("" before consent): pass it to the brand's server so the
+     *  purchase it reports joins the session's other events. */
+    sessionId: () => sessionId(),
     /** Send queued events now; resolves when the server answered. */
     flush: () => flush(false),
   };
