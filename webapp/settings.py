@@ -79,6 +79,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # A/B tests: the widget's session picks the model version and ranking of its arm.
+    "search.experiments.context.ExperimentArmMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -55,7 +56,7 @@ def coengagement_refresh(*, now: datetime | None = None) -> int:
     task); returns the number of rows (both directions). One transaction: readers see the
     old pairs or the new ones, never none."""
     now = now or timezone.now()
-    parameters = {
+    parameters: dict[str, Any] = {
         "purchase": ENGAGEMENT_WEIGHTS["purchase"],
         "cart": ENGAGEMENT_WEIGHTS["add_to_cart"],
         "view": ENGAGEMENT_WEIGHTS["view"],

@@ -5,26 +5,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0002_import_chunks_and_row_errors'),
-        ('search', '0003_storefront_events_experiments'),
+        ("catalog", "0002_import_chunks_and_row_errors"),
+        ("search", "0003_storefront_events_experiments"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CoEngagement',
+            name="CoEngagement",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('weight', models.FloatField()),
-                ('sessions', models.PositiveIntegerField()),
-                ('computed_at', models.DateTimeField()),
-                ('partner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='catalog.product')),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='coengaged', to='catalog.product')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("weight", models.FloatField()),
+                ("sessions", models.PositiveIntegerField()),
+                ("computed_at", models.DateTimeField()),
+                (
+                    "partner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="catalog.product",
+                    ),
+                ),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="coengaged",
+                        to="catalog.product",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['product', '-weight'], name='search_coeng_product_w')],
-                'constraints': [models.UniqueConstraint(fields=('product', 'partner'), name='search_coengagement_pair')],
+                "indexes": [
+                    models.Index(fields=["product", "-weight"], name="search_coeng_product_w")
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("product", "partner"), name="search_coengagement_pair"
+                    )
+                ],
             },
         ),
     ]
