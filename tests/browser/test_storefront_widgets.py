@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from catalog.models import Product
+from search.experiments.assignment import experiment_arm
+from search.experiments.services import experiment_start
 from search.models import Event, PublishableKey
 from search.storefront.keys import publishable_key_create
-from tests.browser.conftest import DESKTOP, screenshot
+from tests.browser.conftest import DESKTOP, merchandiser_page, screenshot
 from tests.pages.catalog_fixtures import ShopCatalog
 from tests.storefront.conftest import events_truncate
 
@@ -251,3 +253,56 @@ def test_no_event_leaves_the_page_before_consent(
     assert _wait_for_events(1, type="add_to_cart")[0].surface == "product_page"
     assert page.evaluate("localStorage.getItem('vitrine.session')") is not None
     page.close()
+
+
+def test_an_ab_split_of_the_brands_shoppers_shows_in_the_admin(
+    browser: Any, live_server: Any, shop: ShopCatalog, brand: BrandSite, clean_events: None
+) -> None:
+    experiment = experiment_start(name="Diversity off", b_diversify=False)
+    key = _key_for(brand)
+    skus = list(shop.products)
+    for sku in skus:
+        Product.objects.filter(sku=sku).update(url=f"{brand.origin}/p/{sku}.html")
+    brand.write_pages(vitrine=live_server.url, key=key.key, skus=skus, consent="granted")
+
+    arms_seen: dict[str, int] = {"a": 0, "b": 0}
+    for shopper in range(24):  # each context is a new shopper: a new session id
+        context = browser.new_context(viewport=DESKTOP)
+        page = context.new_page()
+        page.goto(f"{brand.origin}/p/TEE-RED.html")
+        page.locator("vitrine-similar a.card").first.wait_for()
+        session = page.evaluate("Vitrine.sessionId()")
+        arm = experiment_arm(experiment=experiment, session_id=session)
+        arms_seen[arm] += 1
+        if shopper % 2 == 0:
+            page.locator("vitrine-similar a.card").first.click()
+            page.wait_for_url(f"{brand.origin}/p/**")
+        page.evaluate("Vitrine.flush()")
+        context.close()
+        if min(arms_seen.values()) >= 3:
+            break
+    assert min(arms_seen.values()) >= 3, arms_seen
+    total = sum(arms_seen.values())
+    _wait_for_events(total, type="view", experiment_id=experiment.pk)
+
+    page = merchandiser_page(browser, live_server)
+    page.goto(f"{live_server.url}/admin/search/experiment/{experiment.pk}/results/")
+    for arm, sessions in arms_seen.items():
+        row = page.locator(f"[data-testid=arms] tr[data-arm={arm}]")
+        assert row.locator("[data-field=sessions]").inner_text() == str(sessions)
+    clicked = {
+        arm: Event.objects.filter(experiment_id=experiment.pk, arm=arm, type="click")
+        .values("session_id").distinct().count()
+        for arm in "ab"
+    }  # fmt: skip
+    assert sum(clicked.values()) == (total + 1) // 2
+    for arm in "ab":
+        ctr = page.locator(f"tr[data-arm={arm}] [data-field=ctr]").inner_text()
+        assert ctr.startswith(f"{clicked[arm] / arms_seen[arm]:.3f}")
+    screenshot(page, "storefront-03-ab-results")
+
+    page.goto(f"{live_server.url}/admin/search/experiment/analytics/")
+    impressions = Event.objects.filter(type="impression", surface="similar").count()
+    cell = page.locator("[data-testid=surfaces] tr[data-surface=similar] td").nth(1)
+    assert cell.inner_text() == str(impressions)
+    screenshot(page, "storefront-04-analytics")
