@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -46,3 +47,21 @@ def publishable_key_may_call(view: Any) -> bool:
     return bool(
         getattr(view, "search_endpoint", False) or getattr(view, "publishable_endpoint", False)
     )
+
+
+class PublishableKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes the scheme in the OpenAPI schema: a `key` query parameter."""
+
+    target_class = "search.storefront.auth.PublishableKeyAuthentication"
+    name = "PublishableKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "apiKey",
+            "in": "query",
+            "name": KEY_PARAMETER,
+            "description": (
+                "`pk_…`, for the brand's web pages: search endpoints and events only, from "
+                "the origins the key lists (create it in the admin, Publishable keys)."
+            ),
+        }
