@@ -9,9 +9,11 @@ since is on the primary only: whether a request sees it tells which server answe
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,10 +36,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def replica(transactional_db: Any, tmp_path: Path) -> Iterator[embedded.EmbeddedReplica]:
-    standby = embedded.start_postgres_replica(os.environ["DATABASE_URL"], tmp_path / "replica")
+def replica(transactional_db: Any) -> Iterator[embedded.EmbeddedReplica]:
+    # Not under pytest's tmp_path: pytest makes its root private (0700) again whenever a
+    # session starts, and the server runs as another user that must reach its directory.
+    directory = Path(tempfile.mkdtemp(prefix="vitrine-replica-"))
+    standby = embedded.start_postgres_replica(os.environ["DATABASE_URL"], directory / "data")
     yield standby
     standby.stop()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _replica_database_url(replica: embedded.EmbeddedReplica) -> str:
