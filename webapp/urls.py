@@ -7,6 +7,7 @@ from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from search.api import api_not_found
+from search.storefront import urls as storefront_urls
 from webapp.health import healthz
 
 urlpatterns = [
@@ -14,10 +15,12 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("catalog.urls")),
     path("api/v1/", include("search.api_urls")),
+    path("api/v1/", include(storefront_urls.api_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # Clients of the API get its JSON error body, not an HTML page, for an unknown URL.
     re_path(r"^api/(?P<path>.*)$", api_not_found),
+    path("", include(storefront_urls.urlpatterns)),
     path("", include("search.urls")),
 ]
 
