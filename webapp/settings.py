@@ -72,6 +72,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
+    "webapp.replicas.ReplicaReadsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -117,6 +118,37 @@ except ValueError as error:
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point to PostgreSQL (postgres://...).")
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Streaming replicas of that database (comma-separated URLs): the storefront's read-only
+# requests are served from them, everything else from the primary (webapp/replicas.py).
+DATABASE_REPLICAS: list[str] = []
+for _number, _replica_url in enumerate(env_list("DATABASE_REPLICA_URLS", []), start=1):
+    try:
+        _replica = dj_database_url.parse(_replica_url, conn_max_age=60)
+    except ValueError as error:
+        raise ImproperlyConfigured(
+            f"DATABASE_REPLICA_URLS entry {_number} is not a valid database URL: {error}"
+        ) from None
+    if _replica["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URLS must point to PostgreSQL servers.")
+    # Under tests a replica alias is the test database itself (Django's test mirror).
+    DATABASES[f"replica{_number}"] = {
+        **_replica,
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"MIRROR": "default"},
+    }
+    DATABASE_REPLICAS.append(f"replica{_number}")
+DATABASE_ROUTERS = ["webapp.replicas.ReplicaRouter"]
+# GET/HEAD requests under these paths read from a replica (when any is configured); the
+# shopper's own just-uploaded photo is read back from the primary.
+VITRINE_REPLICA_READ_PATHS = (
+    "/search/",
+    "/products/",
+    "/lookbooks/",
+    "/api/v1/search/",
+    "/api/v1/products",
+    "/api/v1/lookbooks",
+)
+VITRINE_REPLICA_EXCLUDED_PATHS = ("/search/photos/",)
 
 CELERY_BROKER_URL = env_optional("CELERY_BROKER_URL") or _running_stack.get("CELERY_BROKER_URL")
 if not CELERY_BROKER_URL:
