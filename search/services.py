@@ -121,8 +121,9 @@ def query_photo_store(*, data: bytes) -> QueryPhoto:
     # copy of the file (storage gave it another name) is removed.
     QueryPhoto.objects.bulk_create([photo], ignore_conflicts=True)
     stored = QueryPhoto.objects.get(pk=photo_id)
-    if stored.image.name != photo.image.name:
-        photo.image.storage.delete(photo.image.name)
+    written = photo.image.name
+    if written and stored.image.name != written:
+        photo.image.storage.delete(written)
     return stored
 
 
