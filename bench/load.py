@@ -42,6 +42,7 @@ import httpx
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SKU_LINK = re.compile(r'href="/products/([^/"]+)/"')
+CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
 @dataclass
@@ -126,8 +127,12 @@ def shopper_scenario(*, words: list[str], photos: list[bytes], skus: list[str]) 
         _check(client.get("/search/", params={"q": rng.choice(words)}), 200)
 
     def photo(client: httpx.Client, rng: random.Random) -> None:
+        # The form's CSRF token, as a browser has it from the page it uploads from.
+        token = _csrf_tokens.get(id(client)) or _csrf_token(client)
         upload = client.post(
-            "/search/photo/", files={"image": ("photo.jpg", rng.choice(photos), "image/jpeg")}
+            "/search/photo/",
+            data={"csrfmiddlewaretoken": token},
+            files={"image": ("photo.jpg", rng.choice(photos), "image/jpeg")},
         )
         location = _check(upload, 302).headers["Location"]
         _check(client.get(location), 200)
@@ -141,12 +146,28 @@ def shopper_scenario(*, words: list[str], photos: list[bytes], skus: list[str]) 
     )
 
 
+_csrf_tokens: dict[int, str] = {}  # per shopper's client (each thread has its own)
+
+
+def _csrf_token(client: httpx.Client) -> str:
+    match = CSRF_FIELD.search(_check(client.get("/"), 200).text)
+    if match is None:
+        raise RequestFailed("no CSRF token on the home page")
+    _csrf_tokens[id(client)] = match.group(1)
+    return match.group(1)
+
+
 def run_closed(
-    *, url: str, scenario: Scenario, shoppers: int, duration: float, seed: int
+    *, url: str, scenario: Scenario, shoppers: int, duration: float, warmup: float, seed: int
 ) -> tuple[Recorder, float]:
-    """``shoppers`` threads, each sending its next request when the last one returned."""
+    """``shoppers`` threads, each sending its next request when the last one returned.
+
+    Requests of the first ``warmup`` seconds are not recorded (each web process loads the
+    model on its first query).
+    """
     recorder = Recorder()
-    stop_at = time.monotonic() + duration
+    warm_until = time.monotonic() + warmup
+    stop_at = warm_until + duration
     start = threading.Barrier(shoppers + 1)
 
     def shopper(number: int) -> None:
@@ -156,22 +177,24 @@ def run_closed(
             start.wait()
             while time.monotonic() < stop_at:
                 kind, action = scenario.pick(rng)
+                recording = time.monotonic() >= warm_until
                 began = time.perf_counter()
                 try:
                     action(client, rng)
                 except (RequestFailed, httpx.HTTPError) as error:
-                    recorder.add(Sample(kind, time.perf_counter() - began, False, str(error)))
+                    sample = Sample(kind, time.perf_counter() - began, False, str(error))
                 else:
-                    recorder.add(Sample(kind, time.perf_counter() - began, True))
+                    sample = Sample(kind, time.perf_counter() - began, True)
+                if recording:
+                    recorder.add(sample)
 
     threads = [threading.Thread(target=shopper, args=(n,), daemon=True) for n in range(shoppers)]
     for thread in threads:
         thread.start()
     start.wait()
-    began = time.monotonic()
     for thread in threads:
         thread.join()
-    return recorder, time.monotonic() - began
+    return recorder, time.monotonic() - warm_until
 
 
 def _words(path: Path | None, limit: int = 500) -> list[str]:
@@ -215,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--shoppers", type=int, default=50)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--warmup", type=float, default=15.0, help="seconds not recorded")
     parser.add_argument("--photos", type=Path)
     parser.add_argument("--words", type=Path, help="H&M-style articles.csv for query words")
     parser.add_argument("--seed", type=int, default=12)
@@ -227,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     recorder, wall = run_closed(
         url=args.url, scenario=scenario, shoppers=args.shoppers, duration=args.duration,
-        seed=args.seed,
+        warmup=args.warmup, seed=args.seed,
     )  # fmt: skip
     summary = {
         "mode": "closed",
