@@ -46,10 +46,10 @@ def _limits() -> tuple[int, int]:
 def image_too_large(size: int) -> ImageRejected:
     """The rejection for a photo of `size` bytes, over VITRINE_QUERY_IMAGE_MAX_BYTES."""
     limit = settings.VITRINE_QUERY_IMAGE_MAX_BYTES
-    return ImageRejected(
-        f"The photo is {size / 1_048_576:.1f} MB; the limit is {limit / 1_048_576:.1f} MB.",
-        code="too_large",
-    )
+    shown, cap = f"{size / 1_048_576:.1f} MB", f"{limit / 1_048_576:.1f} MB"
+    if shown == cap:  # just over: "10.0 MB; the limit is 10.0 MB" says nothing
+        shown, cap = f"{size:,} bytes", f"{limit:,} bytes ({cap})"
+    return ImageRejected(f"The photo is {shown}; the limit is {cap}.", code="too_large")
 
 
 def fetch_query_image(*, url: str) -> bytes:
@@ -71,7 +71,11 @@ def fetch_query_image(*, url: str) -> bytes:
         with SafeFetcher(policy) as fetcher:
             return fetcher.fetch(url, accept="image/*").content
     except ResponseTooLargeError:
-        raise image_too_large(settings.VITRINE_QUERY_IMAGE_MAX_BYTES + 1) from None
+        limit = settings.VITRINE_QUERY_IMAGE_MAX_BYTES
+        raise ImageRejected(
+            f"The image at that URL is larger than the {limit / 1_048_576:.1f} MB limit.",
+            code="too_large",
+        ) from None
     except FetchError as error:
         raise ImageRejected(
             f"Could not fetch the image URL: {error.reason}", code="fetch_failed"

@@ -247,6 +247,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["search.permissions.HasApiAccess"],
     "DEFAULT_THROTTLE_CLASSES": ["search.throttling.ApiClientRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": [
+        "search.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_THROTTLE_RATES": {
         # Per API key (a key's own `rate` overrides it), per staff user, per anonymous IP.
         "api_key": env_str("VITRINE_API_KEY_RATE", "6000/min"),

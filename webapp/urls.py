@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -17,7 +18,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # Clients of the API get its JSON error body, not an HTML page, for an unknown URL.
-    re_path(r"^api/(?P<path>.*)$", api_not_found),
+    # Exempt: a POST to an unknown API URL must get the JSON 404, not the CSRF HTML page.
+    re_path(r"^api/(?P<path>.*)$", csrf_exempt(api_not_found)),
     path("", include("search.urls")),
 ]
 
