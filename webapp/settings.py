@@ -227,6 +227,9 @@ VITRINE_ANONYMOUS_SEARCH = env_bool("VITRINE_ANONYMOUS_SEARCH", default=False)
 # Addresses or networks of the reverse proxies in front of the web server: only requests
 # from them have their X-Forwarded-For read (search.limits.client_address).
 VITRINE_TRUSTED_PROXIES = env_list("VITRINE_TRUSTED_PROXIES", [])
+# Shows /healthz's details to a caller sending "Authorization: Bearer <token>" (staff and
+# clients on this machine see them anyway).
+VITRINE_HEALTH_TOKEN = env_str("VITRINE_HEALTH_TOKEN", "")
 for _proxy in VITRINE_TRUSTED_PROXIES:
     try:
         ipaddress.ip_network(_proxy, strict=False)
