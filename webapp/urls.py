@@ -2,6 +2,8 @@
 
 from django.conf import settings
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.static import serve
@@ -9,6 +11,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from search.api import api_not_found
 from webapp.health import healthz
+
+
+def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
+    """Browsers ask for /favicon.ico whatever the page links to."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))
+
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -20,6 +28,8 @@ urlpatterns = [
     # Clients of the API get its JSON error body, not an HTML page, for an unknown URL.
     # Exempt: a POST to an unknown API URL must get the JSON 404, not the CSRF HTML page.
     re_path(r"^api/(?P<path>.*)$", csrf_exempt(api_not_found)),
+    # Browsers ask for /favicon.ico whatever the page links to.
+    path("favicon.ico", favicon),
     path("", include("search.urls")),
 ]
 

@@ -36,3 +36,13 @@ def test_operators_get_the_details_and_the_backlog(settings: Any) -> None:
         assert body["status"] in ("starting", "degraded")  # no model active in this test
         assert body["database"]["pgvector"] and "backlog" in body
         assert body["backlog"]["embeddings_queued"] == 0
+
+
+def test_an_unknown_page_is_a_branded_404_and_the_favicon_is_found() -> None:
+    response = Client().get("/no-such-page/")
+    assert response.status_code == 404
+    html = response.content.decode()
+    assert "We could not find that page" in html and 'href="/"' in html
+    assert 'rel="icon"' in html
+    favicon = Client().get("/favicon.ico")
+    assert favicon.status_code == 301 and favicon["Location"].endswith("favicon.svg")
