@@ -1,4 +1,5 @@
-"""Request rates: per API key (a key's own `rate` wins), per staff user, per anonymous IP."""
+"""Request rates: per API key (a key's own `rate` wins), per staff user, per anonymous IP,
+per (publishable key, shopper address)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 from search.limits import SLIDING_WINDOW_SCRIPT, client_address
-from search.models import ApiKey
+from search.models import ApiKey, PublishableKey
 
 __all__ = ["SLIDING_WINDOW_SCRIPT", "ApiClientRateThrottle"]
 
@@ -41,7 +42,10 @@ class ApiClientRateThrottle(SimpleRateThrottle):
 
     def allow_request(self, request: Request, view: Any) -> bool:
         auth = request.auth
-        if isinstance(auth, ApiKey):
+        if isinstance(auth, PublishableKey):
+            self.scope = "publishable"
+            self.rate = self.get_rate()
+        elif isinstance(auth, ApiKey):
             self.scope = "api_key"
             self.rate = auth.rate or self.get_rate()
         elif request.user and request.user.is_authenticated:
@@ -89,7 +93,11 @@ class ApiClientRateThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         auth = request.auth
-        if isinstance(auth, ApiKey):
+        if isinstance(auth, PublishableKey):
+            # The key is public, so a per-key bucket would let one visitor use up the whole
+            # site's searches: each shopper's address gets its own.
+            ident = f"{auth.pk}:{self.get_ident(request)}"
+        elif isinstance(auth, ApiKey):
             ident = auth.prefix
         elif request.user and request.user.is_authenticated:
             ident = str(request.user.pk)
