@@ -15,8 +15,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast lint typecheck pytest setup chromium clean-data bench
 
+# make run PORT=8001 serves on another port (the default is $PORT, else 8000).
 run: setup
-	$(BIN)/python -m webapp.stack run
+	$(BIN)/python -m webapp.stack run $(if $(PORT),--port $(PORT))
 
 test: setup chromium
 	$(BIN)/python -m webapp.stack exec --throwaway -- $(MAKE) --no-print-directory lint typecheck pytest

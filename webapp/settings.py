@@ -9,6 +9,7 @@ cache takes another database of the broker's Redis.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -267,6 +268,24 @@ AUTH_PASSWORD_VALIDATORS = [
 # <key>`, see `manage.py api_keys`), staff with a session; anonymous shoppers may search
 # (read only) when VITRINE_ANONYMOUS_SEARCH is on, so public pages can call the API.
 VITRINE_ANONYMOUS_SEARCH = env_bool("VITRINE_ANONYMOUS_SEARCH", default=False)
+# Addresses or networks of the reverse proxies in front of the web server: only requests
+# from them have their X-Forwarded-For read (search.limits.client_address).
+VITRINE_TRUSTED_PROXIES = env_list("VITRINE_TRUSTED_PROXIES", [])
+# Shows /healthz's details to a caller sending "Authorization: Bearer <token>" (staff and
+# clients on this machine see them anyway).
+VITRINE_HEALTH_TOKEN = env_str("VITRINE_HEALTH_TOKEN", "")
+for _proxy in VITRINE_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"VITRINE_TRUSTED_PROXIES: {_proxy!r} is not an IP address or network"
+        ) from None
+# Per client, on the shopper pages: photo uploads, and result / similar-item pages.
+VITRINE_PAGE_PHOTO_RATE = env_str("VITRINE_PAGE_PHOTO_RATE", "30/min")
+VITRINE_PAGE_SEARCH_RATE = env_str("VITRINE_PAGE_SEARCH_RATE", "240/min")
+# Threads of one web process that may encode a shopper's photo at once (one per client).
+VITRINE_PHOTO_ENCODE_CONCURRENCY = env_int("VITRINE_PHOTO_ENCODE_CONCURRENCY", 2, minimum=1)
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -276,6 +295,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["search.permissions.HasApiAccess"],
     "DEFAULT_THROTTLE_CLASSES": ["search.throttling.ApiClientRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": [
+        "search.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_THROTTLE_RATES": {
         # Per API key (a key's own `rate` overrides it), per staff user, per anonymous IP.
         "api_key": env_str("VITRINE_API_KEY_RATE", "6000/min"),
