@@ -61,3 +61,10 @@ def test_an_oversized_photo_upload_is_refused_from_its_headers(
     assert "500.0 MB; the limit is 10.0 MB" in text
     if path.startswith("/api/"):
         assert response.json()["error"]["code"] == "too_large"
+
+
+def test_the_api_docs_page_loads_swagger_ui_from_our_own_static_files() -> None:
+    html = Client().get("/api/docs/").content.decode()
+    assert "swagger-ui-bundle.js" in html
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
+    assert "cdn.jsdelivr.net" not in html and "unpkg.com" not in html
