@@ -11,7 +11,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from search.analytics.admin_views import analytics_dashboard
@@ -19,7 +18,13 @@ from search.experiments import services as experiment_services
 from search.experiments.selectors import experiment_results
 from search.models import ApiKey, Experiment, PublishableKey
 from search.services import api_key_create, api_key_revoke
-from search.storefront.keys import InvalidOrigin, origin_normalise, publishable_key_create
+from search.storefront.keys import (
+    InvalidOrigin,
+    origin_normalise,
+    publishable_key_create,
+    publishable_key_revoke,
+    publishable_keys_forget,
+)
 
 
 class PublishableKeyForm(forms.ModelForm):
@@ -74,14 +79,17 @@ class PublishableKeyAdmin(admin.ModelAdmin):
     ) -> None:
         if change:
             obj.save()
+            publishable_keys_forget()
             return
         created = publishable_key_create(name=obj.name, allowed_origins=obj.allowed_origins)
         obj.pk, obj.key, obj.created_at = created.pk, created.key, created.created_at
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[PublishableKey]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"Revoked {count} key(s).")
+        usable = list(queryset.filter(revoked_at__isnull=True))
+        for publishable in usable:
+            publishable_key_revoke(key=publishable.key)
+        self.message_user(request, f"Revoked {len(usable)} key(s).")
 
 
 class ExperimentForm(forms.ModelForm):

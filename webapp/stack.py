@@ -403,10 +403,21 @@ def exec_command(command: Sequence[str], throwaway: bool) -> int:
         if throwaway
         else stack_lock(data_dir, url=f"exec of {' '.join(command)[:100]}")
     )
+    # SIGTERM (a CI timeout, `kill`) must stop the services too, not orphan them.
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         with lock, services(data_dir) as environment:
-            completed = subprocess.run(list(command), env={**os.environ, **environment})
-            return completed.returncode
+            child = subprocess.Popen(list(command), env={**os.environ, **environment})
+            try:
+                return child.wait()
+            except _Interrupted:
+                child.terminate()
+                try:
+                    child.wait(SHUTDOWN_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                return 128 + signal.SIGTERM
     finally:
         if throwaway:
             embedded.clear_directory(data_dir)
