@@ -128,6 +128,12 @@ def product_list(*, filters: SearchFilters) -> QuerySet[Product]:
     return queryset
 
 
+def product_prices_exist() -> bool:
+    """Whether any product has a price: a price filter over a price-less catalog filters
+    everything out, so the results page leaves it off."""
+    return Product.objects.filter(price__isnull=False).exists()
+
+
 def lookbook_list(*, published_only: bool) -> QuerySet[Lookbook]:
     """Lookbooks with their items' SKUs prefetched, in a stable order (by id)."""
     queryset = Lookbook.objects.prefetch_related("items__product").order_by("id")

@@ -172,6 +172,11 @@ def results(request: HttpRequest) -> HttpResponse:
                 response["Retry-After"] = "2"
                 return response
     context["facets"] = form.facet_groups(counts=counts)
+    # A price asked for already (an old link) keeps the filter on screen, to be cleared.
+    context["show_price_filter"] = (
+        bool(request.GET.get("price_min") or request.GET.get("price_max"))
+        or selectors.product_prices_exist()
+    )
     status = 404 if context["photo_missing"] else 503 if context["unavailable"] else 200
     if request.htmx and request.htmx.target == "results":  # type: ignore[attr-defined]
         # The filter lists sit outside #results: they come along as an out-of-band swap.

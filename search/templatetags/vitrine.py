@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +27,13 @@ def money(product: Product) -> str:
     if symbol:
         return f"{symbol}{amount}"
     return f"{amount} {product.currency}".strip()
+
+
+@register.filter
+def attribute_label(key: str) -> str:
+    """A feed's attribute key as a label: "colour_group_name" → "Colour group name"."""
+    words = re.sub(r"[_\-.\s]+", " ", key).strip()
+    return words[:1].upper() + words[1:] if words else key
 
 
 def _image_field_url(image: ProductImage | None, *, thumbnail: bool) -> str:

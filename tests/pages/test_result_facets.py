@@ -130,3 +130,14 @@ def test_a_value_outside_the_catalogs_top_list_is_accepted(catalog: ShopCatalog)
     html = response.content.decode()
     assert "No good match" in html
     assert _facet(html, "category")["Nowhere > Nothing"] == 0
+
+
+def test_the_price_filter_is_left_off_when_no_product_has_a_price(catalog: ShopCatalog) -> None:
+    assert 'name="price_min"' in Client().get("/search/", {"q": "red"}).content.decode()
+    Product.objects.update(price=None)
+    html = Client().get("/search/", {"q": "red"}).content.decode()
+    assert 'name="price_min"' not in html
+    assert "<legend>Price</legend>" not in html
+    # A price already asked for (an old link) stays on screen, so it can be cleared.
+    linked = Client().get("/search/", {"q": "red", "price_max": "50"}).content.decode()
+    assert 'name="price_max"' in linked

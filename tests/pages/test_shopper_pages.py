@@ -210,3 +210,12 @@ def test_unpublished_lookbook_is_hidden(catalog: ShopCatalog) -> None:
 def test_empty_lookbook_list_has_an_empty_state(catalog: ShopCatalog) -> None:
     Lookbook.objects.all().delete()  # rolled back with the test's transaction
     assert "No lookbooks yet" in Client().get("/lookbooks/").content.decode()
+
+
+def test_product_page_labels_raw_feed_keys_in_plain_words(catalog: ShopCatalog) -> None:
+    product = catalog.products["TEE-RED"]
+    product.attributes = {"Index_group": "Ladieswear", "colour_group_name": "Red"}
+    product.save(update_fields=["attributes"])
+    html = Client().get("/products/TEE-RED/").content.decode()
+    assert "<dt>Index group</dt>" in html and "<dt>Colour group name</dt>" in html
+    assert "Index_group" not in html and "colour_group_name" not in html
