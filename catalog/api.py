@@ -9,7 +9,7 @@ from django.http import StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import exceptions, serializers, status
+from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,7 +18,9 @@ from rest_framework.views import APIView
 from catalog import selectors, services
 from catalog.ingest.mapping import FORMATS, available_presets
 from catalog.models import ImportJob
+from search.models import ApiKey
 from search.parsers import BoundedJSONParser
+from search.permissions import HasApiAccess
 from search.serializers import ErrorSerializer
 
 
@@ -111,14 +113,33 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     }
 
 
-def _job_or_404(job_id: int) -> ImportJob:
-    job = selectors.import_job_get(job_id=job_id)
+class CanImport(permissions.BasePermission):
+    """Imports, even to read, need a read-write key or a staff session: a job's source URL
+    and error rows are the brand's back office, not the storefront's business."""
+
+    message = "Imports need a read-write API key."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if isinstance(request.auth, ApiKey):
+            return request.auth.can_write
+        return bool(request.user and request.user.is_staff)
+
+
+def _key_scope(request: Request) -> int | None:
+    """The key whose jobs the caller may see; None for a staff session (every job)."""
+    return request.auth.id if isinstance(request.auth, ApiKey) else None
+
+
+def _job_or_404(request: Request, job_id: int) -> ImportJob:
+    # Another key's job is a 404, not a 403: its id says nothing about it either.
+    job = selectors.import_job_get(job_id=job_id, api_key_id=_key_scope(request))
     if job is None:
         raise exceptions.NotFound(f"No import job {job_id}.")
     return job
 
 
 class ImportListCreateApi(APIView):
+    permission_classes = [HasApiAccess, CanImport]
     parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
 
     @extend_schema(
@@ -127,7 +148,7 @@ class ImportListCreateApi(APIView):
         responses={200: ImportJobSerializer(many=True), **_errors()},
     )
     def get(self, request: Request) -> Response:
-        jobs = selectors.import_job_list()[:50]
+        jobs = selectors.import_job_list(api_key_id=_key_scope(request))[:50]
         return Response(ImportJobSerializer(jobs, many=True, context={"request": request}).data)
 
     @extend_schema(
@@ -157,6 +178,7 @@ class ImportListCreateApi(APIView):
                 upload=upload,
                 lookbooks_upload=data.get("lookbooks"),
                 created_by_id=request.user.id,
+                api_key_id=_key_scope(request),
             )
         except services.ImportRefusedError as exc:
             field = exc.field or "non_field_errors"
@@ -168,17 +190,21 @@ class ImportListCreateApi(APIView):
 
 
 class ImportDetailApi(APIView):
+    permission_classes = [HasApiAccess, CanImport]
+
     @extend_schema(
         operation_id="imports_retrieve",
         summary="An import job's state and progress",
         responses={200: ImportJobSerializer, **_errors(404)},
     )
     def get(self, request: Request, job_id: int) -> Response:
-        job = _job_or_404(job_id)
+        job = _job_or_404(request, job_id)
         return Response(ImportJobSerializer(job, context={"request": request}).data)
 
 
 class ImportErrorsCsvApi(APIView):
+    permission_classes = [HasApiAccess, CanImport]
+
     @extend_schema(
         operation_id="imports_errors_csv",
         summary="The job's failed and skipped rows as CSV (row, field, reason)",
@@ -188,7 +214,7 @@ class ImportErrorsCsvApi(APIView):
         },
     )
     def get(self, request: Request, job_id: int) -> StreamingHttpResponse:
-        job = _job_or_404(job_id)
+        job = _job_or_404(request, job_id)
         response = StreamingHttpResponse(
             selectors.import_row_errors_csv(job=job), content_type="text/csv; charset=utf-8"
         )

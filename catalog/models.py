@@ -160,6 +160,11 @@ class ImportJob(TimestampedModel):
     created_by = models.ForeignKey(
         "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The API key that started the job: that key alone reads it through the API (its source
+    # URL and error rows may hold the brand's secrets); staff see every job.
+    api_key = models.ForeignKey(
+        "search.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -13,12 +13,14 @@ from catalog.models import ImportJob, ImportRowError
 ERROR_CSV_HEADER = ["file", "row", "sku", "field", "kind", "reason"]
 
 
-def import_job_get(*, job_id: int) -> ImportJob | None:
-    return ImportJob.objects.filter(id=job_id).first()
+def import_job_list(*, api_key_id: int | None = None) -> QuerySet[ImportJob]:
+    """Newest first; only the jobs `api_key_id` started when given (None: every job)."""
+    jobs = ImportJob.objects.order_by("-created_at")
+    return jobs if api_key_id is None else jobs.filter(api_key_id=api_key_id)
 
 
-def import_job_list() -> QuerySet[ImportJob]:
-    return ImportJob.objects.order_by("-created_at")
+def import_job_get(*, job_id: int, api_key_id: int | None = None) -> ImportJob | None:
+    return import_job_list(api_key_id=api_key_id).filter(id=job_id).first()
 
 
 def import_row_errors(*, job: ImportJob) -> QuerySet[ImportRowError]:

@@ -111,6 +111,7 @@ def import_job_create(
     upload: UploadedFile | None = None,
     lookbooks_upload: UploadedFile | None = None,
     created_by_id: int | None = None,
+    api_key_id: int | None = None,
     row_limit: int | None = None,
     dispatch: bool = True,
 ) -> ImportJob:
@@ -148,7 +149,12 @@ def import_job_create(
         "row_limit": row_limit,
     }
     with transaction.atomic():
-        job = ImportJob(source=source[:2000], options=options, created_by_id=created_by_id)
+        job = ImportJob(
+            source=source[:2000],
+            options=options,
+            created_by_id=created_by_id,
+            api_key_id=api_key_id,
+        )
         if upload is not None:
             job.upload.save(f"{uuid.uuid4().hex}-{Path(upload.name or 'feed').name}", upload, False)
         if lookbooks_upload is not None:
@@ -178,6 +184,7 @@ def import_job_repeat(*, job_id: int, created_by_id: int | None = None) -> Impor
             options=job.options,
             upload=job.upload.name,
             created_by_id=created_by_id,
+            api_key_id=job.api_key_id,  # the key that started it still follows its retry
         )
         from catalog import tasks
 
