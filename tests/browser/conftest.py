@@ -7,6 +7,7 @@ root on a fresh machine). Without it these tests skip and say which browser is m
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,5 +74,10 @@ def screenshot(page: Any, name: str) -> None:
     """A full-page PNG; lazy images below the fold are loaded first, or they show blank."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading='eager')")
-    page.wait_for_function("[...document.images].every(i => i.complete)", timeout=15_000)
+    # Polled with evaluate(): wait_for_function evals its predicate in the page, which the
+    # pages' Content-Security-Policy forbids (no 'unsafe-eval').
+    deadline = time.monotonic() + 15
+    while not page.evaluate("[...document.images].every(i => i.complete)"):
+        assert time.monotonic() < deadline, "images still loading after 15 s"
+        page.wait_for_timeout(100)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
