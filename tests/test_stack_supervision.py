@@ -4,6 +4,7 @@ Slow: starts the whole stack."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -164,3 +165,26 @@ def test_a_killed_web_server_is_restarted(stack: Stack) -> None:
         assert time.monotonic() < deadline, "the web server did not come back"
         time.sleep(0.5)
     assert stack.process.poll() is None
+
+
+def test_each_process_logs_to_a_rotating_file_without_static_lines_or_4xx_warnings(
+    stack: Stack,
+) -> None:
+    base = f"http://127.0.0.1:{stack.port}"
+    for path in ("/", "/static/css/vitrine.css", "/nowhere-at-all/"):
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(base + path, timeout=30).read()
+    logs = stack.data_dir / "logs"
+    deadline = time.monotonic() + 15
+    while '"GET /nowhere-at-all/ HTTP/1.1" 404' not in _read(logs / "web.log"):
+        assert time.monotonic() < deadline, _read(logs / "web.log")[-2000:]
+        time.sleep(0.3)
+    web = _read(logs / "web.log")
+    assert '"GET / HTTP/1.1" 200' in web
+    assert "/static/" not in web
+    assert not [line for line in web.splitlines() if "WARNING" in line]
+    assert "INFO/MainProcess" in _read(logs / "worker.log")  # celery's own log lines
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.exists() else ""

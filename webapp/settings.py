@@ -414,10 +414,29 @@ SECURE_CSP = {
 if env_bool("VITRINE_BEHIND_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL={LOG_LEVEL!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    )
+# `python -m webapp.stack run` also writes each process's output to a rotating file here.
+LOG_DIR = env_path("VITRINE_LOG_DIR", DATA_DIR / "logs")
+_REQUEST_LOG_FILTERS = ["skip_static", "client_errors_as_info"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {
+        "skip_static": {"()": "webapp.log_filters.SkipStaticRequests"},
+        "client_errors_as_info": {"()": "webapp.log_filters.ClientErrorsAsInfo"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Configuring gunicorn's access logger replaces its own handler: its lines then go
+        # through the root's, filtered and in the same format as the rest.
+        "gunicorn.access": {"filters": ["skip_static"], "propagate": True},
+        "django.server": {"filters": _REQUEST_LOG_FILTERS, "propagate": True},
+        "django.request": {"filters": ["client_errors_as_info"]},
+    },
 }

@@ -17,6 +17,8 @@ import contextlib
 import ctypes
 import fcntl
 import json
+import logging
+import logging.handlers
 import os
 import secrets
 import signal
@@ -24,10 +26,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psycopg
 
@@ -52,6 +56,12 @@ def _say(message: str) -> None:
 def _data_dir() -> Path:
     value = os.environ.get("VITRINE_DATA_DIR")
     return Path(value).resolve() if value else BASE_DIR / ".data"
+
+
+def _log_dir() -> Path:
+    """settings.LOG_DIR, read without starting Django (the supervisor never does)."""
+    value = os.environ.get("VITRINE_LOG_DIR")
+    return Path(value).resolve() if value else _data_dir() / "logs"
 
 
 def _local_secret_key(data_dir: Path) -> str:
@@ -150,10 +160,39 @@ RESTART_BACKOFF_MAX_SECONDS = 30.0
 HEALTHY_SECONDS = 60.0
 
 
+LOG_FILE_BYTES = 10 * 1024 * 1024  # each process's log rotates at this size...
+LOG_FILE_BACKUPS = 5  # ...keeping this many older files
+
+
+def _log_file_handler(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def _tee_output(stream: IO[bytes], log: logging.Handler) -> None:
+    """Copies a child's output to the terminal and to its log file, line by line.
+
+    The supervisor is the file's one writer, so rotation is safe even though the web server
+    runs several worker processes; crashes and tracebacks printed outside `logging` land
+    in the file too.
+    """
+    for raw in iter(stream.readline, b""):
+        sys.stdout.buffer.write(raw)
+        sys.stdout.flush()
+        line = raw.decode("utf-8", errors="replace").rstrip("\n")
+        log.handle(logging.makeLogRecord({"msg": line, "args": None}))
+    stream.close()
+
+
 @dataclass
 class _Child:
     name: str
     command: list[str]
+    log: logging.Handler | None = None
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     crashes: int = 0
@@ -169,9 +208,10 @@ class _Supervisor:
     beat sending tasks on its own after the worker's main process died.
     """
 
-    def __init__(self, environment: dict[str, str]) -> None:
+    def __init__(self, environment: dict[str, str], *, log_dir: Path | None = None) -> None:
         self.environment = {**os.environ, **environment}
         self.children: list[_Child] = []
+        self.log_dir = log_dir
 
     def _spawn(self, child: _Child) -> None:
         child.process = subprocess.Popen(
@@ -180,12 +220,21 @@ class _Supervisor:
             env=self.environment,
             start_new_session=True,  # we forward Ctrl-C ourselves, in order
             preexec_fn=_die_with_parent,
+            stdout=subprocess.PIPE if child.log else None,
+            stderr=subprocess.STDOUT if child.log else None,
         )
+        if child.log and child.process.stdout:
+            threading.Thread(
+                target=_tee_output, args=(child.process.stdout, child.log), daemon=True
+            ).start()
         child.started_at = time.monotonic()
         child.restart_at = None
 
     def start(self, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
-        child = _Child(name=name, command=list(command))
+        # "web server" logs to web.log, "worker" to worker.log.
+        log_path = self.log_dir / f"{name.split()[0]}.log" if self.log_dir else None
+        log = _log_file_handler(log_path) if log_path else None
+        child = _Child(name=name, command=list(command), log=log)
         self._spawn(child)
         self.children.append(child)
         assert child.process is not None
@@ -348,7 +397,7 @@ def _run_children(
     web_workers: int,
     worker_concurrency: int,
 ) -> int:
-    supervisor = _Supervisor(environment)
+    supervisor = _Supervisor(environment, log_dir=_log_dir())
     try:
         manage = [python, "manage.py"]
         if supervisor.run_to_completion([*manage, "migrate", "--noinput"]) != 0:
@@ -360,7 +409,7 @@ def _run_children(
             [
                 python, "-m", "celery", "-A", "webapp", "worker", "--beat",
                 "-Q", "default,ingest,embeddings", "-c", str(worker_concurrency),
-                "--loglevel", "INFO", "-n", "vitrine@%h",
+                "--loglevel", os.environ.get("LOG_LEVEL", "INFO"), "-n", "vitrine@%h",
             ],
         )  # fmt: skip
         # Each web worker encodes one shopper query at a time: one torch thread each is
