@@ -147,11 +147,13 @@ class _Supervisor:
         self.environment = {**os.environ, **environment}
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, command: Sequence[str], environment: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
             list(command),
             cwd=BASE_DIR,
-            env=self.environment,
+            env={**self.environment, **(environment or {})},
             start_new_session=True,  # we forward Ctrl-C ourselves, in order
             preexec_fn=_die_with_parent,
         )
@@ -211,6 +213,18 @@ def run(host: str, port: int, web_workers: int, worker_concurrency: int) -> int:
                         "-Q", "default,ingest,embeddings", "-c", str(worker_concurrency),
                         "--loglevel", "INFO", "-n", "vitrine@%h",
                     ],
+                )  # fmt: skip
+                # Fine-tuning and evaluation have a worker of their own, so imports and
+                # embedding never queue behind them. Solo pool: the task runs in the worker's
+                # main process, where Ctrl-C's shutdown signal lands, so a fine-tune saves its
+                # state and stops instead of being lost (it resumes when this worker starts).
+                supervisor.start(
+                    "training worker",
+                    [
+                        python, "-m", "celery", "-A", "webapp", "worker", "-Q", "training",
+                        "--pool", "solo", "--loglevel", "INFO", "-n", "vitrine-training@%h",
+                    ],
+                    environment={"VITRINE_EMBEDDINGS_WARM": "0"},
                 )  # fmt: skip
                 # Each web worker encodes one shopper query at a time: one torch thread each is
                 # fastest (measured: 2 threads per process on 2 cores ran 2-3x slower).
