@@ -206,7 +206,7 @@ class TrainingJob(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"training job #{self.pk} ({self.state})"
+        return f"training job #{self.pk}"
 
     @property
     def is_final(self) -> bool:

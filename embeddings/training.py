@@ -24,6 +24,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from embeddings import services
+from embeddings.ml.recipes import CATALOG_FINE_TUNE
 from embeddings.models import EmbeddingModel, TrainingJob
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def training_job_start(
         base=base,
         key=key,
         out_dir=str(out_dir),
-        config=config_overrides or {},
+        config={**CATALOG_FINE_TUNE, **(config_overrides or {})},  # recipe: ml/recipes.py
         created_by=created_by if getattr(created_by, "pk", None) else None,
         log=_stamped(f"queued: fine-tune {base} on the catalog"),
     )

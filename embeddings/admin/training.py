@@ -54,7 +54,7 @@ def progress_context(job: TrainingJob) -> dict[str, Any]:
 class TrainingJobAdmin(admin.ModelAdmin):
     list_display = ("id", "state_badge", "base", "progress", "loss_value", "model", "created_at")
     list_filter = ("state",)
-    fields = ("base", "key", "out_dir", "config", "attempts", "created_by", "created_at")
+    fields = ("base", "key", "out_dir", "config", "created_by", "created_at")
     readonly_fields = fields
     change_form_template = "admin/embeddings/trainingjob/change_form.html"
 

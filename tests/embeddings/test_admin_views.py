@@ -8,10 +8,7 @@ read it off the real Redis queue, without a worker that would start a training r
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from queue import Empty
 from typing import Any
 
 import pytest
@@ -23,9 +20,9 @@ from django.urls import reverse
 
 from catalog.models import Product
 from embeddings import selectors, services
+from embeddings.ml.recipes import CATALOG_FINE_TUNE
 from embeddings.models import EmbeddingModel, ProductEmbedding, TrainingJob
-from tests.embeddings.conftest import ProductFactory, prepare_here
-from webapp.celery import app as celery_app
+from tests.embeddings.conftest import ProductFactory, SentTask, TaskQueue, prepare_here
 
 pytestmark = pytest.mark.django_db
 
@@ -35,56 +32,6 @@ ROLLBACK = reverse("admin:embeddings_rollback")
 COMPARE = reverse("admin:embeddings_compare")
 TRAIN_TASK = "embeddings.tasks.training_job_run_task"
 EVALUATE_TASK = "embeddings.tasks.embedding_model_evaluate_task"
-
-
-@dataclass(frozen=True)
-class SentTask:
-    name: str
-    kwargs: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TaskQueue:
-    name: str
-
-    def take_all(self) -> list[SentTask]:
-        """Remove and return every message waiting on this queue, oldest first."""
-        taken = []
-        with (
-            celery_app.connection_for_read() as connection,
-            connection.SimpleQueue(self.name) as queue,
-        ):
-            while True:
-                try:
-                    message = queue.get_nowait()
-                except Empty:
-                    return taken
-                message.ack()
-                _args, kwargs, _embed = message.payload
-                taken.append(SentTask(message.headers["task"], kwargs))
-
-
-@pytest.fixture
-def embeddings_queue() -> Iterator[TaskQueue]:
-    """Route the embedding tasks to a queue of this test's own while it runs.
-
-    On the usual `embeddings` queue a worker left running by another test of the session
-    could take the training message first and really train.
-    """
-    queue = TaskQueue(f"test-admin-{uuid.uuid4().hex[:8]}")
-    routes = celery_app.conf.task_routes
-    own = {k: v for k, v in routes.items() if not k.startswith("embeddings.")}
-    celery_app.conf.update(task_routes={**own, "embeddings.tasks.*": {"queue": queue.name}})
-    try:
-        yield queue
-    finally:
-        celery_app.conf.update(task_routes=routes)
-        queue.take_all()
-        with (
-            celery_app.connection_for_write() as connection,
-            connection.SimpleQueue(queue.name) as leftover,
-        ):
-            leftover.queue.delete()
 
 
 @pytest.fixture
@@ -218,7 +165,7 @@ def test_fine_tuning_creates_a_job_queues_it_and_shows_its_page(
 
     job = TrainingJob.objects.get()
     assert (job.base, job.key, job.config, job.state) == (
-        "default", "autumn", {"max_steps": 300}, "queued"
+        "default", "autumn", {**CATALOG_FINE_TUNE, "max_steps": 300}, "queued"
     )  # fmt: skip
     assert job.out_dir == str(settings.DATA_DIR / "models" / "autumn")
     page_url = reverse("admin:embeddings_trainingjob_change", args=[job.pk])
@@ -241,7 +188,7 @@ def test_fine_tuning_without_a_key_names_its_folder_by_the_time(
         admin_client.post(TRAIN, {"base": "new:resnet10t", "key": ""})
 
     job = TrainingJob.objects.get()
-    assert job.key == "" and job.base == "new:resnet10t" and job.config == {}
+    assert job.key == "" and job.base == "new:resnet10t" and job.config == CATALOG_FINE_TUNE
     folder = job.out_dir.removeprefix(f"{settings.DATA_DIR / 'models'}/")
     assert re.fullmatch(r"catalog-\d{8}-\d{6}-\d{6}", folder)
 
