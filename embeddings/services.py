@@ -942,6 +942,8 @@ def embedding_model_train(
     """
     from dataclasses import replace
 
+    from django.conf import settings
+
     from embeddings.ml.evaluation.experiment import training_dataset
     from embeddings.ml.train import TrainConfig, train
 
@@ -957,7 +959,13 @@ def embedding_model_train(
             f"held out {len(split.cold_items)} products and {len(split.heldout_lookbooks)} "
             "lookbooks for evaluation"
         )
-    config = replace(TrainConfig(init=base), **(config_overrides or {}))
+    # Frozen-tower features are kept between runs (keyed by tower, input and files): a
+    # resumed or repeated fine-tune of the same catalog does not run the tower again.
+    overrides = {
+        "feature_cache_dir": str(settings.DATA_DIR / "cache" / "features"),
+        **(config_overrides or {}),
+    }
+    config = replace(TrainConfig(init=base), **overrides)
     checkpoint = train(
         config,
         dataset,

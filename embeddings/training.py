@@ -212,15 +212,24 @@ def _claim(job_id: int) -> TrainingJob | None:
 
 
 def _evaluate_beside_active(model: EmbeddingModel, reporter: _Reporter) -> None:
-    """Evaluate the new version, and the active one if it has no score on this split."""
-    reporter.line(f"evaluating {model.key} on the catalog's held-out split")
-    metrics = services.embedding_model_evaluate(model=model)
-    active = EmbeddingModel.objects.filter(state=EmbeddingModel.State.ACTIVE).first()
-    if active is None or active.pk == model.pk:
-        return
-    if (active.metrics or {}).get("split_fingerprint") != metrics.get("split_fingerprint"):
-        reporter.line(f"evaluating the active version {active.key} on the same split")
-        services.embedding_model_evaluate(model=active)
+    """Evaluate the new version, and the active one if it has no score on this split.
+
+    The version is registered already: an evaluation that fails is reported in the log and
+    can be run again from the version list ("Evaluate on the catalog"); it does not fail
+    the job (resuming it would train and register the version a second time).
+    """
+    try:
+        reporter.line(f"evaluating {model.key} on the catalog's held-out split")
+        metrics = services.embedding_model_evaluate(model=model)
+        active = EmbeddingModel.objects.filter(state=EmbeddingModel.State.ACTIVE).first()
+        if active is None or active.pk == model.pk:
+            return
+        if (active.metrics or {}).get("split_fingerprint") != metrics.get("split_fingerprint"):
+            reporter.line(f"evaluating the active version {active.key} on the same split")
+            services.embedding_model_evaluate(model=active)
+    except Exception as error:
+        log.warning("evaluation after training job failed", exc_info=True)
+        reporter.line(f"evaluation failed ({_reason(error)}); run it from the version list")
 
 
 def _stamped(line: str) -> str:

@@ -45,7 +45,7 @@ def test_recovery_queues_interrupted_and_silent_jobs_again_but_leaves_live_ones(
         interrupted.pk: "queued", silent.pk: "queued", live.pk: "running", done.pk: "succeeded"
     }  # fmt: skip
     silent.refresh_from_db()
-    assert "no heartbeat from its worker for 90 s; continues from step 7" in silent.log
+    assert "(no heartbeat from its worker for 90 s); continues from step 7" in silent.log
 
 
 def test_cancel_stops_a_waiting_job_at_once_and_asks_a_running_one_to_stop(
@@ -102,3 +102,42 @@ def test_the_catalog_graph_joins_lookbooks_variants_and_mapped_attributes(
         "attr:collection=Beach": ids(shorts, bag),
         "lookbook:summer": ids(tee_red, shorts),
     }
+
+
+def test_fine_tuning_and_evaluation_have_a_queue_of_their_own() -> None:
+    from webapp.celery import app
+
+    def queue(task: str) -> str:
+        return str(app.amqp.router.route({}, task)["queue"].name)
+
+    assert queue("embeddings.tasks.training_job_run_task") == "training"
+    assert queue("embeddings.tasks.embedding_model_evaluate_task") == "training"
+    assert queue("embeddings.tasks.products_embed_task") == "embeddings"
+    assert queue("catalog.tasks.import_job_parse") == "ingest"
+
+
+def test_train_model_reports_from_its_first_second_to_the_registered_version(
+    make_product: ProductFactory, checkpoints: dict[str, str], tmp_path: Any
+) -> None:
+    import io
+    import re
+
+    from django.core.management import call_command
+
+    for _ in range(6):
+        make_product()
+    out = io.StringIO()
+
+    call_command(
+        "train_model", "--base", checkpoints["a"], "--max-steps", "2", "--out",
+        str(tmp_path / "run"), "--key", "tiny-tuned", stdout=out,
+    )  # fmt: skip
+
+    lines = out.getvalue().splitlines()
+    first = re.match(r"\[\s*(\d+\.\d)s\] fine-tuning checkpoint:", lines[0])
+    assert first and float(first.group(1)) < 1.0, lines[0]
+    text = "\n".join(lines)
+    for phase in ("reading the catalog", "held out", "loading model", "decoding 5 images"):
+        assert phase in text, phase
+    assert re.search(r"step 2/2 \(\d+\.\d\d steps/s overall\): .*loss \d", text)
+    assert lines[-1].endswith("registered tiny-tuned (building: backfilling)")
