@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("embeddings", "0003_textquerymap"),
+        ("embeddings", "0004_default_spec_names_its_version"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
