@@ -357,7 +357,8 @@ def test_an_install_serving_an_older_default_gets_the_new_one_backfilling_beside
     )
     services.embedding_model_prepare(model=new)
     new.refresh_from_db()
-    assert new.state == EmbeddingModel.State.BUILDING  # backfilling, not served
+    # An empty catalog is backfilled at once: ready (a rollback-style standby), not served.
+    assert new.state == EmbeddingModel.State.READY
     assert selectors.embedding_model_active() == v0  # the old one serves until activated
     assert EmbeddingModel.objects.count() == 2
 
