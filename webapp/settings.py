@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "catalog",
     "embeddings",
     "search",
+    "looks",
     "webapp",  # system checks only (webapp/checks.py)
 ]
 
@@ -153,6 +154,13 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "embeddings.tasks.embeddings_sweep_task",
         "schedule": 15.0,
         "options": {"queue": "default", "expires": 60},
+    },
+    # looks: encode the lookbook cover photos that have no vector by the active version
+    # (shop the look finds the lookbooks a scene photo looks like by them).
+    "looks-cover-vectors": {
+        "task": "looks.tasks.lookbook_cover_vectors_refresh_task",
+        "schedule": 60.0,
+        "options": {"queue": "embeddings", "expires": 120},
     },
 }
 
