@@ -53,7 +53,7 @@ def encode(spec: str, data: Path, cache: Path | None) -> dict[str, Any]:
     config = WindowConfig()
     products = encoder.encode_images([ds.image_file(item) for item in ds.items])
     if products.failed:
-        raise SystemExit(f"product photos failed: {products.failed}")
+        raise SystemExit(f"{len(products.failed)} product photos failed, e.g. {products.failed[0]}")
     whole, windows, owner = [], [], []
     for index, query in enumerate(ds.queries):
         image = scene_open(query.image_path)
@@ -168,12 +168,13 @@ def tune(
     from search.scene_ranking import SceneWeights
 
     grid = {
-        "region": [0.0, 0.5, 1.0],
+        "region": [0.0, 1.0],
         "lookalike": [0.5, 1.0, 2.0],
         "context": [0.0, 0.5, 1.0],
-        "graph": [0.0, 0.3, 1.0],
+        "graph": [0.0, 0.3],
         "lookalike_count": [4, 8, 16],
         "lookalike_temperature": [0.01, 0.03, 0.1],
+        "region_rank_constant": [1.0, 5.0],
     }
     best, best_value = SceneWeights(), -1.0
     for values in itertools.product(*grid.values()):
@@ -248,6 +249,7 @@ def main() -> int:
     parser.add_argument("--latency-photos", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    args.data = args.data.resolve()
 
     from embeddings.ml.evaluation.bootstrap import bootstrap_ci
     from search.scene_ranking import SceneWeights

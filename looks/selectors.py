@@ -228,14 +228,16 @@ def _results(
     products = Product.objects.prefetch_related("images").in_bulk(list(wanted))
     regions = []
     for index in shown:
-        matches = [SearchHit(products[p], round(s, 6)) for p, s in listed[index] if p in products]
-        categories = Counter(h.product.category for h in matches if h.product.category)
+        region_hits = [
+            SearchHit(products[p], round(s, 6)) for p, s in listed[index] if p in products
+        ]
+        categories = Counter(h.product.category for h in region_hits if h.product.category)
         regions.append(
             SceneRegion(
                 box=_rounded(windows[index].box),
                 score=round(windows[index].matches[0][1], 6),
                 category=categories.most_common(1)[0][0] if categories else "",
-                hits=matches,
+                hits=region_hits,
             )
         )
     hits = [

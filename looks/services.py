@@ -53,7 +53,7 @@ def lookbook_cover_vectors_refresh(*, model: EmbeddingModel, limit: int = COVER_
             model=model,
             defaults={
                 "vector": result.vectors[row].tolist(),
-                "cover_name": lookbooks[index].cover.name,
+                "cover_name": str(lookbooks[index].cover.name),
             },
         )
     return len(result.indices)
