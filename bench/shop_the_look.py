@@ -53,7 +53,7 @@ def encode(spec: str, data: Path, cache: Path | None) -> dict[str, Any]:
     config = WindowConfig()
     products = encoder.encode_images([ds.image_file(item) for item in ds.items])
     if products.failed:
-        raise SystemExit(f"{len(products.failed)} product photos failed, e.g. {products.failed[0]}")
+        raise SystemExit(f"{len(products.failed)} product photos failed, e.g. {next(iter(products.failed.values()))}")
     whole, windows, owner = [], [], []
     for index, query in enumerate(ds.queries):
         image = scene_open(query.image_path)
