@@ -25,6 +25,7 @@ from django.db.models import QuerySet
 from PIL import Image, ImageOps
 
 from catalog.models import Lookbook, Product
+from search.experiments.context import arm_diversify, arm_model
 from search.models import QueryPhoto
 
 #: The contract's vector table (`embeddings.models.ProductEmbedding`).
@@ -155,9 +156,10 @@ def query_photo_read(*, photo_id: str) -> bytes | None:
 
 # --- Vector search --------------------------------------------------------------------------
 def _active_model() -> Any | None:
+    """The version that answers: the A/B arm's when an experiment applies, else the active."""
     from embeddings.selectors import embedding_model_active
 
-    return embedding_model_active()
+    return arm_model() or embedding_model_active()
 
 
 def _encode_image(data: bytes, *, model: Any) -> np.ndarray:
@@ -433,6 +435,7 @@ def search_by_image(
 
     Raises `SearchUnavailable` while no embedding model is active.
     """
+    diversify = arm_diversify(default=diversify)
     model = _require_model()
     limit = _clamp(limit)
     if crop is not None:
@@ -496,6 +499,7 @@ def search_by_text(
     their cosine score: they contain the words asked for. Without an active model the
     answer is full-text only.
     """
+    diversify = arm_diversify(default=diversify)
     limit = _clamp(limit)
     query = query.strip()
     pool = max(limit * MMR_POOL_FACTOR if diversify else limit, RRF_K)
