@@ -53,7 +53,8 @@ def encode(spec: str, data: Path, cache: Path | None) -> dict[str, Any]:
     config = WindowConfig()
     products = encoder.encode_images([ds.image_file(item) for item in ds.items])
     if products.failed:
-        raise SystemExit(f"{len(products.failed)} product photos failed, e.g. {next(iter(products.failed.values()))}")
+        example = next(iter(products.failed.values()))
+        raise SystemExit(f"{len(products.failed)} product photos failed, e.g. {example}")
     whole, windows, owner = [], [], []
     for index, query in enumerate(ds.queries):
         image = scene_open(query.image_path)

@@ -20,6 +20,12 @@ def _centre_x(spot: Any, image: Any) -> float:
     return (box["x"] + box["width"] / 2 - photo["x"]) / photo["width"]
 
 
+def _leading_links(page: Any, count: int = 4) -> list[str]:
+    """The first results' product links (the default model may rank a look-alike first)."""
+    cards = page.locator("[data-testid=results-grid] .card")
+    return [cards.nth(i).get_attribute("href") for i in range(min(count, cards.count()))]
+
+
 @pytest.mark.parametrize("size", ["desktop", "phone"])
 def test_shopper_picks_an_item_of_the_photo_by_its_hotspot(
     browser: Any, live_server: Any, shop: ShopCatalog, size: str, tmp_path: Path
@@ -46,16 +52,17 @@ def test_shopper_picks_an_item_of_the_photo_by_its_hotspot(
     assert right and left, "a hotspot on each item of the photo"
     screenshot(page, f"{size}-hotspots-01-photo")
 
-    # The blue item is on the right: choosing its hotspot searches that region only. (The
-    # drawn jeans and the blue tee share one shape, so either blue product may lead.)
+    # The blue item is on the right: choosing its hotspot searches that region only, so the
+    # blue products are among the first. (The drawn jeans and the blue
+    # tee share one shape; a blue H&M garment may come first.)
     if phone:
         right[0].tap()
     else:
         right[0].click()
     page.wait_for_url("**crop=*")
     page.wait_for_selector("text=Matches for your selection")
-    first = page.locator("[data-testid=results-grid] .card").first
-    assert first.get_attribute("href") in ("/products/JEANS-BLU/", "/products/TEE-BLU/")
+    leading = _leading_links(page)
+    assert {"/products/JEANS-BLU/", "/products/TEE-BLU/"} & set(leading), leading
     assert page.locator("[data-hotspot][aria-pressed=true]").count() == 1
     assert page.locator("[data-crop-box]").is_visible()  # the chosen region is shown
     screenshot(page, f"{size}-hotspots-02-right-item")
@@ -67,8 +74,8 @@ def test_shopper_picks_an_item_of_the_photo_by_its_hotspot(
     else:
         left_spot.click()
     page.wait_for_function(
-        "document.querySelector('[data-testid=results-grid] .card')"
-        "?.getAttribute('href').endsWith('-RED/')"
+        "[...document.querySelectorAll('[data-testid=results-grid] .card')].slice(0, 4)"
+        ".some((card) => card.getAttribute('href') === '/products/TEE-RED/')"
     )
     screenshot(page, f"{size}-hotspots-03-left-item")
 
