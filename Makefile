@@ -32,7 +32,7 @@ lint:
 	$(BIN)/ruff format --check .
 
 typecheck:
-	$(BIN)/mypy webapp catalog search embeddings
+	$(BIN)/mypy webapp catalog search embeddings looks
 
 pytest:
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

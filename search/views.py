@@ -145,6 +145,7 @@ def results(request: HttpRequest) -> HttpResponse:
             else:
                 crop = selectors.CropBox(*data["crop"]) if data["crop"] else None
                 search = partial(_search_photo, image=image, crop=crop)
+                context["hotspots"] = _hotspots(photo_id=data["photo"], image=image)
         elif data["q"]:
             search = partial(_search_words, query=data["q"])
         if search is not None:
@@ -178,6 +179,16 @@ def results(request: HttpRequest) -> HttpResponse:
         context["facets_oob"] = True
         return render(request, "search/_results.html", context, status=status)
     return render(request, "search/results.html", context, status=status)
+
+
+def _hotspots(*, photo_id: str, image: bytes) -> list[Any]:
+    """The photo's item regions to tap; none (the crop box still works) if they fail."""
+    from looks.selectors import scene_hotspots
+
+    try:
+        return scene_hotspots(photo_id=photo_id, image=image)
+    except (selectors.SearchUnavailable, ValueError):
+        return []
 
 
 @require_GET

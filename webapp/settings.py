@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "catalog",
     "embeddings",
     "search",
+    "looks",
     "webapp",  # system checks only (webapp/checks.py)
 ]
 
@@ -211,6 +212,13 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "embeddings.tasks.training_jobs_recover_task",
         "schedule": 60.0,
         "options": {"queue": "default", "expires": 60},
+    },
+    # looks: encode the lookbook cover photos that have no vector by the active version
+    # (shop the look finds the lookbooks a scene photo looks like by them).
+    "looks-cover-vectors": {
+        "task": "looks.tasks.lookbook_cover_vectors_refresh_task",
+        "schedule": 60.0,
+        "options": {"queue": "embeddings", "expires": 120},
     },
 }
 
