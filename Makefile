@@ -32,7 +32,7 @@ lint:
 	$(BIN)/ruff format --check .
 
 typecheck:
-	$(BIN)/mypy webapp catalog search embeddings looks
+	$(BIN)/mypy webapp catalog search embeddings
 
 pytest:
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

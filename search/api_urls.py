@@ -3,8 +3,8 @@
 from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import SimpleRouter
 
-from looks.api import SceneSearchApi
 from search import api
+from search.looks.api import SceneSearchApi
 
 router = SimpleRouter()
 router.register("products", api.ProductViewSet, basename="product")

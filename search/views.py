@@ -183,7 +183,7 @@ def results(request: HttpRequest) -> HttpResponse:
 
 def _hotspots(*, photo_id: str, image: bytes) -> list[Any]:
     """The photo's item regions to tap; none (the crop box still works) if they fail."""
-    from looks.selectors import scene_hotspots
+    from search.looks.selectors import scene_hotspots
 
     try:
         return scene_hotspots(photo_id=photo_id, image=image)

@@ -67,7 +67,7 @@ INSTALLED_APPS = [
     "catalog",
     "embeddings",
     "search",
-    "looks",
+    "search.looks",  # shop the look (app label "looks")
     "webapp",  # system checks only (webapp/checks.py)
 ]
 
@@ -216,7 +216,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # looks: encode the lookbook cover photos that have no vector by the active version
     # (shop the look finds the lookbooks a scene photo looks like by them).
     "looks-cover-vectors": {
-        "task": "looks.tasks.lookbook_cover_vectors_refresh_task",
+        "task": "search.looks.tasks.lookbook_cover_vectors_refresh_task",
         "schedule": 60.0,
         "options": {"queue": "embeddings", "expires": 120},
     },

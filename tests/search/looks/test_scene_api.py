@@ -11,8 +11,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
 
-from looks.models import LookbookCoverVector
-from looks.services import lookbook_cover_vectors_refresh
+from search.looks.models import LookbookCoverVector
+from search.looks.services import lookbook_cover_vectors_refresh
 from tests.search.catalog import RGB, Catalog, lookbook_create
 
 

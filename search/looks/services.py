@@ -9,7 +9,7 @@ from django.db.models import Exists, OuterRef
 from catalog.models import Lookbook
 from embeddings import runtime
 from embeddings.models import EmbeddingModel
-from looks.models import LookbookCoverVector
+from search.looks.models import LookbookCoverVector
 
 log = logging.getLogger(__name__)
 

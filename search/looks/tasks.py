@@ -3,7 +3,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from embeddings.selectors import embedding_model_active
-from looks.services import lookbook_cover_vectors_refresh
+from search.looks.services import lookbook_cover_vectors_refresh
 
 
 @shared_task(acks_late=True)

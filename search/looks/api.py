@@ -10,13 +10,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from looks import selectors
-from looks.serializers import (
-    SceneResultsSerializer,
-    SceneSearchByReferenceSerializer,
-    SceneSearchRequestSerializer,
-    SceneSearchResultsSerializer,
-)
 from search import services
 from search.api import (
     ImageRejectedError,
@@ -24,6 +17,13 @@ from search.api import (
     _errors,
     _query_image,
     _validated,
+)
+from search.looks import selectors
+from search.looks.serializers import (
+    SceneResultsSerializer,
+    SceneSearchByReferenceSerializer,
+    SceneSearchRequestSerializer,
+    SceneSearchResultsSerializer,
 )
 from search.selectors import SearchUnavailable
 from search.serializers import ErrorSerializer
