@@ -36,6 +36,8 @@ DEFAULT_WEIGHTS = {"terms": 1.0, "words": 0.3, "meaning": 0.6, "looks": 0.2}
 #: with none: more than any difference of looks among the photo's neighbours (cosines
 #: spread over a few tenths), so "this, in black" puts the black look-alikes first.
 PHOTO_TERMS_WEIGHT = 1.0
+#: Full-text candidates that every word matches, under which any word's matches are added.
+MIN_FULL_TEXT = 10
 
 
 def weights_of(calibration: Any | None) -> dict[str, float]:
@@ -130,29 +132,48 @@ def text_candidates(
     limit: int,
     filter_sql: Callable[[Any], tuple[str, list[Any]]],
 ) -> list[int]:
-    """Ids of the products that have the most of the words' terms, then of the best
-    full-text matches of any of the words (the vector retrievals add theirs)."""
+    """Ids of products the words name (the vector retrievals add theirs).
+
+    Bounded work at any catalog size: products with every concept come first (the GIN and
+    btree indexes intersect them), then, only when those are too few, products with the
+    most concepts. Words with no concept go to full text: every word first, any word when
+    that finds too few. Ranking the candidates is `text_signals`' job, not this one's.
+    """
     where, filter_params = filter_sql(filters)
     ids: list[int] = []
     with connection.cursor() as cursor:
         if understood.concepts:
-            any_sql, any_params = concepts_any_sql(understood.concepts)
-            count_sql, count_params = _concepts_count_sql(understood.concepts)
+            parts = [concept_sql(concept) for concept in understood.concepts]
+            every = " AND ".join(sql for sql, _ in parts)
             cursor.execute(
-                f"SELECT p.id FROM catalog_product p WHERE ({any_sql}){where} "  # noqa: S608
-                f"ORDER BY {count_sql} DESC, p.id LIMIT %s",
-                [*any_params, *filter_params, *count_params, limit],
+                f"SELECT p.id FROM catalog_product p WHERE {every}{where} "  # noqa: S608
+                "ORDER BY p.id LIMIT %s",
+                [*(v for _, values in parts for v in values), *filter_params, limit],
             )
             ids += [int(row[0]) for row in cursor.fetchall()]
-        words = tsquery_text(understood)
-        if words:
+            if len(ids) < limit and len(parts) > 1:
+                any_sql, any_params = concepts_any_sql(understood.concepts)
+                count_sql, count_params = _concepts_count_sql(understood.concepts)
+                cursor.execute(
+                    f"SELECT p.id FROM catalog_product p WHERE ({any_sql}){where} "  # noqa: S608
+                    f"AND NOT (p.id = ANY(%s::bigint[])) ORDER BY {count_sql} DESC, p.id LIMIT %s",
+                    [*any_params, *filter_params, ids, *count_params, limit - len(ids)],
+                )
+                ids += [int(row[0]) for row in cursor.fetchall()]
+            return ids
+        for operator in ("&", "|"):
+            words = f" {operator} ".join(understood.text_words)
+            if not words:
+                break
             cursor.execute(
                 f"SELECT p.id FROM catalog_product p, to_tsquery('{SEARCH_CONFIG}', %s) q "  # noqa: S608
-                f"WHERE p.search_document @@ q{where} "
+                f"WHERE p.search_document @@ q{where} AND NOT (p.id = ANY(%s::bigint[])) "
                 f"ORDER BY ts_rank('{RANK_WEIGHTS}', p.search_document, q) DESC, p.id LIMIT %s",
-                [words, *filter_params, limit],
+                [words, *filter_params, ids, limit - len(ids)],
             )
             ids += [int(row[0]) for row in cursor.fetchall()]
+            if len(ids) >= MIN_FULL_TEXT or len(understood.text_words) == 1:
+                break
     return ids
 
 
