@@ -13,13 +13,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest setup chromium clean-data bench
+.PHONY: run test test-fast lint typecheck pytest setup chromium clean-data bench
 
+# make run PORT=8001 serves on another port (the default is $PORT, else 8000).
 run: setup
-	$(BIN)/python -m webapp.stack run
+	$(BIN)/python -m webapp.stack run $(if $(PORT),--port $(PORT))
 
 test: setup chromium
 	$(BIN)/python -m webapp.stack exec --throwaway -- $(MAKE) --no-print-directory lint typecheck pytest
+
+# The inner loop: no slow, dataset or browser tests (the README's `make test` runs them all).
+test-fast: setup
+	$(BIN)/python -m webapp.stack exec --throwaway -- $(MAKE) --no-print-directory pytest \
+		PYTEST_ARGS='-m "not slow and not datasets and not browser" $(PYTEST_ARGS)'
 
 lint:
 	$(BIN)/ruff check .

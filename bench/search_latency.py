@@ -738,8 +738,9 @@ def main() -> None:
         }
 
     def fused_ranks(names: Sequence[str]) -> np.ndarray:
-        """Reciprocal rank fusion of the named rankings' first 60 (as search fuses them)."""
-        from search.selectors import RRF_K
+        """Reciprocal rank fusion of the named rankings' first 60 (how search fused them before
+        its weighted ranking, search/ranking.py; kept as a reference figure)."""
+        rrf_k = 60
 
         rankings = [ranked_by(name)[:, :60] for name in names]
         top = []
@@ -747,7 +748,7 @@ def main() -> None:
             scores: dict[int, float] = {}
             for ranking in rankings:
                 for rank, index in enumerate(ranking[row], start=1):
-                    scores[int(index)] = scores.get(int(index), 0.0) + 1.0 / (RRF_K + rank)
+                    scores[int(index)] = scores.get(int(index), 0.0) + 1.0 / (rrf_k + rank)
             top.append(sorted(scores, key=lambda index: -scores[index])[:10])
         return np.array(top)
 

@@ -10,7 +10,7 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from catalog import selectors, services
 from catalog.ingest.mapping import FORMATS, available_presets
 from catalog.models import ImportJob
+from search.parsers import BoundedJSONParser
 from search.serializers import ErrorSerializer
 
 
@@ -118,7 +119,7 @@ def _job_or_404(job_id: int) -> ImportJob:
 
 
 class ImportListCreateApi(APIView):
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
 
     @extend_schema(
         operation_id="imports_list",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 #: Postgres text search configuration of the document and of queries: English stemming
-#: after `unaccent`, so "Crème" matches "creme" (created by search/migrations/0003).
+#: after `unaccent`, so "Crème" matches "creme" (created by search/migrations/0005).
 SEARCH_CONFIG = "vitrine"
 
 Weight = Literal["A", "B", "C", "D"]

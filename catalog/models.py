@@ -134,7 +134,11 @@ class ImportJob(TimestampedModel):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
+        PARTLY = "partly", "Partly imported"  # some rows imported, some failed
         FAILED = "failed", "Failed"
+
+    #: States a job never leaves.
+    FINAL_STATES = frozenset({State.SUCCEEDED, State.PARTLY, State.FAILED})
 
     source = models.CharField(max_length=2000, help_text="File name, folder or URL")
     source_format = models.CharField(max_length=32, blank=True)
@@ -167,7 +171,7 @@ class ImportJob(TimestampedModel):
     def progress_percent(self) -> int:
         """Rows finished (imported, failed or skipped) as a whole percentage of the total."""
         if not self.total_rows:
-            return 100 if self.state == self.State.SUCCEEDED else 0
+            return 100 if self.state in self.FINAL_STATES else 0
         finished = self.done_rows + self.failed_rows + self.skipped_rows
         return min(100, round(100 * finished / self.total_rows))
 
@@ -198,6 +202,10 @@ class ImportChunk(TimestampedModel):
     updated_products = models.PositiveIntegerField(default=0)
     claimed_by = models.CharField(max_length=64, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    #: Times a worker started on the chunk afresh (a crash, a kill, a sweeper re-queue);
+    #: past ``catalog.services.MAX_CHUNK_ATTEMPTS`` its rows fail with ``error``.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="Why the last attempt crashed, if it did")
 
     class Meta:
         ordering = ["job_id", "index"]

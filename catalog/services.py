@@ -36,7 +36,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.text import slugify
@@ -45,7 +45,7 @@ from catalog.document import ProductDocument
 from catalog.ingest.fetching import FetchError, FetchPolicy, SafeFetcher, fetch_policy_from_settings
 from catalog.ingest.imaging import ImageRejectedError, NormalisedImage, normalise_image
 from catalog.ingest.mapping import ColumnMapping, MappingError
-from catalog.ingest.readers import FeedError, guess_format
+from catalog.ingest.readers import MAX_COLUMNS, FeedError, guess_format
 from catalog.ingest.rows import LookbookRow, ProductRow, RowError
 from catalog.ingest.sources import Feed, fetch_url, load_mapping, open_bytes, open_path
 from catalog.models import (
@@ -67,6 +67,9 @@ UPLOAD_SNIFF_BYTES = 1024 * 1024
 UPLOAD_SNIFF_ITEMS = 50
 #: Seconds without a heartbeat after which a chunk's worker is presumed dead.
 STALE_AFTER_SECONDS = 120
+#: A chunk started this many times without finishing (each crash or kill of its worker
+#: is one) ends with its rows failed, instead of being re-queued by the sweeper forever.
+MAX_CHUNK_ATTEMPTS = 3
 #: How often a chunk's holder renews its lease while it processes images.
 HEARTBEAT_SECONDS = 2.0
 #: Image rows written per statement and commit: a commit per image (an fsync each) cost
@@ -163,6 +166,26 @@ def import_job_create(
     return job
 
 
+def import_job_repeat(*, job_id: int, created_by_id: int | None = None) -> ImportJob:
+    """Queue the same import again (same source, options and uploaded file).
+
+    Products whose images failed are fetched again (see ``_images_sync``), so this is how a
+    merchandiser retries an import's failed rows once their cause is fixed.
+    """
+    job = ImportJob.objects.get(id=job_id)
+    with transaction.atomic():
+        again = ImportJob.objects.create(
+            source=job.source,
+            options=job.options,
+            upload=job.upload.name,
+            created_by_id=created_by_id,
+        )
+        from catalog import tasks
+
+        transaction.on_commit(lambda: tasks.import_job_parse.delay(job_id=again.id))
+    return again
+
+
 def _upload_check(*, upload: UploadedFile, mapping: ColumnMapping, fmt: str | None) -> None:
     """Refuse an uploaded file that cannot be a feed, before any job exists.
 
@@ -187,6 +210,12 @@ def _upload_check(*, upload: UploadedFile, mapping: ColumnMapping, fmt: str | No
         if feed_fmt in ("json", "xml"):
             return  # one document: a cut one cannot parse; the job reports a bad one
         last_line_end = head.rfind(b"\n")
+        if last_line_end < 0 and feed_fmt in ("csv", "tsv"):
+            raise ImportRefusedError(
+                f"the header row is longer than {UPLOAD_SNIFF_BYTES:,} bytes: a feed's "
+                f"header names its columns (at most {MAX_COLUMNS:,})",
+                field="file",
+            )
         if last_line_end < 0:
             return  # no whole line in a MiB: nothing to judge by; the job reports on it
         head = head[: last_line_end + 1]
@@ -261,7 +290,7 @@ def import_job_parse(*, job_id: int, dispatch: bool = True) -> list[int]:
     Safe to run twice: a job that already has chunks is not parsed again.
     """
     job = ImportJob.objects.filter(id=job_id).first()
-    if job is None or job.state in (ImportJob.State.SUCCEEDED, ImportJob.State.FAILED):
+    if job is None or job.state in ImportJob.FINAL_STATES:
         return []
     if job.chunks.exists():
         return list(
@@ -505,7 +534,9 @@ def _images_sync(*, rows: list[ProductRow], ids: dict[str, int]) -> None:
                 to_create.append(
                     ProductImage(product_id=product_id, position=position, source_url=source)
                 )
-            elif found.source_url != source:
+            elif found.source_url != source or found.status == ProductImage.Status.FAILED:
+                # A failed image is fetched again whenever its feed is imported again:
+                # its cause (a host down, a file fixed at the same URL) may be gone.
                 found.source_url = source
                 found.status = ProductImage.Status.PENDING
                 found.error = ""
@@ -722,6 +753,47 @@ def product_images_process(
     return None if stopped else outcomes
 
 
+def product_images_retry(*, product_ids: list[int], dispatch: bool = True) -> list[int]:
+    """Set the failed images of these products back to pending and (after commit) send
+    them to a worker; returns the ids of the images that will be fetched again."""
+    with transaction.atomic():
+        image_ids = list(
+            ProductImage.objects.filter(
+                product_id__in=product_ids, status=ProductImage.Status.FAILED
+            ).values_list("id", flat=True)
+        )
+        ProductImage.objects.filter(id__in=image_ids).update(
+            status=ProductImage.Status.PENDING, error="", updated_at=timezone.now()
+        )
+        if dispatch and image_ids:
+            from catalog import tasks
+
+            transaction.on_commit(lambda: tasks.product_images_fetch.delay(image_ids=image_ids))
+    return image_ids
+
+
+def product_images_fetch(*, image_ids: list[int]) -> list[ImageOutcome]:
+    """Fetch pending images outside any import (a retry); products whose main image is
+    now ready are queued for embedding."""
+    pending = list(
+        ProductImage.objects.filter(
+            id__in=image_ids, status=ProductImage.Status.PENDING
+        ).values_list("id", "source_url")
+    )
+    with SafeFetcher(_fetch_policy()) as fetcher:
+        outcomes = product_images_process(
+            images=pending, base_dir=None, fetcher=fetcher, may_retry=False
+        )
+    ready = sorted(
+        ProductImage.objects.filter(
+            id__in=image_ids, position=0, status=ProductImage.Status.READY
+        ).values_list("product_id", flat=True)
+    )
+    if ready:
+        products_need_embedding.send(sender=Product, product_ids=ready)
+    return outcomes or []
+
+
 # --- Chunks -------------------------------------------------------------------------------
 
 
@@ -730,7 +802,7 @@ ChunkOutcome = Literal["finished", "retry", "busy", "gone"]
 
 def _claim(chunk_id: int, worker: str, *, stale_after: int) -> bool:
     now = timezone.now()
-    return bool(
+    claimable = (
         ImportChunk.objects.filter(id=chunk_id)
         .exclude(state=ImportChunk.State.FINISHED)
         .filter(
@@ -738,8 +810,61 @@ def _claim(chunk_id: int, worker: str, *, stale_after: int) -> bool:
             | Q(claimed_by=worker)
             | Q(heartbeat_at__lt=now - timedelta(seconds=stale_after))
         )
-        .update(claimed_by=worker, heartbeat_at=now)
     )
+    # A new holder is a new attempt; the same task coming back (a retry after a fetch
+    # error) is not.
+    return bool(
+        claimable.exclude(claimed_by=worker).update(
+            claimed_by=worker, heartbeat_at=now, attempts=F("attempts") + 1
+        )
+        or claimable.filter(claimed_by=worker).update(heartbeat_at=now)
+    )
+
+
+def import_chunk_record_crash(*, chunk_id: int, error: BaseException) -> None:
+    """Keep why an attempt crashed and free the chunk, so the next attempt counts and
+    the reason is there if it is the last."""
+    reason = f"{type(error).__name__}: {error}"[:2000]
+    ImportChunk.objects.filter(id=chunk_id).exclude(state=ImportChunk.State.FINISHED).update(
+        error=reason, claimed_by="", updated_at=timezone.now()
+    )
+
+
+def _chunk_give_up(*, chunk: ImportChunk, worker: str, dispatch: bool) -> None:
+    """Fail every row of a chunk that crashed MAX_CHUNK_ATTEMPTS times, saying why."""
+    cause = chunk.error or "its worker stopped (killed, or out of memory) each time"
+    reason = (
+        f"not imported: processing this row's batch of {len(chunk.rows)} rows failed "
+        f"{chunk.attempts - 1} times ({cause})"
+    )
+    errors = [
+        ImportRowError(
+            job_id=chunk.job_id,
+            chunk_id=chunk.id,
+            row=int(raw.get("row") or 0) if isinstance(raw, dict) else 0,
+            sku=str(raw.get("sku") or "")[:300] if isinstance(raw, dict) else "",
+            reason=reason,
+            kind=ImportRowError.Kind.FAILED,
+        )
+        for raw in chunk.rows
+    ]
+    with transaction.atomic():
+        locked = ImportChunk.objects.select_for_update().get(id=chunk.id)
+        if locked.state == ImportChunk.State.FINISHED or locked.claimed_by != worker:
+            return
+        ImportRowError.objects.filter(chunk_id=chunk.id).delete()
+        ImportRowError.objects.bulk_create(errors)
+        locked.failed_rows = len(chunk.rows)
+        locked.done_rows = 0
+        locked.state = ImportChunk.State.FINISHED
+        locked.claimed_by = ""
+        locked.save()
+        _job_refresh_counts(chunk.job_id)
+        remaining = ImportChunk.objects.filter(job_id=chunk.job_id).exclude(
+            state=ImportChunk.State.FINISHED
+        )
+        if dispatch and not remaining.exists():
+            _dispatch_finalize(chunk.job_id)
 
 
 def _heartbeat(chunk_id: int, worker: str) -> bool:
@@ -768,6 +893,19 @@ def import_chunk_process(
         return "gone"
     if not _claim(chunk_id, worker, stale_after=STALE_AFTER_SECONDS):
         return "busy"
+    chunk.refresh_from_db(fields=["attempts", "error"])
+    if chunk.attempts > MAX_CHUNK_ATTEMPTS:
+        _chunk_give_up(chunk=chunk, worker=worker, dispatch=dispatch)
+        return "finished"
+    try:
+        return _chunk_run(chunk=chunk, worker=worker, may_retry=may_retry, dispatch=dispatch)
+    except Exception as exc:
+        import_chunk_record_crash(chunk_id=chunk_id, error=exc)
+        raise
+
+
+def _chunk_run(*, chunk: ImportChunk, worker: str, may_retry: bool, dispatch: bool) -> ChunkOutcome:
+    chunk_id = chunk.id
     rows = [ProductRow.from_json(r) for r in chunk.rows]
     if chunk.state == ImportChunk.State.PENDING:
         with transaction.atomic():
@@ -812,13 +950,24 @@ def import_chunk_process(
 
 def _chunk_finish(*, chunk_id: int, worker: str, rows: list[ProductRow], dispatch: bool) -> None:
     by_sku = {r.sku: r for r in rows}
-    images = ProductImage.objects.filter(product__sku__in=by_sku).values_list(
-        "product__sku", "product_id", "position", "status", "error", "source_url"
+    images = (
+        ProductImage.objects.filter(product__sku__in=by_sku)
+        .order_by("position")
+        .values_list("product__sku", "product_id", "position", "status", "error", "source_url")
     )
     failed_rows: set[int] = set()
     errors: list[ImportRowError] = []
     ready_products: set[int] = set()
     chunk = ImportChunk.objects.select_related("job").get(id=chunk_id)
+    # Products this chunk created (after it was staged) whose main image failed are not
+    # kept: a product with no photo is one shoppers could find only as a blank card.
+    # Products that existed before keep their place (and any photo they had).
+    created_here = set(
+        Product.objects.filter(sku__in=by_sku, created_at__gte=chunk.created_at).values_list(
+            "id", flat=True
+        )
+    )
+    photoless: set[int] = set()
     for sku, product_id, position, status, error, source in images:
         row = by_sku[sku]
         if status == ProductImage.Status.READY and position == 0:
@@ -828,6 +977,10 @@ def _chunk_finish(*, chunk_id: int, worker: str, rows: list[ProductRow], dispatc
         main = position == 0
         if main:
             failed_rows.add(row.row)
+            if product_id in created_here:
+                photoless.add(product_id)
+        if not main and product_id in photoless:
+            continue
         errors.append(
             ImportRowError(
                 job_id=chunk.job_id,
@@ -836,7 +989,13 @@ def _chunk_finish(*, chunk_id: int, worker: str, rows: list[ProductRow], dispatc
                 field="image_link" if main else "additional_image_link",
                 sku=sku,
                 reason=f"{source[:300]}: {error}"
-                + ("" if main else " (the product was imported without this image)"),
+                + (
+                    " (the product was not created)"
+                    if product_id in photoless
+                    else ""
+                    if main
+                    else " (the product was imported without this image)"
+                ),
                 kind=ImportRowError.Kind.FAILED if main else ImportRowError.Kind.WARNING,
             )
         )
@@ -846,6 +1005,7 @@ def _chunk_finish(*, chunk_id: int, worker: str, rows: list[ProductRow], dispatc
             return
         ImportRowError.objects.filter(chunk_id=chunk_id).delete()  # a redo replaces them
         ImportRowError.objects.bulk_create(errors)
+        Product.objects.filter(id__in=photoless).delete()
         locked.failed_rows = len(failed_rows)
         locked.done_rows = len(rows) - len(failed_rows)
         locked.state = ImportChunk.State.FINISHED
@@ -967,11 +1127,38 @@ def import_job_finalize(*, job_id: int) -> None:
             return
         ImportRowError.objects.filter(job=locked, file=ImportRowError.File.LOOKBOOKS).delete()
         ImportRowError.objects.bulk_create(errors)
-        locked.state = ImportJob.State.SUCCEEDED
         locked.finished_at = timezone.now()
         locked.stats = {**locked.stats, "lookbooks": saved}
         locked.save()
     _job_refresh_counts(job_id)
+    _job_end_state_set(job_id)
+
+
+def import_job_end_state(*, done_rows: int, failed_rows: int) -> tuple[str, str]:
+    """The honest end state of a finished job, and the reason when nothing was imported.
+
+    Skipped rows (repeated SKUs) are deliberate and do not make a job partial.
+    """
+    if failed_rows and not done_rows:
+        return ImportJob.State.FAILED, (
+            f"None of the feed's rows could be imported ({failed_rows} failed): "
+            "the error report says why for each."
+        )
+    if failed_rows:
+        return ImportJob.State.PARTLY, ""
+    return ImportJob.State.SUCCEEDED, ""
+
+
+def _job_end_state_set(job_id: int) -> None:
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().get(id=job_id)
+        if job.state != ImportJob.State.RUNNING:
+            return
+        job.state, error = import_job_end_state(
+            done_rows=job.done_rows, failed_rows=job.failed_rows
+        )
+        job.error = job.error or error
+        job.save(update_fields=["state", "error", "updated_at"])
 
 
 # --- Sweeper ------------------------------------------------------------------------------

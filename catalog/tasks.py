@@ -25,15 +25,27 @@ def import_job_parse(*, job_id: int) -> int:
 
 @shared_task(bind=True, max_retries=MAX_IMAGE_RETRIES, acks_late=True, reject_on_worker_lost=True)
 def import_chunk_process(self: Task, *, chunk_id: int) -> str:
-    outcome = services.import_chunk_process(
-        chunk_id=chunk_id,
-        worker=self.request.id,
-        may_retry=self.request.retries < MAX_IMAGE_RETRIES,
-    )
+    try:
+        outcome = services.import_chunk_process(
+            chunk_id=chunk_id,
+            worker=self.request.id,
+            may_retry=self.request.retries < MAX_IMAGE_RETRIES,
+        )
+    except Exception as exc:
+        # The crash is recorded on the chunk (one attempt of MAX_CHUNK_ATTEMPTS); try again
+        # soon rather than wait for the sweeper. Past the last attempt its rows fail.
+        if self.request.retries >= MAX_IMAGE_RETRIES:
+            raise
+        raise self.retry(exc=exc, countdown=2 * 2**self.request.retries) from exc
     if outcome == "retry":
         # 5s, 10s, 20s, 40s: long enough for a CDN hiccup to pass.
         raise self.retry(countdown=5 * 2**self.request.retries)
     return outcome
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def product_images_fetch(*, image_ids: list[int]) -> int:
+    return len(services.product_images_fetch(image_ids=image_ids))
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

@@ -670,6 +670,14 @@ _CLAIM = (
 )
 
 
+def embedding_leases_release() -> int:
+    """Forget every queued-embedding lease, so the next sweep queues those products again;
+    returns how many were released."""
+    deleted, _ = PendingEmbedding.objects.all().delete()
+    connection.close()  # called from a worker signal, outside any task
+    return deleted
+
+
 def _claim(*, model: EmbeddingModel, product_ids: list[int]) -> list[int]:
     """Mark products as queued for `model`; return those not already queued (within lease)."""
     if not product_ids:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready
 from django.db import connection
 
 from embeddings import runtime, selectors, services
@@ -114,6 +114,21 @@ def _encoder_warm_in_background(**kwargs: Any) -> None:
     if _warm_enabled():
         warm = threading.Thread(target=_encoder_keep_warm, name="vitrine-warm", daemon=True)
         warm.start()
+
+
+@worker_ready.connect
+def _queue_leftovers_at_once(**kwargs: Any) -> None:
+    """A worker that starts (after a crash too) frees the queue's leases and sweeps now.
+
+    Products queued before a worker died keep a lease (PendingEmbedding) for 15 minutes
+    and their messages sit unacknowledged in Redis for its visibility timeout: without
+    this they waited ~13 minutes for their vectors after a restart. Freeing a lease that a
+    live worker still serves only queues a duplicate, which finds nothing left to do.
+    """
+    released = services.embedding_leases_release()
+    if released:
+        log.info("released %d queued embedding(s) left by a previous worker", released)
+    embeddings_sweep_task.delay()
 
 
 @worker_init.connect

@@ -1,15 +1,182 @@
-"""Admin for query understanding: the synonym table merchandisers edit, and the
-vocabulary and calibrations search derives from the catalog (read-only)."""
+"""Admin for the brand's-site features (publishable keys, A/B experiments, analytics) and
+for query understanding (the synonym table merchandisers edit; the vocabulary and the
+calibrations search derives from the catalog, read-only)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
-from search.models import SearchCalibration, Synonym, VocabularyTerm
+from search.analytics.admin_views import analytics_dashboard
+from search.experiments import services as experiment_services
+from search.experiments.selectors import experiment_results
+from search.models import (
+    Experiment,
+    PublishableKey,
+    SearchCalibration,
+    Synonym,
+    VocabularyTerm,
+)
+from search.storefront.keys import InvalidOrigin, origin_normalise, publishable_key_create
 from search.understanding import phrase_key
+
+
+class PublishableKeyForm(forms.ModelForm):
+    allowed_origins = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="One origin a line, e.g. https://www.brand.com (scheme, host, port only)",
+    )
+
+    class Meta:
+        model = PublishableKey
+        fields = ["name", "allowed_origins"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["allowed_origins"] = "\n".join(self.instance.allowed_origins)
+
+    def clean_allowed_origins(self) -> list[str]:
+        lines = [line for line in self.cleaned_data["allowed_origins"].split() if line]
+        try:
+            return sorted({origin_normalise(line) for line in lines})
+        except InvalidOrigin as error:
+            raise forms.ValidationError(str(error)) from None
+
+
+@admin.register(PublishableKey)
+class PublishableKeyAdmin(admin.ModelAdmin):
+    form = PublishableKeyForm
+    list_display = ["name", "key", "origins", "created_at", "revoked_at"]
+    readonly_fields = ["key", "created_at", "revoked_at"]
+    change_form_template = "admin/search/publishablekey/change_form.html"
+    actions = ["revoke"]
+
+    @admin.display(description="Allowed origins")
+    def origins(self, obj: PublishableKey) -> str:
+        return ", ".join(obj.allowed_origins)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        key = PublishableKey.objects.filter(pk=object_id).first()
+        if key is not None:
+            script = request.build_absolute_uri(reverse("widget-script"))
+            extra_context = {**(extra_context or {}), "script_url": script, "key": key}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        return {"allowed_origins": ""}
+
+    def save_model(
+        self, request: HttpRequest, obj: PublishableKey, form: Any, change: bool
+    ) -> None:
+        if change:
+            obj.save()
+            return
+        created = publishable_key_create(name=obj.name, allowed_origins=obj.allowed_origins)
+        obj.pk, obj.key, obj.created_at = created.pk, created.key, created.created_at
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[PublishableKey]) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} key(s).")
+
+
+class ExperimentForm(forms.ModelForm):
+    class Meta:
+        model = Experiment
+        fields = [
+            "name", "a_model_key", "a_diversify", "b_model_key", "b_diversify", "b_percent",
+            "minimum_detectable_lift",
+        ]  # fmt: skip
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        arms = {name: value for name, value in data.items() if name != "name"}
+        try:
+            experiment_services.experiment_validate(**arms)
+        except experiment_services.ExperimentError as error:
+            raise forms.ValidationError(str(error)) from None
+        return data
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    form = ExperimentForm
+    list_display = ["name", "status", "arms", "b_percent", "started_at", "results_link"]
+
+    @admin.display(description="A / B")
+    def arms(self, obj: Experiment) -> str:
+        def arm(model_key: str, diversify: bool) -> str:
+            return f"{model_key or 'active'}, diversify {'on' if diversify else 'off'}"
+
+        return f"{arm(obj.a_model_key, obj.a_diversify)} / {arm(obj.b_model_key, obj.b_diversify)}"
+
+    @admin.display(description="Results")
+    def results_link(self, obj: Experiment) -> str:
+        url = reverse("admin:search_experiment_results", args=[obj.pk])
+        return format_html('<a href="{}">Results</a>', url)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A running test is never edited: its arms would change under its sessions.
+        return False if obj is not None else super().has_change_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Experiment, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        started = experiment_services.experiment_start(**data)
+        obj.pk = started.pk
+
+    def response_add(
+        self, request: HttpRequest, obj: Experiment, post_url_continue: Any = None
+    ) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:search_experiment_results", args=[obj.pk]))
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path(
+                "<int:pk>/results/",
+                self.admin_site.admin_view(self.results_view),
+                name="search_experiment_results",
+            ),
+            path(
+                "analytics/",
+                self.admin_site.admin_view(analytics_dashboard),
+                name="search_analytics",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def results_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        experiment = get_object_or_404(Experiment, pk=pk)
+        if request.method == "POST":
+            action = request.POST.get("action")
+            try:
+                if action == "stop":
+                    experiment_services.experiment_stop(experiment=experiment)
+                    self.message_user(request, "Stopped: every shopper gets the usual search.")
+                elif action == "promote":
+                    experiment_services.experiment_promote(experiment=experiment)
+                    self.message_user(request, "Promoted B.")
+            except Exception as error:  # activation refused: say why, where the user looks
+                self.message_user(request, f"Could not {action}: {error}", level=messages.ERROR)
+            return HttpResponseRedirect(request.path)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"A/B test: {experiment.name}",
+            "experiment": experiment,
+            "results": experiment_results(experiment=experiment),
+        }
+        return TemplateResponse(request, "admin/search/experiment_results.html", context)
 
 
 @admin.register(Synonym)

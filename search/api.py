@@ -17,13 +17,14 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import exceptions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
 from catalog.models import Lookbook, Product
 from search import selectors, services
+from search.parsers import BoundedJSONParser
 from search.serializers import (
     CompleteTheLookQuerySerializer,
     CompleteTheLookSerializer,
@@ -385,7 +386,7 @@ class TextSearchApi(APIView):
 
 class ImageSearchApi(APIView):
     search_endpoint = True
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
 
     @extend_schema(
         # Distinct shapes per content type: a file needs multipart, and a generated client

@@ -1,9 +1,11 @@
-"""API keys for server-to-server clients, and shoppers' query photos kept for a short while."""
+"""API keys (secret and publishable), shoppers' query photos kept for a short while, shopper
+events and A/B experiments."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
@@ -159,3 +161,152 @@ class SearchCalibration(models.Model):
 
     def __str__(self) -> str:
         return f"Search calibration of {self.model_id} ({self.catalog_stamp})"
+
+
+class PublishableKey(models.Model):
+    """A key for the brand's web pages: it is public by design (it sits in the page's HTML),
+    so it can only call the read-only search endpoints and send shopper events, and only
+    from the browser origins it lists (`search.storefront`). Distinct from `ApiKey`, whose
+    secret must never reach a browser: the two are told apart by the `pk_` prefix.
+    """
+
+    name = models.CharField(max_length=200, help_text="Which site uses it, e.g. 'brand.com'")
+    key = models.CharField(max_length=64, unique=True, editable=False)
+    allowed_origins = ArrayField(
+        models.CharField(max_length=255),
+        help_text="Exact origins, e.g. https://www.brand.com (scheme, host and port)",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key[:11]}…)"
+
+    @property
+    def is_usable(self) -> bool:
+        return self.revoked_at is None
+
+
+class Event(models.Model):
+    """One shopper event (search, product view, impression, click, add to cart, purchase).
+
+    The table is partitioned by month of `received_at` (created by SQL in the migration,
+    hence unmanaged); whole months are dropped past VITRINE_EVENT_RETENTION_MONTHS
+    (`search.events.services.event_partitions_maintain`). No personal data: the session is a
+    random id the browser made, no address or user agent is stored. `model_key` and
+    `experiment`/`arm` say which model version and A/B arm produced what the shopper saw.
+    """
+
+    class Type(models.TextChoices):
+        SEARCH = "search", "Search"
+        VIEW = "view", "Product page view"
+        IMPRESSION = "impression", "Impression"
+        CLICK = "click", "Click"
+        ADD_TO_CART = "add_to_cart", "Add to cart"
+        PURCHASE = "purchase", "Purchase"
+
+    class Surface(models.TextChoices):
+        TEXT_SEARCH = "text_search", "Text search"
+        PHOTO_SEARCH = "photo_search", "Photo search"
+        SIMILAR = "similar", "Similar items"
+        COMPLETE_THE_LOOK = "complete_the_look", "Complete the look"
+        OFTEN_BOUGHT_TOGETHER = "often_bought_together", "Often bought together"
+        POSTS = "posts", "Shoppable posts"
+        PRODUCT_PAGE = "product_page", "Product page"
+        CHECKOUT = "checkout", "Checkout"
+
+    id = models.BigAutoField(primary_key=True)  # the table's key is (id, received_at)
+    received_at = models.DateTimeField()
+    type = models.CharField(max_length=16, choices=Type.choices)
+    surface = models.CharField(max_length=24, choices=Surface.choices)
+    session_id = models.CharField(max_length=64)
+    sku = models.CharField(max_length=255, blank=True)
+    query = models.CharField(max_length=200, blank=True)
+    results_count = models.IntegerField(null=True)
+    position = models.SmallIntegerField(null=True)
+    model_key = models.CharField(max_length=64, blank=True)
+    experiment_id = models.IntegerField(null=True)
+    arm = models.CharField(max_length=1, blank=True)
+    source = models.CharField(max_length=32, help_text="The key that sent it (pk_… or prefix)")
+
+    class Meta:
+        managed = False
+        db_table = "search_event"
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.surface} {self.sku or self.query}"
+
+
+class Experiment(models.Model):
+    """An A/B test: shoppers' sessions are split by hash between arm A (control) and arm B.
+
+    An arm is a model version (`model_key`) and ranking settings (`diversify`); empty
+    `model_key` means the active version. At most one experiment runs at a time.
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+        PROMOTED = "promoted", "Promoted (B won)"
+
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    a_model_key = models.CharField("A: model version", max_length=64, blank=True)
+    a_diversify = models.BooleanField("A: diversify results", default=True)
+    b_model_key = models.CharField("B: model version", max_length=64, blank=True)
+    b_diversify = models.BooleanField("B: diversify results", default=True)
+    b_percent = models.PositiveSmallIntegerField(
+        "share of sessions in B (%)", default=50, help_text="1 to 99"
+    )
+    minimum_detectable_lift = models.FloatField(
+        default=0.1, help_text="Relative CTR lift the test should detect, e.g. 0.1 for +10%"
+    )
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"],
+                condition=models.Q(status="running"),
+                name="search_one_running_experiment",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(b_percent__gte=1, b_percent__lte=99),
+                name="search_experiment_b_percent_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+
+class CoEngagement(models.Model):
+    """Two products engaged with in the same shopper sessions ("often bought together"),
+    one row per direction, recomputed from the events by `search.events.coengagement`.
+
+    `weight` sums, over the sessions that had both, the weaker of the two engagements
+    (view or click 1, add to cart 3, purchase 5): two products bought together outweigh two
+    merely looked at.
+    """
+
+    product = models.ForeignKey(
+        "catalog.Product", on_delete=models.CASCADE, related_name="coengaged"
+    )
+    partner = models.ForeignKey("catalog.Product", on_delete=models.CASCADE, related_name="+")
+    weight = models.FloatField()
+    sessions = models.PositiveIntegerField()
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product", "partner"], name="search_coengagement_pair")
+        ]
+        indexes = [models.Index(fields=["product", "-weight"], name="search_coeng_product_w")]
+
+    def __str__(self) -> str:
+        return f"{self.product_id} ~ {self.partner_id} ({self.weight:g})"

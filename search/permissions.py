@@ -3,6 +3,8 @@
 - Reading (GET, and the search endpoints whatever their method): any valid API key, a
   staff session, or anyone when VITRINE_ANONYMOUS_SEARCH is on and the view is a search.
 - Writing: a read-write API key or a staff session.
+- Publishable keys (the brand's web pages, `search.storefront`): the search endpoints and
+  the events endpoint only, never a product, lookbook or import, even to read.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from django.conf import settings
 from rest_framework import permissions
 from rest_framework.request import Request
 
-from search.models import ApiKey
+from search.models import ApiKey, PublishableKey
+from search.storefront.auth import publishable_key_may_call
+
+PUBLISHABLE_REFUSED = (
+    "A publishable key may only call the search endpoints and send events; "
+    "use a secret API key from the brand's server for anything else."
+)
 
 
 def _is_staff(request: Request) -> bool:
@@ -33,6 +41,9 @@ class HasApiAccess(permissions.BasePermission):
         reads = request.method in permissions.SAFE_METHODS or getattr(
             view, "search_endpoint", False
         )
+        if isinstance(request.auth, PublishableKey):
+            self.message = PUBLISHABLE_REFUSED
+            return publishable_key_may_call(view)
         if isinstance(request.auth, ApiKey):
             return reads or request.auth.can_write
         if _is_staff(request):

@@ -25,6 +25,7 @@ from django.db.models import QuerySet
 from PIL import Image, ImageOps
 
 from catalog.models import Lookbook, Product
+from search.experiments.context import arm_diversify, arm_model
 from search.models import QueryPhoto
 
 #: The contract's vector table (`embeddings.models.ProductEmbedding`).
@@ -161,9 +162,10 @@ def query_photo_read(*, photo_id: str) -> bytes | None:
 
 # --- Vector search --------------------------------------------------------------------------
 def _active_model() -> Any | None:
+    """The version that answers: the A/B arm's when an experiment applies, else the active."""
     from embeddings.selectors import embedding_model_active
 
-    return embedding_model_active()
+    return arm_model() or embedding_model_active()
 
 
 def _encode_image(data: bytes, *, model: Any) -> np.ndarray:
@@ -505,6 +507,7 @@ def search_by_image(
     """
     from search import ranking
 
+    diversify = arm_diversify(default=diversify)
     model = _require_model()
     offset, limit = _window(offset=offset, limit=limit)
     if crop is not None:
@@ -599,6 +602,7 @@ def search_by_text(
     """
     from search import ranking
 
+    diversify = arm_diversify(default=diversify)
     offset, limit = _window(offset=offset, limit=limit)
     window = offset + limit
     model = _active_model()

@@ -116,8 +116,15 @@ def query_photo_store(*, data: bytes) -> QueryPhoto:
         created_at=now,
     )
     photo.image.save(f"{photo_id[:2]}/{photo_id}", ContentFile(data), save=False)
-    photo.save(force_insert=True)
-    return photo
+    # Two shoppers may upload the same photo at the same moment: both get past the update
+    # above, and a plain INSERT made the second one a 500. The first row wins; the loser's
+    # copy of the file (storage gave it another name) is removed.
+    QueryPhoto.objects.bulk_create([photo], ignore_conflicts=True)
+    stored = QueryPhoto.objects.get(pk=photo_id)
+    written = photo.image.name
+    if written and stored.image.name != written:
+        photo.image.storage.delete(written)
+    return stored
 
 
 def query_photos_purge(*, now: datetime | None = None) -> int:

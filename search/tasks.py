@@ -5,6 +5,8 @@ from __future__ import annotations
 from celery import shared_task
 
 from search import services
+from search.events import coengagement
+from search.events import services as event_services
 
 
 @shared_task(acks_late=True)
@@ -33,3 +35,16 @@ def search_calibration_refresh() -> str:
         return "up to date"
     calibration = search_calibration_fit(model=model)
     return f"fitted {calibration.pk}"
+
+
+@shared_task(acks_late=True)
+def event_partitions_maintain() -> dict[str, list[str]]:
+    """Create the next months' event partitions, drop expired ones; idempotent."""
+    changes = event_services.event_partitions_maintain()
+    return {"created": changes.created, "dropped": changes.dropped}
+
+
+@shared_task(acks_late=True)
+def coengagement_refresh() -> int:
+    """Recompute the "often bought together" pairs from recent sessions; idempotent."""
+    return coengagement.coengagement_refresh()

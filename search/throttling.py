@@ -1,4 +1,5 @@
-"""Request rates: per API key (a key's own `rate` wins), per staff user, per anonymous IP."""
+"""Request rates: per API key (a key's own `rate` wins), per staff user, per anonymous IP,
+per (publishable key, shopper address)."""
 
 from __future__ import annotations
 
@@ -13,28 +14,12 @@ from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
-from search.models import ApiKey
+from search.limits import SLIDING_WINDOW_SCRIPT, client_address
+from search.models import ApiKey, PublishableKey
+
+__all__ = ["SLIDING_WINDOW_SCRIPT", "ApiClientRateThrottle"]
 
 logger = logging.getLogger(__name__)
-
-# One atomic step in Redis: forget calls older than the window, and record this one if
-# fewer than the limit remain. Returns -1 when allowed, else the milliseconds until the
-# oldest call leaves the window. The server's clock, so web hosts whose clocks drift apart
-# agree. (DRF's own throttle reads the history, then writes it back: two concurrent calls
-# can both see room for one.)
-SLIDING_WINDOW_SCRIPT = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local window = tonumber(ARGV[1]) * 1000000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
-  return -1
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.ceil((tonumber(oldest[2]) + window - now) / 1000)
-"""
 
 
 class ApiClientRateThrottle(SimpleRateThrottle):
@@ -57,7 +42,10 @@ class ApiClientRateThrottle(SimpleRateThrottle):
 
     def allow_request(self, request: Request, view: Any) -> bool:
         auth = request.auth
-        if isinstance(auth, ApiKey):
+        if isinstance(auth, PublishableKey):
+            self.scope = "publishable"
+            self.rate = self.get_rate()
+        elif isinstance(auth, ApiKey):
             self.scope = "api_key"
             self.rate = auth.rate or self.get_rate()
         elif request.user and request.user.is_authenticated:
@@ -105,10 +93,18 @@ class ApiClientRateThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         auth = request.auth
-        if isinstance(auth, ApiKey):
+        if isinstance(auth, PublishableKey):
+            # The key is public, so a per-key bucket would let one visitor use up the whole
+            # site's searches: each shopper's address gets its own.
+            ident = f"{auth.pk}:{self.get_ident(request)}"
+        elif isinstance(auth, ApiKey):
             ident = auth.prefix
         elif request.user and request.user.is_authenticated:
             ident = str(request.user.pk)
         else:
             ident = self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+    def get_ident(self, request: Request) -> str:
+        # Not DRF's: without NUM_PROXIES it takes X-Forwarded-For from anyone.
+        return client_address(request)

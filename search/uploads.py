@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from PIL import Image, UnidentifiedImageError
 
+from catalog.ingest.imaging import MAX_ASPECT_RATIO, image_shape_problem
+
 #: Pillow format name -> MIME type of the formats a query photo may have.
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
@@ -21,7 +23,7 @@ ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp
 class ImageRejected(Exception):
     """The photo cannot be searched with; `reason` says why in words a shopper reads,
     `code` is stable for clients (too_large, unsupported_format, too_many_pixels,
-    decompression_bomb, unreadable)."""
+    bad_aspect_ratio, decompression_bomb, unreadable)."""
 
     def __init__(self, reason: str, *, code: str = "unreadable") -> None:
         super().__init__(reason)
@@ -44,10 +46,10 @@ def _limits() -> tuple[int, int]:
 def image_too_large(size: int) -> ImageRejected:
     """The rejection for a photo of `size` bytes, over VITRINE_QUERY_IMAGE_MAX_BYTES."""
     limit = settings.VITRINE_QUERY_IMAGE_MAX_BYTES
-    return ImageRejected(
-        f"The photo is {size / 1_048_576:.1f} MB; the limit is {limit / 1_048_576:.1f} MB.",
-        code="too_large",
-    )
+    shown, cap = f"{size / 1_048_576:.1f} MB", f"{limit / 1_048_576:.1f} MB"
+    if shown == cap:  # just over: "10.0 MB; the limit is 10.0 MB" says nothing
+        shown, cap = f"{size:,} bytes", f"{limit:,} bytes ({cap})"
+    return ImageRejected(f"The photo is {shown}; the limit is {cap}.", code="too_large")
 
 
 def fetch_query_image(*, url: str) -> bytes:
@@ -69,7 +71,11 @@ def fetch_query_image(*, url: str) -> bytes:
         with SafeFetcher(policy) as fetcher:
             return fetcher.fetch(url, accept="image/*").content
     except ResponseTooLargeError:
-        raise image_too_large(settings.VITRINE_QUERY_IMAGE_MAX_BYTES + 1) from None
+        limit = settings.VITRINE_QUERY_IMAGE_MAX_BYTES
+        raise ImageRejected(
+            f"The image at that URL is larger than the {limit / 1_048_576:.1f} MB limit.",
+            code="too_large",
+        ) from None
     except FetchError as error:
         raise ImageRejected(
             f"Could not fetch the image URL: {error.reason}", code="fetch_failed"
@@ -102,6 +108,13 @@ def inspect_query_image(data: bytes) -> ImageInfo:
                     f"The photo is {width}x{height} pixels; the limit is "
                     f"{max_pixels / 1e6:.0f} megapixels.",
                     code="too_many_pixels",
+                )
+            if image_shape_problem(width=width, height=height, max_pixels=max_pixels):
+                raise ImageRejected(
+                    f"The photo is {width}x{height} pixels: one side is more than "
+                    f"{MAX_ASPECT_RATIO} times the other, which is not a photo we can "
+                    "search with.",
+                    code="bad_aspect_ratio",
                 )
             # Decode fully: a truncated or corrupt file fails here rather than in the encoder.
             # JPEGs decode at 1/8 scale (DCT scaling): every byte is still read and checked,

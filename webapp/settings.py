@@ -9,6 +9,7 @@ cache takes another database of the broker's Redis.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -72,6 +73,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
+    "webapp.replicas.ReplicaReadsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -79,6 +81,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # A/B tests: the widget's session picks the model version and ranking of its arm.
+    "search.experiments.context.ExperimentArmMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -115,6 +119,37 @@ except ValueError as error:
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point to PostgreSQL (postgres://...).")
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Streaming replicas of that database (comma-separated URLs): the storefront's read-only
+# requests are served from them, everything else from the primary (webapp/replicas.py).
+DATABASE_REPLICAS: list[str] = []
+for _number, _replica_url in enumerate(env_list("DATABASE_REPLICA_URLS", []), start=1):
+    try:
+        _replica = dj_database_url.parse(_replica_url, conn_max_age=60)
+    except ValueError as error:
+        raise ImproperlyConfigured(
+            f"DATABASE_REPLICA_URLS entry {_number} is not a valid database URL: {error}"
+        ) from None
+    if _replica["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URLS must point to PostgreSQL servers.")
+    # Under tests a replica alias is the test database itself (Django's test mirror).
+    DATABASES[f"replica{_number}"] = {
+        **_replica,
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"MIRROR": "default"},
+    }
+    DATABASE_REPLICAS.append(f"replica{_number}")
+DATABASE_ROUTERS = ["webapp.replicas.ReplicaRouter"]
+# GET/HEAD requests under these paths read from a replica (when any is configured); the
+# shopper's own just-uploaded photo is read back from the primary.
+VITRINE_REPLICA_READ_PATHS = (
+    "/search/",
+    "/products/",
+    "/lookbooks/",
+    "/api/v1/search/",
+    "/api/v1/products",
+    "/api/v1/lookbooks",
+)
+VITRINE_REPLICA_EXCLUDED_PATHS = ("/search/photos/",)
 
 CELERY_BROKER_URL = env_optional("CELERY_BROKER_URL") or _running_stack.get("CELERY_BROKER_URL")
 if not CELERY_BROKER_URL:
@@ -145,6 +180,16 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "run" / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # search: delete shoppers' query photos once past VITRINE_QUERY_PHOTO_RETENTION_HOURS.
     "search-query-photos-purge": {"task": "search.tasks.query_photos_purge", "schedule": 900.0},
+    # search: create the coming months' event partitions, drop those past retention.
+    # search: recompute "often bought together" pairs from the shoppers' sessions.
+    "search-coengagement-refresh": {
+        "task": "search.tasks.coengagement_refresh",
+        "schedule": 3600.0,
+    },
+    "search-event-partitions": {
+        "task": "search.tasks.event_partitions_maintain",
+        "schedule": 6 * 3600.0,
+    },
     # embeddings (owner: embedding engine): queue products missing current vectors for the
     # maintained (active, ready, building) model versions; on a fresh install, register the
     # bundled default model.
@@ -232,19 +277,45 @@ AUTH_PASSWORD_VALIDATORS = [
 # <key>`, see `manage.py api_keys`), staff with a session; anonymous shoppers may search
 # (read only) when VITRINE_ANONYMOUS_SEARCH is on, so public pages can call the API.
 VITRINE_ANONYMOUS_SEARCH = env_bool("VITRINE_ANONYMOUS_SEARCH", default=False)
+# Addresses or networks of the reverse proxies in front of the web server: only requests
+# from them have their X-Forwarded-For read (search.limits.client_address).
+VITRINE_TRUSTED_PROXIES = env_list("VITRINE_TRUSTED_PROXIES", [])
+# Shows /healthz's details to a caller sending "Authorization: Bearer <token>" (staff and
+# clients on this machine see them anyway).
+VITRINE_HEALTH_TOKEN = env_str("VITRINE_HEALTH_TOKEN", "")
+for _proxy in VITRINE_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"VITRINE_TRUSTED_PROXIES: {_proxy!r} is not an IP address or network"
+        ) from None
+# Per client, on the shopper pages: photo uploads, and result / similar-item pages.
+VITRINE_PAGE_PHOTO_RATE = env_str("VITRINE_PAGE_PHOTO_RATE", "30/min")
+VITRINE_PAGE_SEARCH_RATE = env_str("VITRINE_PAGE_SEARCH_RATE", "240/min")
+# Threads of one web process that may encode a shopper's photo at once (one per client).
+VITRINE_PHOTO_ENCODE_CONCURRENCY = env_int("VITRINE_PHOTO_ENCODE_CONCURRENCY", 2, minimum=1)
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "search.auth.ApiKeyAuthentication",
+        "search.storefront.auth.PublishableKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["search.permissions.HasApiAccess"],
     "DEFAULT_THROTTLE_CLASSES": ["search.throttling.ApiClientRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": [
+        "search.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_THROTTLE_RATES": {
         # Per API key (a key's own `rate` overrides it), per staff user, per anonymous IP.
         "api_key": env_str("VITRINE_API_KEY_RATE", "6000/min"),
         "user": env_str("VITRINE_API_USER_RATE", "600/min"),
         "anon": env_str("VITRINE_API_ANON_RATE", "60/min"),
+        # Per shopper address and publishable key (the brand's web pages, search widgets).
+        "publishable": env_str("VITRINE_PUBLISHABLE_KEY_RATE", "300/min"),
     },
     "EXCEPTION_HANDLER": "search.api.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -264,6 +335,8 @@ SPECTACULAR_SETTINGS = {
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
 CORS_URLS_REGEX = r"^/api/.*$"
 CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-csrftoken")
+# The widgets back off on a 429 (search/events): their scripts must be able to read it.
+CORS_EXPOSE_HEADERS = ["Retry-After"]
 # Search quality and cost knobs (see search/selectors.py for what each one trades).
 VITRINE_HNSW_EF_SEARCH = env_int("VITRINE_HNSW_EF_SEARCH", 100, minimum=1)
 
@@ -283,6 +356,14 @@ VITRINE_QUERY_IMAGE_MAX_BYTES = env_int(
 )
 VITRINE_QUERY_IMAGE_MAX_PIXELS = env_int("VITRINE_QUERY_IMAGE_MAX_PIXELS", 40_000_000, minimum=1)
 VITRINE_QUERY_PHOTO_RETENTION_HOURS = env_int("VITRINE_QUERY_PHOTO_RETENTION_HOURS", 24, minimum=0)
+# Shopper events (search/events): deployment-wide admission per second (beyond it: 429 with
+# Retry-After) and whole months of events kept.
+VITRINE_EVENTS_MAX_PER_SECOND = env_int("VITRINE_EVENTS_MAX_PER_SECOND", 4000, minimum=500)
+VITRINE_EVENT_RETENTION_MONTHS = env_int("VITRINE_EVENT_RETENTION_MONTHS", 13, minimum=1)
+# "Often bought together": the days of events it is computed from, and the fewest sessions
+# a pair needs (one shopper's whim is not a pattern).
+VITRINE_COENGAGEMENT_DAYS = env_int("VITRINE_COENGAGEMENT_DAYS", 90, minimum=1)
+VITRINE_COENGAGEMENT_MIN_SESSIONS = env_int("VITRINE_COENGAGEMENT_MIN_SESSIONS", 2, minimum=1)
 # --- end API ------------------------------------------------------------------------------
 
 # --- Vitrine ------------------------------------------------------------------------------

@@ -15,14 +15,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
+import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -140,45 +144,103 @@ def services(data_dir: Path) -> Iterator[dict[str, str]]:
             _say("embedded services stopped")
 
 
+#: Seconds before restarting a crashed child: 1, 2, 4 ... up to this. A child that ran
+#: longer than HEALTHY_SECONDS before it crashed starts again from 1.
+RESTART_BACKOFF_MAX_SECONDS = 30.0
+HEALTHY_SECONDS = 60.0
+
+
+@dataclass
+class _Child:
+    name: str
+    command: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    crashes: int = 0
+    restart_at: float | None = None
+
+
 class _Supervisor:
-    """Starts child processes in their own sessions and stops them in reverse order."""
+    """Starts child processes in their own sessions, restarts those that crash (with
+    back-off), and stops them in reverse order.
+
+    Each child leads its own process group, so stopping or burying one takes its whole
+    group: the worker's embedded beat and pool processes go with the worker, instead of
+    beat sending tasks on its own after the worker's main process died.
+    """
 
     def __init__(self, environment: dict[str, str]) -> None:
         self.environment = {**os.environ, **environment}
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.children: list[_Child] = []
 
-    def start(self, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            list(command),
+    def _spawn(self, child: _Child) -> None:
+        child.process = subprocess.Popen(
+            child.command,
             cwd=BASE_DIR,
             env=self.environment,
             start_new_session=True,  # we forward Ctrl-C ourselves, in order
             preexec_fn=_die_with_parent,
         )
-        self.children.append((name, process))
-        return process
+        child.started_at = time.monotonic()
+        child.restart_at = None
+
+    def start(self, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
+        child = _Child(name=name, command=list(command))
+        self._spawn(child)
+        self.children.append(child)
+        assert child.process is not None
+        return child.process
 
     def run_to_completion(self, command: Sequence[str]) -> int:
         return subprocess.call(list(command), cwd=BASE_DIR, env=self.environment)
 
-    def first_exited(self) -> tuple[str, int] | None:
-        for name, process in self.children:
-            code = process.poll()
-            if code is not None:
-                return name, code
-        return None
+    def supervise_once(self) -> None:
+        """Restart children that exited, each after its back-off delay."""
+        now = time.monotonic()
+        for child in self.children:
+            process = child.process
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    _say(f"restarting {child.name}")
+                    self._spawn(child)
+                continue
+            if process is None or (code := process.poll()) is None:
+                continue
+            _bury_group(process.pid)
+            if now - child.started_at > HEALTHY_SECONDS:
+                child.crashes = 0
+            child.crashes += 1
+            delay = min(RESTART_BACKOFF_MAX_SECONDS, 2.0 ** (child.crashes - 1))
+            child.restart_at = now + delay
+            _say(f"{child.name} exited with status {code}; restarting it in {delay:g}s")
 
     def stop_all(self) -> None:
-        for name, process in reversed(self.children):
+        for child in reversed(self.children):
+            process = child.process
+            if process is None:
+                continue
             if process.poll() is None:
-                _say(f"stopping {name}")
+                _say(f"stopping {child.name}")
                 process.send_signal(signal.SIGTERM)
                 try:
                     process.wait(SHUTDOWN_GRACE_SECONDS)
                 except subprocess.TimeoutExpired:
-                    _say(f"{name} did not stop in {SHUTDOWN_GRACE_SECONDS}s; killing it")
+                    _say(f"{child.name} did not stop in {SHUTDOWN_GRACE_SECONDS}s; killing it")
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
+            _bury_group(process.pid)
+
+
+def _bury_group(pgid: int) -> None:
+    """Stop whatever is left of a child's process group (its children outlive a killed
+    leader: Celery's beat and pool processes, gunicorn's workers)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            os.killpg(pgid, 0)  # raises ProcessLookupError once the group is empty
+            time.sleep(0.1)
+        os.killpg(pgid, signal.SIGKILL)
 
 
 class _Interrupted(Exception):
@@ -189,57 +251,143 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise _Interrupted
 
 
+class StackAlreadyRunning(SystemExit):
+    pass
+
+
+@contextlib.contextmanager
+def stack_lock(data_dir: Path, *, url: str) -> Iterator[None]:
+    """Hold the data directory for this stack; refuse at once if another stack holds it.
+
+    A second stack on the same folder used to start, fail to bind, then delete the first
+    one's Redis socket and services file on its way out. The lock is the kernel's
+    (``flock``): it goes with the process, so a crashed stack never leaves it behind.
+    """
+    run_dir = data_dir / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "stack.lock"
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        try:
+            holder = json.loads(handle.read() or "{}")
+        except ValueError:
+            holder = {}
+        handle.close()
+        raise StackAlreadyRunning(
+            f"[vitrine] Vitrine is already running in {data_dir} (pid {holder.get('pid', '?')}, "
+            f"{holder.get('url', 'URL unknown')}). Stop it first (Ctrl-C in its terminal), "
+            "or run this one on another VITRINE_DATA_DIR."
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "url": url}))
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Why the web server could not listen on host:port, checked before anything starts."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return (
+                f"cannot listen on {host}:{port} ({error.strerror}): another program uses it. "
+                "Choose another port: python -m webapp.stack run --port 8001 (make run PORT=8001)"
+            )
+    return None
+
+
+def _wait_until_listening(host: str, port: int, web: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and web.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def run(host: str, port: int, web_workers: int, worker_concurrency: int) -> int:
-    """Bring up the whole stack and block until Ctrl-C or a child dies."""
+    """Bring up the whole stack and block until Ctrl-C, restarting children that crash."""
     data_dir = _data_dir()
+    url = f"http://{host}:{port}/"
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)
     python = sys.executable
     try:
-        with services(data_dir) as environment:
-            supervisor = _Supervisor(environment)
-            try:
-                manage = [python, "manage.py"]
-                if supervisor.run_to_completion([*manage, "migrate", "--noinput"]) != 0:
-                    _say("migrations failed; see above")
-                    return 1
-                supervisor.run_to_completion([*manage, "collectstatic", "--noinput", "-v0"])
-                supervisor.start(
-                    "worker",
-                    [
-                        python, "-m", "celery", "-A", "webapp", "worker", "--beat",
-                        "-Q", "default,ingest,embeddings", "-c", str(worker_concurrency),
-                        "--loglevel", "INFO", "-n", "vitrine@%h",
-                    ],
-                )  # fmt: skip
-                # Each web worker encodes one shopper query at a time: one torch thread each is
-                # fastest (measured: 2 threads per process on 2 cores ran 2-3x slower).
-                supervisor.environment.setdefault("VITRINE_TORCH_THREADS", "1")
-                supervisor.start(
-                    "web server",
-                    [
-                        python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{host}:{port}",
-                        "--workers", str(web_workers), "--threads", "4", "--timeout", "120",
-                        "--access-logfile", "-",
-                    ],
-                )  # fmt: skip
-                _say(f"Vitrine is running at http://{host}:{port}/ (Ctrl-C stops everything)")
-                while (exited := supervisor.first_exited()) is None:
-                    time.sleep(0.5)
-                _say(f"{exited[0]} exited with status {exited[1]}; shutting down")
+        with stack_lock(data_dir, url=url):
+            if problem := _port_problem(host, port):
+                _say(problem)
                 return 1
-            except _Interrupted:
-                _say("shutting down")
-                return 0
-            finally:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cut the clean stop short
-                supervisor.stop_all()
+            with services(data_dir) as environment:
+                return _run_children(
+                    environment, python=python, host=host, port=port, url=url,
+                    web_workers=web_workers, worker_concurrency=worker_concurrency,
+                )  # fmt: skip
     except _Interrupted:
         return 130
     except embedded.EmbeddedServiceError as error:
         _say(str(error))
         return 1
+
+
+def _run_children(
+    environment: dict[str, str],
+    *,
+    python: str,
+    host: str,
+    port: int,
+    url: str,
+    web_workers: int,
+    worker_concurrency: int,
+) -> int:
+    supervisor = _Supervisor(environment)
+    try:
+        manage = [python, "manage.py"]
+        if supervisor.run_to_completion([*manage, "migrate", "--noinput"]) != 0:
+            _say("migrations failed; see above")
+            return 1
+        supervisor.run_to_completion([*manage, "collectstatic", "--noinput", "-v0"])
+        supervisor.start(
+            "worker",
+            [
+                python, "-m", "celery", "-A", "webapp", "worker", "--beat",
+                "-Q", "default,ingest,embeddings", "-c", str(worker_concurrency),
+                "--loglevel", "INFO", "-n", "vitrine@%h",
+            ],
+        )  # fmt: skip
+        # Each web worker encodes one shopper query at a time: one torch thread each is
+        # fastest (measured: 2 threads per process on 2 cores ran 2-3x slower).
+        supervisor.environment.setdefault("VITRINE_TORCH_THREADS", "1")
+        web = supervisor.start(
+            "web server",
+            [
+                python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{host}:{port}",
+                "--workers", str(web_workers), "--threads", "4", "--timeout", "120",
+                "--access-logfile", "-",
+            ],
+        )  # fmt: skip
+        if _wait_until_listening(host, port, web):
+            _say(f"Vitrine is running at {url} (Ctrl-C stops everything)")
+        else:
+            _say(f"the web server did not start listening on {host}:{port}; see above")
+        while True:
+            supervisor.supervise_once()
+            time.sleep(0.5)
+    except _Interrupted:
+        _say("shutting down")
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cut the clean stop short
+        supervisor.stop_all()
 
 
 def exec_command(command: Sequence[str], throwaway: bool) -> int:
@@ -249,10 +397,27 @@ def exec_command(command: Sequence[str], throwaway: bool) -> int:
         os.environ["VITRINE_DATA_DIR"] = str(data_dir)
     else:
         data_dir = _data_dir()
+    # A stack running on the same folder owns its services: a second set would break it.
+    lock = (
+        contextlib.nullcontext()
+        if throwaway
+        else stack_lock(data_dir, url=f"exec of {' '.join(command)[:100]}")
+    )
+    # SIGTERM (a CI timeout, `kill`) must stop the services too, not orphan them.
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        with services(data_dir) as environment:
-            completed = subprocess.run(list(command), env={**os.environ, **environment})
-            return completed.returncode
+        with lock, services(data_dir) as environment:
+            child = subprocess.Popen(list(command), env={**os.environ, **environment})
+            try:
+                return child.wait()
+            except _Interrupted:
+                child.terminate()
+                try:
+                    child.wait(SHUTDOWN_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                return 128 + signal.SIGTERM
     finally:
         if throwaway:
             embedded.clear_directory(data_dir)
@@ -263,7 +428,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run the whole stack")
     run_parser.add_argument("--host", default=os.environ.get("VITRINE_HOST", "127.0.0.1"))
-    run_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    run_parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", "8000")),
+        help="port of the web server (default: $PORT or 8000); make run PORT=8001",
+    )
     run_parser.add_argument("--web-workers", type=int, default=2)
     run_parser.add_argument("--worker-concurrency", type=int, default=2)
     exec_parser = commands.add_parser("exec", help="run a command inside the environment")

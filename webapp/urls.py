@@ -2,22 +2,36 @@
 
 from django.conf import settings
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from search.api import api_not_found
+from search.storefront import urls as storefront_urls
 from webapp.health import healthz
+
+
+def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
+    """Browsers ask for /favicon.ico whatever the page links to."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))
+
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("catalog.urls")),
     path("api/v1/", include("search.api_urls")),
+    path("api/v1/", include(storefront_urls.api_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # Clients of the API get its JSON error body, not an HTML page, for an unknown URL.
-    re_path(r"^api/(?P<path>.*)$", api_not_found),
+    # Exempt: a POST to an unknown API URL must get the JSON 404, not the CSRF HTML page.
+    re_path(r"^api/(?P<path>.*)$", csrf_exempt(api_not_found)),
+    path("favicon.ico", favicon),
+    path("", include(storefront_urls.urlpatterns)),
     path("", include("search.urls")),
 ]
 

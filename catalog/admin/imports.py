@@ -14,6 +14,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
@@ -27,7 +28,7 @@ from catalog.models import ImportJob, ImportRowError
 ERRORS_PER_PAGE = 50
 #: htmx polls a running job's progress this often (the change page and the list).
 POLL_SECONDS = 1
-FINAL_STATES = (ImportJob.State.SUCCEEDED, ImportJob.State.FAILED)
+FINAL_STATES = ImportJob.FINAL_STATES
 
 
 class ImportUploadForm(forms.Form):
@@ -121,12 +122,20 @@ class ImportJobAdmin(admin.ModelAdmin):
     )  # fmt: skip
     list_filter = ("state", "source_format")
     search_fields = ("source",)
-    fields = (
-        "source", "source_format", "state", "total_rows", "done_rows", "failed_rows",
-        "skipped_rows", "error", "stats", "options", "created_by", "created_at", "started_at",
-        "finished_at",
-    )  # fmt: skip
+    # State, counts, error and times live in the progress panel alone, which updates
+    # itself while the job runs: fields below it showed the numbers of the page load.
+    fields = ("source", "source_format", "options", "created_by", "created_at")
     readonly_fields = fields
+    actions = ["import_again"]
+
+    @admin.action(description="Import again (fetches failed images again)", permissions=["add"])
+    def import_again(self, request: HttpRequest, queryset: QuerySet[ImportJob]) -> None:
+        for job in queryset:
+            again = services.import_job_repeat(job_id=job.pk, created_by_id=request.user.pk)
+            self.message_user(
+                request, f"Import #{job.pk} is queued again as #{again.pk}.", messages.INFO
+            )
+
     change_form_template = "admin/catalog/importjob/change_form.html"
     add_form_template = "admin/catalog/importjob/upload.html"
 
@@ -267,7 +276,11 @@ class ImportJobAdmin(admin.ModelAdmin):
     def row_errors_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """One page of the job's failed, skipped and warned rows (an htmx fragment)."""
         job = self._viewable_job(request, object_id)
-        context = {"job": job, "errors_page": self._errors_page(request, job)}
+        context = {
+            "job": job,
+            "final": job.state in FINAL_STATES,
+            "errors_page": self._errors_page(request, job),
+        }
         return TemplateResponse(request, "admin/catalog/importjob/_row_errors.html", context)
 
     def errors_csv_view(self, request: HttpRequest, object_id: int) -> StreamingHttpResponse:

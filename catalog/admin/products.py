@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.urls import URLPattern, path
 from django.utils.html import format_html, format_html_join
 
+from catalog import services
 from catalog.admin.display import thumbnail_html
 from catalog.models import Product, ProductImage
 from catalog.services import product_document_changed
@@ -93,6 +94,24 @@ class ProductAdmin(admin.ModelAdmin):
     readonly_fields = ("embeddings_by_version", "content_hash", "created_at", "updated_at")
     list_per_page = 50
     inlines = [ProductImageInline]
+    actions = ["retry_failed_images"]
+
+    @admin.action(description="Fetch failed images again", permissions=["change"])
+    def retry_failed_images(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        image_ids = services.product_images_retry(
+            product_ids=list(queryset.values_list("id", flat=True))
+        )
+        if image_ids:
+            self.message_user(
+                request,
+                f"{len(image_ids)} failed image(s) will be fetched again; their status "
+                "shows on each product.",
+                messages.INFO,
+            )
+        else:
+            self.message_user(
+                request, "None of these products has a failed image.", messages.WARNING
+            )
 
     class Media:
         css = {"all": ("vitrine_admin/admin.css",)}

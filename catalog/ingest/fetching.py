@@ -11,7 +11,11 @@ The fetcher therefore:
   slip a private address in: there is no second lookup;
 * follows redirects by hand, re-checking scheme, host and addresses on each hop;
 * enforces one deadline over the whole fetch (all hops, headers and body), a byte cap
-  (declared ``Content-Length`` and bytes actually read), and a redirect limit.
+  (declared ``Content-Length``, bytes actually received, and bytes after decoding), and a
+  redirect limit;
+* decodes a ``Content-Encoding`` itself, one chunk at a time with a bounded output, and
+  only a single gzip or deflate layer: a server may ignore our ``identity`` request, and
+  ``gzip, gzip`` turns a few kilobytes into gigabytes in a client that decodes for us.
 
 Hosts named in ``FetchPolicy.allowed_hosts`` may resolve to non-public addresses; this
 exists for tests and for a retailer's own LAN image server, and is empty by default.
@@ -26,6 +30,7 @@ import ipaddress
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -59,6 +64,10 @@ class BlockedURLError(FetchError):
 
 class ResponseTooLargeError(FetchError):
     """The body exceeds the byte cap."""
+
+
+class UnsupportedEncodingError(FetchError):
+    """A ``Content-Encoding`` we do not decode (unknown, or several stacked)."""
 
 
 class FetchTimeoutError(FetchError):
@@ -451,12 +460,14 @@ class SafeFetcher:
             raise ResponseTooLargeError(
                 f"response is {int(declared):,} bytes, the limit is {cap:,} bytes"
             )
-        chunks: list[bytes] = []
-        size = 0
+        decoder = _BoundedDecoder.for_header(response.headers.get("Content-Encoding", ""), cap=cap)
+        received = 0
         try:
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > cap:
+            # iter_raw: the bytes as they came off the wire. httpx's own decoding
+            # (iter_bytes) would inflate every stacked layer of a chunk in memory first.
+            for chunk in response.iter_raw():
+                received += len(chunk)
+                if received > cap:
                     raise ResponseTooLargeError(f"response is over the {cap:,} byte limit")
                 # A server dripping a byte at a time never trips the per-read timeout,
                 # so the total deadline is checked between chunks.
@@ -464,14 +475,90 @@ class SafeFetcher:
                     raise FetchTimeoutError(
                         f"response body not complete after {self.policy.deadline:g}s"
                     )
-                chunks.append(chunk)
+                decoder.feed(chunk)
         except httpx.TimeoutException as exc:
             raise FetchTimeoutError(
                 f"response body not complete after {self.policy.deadline:g}s"
             ) from exc
         except httpx.TransportError as exc:
             raise NetworkError(f"connection failed while reading: {exc}") from exc
-        return b"".join(chunks)
+        return decoder.finish()
+
+
+#: Content-Encoding tokens we decode, to zlib's ``wbits`` (gzip header, zlib header).
+_DECODABLE_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 0}
+
+
+class _BoundedDecoder:
+    """Decodes at most one gzip/deflate layer, never holding more than ``cap`` output bytes.
+
+    zlib is asked for at most ``cap - decoded + 1`` bytes per call, so a bomb is stopped
+    after one byte past the cap, whatever its ratio.
+    """
+
+    def __init__(self, *, wbits: int | None, cap: int) -> None:
+        self._cap = cap
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._wbits = wbits
+        self._inflater: zlib._Decompress | None = None
+        self._pending = b""  # deflate: bytes seen before we know which framing it uses
+
+    @classmethod
+    def for_header(cls, header: str, *, cap: int) -> _BoundedDecoder:
+        tokens = [t.strip().lower() for t in header.split(",") if t.strip()]
+        layers = [t for t in tokens if t != "identity"]
+        if len(layers) > 1:
+            raise UnsupportedEncodingError(
+                f"stacked Content-Encoding {header.strip()!r} is refused (one layer at most)"
+            )
+        if not layers:
+            return cls(wbits=None, cap=cap)
+        if layers[0] not in _DECODABLE_ENCODINGS:
+            raise UnsupportedEncodingError(f"unsupported Content-Encoding {layers[0]!r}")
+        return cls(wbits=_DECODABLE_ENCODINGS[layers[0]], cap=cap)
+
+    def _keep(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._cap:
+            raise ResponseTooLargeError(f"response decodes to over the {self._cap:,} byte limit")
+        self._chunks.append(data)
+
+    def _inflate(self, data: bytes) -> None:
+        assert self._inflater is not None
+        while data:
+            try:
+                out = self._inflater.decompress(data, self._cap - self._size + 1)
+            except zlib.error as exc:
+                raise FetchError(f"compressed response is corrupt: {exc}") from exc
+            self._keep(out)
+            data = self._inflater.unconsumed_tail
+            if self._inflater.eof:
+                if self._inflater.unused_data or data:
+                    # A second gzip member: another layer of the same trick, refused.
+                    raise UnsupportedEncodingError("compressed response has trailing data")
+                return
+
+    def feed(self, data: bytes) -> None:
+        if self._wbits is None:
+            self._keep(data)
+            return
+        if self._inflater is None:
+            if self._wbits == 0:
+                # "deflate" is meant to be zlib-wrapped, but many servers send raw deflate.
+                self._pending += data
+                if len(self._pending) < 2:
+                    return
+                data, self._pending = self._pending, b""
+                wrapped = (data[0] & 0x0F) == 8 and (data[0] * 256 + data[1]) % 31 == 0
+                self._wbits = zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
+            self._inflater = zlib.decompressobj(self._wbits)
+        self._inflate(data)
+
+    def finish(self) -> bytes:
+        if self._wbits is not None and (self._inflater is None or not self._inflater.eof):
+            raise FetchError("compressed response is truncated")
+        return b"".join(self._chunks)
 
 
 def fetch_policy_from_settings(

@@ -21,6 +21,36 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 # check our own limit explicitly and turn Pillow's warning into an error as well.
 DEFAULT_ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 
+#: Longest side over shortest side above which an image is refused. Product shots and
+#: shoppers' photos stay under 3:1 and web banners under 10:1; past this an image is not a
+#: photo of anything, and each resize that fits its short side to a model's input (or its
+#: long side to a thumbnail) turns a few kilobytes of PNG into gigabytes: 38 x 1,000,000
+#: pixels passes a 40-megapixel check.
+MAX_ASPECT_RATIO = 20
+
+
+def image_shape_problem(
+    *, width: int, height: int, max_pixels: int, max_aspect_ratio: float = MAX_ASPECT_RATIO
+) -> str | None:
+    """Why an image of ``width`` x ``height`` (read from its header) must not be decoded,
+    or None. Every path that decodes untrusted images asks this first."""
+    if width < 1 or height < 1:
+        return f"the image is {width}x{height} pixels"
+    if width * height > max_pixels:
+        return (
+            f"the image is {width}x{height} pixels, more than the "
+            f"{max_pixels / 1e6:g}-megapixel limit"
+        )
+    if max(width, height) > max_aspect_ratio * min(width, height):
+        return (
+            f"the image is {width}x{height} pixels, longer than {max_aspect_ratio:g} times "
+            "its width"
+            if height > width
+            else f"the image is {width}x{height} pixels, wider than {max_aspect_ratio:g} "
+            "times its height"
+        )
+    return None
+
 
 class ImageRejectedError(Exception):
     """The bytes are not an acceptable image. ``reason`` is shown to retailers."""
@@ -35,6 +65,7 @@ class ImagePolicy:
     allowed_formats: frozenset[str] = DEFAULT_ALLOWED_FORMATS
     #: Refuse images whose header declares more pixels than this (about 40 megapixels).
     max_pixels: int = 40_000_000
+    max_aspect_ratio: float = MAX_ASPECT_RATIO
     #: Refuse images smaller than this on either side (tracking pixels, icons).
     min_side: int = 32
     #: Stored image: longest side at most this many pixels.
@@ -125,11 +156,14 @@ def normalise_image(data: bytes, policy: ImagePolicy | None = None) -> Normalise
             raise ImageRejectedError(f"image header is unreadable: {exc}") from exc
         source_format = source.format or "unknown"
         width, height = source.size
-        if width * height > policy.max_pixels:
-            raise ImageRejectedError(
-                f"image is {width}x{height} pixels, more than the {policy.max_pixels:,} "
-                "pixel limit (possible decompression bomb)"
-            )
+        problem = image_shape_problem(
+            width=width,
+            height=height,
+            max_pixels=policy.max_pixels,
+            max_aspect_ratio=policy.max_aspect_ratio,
+        )
+        if problem:
+            raise ImageRejectedError(problem)
         if min(width, height) < policy.min_side:
             raise ImageRejectedError(
                 f"image is {width}x{height} pixels, smaller than {policy.min_side}px on a side"

@@ -25,6 +25,16 @@ from catalog.ingest.rows import RowError
 MAX_FIELD = 1_000_000
 csv.field_size_limit(MAX_FIELD)
 
+#: Columns a CSV/TSV header may have. GMC defines about 60 fields and a retailer's own
+#: attributes add some dozens; a million-column header is an attack on memory, not a feed.
+MAX_COLUMNS = 1_000
+
+#: How deep a record's values may nest (a record, its attributes object, a list in it).
+#: Python's json parses about a thousand levels, and every walk over the value afterwards
+#: (cleaning, hashing, storing as jsonb) would recurse as deep: the audit's 1,000-level
+#: row crashed its chunk on every retry.
+MAX_NESTING = 8
+
 _GOOGLE_NS = "http://base.google.com/ns/1.0"
 
 
@@ -87,7 +97,8 @@ def read_csv(stream: BinaryIO, *, delimiter: str | None = None) -> Iterator[RawR
             delimiter = csv.Sniffer().sniff(sample.split("\n", 1)[0], delimiters=",\t;|").delimiter
         except csv.Error:
             delimiter = ","
-    reader = csv.reader(text, delimiter=delimiter)
+    tap = _LineTap(iter(text))
+    reader = csv.reader(tap, delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
@@ -97,8 +108,14 @@ def read_csv(stream: BinaryIO, *, delimiter: str | None = None) -> Iterator[RawR
     columns = [c.strip().lstrip("\ufeff") for c in header]
     if not any(columns):
         raise FeedError("the header row is empty")
+    if len(columns) > MAX_COLUMNS:
+        raise FeedError(
+            f"the header row has {len(columns):,} columns; the limit is {MAX_COLUMNS:,}"
+        )
     row = 1
     while True:
+        first_line = reader.line_num + 1
+        tap.record = []
         try:
             values = next(reader)
         except StopIteration:
@@ -110,6 +127,15 @@ def read_csv(stream: BinaryIO, *, delimiter: str | None = None) -> Iterator[RawR
         row += 1
         if not values or all(not v.strip() for v in values):
             continue  # blank lines are not rows to a spreadsheet user either
+        if reader.line_num > first_line and _quote_never_closed("".join(tap.record), delimiter):
+            yield RowError(
+                row=row,
+                field="",
+                reason=f"a quote opened on this row (line {first_line}) is never closed, so "
+                f"lines {first_line}-{reader.line_num} were read as this one row: no row "
+                "after it was imported. Close the quote and import the file again.",
+            )
+            return
         if len(values) > len(columns):
             yield RowError(
                 row=row,
@@ -119,6 +145,33 @@ def read_csv(stream: BinaryIO, *, delimiter: str | None = None) -> Iterator[RawR
             )
             continue
         yield RawRecord(row=row, data=dict(zip(columns, values, strict=False)))
+
+
+class _LineTap:
+    """Lines for ``csv.reader`` that remembers the raw lines of the record being read."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.record: list[str] = []
+
+    def __iter__(self) -> _LineTap:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.record.append(line)
+        return line
+
+
+def _quote_never_closed(raw: str, delimiter: str) -> bool:
+    """Whether ``raw`` (one record's lines) ends inside a quoted field. Python's csv module
+    (unless strict, which refuses more than this) returns such a record without a word,
+    swallowing every line after the quote."""
+    try:
+        list(csv.reader(io.StringIO(raw), delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def read_jsonl(stream: BinaryIO) -> Iterator[RawRecord | RowError]:
@@ -131,17 +184,48 @@ def read_jsonl(stream: BinaryIO) -> Iterator[RawRecord | RowError]:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             yield RowError(row=number, field="", reason=f"line is not valid JSON: {exc}")
             continue
+        except RecursionError:
+            yield RowError(row=number, field="", reason=_TOO_DEEP)
+            continue
         if not isinstance(data, dict):
             yield RowError(row=number, field="", reason="line is not a JSON object")
             continue
         yield RawRecord(row=number, data=data)
 
 
-def read_json(stream: BinaryIO, *, items_key: str | None = None) -> Iterator[RawRecord | RowError]:
+_TOO_DEEP = f"the values are nested more than {MAX_NESTING} levels deep"
+
+
+def json_load_bounded(stream: BinaryIO, *, what: str) -> Any:
+    """``json.load`` whose failures, a document nested past the parser's own recursion
+    limit included, are a FeedError naming ``what`` was read."""
     try:
-        data = json.load(stream)
+        return json.load(stream)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FeedError(f"the file is not valid JSON: {exc}") from exc
+        raise FeedError(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise FeedError(f"{what} is nested too deeply to read") from None
+
+
+def nesting_depth(value: Any, *, limit: int) -> int:
+    """How deep lists and objects nest in ``value`` (a scalar is 0), counting no further
+    than ``limit + 1``. Iterative: it must not recurse on the values it guards against."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def read_json(stream: BinaryIO, *, items_key: str | None = None) -> Iterator[RawRecord | RowError]:
+    data = json_load_bounded(stream, what="the file")
     if isinstance(data, dict):
         # {"products": [...]} or {"items": [...]}: take the one list inside.
         lists = [v for k, v in data.items() if isinstance(v, list) and (items_key in (None, k))]
@@ -235,6 +319,10 @@ def without_control_characters(value: Any) -> Any:
 def _cleaned(records: Iterator[RawRecord | RowError]) -> Iterator[RawRecord | RowError]:
     for item in records:
         if isinstance(item, RawRecord):
+            # The record itself is one level: its values may nest MAX_NESTING - 1 more.
+            if nesting_depth(item.data, limit=MAX_NESTING) > MAX_NESTING:
+                yield RowError(row=item.row, field="", reason=_TOO_DEEP)
+                continue
             item = RawRecord(row=item.row, data=without_control_characters(item.data))
         yield item
 

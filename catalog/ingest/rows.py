@@ -23,6 +23,9 @@ MAX_TITLE = 500
 MAX_DESCRIPTION = 10_000
 MAX_SHORT = 255
 MAX_URL = 2_000
+#: Attributes a product may have: filters and the admin list them, and each is in the
+#: embedded text. A feed with thousands of columns per row is not describing a product.
+MAX_ATTRIBUTES = 100
 MAX_IMAGES = 11  # GMC: one image_link plus up to 10 additional_image_link
 
 
@@ -363,15 +366,17 @@ def validate_product(
             RowError(row=row, field="image_link", reason="image_link is missing", sku=sku)
         )
 
+    # Reading the text goes inside the guard too: an over-long value is this row's error.
     price, currency = guard(
-        "price", parse_price, _text(record, "price"), default_currency=default_currency
+        "price", lambda: parse_price(_text(record, "price"), default_currency=default_currency)
     ) or (None, "")
     sale_price, sale_currency = guard(
         "sale_price",
-        parse_price,
-        _text(record, "sale_price"),
-        field_name="sale_price",
-        default_currency=currency or default_currency,
+        lambda: parse_price(
+            _text(record, "sale_price"),
+            field_name="sale_price",
+            default_currency=currency or default_currency,
+        ),
     ) or (None, "")
     if sale_price is not None and currency and sale_currency != currency:
         errors.append(
@@ -382,7 +387,7 @@ def validate_product(
                 sku=sku,
             )
         )
-    availability = guard("availability", parse_availability, _text(record, "availability"))
+    availability = guard("availability", lambda: parse_availability(_text(record, "availability")))
 
     short: dict[str, str] = {}
     for key in (
@@ -398,7 +403,23 @@ def validate_product(
     lookbooks = tuple(dict.fromkeys(_split_list(record.get("lookbooks"))))
 
     attributes: dict[str, str] = {}
-    for key, value in (record.get("attributes") or {}).items():
+    raw_attributes = {
+        key: value
+        for key, value in (record.get("attributes") or {}).items()
+        if value is not None and str(value).strip() != ""
+    }
+    if len(raw_attributes) > MAX_ATTRIBUTES:
+        errors.append(
+            RowError(
+                row=row,
+                field="attributes",
+                reason=f"the row has {len(raw_attributes):,} attributes; the limit is "
+                f"{MAX_ATTRIBUTES}",
+                sku=sku,
+            )
+        )
+        raw_attributes = {}
+    for key, value in raw_attributes.items():
         if value is None or str(value).strip() == "":
             continue
         attributes[str(key)[:64]] = " ".join(str(value).split())[:MAX_SHORT]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,15 @@ from catalog.ingest.mapping import (
     humanize,
     load_preset,
 )
-from catalog.ingest.readers import FeedError, RawRecord, guess_format, read_records
+from catalog.ingest.readers import (
+    MAX_NESTING,
+    FeedError,
+    RawRecord,
+    guess_format,
+    json_load_bounded,
+    nesting_depth,
+    read_records,
+)
 from catalog.ingest.rows import (
     MAX_SKU,
     FieldError,
@@ -46,6 +55,8 @@ MAX_FOLDER_IMAGES = 1_000_000
 MAX_FEED_BYTES = 512 * 1024 * 1024
 
 Opener = Callable[[], BinaryIO]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -99,9 +110,16 @@ class Feed:
             sku = str(record.get("id") or "").strip()
             if by_stem and not record.get("image_link") and sku in by_stem:
                 record["image_link"] = by_stem[sku]
-            result = validate_product(
-                record, row=item.row, context=self.context, default_currency=currency
-            )
+            try:
+                result = validate_product(
+                    record, row=item.row, context=self.context, default_currency=currency
+                )
+            except Exception as exc:
+                # A validator bug must cost one row, never the job: the audit's long price
+                # escaped as an exception and crashed its chunk on every retry.
+                logger.exception("row %s of %s could not be validated", item.row, self.name)
+                yield RowError(row=item.row, field="", reason=f"the row could not be read ({exc})")
+                continue
             if isinstance(result, list):
                 yield from result
                 continue
@@ -166,10 +184,11 @@ class Feed:
         assert self.open_lookbooks is not None
         with self.open_lookbooks() as stream:
             if self.lookbooks_fmt == "json":
-                try:
-                    data = json.load(stream)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise FeedError(f"the lookbook file is not valid JSON: {exc}") from exc
+                data = json_load_bounded(stream, what="the lookbook file")
+                if nesting_depth(data, limit=MAX_NESTING + 1) > MAX_NESTING + 1:
+                    raise FeedError(
+                        f"the lookbook file is nested more than {MAX_NESTING} levels deep"
+                    )
                 if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
                     # {"Summer edit": ["sku1", "sku2"], ...}
                     records: list[RawRecord | RowError] = [

@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
 
     d = sub.add_parser("train-default", help="train the bundled default model (clothing only)")
     d.add_argument("--data", required=True, type=Path, help="the clothing dataset directory")
-    d.add_argument("--out", type=Path, default=Path("embeddings/default_model"))
+    d.add_argument("--version", type=int, choices=(1, 2), default=2)
+    d.add_argument(
+        "--out", type=Path, default=None, help="default: the bundled folder of that version"
+    )
     d.add_argument("--max-steps", type=int, default=None, help="smoke runs only")
     d.add_argument("--threads", type=int, default=None)
 
@@ -67,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in (("max_steps", args.max_steps), ("threads", args.threads))
             if v is not None
         }
-        train_default(args.data, args.out, **overrides)
+        from embeddings.ml.loading import DEFAULT_MODEL_DIRS
+
+        out = args.out or DEFAULT_MODEL_DIRS[f"v{args.version}"]
+        train_default(args.data, out, version=args.version, **overrides)
         return 0
 
     from embeddings.ml.train import train

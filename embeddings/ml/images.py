@@ -62,16 +62,15 @@ def decode_image(source: ImageSource, size: int, resize_mode: str = "shortest") 
     img = open_image(source)
     img.draft("RGB", (size, size))  # no-op for non-JPEG; never goes below `size`
     img = ImageOps.exif_transpose(img)  # phone photos are often stored rotated
-    img = img.convert("RGB")
     w, h = img.size
-    if resize_mode == "squash":
-        img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    else:
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((left, top, left + size, top + size))
+    if resize_mode != "squash":
+        # Centre-crop in the source first: resizing the whole image to fit its short side
+        # would make a 38 x 1,000,000 px PNG (a few KB) a 96 x 2,500,000 px RGB buffer.
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    img = img.convert("RGB")
+    img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
     arr = np.asarray(img, dtype=np.uint8)  # (size, size, 3)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))  # (3, size, size)
 

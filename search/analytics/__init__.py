@@ -1,0 +1,1 @@
+"""Shopper analytics for merchandisers, computed from the stored events (admin pages)."""

@@ -1,0 +1,1 @@
+"""The hostile audit's corpus, replayed against the real stack on every run."""
