@@ -336,7 +336,8 @@ class TermMatchSerializer(serializers.Serializer):
 
 class UnderstoodTermSerializer(serializers.Serializer):
     text = serializers.CharField(help_text="The words as typed")
-    label = serializers.CharField(  # type: ignore[assignment]  (moved off the class, see above)
+    # Moved off the class by the serializer metaclass, like `fields` above.
+    label = serializers.CharField(  # type: ignore[assignment]
         help_text="The catalog's value; send it in `without` to drop it"
     )
     via = serializers.ChoiceField(choices=["catalog", "synonym", "typo"])
