@@ -11,6 +11,12 @@ Three figures on the same model, in the same run, on the H&M product photos:
   PIL open + open_clip's eval transform + `model.encode_image` under `torch.no_grad()`,
   on the very same model weights.
 
+``--backends`` instead compares, in one run: the new default (v2) on ONNX Runtime and on
+PyTorch eager, and the previous default (v1), on images/s, one photo / one text query ->
+vector and model load time, with the ratios (bench/results/embed_backends.json)::
+
+    .venv/bin/python bench/embed_throughput.py --backends --threads 1 --n 256
+
 Run (writes bench/results/embed_throughput.json)::
 
     .venv/bin/python -m webapp.stack exec --throwaway -- \\
@@ -53,7 +59,7 @@ def _images(args: argparse.Namespace) -> list[Path]:
 
 def _spec(workdir: Path) -> tuple[str, str]:
     """Return (spec, description) of the model to measure."""
-    if (BASE_DIR / "embeddings" / "default_model" / "model.safetensors").is_file():
+    if (BASE_DIR / "embeddings" / "default_model_v2" / "model.safetensors").is_file():
         return "default", "bundled default model (trained weights)"
     from embeddings.ml.loading import save_checkpoint
     from embeddings.ml.train import TrainConfig, new_model
@@ -262,6 +268,49 @@ def bench_end_to_end(spec: str, encoder: Any, paths: list[Path], repeats: int) -
     return {"image_vectors": image_only, "all_kinds": all_kinds}
 
 
+def bench_backends(paths: list[Path], repeats: int, onnx_dir: Path) -> dict[str, Any]:
+    """The new default on ONNX Runtime and on PyTorch eager, and the previous default, in
+    one run: load time (export excluded: it happens once per weights, before), images/s of
+    the encoder, one photo and one text query -> vector; and the ratios between them."""
+    from embeddings.ml.loading import load_encoder
+    from embeddings.ml.onnx_runtime import onnx_export
+
+    onnx_export(load_encoder("default", device="cpu").loaded, onnx_dir)  # once, untimed
+    runs: dict[str, Any] = {}
+    for name, spec, folder in (
+        ("default_v2_onnxruntime", "default", onnx_dir),
+        ("default_v2_torch_eager", "default", None),
+        ("default_v1_torch_eager", "default:v1", None),
+        ("default_v1_onnxruntime", "default:v1", onnx_dir),
+    ):
+        started = time.perf_counter()
+        encoder = load_encoder(spec, device="cpu", onnx_dir=folder)
+        loaded = time.perf_counter() - started
+        figures = {
+            "backend": encoder.backend,
+            "model_load_s": round(loaded, 2),
+            **bench_encoder(encoder, paths, repeats),
+            **{
+                k: v
+                for k, v in bench_query(encoder, paths, 0.0, loaded).items()
+                if k.endswith("_median")
+            },
+        }
+        encoder.close()
+        runs[name] = figures
+        print(name, figures, flush=True)
+    new = runs["default_v2_onnxruntime"]["images_per_s"]
+    runs["ratios"] = {
+        "v2_onnxruntime_to_v2_torch_eager": round(
+            new / runs["default_v2_torch_eager"]["images_per_s"], 2
+        ),
+        "v2_onnxruntime_to_v1_torch_eager": round(
+            new / runs["default_v1_torch_eager"]["images_per_s"], 2
+        ),
+    }
+    return runs
+
+
 def _articles(path: Path) -> dict[str, dict[str, str]]:
     """H&M article rows by id, so products carry the text an import would give them."""
     if not path.is_file():
@@ -286,6 +335,11 @@ def main() -> None:
     )
     parser.add_argument("--no-db", action="store_true", help="skip the end-to-end figure")
     parser.add_argument(
+        "--backends",
+        action="store_true",
+        help="only compare the new default on ONNX Runtime / PyTorch and the previous one",
+    )
+    parser.add_argument(
         "--out", type=Path, default=BASE_DIR / "bench" / "results" / "embed_throughput.json"
     )
     args = parser.parse_args()
@@ -298,10 +352,30 @@ def main() -> None:
     from embeddings.ml.loading import load_encoder
 
     imported = time.perf_counter() - started
+    if args.backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = {
+                "threads": args.threads,
+                "images": len(paths),
+                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+                "cold_import_torch_and_model_package_s": round(imported, 2),
+                **bench_backends(paths, args.repeats, Path(tmp) / "onnx"),
+                "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            }
+        out = args.out.with_name("embed_backends.json")
+        out.write_text(json.dumps(figures, indent=2) + "\n")
+        print(json.dumps(figures["ratios"]), "->", out)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         spec, described = (args.spec, args.spec) if args.spec else _spec(Path(tmp))
         started = time.perf_counter()
-        encoder = load_encoder(spec)
+        onnx_dir = Path(tmp) / "onnx"
+        if spec == "default":  # export once before timing the load, as a warm install has
+            from embeddings.ml.onnx_runtime import onnx_export
+
+            onnx_export(load_encoder(spec, device="cpu").loaded, onnx_dir)
+        started = time.perf_counter()
+        encoder = load_encoder(spec, onnx_dir=onnx_dir)
         loaded = time.perf_counter() - started
         figures: dict[str, Any] = {
             "model": described,

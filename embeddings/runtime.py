@@ -15,9 +15,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from django.conf import settings
 
 from embeddings.ml.errors import ModelLoadError
 
@@ -52,10 +54,19 @@ _vectors_lock = threading.Lock()  # the query vector caches below
 
 
 def encoder_load(spec: str) -> Encoder:
-    """Return a freshly loaded encoder for `spec` (not cached; registration and benches)."""
+    """Return a freshly loaded encoder for `spec` (not cached; registration and benches).
+
+    On a CPU it runs on ONNX Runtime when the model can be exported: the graphs are
+    exported once per weights checksum into `ONNX_DIR` (the data directory).
+    """
     from embeddings.ml.loading import load_encoder
 
-    return load_encoder(spec)
+    return load_encoder(spec, onnx_dir=onnx_dir())
+
+
+def onnx_dir() -> Path:
+    """Where exported ONNX graphs of the models live (one folder per weights checksum)."""
+    return Path(settings.DATA_DIR) / "onnx"
 
 
 def _cache_key(model: EmbeddingModel) -> tuple[str, str, str]:
@@ -251,6 +262,13 @@ def _encode_items_single_pass(
     for ok, arrays, bad in encoder._decoded_batches(list(images), encoder.batch_size):
         failed.update(bad)
         if not ok:
+            continue
+        if getattr(encoder, "ort", None) is not None:  # ONNX Runtime: the same three vectors
+            img, txt, fused = encoder.ort_all(np.stack(arrays), [texts[i] for i in ok])
+            image_rows.append(img)
+            fused_rows.append(fused)
+            text[ok] = txt
+            indices.extend(ok)
             continue
         pixels = torch.from_numpy(np.stack(arrays)).to(encoder.device)
         x = normalize_batch(pixels, encoder.preprocess)  # (B, 3, S, S)

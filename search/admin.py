@@ -13,20 +13,27 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from search.analytics.admin_views import analytics_dashboard
 from search.experiments import services as experiment_services
 from search.experiments.selectors import experiment_results
 from search.models import (
+    ApiKey,
     Experiment,
     PublishableKey,
     SearchCalibration,
     Synonym,
     VocabularyTerm,
 )
-from search.storefront.keys import InvalidOrigin, origin_normalise, publishable_key_create
+from search.services import api_key_create, api_key_revoke
+from search.storefront.keys import (
+    InvalidOrigin,
+    origin_normalise,
+    publishable_key_create,
+    publishable_key_revoke,
+    publishable_keys_forget,
+)
 from search.understanding import phrase_key
 
 
@@ -82,14 +89,17 @@ class PublishableKeyAdmin(admin.ModelAdmin):
     ) -> None:
         if change:
             obj.save()
+            publishable_keys_forget()
             return
         created = publishable_key_create(name=obj.name, allowed_origins=obj.allowed_origins)
         obj.pk, obj.key, obj.created_at = created.pk, created.key, created.created_at
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[PublishableKey]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"Revoked {count} key(s).")
+        usable = list(queryset.filter(revoked_at__isnull=True))
+        for publishable in usable:
+            publishable_key_revoke(key=publishable.key)
+        self.message_user(request, f"Revoked {len(usable)} key(s).")
 
 
 class ExperimentForm(forms.ModelForm):
@@ -177,6 +187,47 @@ class ExperimentAdmin(admin.ModelAdmin):
             "results": experiment_results(experiment=experiment),
         }
         return TemplateResponse(request, "admin/search/experiment_results.html", context)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """REST API keys, created here as with ``manage.py api_keys create``: the key is
+    shown once, in the message after saving; only its hash is stored."""
+
+    list_display = ["name", "prefix", "scope", "rate", "created_at", "expires_at", "revoked_at",
+                    "last_used_at"]  # fmt: skip
+    fields = ["name", "scope", "rate", "expires_at", "prefix", "created_at", "last_used_at",
+              "revoked_at"]  # fmt: skip
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # A key's scope and rate are part of what was handed out: revoke and re-issue.
+        return self.readonly_fields + (["scope", "rate"] if obj is not None else [])
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            obj.save()
+            return
+        try:
+            issued = api_key_create(
+                name=obj.name, scope=obj.scope, expires_at=obj.expires_at, rate=obj.rate
+            )
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
+        obj.pk = issued.api_key.pk
+        obj.prefix, obj.created_at = issued.api_key.prefix, issued.api_key.created_at
+        self.message_user(
+            request,
+            f"Copy the key now, it is not shown again: {issued.plaintext}",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke the selected API keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            api_key_revoke(prefix=key.prefix)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).")
 
 
 @admin.register(Synonym)

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our static files: /api/docs/ works offline
     "corsheaders",
     "django_htmx",
     "catalog",
@@ -71,6 +72,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the body: an oversized upload is refused from its headers.
+    "webapp.middleware.RequestBodyLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "webapp.replicas.ReplicaReadsMiddleware",
@@ -171,6 +174,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "catalog.tasks.*": {"queue": "ingest"},
+    # Fine-tuning and evaluation take minutes to hours: a worker of their own (stack.py)
+    # so imports and embedding never wait behind them.
+    "embeddings.tasks.embedding_model_evaluate_task": {"queue": "training"},
+    "embeddings.tasks.training_job_run_task": {"queue": "training"},
     "embeddings.tasks.*": {"queue": "embeddings"},
 }
 CELERY_TASK_ALWAYS_EAGER = False
@@ -206,6 +213,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "embeddings-sweep": {
         "task": "embeddings.tasks.embeddings_sweep_task",
         "schedule": 15.0,
+        "options": {"queue": "default", "expires": 60},
+    },
+    # embeddings: re-queue fine-tuning jobs whose training worker died (no heartbeat).
+    "training-jobs-recover": {
+        "task": "embeddings.tasks.training_jobs_recover_task",
+        "schedule": 60.0,
         "options": {"queue": "default", "expires": 60},
     },
 }
@@ -321,6 +334,9 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "TITLE": "Vitrine API",
     "DESCRIPTION": (
         "Visual search, similar items and 'complete the look' for a retail catalog. "
@@ -378,6 +394,9 @@ VITRINE_FETCH_MAX_IMAGE_BYTES = env_int(
 # Threads that fetch and normalise one import chunk's images (0: up to 4, by CPU count).
 VITRINE_IMPORT_IMAGE_THREADS = env_int("VITRINE_IMPORT_IMAGE_THREADS", 0, minimum=0)
 # Where the shared datasets live for dataset-backed tests and benchmarks (never committed).
+# Product attributes whose shared values join products in the fine-tuning graph (e.g.
+# "collection,style"): the retailer's own notion of "belongs together".
+VITRINE_GRAPH_ATTRIBUTES = env_list("VITRINE_GRAPH_ATTRIBUTES", [])
 VITRINE_DATASETS = env_path("VITRINE_DATASETS", BASE_DIR.parent / "shared" / "datasets")
 
 # --- Production hardening (all on unless DEBUG; each can be relaxed behind a proxy) -------

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -154,6 +154,7 @@ HEALTHY_SECONDS = 60.0
 class _Child:
     name: str
     command: list[str]
+    environment: dict[str, str] = field(default_factory=dict)  # on top of the stack's
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     crashes: int = 0
@@ -177,15 +178,17 @@ class _Supervisor:
         child.process = subprocess.Popen(
             child.command,
             cwd=BASE_DIR,
-            env=self.environment,
+            env={**self.environment, **child.environment},
             start_new_session=True,  # we forward Ctrl-C ourselves, in order
             preexec_fn=_die_with_parent,
         )
         child.started_at = time.monotonic()
         child.restart_at = None
 
-    def start(self, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
-        child = _Child(name=name, command=list(command))
+    def start(
+        self, name: str, command: Sequence[str], environment: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        child = _Child(name=name, command=list(command), environment=dict(environment or {}))
         self._spawn(child)
         self.children.append(child)
         assert child.process is not None
@@ -362,6 +365,18 @@ def _run_children(
                 "-Q", "default,ingest,embeddings", "-c", str(worker_concurrency),
                 "--loglevel", "INFO", "-n", "vitrine@%h",
             ],
+        )  # fmt: skip
+        # Fine-tuning and evaluation have a worker of their own, so imports and embedding
+        # never queue behind them. Solo pool: the task runs in the worker's main process,
+        # where Ctrl-C's shutdown signal lands, so a fine-tune saves its state and stops
+        # instead of being lost (it resumes when this worker starts again).
+        supervisor.start(
+            "training worker",
+            [
+                python, "-m", "celery", "-A", "webapp", "worker", "-Q", "training",
+                "--pool", "solo", "--loglevel", "INFO", "-n", "vitrine-training@%h",
+            ],
+            environment={"VITRINE_EMBEDDINGS_WARM": "0"},
         )  # fmt: skip
         # Each web worker encodes one shopper query at a time: one torch thread each is
         # fastest (measured: 2 threads per process on 2 cores ran 2-3x slower).

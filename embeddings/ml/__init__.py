@@ -19,6 +19,13 @@ from typing import Any
 
 from embeddings.ml.errors import DatasetError, ModelLoadError
 
+# The bundled default models: version -> folder under embeddings/. The spec "default" loads
+# DEFAULT_MODEL_VERSION; "default:v1" names one explicitly (registry rows keep naming the
+# weights their vectors came from). Here, not in loading.py, so Django code reads them
+# without importing torch.
+DEFAULT_MODEL_FOLDERS = {"v1": "default_model", "v2": "default_model_v2"}
+DEFAULT_MODEL_VERSION = "v1"  # "v2" once default_model_v2/ is trained and committed
+
 # Public name -> module that defines it; imported on first use so torch loads only then.
 _LAZY = {
     "load_encoder": "embeddings.ml.loading",
@@ -31,7 +38,13 @@ _LAZY = {
     "train": "embeddings.ml.train",
 }
 
-__all__ = ["DatasetError", "ModelLoadError", *_LAZY]
+__all__ = [
+    "DEFAULT_MODEL_FOLDERS",
+    "DEFAULT_MODEL_VERSION",
+    "DatasetError",
+    "ModelLoadError",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

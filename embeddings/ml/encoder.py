@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +23,7 @@ from embeddings.ml.images import ImageSource, decode_image, normalize_batch
 
 if TYPE_CHECKING:
     from embeddings.ml.loading import LoadedModel
+    from embeddings.ml.onnx_runtime import OrtModel
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Encoder:
         device: str | None = None,
         batch_size: int | None = None,
         workers: int | None = None,
+        onnx_dir: Path | None = None,
     ) -> None:
         self.loaded = loaded
         self.device = pick_device(device)
@@ -98,6 +101,16 @@ class Encoder:
         self.batch_size = batch_size or (256 if self.device.type == "cuda" else 32)
         self.workers = workers or min(8, os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
+        self.ort: OrtModel | None = None
+        if onnx_dir is not None and self.device.type == "cpu" and _onnx_wanted(loaded):
+            from embeddings.ml.onnx_runtime import ort_model_load
+
+            self.ort = ort_model_load(loaded, Path(onnx_dir), threads=cpu_threads())
+
+    @property
+    def backend(self) -> str:
+        """ "onnxruntime" or "torch": what runs the model in this encoder."""
+        return "onnxruntime" if self.ort is not None else "torch"
 
     # ---- public API -----------------------------------------------------------------
     def encode_images(
@@ -112,8 +125,11 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = []
         for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
-            out.append(self._forward(self.model.encode_text, tokens))
+            tokens = self.tokenizer(list(texts[start : start + batch_size]))
+            if self.ort is not None:
+                out.append(_normalized(self.ort.text(tokens.numpy())[0]))
+                continue
+            out.append(self._forward(self.model.encode_text, tokens.to(self.device)))
         return np.concatenate(out)
 
     def encode_items(
@@ -192,6 +208,11 @@ class Encoder:
             failed.update(bad)
             if not ok:
                 continue
+            if self.ort is not None:
+                batch_texts = None if texts is None else [texts[i] for i in ok]
+                vectors.append(self._ort_encode(np.stack(arrays), batch_texts))
+                indices.extend(ok)
+                continue
             pixels = torch.from_numpy(np.stack(arrays)).to(self.device, non_blocking=True)
             if texts is None:
                 vectors.append(self._forward(self._image_fn, pixels))
@@ -201,6 +222,31 @@ class Encoder:
             indices.extend(ok)
         out = np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32)
         return EncodeResult(out, indices, dict(sorted(failed.items())))
+
+    def _ort_encode(self, pixels: np.ndarray, texts: list[str] | None) -> np.ndarray:
+        """Image (or fused item, with `texts`) vectors of uint8 pixels (B, 3, S, S) on ORT."""
+        if texts is None:
+            assert self.ort is not None
+            return _normalized(self.ort.image(self._ort_pixels(pixels))[0])
+        return self.ort_all(pixels, texts)[2]
+
+    def ort_all(
+        self, pixels: np.ndarray, texts: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return normalised (image, text, fused) vectors (B, D) of uint8 pixels + texts.
+
+        One run of each graph for all three kinds (catalogue items need all three).
+        """
+        assert self.ort is not None
+        img_emb, img_tokens = self.ort.image(self._ort_pixels(pixels))
+        txt_emb, states, mask = self.ort.text(self.tokenizer(texts).numpy())
+        fused = self.ort.fuse(img_emb, img_tokens, txt_emb, states, mask)
+        return _normalized(img_emb), _normalized(txt_emb), _normalized(fused)
+
+    def _ort_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        mean = np.asarray(self.preprocess.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.preprocess.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        return (pixels.astype(np.float32) / 255.0 - mean) / std  # (B, 3, S, S)
 
     def _image_fn(self, pixels: torch.Tensor) -> torch.Tensor:
         x = normalize_batch(pixels, self.preprocess)  # (B, 3, S, S) float
@@ -236,6 +282,22 @@ class Encoder:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def _onnx_wanted(loaded: LoadedModel) -> bool:
+    """ONNX Runtime unless VITRINE_ENCODER_BACKEND=torch, for models that can be exported."""
+    if os.environ.get("VITRINE_ENCODER_BACKEND", "").strip().lower() == "torch":
+        return False
+    from embeddings.ml.onnx_runtime import supports_onnx
+
+    return supports_onnx(loaded)
+
+
+def _normalized(vectors: np.ndarray) -> np.ndarray:
+    """Return float32 rows scaled to unit length (as torch's F.normalize, eps 1e-12)."""
+    v = vectors.astype(np.float32, copy=False)
+    norms = np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return (v / norms).astype(np.float32, copy=False)
 
 
 def _done_future(

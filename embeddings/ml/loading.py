@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from embeddings.ml import DEFAULT_MODEL_FOLDERS, DEFAULT_MODEL_VERSION
 from embeddings.ml.errors import ModelLoadError
 from embeddings.ml.images import PreprocessConfig
 from embeddings.ml.model import FusionConfig, PinCLIP
@@ -46,10 +47,10 @@ if TYPE_CHECKING:
 # The bundled default models. "default" means DEFAULT_VERSION; a registry row says which
 # version it serves ("default:v1"), so a new release never swaps weights under stored vectors.
 DEFAULT_MODEL_DIRS = {
-    "v1": Path(__file__).resolve().parent.parent / "default_model",
-    "v2": Path(__file__).resolve().parent.parent / "default_model_v2",
+    version: Path(__file__).resolve().parent.parent / folder
+    for version, folder in DEFAULT_MODEL_FOLDERS.items()
 }
-DEFAULT_VERSION = "v2"
+DEFAULT_VERSION = DEFAULT_MODEL_VERSION
 DEFAULT_MODEL_DIR = DEFAULT_MODEL_DIRS[DEFAULT_VERSION]
 CONFIG_FORMAT = "vitrine-pinclip/1"
 PACKAGE_PREFIX = "package:"  # "package:<module>": a model folder shipped in a pip package
@@ -76,11 +77,17 @@ class LoadedModel:
         return self.model.embed_dim
 
 
-def load_encoder(spec: str, device: str | None = None) -> Encoder:
-    """Return a ready `Encoder` for `spec` on `device` (auto: CUDA if available, else CPU)."""
+def load_encoder(
+    spec: str, device: str | None = None, onnx_dir: Path | str | None = None
+) -> Encoder:
+    """Return a ready `Encoder` for `spec` on `device` (auto: CUDA if available, else CPU).
+
+    With `onnx_dir` a CPU encoder runs on ONNX Runtime, exporting the model's graphs there
+    on first use (`embeddings.ml.onnx_runtime`); without it, PyTorch.
+    """
     from embeddings.ml.encoder import Encoder
 
-    return Encoder(load_model(spec), device=device)
+    return Encoder(load_model(spec), device=device, onnx_dir=Path(onnx_dir) if onnx_dir else None)
 
 
 def load_model(spec: str) -> LoadedModel:

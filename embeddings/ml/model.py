@@ -19,6 +19,7 @@ Any backbone that open_clip builds works. The patch tokens come from open_clip's
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -84,9 +85,12 @@ class PinCLIP(nn.Module):
             images, indices=1, norm=True, output_fmt="NCHW"
         )  # final (B, F, h, w); inter[-1] (B, C, h, w)
         pooled = trunk.forward_head(final)  # (B, F): the timm pool, no classifier
-        g = self.fusion_cfg.grid
-        tokens = F.adaptive_avg_pool2d(inter[-1], (g, g))  # (B, C, g, g)
-        return pooled, tokens.flatten(2).transpose(1, 2)  # (B, F), (B, g*g, C)
+        fmap = inter[-1]  # (B, C, h, w)
+        # adaptive_avg_pool2d as a matrix product: the same numbers, and it exports to ONNX
+        # for any map size (the exporter only takes output sizes that divide the input).
+        pool = _adaptive_pool_matrix(fmap.shape[-2], fmap.shape[-1], self.fusion_cfg.grid)
+        tokens = fmap.flatten(2) @ pool.to(fmap.dtype)  # (B, C, g*g)
+        return pooled, tokens.transpose(1, 2)  # (B, F), (B, g*g, C)
 
     def image_features_from_trunk(self, pooled: torch.Tensor) -> torch.Tensor:
         """Return the image embedding (B, D), unnormalised, from pooled trunk features (B, F)."""
@@ -214,6 +218,20 @@ class PinCLIP(nn.Module):
         return emb.shape[-1], img_tokens.shape[-1], img_tokens.shape[1], text_dim
 
 
+@functools.lru_cache(maxsize=16)
+def _adaptive_pool_matrix(h: int, w: int, g: int) -> torch.Tensor:
+    """Return (h*w, g*g): column k averages the cells adaptive_avg_pool2d puts in output k."""
+    h, w = int(h), int(w)
+    pool = torch.zeros(h * w, g * g)
+    for i in range(g):
+        r0, r1 = (i * h) // g, -((-(i + 1) * h) // g)  # floor and ceil, as PyTorch does
+        for j in range(g):
+            c0, c1 = (j * w) // g, -((-(j + 1) * w) // g)
+            cells = [r * w + c for r in range(r0, r1) for c in range(c0, c1)]
+            pool[cells, i * g + j] = 1.0 / len(cells)
+    return pool
+
+
 class HybridFusion(nn.Module):
     """Fuse global + grid image tokens with text tokens into one item embedding (B, D)."""
 
@@ -257,11 +275,26 @@ class HybridFusion(nn.Module):
         txt_mask: torch.Tensor,
     ) -> torch.Tensor:
         """Return the fused (unnormalised) item embedding (B, D)."""
-        b, n = img_tokens.shape[:2]
         # Trailing padding columns carry nothing: cut them (short catalogue titles are
         # ~10 tokens of a 32-77 token context, so this halves the fusion's work).
+        t = self.text_tokens_kept(txt_mask)
+        return self.fuse(img_emb, img_tokens, txt_emb, txt_states[:, :t], txt_mask[:, :t])
+
+    def text_tokens_kept(self, txt_mask: torch.Tensor) -> int:
+        """Return how many leading text tokens fusion reads for this batch's mask (B, T)."""
         longest = int(txt_mask.sum(1).max()) if txt_mask.numel() else 1
-        t = max(1, min(longest, self.max_text_tokens))
+        return max(1, min(longest, self.max_text_tokens))
+
+    def fuse(
+        self,
+        img_emb: torch.Tensor,
+        img_tokens: torch.Tensor,
+        txt_emb: torch.Tensor,
+        txt_states: torch.Tensor,
+        txt_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """`forward` on text states (B, T, H) already cut to `text_tokens_kept` (exportable)."""
+        b, n = img_tokens.shape[:2]
         dtype = self.cls.dtype
         x = torch.cat(
             [
@@ -269,12 +302,12 @@ class HybridFusion(nn.Module):
                 self.embed_global(img_emb.to(dtype))[:, None] + self.type_embed[0],  # (B, 1, W)
                 self.embed_patch(img_tokens.to(dtype)) + self.type_embed[1] + self.patch_pos,
                 self.embed_global(txt_emb.to(dtype))[:, None] + self.type_embed[2],  # (B, 1, W)
-                self.embed_text(txt_states[:, :t].to(dtype)) + self.type_embed[3],  # (B, T, W)
+                self.embed_text(txt_states.to(dtype)) + self.type_embed[3],  # (B, T, W)
             ],
             dim=1,
         )  # (B, 3 + N + T, W)
         keep = torch.ones(b, 3 + n, dtype=torch.bool, device=x.device)
-        ignore = ~torch.cat([keep, txt_mask[:, :t]], dim=1)  # (B, 3 + N + T), True = padding
+        ignore = ~torch.cat([keep, txt_mask], dim=1)  # (B, 3 + N + T), True = padding
         x = self.blocks(x, src_key_padding_mask=ignore)  # (B, 3 + N + T, W)
         early = self.out(self.ln(x[:, 0]))  # (B, D)
         late = F.normalize(img_emb.float(), dim=-1) + F.normalize(txt_emb.float(), dim=-1)

@@ -9,6 +9,8 @@ do (read-only search endpoints and shopper events) and where from (the origins i
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -18,6 +20,12 @@ from search.models import PublishableKey
 
 PUBLISHABLE_PREFIX = "pk_"
 _KEY_BYTES = 24
+#: Keys and listed origins are read at most this often per process: every widget call and
+#: event batch needs them, and a revoked key or removed origin stops working within it.
+CACHE_SECONDS = 10.0
+_cache_lock = threading.Lock()
+_keys: dict[str, tuple[float, PublishableKey | None]] = {}
+_origins: tuple[float, frozenset[str]] = (float("-inf"), frozenset())
 
 
 class InvalidOrigin(ValueError):
@@ -52,11 +60,13 @@ def publishable_key_create(*, name: str, allowed_origins: list[str]) -> Publisha
     origins = sorted({origin_normalise(origin) for origin in allowed_origins})
     if not origins:
         raise InvalidOrigin("a publishable key needs at least one allowed origin")
-    return PublishableKey.objects.create(
+    created = PublishableKey.objects.create(
         name=name,
         key=PUBLISHABLE_PREFIX + secrets.token_urlsafe(_KEY_BYTES),
         allowed_origins=origins,
     )
+    publishable_keys_forget()
+    return created
 
 
 def publishable_key_revoke(*, key: str) -> PublishableKey:
@@ -65,6 +75,28 @@ def publishable_key_revoke(*, key: str) -> PublishableKey:
     if publishable.revoked_at is None:
         publishable.revoked_at = timezone.now()
         publishable.save(update_fields=["revoked_at"])
+    publishable_keys_forget()
+    return publishable
+
+
+def publishable_keys_forget() -> None:
+    """Drop this process's cached keys and origins (after a change, and in tests)."""
+    global _origins
+    with _cache_lock:
+        _keys.clear()
+        _origins = (float("-inf"), frozenset())
+
+
+def _key_cached(key: str) -> PublishableKey | None:
+    now = time.monotonic()
+    cached = _keys.get(key)
+    if cached is not None and now - cached[0] < CACHE_SECONDS:
+        return cached[1]
+    publishable = PublishableKey.objects.filter(key=key).first()
+    with _cache_lock:
+        if len(_keys) > 10_000:  # made-up keys must not grow it without bound
+            _keys.clear()
+        _keys[key] = (now, publishable)
     return publishable
 
 
@@ -74,7 +106,7 @@ def publishable_key_check(*, key: str, origin: str | None) -> PublishableKey:
     A request with no Origin header is refused: browsers always send one on the cross-origin
     calls the widgets make, and a key meant for a page has no business elsewhere.
     """
-    publishable = PublishableKey.objects.filter(key=key).first()
+    publishable = _key_cached(key)
     if publishable is None or not publishable.is_usable:
         raise PublishableKeyDenied(401, "This publishable key is invalid or revoked.")
     if not origin:
@@ -88,6 +120,12 @@ def publishable_key_check(*, key: str, origin: str | None) -> PublishableKey:
 
 def publishable_origin_is_listed(*, origin: str) -> bool:
     """True when some usable publishable key lists this origin (CORS preflight/answers)."""
-    return PublishableKey.objects.filter(
-        revoked_at__isnull=True, allowed_origins__contains=[origin]
-    ).exists()
+    global _origins
+    now = time.monotonic()
+    if now - _origins[0] >= CACHE_SECONDS:
+        listed = PublishableKey.objects.filter(revoked_at__isnull=True).values_list(
+            "allowed_origins", flat=True
+        )
+        with _cache_lock:
+            _origins = (now, frozenset(o for origins in listed for o in origins))
+    return origin in _origins[1]

@@ -11,6 +11,7 @@ from django.db import IntegrityError, connection, transaction
 
 from catalog.models import Product
 from embeddings import selectors, services
+from embeddings.ml import DEFAULT_MODEL_VERSION
 from embeddings.models import EmbeddingModel, ProductEmbedding
 from tests.embeddings.conftest import ProductFactory, prepare_here
 
@@ -193,7 +194,12 @@ def test_a_fresh_install_without_default_weights_records_why_and_does_not_loop(
     services.embeddings_sweep()
 
     (model,) = EmbeddingModel.objects.all()
-    assert (model.key, model.spec, model.state) == ("default-v1", "default", "failed")
+    assert (model.key, model.spec, model.state) == (
+        f"default-{DEFAULT_MODEL_VERSION}",
+        services.DEFAULT_SPEC,
+        "failed",
+    )
+    assert f"default:{DEFAULT_MODEL_VERSION}" == services.DEFAULT_SPEC
     assert "model.safetensors missing" in model.error
 
 
@@ -204,12 +210,12 @@ def test_a_fresh_install_registers_and_activates_the_bundled_default(
 
     folder = Path(checkpoints["a"].removeprefix("checkpoint:"))
     monkeypatch.setattr(services, "_default_model_dir", lambda: folder)
-    monkeypatch.setattr(loading, "DEFAULT_MODEL_DIR", folder)
+    monkeypatch.setitem(loading.DEFAULT_MODEL_DIRS, loading.DEFAULT_VERSION, folder)
     product = make_product()
 
     services.embeddings_sweep()
     model = EmbeddingModel.objects.get()
-    assert (model.key, model.state) == ("default-v1", "building")
+    assert (model.key, model.state) == (f"default-{DEFAULT_MODEL_VERSION}", "building")
     services.embedding_model_prepare(model=model)  # what the worker does next
 
     model.refresh_from_db()
@@ -304,7 +310,7 @@ def test_the_commands_list_backfill_switch_and_retire_versions(
 ) -> None:
     import io
 
-    from django.core.management import call_command
+    from django.core.management import CommandError, call_command
 
     prepare_here(spec=checkpoints["a"], key="blue")
     green = prepare_here(spec=checkpoints["b"], key="green")
@@ -316,11 +322,63 @@ def test_the_commands_list_backfill_switch_and_retire_versions(
     assert "blue: 3 products embedded" in out.getvalue()
     assert ProductEmbedding.objects.filter(model=green).count() == 3 * len(products)
 
+    # Neither version is evaluated on this catalog: activating needs a written reason.
+    with pytest.raises(CommandError, match="green was not activated: green has not been"):
+        call_command("embedding_models", "activate", "green", stdout=io.StringIO())
     out = io.StringIO()
-    call_command("embedding_models", "activate", "green", stdout=out)
+    call_command("embedding_models", "activate", "green", "--reason", "smoke test", stdout=out)
     call_command("embedding_models", "rollback", stdout=out)
     call_command("embedding_models", "retire", "green", stdout=out)
     call_command("embedding_models", "list", stdout=out)
     lines = out.getvalue().splitlines()
     assert lines[:3] == ["green is active", "blue is active again", "green retired"]
     assert any(line.startswith("blue ") and " active " in line for line in lines)
+
+
+def test_an_install_serving_an_older_default_gets_the_new_one_backfilling_beside_it(
+    monkeypatch: pytest.MonkeyPatch, checkpoints: dict[str, str]
+) -> None:
+    from embeddings.ml import loading
+
+    v0 = prepare_here(spec=checkpoints["a"], key="default-v0")
+    EmbeddingModel.objects.filter(pk=v0.pk).update(spec="default:v0")  # an older bundled one
+    folder = Path(checkpoints["b"].removeprefix("checkpoint:"))
+    monkeypatch.setattr(services, "_default_model_dir", lambda: folder)
+    monkeypatch.setitem(loading.DEFAULT_MODEL_DIRS, loading.DEFAULT_VERSION, folder)
+
+    services.embeddings_sweep()
+    services.embeddings_sweep()  # a second sweep registers nothing more
+
+    new = EmbeddingModel.objects.get(spec=services.DEFAULT_SPEC)
+    assert (new.key, new.state, new.auto_activate) == (
+        f"default-{DEFAULT_MODEL_VERSION}",
+        "building",
+        False,
+    )
+    services.embedding_model_prepare(model=new)
+    new.refresh_from_db()
+    # An empty catalog is backfilled at once: ready (a rollback-style standby), not served.
+    assert new.state == EmbeddingModel.State.READY
+    assert selectors.embedding_model_active() == v0  # the old one serves until activated
+    assert EmbeddingModel.objects.count() == 2
+
+    services.embedding_model_retire(model=new)
+    services.embeddings_sweep()  # an operator retired it: not registered again
+    assert EmbeddingModel.objects.filter(spec=services.DEFAULT_SPEC).count() == 1
+
+
+def test_the_migration_names_existing_default_rows_v1() -> None:
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("embeddings.migrations.0004_default_spec_names_its_version")
+    EmbeddingModel.objects.create(key="default-v1", spec="default")
+    EmbeddingModel.objects.create(key="clip-v1", spec="open_clip:ViT-B-32:random")
+
+    migration.name_v1(apps, None)
+
+    assert dict(EmbeddingModel.objects.values_list("key", "spec")) == {
+        "default-v1": "default:v1",
+        "clip-v1": "open_clip:ViT-B-32:random",
+    }

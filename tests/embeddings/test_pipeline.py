@@ -223,7 +223,8 @@ from webapp.wsgi import application
 from webapp.celery import app
 app.loader.import_default_modules()
 from embeddings import runtime, selectors, services, tasks
-heavy = [m for m in ('torch', 'open_clip', 'torchvision', 'transformers') if m in sys.modules]
+heavy = [m for m in ('torch', 'open_clip', 'torchvision', 'transformers', 'onnxruntime')
+         if m in sys.modules]
 print('BEFORE=' + ','.join(heavy))
 model = selectors.embedding_model_active()
 start = time.perf_counter()

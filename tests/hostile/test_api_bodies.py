@@ -45,3 +45,26 @@ def test_a_photo_just_over_the_limit_says_by_how_much(settings: Any) -> None:
     message = image_too_large(10 * 1_048_576 + 1).reason
     assert message == ("The photo is 10,485,761 bytes; the limit is 10,485,760 bytes (10.0 MB).")
     assert image_too_large(15 * 1_048_576).reason == "The photo is 15.0 MB; the limit is 10.0 MB."
+
+
+@pytest.mark.parametrize("path", ["/search/photo/", "/api/v1/search/image/"])
+def test_an_oversized_photo_upload_is_refused_from_its_headers(
+    writer: Client, settings: Any, path: str
+) -> None:
+    settings.VITRINE_QUERY_IMAGE_MAX_BYTES = 10 * 1_048_576
+    # Claims 500 MB and sends a few bytes: refused before the server reads (or waits for) it.
+    response = writer.post(
+        path, data=b"x" * 100, content_type="image/jpeg", CONTENT_LENGTH=str(500 * 1_048_576)
+    )
+    assert response.status_code == 413
+    text = response.content.decode()
+    assert "500.0 MB; the limit is 10.0 MB" in text
+    if path.startswith("/api/"):
+        assert response.json()["error"]["code"] == "too_large"
+
+
+def test_the_api_docs_page_loads_swagger_ui_from_our_own_static_files() -> None:
+    html = Client().get("/api/docs/").content.decode()
+    assert "swagger-ui-bundle.js" in html
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
+    assert "cdn.jsdelivr.net" not in html and "unpkg.com" not in html

@@ -8,6 +8,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from search.models import ApiKey
+
 pytestmark = pytest.mark.django_db
 
 
@@ -46,3 +48,25 @@ def test_an_unknown_page_is_a_branded_404_and_the_favicon_is_found() -> None:
     assert 'rel="icon"' in html
     favicon = Client().get("/favicon.ico")
     assert favicon.status_code == 301 and favicon["Location"].endswith("favicon.svg")
+
+
+def test_api_keys_are_created_in_the_admin_shown_once_and_work(settings: Any) -> None:
+    admin_user = User.objects.create_superuser("root", "r@example.com", "pw-for-tests-only")
+    client = Client()
+    client.force_login(admin_user)
+    response = client.post(
+        "/admin/search/apikey/add/",
+        {"name": "storefront", "scope": "read", "rate": "", "expires_at_0": "", "expires_at_1": ""},
+        follow=True,
+    )
+    html = response.content.decode()
+    plaintext = html.split("it is not shown again: ")[1].split("<")[0].strip()
+    assert "." in plaintext
+    api = Client(headers={"Authorization": f"Api-Key {plaintext}"})
+    assert api.get("/api/v1/products/").status_code == 200
+    key = ApiKey.objects.get(name="storefront")
+    assert plaintext.split(".")[1] not in key.secret_hash  # only its hash is kept
+    client.post(
+        "/admin/search/apikey/", {"action": "revoke", "_selected_action": [key.pk]}, follow=True
+    )
+    assert api.get("/api/v1/products/").status_code == 401

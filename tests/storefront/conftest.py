@@ -11,7 +11,7 @@ from django.test import Client
 
 from search.experiments.assignment import experiment_cache_clear
 from search.models import PublishableKey
-from search.storefront.keys import publishable_key_create
+from search.storefront.keys import publishable_key_create, publishable_keys_forget
 
 # The search catalog (30 products with real default-model vectors) serves these tests too.
 from tests.search.conftest import (  # noqa: F401  (pytest finds fixtures by name)
@@ -34,10 +34,14 @@ def page_client(origin: str | None = BRAND_ORIGIN) -> Client:
 
 
 @pytest.fixture(autouse=True)
-def _no_stale_experiment() -> Iterator[None]:
+def _no_stale_caches() -> Iterator[None]:
+    """Per-process caches of the running experiment and of publishable keys: each test's
+    rows are new (and rolled back after it)."""
     experiment_cache_clear()
+    publishable_keys_forget()
     yield
     experiment_cache_clear()
+    publishable_keys_forget()
 
 
 def events_truncate() -> None:

@@ -19,4 +19,20 @@ class Migration(migrations.Migration):
             name="error",
             field=models.TextField(blank=True, help_text="Why the last attempt crashed, if it did"),
         ),
+        migrations.AlterField(
+            model_name="importjob",
+            name="state",
+            field=models.CharField(
+                choices=[
+                    ("queued", "Queued"),
+                    ("running", "Running"),
+                    ("succeeded", "Succeeded"),
+                    ("partly", "Partly imported"),
+                    ("failed", "Failed"),
+                ],
+                db_index=True,
+                default="queued",
+                max_length=16,
+            ),
+        ),
     ]

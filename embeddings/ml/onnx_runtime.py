@@ -1,0 +1,295 @@
+"""CPU inference on ONNX Runtime: the towers, projections and fusion exported once per weights.
+
+PyTorch eager runs depthwise convolutions (EfficientNet) several times slower than ONNX
+Runtime's CPU provider, so on a CPU the encoder runs three exported graphs instead:
+
+- ``image.onnx``: normalised pixels (B, 3, S, S) -> image embedding (B, D), grid tokens
+  (B, N, C);
+- ``text.onnx``: token ids (B, T) + mask (B, T) -> text embedding (B, D), token states
+  (B, T, H);
+- ``fusion.onnx``: the five tensors above (text cut to the tokens fusion reads) -> fused
+  embedding (B, D).
+
+Graphs are exported lazily into ``<onnx_dir>/<weights sha256>/`` (a new checksum, a new
+folder: changed weights are never served from an old export) by writing to a temporary
+folder and renaming it, so two processes exporting at once never see half a folder.
+PyTorch stays the path for training and for GPUs. onnxruntime is imported here only, and
+only when a session is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from embeddings.ml.loading import LoadedModel
+    from embeddings.ml.model import PinCLIP
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = "vitrine-onnx/1"
+OPSET = 17
+GRAPHS = ("image", "text", "fusion")
+
+
+def supports_onnx(loaded: LoadedModel) -> bool:
+    """Whether this model's graphs can be exported (timm image trunk + Hugging Face text)."""
+    return bool(loaded.model.has_image_trunk and loaded.model.hf_text)
+
+
+def export_dir(onnx_dir: Path, weights_sha256: str) -> Path:
+    """Return the folder that holds (or will hold) the export of these weights."""
+    return Path(onnx_dir) / weights_sha256
+
+
+def onnx_export(loaded: LoadedModel, onnx_dir: Path) -> Path:
+    """Export `loaded`'s graphs under `onnx_dir` unless already there; return the folder."""
+    if not loaded.weights_sha256:
+        raise ValueError("an export is keyed by the weights' checksum: this model has none")
+    final = export_dir(onnx_dir, loaded.weights_sha256)
+    if (final / "meta.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=final.parent))
+    try:
+        _export_graphs(loaded, tmp)
+        (tmp / "meta.json").write_text(
+            json.dumps(
+                {
+                    "format": EXPORT_FORMAT,
+                    "weights_sha256": loaded.weights_sha256,
+                    "spec": loaded.spec,
+                    "torch": torch.__version__,
+                    "opset": OPSET,
+                },
+                indent=2,
+            )
+        )
+        try:
+            tmp.rename(final)
+        except OSError:  # another process finished first: use its export
+            if not (final / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+@dataclass
+class OrtModel:
+    """The three ONNX Runtime sessions of one model's export."""
+
+    image_session: Any
+    text_session: Any
+    fusion_session: Any
+    pad_id: int
+    max_text_tokens: int
+
+    def image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (embeddings (B, D), grid tokens (B, N, C)) of normalised pixels."""
+        emb, tokens = self.image_session.run(None, {"pixels": pixels})
+        return emb, tokens
+
+    def text(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (embeddings (B, D), states (B, T, H), mask (B, T)) of token ids (B, T)."""
+        mask = tokens != self.pad_id
+        longest = max(1, int(mask.sum(1).max())) if tokens.size else 1
+        tokens, mask = tokens[:, :longest], mask[:, :longest]  # trailing padding carries nothing
+        emb, states = self.text_session.run(
+            None, {"tokens": tokens.astype(np.int64), "mask": mask.astype(np.int64)}
+        )
+        return emb, states, mask
+
+    def fuse(
+        self,
+        img_emb: np.ndarray,
+        img_tokens: np.ndarray,
+        txt_emb: np.ndarray,
+        states: np.ndarray,
+        mask: np.ndarray,
+    ) -> np.ndarray:
+        """Return fused embeddings (B, D) (unnormalised), as `HybridFusion.forward`.
+
+        The graph reads exactly `max_text_tokens` text tokens (the traced attention has a
+        fixed sequence length): shorter texts are padded and masked, which leaves the
+        result unchanged, since padded keys get no attention.
+        """
+        t = self.max_text_tokens
+        b, n, h = states.shape
+        padded = np.zeros((b, t, h), dtype=np.float32)
+        padded_mask = np.zeros((b, t), dtype=bool)
+        keep = min(n, t)
+        padded[:, :keep] = states[:, :keep]
+        padded_mask[:, :keep] = mask[:, :keep]
+        (fused,) = self.fusion_session.run(
+            None,
+            {
+                "img_emb": img_emb,
+                "img_tokens": img_tokens,
+                "txt_emb": txt_emb,
+                "txt_states": padded,
+                "txt_mask": padded_mask,
+            },
+        )
+        return fused
+
+
+def ort_model_load(loaded: LoadedModel, onnx_dir: Path, threads: int) -> OrtModel:
+    """Export if needed and return ONNX Runtime sessions for `loaded` on `threads` threads."""
+    import onnxruntime as ort
+
+    folder = onnx_export(loaded, onnx_dir)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = ["CPUExecutionProvider"]
+
+    def session(name: str) -> Any:
+        return ort.InferenceSession(str(folder / f"{name}.onnx"), options, providers=providers)
+
+    return OrtModel(
+        session("image"),
+        session("text"),
+        session("fusion"),
+        pad_id=loaded.model.pad_id,
+        max_text_tokens=loaded.model.fusion.max_text_tokens,
+    )
+
+
+# ---- export --------------------------------------------------------------------------------
+class _ImageGraph(nn.Module):
+    def __init__(self, model: PinCLIP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.image_features(pixels)  # (B, D), (B, N, C)
+
+
+class _TextGraph(nn.Module):
+    def __init__(self, model: PinCLIP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        text = self.model.backbone.text
+        out = text.transformer(input_ids=tokens, attention_mask=mask)
+        pooled = text.pooler(out, mask)  # (B, H)
+        return self.model.text_head(pooled), out.last_hidden_state  # (B, D), (B, T, H)
+
+
+class _FusionGraph(nn.Module):
+    def __init__(self, model: PinCLIP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        img_emb: torch.Tensor,
+        img_tokens: torch.Tensor,
+        txt_emb: torch.Tensor,
+        txt_states: torch.Tensor,
+        txt_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.model.fusion.fuse(img_emb, img_tokens, txt_emb, txt_states, txt_mask)
+
+
+def _export_graphs(loaded: LoadedModel, out: Path) -> None:
+    import warnings
+
+    # A copy: the exporter's passes (batch-norm folding among them) may write into the
+    # parameters they trace, and the torch model must stay exactly what was loaded.
+    model = copy.deepcopy(loaded.model).float().eval()
+    text_model: Any = model.backbone.text.transformer
+    old_attn = getattr(text_model.config, "_attn_implementation", None)
+    # The SDPA path builds its mask with shape-dependent Python code the tracer freezes;
+    # the eager attention is plain tensor algebra and traces for any length.
+    text_model.config._attn_implementation = "eager"
+    # The fused "fast path" kernel of nn.TransformerEncoderLayer (eval mode) has no ONNX form.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    size = loaded.preprocess.image_size
+    b, t = 2, 8
+    pixels = torch.randn(b, 3, size, size)
+    tokens = torch.randint(1000, 2000, (b, t))
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[1, 5:] = 0
+    with torch.no_grad():
+        img_emb, img_tokens = model.image_features(pixels)
+        txt_emb, states = _TextGraph(model)(tokens, mask)
+    fusion_t = model.fusion.max_text_tokens  # the fusion graph's fixed text length
+    fusion_states = torch.zeros(b, fusion_t, states.shape[-1])
+    fusion_mask = torch.zeros(b, fusion_t, dtype=torch.bool)
+    fusion_states[:, :t], fusion_mask[:, :t] = states[:, :fusion_t], mask[:, :fusion_t].bool()
+    batch = {0: "batch"}
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer warnings about Python ints: expected
+            _export(
+                _ImageGraph(model),
+                (pixels,),
+                out / "image.onnx",
+                ["pixels"],
+                ["image", "tokens"],
+                {"pixels": batch, "image": batch, "tokens": batch},
+            )
+            seq = {0: "batch", 1: "length"}
+            _export(
+                _TextGraph(model),
+                (tokens, mask),
+                out / "text.onnx",
+                ["tokens", "mask"],
+                ["text", "states"],
+                {"tokens": seq, "mask": seq, "text": batch, "states": seq},
+            )
+            _export(
+                _FusionGraph(model),
+                (img_emb, img_tokens, txt_emb, fusion_states, fusion_mask),
+                out / "fusion.onnx",
+                ["img_emb", "img_tokens", "txt_emb", "txt_states", "txt_mask"],
+                ["fused"],
+                {
+                    "img_emb": batch,
+                    "img_tokens": batch,
+                    "txt_emb": batch,
+                    "txt_states": batch,
+                    "txt_mask": batch,
+                    "fused": batch,
+                },
+            )
+    finally:
+        text_model.config._attn_implementation = old_attn
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _export(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    axes: dict[str, dict[int, str]],
+) -> None:
+    torch.onnx.export(
+        module,
+        args,
+        str(path),
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_axes=axes,
+        opset_version=OPSET,
+        dynamo=False,  # the TorchScript exporter: no onnxscript needed, and it handles BERT
+    )
+    log.info("exported %s (%.1f MB)", path.name, path.stat().st_size / 1e6)
