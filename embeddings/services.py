@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from catalog.document import ProductDocument
 from catalog.models import Lookbook, Product, ProductImage
 from embeddings import runtime, selectors, text_map
 from embeddings.ml import DEFAULT_MODEL_FOLDERS, DEFAULT_MODEL_VERSION
@@ -447,15 +448,8 @@ def embedding_model_retire(*, model: EmbeddingModel) -> EmbeddingModel:
 
 # ---- product vectors ---------------------------------------------------------------------
 def product_text(product: Product) -> str:
-    """Return the text a model reads for a product (also what training reads).
-
-    Title, brand and category first: small text towers keep only the first few dozen tokens.
-    """
-    attributes = "; ".join(
-        f"{k}: {v}" for k, v in sorted((product.attributes or {}).items()) if v not in ("", None)
-    )
-    parts = [product.title, product.brand, product.category, attributes, product.description]
-    return ". ".join(p.strip() for p in parts if p and p.strip())
+    """The text a model reads for a product (also what training reads): its document."""
+    return ProductDocument.of(product).text()
 
 
 def _primary_image(product: Product) -> ProductImage | None:

@@ -202,6 +202,15 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # maintained (active, ready, building) model versions; on a fresh install, register the
     # bundled default model.
     # On the default queue so it never waits behind the embedding batches it schedules.
+    # search: rebuild query understanding's vocabulary when the catalog changed, and fit
+    # the active version's ranking weights and "no good match" thresholds when it has none
+    # or the catalog moved by 10% (search/calibration.py).
+    "search-vocabulary-refresh": {"task": "search.tasks.vocabulary_refresh", "schedule": 60.0},
+    "search-calibration-refresh": {
+        "task": "search.tasks.search_calibration_refresh",
+        "schedule": 600.0,
+        "options": {"expires": 600},
+    },
     "embeddings-sweep": {
         "task": "embeddings.tasks.embeddings_sweep_task",
         "schedule": 15.0,
@@ -356,21 +365,15 @@ CORS_EXPOSE_HEADERS = ["Retry-After"]
 VITRINE_HNSW_EF_SEARCH = env_int("VITRINE_HNSW_EF_SEARCH", 100, minimum=1)
 
 
-def _env_similarity(name: str, default: float) -> float:
-    """A cosine-similarity floor in [-1, 1]; fails loudly on anything else."""
-    value = env_str(name, str(default))
-    try:
-        number = float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
-    if not -1.0 <= number <= 1.0:
-        raise ImproperlyConfigured(f"{name}={number} is not a cosine similarity in [-1, 1].")
-    return number
-
-
-# Relevance floors: hits below them are noise, and a search left with none says so.
-VITRINE_SEARCH_MIN_SCORE_IMAGE = _env_similarity("VITRINE_SEARCH_MIN_SCORE_IMAGE", 0.2)
-VITRINE_SEARCH_MIN_SCORE_TEXT = _env_similarity("VITRINE_SEARCH_MIN_SCORE_TEXT", 0.1)
+# "No good match" has no fixed floor: it is calibrated per model version and catalog
+# (search.models.SearchCalibration, search/calibration.py). The former floors are refused
+# so that a deployment still setting them learns that they no longer do anything.
+for _retired in ("VITRINE_SEARCH_MIN_SCORE_IMAGE", "VITRINE_SEARCH_MIN_SCORE_TEXT"):
+    if env_str(_retired, ""):
+        raise ImproperlyConfigured(
+            f"{_retired} is gone: 'no good match' is calibrated per model version and catalog "
+            "(manage.py search_calibrate). Unset it."
+        )
 # Query photos: upload limits and how long shoppers' photos are kept.
 VITRINE_QUERY_IMAGE_MAX_BYTES = env_int(
     "VITRINE_QUERY_IMAGE_MAX_BYTES", 10 * 1024 * 1024, minimum=1
