@@ -1,11 +1,11 @@
 """Can an image-similarity floor tell "no good match"? Best-match scores by kind of query.
 
 Encodes a catalog's photos with a model, then photos of several kinds as queries, and
-prints, for each kind, the distribution of the best cosine a query gets in the catalog (the
-score search compares with `VITRINE_SEARCH_MIN_SCORE_IMAGE`). A floor works when photos that
-should match (other shots of the catalog's kind of product, shoppers' snapshots) score above
-photos that should not (other kinds of product, rooms, flat colours, noise). Results go to
-bench/results/relevance_floor.json.
+prints, for each kind, the distribution of the best cosine a query gets in the catalog
+(what photo search's "no good match" is calibrated on, search/calibration.py). A floor
+works when photos that should match (other shots of the catalog's kind of product,
+shoppers' snapshots) score above photos that should not (other kinds of product, rooms,
+flat colours, noise). Results go to bench/results/relevance_floor.json.
 
     .venv/bin/python bench/relevance_floor.py --spec default \\
         --catalog ../shared/datasets/hm/images --catalog-size 9000 \\

@@ -116,7 +116,9 @@ def load_encoder(spec: str, *, allow_untrained: bool, scratch: Path) -> tuple[An
 
 
 # --- Catalog ---------------------------------------------------------------------------------
-def hm_articles(datasets: Path, count: int, seed: int) -> list[dict[str, str]]:
+def hm_articles(datasets: Path, count: int, seed: int) -> list[dict[str, Any]]:
+    from catalog.document import ProductDocument
+
     folder = datasets / "hm"
     with (folder / "articles.csv").open(newline="", encoding="utf-8") as handle:
         rows = [
@@ -128,8 +130,21 @@ def hm_articles(datasets: Path, count: int, seed: int) -> list[dict[str, str]]:
     for row in rows:
         row["image"] = str(folder / "images" / f"{row['article_id']}.jpg")
         row["category"] = f"{row['product_group_name']} > {row['product_type_name']}"
-        row["text"] = f"{row['prod_name']}. {row['detail_desc']}"
+        row["attributes"] = hm_attributes(row)
+        # What the embedding task reads: the product document (catalog.document).
+        row["text"] = ProductDocument(
+            title=row["prod_name"], brand="H&M", category=row["category"],
+            attributes=row["attributes"], description=row["detail_desc"],
+        ).text()  # fmt: skip
     return rows[:count]
+
+
+def hm_attributes(row: dict[str, str]) -> dict[str, str]:
+    """The attributes the `hm` import preset stores (catalog/ingest/presets/hm.json)."""
+    preset = json.loads((BASE_DIR / "catalog/ingest/presets/hm.json").read_text())
+    attributes = {name: row[column] for name, column in preset["attributes"].items()}
+    attributes["color"] = row["colour_group_name"]
+    return attributes
 
 
 def encode_articles(encoder: Any, articles: list[dict[str, str]]) -> dict[str, np.ndarray]:
@@ -196,10 +211,7 @@ def catalog_build(
         for i in range(total):
             a = articles[origin[i]]
             sku = a["article_id"] if i < len(articles) else f"{a['article_id']}-c{i}"
-            attributes = {
-                "perceived_colour": a["perceived_colour_master_name"],
-                "index_group": a["index_group_name"],
-            }
+            attributes = a["attributes"]
             copy.write_row(
                 (
                     sku,
@@ -686,6 +698,9 @@ def main() -> None:
     embedding_services.embedding_model_centroids_update(model=model)
     text_map_seconds = time.perf_counter() - fit_started
     model.refresh_from_db()
+    from search.vocabulary import vocabulary_rebuild
+
+    say(f"query vocabulary: {vocabulary_rebuild()} terms")
     sample = vectors["fused"][:500]
     nearest_fused = np.sort(sample @ vectors["fused"].T, axis=1)[:, -11:-1]  # self excluded
 
@@ -723,8 +738,9 @@ def main() -> None:
         }
 
     def fused_ranks(names: Sequence[str]) -> np.ndarray:
-        """Reciprocal rank fusion of the named rankings' first 60 (as search fuses them)."""
-        from search.selectors import RRF_K
+        """Reciprocal rank fusion of the named rankings' first 60 (how search fused them before
+        its weighted ranking, search/ranking.py; kept as a reference figure)."""
+        rrf_k = 60
 
         rankings = [ranked_by(name)[:, :60] for name in names]
         top = []
@@ -732,7 +748,7 @@ def main() -> None:
             scores: dict[int, float] = {}
             for ranking in rankings:
                 for rank, index in enumerate(ranking[row], start=1):
-                    scores[int(index)] = scores.get(int(index), 0.0) + 1.0 / (RRF_K + rank)
+                    scores[int(index)] = scores.get(int(index), 0.0) + 1.0 / (rrf_k + rank)
             top.append(sorted(scores, key=lambda index: -scores[index])[:10])
         return np.array(top)
 

@@ -41,6 +41,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.text import slugify
 
+from catalog.document import ProductDocument
 from catalog.ingest.fetching import FetchError, FetchPolicy, SafeFetcher, fetch_policy_from_settings
 from catalog.ingest.imaging import ImageRejectedError, NormalisedImage, normalise_image
 from catalog.ingest.mapping import ColumnMapping, MappingError
@@ -390,22 +391,29 @@ def _dispatch_finalize(job_id: int) -> None:
 # --- Products -----------------------------------------------------------------------------
 
 
-def product_content_hash(*, row: ProductRow, category: str, attributes: dict[str, str]) -> str:
-    """What the embeddings see: text, brand, category, attributes and image sources.
+def product_content_hash(*, product: Product) -> str:
+    """The hash of the product's document and image sources, from its stored fields: what
+    the importer computes from a feed row, so every writer agrees on "stale"."""
+    images = sorted(product.images.all(), key=lambda image: image.position) if product.pk else []
+    sources = [image.source_url for image in images]
+    return ProductDocument.of(product).content_hash(image_sources=sources)
 
-    Price and stock are left out on purpose: changing them must not re-embed.
+
+def product_document_changed(*, product: Product) -> bool:
+    """Re-stamp `content_hash` after an edit (API, admin); True when it changed.
+
+    When it did, the embeddings are told after commit, so the product's vectors are
+    refreshed at once rather than at the next sweep.
     """
-    payload = {
-        "title": row.title,
-        "description": row.description,
-        "brand": row.brand,
-        "category": category,
-        "attributes": attributes,
-        "images": [ref.value for ref in row.images],
-    }
-    return hashlib.sha256(
-        json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
-    ).hexdigest()
+    content_hash = product_content_hash(product=product)
+    if content_hash == product.content_hash:
+        return False
+    product.content_hash = content_hash
+    product_id = product.pk
+    transaction.on_commit(
+        lambda: products_need_embedding.send(sender=Product, product_ids=[product_id])
+    )
+    return True
 
 
 def _product_values(row: ProductRow) -> dict[str, Any]:
@@ -427,9 +435,13 @@ def _product_values(row: ProductRow) -> dict[str, Any]:
         "in_stock": row.availability == "in_stock",
         "url": row.link[:2000],
         "attributes": json.dumps(attributes, sort_keys=True, ensure_ascii=False),
-        "content_hash": product_content_hash(
-            row=row, category=category[:200], attributes=attributes
-        ),
+        "content_hash": ProductDocument(
+            title=row.title[:500],
+            brand=row.brand[:200],
+            category=category[:200],
+            attributes=attributes,
+            description=row.description,
+        ).content_hash(image_sources=[ref.value for ref in row.images]),
     }
 
 

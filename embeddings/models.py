@@ -45,6 +45,10 @@ class EmbeddingModel(models.Model):
     # Activate by itself when the backfill completes (operators usually evaluate first).
     auto_activate = models.BooleanField(default=False)
     metrics = models.JSONField(default=dict, blank=True, help_text="Evaluation results")
+    activation_reason = models.TextField(
+        blank=True,
+        help_text="Why it was activated without beating the active version (who, when, why)",
+    )
     # {"<kind>": mean stored vector (list of floats), "count": fused vectors averaged,
     # "text_query_map": when the version's TextQueryMap was fitted (search's cache stamp)}.
     centroids = models.JSONField(default=dict, blank=True, help_text="Mean vector per kind")
@@ -152,3 +156,72 @@ class PendingEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"product {self.product_id} queued for model {self.model_id}"
+
+
+class TrainingJob(models.Model):
+    """One fine-tuning run on the catalog, from the admin or `train_model`, and its progress.
+
+    queued -> running -> succeeded | failed | cancelled; running -> interrupted when the
+    training worker shuts down (its train state is saved, and it is queued again when a
+    training worker starts). A failed, cancelled or interrupted job can be resumed: the run
+    continues from the last saved step in `out_dir`.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        INTERRUPTED = "interrupted", "Interrupted (resumes)"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    base = models.CharField(max_length=1000, help_text="Model spec it fine-tunes, or new:<arch>")
+    key = models.SlugField(max_length=100, blank=True, help_text="Version key it registers")
+    out_dir = models.CharField(max_length=2000, help_text="Checkpoint and train-state folder")
+    config = models.JSONField(default=dict, blank=True, help_text="TrainConfig overrides")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    phase = models.CharField(max_length=300, blank=True, help_text="What the run does now")
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    losses = models.JSONField(default=dict, blank=True, help_text="Last step's loss terms")
+    # The rate behind the ETA is measured from where this attempt started (a resumed run
+    # must not count the steps it loaded from its checkpoint as done in no time).
+    attempt_started_at = models.DateTimeField(null=True, blank=True)
+    attempt_start_step = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    log = models.TextField(blank=True, help_text="The last lines of the run's log")
+    error = models.TextField(blank=True, help_text="Why the run failed, if it did")
+    cancel_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    model = models.ForeignKey(
+        EmbeddingModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"training job #{self.pk}"
+
+    @property
+    def is_final(self) -> bool:
+        """True once nothing will happen to the job unless someone resumes it."""
+        return self.state in (self.State.SUCCEEDED, self.State.FAILED, self.State.CANCELLED)
+
+    @property
+    def progress_percent(self) -> int:
+        if self.state == self.State.SUCCEEDED:
+            return 100
+        if not self.total_steps:
+            return 0
+        return min(100, round(100 * self.step / self.total_steps))
+
+    @property
+    def loss(self) -> float | None:
+        value = self.losses.get("loss") if isinstance(self.losses, dict) else None
+        return float(value) if value is not None else None

@@ -30,9 +30,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ItemVectors",
     "ModelLoadError",
+    "SceneVectors",
     "WeightsChangedError",
     "encode_items",
     "encode_query_image",
+    "encode_query_regions",
     "encode_query_text",
     "encoder_cached",
     "encoder_for",
@@ -323,3 +325,36 @@ def _encode_items_three_calls(
         failed=dict(image_result.failed),
         seconds=timings,
     )
+
+
+@dataclass(frozen=True)
+class SceneVectors:
+    """A scene photo's candidate item regions and their vectors, and the whole photo's."""
+
+    boxes: list[tuple[float, float, float, float]]  # left, top, right, bottom, fractions 0..1
+    regions: np.ndarray  # (len(boxes), D) float32, L2-normalised, row i = boxes[i]
+    whole: np.ndarray  # (D,) the whole photo, as `encode_query_image` would give it
+
+
+def encode_query_regions(image_bytes: bytes, *, model: EmbeddingModel) -> SceneVectors:
+    """Return the candidate item regions of a scene photo (`embeddings.ml.regions`) with
+    their image vectors by `model`, and the whole photo's vector; one encoder batch.
+
+    Raises `ValueError` when the bytes are not a readable image.
+    """
+    from embeddings.ml.regions import WindowConfig, crops_encode_ready, scene_open, windows_propose
+
+    encoder = encoder_for(model)
+    config = WindowConfig()
+    try:
+        image = scene_open(image_bytes)
+    except Exception as exc:  # any decoder error: the caller answers 400
+        raise ValueError(f"unreadable image: {exc}") from exc
+    boxes = windows_propose(width=image.width, height=image.height, config=config)
+    side = int(getattr(getattr(encoder, "preprocess", None), "image_size", config.crop_pixels))
+    crops = crops_encode_ready(image, boxes, crop_pixels=side)
+    result = encoder.encode_images([image_bytes, *crops])
+    if result.failed:
+        raise ValueError(f"unreadable image: {next(iter(result.failed.values()))}")
+    vectors = np.asarray(result.vectors, dtype=np.float32)
+    return SceneVectors(boxes=[b.as_tuple() for b in boxes], regions=vectors[1:], whole=vectors[0])

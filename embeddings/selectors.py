@@ -18,7 +18,13 @@ from django.db.models import Case, Exists, F, OuterRef, QuerySet, Value, When
 from django.utils import timezone
 
 from catalog.models import Product, ProductImage
-from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding, TextQueryMap
+from embeddings.models import (
+    EmbeddingModel,
+    PendingEmbedding,
+    ProductEmbedding,
+    TextQueryMap,
+    TrainingJob,
+)
 
 # A queued product whose task has not finished after this long is queued again (a lost
 # message, a killed worker past its redelivery): enqueueing is idempotent anyway.
@@ -233,3 +239,118 @@ def product_embedding_vector(
         .first()
     )
     return None if row is None else np.asarray(row, dtype=np.float32)
+
+
+# ---- fine-tuning jobs and the activation gate ------------------------------------------------
+def training_job_eta_seconds(*, job: TrainingJob) -> float | None:
+    """Seconds left at this attempt's own step rate, or None before it has one."""
+    if job.state != TrainingJob.State.RUNNING or job.attempt_started_at is None:
+        return None
+    done = job.step - job.attempt_start_step
+    elapsed = (timezone.now() - job.attempt_started_at).total_seconds()
+    if done <= 0 or elapsed <= 0 or not job.total_steps:
+        return None
+    return max(0.0, (job.total_steps - job.step) * elapsed / done)
+
+
+@dataclass(frozen=True)
+class PlainMetric:
+    """One evaluation figure as a merchandiser reads it, for two versions side by side."""
+
+    metric: str  # evaluation name, e.g. "lookbook_completion/recall@10"
+    cell: str  # "cold" (products the model never saw in training) or "warm"
+    sentence: str  # what it measures, in the catalog's words
+    candidate: float | None
+    active: float | None
+
+    @property
+    def change(self) -> str:
+        """ "61% → 78%" (or one side only)."""
+        return f"{_pct(self.active)} → {_pct(self.candidate)}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.0f}%"
+
+
+# The figures shown to merchandisers, in their words; the first one present is the gate's.
+PLAIN_METRICS: tuple[tuple[str, str, str], ...] = (
+    (
+        "lookbook_completion/recall@10",
+        "cold",
+        "finds the other products of a new product's lookbook or variant group in the first 10",
+    ),
+    (
+        "lookbook_completion/recall@10",
+        "warm",
+        "finds the other products of a held-out lookbook in the first 10",
+    ),
+    ("shop_the_look/recall@10", "cold", "finds a look photo's products in the first 10"),
+    (
+        "text_to_image/recall@10",
+        "cold",
+        "finds a new product from its own description in the first 10",
+    ),
+    (
+        "image_to_image/category_precision@10",
+        "cold",
+        "of a new product's 10 most similar products, how many share its category",
+    ),
+    ("fill_in_the_blank/accuracy", "warm", "picks the missing piece of a lookbook out of 4"),
+)
+
+
+def _value(model: EmbeddingModel | None, metric: str, cell: str) -> float | None:
+    if model is None:
+        return None
+    entry = (model.metrics or {}).get("metrics", {}).get(metric, {}).get(cell)
+    value = entry.get("value") if isinstance(entry, dict) else None
+    return None if value is None else float(value)
+
+
+def embedding_model_plain_metrics(
+    *, candidate: EmbeddingModel, active: EmbeddingModel | None
+) -> list[PlainMetric]:
+    """The merchandiser's figures of `candidate` beside `active` (same split only)."""
+    same_split = active is not None and (active.metrics or {}).get("split_fingerprint") == (
+        candidate.metrics or {}
+    ).get("split_fingerprint")
+    rows = []
+    for metric, cell, sentence in PLAIN_METRICS:
+        mine = _value(candidate, metric, cell)
+        theirs = _value(active, metric, cell) if same_split else None
+        if mine is not None or theirs is not None:
+            rows.append(PlainMetric(metric, cell, sentence, mine, theirs))
+    return rows
+
+
+@dataclass(frozen=True)
+class ActivationCheck:
+    """Whether `candidate` may replace the active version without a written reason."""
+
+    beats: bool
+    explanation: str
+
+
+def embedding_model_activation_check(*, candidate: EmbeddingModel) -> ActivationCheck:
+    """Does `candidate` beat the active version on the catalog's held-out split?
+
+    The gate's figure is the first of `PLAIN_METRICS` both versions have on the same split;
+    without one (no evaluation yet, or evaluated on another catalog) it does not beat it.
+    """
+    active = embedding_model_active()
+    if active is None or active.pk == candidate.pk:
+        return ActivationCheck(True, "there is no other active version")
+    if not (candidate.metrics or {}).get("metrics"):
+        return ActivationCheck(False, f"{candidate.key} has not been evaluated on this catalog")
+    for row in embedding_model_plain_metrics(candidate=candidate, active=active):
+        if row.candidate is None or row.active is None:
+            continue
+        verdict = row.candidate > row.active
+        return ActivationCheck(
+            verdict,
+            f"{'beats' if verdict else 'does not beat'} {active.key}: {row.sentence}: {row.change}",
+        )
+    return ActivationCheck(
+        False, f"{candidate.key} and {active.key} have no evaluation on the same held-out split"
+    )

@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from catalog.document import ProductDocument
 from catalog.models import Lookbook, Product, ProductImage
 from embeddings import runtime, selectors, text_map
 from embeddings.ml import DEFAULT_MODEL_FOLDERS, DEFAULT_MODEL_VERSION
@@ -385,6 +386,39 @@ def embedding_model_activate(*, model: EmbeddingModel, force: bool = False) -> E
     return target
 
 
+class ActivationGateError(EmbeddingModelStateError):
+    """The version does not beat the active one on the held-out split and no reason was given."""
+
+
+def embedding_model_activate_gated(
+    *, model: EmbeddingModel, reason: str = "", user: str = "", force: bool = False
+) -> EmbeddingModel:
+    """Activate `model` for a person (admin, CLI): only if it beats the active version on
+    the catalog's held-out split (`selectors.embedding_model_activation_check`), or with a
+    written reason, which is recorded on the version with who gave it and the gate's verdict.
+
+    Automatic paths (first install, rollback, an operator's "activate when ready") use
+    `embedding_model_activate` directly.
+    """
+    check = selectors.embedding_model_activation_check(candidate=model)
+    reason = reason.strip()
+    if not check.beats and not reason:
+        raise ActivationGateError(
+            f"{model.key} was not activated: it {check.explanation}. Give a written reason "
+            "to activate it anyway (it is recorded)."
+            if check.explanation.startswith(("beats", "does not"))
+            else f"{model.key} was not activated: {check.explanation}. Give a written reason "
+            "to activate it anyway (it is recorded)."
+        )
+    activated = embedding_model_activate(model=model, force=force)
+    if not check.beats:
+        when = timezone.now()
+        note = f"{when:%Y-%m-%d %H:%M} by {user or 'unknown'}: {reason} ({check.explanation})"
+        EmbeddingModel.objects.filter(pk=activated.pk).update(activation_reason=note)
+        activated.activation_reason = note
+    return activated
+
+
 def embedding_model_rollback() -> EmbeddingModel:
     """Re-activate the version that was active before the current one; return it."""
     target = selectors.embedding_model_rollback_target()
@@ -414,15 +448,8 @@ def embedding_model_retire(*, model: EmbeddingModel) -> EmbeddingModel:
 
 # ---- product vectors ---------------------------------------------------------------------
 def product_text(product: Product) -> str:
-    """Return the text a model reads for a product (also what training reads).
-
-    Title, brand and category first: small text towers keep only the first few dozen tokens.
-    """
-    attributes = "; ".join(
-        f"{k}: {v}" for k, v in sorted((product.attributes or {}).items()) if v not in ("", None)
-    )
-    parts = [product.title, product.brand, product.category, attributes, product.description]
-    return ". ".join(p.strip() for p in parts if p and p.strip())
+    """The text a model reads for a product (also what training reads): its document."""
+    return ProductDocument.of(product).text()
 
 
 def _primary_image(product: Product) -> ProductImage | None:
@@ -856,14 +883,24 @@ def _unprepared_resend() -> None:
 
 # ---- evaluation and training ---------------------------------------------------------------
 def catalog_dataset(*, name: str = "catalog") -> Any:
-    """Return an `embeddings.ml.data.ItemDataset` of the embeddable products and lookbooks.
+    """Return an `embeddings.ml.data.ItemDataset` of the embeddable products and their graph.
 
-    Item ids are product ids (as strings); lookbooks are the graph (published or not: an
-    unpublished board is still a merchandiser's judgement of what goes together).
+    Item ids are product ids (as strings). The graph (the dataset's groups) is everything
+    the catalog knows about what belongs together: lookbooks ("lookbook:<slug>", published
+    or not: an unpublished board is still a merchandiser's judgement), variants of one
+    product ("variant:<group_id>", the feed's item_group_id) and, for the attributes the
+    retailer maps in VITRINE_GRAPH_ATTRIBUTES, products sharing a value
+    ("attr:<name>=<value>"; walked through but not masked from negatives, see
+    `TrainConfig.unmasked_groups`). Products record no engagement, so there are no
+    co-engagement edges yet.
     """
+    from django.conf import settings
+
     from embeddings.ml.data import Item, ItemDataset
 
+    graph_attributes = list(settings.VITRINE_GRAPH_ATTRIBUTES)
     items = []
+    groups: dict[str, list[str]] = {}
     for product in selectors.products_embeddable().prefetch_related("images").order_by("id"):
         image = _primary_image(product)
         if image is None:
@@ -872,21 +909,28 @@ def catalog_dataset(*, name: str = "catalog") -> Any:
             path = str(image.image.path)
         except NotImplementedError:
             continue  # training reads files; remote storages are not supported here
-        items.append(Item(str(product.pk), path, product_text(product), product.category or None))
+        item_id = str(product.pk)
+        items.append(Item(item_id, path, product_text(product), product.category or None))
+        if product.group_id:
+            groups.setdefault(f"variant:{product.group_id}", []).append(item_id)
+        for attribute in graph_attributes:
+            value = (product.attributes or {}).get(attribute)
+            if isinstance(value, str | int | float) and str(value).strip():
+                groups.setdefault(f"attr:{attribute}={value}", []).append(item_id)
     known = {item.item_id for item in items}
-    lookbooks: dict[str, list[str]] = {}
     for lookbook in Lookbook.objects.prefetch_related("items"):
         members = [str(it.product_id) for it in lookbook.items.all()]
-        members = [m for m in members if m in known]
-        if len(members) >= 2:
-            lookbooks[f"lookbook:{lookbook.slug}"] = members
-    return ItemDataset(name=name, items=items, lookbooks=lookbooks)
+        groups[f"lookbook:{lookbook.slug}"] = [m for m in members if m in known]
+    return ItemDataset(
+        name=name, items=items, lookbooks={g: m for g, m in groups.items() if len(m) >= 2}
+    )
 
 
-def embedding_model_evaluate(*, model: EmbeddingModel, seed: int = 0) -> dict[str, Any]:
+def embedding_model_evaluate(*, model: EmbeddingModel, seed: int | None = None) -> dict[str, Any]:
     """Evaluate `model` on the catalog (products + lookbooks) and store `metrics`; return them.
 
-    Uses `embeddings.ml.evaluation` (cold items and held-out lookbooks drawn from `seed`).
+    Uses `embeddings.ml.evaluation` (cold items and held-out lookbooks drawn from `seed`;
+    the default is the catalog's own held-out split, which fine-tuning leaves out).
     """
     from embeddings.ml.evaluation import as_catalogue, evaluate, make_split
 
@@ -894,12 +938,24 @@ def embedding_model_evaluate(*, model: EmbeddingModel, seed: int = 0) -> dict[st
     if len(dataset) < 4:
         raise ValueError(f"only {len(dataset)} embeddable products: too few to evaluate")
     catalogue = as_catalogue(dataset)
-    split = make_split(catalogue, seed=seed)
+    split = make_split(catalogue, seed=CATALOG_SPLIT_SEED if seed is None else seed)
     evaluation = evaluate(runtime.encoder_for(model), catalogue, split, model_name=model.key)
     metrics = {**evaluation.to_dict(), "evaluated_at": timezone.now().isoformat()}
     EmbeddingModel.objects.filter(pk=model.pk).update(metrics=metrics)
     model.metrics = metrics
     return metrics
+
+
+#: Seed of the catalog's held-out split: training leaves it out, evaluation and the
+#: activation gate score on it, so every version of one catalog is compared on the same one.
+CATALOG_SPLIT_SEED = 0
+
+
+def catalog_split(*, dataset: Any) -> Any:
+    """Return the catalog's held-out `Split` (cold items + held-out lookbooks)."""
+    from embeddings.ml.evaluation import as_catalogue, make_split
+
+    return make_split(as_catalogue(dataset), seed=CATALOG_SPLIT_SEED)
 
 
 def embedding_model_train(
@@ -909,22 +965,53 @@ def embedding_model_train(
     base: str = "new:resnet10t",
     config_overrides: dict[str, Any] | None = None,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    report: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EmbeddingModel:
     """Train a model on the catalog and register it as a new building version (backfill).
 
     `base` is `TrainConfig.init`: "new:<timm arch>" (scratch image tower + MiniLM text) or a
-    model spec to fine-tune. Runs where it is called (a worker or the command), in minutes
-    to hours; the checkpoint lands in `out_dir`.
+    model spec to fine-tune. The catalog's held-out split (`catalog_split`) is left out of
+    training, so evaluation on it is honest. Runs where it is called (the training worker
+    or the command), in minutes to hours; the checkpoint lands in `out_dir`. `report`,
+    `progress` and `should_stop` are `embeddings.ml.train.train`'s hooks (`TrainingStopped`
+    propagates: the same call later resumes from the saved step).
     """
     from dataclasses import replace
 
+    from django.conf import settings
+
+    from embeddings.ml.evaluation.experiment import training_dataset
     from embeddings.ml.train import TrainConfig, train
 
+    say = report or (lambda line: log.info("%s", line))
+    say("reading the catalog's products, lookbooks and variant groups")
     dataset = catalog_dataset()
     if len(dataset) < 2:
         raise ValueError("the catalog has fewer than 2 embeddable products to train on")
-    config = replace(TrainConfig(init=base), **(config_overrides or {}))
-    checkpoint = train(config, dataset, Path(out_dir), progress=progress)
+    if len(dataset) >= 4:
+        split = catalog_split(dataset=dataset)
+        dataset = training_dataset(dataset, split)
+        say(
+            f"held out {len(split.cold_items)} products and {len(split.heldout_lookbooks)} "
+            "lookbooks for evaluation"
+        )
+    # Frozen-tower features are kept between runs (keyed by tower, input and files): a
+    # resumed or repeated fine-tune of the same catalog does not run the tower again.
+    overrides = {
+        "feature_cache_dir": str(settings.DATA_DIR / "cache" / "features"),
+        **(config_overrides or {}),
+    }
+    config = replace(TrainConfig(init=base), **overrides)
+    checkpoint = train(
+        config,
+        dataset,
+        Path(out_dir),
+        progress=progress,
+        report=report,
+        should_stop=should_stop,
+    )
+    say("registering the new version")
     return embedding_model_register(spec=f"checkpoint:{Path(checkpoint).resolve()}", key=key)
 
 
@@ -934,15 +1021,3 @@ def embedding_model_evaluate_start(*, model: EmbeddingModel) -> None:
 
     model_id = model.pk
     transaction.on_commit(lambda: embedding_model_evaluate_task.delay(model_id=model_id))
-
-
-def embedding_model_train_start(
-    *, out_dir: Path, key: str | None = None, base: str = "new:resnet10t"
-) -> None:
-    """Queue a training run on a worker; it registers the result as a building version."""
-    from embeddings.tasks import embedding_model_train_task
-
-    target = str(out_dir)
-    transaction.on_commit(
-        lambda: embedding_model_train_task.delay(out_dir=target, key=key, base=base)
-    )

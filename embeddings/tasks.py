@@ -14,10 +14,15 @@ import time
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutting_down,
+)
 from django.db import connection
 
-from embeddings import runtime, selectors, services
+from embeddings import runtime, selectors, services, training
 from embeddings.models import EmbeddingModel
 
 log = logging.getLogger(__name__)
@@ -73,16 +78,44 @@ def embedding_model_evaluate_task(*, model_id: int) -> dict[str, Any] | None:
     return {"evaluated_at": metrics.get("evaluated_at")}
 
 
-# Training takes minutes to hours: never redeliver it blindly after a worker loss (a resumed
-# run continues from its own checkpoints when started again by an operator).
+# Training takes minutes to hours: never redeliver it blindly after a worker loss. A job
+# interrupted by a shutdown is queued again when a training worker starts; one whose worker
+# died is queued again by the recovery sweep. Both continue from the job's saved state.
 @shared_task(acks_late=False)
-def embedding_model_train_task(
-    *, out_dir: str, key: str | None = None, base: str = "new:resnet10t"
-) -> str:
-    """Train a model on the catalog and register it as a new building version."""
-    from pathlib import Path
+def training_job_run_task(*, job_id: int) -> str | None:
+    """Run (or continue) one fine-tuning job on the training worker."""
+    job = training.training_job_run(job_id=job_id)
+    return None if job is None else job.state
 
-    return services.embedding_model_train(out_dir=Path(out_dir), key=key, base=base).key
+
+@shared_task(acks_late=False, expires=60)
+def training_jobs_recover_task() -> int:
+    """Queue again the fine-tuning jobs whose worker shut down or died."""
+    return training.training_jobs_recover()
+
+
+@worker_shutting_down.connect
+def _training_stop_on_shutdown(**kwargs: Any) -> None:
+    """Ask a running fine-tune to save its state and stop (it runs in this process: solo)."""
+    training.shutdown_requested.set()
+
+
+@worker_ready.connect
+def _training_jobs_recover_on_start(sender: Any = None, **kwargs: Any) -> None:
+    """A training worker that starts picks up the jobs its predecessor was interrupted in."""
+    consumed = getattr(getattr(sender, "app", None), "amqp", None)
+    names = set(consumed.queues.consume_from or {}) if consumed is not None else set()
+    if "training" not in names:
+        return
+    try:
+        recovered = training.training_jobs_recover()
+    except Exception:  # the beat sweep tries again within a minute
+        log.warning("could not recover interrupted training jobs", exc_info=True)
+    else:
+        if recovered:
+            log.info("queued %d interrupted training job(s) again", recovered)
+    finally:
+        connection.close()
 
 
 WARM_CHECK_SECONDS = 10.0

@@ -1,4 +1,6 @@
-"""Admin for the brand's-site features: publishable keys, A/B experiments, analytics."""
+"""Admin for the brand's-site features (publishable keys, A/B experiments, analytics) and
+for query understanding (the synonym table merchandisers edit; the vocabulary and the
+calibrations search derives from the catalog, read-only)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,14 @@ from django.utils.html import format_html
 from search.analytics.admin_views import analytics_dashboard
 from search.experiments import services as experiment_services
 from search.experiments.selectors import experiment_results
-from search.models import ApiKey, Experiment, PublishableKey
+from search.models import (
+    ApiKey,
+    Experiment,
+    PublishableKey,
+    SearchCalibration,
+    Synonym,
+    VocabularyTerm,
+)
 from search.services import api_key_create, api_key_revoke
 from search.storefront.keys import (
     InvalidOrigin,
@@ -25,6 +34,7 @@ from search.storefront.keys import (
     publishable_key_revoke,
     publishable_keys_forget,
 )
+from search.understanding import phrase_key
 
 
 class PublishableKeyForm(forms.ModelForm):
@@ -218,3 +228,45 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             api_key_revoke(prefix=key.prefix)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(Synonym)
+class SynonymAdmin(admin.ModelAdmin):
+    list_display = ("phrase", "means", "updated_at")
+    search_fields = ("phrase", "means")
+    ordering = ("phrase",)
+
+    def save_model(self, request: HttpRequest, obj: Synonym, form: Any, change: bool) -> None:
+        obj.phrase = " ".join(obj.phrase.split()).lower()
+        obj.means = "|".join(part.strip() for part in obj.means.split("|") if part.strip())
+        super().save_model(request, obj, form, change)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(VocabularyTerm)
+class VocabularyTermAdmin(ReadOnlyAdmin):
+    list_display = ("value", "field", "key", "product_count")
+    list_filter = ("field",)
+    search_fields = ("value", "key")
+
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
+        # Found by the shopper's spelling too ("T-Shirts" finds the key "tshirt").
+        results, duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term:
+            results = results | queryset.filter(key=phrase_key(search_term))
+        return results, duplicates
+
+
+@admin.register(SearchCalibration)
+class SearchCalibrationAdmin(ReadOnlyAdmin):
+    list_display = ("model", "catalog_stamp", "weights", "text_threshold", "image_threshold",
+                    "created_at")  # fmt: skip
+    readonly_fields = ("model", "catalog_stamp", "weights", "text_threshold", "image_threshold",
+                       "report", "created_at")  # fmt: skip

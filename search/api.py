@@ -6,6 +6,7 @@ selector or service, serialize). Errors share one body, built by `api_exception_
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
@@ -36,6 +37,7 @@ from search.serializers import (
     ProductListQuerySerializer,
     ProductSerializer,
     ProductWriteSerializer,
+    SearchPageSerializer,
     SearchResultsSerializer,
     SimilarQuerySerializer,
     TextSearchQuerySerializer,
@@ -329,24 +331,57 @@ class LookbookViewSet(viewsets.ViewSet):
 
 
 # --- Search --------------------------------------------------------------------------------
+def _search_page(
+    results: selectors.SearchResults, *, request: Request, data: dict[str, Any], started: float
+) -> dict[str, Any]:
+    """The results page body: hits (with the fields asked for), paging, what the words
+    were understood as, facet counts over every ranked product, and the time it took."""
+    from search.understanding import concept_payload
+
+    context = {"request": request, "product_fields": data.get("fields")}
+    body: dict[str, Any] = {**SearchResultsSerializer(results, context=context).data}
+    facets = selectors.facet_counts(
+        product_ids=results.candidate_ids, fields=selectors.FACET_FIELDS
+    )
+    body.update(
+        total=results.total,
+        offset=results.offset,
+        limit=data["limit"],
+        sort=data["sort"],
+        understood=concept_payload(results.concepts),
+        facets={
+            name: [{"value": f.value, "count": f.count} for f in counts]
+            for name, counts in facets.items()
+        },
+        processing_time_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return body
+
+
 class TextSearchApi(APIView):
     search_endpoint = True  # a read, open to anonymous callers when configured
 
     @extend_schema(
         parameters=[TextSearchQuerySerializer],
-        responses={200: SearchResultsSerializer, **_errors()},
+        responses={200: SearchPageSerializer, **_errors()},
         summary="Search by text",
     )
     def get(self, request: Request) -> Response:
-        """Products for the shopper's words: text embedding fused with full-text matches."""
+        """Products for the shopper's words, ranked by the catalog terms they name, full
+        text and the model's vectors; paged, sortable, with facet counts."""
+        started = time.perf_counter()
         query = _validated(TextSearchQuerySerializer, request.query_params)
+        data = query.validated_data
         results = selectors.search_by_text(
-            query=query.validated_data["q"],
+            query=data["q"],
             filters=query.to_filters(),
-            limit=query.validated_data["limit"],
-            diversify=query.validated_data["diversify"],
+            limit=data["limit"],
+            offset=data["offset"],
+            sort=data["sort"],
+            diversify=data["diversify"],
+            removed_terms=data["without"],
         )
-        return Response(SearchResultsSerializer(results, context={"request": request}).data)
+        return Response(_search_page(results, request=request, data=data, started=started))
 
 
 class ImageSearchApi(APIView):
@@ -373,6 +408,7 @@ class ImageSearchApi(APIView):
     def post(self, request: Request) -> Response:
         """Products that look like a photo: upload it (multipart `image`), name it
         (`image_url`) or reuse an earlier one (`photo_id`); `crop` narrows it to a region."""
+        started = time.perf_counter()
         query = _validated(ImageSearchRequestSerializer, request.data)
         data = query.validated_data
         try:
@@ -388,11 +424,15 @@ class ImageSearchApi(APIView):
                 crop=data.get("crop_box"),
                 filters=query.to_filters(),
                 limit=data["limit"],
+                offset=data["offset"],
+                sort=data["sort"],
                 diversify=data["diversify"],
+                query=data["q"],
+                removed_terms=data["without"],
             )
         except selectors.SearchUnavailable:
             raise SearchUnavailableError() from None
-        body = {**SearchResultsSerializer(results, context={"request": request}).data}
+        body = _search_page(results, request=request, data=data, started=started)
         body["photo_id"] = photo_id
         return Response(body)
 

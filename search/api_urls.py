@@ -4,6 +4,7 @@ from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import SimpleRouter
 
 from search import api
+from search.looks.api import SceneSearchApi
 
 router = SimpleRouter()
 router.register("products", api.ProductViewSet, basename="product")
@@ -12,5 +13,6 @@ router.register("lookbooks", api.LookbookViewSet, basename="lookbook")
 urlpatterns: list[URLPattern | URLResolver] = [
     path("search/text/", api.TextSearchApi.as_view(), name="search-text"),
     path("search/image/", api.ImageSearchApi.as_view(), name="search-image"),
+    path("search/scene/", SceneSearchApi.as_view(), name="search-scene"),
     *router.urls,
 ]

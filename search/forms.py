@@ -134,6 +134,8 @@ class SearchForm(forms.Form):
         required=False, min_value=Decimal(0), max_digits=12, decimal_places=2, label="Max price"
     )
     in_stock = forms.BooleanField(required=False, label="In stock only")
+    # Understood terms the shopper removed (their chips): ranked as plain words instead.
+    without = FacetValuesField(required=False, label="Ignoring")
 
     def selected_values(self, field: str) -> list[str]:
         """The values of a facet in the URL: cleaned when valid, else as sent (to re-tick)."""

@@ -40,8 +40,6 @@ TEXT_MATCH_KIND = "text"
 SIMILAR_KIND = "fused"
 #: The vectors maximal marginal relevance compares candidates with: how they look.
 DIVERSITY_KIND = "image"
-#: Reciprocal rank fusion constant (Cormack et al. 2009): damps the top ranks of each list.
-RRF_K = 60
 #: MMR trade-off: 1.0 is pure relevance, 0.0 pure novelty.
 MMR_LAMBDA = 0.7
 #: Diversification picks from this many times the requested page.
@@ -93,10 +91,18 @@ class SearchHit:
 @dataclass(frozen=True)
 class SearchResults:
     hits: list[SearchHit]
-    #: True when nothing passed the relevance floor: "no good match" rather than noise.
+    #: True when the query looks unrelated to the catalog (calibrated per model version
+    #: and catalog, `SearchCalibration`): the hits are best-effort, shown as such.
     no_good_match: bool
     #: The embedding model version that answered ("" when none is active).
     model_key: str
+    #: How many products were ranked (the hits are `offset`.. of them).
+    total: int = 0
+    offset: int = 0
+    #: What query understanding read in the words (`search.understanding.Concept`).
+    concepts: tuple[Any, ...] = ()
+    #: Every ranked product's id, best first (facet counts are taken over them).
+    candidate_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -376,38 +382,64 @@ def _clamp(limit: int) -> int:
     return max(1, min(int(limit), MAX_LIMIT))
 
 
+#: How a results page may be ordered ("relevance" is the score the hits report).
+SORTS = ("relevance", "price_asc", "price_desc", "newest")
+#: The deepest a client may page (offset + limit): ranking is over candidates this deep.
+MAX_WINDOW = 1000
+#: Candidates each of text search's retrievals brings at least (the page may be smaller).
+CANDIDATE_POOL = 100
+
+
+def _sorted(ranked: list[tuple[int, float]], *, sort: str) -> list[tuple[int, float]]:
+    """`ranked` by price (unpriced last) or newest first; relevance breaks ties."""
+    if sort == "relevance":
+        return ranked
+    position = {pid: index for index, (pid, _) in enumerate(ranked)}
+    facts = Product.objects.filter(id__in=list(position)).values_list("id", "price", "created_at")
+    known = {pid: (price, created) for pid, price, created in facts}
+
+    def key(item: tuple[int, float]) -> tuple[Any, ...]:
+        price, created = known.get(item[0], (None, None))
+        if sort == "newest":
+            return (-(created.timestamp() if created else 0.0), position[item[0]])
+        missing = price is None
+        signed = (price or 0) if sort == "price_asc" else -(price or 0)
+        return (missing, signed, position[item[0]])
+
+    return sorted((item for item in ranked if item[0] in known), key=key)
+
+
 def _results(
     *,
     model: Any,
     ranked: list[tuple[int, float]],
-    relevance: list[tuple[int, float]] | None,
-    floor: float | None,
     limit: int,
+    offset: int = 0,
     diversify: bool,
-    keep: set[int] | None = None,
+    sort: str = "relevance",
+    no_good_match: bool = False,
+    concepts: tuple[Any, ...] = (),
 ) -> SearchResults:
-    """Apply the relevance floor (sparing `keep`), MMR and the limit; hydrate products.
-
-    `ranked` holds cosine similarities in final order; `relevance` (same ids) is what MMR
-    weighs when the order is not by cosine (text search's fused ranks).
-    """
-    keep = keep or set()
-    if floor is not None:
-        passing = {pid for pid, score in ranked if score >= floor or pid in keep}
-    else:
-        passing = {pid for pid, _ in ranked}
-    ranked = [(pid, score) for pid, score in ranked if pid in passing]
-    if diversify and len(ranked) > 1:
-        weights = [(pid, s) for pid, s in (relevance or ranked) if pid in passing]
-        weights = weights[: limit * MMR_POOL_FACTOR]
-        vectors = _vectors(
-            model=model, kind=DIVERSITY_KIND, product_ids=[pid for pid, _ in weights]
-        )
-        order = [pid for pid, _ in _mmr_order(candidates=weights, vectors=vectors, limit=limit)]
-        cosine = dict(ranked)
-        ranked = [(pid, cosine[pid]) for pid in order]
-    hits = _hits(ranked[:limit])
-    return SearchResults(hits=hits, no_good_match=not hits, model_key=str(model.key))
+    """One page of `ranked` (every candidate, (id, score) best first): sorted as asked,
+    diversified by MMR on a relevance-ordered first page, products hydrated."""
+    if sort not in SORTS:
+        raise ValueError(f"sort must be one of {', '.join(SORTS)}")
+    candidate_ids = tuple(pid for pid, _ in ranked)
+    ordered = _sorted(ranked, sort=sort)
+    if diversify and sort == "relevance" and offset == 0 and len(ordered) > 1:
+        pool = ordered[: limit * MMR_POOL_FACTOR]
+        vectors = _vectors(model=model, kind=DIVERSITY_KIND, product_ids=[pid for pid, _ in pool])
+        ordered = _mmr_order(candidates=pool, vectors=vectors, limit=limit)
+    hits = _hits(ordered[offset : offset + limit])
+    return SearchResults(
+        hits=hits,
+        no_good_match=no_good_match,
+        model_key=str(model.key) if model is not None else "",
+        total=len(candidate_ids),
+        offset=offset,
+        concepts=concepts,
+        candidate_ids=candidate_ids,
+    )
 
 
 def _require_model() -> Any:
@@ -434,113 +466,173 @@ def crop_image(*, image: bytes, crop: CropBox) -> bytes:
     return buffer.getvalue()
 
 
+def search_calibration_current(*, model: Any) -> Any | None:
+    """The newest `SearchCalibration` of this model version, or None before the first."""
+    from search.models import SearchCalibration
+
+    return SearchCalibration.objects.filter(model_id=model.pk).order_by("-created_at").first()
+
+
+def _window(*, offset: int, limit: int) -> tuple[int, int]:
+    """(offset, limit) kept inside MAX_WINDOW."""
+    limit = _clamp(limit)
+    offset = max(0, min(int(offset), MAX_WINDOW - limit))
+    return offset, limit
+
+
+def _understand(query: str, *, removed: Sequence[str] = ()) -> Any:
+    from search import understanding, vocabulary
+
+    known = vocabulary.vocabulary_get()
+    corrections = vocabulary.vocabulary_corrections(
+        understanding.correctable_words(query, vocabulary=known)
+    )
+    return understanding.understand(
+        query, vocabulary=known, corrections=corrections, removed=removed
+    )
+
+
 def search_by_image(
-    *, image: bytes, crop: CropBox | None, filters: SearchFilters, limit: int, diversify: bool
+    *,
+    image: bytes,
+    crop: CropBox | None,
+    filters: SearchFilters,
+    limit: int,
+    diversify: bool,
+    query: str = "",
+    offset: int = 0,
+    sort: str = "relevance",
+    removed_terms: Sequence[str] = (),
 ) -> SearchResults:
     """Products that look like the photo (or its cropped region), best first.
 
-    Raises `SearchUnavailable` while no embedding model is active.
+    With `query` ("in black"), what the words name is a strong ranking signal: products
+    that look like the photo *and* match the words come first (`ranking.PHOTO_TERMS_WEIGHT`
+    per recognised term), then the others by looks. Raises `SearchUnavailable` while no
+    embedding model is active.
     """
+    from search import ranking
+
     diversify = arm_diversify(default=diversify)
     model = _require_model()
-    limit = _clamp(limit)
+    offset, limit = _window(offset=offset, limit=limit)
     if crop is not None:
         image = crop_image(image=image, crop=crop)
     vector = _encode_image(image, model=model)
-    pool = limit * MMR_POOL_FACTOR if diversify else limit
+    window = offset + limit
+    pool = max(window * MMR_POOL_FACTOR if diversify else window, CANDIDATE_POOL)
     ranked = nearest_products(
         model=model, kind=IMAGE_QUERY_KIND, vector=vector, filters=filters, limit=pool
     )
+    understood = _understand(query, removed=removed_terms) if query.strip() else None
+    if understood is not None and understood.concepts:
+        any_sql, any_params = ranking.concepts_any_sql(understood.concepts)
+        matching = nearest_products(
+            model=model, kind=IMAGE_QUERY_KIND, vector=vector, filters=filters, limit=pool,
+            extra_sql=f" AND ({any_sql})", extra_params=any_params,
+        )  # fmt: skip
+        looks = dict(ranked) | dict(matching)
+        fractions = ranking.concept_fractions(concepts=understood.concepts, product_ids=looks)
+        ranked = ranking.photo_and_words(looks=looks, fractions=fractions)
+    calibration = search_calibration_current(model=model)
+    threshold = calibration.image_threshold if calibration is not None else None
+    best = max((score for _, score in ranked), default=0.0)
     return _results(
         model=model,
         ranked=ranked,
-        relevance=None,
-        floor=settings.VITRINE_SEARCH_MIN_SCORE_IMAGE,
         limit=limit,
+        offset=offset,
         diversify=diversify,
+        sort=sort,
+        no_good_match=bool(ranked) and threshold is not None and best < threshold,
+        concepts=understood.concepts if understood is not None else (),
     )
 
 
-def _full_text_matches(*, query: str, filters: SearchFilters, limit: int) -> list[int]:
-    """Ids of the products whose title, brand or description match the words, best first.
+def text_search_signals(
+    *,
+    query: str,
+    filters: SearchFilters,
+    pool: int,
+    model: Any | None,
+    removed_terms: Sequence[str] = (),
+) -> tuple[Any, Any]:
+    """What text search ranks by: the words' understanding and the four signals of every
+    candidate (`search.ranking`). Shared by search and the calibration that fits the
+    weights, so both see exactly the same candidates."""
+    from search import ranking
 
-    Uses the `search_document` column and GIN index from search/migrations/0002.
-    """
-    where, params = _filter_sql(filters)
-    sql = f"""
-        SELECT p.id
-        FROM catalog_product p, websearch_to_tsquery('english', %s) query
-        WHERE p.search_document @@ query{where}
-        ORDER BY ts_rank_cd(p.search_document, query) DESC, p.id
-        LIMIT %s
-    """  # noqa: S608 (the filters are parameters)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [query, *params, limit])
-        return [int(row[0]) for row in cursor.fetchall()]
-
-
-def _reciprocal_rank_fusion(rankings: Sequence[Sequence[int]]) -> list[tuple[int, float]]:
-    """Ids ordered by the sum over lists of 1 / (RRF_K + rank), with their fused score."""
-    fused: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, pid in enumerate(ranking, start=1):
-            fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + rank)
-    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+    query = query.strip()
+    understood = _understand(query, removed=removed_terms)
+    candidates = ranking.text_candidates(
+        understood=understood, filters=filters, limit=pool, filter_sql=_filter_sql
+    )
+    meaning_vector = looks_vector = None
+    if model is not None and query:
+        meaning_vector = _encode_text(query, model=model)
+        looks_vector = text_query_vector(model=model, vector=meaning_vector)
+        for kind, vector in ((TEXT_MATCH_KIND, meaning_vector), (TEXT_QUERY_KIND, looks_vector)):
+            found = nearest_products(
+                model=model, kind=kind, vector=vector, filters=filters, limit=pool
+            )
+            candidates.extend(pid for pid, _ in found)
+    signals = ranking.text_signals(
+        understood=understood, product_ids=list(dict.fromkeys(candidates)), model=model,
+        meaning=meaning_vector, looks=looks_vector, similarities=_similarities,
+    )  # fmt: skip
+    return understood, signals
 
 
 def search_by_text(
-    *, query: str, filters: SearchFilters, limit: int, diversify: bool
+    *,
+    query: str,
+    filters: SearchFilters,
+    limit: int,
+    diversify: bool,
+    offset: int = 0,
+    sort: str = "relevance",
+    removed_terms: Sequence[str] = (),
 ) -> SearchResults:
-    """Products for the shopper's words, from three rankings fused by RRF:
+    """Products for the shopper's words, ranked by a weighted sum of four signals
+    (`search.ranking`): how many of the catalog terms read in the words a product has
+    (query understanding: colours, types, patterns, audiences, brands, synonyms, typos),
+    its full-text rank over the whole product document, and the cosine of the words with
+    its text vector and (through the text query map) its fused vector. The weights are the
+    ones fitted for this model version on this catalog (`SearchCalibration`), defaults
+    before the first fit.
 
-    - the fused vectors (how products look and read) nearest the words through the text
-      query map, which finds products whose text says little, such as a new import;
-    - the products' own text vectors nearest the words: what their text means;
-    - full-text matches, so an exact word such as a brand name still counts.
-
-    On held-out H&M words the first two fused put the asked product type in 71% of the top
-    10, against 49% for the first alone and 80% for the second alone
-    (bench/results/search_latency.json, `text_query`); the second alone would fail the
-    products whose text says little. Full-text matches pass the relevance floor whatever
-    their cosine score: they contain the words asked for. Without an active model the
-    answer is full-text only.
+    Candidates come from four retrievals (term matches, full text, both vector indexes),
+    so a product the words name is never missed and a query whose type exists is never
+    answered empty. `removed_terms` are labels of terms the shopper took off. Without an
+    active model, the words' terms and full text alone rank.
     """
+    from search import ranking
+
     diversify = arm_diversify(default=diversify)
-    limit = _clamp(limit)
-    query = query.strip()
-    pool = max(limit * MMR_POOL_FACTOR if diversify else limit, RRF_K)
-    lexical = _full_text_matches(query=query, filters=filters, limit=pool) if query else []
+    offset, limit = _window(offset=offset, limit=limit)
+    window = offset + limit
     model = _active_model()
-    if model is None:
-        return SearchResults(hits=_hits([(pid, 0.0) for pid in lexical[:limit]]),
-                             no_good_match=not lexical, model_key="")  # fmt: skip
-    vector = _encode_text(query, model=model)
-    # Ranked by where a product so described would sit (the index can answer it), scored
-    # by the words' own cosine, which the relevance floor was set for.
-    looks = nearest_products(
-        model=model,
-        kind=TEXT_QUERY_KIND,
-        vector=text_query_vector(model=model, vector=vector),
+    calibration = search_calibration_current(model=model) if model is not None else None
+    understood, signals = text_search_signals(
+        query=query,
         filters=filters,
-        limit=pool,
+        pool=max(window * MMR_POOL_FACTOR if diversify else window, CANDIDATE_POOL),
+        model=model,
+        removed_terms=removed_terms,
     )
-    reads = nearest_products(
-        model=model, kind=TEXT_MATCH_KIND, vector=vector, filters=filters, limit=pool
-    )
-    # Not cut to the pool here: the floor drops vector-only hits first, so exact-word
-    # matches ranked low in every list still fill the page (`_results` applies the limit).
-    fused = _reciprocal_rank_fusion([[pid for pid, _ in looks], [pid for pid, _ in reads], lexical])
-    cosine = _similarities(model=model, kind=TEXT_QUERY_KIND, vector=vector,
-                           product_ids=[pid for pid, _ in fused])  # fmt: skip
-    ranked = [(pid, cosine.get(pid, 0.0)) for pid, _ in fused]
+    weights = ranking.weights_of(calibration)
+    ranked = ranking.combine(signals=signals, weights=weights)
     return _results(
         model=model,
         ranked=ranked,
-        relevance=fused,
-        floor=settings.VITRINE_SEARCH_MIN_SCORE_TEXT,
         limit=limit,
+        offset=offset,
         diversify=diversify,
-        keep=set(lexical),
+        sort=sort,
+        no_good_match=ranking.text_unrelated(
+            understood=understood, signals=signals, calibration=calibration
+        ),
+        concepts=understood.concepts,
     )
 
 
@@ -567,14 +659,7 @@ def similar_products(
         limit=_clamp(limit),
         exclude_ids=[product.pk],
     )
-    return _results(
-        model=model,
-        ranked=ranked,
-        relevance=None,
-        floor=settings.VITRINE_SEARCH_MIN_SCORE_IMAGE,
-        limit=_clamp(limit),
-        diversify=False,
-    )
+    return _results(model=model, ranked=ranked, limit=_clamp(limit), diversify=False)
 
 
 def _department(category: str) -> str:

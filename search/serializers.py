@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from catalog.models import Lookbook, Product, ProductImage
-from search.selectors import CropBox, LookGroup, SearchFilters
+from search.selectors import MAX_WINDOW, SORTS, CropBox, LookGroup, SearchFilters
 
 MAX_PAGE = 100
 
@@ -62,6 +62,14 @@ class ProductSerializer(serializers.ModelSerializer):
             "currency", "in_stock", "url", "attributes", "images", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = ["created_at", "updated_at"]
+
+    def get_fields(self) -> dict[str, Any]:
+        # A client's `fields` (sparse fieldsets): only those are computed, not just hidden.
+        fields: dict[str, Any] = super().get_fields()
+        wanted = self.context.get("product_fields")
+        if wanted:
+            fields = {name: fields[name] for name in fields if name in wanted}
+        return fields
 
     @extend_schema_field(ProductImageSerializer(many=True))
     def get_images(self, product: Product) -> list[dict[str, Any]]:
@@ -180,16 +188,73 @@ class LookbookListQuerySerializer(serializers.Serializer):
     cursor = serializers.CharField(required=False, help_text="From `next` / `previous`")
 
 
-class TextSearchQuerySerializer(SearchFiltersSerializer):
-    q = serializers.CharField(max_length=500, help_text="The shopper's words")
+#: Product fields a client may ask for with `fields` (the default is all of them).
+PRODUCT_FIELDS = (
+    "sku", "title", "description", "brand", "category", "group_id", "price", "currency",
+    "in_stock", "url", "attributes", "images", "created_at", "updated_at",
+)  # fmt: skip
+
+
+class ResultsPageSerializer(serializers.Serializer):
+    """Paging, order and shape of a search's results page (text and photo alike)."""
+
     limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=24)
+    offset = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_WINDOW - 1,
+        default=0,
+        help_text=f"Skip this many results; offset + limit at most {MAX_WINDOW}",
+    )
+    sort = serializers.ChoiceField(
+        choices=SORTS, default="relevance", help_text="relevance, price_asc, price_desc, newest"
+    )
+    # The serializer metaclass moves declared fields off the class, so this `fields` does not
+    # shadow `Serializer.fields`; the query parameter's name is the storefront convention.
+    fields = serializers.CharField(  # type: ignore[assignment]
+        required=False,
+        max_length=300,
+        help_text=f"Comma-separated product fields to return (of {', '.join(PRODUCT_FIELDS)})",
+    )
+    without = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        default=list,
+        help_text="Labels of understood terms to ignore (the chips a shopper removed)",
+    )
     diversify = serializers.BooleanField(
-        default=False, help_text="Re-rank with maximal marginal relevance (varied looks)"
+        default=False,
+        help_text="Re-rank the first page by maximal marginal relevance (varied looks); "
+        "its hits are then not in score order",
     )
 
+    def validate_fields(self, value: str) -> list[str]:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(PRODUCT_FIELDS))
+        if unknown:
+            raise serializers.ValidationError(f"Unknown product fields: {', '.join(unknown)}")
+        return names
 
-class ImageSearchRequestSerializer(SearchFiltersSerializer):
-    """Exactly one of `image` (a file), `image_url` or `photo_id` (from an earlier answer)."""
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        data = super().validate(data)
+        if data.get("offset", 0) + data.get("limit", 24) > MAX_WINDOW:
+            raise serializers.ValidationError(
+                {"offset": [f"offset + limit must be at most {MAX_WINDOW}"]}
+            )
+        return data
+
+
+class TextSearchQuerySerializer(SearchFiltersSerializer, ResultsPageSerializer):
+    q = serializers.CharField(max_length=500, help_text="The shopper's words")
+
+
+class ImageSearchRequestSerializer(SearchFiltersSerializer, ResultsPageSerializer):
+    """Exactly one of `image` (a file), `image_url` or `photo_id` (from an earlier answer);
+    optional words `q` ("in black") rank the look-alikes that match them first."""
+
+    q = serializers.CharField(
+        max_length=500, required=False, default="", allow_blank=True,
+        help_text="Words to combine with the photo, e.g. 'in black'",
+    )  # fmt: skip
 
     image = serializers.FileField(required=False, help_text="JPEG, PNG or WebP")
     image_url = serializers.URLField(required=False, max_length=2000)
@@ -203,10 +268,9 @@ class ImageSearchRequestSerializer(SearchFiltersSerializer):
         required=False,
         help_text="left, top, right, bottom as fractions 0..1 of the photo",
     )
-    limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=24)
-    diversify = serializers.BooleanField(default=False)
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        data = super().validate(data)
         given = [name for name in ("image", "image_url", "photo_id") if data.get(name)]
         if len(given) != 1:
             raise serializers.ValidationError(
@@ -240,7 +304,10 @@ class CompleteTheLookQuerySerializer(serializers.Serializer):
 
 # --- Search responses ---------------------------------------------------------------------
 class SearchHitSerializer(serializers.Serializer):
-    score = serializers.FloatField(help_text="Cosine similarity to the query (higher is better)")
+    score = serializers.FloatField(
+        help_text="Relevance to the query, higher is better: for text search the weighted sum "
+        "of its signals, for photos and similar items the cosine similarity"
+    )
     product = ProductSerializer()
 
 
@@ -252,7 +319,52 @@ class SearchResultsSerializer(serializers.Serializer):
     model_key = serializers.CharField(help_text="The embedding model version that answered")
 
 
-class ImageSearchResultsSerializer(SearchResultsSerializer):
+class FacetValueSerializer(serializers.Serializer):
+    value = serializers.CharField()
+    count = serializers.IntegerField()
+
+
+class FacetsSerializer(serializers.Serializer):
+    category = FacetValueSerializer(many=True)
+    brand = FacetValueSerializer(many=True)
+
+
+class TermMatchSerializer(serializers.Serializer):
+    field = serializers.CharField(help_text="`attribute:<name>`, `category` or `brand`")
+    value = serializers.CharField()
+
+
+class UnderstoodTermSerializer(serializers.Serializer):
+    text = serializers.CharField(help_text="The words as typed")
+    # Moved off the class by the serializer metaclass, like `fields` above.
+    label = serializers.CharField(  # type: ignore[assignment]
+        help_text="The catalog's value; send it in `without` to drop it"
+    )
+    via = serializers.ChoiceField(choices=["catalog", "synonym", "typo"])
+    matches = TermMatchSerializer(many=True, help_text="Catalog values that satisfy it")
+
+
+class SearchPageSerializer(SearchResultsSerializer):
+    """A results page a storefront can build on (text and photo search)."""
+
+    results = SearchHitSerializer(
+        many=True, source="hits", help_text="In the order of their `score` (sort=relevance)"
+    )
+    no_good_match = serializers.BooleanField(
+        help_text="The query looks unrelated to the catalog: the results are best-effort"
+    )
+    total = serializers.IntegerField(help_text="Products ranked for this query")
+    offset = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    sort = serializers.CharField()
+    understood = UnderstoodTermSerializer(
+        many=True, help_text="Catalog terms read in the words, used as ranking signals"
+    )
+    facets = FacetsSerializer(help_text="Counts over every ranked product")
+    processing_time_ms = serializers.FloatField()
+
+
+class ImageSearchResultsSerializer(SearchPageSerializer):
     photo_id = serializers.CharField(
         allow_null=True, help_text="Reuse it (with another crop) instead of uploading again"
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.models import Lookbook, LookbookItem, Product
+from catalog.services import product_document_changed
 from search.models import ApiKey, QueryPhoto
 from search.uploads import inspect_query_image
 
@@ -170,18 +170,6 @@ PRODUCT_FIELDS = (
 )  # fmt: skip
 
 
-def product_content_hash(*, product: Product) -> str:
-    """Hash of what the embeddings see; the same payload as the importer's
-    (`catalog.ingest.rows.ProductRow.content_hash`), so both writers agree on "stale"."""
-    payload = {
-        "title": product.title,
-        "description": product.description,
-        "images": [image.source_url for image in product.images.order_by("position")],
-    }
-    encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
-    return hashlib.sha256(encoded).hexdigest()
-
-
 def product_create(*, sku: str, title: str, **fields: Any) -> Product:
     """Create a product (its images arrive through imports)."""
     unknown = set(fields) - set(PRODUCT_FIELDS)
@@ -189,8 +177,8 @@ def product_create(*, sku: str, title: str, **fields: Any) -> Product:
         raise TypeError(f"unknown product fields: {', '.join(sorted(unknown))}")
     with transaction.atomic():
         product = Product.objects.create(sku=sku, title=title, **fields)
-        product.content_hash = product_content_hash(product=product)
-        product.save(update_fields=["content_hash"])
+        if product_document_changed(product=product):
+            product.save(update_fields=["content_hash"])
     return product
 
 
@@ -199,10 +187,11 @@ def product_update(*, product: Product, **fields: Any) -> Product:
     unknown = set(fields) - {*PRODUCT_FIELDS, "sku"}
     if unknown:
         raise TypeError(f"unknown product fields: {', '.join(sorted(unknown))}")
-    for name, value in fields.items():
-        setattr(product, name, value)
-    product.content_hash = product_content_hash(product=product)
-    product.save()
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(product, name, value)
+        product_document_changed(product=product)
+        product.save()
     return product
 
 

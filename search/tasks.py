@@ -16,6 +16,28 @@ def query_photos_purge() -> int:
 
 
 @shared_task(acks_late=True)
+def vocabulary_refresh() -> bool:
+    """Rebuild query understanding's vocabulary when the catalog changed; idempotent."""
+    from search.vocabulary import vocabulary_rebuild_if_stale
+
+    return vocabulary_rebuild_if_stale()
+
+
+@shared_task(acks_late=True)
+def search_calibration_refresh() -> str:
+    """Fit the active version's search calibration when it has none or the catalog grew or
+    shrank by 10% since (a new version gets its own at its first run)."""
+    from embeddings.selectors import embedding_model_active
+    from search.calibration import search_calibration_due, search_calibration_fit
+
+    model = embedding_model_active()
+    if model is None or not search_calibration_due(model=model):
+        return "up to date"
+    calibration = search_calibration_fit(model=model)
+    return f"fitted {calibration.pk}"
+
+
+@shared_task(acks_late=True)
 def event_partitions_maintain() -> dict[str, list[str]]:
     """Create the next months' event partitions, drop expired ones; idempotent."""
     changes = event_services.event_partitions_maintain()

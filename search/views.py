@@ -77,17 +77,26 @@ Search = Callable[[selectors.SearchFilters], selectors.SearchResults]
 
 
 def _search_photo(
-    filters: selectors.SearchFilters, *, image: bytes, crop: selectors.CropBox | None
+    filters: selectors.SearchFilters,
+    *,
+    image: bytes,
+    crop: selectors.CropBox | None,
+    query: str = "",
+    without: list[str] | None = None,
 ) -> selectors.SearchResults:
     return selectors.search_by_image(
-        image=image, crop=crop, filters=filters, limit=RESULTS_LIMIT, diversify=True
-    )
+        image=image, crop=crop, filters=filters, limit=RESULTS_LIMIT, diversify=True,
+        query=query, removed_terms=without or [],
+    )  # fmt: skip
 
 
-def _search_words(filters: selectors.SearchFilters, *, query: str) -> selectors.SearchResults:
+def _search_words(
+    filters: selectors.SearchFilters, *, query: str, without: list[str] | None = None
+) -> selectors.SearchResults:
     return selectors.search_by_text(
-        query=query, filters=filters, limit=RESULTS_LIMIT, diversify=True
-    )
+        query=query, filters=filters, limit=RESULTS_LIMIT, diversify=True,
+        removed_terms=without or [],
+    )  # fmt: skip
 
 
 def _facet_counts(
@@ -144,9 +153,12 @@ def results(request: HttpRequest) -> HttpResponse:
                 context["photo_missing"] = True
             else:
                 crop = selectors.CropBox(*data["crop"]) if data["crop"] else None
-                search = partial(_search_photo, image=image, crop=crop)
+                search = partial(
+                    _search_photo, image=image, crop=crop, query=data["q"], without=data["without"]
+                )
+                context["hotspots"] = _hotspots(photo_id=data["photo"], image=image)
         elif data["q"]:
-            search = partial(_search_words, query=data["q"])
+            search = partial(_search_words, query=data["q"], without=data["without"])
         if search is not None:
             slot = (
                 photo_encoding_slot(client=client_address(request))
@@ -183,6 +195,16 @@ def results(request: HttpRequest) -> HttpResponse:
         context["facets_oob"] = True
         return render(request, "search/_results.html", context, status=status)
     return render(request, "search/results.html", context, status=status)
+
+
+def _hotspots(*, photo_id: str, image: bytes) -> list[Any]:
+    """The photo's item regions to tap; none (the crop box still works) if they fail."""
+    from search.looks.selectors import scene_hotspots
+
+    try:
+        return scene_hotspots(photo_id=photo_id, image=image)
+    except (selectors.SearchUnavailable, ValueError):
+        return []
 
 
 @require_GET

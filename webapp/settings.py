@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "catalog",
     "embeddings",
     "search",
+    "search.looks",  # shop the look (app label "looks")
     "webapp",  # system checks only (webapp/checks.py)
 ]
 
@@ -176,6 +177,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "catalog.tasks.*": {"queue": "ingest"},
+    # Fine-tuning and evaluation take minutes to hours: a worker of their own (stack.py)
+    # so imports and embedding never wait behind them.
+    "embeddings.tasks.embedding_model_evaluate_task": {"queue": "training"},
+    "embeddings.tasks.training_job_run_task": {"queue": "training"},
     "embeddings.tasks.*": {"queue": "embeddings"},
 }
 CELERY_TASK_ALWAYS_EAGER = False
@@ -199,10 +204,32 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # maintained (active, ready, building) model versions; on a fresh install, register the
     # bundled default model.
     # On the default queue so it never waits behind the embedding batches it schedules.
+    # search: rebuild query understanding's vocabulary when the catalog changed, and fit
+    # the active version's ranking weights and "no good match" thresholds when it has none
+    # or the catalog moved by 10% (search/calibration.py).
+    "search-vocabulary-refresh": {"task": "search.tasks.vocabulary_refresh", "schedule": 60.0},
+    "search-calibration-refresh": {
+        "task": "search.tasks.search_calibration_refresh",
+        "schedule": 600.0,
+        "options": {"expires": 600},
+    },
     "embeddings-sweep": {
         "task": "embeddings.tasks.embeddings_sweep_task",
         "schedule": 15.0,
         "options": {"queue": "default", "expires": 60},
+    },
+    # embeddings: re-queue fine-tuning jobs whose training worker died (no heartbeat).
+    "training-jobs-recover": {
+        "task": "embeddings.tasks.training_jobs_recover_task",
+        "schedule": 60.0,
+        "options": {"queue": "default", "expires": 60},
+    },
+    # looks: encode the lookbook cover photos that have no vector by the active version
+    # (shop the look finds the lookbooks a scene photo looks like by them).
+    "looks-cover-vectors": {
+        "task": "search.looks.tasks.lookbook_cover_vectors_refresh_task",
+        "schedule": 60.0,
+        "options": {"queue": "embeddings", "expires": 120},
     },
 }
 
@@ -340,21 +367,15 @@ CORS_EXPOSE_HEADERS = ["Retry-After"]
 VITRINE_HNSW_EF_SEARCH = env_int("VITRINE_HNSW_EF_SEARCH", 100, minimum=1)
 
 
-def _env_similarity(name: str, default: float) -> float:
-    """A cosine-similarity floor in [-1, 1]; fails loudly on anything else."""
-    value = env_str(name, str(default))
-    try:
-        number = float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
-    if not -1.0 <= number <= 1.0:
-        raise ImproperlyConfigured(f"{name}={number} is not a cosine similarity in [-1, 1].")
-    return number
-
-
-# Relevance floors: hits below them are noise, and a search left with none says so.
-VITRINE_SEARCH_MIN_SCORE_IMAGE = _env_similarity("VITRINE_SEARCH_MIN_SCORE_IMAGE", 0.2)
-VITRINE_SEARCH_MIN_SCORE_TEXT = _env_similarity("VITRINE_SEARCH_MIN_SCORE_TEXT", 0.1)
+# "No good match" has no fixed floor: it is calibrated per model version and catalog
+# (search.models.SearchCalibration, search/calibration.py). The former floors are refused
+# so that a deployment still setting them learns that they no longer do anything.
+for _retired in ("VITRINE_SEARCH_MIN_SCORE_IMAGE", "VITRINE_SEARCH_MIN_SCORE_TEXT"):
+    if env_str(_retired, ""):
+        raise ImproperlyConfigured(
+            f"{_retired} is gone: 'no good match' is calibrated per model version and catalog "
+            "(manage.py search_calibrate). Unset it."
+        )
 # Query photos: upload limits and how long shoppers' photos are kept.
 VITRINE_QUERY_IMAGE_MAX_BYTES = env_int(
     "VITRINE_QUERY_IMAGE_MAX_BYTES", 10 * 1024 * 1024, minimum=1
@@ -383,6 +404,9 @@ VITRINE_FETCH_MAX_IMAGE_BYTES = env_int(
 # Threads that fetch and normalise one import chunk's images (0: up to 4, by CPU count).
 VITRINE_IMPORT_IMAGE_THREADS = env_int("VITRINE_IMPORT_IMAGE_THREADS", 0, minimum=0)
 # Where the shared datasets live for dataset-backed tests and benchmarks (never committed).
+# Product attributes whose shared values join products in the fine-tuning graph (e.g.
+# "collection,style"): the retailer's own notion of "belongs together".
+VITRINE_GRAPH_ATTRIBUTES = env_list("VITRINE_GRAPH_ATTRIBUTES", [])
 VITRINE_DATASETS = env_path("VITRINE_DATASETS", BASE_DIR.parent / "shared" / "datasets")
 
 # --- Production hardening (all on unless DEBUG; each can be relaxed behind a proxy) -------

@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -192,6 +192,7 @@ def _tee_output(stream: IO[bytes], log: logging.Handler) -> None:
 class _Child:
     name: str
     command: list[str]
+    environment: dict[str, str] = field(default_factory=dict)  # on top of the stack's
     log: logging.Handler | None = None
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
@@ -217,7 +218,7 @@ class _Supervisor:
         child.process = subprocess.Popen(
             child.command,
             cwd=BASE_DIR,
-            env=self.environment,
+            env={**self.environment, **child.environment},
             start_new_session=True,  # we forward Ctrl-C ourselves, in order
             preexec_fn=_die_with_parent,
             stdout=subprocess.PIPE if child.log else None,
@@ -230,11 +231,16 @@ class _Supervisor:
         child.started_at = time.monotonic()
         child.restart_at = None
 
-    def start(self, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
-        # "web server" logs to web.log, "worker" to worker.log.
+    def start(
+        self, name: str, command: Sequence[str], environment: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        # "web server" logs to web.log, "worker" to worker.log, "training worker" to
+        # training.log.
         log_path = self.log_dir / f"{name.split()[0]}.log" if self.log_dir else None
         log = _log_file_handler(log_path) if log_path else None
-        child = _Child(name=name, command=list(command), log=log)
+        child = _Child(
+            name=name, command=list(command), environment=dict(environment or {}), log=log
+        )
         self._spawn(child)
         self.children.append(child)
         assert child.process is not None
@@ -411,6 +417,19 @@ def _run_children(
                 "-Q", "default,ingest,embeddings", "-c", str(worker_concurrency),
                 "--loglevel", os.environ.get("LOG_LEVEL", "INFO"), "-n", "vitrine@%h",
             ],
+        )  # fmt: skip
+        # Fine-tuning and evaluation have a worker of their own, so imports and embedding
+        # never queue behind them. Solo pool: the task runs in the worker's main process,
+        # where Ctrl-C's shutdown signal lands, so a fine-tune saves its state and stops
+        # instead of being lost (it resumes when this worker starts again).
+        supervisor.start(
+            "training worker",
+            [
+                python, "-m", "celery", "-A", "webapp", "worker", "-Q", "training",
+                "--pool", "solo", "--loglevel", os.environ.get("LOG_LEVEL", "INFO"),
+                "-n", "vitrine-training@%h",
+            ],
+            environment={"VITRINE_EMBEDDINGS_WARM": "0"},
         )  # fmt: skip
         # Each web worker encodes one shopper query at a time: one torch thread each is
         # fastest (measured: 2 threads per process on 2 cores ran 2-3x slower).

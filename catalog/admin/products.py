@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from catalog import services
 from catalog.admin.display import thumbnail_html
 from catalog.models import Product, ProductImage
+from catalog.services import product_document_changed
 from embeddings.models import EmbeddingModel, ProductEmbedding
 from embeddings.selectors import embedding_model_active
 
@@ -129,6 +130,13 @@ class ProductAdmin(admin.ModelAdmin):
             )
         ]
         return own + super().get_urls()
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # After the images inline is saved too: the hash covers their sources.
+        super().save_related(request, form, formsets, change)
+        product = form.instance
+        if product_document_changed(product=product):
+            Product.objects.filter(pk=product.pk).update(content_hash=product.content_hash)
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
         # Looked up once per page, not once per row.

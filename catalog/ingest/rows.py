@@ -9,8 +9,6 @@ the default layout of a feed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -75,16 +73,6 @@ class ProductRow:
     gender: str = ""
     lookbooks: tuple[str, ...] = ()
     attributes: dict[str, str] = field(default_factory=dict)
-
-    def content_hash(self) -> str:
-        """Hash of what the embedding sees: a change here means re-embedding."""
-        payload = {
-            "title": self.title,
-            "description": self.description,
-            "images": [ref.value for ref in self.images],
-        }
-        encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
-        return hashlib.sha256(encoded).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (Decimal as string) for staging rows between tasks."""

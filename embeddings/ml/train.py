@@ -44,8 +44,19 @@ from embeddings.ml.model import FusionConfig, PinCLIP, TextTrunkOut
 
 log = logging.getLogger(__name__)
 
+REPORT_SECONDS = 2.0  # at most this long between two reports of a slow preparation phase
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
+ReportFn = Callable[[str], None]  # one human-readable line about what the run is doing now
+StopFn = Callable[[], bool]  # polled after each step: True saves the state and stops
+
+
+class TrainingStopped(Exception):
+    """Raised when `should_stop` asked the run to stop; the resumable state is saved."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped at step {step}; the train state is saved, resume continues")
+        self.step = step
 
 
 @dataclass
@@ -72,6 +83,10 @@ class TrainConfig:
     #                          so a projection trained on few labels does not forget what
     #                          the pretrained tower sees beyond them (colour, pattern, shape)
     walk_length: int = 1  # item->lookbook->item hops to reach a neighbour (1 = direct)
+    unmasked_groups: str = "attr:,section:"  # comma-separated graph-group id prefixes that
+    #   random walks go through but whose mates stay negatives: a shared colour or section
+    #   says "related", not "goes together", and masking a 1,000-item group would leave few
+    #   negatives. Every other group (lookbooks, variants, rooms) is masked from negatives.
     # -- optimisation ------------------------------------------------------------------
     epochs: float = 10.0  # passes over the training items (a pass = len(items) samples)
     max_steps: int | None = None  # overrides epochs when set (smoke runs, tests)
@@ -172,10 +187,20 @@ def _set_trainable(model: PinCLIP, config: TrainConfig, exclude: list[str]) -> N
 class ImageCache:
     """All training images decoded once to uint8 (N, 3, C, C), C a bit over the crop size."""
 
-    def __init__(self, files: list[Path], size: int, workers: int) -> None:
+    def __init__(
+        self, files: list[Path], size: int, workers: int, report: ReportFn | None = None
+    ) -> None:
         self.size = size
+        results: list[np.ndarray | None] = []
+        last = time.monotonic()
         with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(self._decode, files))
+            # map() yields in order as decoding goes: report every few seconds, so a 10k
+            # catalogue's minute of decoding is never silent.
+            for result in pool.map(self._decode, files):
+                results.append(result)
+                if report and time.monotonic() - last >= REPORT_SECONDS:
+                    report(f"decoding images: {len(results)}/{len(files)}")
+                    last = time.monotonic()
         self.ok = [i for i, r in enumerate(results) if r is not None]
         self.failed = {i: str(files[i]) for i, r in enumerate(results) if r is None}
         ok_arrays = [r for r in results if r is not None]
@@ -218,8 +243,15 @@ def center(pixels: torch.Tensor, out_size: int) -> torch.Tensor:
 class PairSampler:
     """Draw a step's items: P anchors and one lookbook neighbour each (or 2P at random)."""
 
-    def __init__(self, ids: list[str], lookbooks: dict[str, list[str]], walk_length: int) -> None:
+    def __init__(
+        self,
+        ids: list[str],
+        lookbooks: dict[str, list[str]],
+        walk_length: int,
+        unmasked_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.ids = ids
+        self.unmasked_prefixes = unmasked_prefixes
         pos = {item_id: i for i, item_id in enumerate(ids)}
         self.lookbooks = {lb: [pos[i] for i in m if i in pos] for lb, m in lookbooks.items()}
         self.lookbooks = {lb: m for lb, m in self.lookbooks.items() if len(m) >= 2}
@@ -235,8 +267,10 @@ class PairSampler:
         return bool(self.anchors)
 
     def groups(self, idx: list[int]) -> list[set[str]]:
-        """Return the lookbook set of each item index."""
-        return [set(self.of_item[i]) for i in idx]
+        """Return each item's groups whose mates are masked from its negatives."""
+        return [
+            {g for g in self.of_item[i] if not g.startswith(self.unmasked_prefixes)} for i in idx
+        ]
 
     def sample(self, rng: np.random.Generator, pairs: int) -> tuple[list[int], list[int]]:
         """Return (anchors, neighbours) item indices, P each."""
@@ -289,14 +323,22 @@ def train(
     progress: ProgressFn | None = None,
     eval_dataset: ItemDataset | None = None,
     card_extra: str = "",
+    report: ReportFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> Path:
     """Train on `dataset`, write a checkpoint directory to `out_dir`, return its path.
 
     `progress(step, total_steps, losses)` is called after each optimiser step (the Django
-    command uses it for its own progress output). With `eval_dataset`, held-out metrics
-    are computed at the end and written into config.json and MODEL_CARD.md.
+    command uses it for its own progress output); `report(line)` at each preparation phase
+    (loading, decoding, text caching, evaluation, saving) and every few seconds inside a
+    slow one. When `should_stop()` returns True after a step, the resumable state is saved
+    and `TrainingStopped` is raised: the same call later continues from that step. With
+    `eval_dataset`, held-out metrics are computed at the end and written into config.json
+    and MODEL_CARD.md.
     """
-    return run_training(config, dataset, out_dir, progress, eval_dataset, card_extra).out_dir
+    return run_training(
+        config, dataset, out_dir, progress, eval_dataset, card_extra, report, should_stop
+    ).out_dir
 
 
 def run_training(
@@ -306,9 +348,12 @@ def run_training(
     progress: ProgressFn | None = None,
     eval_dataset: ItemDataset | None = None,
     card_extra: str = "",
+    report: ReportFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> TrainResult:
     """`train`, returning a `TrainResult` (steps, time, last losses) as well."""
     t0 = time.time()
+    say: ReportFn = report or (lambda line: log.info("%s", line))
     out_dir = Path(out_dir)
     state_dir = out_dir / "train_state"
     if config.threads:
@@ -317,6 +362,7 @@ def run_training(
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = torch.bfloat16 if (device.type == "cuda" and config.mixed_precision) else None
 
+    say(f"loading model {config.init} on {device.type}")
     loaded = new_model(config) if is_fresh_init(config.init) else load_model(config.init)
     model, preprocess = loaded.model, loaded.preprocess
     exclude = list(loaded.config.get("weights_exclude_prefixes", []))
@@ -328,16 +374,26 @@ def run_training(
     # Data: decode once (or run the frozen trunk once); drop items whose image cannot be read.
     items = dataset.items
     files = [dataset.image_file(it) for it in items]
-    features = _tower_features(config, loaded, files) if _use_features(config, model) else None
-    if features is not None:
+    if _use_features(config, model):
+        say(f"caching frozen image features: {len(items)} images x {config.feature_views} views")
+        features = _tower_features(config, loaded, files, report)
         images = None
+        failed = features.failed
         items = [items[i] for i in features.ok]
     else:
+        features = None
         cache_size = round(preprocess.image_size * 1.14)
-        images = ImageCache(files, cache_size, config.decode_workers)
+        say(f"decoding {len(items)} images at {cache_size} px")
+        images = ImageCache(files, cache_size, config.decode_workers, report)
+        failed = images.failed
         items = [items[i] for i in images.ok]
+    if failed:
+        say(f"skipped {len(failed)} unreadable images")
+    if len(items) < 2:
+        raise ValueError(f"only {len(items)} readable images: too few to train on")
     ids = [it.item_id for it in items]
-    sampler = PairSampler(ids, dataset.lookbooks, config.walk_length)
+    unmasked = tuple(p for p in config.unmasked_groups.split(",") if p)
+    sampler = PairSampler(ids, dataset.lookbooks, config.walk_length, unmasked)
     categories = sorted({it.category for it in items if it.category is not None})
     cat_index = {c: i for i, c in enumerate(categories)}
     labels = torch.tensor([cat_index.get(it.category, -1) if it.category else -1 for it in items])
@@ -346,6 +402,8 @@ def run_training(
     text_of = torch.tensor([text_pos[it.text] for it in items])  # item -> distinct text index
     text_frozen = config.text_unfreeze_last_n == 0
     model.eval()
+    if text_frozen:
+        say(f"caching the frozen text trunk's output for {len(texts)} distinct texts")
     text_cache = build_text_cache(model, loaded.tokenizer, texts, device) if text_frozen else None
     w_neighbour = config.w_neighbour if sampler.has_pairs else 0.0
     w_category = config.w_category if categories else 0.0
@@ -360,7 +418,11 @@ def run_training(
     step = 0
     if config.resume and (state_dir / "state.pt").is_file():
         step = _load_state(state_dir, model, head, optimizer, scheduler)
-        log.info("resumed from %s at step %d", state_dir, step)
+        say(f"resumed from the saved train state at step {step}")
+    say(
+        f"training {total} steps on {len(items)} items, {len(sampler.lookbooks)} graph "
+        f"groups, {len(categories)} categories"
+    )
 
     from tqdm import tqdm
 
@@ -431,6 +493,10 @@ def run_training(
             _save_state(state_dir, step, model, head, optimizer, scheduler, config)
         if progress:
             progress(step, total, figures)
+        if should_stop is not None and step < total and should_stop():
+            _save_state(state_dir, step, model, head, optimizer, scheduler, config)
+            bar.close()
+            raise TrainingStopped(step)
     bar.close()
 
     model.eval()
@@ -450,6 +516,7 @@ def run_training(
     if eval_dataset is not None:
         from embeddings.ml.quickeval import quick_metrics
 
+        say(f"evaluating on {len(eval_dataset.items)} held-out items")
         info["n_heldout_items"] = len(eval_dataset.items)
         info["n_heldout_lookbooks"] = len(eval_dataset.lookbooks)
 
@@ -461,6 +528,7 @@ def run_training(
     if not is_fresh_init(config.init):
         cfg["training"]["init_spec"] = config.init
     model.cpu()
+    say(f"saving the checkpoint to {out_dir}")
     card = render_model_card(cfg, card_extra)
     save_checkpoint(model, cfg, out_dir, card, dtype=getattr(torch, config.save_dtype))
     return TrainResult(out_dir, step, time.time() - t0, last, len(items))
@@ -477,8 +545,17 @@ def _use_features(config: TrainConfig, model: PinCLIP) -> bool:
     return True
 
 
-def _tower_features(config: TrainConfig, loaded: LoadedModel, files: list[Path]) -> Any:
+def _tower_features(
+    config: TrainConfig, loaded: LoadedModel, files: list[Path], report: ReportFn | None
+) -> Any:
     from embeddings.ml.feature_cache import Augmentation, tower_features
+
+    last = [time.monotonic()]
+
+    def progress(done: int, total: int) -> None:
+        if report and time.monotonic() - last[0] >= REPORT_SECONDS:
+            report(f"caching frozen image features: {done}/{total} images")
+            last[0] = time.monotonic()
 
     package = loaded.config.get("image_trunk_package")
     # The trunk is frozen: what identifies its features is the trunk's own weights.
@@ -500,6 +577,7 @@ def _tower_features(config: TrainConfig, loaded: LoadedModel, files: list[Path])
         ),
         cache_dir=Path(config.feature_cache_dir) if config.feature_cache_dir else None,
         workers=config.decode_workers,
+        progress=progress,
     )
 
 

@@ -73,6 +73,15 @@ def query_without(context: dict[str, Any], key: str, value: str = "") -> str:
     return "?" + query.urlencode() if query else "?"
 
 
+@register.simple_tag(takes_context=True)
+def query_with(context: dict[str, Any], key: str, value: str) -> str:
+    """The current query string with one more value of `key` (a removed understood term)."""
+    query: QueryDict = context["request"].GET.copy()
+    if value not in query.getlist(key):
+        query.appendlist(key, value)
+    return "?" + query.urlencode()
+
+
 @register.filter
 def percent(value: float) -> str:
     """A similarity score (0..1) as a whole percentage, for the merchandiser's preview."""

@@ -156,8 +156,24 @@
       return [clamp((event.clientX - rect.left) / rect.width), clamp((event.clientY - rect.top) / rect.height)];
     }
 
+    // Hotspots: the item regions found in the photo; choosing one searches its region.
+    const hotspots = stage.querySelectorAll("[data-hotspot]");
+    function markHotspots() {
+      const value = crop ? crop.map((n) => n.toFixed(3)).join(",") : "";
+      hotspots.forEach((spot) => spot.setAttribute("aria-pressed", String(spot.dataset.hotspot === value)));
+    }
+    hotspots.forEach((spot) =>
+      spot.addEventListener("click", () => {
+        crop = parse(spot.dataset.hotspot);
+        render();
+        commit();
+        markHotspots();
+      })
+    );
+
     stage.addEventListener("pointerdown", (event) => {
       if (event.button !== 0) return;
+      if (event.target.closest("[data-hotspot]")) return; // a tap on a hotspot, not a drag
       event.preventDefault();
       stage.setPointerCapture(event.pointerId);
       const [x, y] = point(event);
@@ -184,6 +200,7 @@
       if (crop && (crop[2] - crop[0] < 0.03 || crop[3] - crop[1] < 0.03)) crop = parse(field.value);
       render();
       commit();
+      markHotspots();
       if (crop) box.focus({ preventScroll: true });
     });
 
@@ -211,6 +228,7 @@
       crop = null;
       render();
       commit();
+      markHotspots();
     });
 
     // The stage is the tab stop while no region is selected: Enter selects the centre.

@@ -248,7 +248,7 @@ def test_generated_client_searches_by_text_photo_and_similar_items(
 
     by_text = generated.search_text.sync(client=reader, q="red sneakers", limit=5)
 
-    assert isinstance(by_text, models.SearchResults), by_text
+    assert isinstance(by_text, models.SearchPage), by_text
     assert by_text.model_key == served_catalog.model.key and by_text.no_good_match is False
     assert by_text.results and all(isinstance(hit, models.SearchHit) for hit in by_text.results)
     assert by_text.results[0].product.sku.startswith("RED-")

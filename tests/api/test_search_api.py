@@ -6,7 +6,6 @@ import io
 import struct
 import zlib
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.core.files.storage import default_storage
@@ -15,10 +14,9 @@ from django.test import Client
 from django.utils import timezone
 from PIL import Image
 
-from embeddings import runtime
 from search.models import QueryPhoto
 from search.tasks import query_photos_purge
-from tests.search.catalog import Catalog, EncodedCatalog, lookbook_create, photo
+from tests.search.catalog import Catalog, lookbook_create, photo
 
 pytestmark = pytest.mark.django_db
 
@@ -31,53 +29,122 @@ def result_skus(body: dict[str, object]) -> list[str]:
     return [hit["product"]["sku"] for hit in body["results"]]  # type: ignore[attr-defined]
 
 
-def test_text_search_returns_scored_products(
-    reader: Client, catalog: Catalog, encoded_catalog: EncodedCatalog
+def test_text_search_returns_products_in_the_order_of_their_score(
+    reader: Client, catalog: Catalog
 ) -> None:
     body = reader.get("/api/v1/search/text/?q=green&limit=5").json()
 
     assert body["model_key"] == "default-v1" and body["no_good_match"] is False
     assert len(body["results"]) == 5
     assert all(sku.startswith("GREEN-") for sku in result_skus(body))
-    # Each score is the cosine of the words' vector and the product's stored fused vector.
-    words = runtime.encode_query_text("green", model=catalog.model)
-    for hit in body["results"]:
-        fused = encoded_catalog.vectors[hit["product"]["sku"]]["fused"]
-        assert hit["score"] == pytest.approx(float(fused @ words), abs=2e-3)
+    scores = [hit["score"] for hit in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert [term["label"] for term in body["understood"]] == ["Green"]
+    assert body["understood"][0]["matches"] == [{"field": "attribute:colour", "value": "Green"}]
 
 
 def test_text_search_with_filters_still_fills_the_page(reader: Client, catalog: Catalog) -> None:
     # The ten red products (two out of stock) lead the unfiltered page; in stock only, the
-    # page is still full: the eight in stock, then in-stock vector neighbours.
+    # page is still full: the eight in stock, then other in-stock products.
     unfiltered = reader.get("/api/v1/search/text/?q=red&limit=10").json()
     body = reader.get("/api/v1/search/text/?q=red&in_stock=true&limit=10").json()
 
     assert not all(hit["product"]["in_stock"] for hit in unfiltered["results"])
     assert len(body["results"]) == 10
     assert all(hit["product"]["in_stock"] for hit in body["results"])
+    assert {s for s in result_skus(body) if s.startswith("RED-")} == {
+        s for s, p in catalog.products.items() if s.startswith("RED-") and p.in_stock
+    }
 
 
-def test_text_search_says_when_nothing_matches(reader: Client, catalog: Catalog) -> None:
-    body = reader.get("/api/v1/search/text/?q=submarine").json()
-
-    assert body == {"results": [], "no_good_match": True, "model_key": "default-v1"}
-
-
-def test_text_search_with_the_modality_gap_corrected_keeps_exact_word_matches(
-    reader: Client, catalog: Catalog, settings: Any
+def test_unrelated_words_get_the_nearest_products_flagged_no_good_match(
+    reader: Client, catalog: Catalog
 ) -> None:
-    catalog.model.refresh_from_db()
-    assert catalog.model.centroids["count"] == 30  # text queries are moved across the gap
+    body = reader.get("/api/v1/search/text/?q=submarine&limit=5").json()
 
-    body = reader.get("/api/v1/search/text/?q=Zenith&limit=50").json()
-    zenith = sorted(p.sku for p in catalog.products.values() if p.brand == "Zenith")
-    assert sorted(result_skus(body)[: len(zenith)]) == zenith
-    others = body["results"][len(zenith) :]
-    assert all(hit["score"] >= settings.VITRINE_SEARCH_MIN_SCORE_TEXT for hit in others)
-    body = reader.get("/api/v1/search/text/?q=blue&limit=5").json()
-    assert all(sku.startswith("BLUE-") for sku in result_skus(body)) and body["results"]
-    body = reader.get("/api/v1/search/text/?q=submarine").json()
-    assert body["no_good_match"] is True
+    assert body["no_good_match"] is True and body["understood"] == []
+    assert len(body["results"]) == 5  # best effort, shown as such
+
+
+def test_text_search_pages_with_offset_limit_and_a_total(reader: Client, catalog: Catalog) -> None:
+    pages = [
+        reader.get(f"/api/v1/search/text/?q=blue+shirt&limit=4&offset={offset}").json()
+        for offset in (0, 4, 8)
+    ]
+
+    assert {page["total"] for page in pages} == {30}
+    assert [page["offset"] for page in pages] == [0, 4, 8]
+    seen = [sku for page in pages for sku in result_skus(page)]
+    assert len(seen) == len(set(seen)) == 12
+    whole = reader.get("/api/v1/search/text/?q=blue+shirt&limit=12").json()
+    assert result_skus(whole) == seen
+
+
+def test_text_search_sorts_by_price_and_newest(reader: Client, catalog: Catalog) -> None:
+    cheap = reader.get("/api/v1/search/text/?q=red&sort=price_asc&limit=30").json()
+    dear = reader.get("/api/v1/search/text/?q=red&sort=price_desc&limit=30").json()
+    newest = reader.get("/api/v1/search/text/?q=red&sort=newest&limit=30").json()
+
+    prices = [float(hit["product"]["price"]) for hit in cheap["results"]]
+    assert prices == sorted(prices) and len(prices) == 30
+    assert [float(h["product"]["price"]) for h in dear["results"]] == sorted(prices, reverse=True)
+    created = [hit["product"]["created_at"] for hit in newest["results"]]
+    assert created == sorted(created, reverse=True)
+    assert reader.get("/api/v1/search/text/?q=red&sort=cheapest").status_code == 400
+
+
+def test_text_search_counts_facets_over_every_ranked_product(
+    reader: Client, catalog: Catalog
+) -> None:
+    body = reader.get("/api/v1/search/text/?q=sneakers&limit=3").json()
+
+    assert body["total"] == 30
+    assert {f["value"]: f["count"] for f in body["facets"]["category"]} == {
+        "Garment Upper body > Shirt": 12,
+        "Garment Lower body > Trousers": 9,
+        "Shoes > Sneakers": 9,
+    }
+    assert {f["value"]: f["count"] for f in body["facets"]["brand"]} == {"Acme": 15, "Zenith": 15}
+    assert isinstance(body["processing_time_ms"], float) and body["processing_time_ms"] > 0
+
+
+def test_text_search_returns_only_the_fields_asked_for(reader: Client, catalog: Catalog) -> None:
+    body = reader.get("/api/v1/search/text/?q=red&limit=2&fields=sku,price").json()
+
+    assert [set(hit["product"]) for hit in body["results"]] == [{"sku", "price"}] * 2
+    refused = reader.get("/api/v1/search/text/?q=red&fields=sku,secret")
+    assert refused.status_code == 400 and "fields" in refused.json()["error"]["details"]
+
+
+def test_a_removed_term_is_no_longer_a_ranking_signal(reader: Client, catalog: Catalog) -> None:
+    both = reader.get("/api/v1/search/text/?q=red+sneakers&limit=3").json()
+    # The catalog holds 9 sneakers (3 of them red): all 9 first, whatever their colour.
+    without = reader.get("/api/v1/search/text/?q=red+sneakers&limit=9&without=Red").json()
+
+    assert [term["label"] for term in both["understood"]] == ["Red", "Sneakers"]
+    assert [term["label"] for term in without["understood"]] == ["Sneakers"]
+    assert {catalog.products[s].category for s in result_skus(without)} == {"Shoes > Sneakers"}
+
+
+def test_paging_past_the_window_is_refused(reader: Client, catalog: Catalog) -> None:
+    response = reader.get("/api/v1/search/text/?q=red&offset=990&limit=20")
+
+    assert response.status_code == 400
+    assert "offset" in response.json()["error"]["details"]
+
+
+def test_a_photo_with_words_ranks_matching_look_alikes_first(
+    reader: Client, catalog: Catalog
+) -> None:
+    response = reader.post(
+        "/api/v1/search/image/", {"image": upload(photo("red")), "q": "in green", "limit": 10}
+    )
+
+    body = response.json()
+    assert response.status_code == 200, body
+    assert all(sku.startswith("GREEN-") for sku in result_skus(body))
+    assert [term["label"] for term in body["understood"]] == ["Green"]
+    assert body["total"] >= 10 and "processing_time_ms" in body
 
 
 def test_text_search_needs_words(reader: Client) -> None:

@@ -13,8 +13,12 @@ import hashlib
 import io
 import shutil
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +28,7 @@ from PIL import Image
 from catalog.models import Product, ProductImage
 from embeddings import services
 from embeddings.models import EmbeddingModel
+from webapp.celery import app as celery_app
 
 
 def _write_checkpoint(out: Path, seed: int) -> Path:
@@ -132,3 +137,54 @@ def hm_slice(datasets_dir: Path, target: Path, rows: int, *, skip: int = 0) -> P
     for row in body[skip:]:
         shutil.copy(datasets_dir / "hm" / "images" / f"{row[0]}.jpg", target / "images")
     return target
+
+
+# ---- tasks sent to the broker, read back without a worker -----------------------------------
+@dataclass(frozen=True)
+class SentTask:
+    name: str
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TaskQueue:
+    name: str
+
+    def take_all(self) -> list[SentTask]:
+        """Remove and return every message waiting on this queue, oldest first."""
+        taken = []
+        with (
+            celery_app.connection_for_read() as connection,
+            connection.SimpleQueue(self.name) as queue,
+        ):
+            while True:
+                try:
+                    message = queue.get_nowait()
+                except Empty:
+                    return taken
+                message.ack()
+                _args, kwargs, _embed = message.payload
+                taken.append(SentTask(message.headers["task"], kwargs))
+
+
+@pytest.fixture
+def embeddings_queue() -> Iterator[TaskQueue]:
+    """Route the embedding tasks to a queue of this test's own while it runs.
+
+    On the usual `embeddings` queue a worker left running by another test of the session
+    could take the training message first and really train.
+    """
+    queue = TaskQueue(f"test-admin-{uuid.uuid4().hex[:8]}")
+    routes = celery_app.conf.task_routes
+    own = {k: v for k, v in routes.items() if not k.startswith("embeddings.")}
+    celery_app.conf.update(task_routes={**own, "embeddings.tasks.*": {"queue": queue.name}})
+    try:
+        yield queue
+    finally:
+        celery_app.conf.update(task_routes=routes)
+        queue.take_all()
+        with (
+            celery_app.connection_for_write() as connection,
+            connection.SimpleQueue(queue.name) as leftover,
+        ):
+            leftover.queue.delete()

@@ -8,10 +8,7 @@ read it off the real Redis queue, without a worker that would start a training r
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from queue import Empty
 from typing import Any
 
 import pytest
@@ -23,9 +20,9 @@ from django.urls import reverse
 
 from catalog.models import Product
 from embeddings import selectors, services
-from embeddings.models import EmbeddingModel, ProductEmbedding
-from tests.embeddings.conftest import ProductFactory, prepare_here
-from webapp.celery import app as celery_app
+from embeddings.ml.recipes import CATALOG_FINE_TUNE
+from embeddings.models import EmbeddingModel, ProductEmbedding, TrainingJob
+from tests.embeddings.conftest import ProductFactory, SentTask, TaskQueue, prepare_here
 
 pytestmark = pytest.mark.django_db
 
@@ -33,57 +30,8 @@ CHANGELIST = reverse("admin:embeddings_embeddingmodel_changelist")
 TRAIN = reverse("admin:embeddings_train")
 ROLLBACK = reverse("admin:embeddings_rollback")
 COMPARE = reverse("admin:embeddings_compare")
-TRAIN_TASK = "embeddings.tasks.embedding_model_train_task"
+TRAIN_TASK = "embeddings.tasks.training_job_run_task"
 EVALUATE_TASK = "embeddings.tasks.embedding_model_evaluate_task"
-
-
-@dataclass(frozen=True)
-class SentTask:
-    name: str
-    kwargs: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TaskQueue:
-    name: str
-
-    def take_all(self) -> list[SentTask]:
-        """Remove and return every message waiting on this queue, oldest first."""
-        taken = []
-        with (
-            celery_app.connection_for_read() as connection,
-            connection.SimpleQueue(self.name) as queue,
-        ):
-            while True:
-                try:
-                    message = queue.get_nowait()
-                except Empty:
-                    return taken
-                message.ack()
-                _args, kwargs, _embed = message.payload
-                taken.append(SentTask(message.headers["task"], kwargs))
-
-
-@pytest.fixture
-def embeddings_queue() -> Iterator[TaskQueue]:
-    """Route the embedding tasks to a queue of this test's own while it runs.
-
-    On the usual `embeddings` queue a worker left running by another test of the session
-    could take the training message first and really train.
-    """
-    queue = TaskQueue(f"test-admin-{uuid.uuid4().hex[:8]}")
-    routes = celery_app.conf.task_routes
-    celery_app.conf.update(task_routes={**routes, "embeddings.tasks.*": {"queue": queue.name}})
-    try:
-        yield queue
-    finally:
-        celery_app.conf.update(task_routes=routes)
-        queue.take_all()
-        with (
-            celery_app.connection_for_write() as connection,
-            connection.SimpleQueue(queue.name) as leftover,
-        ):
-            leftover.queue.delete()
 
 
 @pytest.fixture
@@ -174,32 +122,35 @@ def test_the_version_list_shows_each_version_its_state_and_the_tools(
         assert f'<option value="{action}">' in page
 
 
-# ---- train ---------------------------------------------------------------------------------
-def test_the_train_page_offers_a_base_and_a_key(admin_client: Client) -> None:
+# ---- fine-tune ------------------------------------------------------------------------------
+def test_the_fine_tune_page_offers_the_active_version_as_base_a_key_and_steps(
+    admin_client: Client, versions: Versions
+) -> None:
     response = admin_client.get(TRAIN)
 
     page = response.content.decode()
     assert response.status_code == 200
-    assert "Train a new model version" in page
-    assert re.search(r'<input type="text" name="base" value="new:resnet10t"[^>]*required', page)
-    assert 'name="key"' in page and "Start training" in page
+    assert "Fine-tune on this catalog" in page
+    base = re.escape(versions.blue.spec)
+    assert re.search(rf'<input type="text" name="base" value="{base}"[^>]*required', page)
+    assert 'name="key"' in page and 'name="max_steps"' in page and "Start fine-tuning" in page
 
 
-def test_training_with_a_bad_form_shows_the_errors_and_queues_nothing(
+def test_fine_tuning_with_a_bad_form_shows_the_errors_and_queues_nothing(
     admin_client: Client, embeddings_queue: TaskQueue
 ) -> None:
-    response = admin_client.post(TRAIN, {"base": "", "key": "not a slug!"})
+    response = admin_client.post(TRAIN, {"base": "", "key": "not a slug!", "max_steps": "0"})
 
     assert response.status_code == 200
     errors = response.context["form"].errors
     assert errors["base"] == ["This field is required."]
     assert "slug" in errors["key"][0]
-    assert "This field is required." in response.content.decode()
+    assert errors["max_steps"]
     assert embeddings_queue.take_all() == []
-    assert not EmbeddingModel.objects.exists()
+    assert not TrainingJob.objects.exists()
 
 
-def test_training_queues_one_run_on_the_worker_into_the_key_s_folder(
+def test_fine_tuning_creates_a_job_queues_it_and_shows_its_page(
     admin_client: Client,
     embeddings_queue: TaskQueue,
     settings: Any,
@@ -208,22 +159,26 @@ def test_training_queues_one_run_on_the_worker_into_the_key_s_folder(
     # The run is sent once the request's writes are committed (the test's transaction
     # never commits: run the callbacks it collected, as a commit would).
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(TRAIN, {"base": "default", "key": "autumn"})
-
-    assert response.status_code == 302 and response["Location"] == CHANGELIST
-    assert embeddings_queue.take_all() == [
-        SentTask(
-            TRAIN_TASK,
-            {"out_dir": str(settings.DATA_DIR / "models" / "autumn"), "key": "autumn",
-             "base": "default"},
+        response = admin_client.post(
+            TRAIN, {"base": "default", "key": "autumn", "max_steps": "300"}
         )
-    ]  # fmt: skip
-    assert messages_of(response)[0][0] == "success"
-    assert "Training started on the worker" in messages_of(response)[0][1]
+
+    job = TrainingJob.objects.get()
+    assert (job.base, job.key, job.config, job.state) == (
+        "default", "autumn", {**CATALOG_FINE_TUNE, "max_steps": 300}, "queued"
+    )  # fmt: skip
+    assert job.out_dir == str(settings.DATA_DIR / "models" / "autumn")
+    page_url = reverse("admin:embeddings_trainingjob_change", args=[job.pk])
+    assert response.status_code == 302 and response["Location"] == page_url
+    assert embeddings_queue.take_all() == [SentTask(TRAIN_TASK, {"job_id": job.pk})]
+    page = admin_client.get(page_url).content.decode()
+    assert 'data-testid="training-state">Queued<' in page
+    assert "Waiting for the training worker" in page
+    assert 'data-testid="training-cancel"' in page
     assert not EmbeddingModel.objects.exists()  # registered by the worker when it finishes
 
 
-def test_training_without_a_key_names_its_folder_by_the_time(
+def test_fine_tuning_without_a_key_names_its_folder_by_the_time(
     admin_client: Client,
     embeddings_queue: TaskQueue,
     settings: Any,
@@ -232,13 +187,13 @@ def test_training_without_a_key_names_its_folder_by_the_time(
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(TRAIN, {"base": "new:resnet10t", "key": ""})
 
-    (sent,) = embeddings_queue.take_all()
-    assert sent.kwargs["key"] is None and sent.kwargs["base"] == "new:resnet10t"
-    folder = sent.kwargs["out_dir"].removeprefix(f"{settings.DATA_DIR / 'models'}/")
-    assert re.fullmatch(r"\d{8}-\d{6}", folder)
+    job = TrainingJob.objects.get()
+    assert job.key == "" and job.base == "new:resnet10t" and job.config == CATALOG_FINE_TUNE
+    folder = job.out_dir.removeprefix(f"{settings.DATA_DIR / 'models'}/")
+    assert re.fullmatch(r"catalog-\d{8}-\d{6}-\d{6}", folder)
 
 
-def test_training_under_a_key_already_taken_is_refused_by_the_form(
+def test_fine_tuning_under_a_key_already_taken_is_refused_by_the_form(
     admin_client: Client, embeddings_queue: TaskQueue, versions: Versions
 ) -> None:
     response = admin_client.post(TRAIN, {"base": "default", "key": "blue"})
@@ -332,14 +287,28 @@ def test_compare_with_nothing_evaluated_explains_how_to_evaluate(
 
 
 # ---- actions -------------------------------------------------------------------------------
-def test_activating_a_version_still_backfilling_is_refused_and_changes_nothing(
+def activate_page(client: Client, model: EmbeddingModel, reason: str = "") -> HttpResponse:
+    return client.post(reverse("admin:embeddings_activate", args=[model.pk]), {"reason": reason})
+
+
+def test_the_activate_action_opens_the_version_s_activation_page(
     admin_client: Client, versions: Versions
 ) -> None:
     response = run_action(admin_client, "activate", versions.green)
 
     assert response.status_code == 302
-    assert messages_of(response) == [
-        ("error", "green is still backfilling (0/1); wait, or force the activation")
+    assert response["Location"] == reverse("admin:embeddings_activate", args=[versions.green.pk])
+    assert states() == {"blue": "active", "green": "building"}
+
+
+def test_activating_a_version_still_backfilling_is_refused_and_changes_nothing(
+    admin_client: Client, versions: Versions
+) -> None:
+    response = activate_page(admin_client, versions.green, reason="try it")
+
+    assert response.status_code == 200
+    assert response.context["form"].errors["reason"] == [
+        "green is still backfilling (0/1); wait, or force the activation"
     ]
     assert states() == {"blue": "active", "green": "building"}
 
@@ -349,21 +318,73 @@ def test_activating_a_retired_version_is_refused_and_changes_nothing(
 ) -> None:
     services.embedding_model_retire(model=versions.green)
 
-    response = run_action(admin_client, "activate", versions.green)
+    response = activate_page(admin_client, versions.green, reason="try it")
 
-    assert messages_of(response) == [("error", "green is retired; cannot activate it")]
+    assert response.context["form"].errors["reason"] == ["green is retired; cannot activate it"]
     assert states() == {"blue": "active", "green": "retired"}
 
 
-def test_activating_a_ready_version_switches_to_it(
+def test_a_version_not_evaluated_is_activated_only_with_a_reason_which_is_recorded(
     admin_client: Client, versions: Versions
 ) -> None:
     green_backfilled(versions)
 
-    response = run_action(admin_client, "activate", versions.green)
+    refused = activate_page(admin_client, versions.green)
+
+    (error,) = refused.context["form"].errors["reason"]
+    assert error.startswith("green was not activated: green has not been evaluated")
+    assert states() == {"blue": "active", "green": "ready"}
+
+    response = activate_page(admin_client, versions.green, reason="Autumn launch, checked by eye")
+
+    assert response.status_code == 302
+    assert messages_of(response) == [("success", "green is now active.")]
+    assert states() == {"blue": "ready", "green": "active"}
+    versions.green.refresh_from_db()
+    assert "by admin: Autumn launch, checked by eye" in versions.green.activation_reason
+
+
+def held_out(recall: float) -> dict[str, Any]:
+    """An evaluation on the catalog's held-out split (one fingerprint for every version)."""
+    cell = {"value": recall, "ci_low": recall - 0.05, "ci_high": recall + 0.05, "n": 40}
+    return {
+        "split_fingerprint": "catalog-split",
+        "metrics": {"lookbook_completion/recall@10": {"cold": cell}},
+    }
+
+
+def test_a_version_that_beats_the_active_one_is_activated_without_a_reason(
+    admin_client: Client, versions: Versions
+) -> None:
+    green_backfilled(versions)
+    EmbeddingModel.objects.filter(key="blue").update(metrics=held_out(0.61))
+    EmbeddingModel.objects.filter(key="green").update(metrics=held_out(0.78))
+
+    page = admin_client.get(reverse("admin:embeddings_activate", args=[versions.green.pk]))
+    text = page.content.decode()
+    assert "61% → 78%" in text
+    assert "finds the other products of a new product&#x27;s lookbook or variant group" in text
+
+    response = activate_page(admin_client, versions.green)
 
     assert messages_of(response) == [("success", "green is now active.")]
     assert states() == {"blue": "ready", "green": "active"}
+    versions.green.refresh_from_db()
+    assert versions.green.activation_reason == ""
+
+
+def test_a_version_that_does_not_beat_the_active_one_needs_a_reason(
+    admin_client: Client, versions: Versions
+) -> None:
+    green_backfilled(versions)
+    EmbeddingModel.objects.filter(key="blue").update(metrics=held_out(0.61))
+    EmbeddingModel.objects.filter(key="green").update(metrics=held_out(0.55))
+
+    refused = activate_page(admin_client, versions.green)
+
+    (error,) = refused.context["form"].errors["reason"]
+    assert "does not beat blue" in error and "61% → 55%" in error
+    assert states() == {"blue": "active", "green": "ready"}
 
 
 def test_activate_needs_exactly_one_version(admin_client: Client, versions: Versions) -> None:

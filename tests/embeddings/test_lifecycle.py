@@ -310,7 +310,7 @@ def test_the_commands_list_backfill_switch_and_retire_versions(
 ) -> None:
     import io
 
-    from django.core.management import call_command
+    from django.core.management import CommandError, call_command
 
     prepare_here(spec=checkpoints["a"], key="blue")
     green = prepare_here(spec=checkpoints["b"], key="green")
@@ -322,8 +322,11 @@ def test_the_commands_list_backfill_switch_and_retire_versions(
     assert "blue: 3 products embedded" in out.getvalue()
     assert ProductEmbedding.objects.filter(model=green).count() == 3 * len(products)
 
+    # Neither version is evaluated on this catalog: activating needs a written reason.
+    with pytest.raises(CommandError, match="green was not activated: green has not been"):
+        call_command("embedding_models", "activate", "green", stdout=io.StringIO())
     out = io.StringIO()
-    call_command("embedding_models", "activate", "green", stdout=out)
+    call_command("embedding_models", "activate", "green", "--reason", "smoke test", stdout=out)
     call_command("embedding_models", "rollback", stdout=out)
     call_command("embedding_models", "retire", "green", stdout=out)
     call_command("embedding_models", "list", stdout=out)
@@ -354,7 +357,8 @@ def test_an_install_serving_an_older_default_gets_the_new_one_backfilling_beside
     )
     services.embedding_model_prepare(model=new)
     new.refresh_from_db()
-    assert new.state == EmbeddingModel.State.BUILDING  # backfilling, not served
+    # An empty catalog is backfilled at once: ready (a rollback-style standby), not served.
+    assert new.state == EmbeddingModel.State.READY
     assert selectors.embedding_model_active() == v0  # the old one serves until activated
     assert EmbeddingModel.objects.count() == 2
 

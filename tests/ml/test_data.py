@@ -103,3 +103,22 @@ def test_longer_walks_still_end_on_another_item_reachable_through_lookbooks() ->
     assert ids.index("lonely") not in anchors + neighbours  # in no lookbook: never paired
     reach2 = {0: {1, 2}, 1: {0, 2, 3}, 2: {0, 1, 3}, 3: {1, 2}}  # within two hops, not self
     assert all(b in reach2[a] for a, b in zip(anchors, neighbours, strict=True))
+
+
+def test_shared_attributes_are_walked_through_but_their_mates_stay_negatives() -> None:
+    from embeddings.ml.train import PairSampler
+
+    ids = ["a", "b", "c", "d"]
+    graph = {
+        "variant:tee": ["a", "b"],  # one product in two colours: never a negative
+        "lookbook:beach": ["b", "c"],
+        "attr:colour=red": ["a", "c", "d"],  # sharing a colour says "related", not "the same"
+    }
+    sampler = PairSampler(ids, graph, walk_length=1, unmasked_prefixes=("attr:",))
+
+    assert sampler.groups([0, 1, 2, 3]) == [
+        {"variant:tee"}, {"variant:tee", "lookbook:beach"}, {"lookbook:beach"}, set()
+    ]  # fmt: skip
+    # "d" is only in the attribute group: it is reached through it.
+    _anchors, neighbours = sampler.sample(np.random.default_rng(0), 64)
+    assert 3 in neighbours

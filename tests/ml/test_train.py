@@ -151,3 +151,43 @@ def test_command_line_trains_from_a_jsonl_directory(
     assert cfg["training"]["steps"] == 2
     assert cfg["training"]["train_config"]["w_category"] == 0.0
     assert "heldout_metrics" in cfg["training"]
+
+
+def test_a_run_asked_to_stop_saves_its_state_and_resumes_to_the_same_steps(
+    tiny_arch: str, catalogue: ItemDataset, tmp_path: Path
+) -> None:
+    from embeddings.ml.train import TrainingStopped
+
+    config = tiny_config(tiny_arch)  # checkpoints every 2 steps: stopping at 3 must save too
+    straight: dict[int, dict[str, float]] = {}
+    run_training(config, catalogue, tmp_path / "a", lambda s, _t, f: straight.update({s: f}))
+    steps: list[int] = []
+    lines: list[str] = []
+
+    with pytest.raises(TrainingStopped) as stopped:
+        run_training(
+            config,
+            catalogue,
+            tmp_path / "b",
+            lambda s, _t, _f: steps.append(s),
+            report=lines.append,
+            should_stop=lambda: len(steps) >= 3,
+        )
+
+    assert stopped.value.step == 3 and steps == [1, 2, 3]
+    # The preparation phases were reported before the first step.
+    assert lines[0].startswith("loading model")
+    assert any(line.startswith("decoding 12 images") for line in lines)
+    assert lines[-1].startswith("training 4 steps on 12 items")
+    resumed: dict[int, dict[str, float]] = {}
+    lines.clear()
+    run_training(
+        config,
+        catalogue,
+        tmp_path / "b",
+        lambda s, _t, f: resumed.update({s: f}),
+        report=lines.append,
+    )
+    assert "resumed from the saved train state at step 3" in lines
+    assert sorted(resumed) == [4]
+    assert resumed[4]["loss"] == pytest.approx(straight[4]["loss"], rel=1e-5, abs=1e-6)

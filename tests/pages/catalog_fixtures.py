@@ -27,7 +27,8 @@ from PIL import Image, ImageDraw
 from catalog.models import Lookbook, LookbookItem, Product, ProductImage
 from embeddings import services
 from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
-from search.models import QueryPhoto
+from search.models import QueryPhoto, VocabularyTerm
+from search.vocabulary import vocabulary_rebuild
 
 # Departments follow the catalog's "Department > Type" paths, which "complete the look"
 # groups by (a shirt is completed by trousers and shoes, not by another shirt).
@@ -225,6 +226,7 @@ def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
     )
     if result.image_failed or len(result.embedded) != len(products):
         raise AssertionError(f"test catalog not fully embedded: {result}")
+    vocabulary_rebuild()  # as the beat does after an import
     return ShopCatalog(products=products, images=images, lookbook=lookbook, model=model)
 
 
@@ -241,3 +243,4 @@ def catalog_remove(catalog: ShopCatalog) -> None:
     Lookbook.objects.all().delete()
     Product.objects.all().delete()
     QueryPhoto.objects.all().delete()
+    VocabularyTerm.objects.all().delete()

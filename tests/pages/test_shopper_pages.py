@@ -13,7 +13,7 @@ from PIL import Image
 
 from catalog.models import Lookbook
 from embeddings.models import EmbeddingModel
-from search.models import QueryPhoto
+from search.models import QueryPhoto, SearchCalibration
 from tests.pages.catalog_fixtures import ShopCatalog, drawn_image, street_photo
 
 pytestmark = pytest.mark.django_db
@@ -137,17 +137,43 @@ def test_price_filter_and_inverted_range(catalog: ShopCatalog) -> None:
     assert "maximum price is below the minimum" in bad.content.decode()
 
 
-def test_no_good_match_has_a_clear_empty_state(catalog: ShopCatalog, settings: Any) -> None:
-    # Measured with the default model: a green drawn garment, a colour no product has, scores
-    # at most 0.8 against this catalog (its own photos score 1.0). A floor above that leaves
-    # nothing. (At the default floor, 0.2, even a uniform grey photo still matches at 0.64.)
-    settings.VITRINE_SEARCH_MIN_SCORE_IMAGE = 0.9
+def test_no_good_match_shows_the_nearest_products_as_such(catalog: ShopCatalog) -> None:
+    # A calibration whose photo threshold this odd photo does not reach (its best score
+    # against the catalog is below 0.9 with the default model; the catalog's own photos 1.0).
+    SearchCalibration.objects.create(model=catalog.model, catalog_stamp="x", image_threshold=0.99)
     client = Client()
-    odd = drawn_image((10, 200, 10))
-    location = _upload(client, odd)["Location"]
+    location = _upload(client, drawn_image((10, 200, 10)))["Location"]
     html = client.get(location).content.decode()
-    assert "No good match" in html
-    assert _skus(html) == []
+    assert 'data-testid="no-good-match"' in html and "No good match" in html
+    assert _skus(html)  # best effort, still shown
+
+    own = client.get(_upload(client, catalog.images["TEE-RED"])["Location"]).content.decode()
+    assert "No good match" not in own
+
+
+def test_understood_terms_are_chips_the_shopper_can_remove(catalog: ShopCatalog) -> None:
+    client = Client()
+    html = client.get("/search/", {"q": "red tees"}).content.decode()
+
+    assert re.findall(r'data-term="([^"]+)"', html) == ["Red", "T-shirt"]
+    assert _skus(html)[0] == "TEE-RED"
+    remove_red = re.search(r'href="([^"]+)" data-term="Red"', html)
+    assert remove_red is not None
+    after = client.get("/search/" + remove_red.group(1).replace("&amp;", "&")).content.decode()
+    assert re.findall(r'data-term="([^"]+)"', after) == ["T-shirt"]
+    assert 'data-removed-term="Red"' in after
+    assert _skus(after)[:2] and all(s.startswith("TEE-") for s in _skus(after)[:2])
+
+
+def test_a_photo_refined_with_words_puts_matching_look_alikes_first(catalog: ShopCatalog) -> None:
+    client = Client()
+    location = _upload(client, catalog.images["TEE-RED"])["Location"]
+    plain = client.get(location).content.decode()
+    assert 'name="q"' in plain and "Refine with words" in plain
+
+    html = client.get(location + "&q=in+blue").content.decode()
+    assert catalog.products[_skus(html)[0]].attributes["colour"] == "Blue"
+    assert re.findall(r'data-term="([^"]+)"', html) == ["Blue"]
 
 
 def test_photo_search_without_an_active_model_says_it_is_getting_ready(

@@ -24,6 +24,7 @@ from PIL import Image
 from catalog.models import Lookbook, LookbookItem, Product, ProductImage
 from embeddings import runtime, services
 from embeddings.models import EmbeddingModel, ProductEmbedding
+from search.vocabulary import vocabulary_rebuild
 
 COLOURS = ("red", "green", "blue")
 RGB = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
@@ -181,6 +182,7 @@ def catalog_create(*, encoded: EncodedCatalog, centroids: bool = True) -> Catalo
     )
     if centroids:
         services.embedding_model_centroids_update(model=model)
+    vocabulary_rebuild()  # as the beat does after an import
     return Catalog(model=model, products=products)
 
 

@@ -31,25 +31,37 @@ def subprocess_environment(**overrides: str) -> dict[str, str]:
 class WorkerProcess:
     """A real `celery worker` subprocess consuming the project's queues."""
 
-    def __init__(self, queues: str = "default,ingest,embeddings", concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        queues: str = "default,ingest,embeddings",
+        concurrency: int = 1,
+        pool: str = "prefork",
+        environment: dict[str, str] | None = None,
+    ) -> None:
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         self.queues = queues
         self.concurrency = concurrency
+        self.pool = pool
+        self.environment = environment or {}
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> WorkerProcess:
+    def start(self, timeout: float = 60.0, *, ping: bool = True) -> WorkerProcess:
+        """Spawn the worker; wait until it answers a ping unless `ping` is False (a solo-pool
+        worker that takes a long task at once answers no ping until the task ends)."""
         from webapp.celery import app
 
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "celery", "-A", "webapp", "worker",
-                "-Q", self.queues, "-c", str(self.concurrency), "-n", self.name,
+                "-Q", self.queues, "-c", str(self.concurrency), "-P", self.pool, "-n", self.name,
                 "--without-gossip", "--without-mingle", "--loglevel", "WARNING",
             ],
             cwd=BASE_DIR,
-            env=subprocess_environment(),
+            env=subprocess_environment(**self.environment),
             start_new_session=True,
         )  # fmt: skip
+        if not ping:
+            return self
         hostname = self.name.replace("%h", os.uname().nodename)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from argparse import ArgumentParser
 from typing import Any
 
@@ -35,6 +36,12 @@ class Command(BaseCommand):
         activate = actions.add_parser("activate", help="make a version active (atomic)")
         activate.add_argument("key")
         activate.add_argument("--force", action="store_true", help="even if still backfilling")
+        activate.add_argument(
+            "--reason",
+            default="",
+            help="why, when it does not beat the active version on the held-out split "
+            "(recorded on the version)",
+        )
         actions.add_parser("rollback", help="re-activate the previously active version")
         for name, text in (
             ("retire", "delete a version's vectors and indexes"),
@@ -56,8 +63,11 @@ class Command(BaseCommand):
                 )
                 self.stdout.write(f"registered {model.key} (building; a worker prepares it)")
             elif action == "activate":
-                model = services.embedding_model_activate(
-                    model=_get(options["key"]), force=options["force"]
+                model = services.embedding_model_activate_gated(
+                    model=_get(options["key"]),
+                    force=options["force"],
+                    reason=options["reason"],
+                    user=getpass.getuser(),
                 )
                 self.stdout.write(f"{model.key} is active")
             elif action == "rollback":

@@ -1,7 +1,10 @@
-"""`manage.py train_model`: train on the catalog's products and lookbooks, register the result."""
+"""`manage.py train_model`: fine-tune on the catalog's products and graph, register the result."""
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
 from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,10 @@ from embeddings import services
 class Command(BaseCommand):
     help = (
         "Train a model on the catalog (product text = title, brand, category, attributes, "
-        "description; lookbooks = the graph) and register it as a building version, which "
-        "workers then backfill. Activate it with `embedding_models activate` once evaluated."
+        "description; lookbooks, variant groups and mapped attributes = the graph), leaving "
+        "the catalog's held-out split out, and register it as a building version, which "
+        "workers then backfill. Ctrl-C saves the train state: the same command with the "
+        "same --out continues from there. Activate it with `embedding_models activate`."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -30,6 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-steps", type=int, help="stop after this many steps")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        started = time.monotonic()
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         out = options["out"] or Path(settings.DATA_DIR) / "models" / f"catalog-{stamp}"
         overrides: dict[str, Any] = {}
@@ -38,10 +44,33 @@ class Command(BaseCommand):
         if options["max_steps"] is not None:
             overrides["max_steps"] = options["max_steps"]
 
+        def say(line: str) -> None:
+            self.stdout.write(f"[{time.monotonic() - started:6.1f}s] {line}")
+            self.stdout.flush()
+
+        last_print = [0.0]
+
         def progress(step: int, total: int, losses: dict[str, float]) -> None:
-            if step == total or step % 10 == 0:
-                loss = ", ".join(f"{k}={v:.3f}" for k, v in sorted(losses.items()))
-                self.stdout.write(f"step {step}/{total} {loss}")
+            now = time.monotonic()
+            if step in (1, total) or now - last_print[0] >= 2.0:
+                last_print[0] = now
+                rate = step / max(1e-6, now - started)
+                loss = ", ".join(f"{k} {v:.3f}" for k, v in sorted(losses.items()))
+                say(f"step {step}/{total} ({rate:.2f} steps/s overall): {loss}")
+
+        # Ctrl-C asks the loop to save its state after the current step (a second one
+        # interrupts at once, as usual).
+        stop = threading.Event()
+
+        def interrupt(signum: int, frame: Any) -> None:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            say("Ctrl-C: saving the train state after this step (Ctrl-C again to abort)")
+            stop.set()
+
+        previous = signal.signal(signal.SIGINT, interrupt)
+        say(f"fine-tuning {options['base']} on the catalog into {out}")
+        from embeddings.ml.train import TrainingStopped
 
         try:
             model = services.embedding_model_train(
@@ -50,7 +79,16 @@ class Command(BaseCommand):
                 base=options["base"],
                 config_overrides=overrides,
                 progress=progress,
+                report=say,
+                should_stop=stop.is_set,
             )
+        except TrainingStopped as stopped:
+            raise CommandError(
+                f"stopped at step {stopped.step}; run the same command with --out {out} "
+                "to continue from there"
+            ) from None
         except ValueError as error:
             raise CommandError(str(error)) from None
-        self.stdout.write(f"trained into {out}; registered {model.key} (building: backfilling)")
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        say(f"trained into {out}; registered {model.key} (building: backfilling)")

@@ -9,27 +9,31 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
-from embeddings import services, text_map
+from embeddings import selectors, services, text_map, training
 from embeddings.models import EmbeddingModel, TextQueryMap
 
 
-class TrainForm(forms.Form):
+class FineTuneForm(forms.Form):
     base = forms.CharField(
-        initial="new:resnet10t",
-        help_text="“new:&lt;timm arch&gt;” trains an image tower from scratch; a model spec "
-        "(e.g. “default”) fine-tunes that version.",
+        help_text="The version to fine-tune (its spec; the active one by default), or "
+        "“new:&lt;timm arch&gt;” to train an image tower from scratch.",
     )
     key = forms.SlugField(required=False, help_text="Leave empty to name it automatically.")
+    max_steps = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=1_000_000,
+        label="Steps",
+        help_text="Leave empty for 10 passes over the catalog.",
+    )
 
     def clean_key(self) -> str:
         # Checked before queueing: the run trains into models/<key>, where an earlier
@@ -38,6 +42,16 @@ class TrainForm(forms.Form):
         if key and EmbeddingModel.objects.filter(key=key).exists():
             raise forms.ValidationError(f"A version named {key!r} exists already.")
         return key
+
+
+class ActivateForm(forms.Form):
+    reason = forms.CharField(
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text="Required when the version does not beat the active one on the held-out "
+        "split; recorded on the version with your name.",
+    )
 
 
 def metric_rows(models: list[EmbeddingModel]) -> list[dict[str, Any]]:
@@ -73,6 +87,23 @@ def metric_rows(models: list[EmbeddingModel]) -> list[dict[str, Any]]:
     return rows
 
 
+def plain_rows(*, candidate: EmbeddingModel, active: EmbeddingModel | None) -> list[Any]:
+    """The merchandiser's figures with bar widths (0-100 %) for the side-by-side plot."""
+    if active is not None and active.pk == candidate.pk:
+        active = None
+    return [
+        {
+            "row": row,
+            "active_width": round(100 * (row.active or 0)),
+            "candidate_width": round(100 * (row.candidate or 0)),
+            "better": row.candidate is not None
+            and row.active is not None
+            and row.candidate > row.active,
+        }
+        for row in selectors.embedding_model_plain_metrics(candidate=candidate, active=active)
+    ]
+
+
 @admin.register(EmbeddingModel)
 class EmbeddingModelAdmin(admin.ModelAdmin):
     list_display = (
@@ -82,7 +113,8 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
     list_filter = ("state",)
     search_fields = ("key", "spec")
     readonly_fields = (
-        "key", "spec", "dimension", "weights_sha256", "state", "error", "metrics",
+        "key", "spec", "dimension", "weights_sha256", "state", "error", "activation_reason",
+        "metrics",
         "backfill_total", "backfill_done", "text_query", "created_at", "prepared_at",
         "activated_at", "retired_at",
     )  # fmt: skip
@@ -106,6 +138,11 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
             ),
             path(
                 "compare/", self.admin_site.admin_view(self.compare_view), name="embeddings_compare"
+            ),
+            path(
+                "<int:object_id>/activate/",
+                self.admin_site.admin_view(self.activate_view),
+                name="embeddings_activate",
             ),
         ]
         return own + super().get_urls()
@@ -150,16 +187,15 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
 
     # --- actions (each a service call) ----------------------------------------------------
     @admin.action(description="Activate the selected version")
-    def activate(self, request: HttpRequest, queryset: QuerySet[EmbeddingModel]) -> None:
+    def activate(
+        self, request: HttpRequest, queryset: QuerySet[EmbeddingModel]
+    ) -> HttpResponseRedirect | None:
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version to activate.", messages.ERROR)
-            return
-        try:
-            model = services.embedding_model_activate(model=queryset.get())
-        except services.EmbeddingModelStateError as error:
-            self.message_user(request, str(error), messages.ERROR)
-            return
-        self.message_user(request, f"{model.key} is now active.", messages.SUCCESS)
+            return None
+        # The activation page shows the version beside the active one and asks for a
+        # reason when it does not beat it.
+        return HttpResponseRedirect(reverse("admin:embeddings_activate", args=[queryset.get().pk]))
 
     @admin.action(description="Evaluate on the catalog (runs on the worker)")
     def evaluate(self, request: HttpRequest, queryset: QuerySet[EmbeddingModel]) -> None:
@@ -196,29 +232,57 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
         return redirect("admin:embeddings_embeddingmodel_changelist")
 
     def train_view(self, request: HttpRequest) -> HttpResponse:
-        form = TrainForm(request.POST or None)
+        active = selectors.embedding_model_active()
+        form = FineTuneForm(request.POST or None, initial={"base": active.spec if active else ""})
         if request.method == "POST" and form.is_valid():
-            stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-            out_dir = settings.DATA_DIR / "models" / (form.cleaned_data["key"] or stamp)
-            services.embedding_model_train_start(
-                out_dir=out_dir,
-                key=form.cleaned_data["key"] or None,
+            overrides = {}
+            if form.cleaned_data["max_steps"]:
+                overrides["max_steps"] = form.cleaned_data["max_steps"]
+            job = training.training_job_start(
                 base=form.cleaned_data["base"],
+                key=form.cleaned_data["key"],
+                config_overrides=overrides,
+                created_by=request.user,
             )
-            self.message_user(
-                request,
-                "Training started on the worker. The new version appears here when it is "
-                "registered; evaluate it, compare, then activate.",
-                messages.SUCCESS,
-            )
-            return redirect("admin:embeddings_embeddingmodel_changelist")
+            return redirect("admin:embeddings_trainingjob_change", job.pk)
         context = {
             **self.admin_site.each_context(request),
-            "title": "Train a new model version",
+            "title": "Fine-tune on this catalog",
             "form": form,
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/embeddings/embeddingmodel/train.html", context)
+
+    def activate_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        model = EmbeddingModel.objects.filter(pk=object_id).first()
+        if model is None:
+            self.message_user(request, "That version does not exist.", messages.ERROR)
+            return redirect("admin:embeddings_embeddingmodel_changelist")
+        form = ActivateForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.embedding_model_activate_gated(
+                    model=model,
+                    reason=form.cleaned_data["reason"],
+                    user=request.user.get_username(),
+                )
+            except services.EmbeddingModelStateError as error:
+                form.add_error("reason", str(error))
+            else:
+                self.message_user(request, f"{model.key} is now active.", messages.SUCCESS)
+                return redirect("admin:embeddings_embeddingmodel_changelist")
+        active = selectors.embedding_model_active()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Activate {model.key}",
+            "candidate": model,
+            "active": active,
+            "check": selectors.embedding_model_activation_check(candidate=model),
+            "plain": plain_rows(candidate=model, active=active),
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/embeddings/embeddingmodel/activate.html", context)
 
     def compare_view(self, request: HttpRequest) -> HttpResponse:
         raw = request.GET.get("ids", "")

@@ -1,0 +1,123 @@
+"""How long a catalog fine-tune takes on this machine: a ~10k-product catalog, thousands of steps.
+
+The recipe is the admin's "Fine-tune on this catalog" (`embeddings.ml.recipes.CATALOG_FINE_TUNE`):
+the base's image trunk frozen and run once per image and view (the frozen-tower feature
+cache), then the projections, the fusion module and the temperature trained on the cached
+features with the full objective (image-text, neighbour alignment over the graph, category).
+The catalog is H&M (9,538 articles; colour variants and sections as the graph) without a
+held-out tenth of its product codes, as a retailer's fine-tune leaves its held-out split out.
+
+Run (writes bench/results/fine_tune.json; framework-free, no database needed)::
+
+    nice -n 10 .venv/bin/python bench/fine_tune.py --data hm:../shared/datasets/hm --steps 3000
+
+The figure is the wall-clock time of the whole call, data loading and feature caching
+included, with the phase times beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+
+def held_out_by_group(dataset: Any, prefix: str, fraction: float, seed: int) -> set[str]:
+    """Item ids of a seeded `fraction` of the `prefix` groups (H&M: product codes)."""
+    groups = sorted(g for g in dataset.lookbooks if g.startswith(prefix))
+    random.Random(seed).shuffle(groups)
+    held: set[str] = set()
+    for group in groups[: int(fraction * len(groups))]:
+        held.update(dataset.lookbooks[group])
+    return held
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="hm:<dir> | ikea:<dir> | <jsonl dir>")
+    parser.add_argument("--base", default="default", help="the model spec fine-tuned")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--feature-views", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="checkpoint dir (default: tmp)")
+    parser.add_argument("--results", type=Path, default=BASE_DIR / "bench/results/fine_tune.json")
+    args = parser.parse_args()
+
+    from dataclasses import replace
+
+    from embeddings.ml.data import load_dataset
+    from embeddings.ml.recipes import CATALOG_FINE_TUNE
+    from embeddings.ml.train import TrainConfig, run_training
+
+    started = time.monotonic()
+    phases: list[tuple[float, str]] = []
+
+    def report(line: str) -> None:
+        at = time.monotonic() - started
+        phases.append((round(at, 1), line))
+        print(f"[{at:7.1f}s] {line}", flush=True)
+
+    report(f"loading {args.data}")
+    dataset = load_dataset(args.data)
+    held = held_out_by_group(dataset, "product:", 0.1, seed=0)
+    train_set = dataset.subset([it.item_id for it in dataset.items if it.item_id not in held])
+    report(f"{len(train_set)} training items ({len(held)} held out by product code)")
+    cache = Path(tempfile.mkdtemp(prefix="vitrine-features-"))
+    config = replace(
+        TrainConfig(init=args.base),
+        **{
+            **CATALOG_FINE_TUNE,
+            "max_steps": args.steps,
+            "feature_views": args.feature_views,
+            "feature_cache_dir": str(cache),
+            "checkpoint_every": 500,
+            "threads": args.threads,
+        },
+    )
+    out = args.out or Path(tempfile.mkdtemp(prefix="vitrine-fine-tune-"))
+    step_times: dict[int, float] = {}
+
+    def progress(step: int, total: int, losses: dict[str, float]) -> None:
+        step_times[step] = time.monotonic() - started
+        if step in (1, total) or step % 250 == 0:
+            report(f"step {step}/{total}: loss {losses.get('loss', float('nan')):.3f}")
+
+    result = run_training(config, train_set, out, progress=progress, report=report)
+    seconds = time.monotonic() - started
+    first = min(step_times.values())
+    figures = {
+        "what": "catalog fine-tune, whole call (data, feature cache, steps, save)",
+        "dataset": args.data.partition(":")[0],
+        "n_train_items": result.n_train_items,
+        "steps": result.steps,
+        "seconds_total": round(seconds, 1),
+        "seconds_before_first_step": round(first, 1),
+        "steps_per_second": round((result.steps - 1) / max(1e-9, seconds - first), 2),
+        "final_losses": {k: round(v, 4) for k, v in result.last_losses.items()},
+        "config": {k: v for k, v in config.__dict__.items() if k != "fusion"},
+        "phases": phases,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_at_end": os.getloadavg(),
+            "python": platform.python_version(),
+        },
+        "command": "nice -n 10 .venv/bin/python bench/fine_tune.py " + " ".join(sys.argv[1:]),
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps({k: figures[k] for k in ("n_train_items", "steps", "seconds_total")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Item regions of a scene photo: candidate boxes, their crops, and non-maximum suppression.
+
+Class-agnostic and download-free: the candidates are square windows at a few scales laid
+over the photo (catalogue product photos are square, one item on a plain background, so a
+square window around a sofa or a lamp is what the image tower knows best). Which windows
+hold an item is decided afterwards by how well each crop matches the catalogue (the caller
+encodes the crops with the active model and asks the index); `suppress_overlaps` then keeps
+the best of each cluster of overlapping windows.
+
+No torch here: proposals are geometry, crops are PIL. Boxes are fractions 0..1 of the
+photo, like `search.selectors.CropBox`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from embeddings.ml.images import ImageSource, open_image
+
+
+@dataclass(frozen=True)
+class Box:
+    """A region as fractions 0..1 of the photo's width and height."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.right - self.left) * max(0.0, self.bottom - self.top)
+
+    def iou(self, other: Box) -> float:
+        """Intersection over union with `other` (0 when apart, 1 when equal)."""
+        w = min(self.right, other.right) - max(self.left, other.left)
+        h = min(self.bottom, other.bottom) - max(self.top, other.top)
+        if w <= 0 or h <= 0:
+            return 0.0
+        inter = w * h
+        return inter / (self.area + other.area - inter)
+
+    def containment(self, other: Box) -> float:
+        """Share of the smaller box that lies inside the other (1 when one holds the other)."""
+        w = min(self.right, other.right) - max(self.left, other.left)
+        h = min(self.bottom, other.bottom) - max(self.top, other.top)
+        if w <= 0 or h <= 0:
+            return 0.0
+        return (w * h) / max(min(self.area, other.area), 1e-12)
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.left, self.top, self.right, self.bottom)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Which windows to lay over a photo.
+
+    Each scale is the window's side as a fraction of the photo's shorter side; windows step
+    by `overlap_step` of their side, so neighbours overlap and an item is rarely cut in two.
+    The defaults give 48 windows on a 4:3 photo (plus the whole photo); the bench
+    (`bench/shop_the_look.py`) measures what one CPU core takes to encode and match them.
+    """
+
+    scales: tuple[float, ...] = (0.3, 0.5, 0.75)
+    overlap_step: float = 0.75  # step between windows as a fraction of the window's side
+    crop_pixels: int = 224  # crops are sent to the encoder at this size (it resizes them)
+    max_windows: int = 64  # hard cap, whatever the aspect ratio (a panorama)
+
+
+def windows_propose(*, width: int, height: int, config: WindowConfig | None = None) -> list[Box]:
+    """Return the candidate windows of a `width` x `height` photo, largest scale first."""
+    cfg = config or WindowConfig()
+    short = min(width, height)
+    boxes: list[Box] = []
+    for scale in sorted(cfg.scales, reverse=True):
+        side = scale * short
+        step = max(1.0, side * cfg.overlap_step)
+        for top in _positions(height, side, step):
+            for left in _positions(width, side, step):
+                boxes.append(
+                    Box(left / width, top / height, (left + side) / width, (top + side) / height)
+                )
+    return boxes[: cfg.max_windows]
+
+
+def _positions(length: int, side: float, step: float) -> list[float]:
+    """Window starts covering [0, length] evenly, first and last flush with the edges."""
+    if side >= length:
+        return [0.0]
+    count = int(np.ceil((length - side) / step)) + 1
+    return [float(x) for x in np.linspace(0.0, length - side, count)]
+
+
+def scene_open(source: ImageSource, *, max_side: int = 1024) -> Image.Image:
+    """Return the scene photo decoded as RGB, upright, with its longer side at most `max_side`.
+
+    JPEG draft mode decodes a 12-megapixel phone photo at a fraction of the cost; the crops
+    are small anyway (the encoder sees each at its own input size).
+    """
+    img = open_image(source)
+    img.draft("RGB", (max_side, max_side))
+    img = ImageOps.exif_transpose(img).convert("RGB")
+    if max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return img
+
+
+def crops_encode_ready(
+    image: Image.Image, boxes: Sequence[Box], *, crop_pixels: int = 224
+) -> list[bytes]:
+    """Return each box's crop as BMP bytes, `crop_pixels` square, ready for an encoder.
+
+    Bytes, because `encode_images` of every encoder takes files or bytes; BMP, because it
+    is lossless and costs no compression either way (PNG's deflate took most of the time).
+    """
+    w, h = image.size
+    out = []
+    for box in boxes:
+        crop = image.crop(
+            (round(box.left * w), round(box.top * h), round(box.right * w), round(box.bottom * h))
+        ).resize((crop_pixels, crop_pixels), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        crop.save(buf, format="BMP")
+        out.append(buf.getvalue())
+    return out
+
+
+def suppress_overlaps(
+    boxes: Sequence[Box],
+    scores: Sequence[float],
+    *,
+    overlap_limit: float = 0.5,
+    keep: int = 8,
+    items: Sequence[Hashable] | None = None,
+) -> list[int]:
+    """Return the indices of the best-scoring boxes, best first, at most `keep`.
+
+    Greedy non-maximum suppression: a box is dropped when more than `overlap_limit` of the
+    smaller of it and a better box lies inside the other (containment rather than IoU, so a
+    window inside a larger window of the same item goes too), or when it overlaps a better
+    box at all and shows the same item (`items[i]`, e.g. its best match: windows tiling one
+    sofa all find that sofa). Among equal scores the larger box wins: it holds more of the
+    item.
+    """
+    order = sorted(range(len(boxes)), key=lambda i: (-scores[i], -boxes[i].area, i))
+    kept: list[int] = []
+    for i in order:
+        clear = True
+        for j in kept:
+            inside = boxes[i].containment(boxes[j])
+            if inside > overlap_limit or (
+                inside > 0 and items is not None and items[i] == items[j]
+            ):
+                clear = False
+                break
+        if clear:
+            kept.append(i)
+            if len(kept) >= keep:
+                break
+    return kept

@@ -1,0 +1,302 @@
+"""Shop the look in one photo: the photo's item regions, each with its matches, and one
+ranking of the catalog for the whole scene (`search.scene_ranking`).
+
+Reads only. The regions are square windows over the photo (`embeddings.ml.regions`), each
+encoded by the active version and matched against the products' image vectors in one SQL
+statement; the look-alike lookbooks come from their cover vectors (`LookbookCoverVector`);
+the lookbook graph is the published lookbooks' items, with each lookbook's description as
+its kind (the IKEA preset writes the room type there).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import connection, transaction
+
+from catalog.models import Lookbook, LookbookItem, Product
+from embeddings import runtime
+from embeddings.ml.regions import Box, suppress_overlaps
+from search import selectors as search_selectors
+from search.scene_ranking import (
+    LookbookGraph,
+    LookbookNeighbour,
+    RegionMatches,
+    SceneContext,
+    SceneWeights,
+    scene_rank,
+)
+from search.selectors import SearchHit, SearchUnavailable
+
+#: Nearest products asked of the index per region: the scene ranking rescales each region's
+#: matches between its best and this one (see `search.scene_ranking`).
+MATCHES_PER_REGION = 50
+#: Look-alike lookbooks read (the ranking keeps `SceneWeights.lookalike_count` of them).
+LOOKALIKE_CANDIDATES = 32
+#: Hotspots shown on a photo, at most, and how much of the smaller of two may lie inside
+#: the other.
+MAX_REGIONS = 6
+REGION_OVERLAP = 0.5
+#: A region becomes a hotspot only if its best match is within this of the photo's best
+#: region match: below it the window holds wall or floor, not an item of the catalog.
+REGION_SCORE_MARGIN = 0.1
+#: Matches listed under each hotspot.
+MATCHES_SHOWN = 8
+
+
+@dataclass(frozen=True)
+class SceneRegion:
+    box: tuple[float, float, float, float]  # left, top, right, bottom as fractions 0..1
+    score: float  # cosine of the region's best match
+    category: str  # the category most of its matches share ("" when none)
+    hits: list[SearchHit]  # its matches, best first; each product under one region only
+
+
+@dataclass(frozen=True)
+class SceneHit:
+    product: Product
+    score: float  # the scene ranking's score (see `search.scene_ranking.RankedProduct`)
+    region: int | None  # index into `SceneResults.regions`, or None (found by context)
+
+
+@dataclass(frozen=True)
+class SceneResults:
+    regions: list[SceneRegion]
+    hits: list[SceneHit]  # the overall ranking
+    context: SceneContext  # the kind of scene (room type) the look-alike lookbooks agree on
+    model_key: str
+
+
+def scene_search(*, image: bytes, limit: int, weights: SceneWeights | None = None) -> SceneResults:
+    """The item regions of a scene photo with their matches, and the scene's products.
+
+    Raises `SearchUnavailable` while no version is active, `ValueError` for an unreadable
+    photo.
+    """
+    from embeddings.selectors import embedding_model_active
+
+    model = embedding_model_active()
+    if model is None or model.dimension is None:
+        raise SearchUnavailable("No embedding model is active yet; search by photo is offline.")
+    scene = runtime.encode_query_regions(image, model=model)
+    windows = _region_matches(model=model, boxes=scene.boxes, vectors=scene.regions)
+    neighbours = _lookalike_lookbooks(model=model, vector=scene.whole)
+    ranked, context = scene_rank(
+        regions=windows, neighbours=neighbours, graph=lookbook_graph(), weights=weights
+    )
+    hotspots = _hotspots(windows)
+    return _results(
+        windows=windows,
+        hotspots=hotspots,
+        ranked=ranked,
+        context=context,
+        limit=limit,
+        model_key=str(model.key),
+    )
+
+
+def _region_matches(
+    *, model: Any, boxes: list[tuple[float, float, float, float]], vectors: np.ndarray
+) -> list[RegionMatches]:
+    """Each window's nearest products by image vector: one statement, one index walk each.
+
+    The LATERAL subquery orders by the partial HNSW index's own expression and predicate,
+    so each window is an index scan, not a scan of the table.
+    """
+    if not boxes:
+        return []
+    dim = int(model.dimension)
+    literals = [search_selectors._vector_literal(v) for v in vectors]
+    sql = f"""
+        SELECT q.i, n.product_id, 1 - n.distance
+        FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, i)
+        CROSS JOIN LATERAL (
+            SELECT e.product_id, (e.vector::halfvec({dim})) <=> q.v::halfvec({dim}) AS distance
+            FROM embeddings_productembedding e
+            WHERE e.model_id = {int(model.pk)} AND e.kind = 'image'
+            ORDER BY (e.vector::halfvec({dim})) <=> q.v::halfvec({dim})
+            LIMIT {MATCHES_PER_REGION}
+        ) n
+        ORDER BY q.i, n.distance
+    """  # noqa: S608 - only integers from this module are formatted in
+    with transaction.atomic(), connection.cursor() as cursor:
+        search_selectors._prepare_vector_scan(cursor, limit=MATCHES_PER_REGION)
+        cursor.execute(sql, [literals])
+        rows = cursor.fetchall()
+    matches: list[list[tuple[int, float]]] = [[] for _ in boxes]
+    for index, product_id, score in rows:
+        matches[int(index) - 1].append((int(product_id), float(score)))
+    return [RegionMatches(box=box, matches=m) for box, m in zip(boxes, matches, strict=True)]
+
+
+def _lookalike_lookbooks(*, model: Any, vector: np.ndarray) -> list[LookbookNeighbour]:
+    """Published lookbooks whose cover photo is nearest to the scene (exact: they are few)."""
+    dim = int(model.dimension)
+    sql = f"""
+        SELECT v.lookbook_id, 1 - ((v.vector::halfvec({dim})) <=> %s::halfvec({dim}))
+        FROM looks_lookbookcovervector v JOIN catalog_lookbook l ON l.id = v.lookbook_id
+        WHERE v.model_id = %s AND l.is_published
+        ORDER BY (v.vector::halfvec({dim})) <=> %s::halfvec({dim})
+        LIMIT %s
+    """  # noqa: S608
+    literal = search_selectors._vector_literal(vector)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [literal, model.pk, literal, LOOKALIKE_CANDIDATES])
+        rows = cursor.fetchall()
+    return [LookbookNeighbour(int(lookbook_id), float(score)) for lookbook_id, score in rows]
+
+
+_graph_lock = threading.Lock()
+_graph_cache: dict[str, Any] = {}
+
+
+def lookbook_graph() -> LookbookGraph:
+    """The published lookbooks' products and kinds, cached per process until they change
+    (the stamp is the lookbooks' and their items' count and latest change)."""
+    stamp = (
+        Lookbook.objects.filter(is_published=True).count(),
+        LookbookItem.objects.count(),
+        max((lb.updated_at for lb in Lookbook.objects.order_by("-updated_at")[:1]), default=None),
+        LookbookItem.objects.order_by("-pk").values_list("pk", flat=True).first(),
+    )
+    with _graph_lock:
+        if _graph_cache.get("stamp") == stamp:
+            return _graph_cache["graph"]
+    members: dict[int, list[int]] = {}
+    for lookbook_id, product_id in LookbookItem.objects.filter(
+        lookbook__is_published=True
+    ).values_list("lookbook_id", "product_id"):
+        members.setdefault(lookbook_id, []).append(product_id)
+    kinds = dict(Lookbook.objects.filter(is_published=True).values_list("pk", "description"))
+    graph = LookbookGraph(members=members, kinds={k: v.strip() for k, v in kinds.items()})
+    with _graph_lock:
+        _graph_cache.update(stamp=stamp, graph=graph)
+    return graph
+
+
+def _hotspots(windows: list[RegionMatches]) -> list[int]:
+    """Indices of the windows shown as hotspots: the best-matching, barely overlapping."""
+    scores = [w.matches[0][1] if w.matches else -1.0 for w in windows]
+    if not windows or max(scores) < 0:
+        return []
+    best = max(scores)
+    kept = suppress_overlaps(
+        [Box(*w.box) for w in windows],
+        scores,
+        overlap_limit=REGION_OVERLAP,
+        keep=MAX_REGIONS,
+        items=[w.matches[0][0] if w.matches else None for w in windows],
+    )
+    return [i for i in kept if scores[i] >= best - REGION_SCORE_MARGIN]
+
+
+def _rounded(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    left, top, right, bottom = (round(x, 4) for x in box)
+    return (left, top, right, bottom)
+
+
+def _results(
+    *,
+    windows: list[RegionMatches],
+    hotspots: list[int],
+    ranked: list[Any],
+    context: SceneContext,
+    limit: int,
+    model_key: str,
+) -> SceneResults:
+    """Hydrate products; give each matched product to the hotspot it matches best."""
+    best: dict[int, tuple[int, float]] = {}  # product -> (window index, cosine)
+    for index in hotspots:
+        for product_id, cosine in windows[index].matches:
+            if cosine > best.get(product_id, (-1, -2.0))[1]:
+                best[product_id] = (index, cosine)
+    listed: dict[int, list[tuple[int, float]]] = {index: [] for index in hotspots}
+    for product_id, (index, cosine) in best.items():
+        listed[index].append((product_id, cosine))
+    # A hotspot whose products all match another one better has nothing to show.
+    shown = [index for index in hotspots if listed[index]]
+    position = {index: n for n, index in enumerate(shown)}
+    for matches in listed.values():
+        matches.sort(key=lambda m: -m[1])
+        del matches[MATCHES_SHOWN:]
+    top = ranked[:limit]
+    wanted = {pid for m in listed.values() for pid, _ in m} | {r.product_id for r in top}
+    products = Product.objects.prefetch_related("images").in_bulk(list(wanted))
+    regions = []
+    for index in shown:
+        region_hits = [
+            SearchHit(products[p], round(s, 6)) for p, s in listed[index] if p in products
+        ]
+        categories = Counter(h.product.category for h in region_hits if h.product.category)
+        regions.append(
+            SceneRegion(
+                box=_rounded(windows[index].box),
+                score=round(windows[index].matches[0][1], 6),
+                category=categories.most_common(1)[0][0] if categories else "",
+                hits=region_hits,
+            )
+        )
+    hits = [
+        SceneHit(
+            product=products[r.product_id],
+            score=round(r.score, 6),
+            region=position.get(best[r.product_id][0]) if r.product_id in best else None,
+        )
+        for r in top
+        if r.product_id in products
+    ]
+    return SceneResults(regions=regions, hits=hits, context=context, model_key=model_key)
+
+
+@dataclass(frozen=True)
+class Hotspot:
+    """A region of a shopper's photo to tap: its box and what it seems to hold."""
+
+    box: tuple[float, float, float, float]
+    category: str
+    score: float
+
+    @property
+    def crop_value(self) -> str:
+        """The box as the results page's `crop` parameter writes it."""
+        return ",".join(f"{x:.3f}" for x in self.box)
+
+    @property
+    def centre_percent(self) -> tuple[float, float]:
+        return (
+            round(50 * (self.box[0] + self.box[2]), 2),
+            round(50 * (self.box[1] + self.box[3]), 2),
+        )
+
+    @property
+    def label(self) -> str:
+        """The category's last part ("Shirt" of "Garment Upper body > Shirt")."""
+        return self.category.rsplit(">", 1)[-1].strip() or "item"
+
+
+#: Hotspots are computed once per photo and version: each filter click or hotspot choice
+#: re-renders the page, and the regions do not change with the filters.
+HOTSPOT_CACHE_SECONDS = 3600
+
+
+def scene_hotspots(*, photo_id: str, image: bytes) -> list[Hotspot]:
+    """The item regions of a stored shopper photo, from the cache or `scene_search`."""
+    from django.core.cache import cache
+
+    from embeddings.selectors import embedding_model_active
+
+    model = embedding_model_active()
+    if model is None:
+        return []
+    key = f"looks:hotspots:{model.key}:{model.weights_sha256[:16]}:{photo_id}"
+    cached = cache.get(key)
+    if cached is not None:
+        return [Hotspot(tuple(box), category, score) for box, category, score in cached]
+    results = scene_search(image=image, limit=1)
+    spots = [Hotspot(r.box, r.category, r.score) for r in results.regions]
+    cache.set(key, [(s.box, s.category, s.score) for s in spots], HOTSPOT_CACHE_SECONDS)
+    return spots
