@@ -70,14 +70,21 @@ def merchandiser_page(browser: Any, live_server: Any) -> Any:
     return page
 
 
+def wait_until(page: Any, expression: str, *, timeout: float = 30) -> None:
+    """Polls a JavaScript expression until it is true.
+
+    Instead of `page.wait_for_function`, which evals its predicate inside the page: our
+    pages' Content-Security-Policy forbids that (no 'unsafe-eval'); `evaluate()` does not.
+    """
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout} s: {expression}"
+        page.wait_for_timeout(100)
+
+
 def screenshot(page: Any, name: str) -> None:
     """A full-page PNG; lazy images below the fold are loaded first, or they show blank."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading='eager')")
-    # Polled with evaluate(): wait_for_function evals its predicate in the page, which the
-    # pages' Content-Security-Policy forbids (no 'unsafe-eval').
-    deadline = time.monotonic() + 15
-    while not page.evaluate("[...document.images].every(i => i.complete)"):
-        assert time.monotonic() < deadline, "images still loading after 15 s"
-        page.wait_for_timeout(100)
+    wait_until(page, "[...document.images].every(i => i.complete)", timeout=15)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

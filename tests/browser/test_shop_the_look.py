@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import DESKTOP, PHONE, screenshot
+from tests.browser.conftest import DESKTOP, PHONE, screenshot, wait_until
 from tests.pages.catalog_fixtures import ShopCatalog, street_photo
 
 pytestmark = [pytest.mark.browser]
@@ -73,14 +73,15 @@ def test_shopper_picks_an_item_of_the_photo_by_its_hotspot(
         left_spot.tap()
     else:
         left_spot.click()
-    page.wait_for_function(
+    wait_until(
+        page,
         "[...document.querySelectorAll('[data-testid=results-grid] .card')].slice(0, 4)"
-        ".some((card) => card.getAttribute('href') === '/products/TEE-RED/')"
+        ".some((card) => card.getAttribute('href') === '/products/TEE-RED/')",
     )
     screenshot(page, f"{size}-hotspots-03-left-item")
 
     # The manual crop box stays: "Search the whole photo" clears the choice.
     page.click("[data-crop-reset]")
-    page.wait_for_function("!location.search.includes('crop=0')")
+    wait_until(page, "!location.search.includes('crop=0')")
     assert page.locator("[data-hotspot][aria-pressed=true]").count() == 0
     context.close()
