@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -737,10 +737,10 @@ _CLAIM = (
 )
 
 
-def embedding_leases_release() -> int:
-    """Forget every queued-embedding lease, so the next sweep queues those products again;
-    returns how many were released."""
-    deleted, _ = PendingEmbedding.objects.all().delete()
+def embedding_leases_release(*, keep_products: Collection[int] = ()) -> int:
+    """Forget the queued-embedding leases (but those of `keep_products`, which a live worker
+    holds), so the next sweep queues those products again; returns how many were released."""
+    deleted, _ = PendingEmbedding.objects.exclude(product_id__in=list(keep_products)).delete()
     connection.close()  # called from a worker signal, outside any task
     return deleted
 

@@ -58,9 +58,12 @@ def embedding_model_prepare_task(*, model_id: int) -> str | None:
 # Beat runs this every few seconds (CELERY_BEAT_SCHEDULE); a run that waited longer than
 # that in the queue is pointless, the next one is already coming.
 @shared_task(acks_late=False, expires=60)
-def embeddings_sweep_task() -> dict[str, int]:
+def embeddings_sweep_task(*, leftovers_only: bool = False) -> dict[str, int]:
     """Queue products that miss current vectors for the maintained versions (active first,
-    then ready, then building)."""
+    then ready, then building). `leftovers_only`: only the versions already registered
+    (a worker's start-up sweep must not register the bundled default on its own)."""
+    if leftovers_only:
+        return services.embeddings_sweep(models=selectors.embedding_models_maintained())
     return services.embeddings_sweep()
 
 
@@ -155,13 +158,41 @@ def _queue_leftovers_at_once(**kwargs: Any) -> None:
 
     Products queued before a worker died keep a lease (PendingEmbedding) for 15 minutes
     and their messages sit unacknowledged in Redis for its visibility timeout: without
-    this they waited ~13 minutes for their vectors after a restart. Freeing a lease that a
-    live worker still serves only queues a duplicate, which finds nothing left to do.
+    this they waited ~13 minutes for their vectors after a restart. The batches other live
+    workers are encoding or hold reserved keep their leases: a duplicate sent beside them
+    would embed those products twice at once (seen with workers joining mid-import on
+    RabbitMQ, tests/embeddings/test_external_broker.py). A duplicate of a batch still
+    waiting in the queue runs after it and finds nothing left to do.
     """
-    released = services.embedding_leases_release()
-    if released:
-        log.info("released %d queued embedding(s) left by a previous worker", released)
-    embeddings_sweep_task.delay()
+    sender = kwargs.get("sender")
+    held = _products_held_by_other_workers(own=getattr(sender, "hostname", ""))
+    if held is not None:
+        released = services.embedding_leases_release(keep_products=held)
+        if released:
+            log.info("released %d queued embedding(s) left by a previous worker", released)
+    embeddings_sweep_task.delay(leftovers_only=True)
+
+
+def _products_held_by_other_workers(*, own: str) -> set[int] | None:
+    """Products in the embedding batches other live workers run or hold reserved; None
+    when the workers could not be asked (then no lease is released)."""
+    from webapp.celery import app
+
+    inspect = app.control.inspect(timeout=1.0)
+    try:
+        running, reserved = inspect.active() or {}, inspect.reserved() or {}
+    except Exception:  # the broker hiccuped: keep every lease, they expire by themselves
+        log.warning("could not ask the other workers what they hold", exc_info=True)
+        return None
+    held: set[int] = set()
+    for by_worker in (running, reserved):
+        for name, tasks in by_worker.items():
+            if name == own:
+                continue
+            for task in tasks:
+                if task.get("name") == products_embed_task.name:
+                    held.update(int(i) for i in (task.get("kwargs") or {}).get("product_ids", []))
+    return held
 
 
 @worker_init.connect

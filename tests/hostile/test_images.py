@@ -85,14 +85,18 @@ def test_a_banner_shape_under_the_ratio_is_still_accepted() -> None:
     assert (normalised.width, normalised.height) == (1024, 54)
 
 
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a probe started
+# from a pytest process that holds models would report the parent's peak.
 ENCODER_PROBE = """
-import resource, sys, time
+import re, time
+from pathlib import Path
 from embeddings.ml.images import decode_image
 from tests.support.hostile import thin_png
 data = thin_png(width=38, height=1_000_000)
 started = time.monotonic()
 array = decode_image(data, 96)
-print(array.shape, time.monotonic() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+peak = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)
+print(array.shape, time.monotonic() - started, peak)
 """
 
 

@@ -103,14 +103,31 @@ def test_a_sessions_search_follows_its_arm(catalog: Catalog, publishable: Publis
     experiment = services.experiment_start(name="no diversity", b_diversify=False)
     in_a = _arm_sessions(experiment, "a", 1)[0]
     in_b = _arm_sessions(experiment, "b", 1)[0]
-    image = photo(("red", "blue"))
+
+    def ranking(image: bytes, limit: int, flag: bool) -> list[str]:
+        return [h.product.sku for h in selectors.search_by_image(
+            image=image, crop=None, filters=selectors.SearchFilters(), limit=limit,
+            diversify=flag).hits]  # fmt: skip
+
+    # A query whose diversified and plain rankings differ, so the arm is visible in the hits.
+    found = next(
+        (
+            (image, limit, {flag: ranking(image, limit, flag) for flag in (True, False)})
+            for image in (photo(("red", "blue")), photo(("blue", "red")))
+            for limit in (12, 24, 6)
+            if ranking(image, limit, True) != ranking(image, limit, False)
+        ),
+        None,
+    )
+    assert found is not None, "the catalog must tell the two rankings apart"
+    image, limit, expected = found
 
     def skus(session: str) -> tuple[str | None, list[str]]:
         response = page_client().post(
             f"/api/v1/search/image/?key={publishable.key}&session={session}",
             {
                 "image": SimpleUploadedFile("p.png", image, "image/png"),
-                "limit": 12,
+                "limit": limit,
                 "diversify": "true",
             },  # the page asks for diversity; arm B overrides it
         )
@@ -118,13 +135,6 @@ def test_a_sessions_search_follows_its_arm(catalog: Catalog, publishable: Publis
         found = [r["product"]["sku"] for r in response.json()["results"]]
         return response.headers.get("X-Vitrine-Arm"), found
 
-    expected = {
-        flag: [h.product.sku for h in selectors.search_by_image(
-            image=image, crop=None, filters=selectors.SearchFilters(), limit=12,
-            diversify=flag).hits]
-        for flag in (True, False)
-    }  # fmt: skip
-    assert expected[True] != expected[False], "the catalog must tell the two rankings apart"
     assert skus(in_a) == (f"{experiment.pk}:a", expected[True])
     assert skus(in_b) == (f"{experiment.pk}:b", expected[False])
     services.experiment_stop(experiment=experiment)
