@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from search import selectors
@@ -21,7 +20,7 @@ from search.experiments.selectors import (
     wilson_interval,
 )
 from search.models import Event, Experiment, PublishableKey
-from tests.search.catalog import Catalog, photo
+from tests.search.catalog import Catalog
 from tests.storefront.conftest import page_client
 
 
@@ -104,33 +103,31 @@ def test_a_sessions_search_follows_its_arm(catalog: Catalog, publishable: Publis
     in_a = _arm_sessions(experiment, "a", 1)[0]
     in_b = _arm_sessions(experiment, "b", 1)[0]
 
-    def ranking(image: bytes, limit: int, flag: bool) -> list[str]:
-        return [h.product.sku for h in selectors.search_by_image(
-            image=image, crop=None, filters=selectors.SearchFilters(), limit=limit,
-            diversify=flag).hits]  # fmt: skip
+    def ranking(words: str, flag: bool) -> list[str]:
+        found = selectors.search_by_text(
+            query=words, filters=selectors.SearchFilters(), limit=12, diversify=flag
+        )
+        return [hit.product.sku for hit in found.hits]
 
-    # A query whose diversified and plain rankings differ, so the arm is visible in the hits.
+    # Words whose diversified and plain rankings differ, so the arm is visible in the hits
+    # (photos of this catalog fall into two tight clusters, which MMR leaves in order).
     found = next(
         (
-            (image, limit, {flag: ranking(image, limit, flag) for flag in (True, False)})
-            for image in (photo(("red", "blue")), photo(("blue", "red")))
-            for limit in (12, 24, 6)
-            if ranking(image, limit, True) != ranking(image, limit, False)
+            (words, {flag: ranking(words, flag) for flag in (True, False)})
+            for words in ("shirt", "red", "shoes", "blue shirt", "sneakers")
+            if ranking(words, True) != ranking(words, False)
         ),
         None,
     )
     assert found is not None, "the catalog must tell the two rankings apart"
-    image, limit, expected = found
+    words, expected = found
 
     def skus(session: str) -> tuple[str | None, list[str]]:
-        response = page_client().post(
-            f"/api/v1/search/image/?key={publishable.key}&session={session}",
-            {
-                "image": SimpleUploadedFile("p.png", image, "image/png"),
-                "limit": limit,
-                "diversify": "true",
-            },  # the page asks for diversity; arm B overrides it
-        )
+        response = page_client().get(
+            "/api/v1/search/text/",
+            {"key": publishable.key, "session": session, "q": words, "limit": 12,
+             "diversify": "true"},  # the page asks for diversity; arm B overrides it
+        )  # fmt: skip
         assert response.status_code == 200, response.content[:300]
         found = [r["product"]["sku"] for r in response.json()["results"]]
         return response.headers.get("X-Vitrine-Arm"), found
