@@ -22,7 +22,7 @@ from tests.support.processes import WorkerProcess
 
 pytestmark = [pytest.mark.browser]
 
-STEPS = 14  # enough to cancel, resume and interrupt in between (~10 s a step under load)
+STEPS = 40  # enough to cancel, resume and interrupt in between, on an idle machine too
 
 
 def training_worker(*, ping: bool = True) -> WorkerProcess:
