@@ -22,7 +22,7 @@ from tests.support.processes import WorkerProcess
 
 pytestmark = [pytest.mark.browser]
 
-STEPS = 40  # enough to cancel, resume and interrupt in between, on an idle machine too
+STEPS = 200  # an idle machine runs ~10 steps a second: room to cancel, resume and interrupt
 
 
 def training_worker(*, ping: bool = True) -> WorkerProcess:
