@@ -8,7 +8,6 @@ from typing import Any
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, permissions, serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,10 +15,11 @@ from rest_framework.views import APIView
 from catalog.models import Product
 from search.events import batches, capacity, coengagement, services
 from search.models import ApiKey, PublishableKey
+from search.parsers import BoundedJSONParser
 from search.serializers import SearchResultsSerializer
 
 
-class TextJSONParser(JSONParser):
+class TextJSONParser(BoundedJSONParser):
     """JSON sent as text/plain: `navigator.sendBeacon` and a cross-origin fetch with no
     preflight can only send text, and pages leaving still get their events out."""
 
@@ -72,7 +72,7 @@ class EventsApi(APIView):
     permission_classes = [MayRecordEvents]
     # Capacity, not the per-client request rate, is what bounds this endpoint.
     throttle_classes: list[Any] = []
-    parser_classes = [JSONParser, TextJSONParser]
+    parser_classes = [BoundedJSONParser, TextJSONParser]
 
     @extend_schema(
         request={"application/json": EventBatchRequestSerializer},

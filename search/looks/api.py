@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,6 +25,7 @@ from search.looks.serializers import (
     SceneSearchRequestSerializer,
     SceneSearchResultsSerializer,
 )
+from search.parsers import BoundedJSONParser
 from search.selectors import SearchUnavailable
 from search.serializers import ErrorSerializer
 from search.uploads import ImageRejected
@@ -32,7 +33,7 @@ from search.uploads import ImageRejected
 
 class SceneSearchApi(APIView):
     search_endpoint = True
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
 
     @extend_schema(
         request={

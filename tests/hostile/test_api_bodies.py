@@ -22,7 +22,17 @@ def writer(db: Any) -> Client:
 
 
 @pytest.mark.parametrize("depth", [40, 990, 100_000])
-@pytest.mark.parametrize("url", ["/api/v1/products/", "/api/v1/imports", "/api/v1/lookbooks/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/products/",
+        "/api/v1/imports",
+        "/api/v1/lookbooks/",
+        "/api/v1/search/image/",
+        "/api/v1/search/scene/",
+        "/api/v1/events/",
+    ],
+)
 def test_deeply_nested_json_bodies_get_a_400(writer: Client, url: str, depth: int) -> None:
     body = '{"sku": "X", "attributes": {"a": ' + deep_json(depth) + "}}"
     response = writer.post(url, body, content_type="application/json")
