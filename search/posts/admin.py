@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -81,17 +82,32 @@ class PostAdmin(admin.ModelAdmin):
     def photo(self, obj: Post) -> str:
         return _thumb(obj)
 
-    @admin.display(description="Tags (approved / suggested)")
-    def tags_summary(self, obj: Post) -> str:
-        tags = PostTag.objects.filter(region__post=obj)
-        approved = tags.filter(state=PostTag.State.APPROVED).count()
-        suggested = tags.filter(state=PostTag.State.SUGGESTED).count()
-        return f"{approved} / {suggested}"
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Post]:
+        tags = "regions__tags__state"
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                approved_count=Count("regions__tags", filter=Q(**{tags: PostTag.State.APPROVED})),
+                suggested_count=Count("regions__tags", filter=Q(**{tags: PostTag.State.SUGGESTED})),
+            )
+        )
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Post | None = None) -> Any:
+    @admin.display(description="Tags (approved / suggested)")
+    def tags_summary(self, obj: Any) -> str:
+        return f"{obj.approved_count} / {obj.suggested_count}"
+
+    def has_change_permission(self, request: HttpRequest, obj: Post | None = None) -> bool:
         if obj is not None and obj.state == Post.State.REMOVED:
-            return self.fields  # a removed post is a record only
-        return self.readonly_fields
+            return False  # a removed post is a record only
+        return super().has_change_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: Post) -> None:
+        services.post_delete(post=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Post]) -> None:
+        for post in queryset:
+            services.post_delete(post=post)
 
     def save_model(self, request: HttpRequest, obj: Post, form: Any, change: bool) -> None:
         """Edits go through `post_update`: rights taken back unpublish the post."""

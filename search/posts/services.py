@@ -422,6 +422,14 @@ def post_removal_request(*, post: Post, note: str = "") -> Post:
     return post
 
 
+def post_delete(*, post: Post) -> None:
+    """Delete a post and, once that is committed, its photo files."""
+    names = (post.image.name, post.thumbnail.name)
+    with transaction.atomic():
+        post.delete()
+        transaction.on_commit(lambda: _files_delete(*names))
+
+
 # --- Feeds ---------------------------------------------------------------------------------
 def post_feed_create(*, upload: UploadedFile, created_by_id: int | None = None) -> PostFeed:
     """Store an uploaded feed of posts and queue it for a worker."""

@@ -11,6 +11,7 @@ import pytest
 from search.posts import services
 from search.posts.models import Post
 from tests.browser.conftest import PHONE, screenshot, wait_until
+from tests.browser.test_content_security_policy import WATCH_VIOLATIONS
 from tests.pages.catalog_fixtures import ShopCatalog, street_photo
 
 pytestmark = [pytest.mark.browser]
@@ -36,6 +37,7 @@ def test_shopper_taps_a_hotspot_of_a_post_on_a_phone(
     post = _published_post(shop)
     context = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True)
     page = context.new_page()
+    page.add_init_script(WATCH_VIOLATIONS)
     page.goto(f"{live_server.url}/posts/{post.pk}/")
 
     spots = page.locator("[data-post-hotspot]")
@@ -50,6 +52,7 @@ def test_shopper_taps_a_hotspot_of_a_post_on_a_phone(
         centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         assert photo["x"] <= centre[0] <= photo["x"] + photo["width"]
         assert photo["y"] <= centre[1] <= photo["y"] + photo["height"]
+    assert page.evaluate("window.__cspViolations") == []
     screenshot(page, "phone-post-01-photo")
 
     target = spots.first.get_attribute("href")

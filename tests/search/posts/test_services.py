@@ -201,3 +201,16 @@ def test_a_feed_that_is_not_csv_or_json_fails_with_its_reason(media: Path, db: N
     assert services.post_feed_process(feed_id=feed.pk) == PostFeed.State.FAILED
     feed.refresh_from_db()
     assert "no image_url column" in feed.error
+
+
+def test_deleting_a_post_deletes_its_photo_files(
+    catalog: Catalog, media: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    post = tagged_post()
+    names = [post.image.name, post.thumbnail.name]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.post_delete(post=post)
+
+    assert not Post.objects.filter(pk=post.pk).exists()
+    assert not any(default_storage.exists(name) for name in names)
