@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.test import Client
 
-from search.posts.models import Post
+from search.posts.models import PostTag
 from tests.api.conftest import api_client
 from tests.search.catalog import Catalog
 from tests.search.posts.helpers import published_post, tagged_post
@@ -41,7 +41,7 @@ def test_a_products_posts_and_unpublished_posts_are_not_found(
     reader: Client, catalog: Catalog, media: Path
 ) -> None:
     post = published_post()
-    sku = Post.objects.get(pk=post.pk).regions.first().tags.get(state="approved").product.sku  # type: ignore[union-attr]
+    sku = PostTag.objects.filter(region__post=post, state="approved").first().product.sku  # type: ignore[union-attr]
 
     tagged = reader.get(f"/api/v1/products/{sku}/posts/")
     untagged = reader.get("/api/v1/products/GREEN-1/posts/")
