@@ -62,15 +62,13 @@ class PostAdmin(admin.ModelAdmin):
     list_display = ("photo", "__str__", "state", "rights", "tags_summary", "source", "created_at")
     list_filter = ("state", "rights", "source", "feed")
     search_fields = ("creator_handle", "caption", "post_url", "image_url")
+    # State, failure reason and times live in the review panel alone, which updates itself
+    # while the post is tagged: fields here would show the numbers of the page load.
     fields = (
         "caption", "creator_handle", "post_url", "rights", "rights_note",
-        "state", "error", "source", "image_url", "feed", "created_at", "tagged_at",
-        "published_at", "removed_at",
+        "source", "image_url", "feed", "created_at",
     )  # fmt: skip
-    readonly_fields = (
-        "state", "error", "source", "image_url", "feed", "created_at", "tagged_at",
-        "published_at", "removed_at",
-    )  # fmt: skip
+    readonly_fields = ("source", "image_url", "feed", "created_at")
     change_form_template = "admin/posts/post/change_form.html"
     add_form_template = "admin/posts/post/add.html"
 
