@@ -190,6 +190,9 @@ class PostFeed(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    #: Written with every row's counts: a running feed whose heartbeat is old lost its
+    #: worker, and the next delivery of its task resumes after the rows already counted.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -16,13 +16,15 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from catalog.ingest.fetching import FetchError, FetchPolicy, SafeFetcher, fetch_policy_from_settings
@@ -39,7 +41,9 @@ SUGGESTIONS_PER_REGION = 3
 #: A feed file larger than this is refused when uploaded.
 FEED_MAX_BYTES = 20 * 1024 * 1024
 RIGHTS_MISSING = "The creator's rights are not recorded as granted; record them before publishing."
-FEED_FINAL = PostFeed.FINAL_STATES
+#: A running feed whose heartbeat is older than this lost its worker (a row's fetch is
+#: capped by VITRINE_FETCH_DEADLINE_SECONDS, 20 s by default).
+FEED_STALE_SECONDS = 300
 
 
 class PostRefusedError(ValueError):
@@ -449,8 +453,11 @@ def post_feed_create(*, upload: UploadedFile, created_by_id: int | None = None) 
 
 
 def _row_error(feed_id: int, row: int, field: str, reason: str) -> None:
-    PostFeedRowError.objects.create(feed_id=feed_id, row=row, field=field, reason=reason)
-    PostFeed.objects.filter(pk=feed_id).update(failed_rows=F("failed_rows") + 1)
+    with transaction.atomic():  # the error and its count together: a resume counts on it
+        PostFeedRowError.objects.create(feed_id=feed_id, row=row, field=field, reason=reason)
+        PostFeed.objects.filter(pk=feed_id).update(
+            failed_rows=F("failed_rows") + 1, heartbeat_at=timezone.now()
+        )
 
 
 def _feed_row_import(*, feed_id: int, row: PostRow, fetcher: SafeFetcher) -> None:
@@ -474,17 +481,32 @@ def _feed_row_import(*, feed_id: int, row: PostRow, fetcher: SafeFetcher) -> Non
             height=stored.height, caption=row.caption, creator_handle=row.creator_handle,
             post_url=row.post_url, rights=row.rights,
         )  # fmt: skip
-        PostFeed.objects.filter(pk=feed_id).update(done_rows=F("done_rows") + 1)
+        PostFeed.objects.filter(pk=feed_id).update(
+            done_rows=F("done_rows") + 1, heartbeat_at=timezone.now()
+        )
         _prepare_later(post.pk)
 
 
 def post_feed_process(*, feed_id: int) -> str:
     """Read a queued feed row by row: each good row becomes a new post (its photo fetched
     through the safe fetcher) queued for tagging; each bad row is recorded with its reason.
-    The counts are written after every row, so the admin shows the progress as it goes.
-    Returns the feed's end state; a feed that is not queued is left alone."""
-    claimed = PostFeed.objects.filter(pk=feed_id, state=PostFeed.State.QUEUED).update(
-        state=PostFeed.State.RUNNING, started_at=timezone.now()
+    The counts are written after every row (with the row's post or error, in one
+    transaction), so the admin shows the progress as it goes, and a feed whose worker died
+    (running, heartbeat older than FEED_STALE_SECONDS) resumes after the rows counted when
+    its task is delivered again. Returns the feed's end state; a feed that is final, or
+    running on a live worker, is left alone."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=FEED_STALE_SECONDS)
+    claimed = (
+        PostFeed.objects.filter(pk=feed_id)
+        .filter(
+            Q(state=PostFeed.State.QUEUED) | Q(state=PostFeed.State.RUNNING, heartbeat_at__lt=stale)
+        )
+        .update(
+            state=PostFeed.State.RUNNING,
+            started_at=Coalesce("started_at", Value(now)),
+            heartbeat_at=now,
+        )
     )
     if not claimed:
         return PostFeed.objects.filter(pk=feed_id).values_list("state", flat=True).first() or ""
@@ -499,8 +521,9 @@ def post_feed_process(*, feed_id: int) -> str:
         )
         return PostFeed.State.FAILED
     PostFeed.objects.filter(pk=feed_id).update(total_rows=len(rows))
+    handled = feed.done_rows + feed.failed_rows  # by an earlier, interrupted run
     with SafeFetcher(_fetch_policy()) as fetcher:
-        for row in rows:
+        for row in rows[handled:]:
             if isinstance(row, RowProblem):
                 _row_error(feed_id, row.row, row.field, row.reason)
                 continue

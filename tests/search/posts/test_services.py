@@ -4,6 +4,7 @@ tagging per region, rights before publishing, review edits, removal requests, fe
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from search.posts import selectors, services
 from search.posts.models import Post, PostFeed, PostFeedRowError, PostRegion, PostTag
@@ -214,3 +216,31 @@ def test_deleting_a_post_deletes_its_photo_files(
 
     assert not Post.objects.filter(pk=post.pk).exists()
     assert not any(default_storage.exists(name) for name in names)
+
+
+def test_a_feed_whose_worker_died_resumes_after_the_rows_it_counted(
+    media: Path, http_server: LocalServer, db: None
+) -> None:
+    for name in ("a", "b", "c"):
+        http_server.add_file(f"/{name}.jpg", make_jpeg((200, 200)))
+    rows = [{"image_url": http_server.url(f"/{n}.jpg", host="localhost")} for n in "abc"]
+    feed = PostFeed(name="posts.json")
+    feed.upload.save("posts.json", ContentFile(json.dumps(rows).encode()), save=False)
+    feed.save()
+    # A first run handled row 1, then its worker died (its heartbeat stopped).
+    Post.objects.create(source=Post.Source.FEED, feed=feed, image_url=rows[0]["image_url"])
+    stopped = timezone.now() - timedelta(seconds=services.FEED_STALE_SECONDS + 1)
+    PostFeed.objects.filter(pk=feed.pk).update(
+        state=PostFeed.State.RUNNING, done_rows=1, heartbeat_at=timezone.now()
+    )
+    assert services.post_feed_process(feed_id=feed.pk) == PostFeed.State.RUNNING  # alive
+    PostFeed.objects.filter(pk=feed.pk).update(heartbeat_at=stopped)
+
+    assert services.post_feed_process(feed_id=feed.pk) == PostFeed.State.SUCCEEDED
+
+    feed.refresh_from_db()
+    assert (feed.total_rows, feed.done_rows, feed.failed_rows) == (3, 3, 0)
+    assert (http_server.hits["/a.jpg"], http_server.hits["/b.jpg"], http_server.hits["/c.jpg"]) == (
+        0, 1, 1,
+    )  # fmt: skip
+    assert Post.objects.filter(feed=feed).count() == 3
