@@ -17,8 +17,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("search/scene/", SceneSearchApi.as_view(), name="search-scene"),
     path("posts/", posts_api.PostListApi.as_view(), name="post-list"),
     path("posts/<int:post_id>/", posts_api.PostDetailApi.as_view(), name="post-detail"),
-    path(
-        "products/<str:sku>/posts/", posts_api.ProductPostsApi.as_view(), name="product-posts"
-    ),
+    path("products/<str:sku>/posts/", posts_api.ProductPostsApi.as_view(), name="product-posts"),
     *router.urls,
 ]
