@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from catalog.models import Lookbook, Product, ProductImage
@@ -303,12 +303,26 @@ class CompleteTheLookQuerySerializer(serializers.Serializer):
 
 
 # --- Search responses ---------------------------------------------------------------------
+@extend_schema_serializer(component_name="SearchProduct")
+class SearchProductSerializer(ProductSerializer):
+    """A search hit's product: with the query's `fields`, only those fields are present."""
+
+
+def sparse_fieldsets_schema(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular hook: a search hit's product requires only `sku`, because a client's
+    `fields` (sparse fieldsets) leaves every other field out of the answer."""
+    component = result.get("components", {}).get("schemas", {}).get("SearchProduct")
+    if component is not None:
+        component["required"] = ["sku"]
+    return result
+
+
 class SearchHitSerializer(serializers.Serializer):
     score = serializers.FloatField(
         help_text="Relevance to the query, higher is better: for text search the weighted sum "
         "of its signals, for photos and similar items the cosine similarity"
     )
-    product = ProductSerializer()
+    product = SearchProductSerializer()
 
 
 class SearchResultsSerializer(serializers.Serializer):

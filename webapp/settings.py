@@ -361,6 +361,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,  # separate read and write shapes, so generated clients work
     "ENUM_NAME_OVERRIDES": {"ApiKeyScopeEnum": "search.models.ApiKey.Scope"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "search.serializers.sparse_fieldsets_schema",
+    ],
 }
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
 CORS_URLS_REGEX = r"^/api/.*$"
