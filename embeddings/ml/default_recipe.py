@@ -46,7 +46,7 @@ DEFAULT_V2_CONFIG = TrainConfig(
     text_unfreeze_last_n=0,
     feature_views=6,  # centre crop + 5 augmented views per photo, computed once
     crop_scale=0.45,
-    epochs=60,
+    epochs=24,  # 336 steps: within 30 minutes on 2 CPU cores shared with other work
     batch_pairs=128,
     lr=1e-3,
     weight_decay=0.05,
@@ -200,9 +200,12 @@ def _card_intro_v2(n: int, n_train: int, n_held: int, n_held_senders: int) -> st
 - **Data**: `clothing/` (CC0 1.0): {n} photos by 300+ people; {n_train} for training,
   {n_held} held out as whole senders ({n_held_senders} boards of 2+ photos; seed 0; about
   {HOLDOUT_FRACTION:.0%} of the photos; senders with more than {MAX_SENDER_SHARE:.0%} of the
-  set always train). Item text is built from the label only ("a photo of a kids t-shirt").
-  Lookbooks = senders' boards. No H&M or IKEA data is trained on (their licences forbid
-  shipping weights); they are used for evaluation only.
+  set always train). Item text is the label plus, where it can be read off the photo, the
+  garment's colour ("a photo of a kids black t-shirt"): the set has no colour text, so
+  `embeddings.ml.colour_names` names the dominant colour of the photo's central,
+  non-backdrop pixels and abstains on prints and unclear photos. Lookbooks = senders'
+  boards. No H&M or IKEA data is trained on (their licences forbid shipping weights); they
+  are used for evaluation only.
 - **Recipe (LiT-style)**: trunks frozen; the image and text projections and the hybrid
   fusion train with image-text InfoNCE, neighbour alignment over the senders' boards and a
   category head, on cached trunk features of a centre crop and augmented views (random
@@ -210,8 +213,9 @@ def _card_intro_v2(n: int, n_train: int, n_held: int, n_held_senders: int) -> st
 - **Command** (seed 0):
 
       python -m embeddings.ml train-default --data /path/to/datasets/clothing
-- **Limits**: the trained parts have seen ~3,700 photos of clothes with label-only text:
-  text queries beyond garment types map to the nearest type at best; colours and styles
-  come from the ImageNet features, not from our training. Not tuned for furniture or
-  other domains (the pretrained trunk still gives sensible neighbours there).
+- **Limits**: the trained parts have seen ~3,700 photos of clothes whose text names a
+  garment type and a colour only: text queries about patterns, materials or styles map to
+  the nearest type and colour at best, and the colour words are machine-read (the
+  labeller's own mistakes, e.g. dark denim read as navy, are learnt too). Not tuned for
+  furniture or other domains (the pretrained trunk still gives sensible neighbours there).
 """

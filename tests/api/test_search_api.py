@@ -16,7 +16,7 @@ from PIL import Image
 
 from search.models import QueryPhoto
 from search.tasks import query_photos_purge
-from tests.search.catalog import Catalog, lookbook_create, photo
+from tests.search.catalog import MODEL_KEY, Catalog, lookbook_create, photo
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +34,7 @@ def test_text_search_returns_products_in_the_order_of_their_score(
 ) -> None:
     body = reader.get("/api/v1/search/text/?q=green&limit=5").json()
 
-    assert body["model_key"] == "default-v1" and body["no_good_match"] is False
+    assert body["model_key"] == MODEL_KEY and body["no_good_match"] is False
     assert len(body["results"]) == 5
     assert all(sku.startswith("GREEN-") for sku in result_skus(body))
     scores = [hit["score"] for hit in body["results"]]

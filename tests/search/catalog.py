@@ -23,6 +23,7 @@ from PIL import Image
 
 from catalog.models import Lookbook, LookbookItem, Product, ProductImage
 from embeddings import runtime, services
+from embeddings.ml import DEFAULT_MODEL_VERSION
 from embeddings.models import EmbeddingModel, ProductEmbedding
 from search.vocabulary import vocabulary_rebuild
 
@@ -80,6 +81,10 @@ class EncodedCatalog:
     vectors: dict[str, dict[str, np.ndarray]]  # sku -> kind -> (dimension,) float32
 
 
+# The registry key of the bundled default model that encodes the test catalog.
+MODEL_KEY = f"default-{DEFAULT_MODEL_VERSION}"
+
+
 @functools.cache
 def catalog_encode() -> EncodedCatalog:
     """Encode `CATALOG` with the bundled default model, as the embedding task would.
@@ -88,7 +93,7 @@ def catalog_encode() -> EncodedCatalog:
     The encoder is loaded through `runtime.encoder_for` under the key and checksum the test
     versions get, so the queries of every test find it cached in this process.
     """
-    version = EmbeddingModel(key="default-v1", spec=services.DEFAULT_SPEC)
+    version = EmbeddingModel(key=MODEL_KEY, spec=services.DEFAULT_SPEC)
     encoder = runtime.encoder_for(version)
     products = [Product(**fields) for fields in CATALOG]
     encoded = runtime.encode_items(

@@ -16,6 +16,7 @@ from search import selectors
 from search.models import SearchCalibration
 from search.selectors import CropBox, SearchFilters
 from tests.search.catalog import (
+    MODEL_KEY,
     Catalog,
     EncodedCatalog,
     embedding_model_active_create,
@@ -44,7 +45,7 @@ def test_text_search_ranks_products_of_the_asked_colour_first(catalog: Catalog) 
         query="red", filters=SearchFilters(), limit=10, diversify=False
     )
 
-    assert results.model_key == catalog.model.key == "default-v1"
+    assert results.model_key == catalog.model.key == MODEL_KEY
     assert results.no_good_match is False
     assert sorted(skus(results)) == sorted(f"RED-{i}" for i in range(10))
     [concept] = results.concepts
