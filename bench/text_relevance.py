@@ -119,7 +119,7 @@ def catalog_store(datasets: Path, *, keep: set[str]) -> list[Any]:
     from catalog.ingest.mapping import load_preset
     from catalog.ingest.rows import ProductRow
     from catalog.ingest.sources import open_path
-    from catalog.services import product_upsert_batch
+    from catalog.services.products import product_upsert_batch
 
     feed = open_path(datasets / "hm", mapping=load_preset("hm"))
     rows = [r for r in feed.products() if isinstance(r, ProductRow) and r.item_group_id in keep]

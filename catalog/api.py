@@ -15,9 +15,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog import selectors, services
+from catalog import selectors
 from catalog.ingest.mapping import FORMATS, available_presets
 from catalog.models import ImportJob
+from catalog.services.feeds import ImportRefusedError
+from catalog.services.jobs import import_job_create
 from search.models import ApiKey
 from search.parsers import BoundedJSONParser
 from search.permissions import HasApiAccess
@@ -168,7 +170,7 @@ class ImportListCreateApi(APIView):
         data = serializer.validated_data
         upload = data.get("file")
         try:
-            job = services.import_job_create(
+            job = import_job_create(
                 kind="upload" if upload else "url",
                 source=upload.name if upload else data["url"],
                 preset=data.get("preset"),
@@ -180,7 +182,7 @@ class ImportListCreateApi(APIView):
                 created_by_id=request.user.id,
                 api_key_id=_key_scope(request),
             )
-        except services.ImportRefusedError as exc:
+        except ImportRefusedError as exc:
             field = exc.field or "non_field_errors"
             raise exceptions.ValidationError({field: [str(exc)]}) from exc
         body = ImportJobSerializer(job, context={"request": request}).data

@@ -208,7 +208,7 @@ class ImportChunk(TimestampedModel):
     claimed_by = models.CharField(max_length=64, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     #: Times a worker started on the chunk afresh (a crash, a kill, a sweeper re-queue);
-    #: past ``catalog.services.MAX_CHUNK_ATTEMPTS`` its rows fail with ``error``.
+    #: past ``catalog.services.chunks.MAX_CHUNK_ATTEMPTS`` its rows fail with ``error``.
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True, help_text="Why the last attempt crashed, if it did")
 

@@ -28,7 +28,7 @@ class EmbeddingsConfig(AppConfig):
 
     def ready(self) -> None:
         # Ingestion announces changed products with this signal (see catalog.services).
-        from catalog.services import products_need_embedding
+        from catalog.services.products import products_need_embedding
 
         products_need_embedding.connect(
             _embed_changed_products, dispatch_uid="embeddings.embed_changed_products"

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.models import Lookbook, LookbookItem, Product
-from catalog.services import product_document_changed
+from catalog.services.products import product_document_changed
 from search.models import ApiKey, QueryPhoto
 from search.uploads import inspect_query_image
 

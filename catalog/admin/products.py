@@ -11,10 +11,10 @@ from django.http import HttpRequest
 from django.urls import URLPattern, path
 from django.utils.html import format_html, format_html_join
 
-from catalog import services
 from catalog.admin.display import thumbnail_html
 from catalog.models import Product, ProductImage
-from catalog.services import product_document_changed
+from catalog.services.images import product_images_retry
+from catalog.services.products import product_document_changed
 from embeddings.models import EmbeddingModel, ProductEmbedding
 from embeddings.selectors import embedding_model_active
 
@@ -98,9 +98,7 @@ class ProductAdmin(admin.ModelAdmin):
 
     @admin.action(description="Fetch failed images again", permissions=["change"])
     def retry_failed_images(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
-        image_ids = services.product_images_retry(
-            product_ids=list(queryset.values_list("id", flat=True))
-        )
+        image_ids = product_images_retry(product_ids=list(queryset.values_list("id", flat=True)))
         if image_ids:
             self.message_user(
                 request,

@@ -13,7 +13,7 @@ from django.test import Client
 
 from catalog.document import DOCUMENT_FIELDS, ProductDocument, search_document_sql
 from catalog.models import Product
-from catalog.services import product_content_hash
+from catalog.services.products import product_content_hash
 from embeddings import services as embedding_services
 from embeddings.models import ProductEmbedding
 from tests.search.catalog import Catalog

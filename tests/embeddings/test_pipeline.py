@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from django.db import connection, connections
 
-from catalog import services as catalog_services
 from catalog.models import Product
+from catalog.services.jobs import import_job_create
 from embeddings import selectors, services
 from embeddings.models import EmbeddingModel, ProductEmbedding
 from tests.embeddings.conftest import ProductFactory, hm_slice, jpeg, prepare_here, wait_for
@@ -54,7 +54,7 @@ def _register_and_wait_active(spec: str, key: str) -> EmbeddingModel:
 
 
 def _import(folder: Path) -> None:
-    catalog_services.import_job_create(kind="path", source=str(folder), preset="hm")
+    import_job_create(kind="path", source=str(folder), preset="hm")
 
 
 @pytest.mark.datasets

@@ -11,8 +11,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from catalog import services
 from catalog.models import ImportJob, Product, ProductImage
+from catalog.services.images import product_images_fetch
+from catalog.services.inline import import_job_run_inline
+from catalog.services.jobs import import_job_create
 from tests.ingest.conftest import LocalServer, make_jpeg
 
 pytestmark = pytest.mark.django_db
@@ -38,8 +40,8 @@ def _feed(tmp_path: Path, rows: list[dict[str, str]]) -> Path:
 
 
 def _import(path: Path) -> ImportJob:
-    job = services.import_job_create(kind="path", source=str(path), dispatch=False)
-    for _ in services.import_job_run_inline(job_id=job.id, max_retries=0):
+    job = import_job_create(kind="path", source=str(path), dispatch=False)
+    for _ in import_job_run_inline(job_id=job.id, max_retries=0):
         pass
     return ImportJob.objects.get(id=job.id)
 
@@ -126,7 +128,7 @@ def test_the_admin_action_fetches_a_products_failed_images_again(
     assert failed.status == "pending"
     assert len(callbacks) == 1
     # What the queued task runs, in this process:
-    services.product_images_fetch(image_ids=[failed.id])
+    product_images_fetch(image_ids=[failed.id])
     failed.refresh_from_db()
     assert failed.status == "ready"
 

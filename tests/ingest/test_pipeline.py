@@ -14,8 +14,9 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from catalog import services
+import catalog
 from catalog.models import ImportJob, ImportRowError, Lookbook, Product, ProductImage
+from catalog.services.inline import import_job_run_inline
 from tests.ingest.conftest import LocalServer, make_jpeg
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +40,7 @@ def admin_client(db: None) -> APIClient:
 
 
 def run(job_id: int) -> ImportJob:
-    for _ in services.import_job_run_inline(job_id=job_id, max_retries=0):
+    for _ in import_job_run_inline(job_id=job_id, max_retries=0):
         pass
     return ImportJob.objects.get(id=job_id)
 
@@ -207,7 +208,7 @@ def test_price_changes_update_in_place_and_text_changes_mark_re_embedding(
         "import_catalog", str(folder), "--preset", "hm", "--no-progress", stdout=io.StringIO()
     )
     first = Product.objects.get(sku="0111565001")
-    mapping = json.loads((Path(services.__file__).parent / "ingest/presets/hm.json").read_text())
+    mapping = json.loads((Path(catalog.__file__).parent / "ingest/presets/hm.json").read_text())
     mapping["fields"]["price"] = {"value": "9.99 EUR"}
     call_command(
         "import_catalog", str(folder), "--mapping", json.dumps(mapping), "--no-progress",

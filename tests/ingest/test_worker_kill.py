@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from catalog import services, tasks
+from catalog import tasks
 from catalog.models import ImportChunk, ImportJob, ImportRowError, Product, ProductImage
+from catalog.services.jobs import import_job_create
 from tests.ingest.conftest import make_jpeg
 from tests.support.processes import WorkerProcess
 
@@ -72,7 +73,7 @@ def _kill_a_worker_mid_import(tmp_path: Path) -> None:
 
     first = WorkerProcess().start()
     try:
-        job = services.import_job_create(kind="path", source=str(folder / "feed.csv"))
+        job = import_job_create(kind="path", source=str(folder / "feed.csv"))
         # Kill once the first chunk is saved and the second is half way through its images.
         wait_for(
             lambda: ProductImage.objects.filter(status="ready").count() > 700,
