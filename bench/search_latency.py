@@ -277,12 +277,12 @@ def catalog_existing(model_key: str, total: int) -> Any | None:
 def index_exists(*, model: Any, kind: str) -> bool:
     from django.db import connection
 
-    from embeddings import services
+    from embeddings.services.indexes import index_name
 
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT 1 FROM pg_indexes WHERE indexname = %s",
-            [services.index_name(model_id=model.pk, kind=kind)],
+            [index_name(model_id=model.pk, kind=kind)],
         )
         return cursor.fetchone() is not None
 
@@ -291,18 +291,23 @@ def index_build(*, model: Any, kind: str) -> float:
     """(Re)build one partial HNSW index with the embeddings engine's SQL and parameters."""
     from django.db import connection
 
-    from embeddings import services
+    from embeddings.services.indexes import (
+        HNSW_EF_CONSTRUCTION,
+        HNSW_M,
+        hnsw_index_sql,
+        index_name,
+    )
 
     raw = connection.connection
-    name = services.index_name(model_id=model.pk, kind=kind)
-    say(f"building the HNSW index for {kind} (m {services.HNSW_M}, "
-        f"ef_construction {services.HNSW_EF_CONSTRUCTION})")  # fmt: skip
+    name = index_name(model_id=model.pk, kind=kind)
+    say(f"building the HNSW index for {kind} (m {HNSW_M}, "
+        f"ef_construction {HNSW_EF_CONSTRUCTION})")  # fmt: skip
     start = time.perf_counter()
     raw.execute(f'DROP INDEX IF EXISTS "{name}"')
     raw.execute("SET maintenance_work_mem = '1GB'")
     raw.execute("SET max_parallel_maintenance_workers = 1")
     raw.execute(
-        services.hnsw_index_sql(
+        hnsw_index_sql(
             name=name, model_id=model.pk, kind=kind, dim=int(model.dimension), concurrently=""
         )
     )
@@ -632,7 +637,8 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from embeddings import services as embedding_services
+    from embeddings.services.centroids import embedding_model_centroids_update
+    from embeddings.services.indexes import HNSW_EF_CONSTRUCTION, HNSW_M
     from search.selectors import SearchFilters
     from search.services import api_key_create
 
@@ -695,7 +701,7 @@ def main() -> None:
             index_build(model=model, kind="text")
     say("centroids and the text query map (fitted on the stored vectors)")
     fit_started = time.perf_counter()
-    embedding_services.embedding_model_centroids_update(model=model)
+    embedding_model_centroids_update(model=model)
     text_map_seconds = time.perf_counter() - fit_started
     model.refresh_from_db()
     from search.vocabulary import vocabulary_rebuild
@@ -818,13 +824,13 @@ def main() -> None:
             transform=transform,
         )
     build_sweep: list[dict[str, Any]] = []
-    configured = (embedding_services.HNSW_M, embedding_services.HNSW_EF_CONSTRUCTION)
+    configured = (HNSW_M, HNSW_EF_CONSTRUCTION)
     if args.build_sweep:
         pairs = [tuple(int(x) for x in pair.split(":")) for pair in args.build_sweep.split(",")]
         try:
             for m, ef_construction in [*pairs, configured]:
-                embedding_services.HNSW_M = m
-                embedding_services.HNSW_EF_CONSTRUCTION = ef_construction
+                HNSW_M = m
+                HNSW_EF_CONSTRUCTION = ef_construction
                 seconds = index_build(model=model, kind="image")
                 build_sweep.append(
                     {
@@ -841,7 +847,7 @@ def main() -> None:
                     }
                 )
         finally:
-            embedding_services.HNSW_M, embedding_services.HNSW_EF_CONSTRUCTION = configured
+            HNSW_M, HNSW_EF_CONSTRUCTION = configured
 
     http: dict[str, Any] = {}
     if not args.skip_http:
@@ -876,8 +882,8 @@ def main() -> None:
         "text_query": text_query,
         "dimension": int(encoder.dim),
         "hnsw": {
-            "m": embedding_services.HNSW_M,
-            "ef_construction": embedding_services.HNSW_EF_CONSTRUCTION,
+            "m": HNSW_M,
+            "ef_construction": HNSW_EF_CONSTRUCTION,
             "ef_search": settings.VITRINE_HNSW_EF_SEARCH,
             "iterative_scan": "relaxed_order",
         },

@@ -134,14 +134,17 @@ def catalog_embed(*, datasets: Path, spec: str, cache: Path | None) -> Any:
     from django.utils import timezone
 
     from catalog.models import Product
-    from embeddings import runtime, services
+    from embeddings import runtime
     from embeddings.models import EmbeddingModel
+    from embeddings.services.centroids import embedding_model_centroids_update
+    from embeddings.services.indexes import embedding_model_indexes_create
+    from embeddings.services.vectors import product_text
 
     version = EmbeddingModel(key="bench-v1", spec=spec)
     encoder = runtime.encoder_for(version)
     products = list(Product.objects.order_by("id"))
     paths = [str(datasets / "hm" / "images" / f"{p.sku}.jpg") for p in products]
-    texts = [services.product_text(p) for p in products]
+    texts = [product_text(p) for p in products]
     stamp = f"{spec}-{encoder.weights_sha256[:12]}-{len(products)}"
     cached = cache / f"text_relevance-{stamp}.npz" if cache else None
     if cached is not None and cached.exists():
@@ -178,8 +181,8 @@ def catalog_embed(*, datasets: Path, spec: str, cache: Path | None) -> Any:
                 literal = "[" + ",".join(f"{x:.5f}" for x in matrix[row].tolist()) + "]"
                 copy.write_row((product.pk, model.pk, kind, literal, product.content_hash, now))
     raw.commit()
-    services.embedding_model_indexes_create(model=model)
-    services.embedding_model_centroids_update(model=model)  # also fits the text query map
+    embedding_model_indexes_create(model=model)
+    embedding_model_centroids_update(model=model)  # also fits the text query map
     return model
 
 

@@ -14,7 +14,7 @@ def _embed_changed_products(sender: Any, product_ids: list[int], **kwargs: Any) 
     Runs inside the importer's on-commit hook: a failure here must not fail the import, and
     the sweeper finds whatever this misses.
     """
-    from embeddings.services import products_embed_enqueue
+    from embeddings.services.queue import products_embed_enqueue
 
     try:
         products_embed_enqueue(product_ids=product_ids)

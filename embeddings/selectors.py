@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from catalog.models import Product, ProductImage
 from embeddings.models import (
+    KINDS,
     EmbeddingModel,
     PendingEmbedding,
     ProductEmbedding,
@@ -29,7 +30,6 @@ from embeddings.models import (
 # A queued product whose task has not finished after this long is queued again (a lost
 # message, a killed worker past its redelivery): enqueueing is idempotent anyway.
 PENDING_LEASE = timedelta(minutes=15)
-KINDS = tuple(ProductEmbedding.Kind.values)
 
 
 def embedding_model_active() -> EmbeddingModel | None:

@@ -27,8 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from embeddings import services as embedding_services
 from embeddings.models import EmbeddingModel
+from embeddings.services.indexes import embedding_model_indexes_drop
 from search.models import ApiKey
 from search.services import api_key_create
 from tests.search.catalog import Catalog, EncodedCatalog, catalog_create, photo
@@ -120,7 +120,7 @@ def served_catalog(transactional_db: None, encoded_catalog: EncodedCatalog) -> I
     catalog = catalog_create(encoded=encoded_catalog)
     yield catalog
     for model in EmbeddingModel.objects.all():
-        embedding_services.embedding_model_indexes_drop(model=model)
+        embedding_model_indexes_drop(model=model)
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from catalog.models import Product, ProductImage
-from embeddings import services
 from embeddings.models import EmbeddingModel
+from embeddings.services.registry import embedding_model_prepare, embedding_model_register
 from webapp.celery import app as celery_app
 
 
@@ -99,8 +99,8 @@ def make_product() -> ProductFactory:
 
 def prepare_here(*, spec: str, key: str) -> EmbeddingModel:
     """Register and prepare a version in this process (no worker; tests in a transaction)."""
-    model = services.embedding_model_register(spec=spec, key=key)
-    model = services.embedding_model_prepare(model=model)
+    model = embedding_model_register(spec=spec, key=key)
+    model = embedding_model_prepare(model=model)
     # Outside a test transaction the worker may be preparing it at the same moment (the
     # registration sent it the task): then this call leaves it to the worker; wait for it.
     wait_for(lambda: EmbeddingModel.objects.get(pk=model.pk).state != "building"

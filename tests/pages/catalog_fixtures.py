@@ -3,7 +3,7 @@
 Products, images and lookbooks are real rows with real image files, and their vectors come
 from the real embedding path: the bundled default model (spec `default`) is registered and
 prepared by `embeddings.services` (it goes active, being the first), and the products are
-embedded by `services.products_embed`, the service the embedding task runs. The pages'
+embedded by `products_embed`, the service the embedding task runs. The pages'
 searches then encode the shopper's photo or words with the same model, through
 `embeddings.runtime`, which loads it once per process.
 
@@ -25,8 +25,14 @@ from django.core.files.base import ContentFile
 from PIL import Image, ImageDraw
 
 from catalog.models import Lookbook, LookbookItem, Product, ProductImage
-from embeddings import services
 from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
+from embeddings.services.indexes import embedding_model_indexes_drop
+from embeddings.services.registry import (
+    DEFAULT_SPEC,
+    embedding_model_prepare,
+    embedding_model_register,
+)
+from embeddings.services.vectors import products_embed
 from search.models import QueryPhoto, VocabularyTerm
 from search.vocabulary import vocabulary_rebuild
 
@@ -211,8 +217,8 @@ def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
     # What a fresh install does: register the bundled default model and prepare it (the
     # worker's job; being the first version it goes active), then embed the products with
     # the service the embedding task runs.
-    model = services.embedding_model_register(spec=services.DEFAULT_SPEC)
-    model = services.embedding_model_prepare(model=model)
+    model = embedding_model_register(spec=DEFAULT_SPEC)
+    model = embedding_model_prepare(model=model)
     # Outside a test transaction a running test worker may have taken the "prepare" message
     # first (then the call above left it to the worker): wait for it to finish.
     deadline = time.monotonic() + 120
@@ -221,9 +227,7 @@ def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
         model.refresh_from_db()
     if model.state != EmbeddingModel.State.ACTIVE:
         raise AssertionError(f"the default model did not go active: {model.state} {model.error}")
-    result = services.products_embed(
-        product_ids=[product.pk for product in products.values()], model=model
-    )
+    result = products_embed(product_ids=[product.pk for product in products.values()], model=model)
     if result.image_failed or len(result.embedded) != len(products):
         raise AssertionError(f"test catalog not fully embedded: {result}")
     vocabulary_rebuild()  # as the beat does after an import
@@ -236,7 +240,7 @@ def catalog_remove(catalog: ShopCatalog) -> None:
     The HNSW indexes are per model id and outlive a flush, so they are dropped explicitly.
     """
     for model in EmbeddingModel.objects.all():
-        services.embedding_model_indexes_drop(model=model)
+        embedding_model_indexes_drop(model=model)
     ProductEmbedding.objects.all().delete()
     PendingEmbedding.objects.all().delete()
     EmbeddingModel.objects.all().delete()

@@ -22,8 +22,12 @@ from django.utils import timezone
 from PIL import Image
 
 from catalog.models import Lookbook, LookbookItem, Product, ProductImage
-from embeddings import runtime, services
-from embeddings.models import EmbeddingModel, ProductEmbedding
+from embeddings import runtime
+from embeddings.models import KINDS, EmbeddingModel, ProductEmbedding
+from embeddings.services.centroids import embedding_model_centroids_update
+from embeddings.services.indexes import embedding_model_indexes_create
+from embeddings.services.registry import DEFAULT_SPEC
+from embeddings.services.vectors import product_text
 from search.vocabulary import vocabulary_rebuild
 
 COLOURS = ("red", "green", "blue")
@@ -34,7 +38,6 @@ CATEGORIES = (
     "Garment Lower body > Trousers",
     "Shoes > Sneakers",
 )
-KINDS = ("image", "text", "fused")
 
 
 def photo(colour: str | tuple[str, str], *, size: int = 64, fmt: str = "PNG") -> bytes:
@@ -88,13 +91,13 @@ def catalog_encode() -> EncodedCatalog:
     The encoder is loaded through `runtime.encoder_for` under the key and checksum the test
     versions get, so the queries of every test find it cached in this process.
     """
-    version = EmbeddingModel(key="default-v1", spec=services.DEFAULT_SPEC)
+    version = EmbeddingModel(key="default-v1", spec=DEFAULT_SPEC)
     encoder = runtime.encoder_for(version)
     products = [Product(**fields) for fields in CATALOG]
     encoded = runtime.encode_items(
         encoder,
         images=[photo(fields["attributes"]["colour"].lower()) for fields in CATALOG],
-        texts=[services.product_text(product) for product in products],
+        texts=[product_text(product) for product in products],
     )
     assert not encoded.failed and encoded.indices == list(range(len(CATALOG))), encoded.failed
     for array in (encoded.image, encoded.text, encoded.fused):
@@ -160,7 +163,7 @@ def catalog_create(*, encoded: EncodedCatalog, centroids: bool = True) -> Catalo
         prepared_at=now,
         activated_at=now,
     )
-    services.embedding_model_indexes_create(model=model)
+    embedding_model_indexes_create(model=model)
     products: dict[str, Product] = {}
     for fields in CATALOG:
         product = Product.objects.create(**fields)
@@ -181,7 +184,7 @@ def catalog_create(*, encoded: EncodedCatalog, centroids: bool = True) -> Catalo
         for kind in KINDS
     )
     if centroids:
-        services.embedding_model_centroids_update(model=model)
+        embedding_model_centroids_update(model=model)
     vocabulary_rebuild()  # as the beat does after an import
     return Catalog(model=model, products=products)
 

@@ -14,8 +14,12 @@ import pytest
 from catalog.models import Product
 from embeddings import runtime, text_map
 from embeddings import selectors as embedding_selectors
-from embeddings import services as embedding_services
 from embeddings.models import EmbeddingModel, ProductEmbedding, TextQueryMap
+from embeddings.services.centroids import (
+    embedding_model_centroids_refresh,
+    embedding_model_centroids_update,
+)
+from embeddings.services.sweep import embeddings_sweep
 from search import ranking, selectors
 from search.selectors import SearchFilters
 from search.vocabulary import vocabulary_rebuild
@@ -73,7 +77,7 @@ def large_catalog(db: Any, encoded_catalog: EncodedCatalog) -> Catalog:
             )
     ProductEmbedding.objects.bulk_create(rows)
     catalog.products.update({variant.sku: variant for variant in variants})
-    embedding_services.embedding_model_centroids_update(model=catalog.model)
+    embedding_model_centroids_update(model=catalog.model)
     catalog.model.refresh_from_db()
     return catalog
 
@@ -105,7 +109,7 @@ def test_the_default_models_text_vectors_sit_apart_from_its_fused_ones(
 def test_centroids_are_the_means_of_the_stored_vectors(fresh_catalog: Catalog) -> None:
     model = fresh_catalog.model
 
-    centroids = embedding_services.embedding_model_centroids_update(model=model)
+    centroids = embedding_model_centroids_update(model=model)
 
     model.refresh_from_db()
     assert model.centroids == centroids
@@ -120,7 +124,7 @@ def test_the_sweep_computes_missing_centroids_of_the_active_version(
     model = fresh_catalog.model
     assert model.centroids == {}
 
-    embedding_services.embeddings_sweep(models=[model])
+    embeddings_sweep(models=[model])
 
     model.refresh_from_db()
     assert model.centroids["count"] == 30
@@ -128,7 +132,7 @@ def test_the_sweep_computes_missing_centroids_of_the_active_version(
     assert "text_query_map" not in model.centroids
     assert not TextQueryMap.objects.filter(model=model).exists()
     # Unchanged catalog: the next sweep keeps them rather than recomputing.
-    assert embedding_services.embedding_model_centroids_refresh(model=model) is False
+    assert embedding_model_centroids_refresh(model=model) is False
 
 
 def test_a_small_catalogs_text_query_is_the_words_themselves(fresh_catalog: Catalog) -> None:
@@ -136,7 +140,7 @@ def test_a_small_catalogs_text_query_is_the_words_themselves(fresh_catalog: Cata
     words = runtime.encode_query_text("red", model=model)
     assert selectors.text_query_vector(model=model, vector=words) is words
 
-    embedding_services.embedding_model_centroids_update(model=model)
+    embedding_model_centroids_update(model=model)
 
     assert selectors.text_query_vector(model=model, vector=words) is words
 
