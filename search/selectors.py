@@ -21,10 +21,9 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import QuerySet
 from PIL import Image, ImageOps
 
-from catalog.models import Lookbook, Product
+from catalog.models import Product
 from search.experiments.context import arm_diversify, arm_model
 from search.models import QueryPhoto
 
@@ -113,37 +112,6 @@ class LookGroup:
 
 class SearchUnavailable(Exception):
     """No embedding model is active, so vector search cannot answer yet."""
-
-
-# --- Catalog lists (API) --------------------------------------------------------------------
-def product_list(*, filters: SearchFilters) -> QuerySet[Product]:
-    """Products matching `filters`, images prefetched, in a stable order (by id)."""
-    queryset = Product.objects.prefetch_related("images").order_by("id")
-    if filters.category:
-        queryset = queryset.filter(category__in=filters.category)
-    if filters.brand:
-        queryset = queryset.filter(brand__in=filters.brand)
-    if filters.price_min is not None:
-        queryset = queryset.filter(price__gte=filters.price_min)
-    if filters.price_max is not None:
-        queryset = queryset.filter(price__lte=filters.price_max)
-    if filters.in_stock is not None:
-        queryset = queryset.filter(in_stock=filters.in_stock)
-    if filters.attributes:
-        queryset = queryset.filter(attributes__contains=filters.attributes)
-    return queryset
-
-
-def product_prices_exist() -> bool:
-    """Whether any product has a price: a price filter over a price-less catalog filters
-    everything out, so the results page leaves it off."""
-    return Product.objects.filter(price__isnull=False).exists()
-
-
-def lookbook_list(*, published_only: bool) -> QuerySet[Lookbook]:
-    """Lookbooks with their items' SKUs prefetched, in a stable order (by id)."""
-    queryset = Lookbook.objects.prefetch_related("items__product").order_by("id")
-    return queryset.filter(is_published=True) if published_only else queryset
 
 
 def query_photo_get(*, photo_id: str) -> QueryPhoto | None:

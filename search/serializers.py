@@ -13,19 +13,6 @@ from search.selectors import MAX_WINDOW, SORTS, CropBox, LookGroup, SearchFilter
 MAX_PAGE = 100
 
 
-# --- Errors (schema only: built by search.api.api_exception_handler) ----------------------
-class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Stable, machine-readable, e.g. 'not_found'")
-    message = serializers.CharField(help_text="What went wrong, for a person")
-    details = serializers.DictField(
-        child=serializers.JSONField(), help_text="Per-field errors or extra facts"
-    )
-
-
-class ErrorSerializer(serializers.Serializer):
-    error = ErrorDetailSerializer()
-
-
 # --- Catalog ------------------------------------------------------------------------------
 class ProductImageSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()

@@ -22,6 +22,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
 from catalog.models import Lookbook, LookbookItem, Product
+from catalog.selectors import product_prices_exist
 from search import selectors
 from search.forms import PhotoSearchForm, SearchForm
 from search.limits import PhotoEncodingBusy, client_address, page_rate_limit, photo_encoding_slot
@@ -186,8 +187,7 @@ def results(request: HttpRequest) -> HttpResponse:
     context["facets"] = form.facet_groups(counts=counts)
     # A price asked for already (an old link) keeps the filter on screen, to be cleared.
     context["show_price_filter"] = (
-        bool(request.GET.get("price_min") or request.GET.get("price_max"))
-        or selectors.product_prices_exist()
+        bool(request.GET.get("price_min") or request.GET.get("price_max")) or product_prices_exist()
     )
     status = 404 if context["photo_missing"] else 503 if context["unavailable"] else 200
     if request.htmx and request.htmx.target == "results":  # type: ignore[attr-defined]

@@ -328,7 +328,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["search.permissions.HasApiAccess"],
     "DEFAULT_THROTTLE_CLASSES": ["search.throttling.ApiClientRateThrottle"],
     "DEFAULT_PARSER_CLASSES": [
-        "search.parsers.BoundedJSONParser",
+        "webapp.api.BoundedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],

@@ -22,7 +22,12 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from catalog import selectors
-from catalog.ingest.mapping import FORMATS, available_presets
+from catalog.ingest.mapping import (
+    FORMATS,
+    MappingError,
+    available_presets,
+    mapping_object_parse,
+)
 from catalog.models import ImportJob, ImportRowError
 from catalog.services.feeds import ImportRefusedError
 from catalog.services.jobs import import_job_create, import_job_repeat
@@ -78,12 +83,9 @@ class ImportUploadForm(forms.Form):
         if not text:
             return None
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError(f"This is not valid JSON: {exc}.") from exc
-        if not isinstance(value, dict):
-            raise forms.ValidationError("The mapping must be a JSON object ({…}).")
-        return value
+            return mapping_object_parse(text)
+        except MappingError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
     def clean_lookbooks(self) -> Any:
         upload = self.cleaned_data["lookbooks"]

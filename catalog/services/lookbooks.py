@@ -1,10 +1,12 @@
-"""Lookbooks from a feed's lookbook rows (after the job's products exist)."""
+"""Lookbook writes: from a feed's lookbook rows (after the job's products exist), and the
+create, update and delete the REST API makes."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -13,10 +15,7 @@ from django.utils.text import slugify
 from catalog.ingest.fetching import FetchError, SafeFetcher
 from catalog.ingest.imaging import ImageRejectedError, normalise_image
 from catalog.ingest.rows import LookbookRow
-from catalog.models import (
-    Lookbook,
-    LookbookItem,
-)
+from catalog.models import Lookbook, LookbookItem, Product
 from catalog.services.images import image_bytes_load, lookbook_cover_store
 
 
@@ -67,3 +66,53 @@ def lookbook_upsert(
                 cover=cover, cover_source=row.image.value, updated_at=timezone.now()
             )
     return missing
+
+
+def _lookbook_items_set(*, lookbook: Lookbook, skus: list[str]) -> None:
+    products = Product.objects.in_bulk(skus, field_name="sku")
+    missing = [sku for sku in skus if sku not in products]
+    if missing:
+        raise Product.DoesNotExist(f"unknown SKUs: {', '.join(missing[:20])}")
+    lookbook.items.all().delete()
+    LookbookItem.objects.bulk_create(
+        LookbookItem(lookbook=lookbook, product=products[sku], position=position)
+        for position, sku in enumerate(dict.fromkeys(skus))
+    )
+
+
+def lookbook_create(
+    *,
+    slug: str,
+    title: str,
+    description: str = "",
+    is_published: bool = False,
+    skus: list[str] | None = None,
+) -> Lookbook:
+    """Create a lookbook with its products in the given order (raises Product.DoesNotExist
+    naming unknown SKUs)."""
+    with transaction.atomic():
+        lookbook = Lookbook.objects.create(
+            slug=slug, title=title, description=description, is_published=is_published
+        )
+        _lookbook_items_set(lookbook=lookbook, skus=skus or [])
+    return lookbook
+
+
+def lookbook_update(
+    *, lookbook: Lookbook, skus: list[str] | None = None, **fields: Any
+) -> Lookbook:
+    """Change the given fields; `skus`, when given, replaces the items in that order."""
+    unknown = set(fields) - {"slug", "title", "description", "is_published"}
+    if unknown:
+        raise TypeError(f"unknown lookbook fields: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(lookbook, name, value)
+        lookbook.save()
+        if skus is not None:
+            _lookbook_items_set(lookbook=lookbook, skus=skus)
+    return lookbook
+
+
+def lookbook_delete(*, lookbook: Lookbook) -> None:
+    lookbook.delete()

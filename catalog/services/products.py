@@ -1,4 +1,5 @@
-"""Products from feed rows: one-statement upserts by SKU, image lists, content hashes."""
+"""Product writes: one-statement upserts by SKU from feed rows (image lists, content
+hashes), and the single-product create, update and delete the REST API makes."""
 
 from __future__ import annotations
 
@@ -186,3 +187,39 @@ def _images_sync(*, rows: list[ProductRow], ids: dict[str, int]) -> None:
         ProductImage.objects.bulk_create(to_create)
     if to_reset:
         ProductImage.objects.bulk_update(to_reset, ["source_url", "status", "error", "updated_at"])
+
+
+#: Fields a product is created or updated with through the REST API (not its images).
+PRODUCT_EDITABLE_FIELDS = (
+    "title", "description", "brand", "category", "group_id", "price", "currency",
+    "in_stock", "url", "attributes",
+)  # fmt: skip
+
+
+def product_create(*, sku: str, title: str, **fields: Any) -> Product:
+    """Create a product (its images arrive through imports)."""
+    unknown = set(fields) - set(PRODUCT_EDITABLE_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown product fields: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        product = Product.objects.create(sku=sku, title=title, **fields)
+        if product_document_changed(product=product):
+            product.save(update_fields=["content_hash"])
+    return product
+
+
+def product_update(*, product: Product, **fields: Any) -> Product:
+    """Change the given fields; the content hash follows, so a new text is re-embedded."""
+    unknown = set(fields) - {*PRODUCT_EDITABLE_FIELDS, "sku"}
+    if unknown:
+        raise TypeError(f"unknown product fields: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(product, name, value)
+        product_document_changed(product=product)
+        product.save()
+    return product
+
+
+def product_delete(*, product: Product) -> None:
+    product.delete()

@@ -239,3 +239,17 @@ def test_a_bad_upload_shows_a_clear_error_and_creates_nothing(
     assert any(message in error for error in errors), form.errors
     assert message.split("(")[0] in with_errors.content.decode().replace("&#x27;", "'")
     assert ImportJob.objects.count() == 0
+
+
+def test_a_mapping_with_a_nul_character_is_a_form_error_not_a_500(staff_client: Client) -> None:
+    # JSON can spell NUL as an escape, which the form field's own NUL check does not see;
+    # the job keeps its mapping as jsonb, which cannot hold one.
+    values = {
+        "file": feed_file([{"id": "A", "title": "A", "image_link": "https://x.example/a"}]),
+        "mapping": '{"default_currency": "EU\\u0000R"}',
+    }
+    response = staff_client.post(ADD_URL, values)
+    assert response.status_code == 200
+    errors = response.context["form"].errors.get("mapping", [])
+    assert any("must not contain NUL characters" in error for error in errors), errors
+    assert not ImportJob.objects.exists()

@@ -6,7 +6,6 @@ it for the Celery workers and follows the job's progress instead.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from catalog import selectors
-from catalog.ingest.mapping import FORMATS, available_presets
+from catalog.ingest.mapping import FORMATS, MappingError, available_presets, mapping_object_parse
 from catalog.models import ImportJob
 from catalog.services.feeds import ImportRefusedError
 from catalog.services.inline import import_job_run_inline
@@ -50,9 +49,9 @@ class Command(BaseCommand):
             if not text.lstrip().startswith("{"):
                 text = Path(text).read_text()
             try:
-                mapping = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise CommandError(f"--mapping is not valid JSON: {exc}") from exc
+                mapping = mapping_object_parse(text)
+            except MappingError as exc:
+                raise CommandError(f"--mapping: {exc}") from exc
         if not is_url and not Path(source).exists():
             raise CommandError(f"{source} does not exist")
         try:
