@@ -45,9 +45,9 @@ class ProductAdmin(admin.ModelAdmin):
         "in_stock",
     )
     list_display_links = ("thumbnail", "sku", "title")
-    list_filter: tuple[Any, ...] = ("in_stock", "category", "brand")
+    list_filter = ("in_stock", "category", "brand")
     search_fields = ("sku", "title", "brand", "description")
-    readonly_fields: tuple[str, ...] = ("content_hash", "created_at", "updated_at")
+    readonly_fields = ("content_hash", "created_at", "updated_at")
     list_per_page = 50
     inlines = [ProductImageInline]
     actions = ["retry_failed_images"]

@@ -62,9 +62,16 @@ class EmbeddingStatusFilter(admin.SimpleListFilter):
 
 
 class ProductAdmin(CatalogProductAdmin):
-    list_display = (*CatalogProductAdmin.list_display, "embedding")
-    list_filter = ("in_stock", EmbeddingStatusFilter, "category", "brand")
-    readonly_fields = ("embeddings_by_version", *CatalogProductAdmin.readonly_fields)
+    def get_list_display(self, request: HttpRequest) -> Any:
+        return (*super().get_list_display(request), "embedding")
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        # Right after "in stock": the filter merchandisers reach for first.
+        first, *rest = super().get_list_filter(request)
+        return (first, EmbeddingStatusFilter, *rest)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ("embeddings_by_version", *super().get_readonly_fields(request, obj))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Product]:
         return super().get_queryset(request).prefetch_related("embeddings")
