@@ -18,7 +18,7 @@ from django.db.models import Count
 from django.http import QueryDict
 
 from catalog.models import Product
-from search.selectors import FacetCount
+from search.facets import FacetCount
 from search.services import query_photo_store
 from search.uploads import ImageRejected
 
@@ -147,7 +147,7 @@ class SearchForm(forms.Form):
 
     def facet_groups(self, *, counts: dict[str, list[FacetCount]] | None) -> list[FacetGroup]:
         """The category and brand lists of the filter bar; `counts` from
-        `selectors.facet_counts` for the current search, None when there is none."""
+        `facet_counts` for the current search, None when there is none."""
         groups = []
         for name in ("category", "brand"):
             options = facet_options(

@@ -8,7 +8,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from catalog.models import Lookbook, Product, ProductImage
-from search.selectors import MAX_WINDOW, SORTS, CropBox, LookGroup, SearchFilters
+from search.complete_the_look import LookGroup
+from search.selectors import MAX_WINDOW, SORTS, CropBox, SearchFilters
 
 MAX_PAGE = 100
 

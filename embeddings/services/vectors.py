@@ -14,6 +14,7 @@ from embeddings import runtime, selectors
 from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
 from embeddings.services.centroids import embedding_model_centroids_update
 from embeddings.services.lifecycle import embedding_model_activate
+from embeddings.sql import vector_literal
 
 
 def product_text(product: Product) -> str:
@@ -45,10 +46,6 @@ class EmbedBatchResult:
     skipped: list[int] = field(default_factory=list)  # up to date, deleted or no image
     image_failed: dict[int, str] = field(default_factory=dict)  # text vector only
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _halfvec(vector: Any) -> str:
-    return "[" + ",".join(f"{float(x):.5g}" for x in vector) + "]"
 
 
 _UPSERT = (
@@ -157,7 +154,7 @@ def _vectors_write(
         ):
             return []
         params = [
-            (product_id, model.pk, kind, _halfvec(vector), hashes[product_id])
+            (product_id, model.pk, kind, vector_literal(vector), hashes[product_id])
             for product_id, kind, vector in rows
             if product_id in alive
         ]
