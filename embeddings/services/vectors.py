@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,10 +105,9 @@ def products_embed(
     result.skipped = [pid for pid in product_ids if pid not in done_ids]
     if todo:
         encoder = encoder or runtime.encoder_for(model)
-        vectors = runtime.encode_items(
-            encoder, images=sources, texts=[product_text(p) for p in todo]
-        )
-        result.seconds = vectors.seconds
+        started = time.perf_counter()
+        vectors = encoder.encode_all(sources, [product_text(p) for p in todo])
+        result.seconds = {"all_kinds": time.perf_counter() - started}
         for index, reason in vectors.failed.items():
             result.image_failed.setdefault(todo[index].pk, reason)
         rows: list[tuple[int, str, Any]] = []
