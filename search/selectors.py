@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 from catalog.models import Product
 from search.diversity import mmr_order
 from search.experiments.context import arm_diversify, arm_model
-from search.models import QueryPhoto
+from search.models import PHOTO_ID_RE, QueryPhoto
 from search.vector_sql import (
     filter_sql,
     nearest_products,
@@ -105,7 +105,7 @@ class SearchUnavailable(Exception):
 
 def query_photo_get(*, photo_id: str) -> QueryPhoto | None:
     """The stored query photo, or None when unknown, malformed or already purged."""
-    if len(photo_id) != 64 or any(c not in "0123456789abcdef" for c in photo_id):
+    if not PHOTO_ID_RE.fullmatch(photo_id):
         return None
     return QueryPhoto.objects.filter(pk=photo_id).first()
 
@@ -151,13 +151,13 @@ def text_query_vector(*, model: Any, vector: np.ndarray) -> np.ndarray:
     the words' vector through the version's text query map (`embeddings.text_map`, fitted
     on the catalog); `vector` itself while none is fitted (a catalog of a few products).
 
-    A CLIP-style text vector sits about equally far from every product's fused vector
-    (mean cosine 0.05 with the bundled default model), so HNSW's greedy walk from it stops
-    in the wrong region: recall@10 against exact search was 0.27, and 0.52 with the query
-    shifted by mean(fused) - mean(text). Mapped, it lands among the products (as close to
-    its 10 nearest as products are to theirs) and the index finds them; its exact ranking
-    is better too (bench/results/search_latency.json, `text_query`). Only the ranking uses
-    it: scores stay the words' own cosine, which the relevance floor is set for.
+    A CLIP-style text vector sits about equally far from every product's fused vector, so
+    HNSW's greedy walk from it stops in the wrong region and the index misses most of the
+    exact nearest products (shifting it by mean(fused) - mean(text) helps only part way).
+    Mapped, it lands among the products and the index finds them; its exact ranking is
+    better too. The measured figures: `bench/results/search_latency.json` (`text_query`)
+    and the README's table. Only the ranking uses it: scores stay the words' own cosine,
+    which the relevance floor is set for.
     """
     from embeddings import text_map
     from embeddings.selectors import text_query_map_matrix

@@ -24,12 +24,8 @@ def product_text(product: Product) -> str:
 
 
 def product_image_primary(product: Product) -> ProductImage | None:
-    ready = [
-        image
-        for image in product.images.all()
-        if image.status == ProductImage.Status.READY and image.image
-    ]
-    return min(ready, key=lambda image: image.position) if ready else None
+    """The image a product is embedded from: its first ready image with a stored file."""
+    return next((image for image in product.ready_images if image.image), None)
 
 
 def _image_source(image: ProductImage) -> bytes | str:

@@ -31,7 +31,7 @@ import numpy.typing as npt
 from embeddings.ml.evaluation import metrics as m
 from embeddings.ml.evaluation.bootstrap import DEFAULT_RESAMPLES, MetricValue, bootstrap_ci
 from embeddings.ml.evaluation.catalogue import Catalogue, as_catalogue
-from embeddings.ml.evaluation.splits import CELLS, Cell, Split
+from embeddings.ml.evaluation.splits import CELLS, Split
 
 log = logging.getLogger(__name__)
 
@@ -558,9 +558,3 @@ def evaluate(
         n_failed=len(encoded.failed),
         seconds=time.monotonic() - started,
     )
-
-
-def cells_of(result: EvaluationResult) -> tuple[Cell, ...]:
-    """The cells present in a result, in report order."""
-    present = {c for cells in result.metrics.values() for c in cells}
-    return tuple(c for c in CELLS if c in present)
