@@ -5,7 +5,7 @@ H&M articles encoded by the model (9,300 of them by default: every article with 
 the 200 held out as queries), plus perturbed copies of their vectors up to the target size,
 then measures p50/p95/p99 of:
 
-- the vector query alone (`search.selectors.nearest_products`), with and without filters;
+- the vector query alone (`search.vector_sql.nearest_products`), with and without filters;
 - text search, image search (encoding included) and similar items end-to-end over HTTP,
   against a real gunicorn serving the app with an API key;
 
@@ -324,13 +324,18 @@ def exact_nearest(
     """The true nearest products: the same query with index scans off (a sequential scan)."""
     from django.db import connection, transaction
 
-    from search import selectors
+    from search.vector_sql import (
+        EMBEDDING_TABLE,
+        distance_sql,
+        embedding_predicate,
+        filter_sql,
+    )
 
-    where, params = selectors._filter_sql(filters)
+    where, params = filter_sql(filters)
     sql = (
-        f"SELECT e.product_id, {selectors._distance_sql(model)} AS d "  # noqa: S608
-        f"FROM {selectors.EMBEDDING_TABLE} e JOIN catalog_product p ON p.id = e.product_id "
-        f"WHERE {selectors._embedding_predicate(model, kind)}{where} "
+        f"SELECT e.product_id, {distance_sql(model)} AS d "  # noqa: S608
+        f"FROM {EMBEDDING_TABLE} e JOIN catalog_product p ON p.id = e.product_id "
+        f"WHERE {embedding_predicate(model, kind)}{where} "
         f"ORDER BY d LIMIT %s"
     )
     with transaction.atomic(), connection.cursor() as cursor:
@@ -344,17 +349,23 @@ def query_plan(*, model: Any, kind: str, vector: np.ndarray, filters: Any) -> li
     """EXPLAIN ANALYZE of the selectors' vector query, to show which index answered."""
     from django.db import connection, transaction
 
-    from search import selectors
+    from search.vector_sql import (
+        EMBEDDING_TABLE,
+        distance_sql,
+        embedding_predicate,
+        filter_sql,
+        vector_scan_prepare,
+    )
 
-    where, params = selectors._filter_sql(filters)
+    where, params = filter_sql(filters)
     sql = (
-        f"EXPLAIN (ANALYZE, COSTS off) SELECT e.product_id FROM {selectors.EMBEDDING_TABLE} e "  # noqa: S608
+        f"EXPLAIN (ANALYZE, COSTS off) SELECT e.product_id FROM {EMBEDDING_TABLE} e "  # noqa: S608
         f"JOIN catalog_product p ON p.id = e.product_id "
-        f"WHERE {selectors._embedding_predicate(model, kind)}{where} "
-        f"ORDER BY {selectors._distance_sql(model)} LIMIT 24"
+        f"WHERE {embedding_predicate(model, kind)}{where} "
+        f"ORDER BY {distance_sql(model)} LIMIT 24"
     )
     with transaction.atomic(), connection.cursor() as cursor:
-        selectors._prepare_vector_scan(cursor, limit=24)
+        vector_scan_prepare(cursor, limit=24)
         cursor.execute(sql, [*params, literal(vector)])
         return [row[0] for row in cursor.fetchall()]
 
@@ -391,7 +402,9 @@ def vector_benchmarks(
     `transform` (see `query_transform`) is timed with the query; exact search gets the same
     transformed query.
     """
-    from search import selectors
+    from search.vector_sql import (
+        nearest_products,
+    )
 
     move = query_transform(model, transform)
     samples: list[float] = []
@@ -401,9 +414,7 @@ def vector_benchmarks(
         query = queries[index % len(queries)]
         start = time.perf_counter()
         query = move(query)
-        rows = selectors.nearest_products(
-            model=model, kind=kind, vector=query, filters=filters, limit=24
-        )
+        rows = nearest_products(model=model, kind=kind, vector=query, filters=filters, limit=24)
         samples.append((time.perf_counter() - start) * 1000)
         page_sizes.append(len(rows))
         if index < 100:

@@ -155,7 +155,7 @@ def catalog_embed(*, datasets: Path, spec: str, cache: Path | None) -> Any:
     else:
         say(f"encoding {len(products)} products with {spec}")
         started = time.perf_counter()
-        encoded = runtime.encode_items(encoder, images=paths, texts=texts)
+        encoded = encoder.encode_all(paths, texts)
         say(f"encoded in {time.perf_counter() - started:.0f} s ({len(encoded.failed)} failed)")
         vectors = {"image": encoded.image, "text": encoded.text, "fused": encoded.fused}
         ok = np.array(encoded.indices)

@@ -27,6 +27,8 @@ from catalog.selectors import lookbook_list, product_list
 from catalog.services.lookbooks import lookbook_create, lookbook_delete, lookbook_update
 from catalog.services.products import product_create, product_delete, product_update
 from search import selectors, services
+from search.complete_the_look import complete_the_look
+from search.facets import FACET_FIELDS, facet_counts
 from search.serializers import (
     CompleteTheLookQuerySerializer,
     CompleteTheLookSerializer,
@@ -257,7 +259,7 @@ class ProductViewSet(viewsets.ViewSet):
         """Items from other categories that go with this one (lookbooks, then neighbours)."""
         product = _sku_product(sku)
         query = _validated(CompleteTheLookQuerySerializer, request.query_params)
-        groups = selectors.complete_the_look(
+        groups = complete_the_look(
             product=product, limit_per_category=query.validated_data["limit_per_category"]
         )
         body = CompleteTheLookSerializer(
@@ -342,9 +344,7 @@ def _search_page(
 
     context = {"request": request, "product_fields": data.get("fields")}
     body: dict[str, Any] = {**SearchResultsSerializer(results, context=context).data}
-    facets = selectors.facet_counts(
-        product_ids=results.candidate_ids, fields=selectors.FACET_FIELDS
-    )
+    facets = facet_counts(product_ids=results.candidate_ids, fields=FACET_FIELDS)
     body.update(
         total=results.total,
         offset=results.offset,

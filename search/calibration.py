@@ -31,6 +31,7 @@ from PIL import Image
 from catalog.models import Product
 from search import ranking, selectors
 from search.models import SearchCalibration, VocabularyTerm
+from search.vector_sql import nearest_products, product_vector
 from search.vocabulary import catalog_stamp, vocabulary_rebuild_if_stale
 
 logger = logging.getLogger(__name__)
@@ -267,13 +268,13 @@ def _catalog_photo_best(*, model: Any, sample: int, seed: int) -> list[float]:
     )
     best: list[float] = []
     for pid, group in rng.sample(ids, min(sample, len(ids))):
-        vector = selectors._product_vector(model=model, kind="image", product_id=pid)
+        vector = product_vector(model=model, kind="image", product_id=pid)
         if vector is None:
             continue
         variants = list(
             Product.objects.filter(group_id=group).values_list("id", flat=True) if group else [pid]
         )
-        found = selectors.nearest_products(
+        found = nearest_products(
             model=model, kind="image", vector=vector, filters=selectors.SearchFilters(),
             limit=1, exclude_ids=variants,
         )  # fmt: skip
@@ -287,8 +288,8 @@ def image_threshold_fit(*, model: Any, seed: int = 0) -> tuple[float | None, dic
     genuine = np.array(_catalog_photo_best(model=model, sample=100, seed=seed), dtype=np.float32)
     unrelated = []
     for photo in synthetic_photos(40, seed=seed):
-        vector = selectors._encode_image(photo, model=model)
-        found = selectors.nearest_products(
+        vector = selectors.query_image_vector(photo, model=model)
+        found = nearest_products(
             model=model, kind="image", vector=vector, filters=selectors.SearchFilters(), limit=1
         )
         if found:

@@ -14,6 +14,7 @@ from typing import Any
 
 from catalog.models import Product
 from search import selectors
+from search.complete_the_look import complete_the_look
 
 SUGGEST_SIMILAR_PER_ITEM = 8
 SUGGEST_LOOK_PER_CATEGORY = 3
@@ -55,7 +56,7 @@ def lookbook_suggestions(*, board: list[Product], exclude: set[int]) -> Suggesti
             product=product, filters=no_filters, limit=SUGGEST_SIMILAR_PER_ITEM,
             in_stock_only=True,
         ).hits  # fmt: skip
-        for group in selectors.complete_the_look(
+        for group in complete_the_look(
             product=product, limit_per_category=SUGGEST_LOOK_PER_CATEGORY
         ):
             complementary += group.hits

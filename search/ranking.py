@@ -196,7 +196,7 @@ def text_signals(
     similarities: Callable[..., dict[int, float]],
 ) -> TextSignals:
     """Every signal of every candidate: one SQL query for terms and full text, one per
-    vector kind (`similarities` is `search.selectors._similarities`)."""
+    vector kind (`similarities` is `search.vector_sql.similarities`)."""
     ids = list(product_ids)
     values = np.zeros((len(ids), len(SIGNALS)), dtype=np.float32)
     if not ids:

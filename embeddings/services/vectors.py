@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from embeddings import runtime, selectors
 from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
 from embeddings.services.centroids import embedding_model_centroids_update
 from embeddings.services.lifecycle import embedding_model_activate
+from embeddings.sql import vector_literal
 
 
 def product_text(product: Product) -> str:
@@ -22,12 +24,8 @@ def product_text(product: Product) -> str:
 
 
 def product_image_primary(product: Product) -> ProductImage | None:
-    ready = [
-        image
-        for image in product.images.all()
-        if image.status == ProductImage.Status.READY and image.image
-    ]
-    return min(ready, key=lambda image: image.position) if ready else None
+    """The image a product is embedded from: its first ready image with a stored file."""
+    return next((image for image in product.ready_images if image.image), None)
 
 
 def _image_source(image: ProductImage) -> bytes | str:
@@ -45,10 +43,6 @@ class EmbedBatchResult:
     skipped: list[int] = field(default_factory=list)  # up to date, deleted or no image
     image_failed: dict[int, str] = field(default_factory=dict)  # text vector only
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _halfvec(vector: Any) -> str:
-    return "[" + ",".join(f"{float(x):.5g}" for x in vector) + "]"
 
 
 _UPSERT = (
@@ -107,10 +101,9 @@ def products_embed(
     result.skipped = [pid for pid in product_ids if pid not in done_ids]
     if todo:
         encoder = encoder or runtime.encoder_for(model)
-        vectors = runtime.encode_items(
-            encoder, images=sources, texts=[product_text(p) for p in todo]
-        )
-        result.seconds = vectors.seconds
+        started = time.perf_counter()
+        vectors = encoder.encode_all(sources, [product_text(p) for p in todo])
+        result.seconds = {"all_kinds": time.perf_counter() - started}
         for index, reason in vectors.failed.items():
             result.image_failed.setdefault(todo[index].pk, reason)
         rows: list[tuple[int, str, Any]] = []
@@ -157,7 +150,7 @@ def _vectors_write(
         ):
             return []
         params = [
-            (product_id, model.pk, kind, _halfvec(vector), hashes[product_id])
+            (product_id, model.pk, kind, vector_literal(vector), hashes[product_id])
             for product_id, kind, vector in rows
             if product_id in alive
         ]

@@ -2,7 +2,7 @@
 
 30 products, 10 per colour (red, green, blue), each with a stored photo of its plain colour,
 spread over 3 categories, 2 brands, in and out of stock. Their vectors are computed once per
-test session by the real default model (the same `runtime.encode_items` the embedding task
+test session by the real default model (the same `Encoder.encode_all` the embedding task
 runs, on the same photo and `product_text`) and inserted again for each test, so every test
 starts from the same rows inside its own transaction; queries are encoded by that model too.
 """
@@ -94,10 +94,9 @@ def catalog_encode() -> EncodedCatalog:
     version = EmbeddingModel(key="default-v1", spec=DEFAULT_SPEC)
     encoder = runtime.encoder_for(version)
     products = [Product(**fields) for fields in CATALOG]
-    encoded = runtime.encode_items(
-        encoder,
-        images=[photo(fields["attributes"]["colour"].lower()) for fields in CATALOG],
-        texts=[product_text(product) for product in products],
+    encoded = encoder.encode_all(
+        [photo(fields["attributes"]["colour"].lower()) for fields in CATALOG],
+        [product_text(product) for product in products],
     )
     assert not encoded.failed and encoded.indices == list(range(len(CATALOG))), encoded.failed
     for array in (encoded.image, encoded.text, encoded.fused):

@@ -22,6 +22,7 @@ from embeddings.services.centroids import (
 from embeddings.services.sweep import embeddings_sweep
 from search import ranking, selectors
 from search.selectors import SearchFilters
+from search.vector_sql import vectors_of
 from search.vocabulary import vocabulary_rebuild
 from tests.search.catalog import KINDS, Catalog, EncodedCatalog, catalog_create
 
@@ -179,8 +180,8 @@ def test_text_search_weighs_the_mapped_and_the_text_rankings_and_reports_that_sc
     # Best-effort results, flagged: nothing in the catalog is named by the words.
     assert len(results.hits) == 60 and results.no_good_match is True
     ids = [p.pk for p in large_catalog.products.values()]
-    fused = selectors._vectors(model=model, kind="fused", product_ids=ids)
-    text = selectors._vectors(model=model, kind="text", product_ids=ids)
+    fused = vectors_of(model=model, kind="fused", product_ids=ids)
+    text = vectors_of(model=model, kind="text", product_ids=ids)
     weights = ranking.DEFAULT_WEIGHTS
     for hit in results.hits:
         pid = hit.product.pk

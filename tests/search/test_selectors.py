@@ -13,8 +13,10 @@ from catalog.models import Product
 from embeddings import runtime
 from embeddings.models import EmbeddingModel, ProductEmbedding
 from search import selectors
+from search.complete_the_look import complete_the_look
 from search.models import SearchCalibration
 from search.selectors import CropBox, SearchFilters
+from search.vector_sql import distance_sql, embedding_predicate, nearest_products, similarities
 from tests.search.catalog import (
     Catalog,
     EncodedCatalog,
@@ -123,7 +125,7 @@ def test_unrelated_words_get_best_effort_results_flagged_no_good_match(catalog: 
     before = search()  # no calibration yet: words naming nothing are flagged
     assert len(before.hits) == 10 and before.no_good_match is True
     best = max(
-        selectors._similarities(
+        similarities(
             model=catalog.model, kind="text",
             vector=runtime.encode_query_text("quantum flux capacitor", model=catalog.model),
             product_ids=[p.pk for p in catalog.products.values()],
@@ -293,7 +295,7 @@ def test_complete_the_look_groups_other_departments_lookbook_items_first(
     shirt = catalog.products["RED-0"]  # Garment Upper body > Shirt
     nearest = {
         group.category: [hit.product.sku for hit in group.hits]
-        for group in selectors.complete_the_look(product=shirt, limit_per_category=2)
+        for group in complete_the_look(product=shirt, limit_per_category=2)
     }
     assert set(nearest) == {"Shoes > Sneakers", "Garment Lower body > Trousers"}
     # The curated items below are not the model's nearest of their category.
@@ -302,7 +304,7 @@ def test_complete_the_look_groups_other_departments_lookbook_items_first(
     lookbook_create(slug="weekend", skus=["RED-0", "GREEN-2", "BLUE-1", "RED-3"])
     lookbook_create(slug="draft", skus=["RED-0", "BLUE-4"], published=False)
 
-    groups = selectors.complete_the_look(product=shirt, limit_per_category=2)
+    groups = complete_the_look(product=shirt, limit_per_category=2)
 
     categories = [group.category for group in groups]
     assert categories == ["Shoes > Sneakers", "Garment Lower body > Trousers"]  # curated order
@@ -358,7 +360,7 @@ def large_catalog(db: None) -> EmbeddingModel:
 def test_a_filtered_vector_search_still_returns_a_full_page(large_catalog: EmbeddingModel) -> None:
     query = unit(np.random.default_rng(1).normal(size=64).astype(np.float32))
 
-    rows = selectors.nearest_products(
+    rows = nearest_products(
         model=large_catalog,
         kind="fused",
         vector=query,
@@ -379,8 +381,8 @@ def test_the_vector_query_uses_the_partial_hnsw_index(large_catalog: EmbeddingMo
         cursor.execute(
             "EXPLAIN SELECT e.product_id FROM embeddings_productembedding e "  # noqa: S608
             "JOIN catalog_product p ON p.id = e.product_id "
-            f"WHERE {selectors._embedding_predicate(model, 'fused')} AND p.in_stock "
-            f"ORDER BY {selectors._distance_sql(model)} LIMIT 20",
+            f"WHERE {embedding_predicate(model, 'fused')} AND p.in_stock "
+            f"ORDER BY {distance_sql(model)} LIMIT 20",
             [literal],
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())

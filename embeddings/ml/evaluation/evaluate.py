@@ -31,7 +31,7 @@ import numpy.typing as npt
 from embeddings.ml.evaluation import metrics as m
 from embeddings.ml.evaluation.bootstrap import DEFAULT_RESAMPLES, MetricValue, bootstrap_ci
 from embeddings.ml.evaluation.catalogue import Catalogue, as_catalogue
-from embeddings.ml.evaluation.splits import CELLS, Cell, Split
+from embeddings.ml.evaluation.splits import CELLS, Split
 
 log = logging.getLogger(__name__)
 
@@ -221,57 +221,23 @@ def _trunk_outputs(encoder: Any, texts: Sequence[str], batch_size: int = 128) ->
 def _encode_one_pass(
     encoder: Any, paths: Sequence[str], texts: Sequence[str], batch_size: int = 64
 ) -> tuple[Vectors, Vectors, Vectors, dict[int, str]] | None:
-    """Image, text and fused vectors from one pass over the photos, or None if unsupported.
+    """Image, text and fused vectors (one row per item, zero where the photo failed) from
+    ``Encoder.encode_all``'s one pass over the photos, or None for an encoder without it.
 
-    Adapter over ``embeddings.ml``'s ``Encoder``: its ``model.forward_all`` returns all three
-    vectors at once (``encode_images`` + ``encode_items`` would run the image tower twice),
-    and it accepts precomputed text-trunk outputs (see ``_TRUNK_CACHE``).
+    The text trunk's outputs come from ``_TRUNK_CACHE`` (fine-tuned variants of one base
+    share its frozen trunk).
     """
-    model = getattr(encoder, "model", None)
-    if model is None or not hasattr(model, "forward_all") or not hasattr(encoder, "preprocess"):
+    encode_all = getattr(encoder, "encode_all", None)
+    if encode_all is None or not hasattr(getattr(encoder, "model", None), "text_trunk"):
         return None
-    from concurrent.futures import ThreadPoolExecutor
-
-    import torch
-
-    from embeddings.ml.images import decode_image, normalize_batch
-    from embeddings.ml.model import TextTrunkOut
-
-    pre = encoder.preprocess
-    device = getattr(encoder, "device", "cpu")
-
-    def decode(path: str) -> npt.NDArray[np.uint8] | str:
-        try:
-            return decode_image(path, pre.image_size, pre.resize_mode)
-        except Exception as exc:  # a broken photo is a per-item failure, as in Encoder
-            return f"{type(exc).__name__}: {exc}"
-
+    out = encode_all(
+        paths, texts, text_trunk=lambda chunk: _trunk_outputs(encoder, chunk), batch_size=batch_size
+    )
     n, dim = len(paths), int(encoder.dim)
-    image, text, fused = (np.zeros((n, dim), np.float32) for _ in range(3))
-    failed: dict[int, str] = {}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, n, batch_size):
-            idx = list(range(start, min(start + batch_size, n)))
-            decoded = list(pool.map(decode, [paths[i] for i in idx]))
-            for i, d in zip(idx, decoded, strict=True):
-                if isinstance(d, str):
-                    failed[i] = d
-            ok = [i for i in idx if i not in failed]
-            if not ok:
-                continue
-            arrays = [d for d in decoded if not isinstance(d, str)]
-            pixels = normalize_batch(torch.from_numpy(np.stack(arrays)).to(device), pre)
-            trunk = _trunk_outputs(encoder, [texts[i] for i in ok])
-            trunk = TextTrunkOut(*(t.to(device) for t in trunk))
-            with torch.inference_mode():
-                out = model.forward_all(pixels, trunk)
-            image[ok] = out["image"].float().cpu().numpy()
-            text[ok] = out["text"].float().cpu().numpy()
-            fused[ok] = out["fused"].float().cpu().numpy()
-    missing = [i for i in range(n) if i in failed]
-    if missing:  # texts of items whose photo failed still have a text vector
-        text[missing] = _as_array(encoder.encode_texts([texts[i] for i in missing]))
-    return image, text, fused, failed
+    image, fused = np.zeros((n, dim), np.float32), np.zeros((n, dim), np.float32)
+    image[out.indices] = out.image
+    fused[out.indices] = out.fused
+    return image, _as_array(out.text), fused, dict(out.failed)
 
 
 def encode_catalogue(
@@ -592,9 +558,3 @@ def evaluate(
         n_failed=len(encoded.failed),
         seconds=time.monotonic() - started,
     )
-
-
-def cells_of(result: EvaluationResult) -> tuple[Cell, ...]:
-    """The cells present in a result, in report order."""
-    present = {c for cells in result.metrics.values() for c in cells}
-    return tuple(c for c in CELLS if c in present)
