@@ -175,25 +175,35 @@ def _require(path: Path, *names: str) -> None:
             raise DatasetError(f"{path / name} not found (is {path} the dataset directory?)")
 
 
-def clothing_text(label: str, kids: bool) -> str:
-    """Return the item text for a clothing row: its only text is the label (+ kids)."""
+def clothing_text(label: str, kids: bool, colour: str | None = None) -> str:
+    """Return the item text for a clothing row: the label (+ kids, + a colour word)."""
     noun = {"Not sure": "clothing item", "Skip": "clothing item", "Other": "clothing item"}.get(
         label, label.lower()
     )
-    return f"a photo of {'a kids ' if kids else 'a '}{noun}"
+    words = " ".join(w for w in ("kids" if kids else "", colour or "", noun) if w)
+    return f"a photo of a {words}"
 
 
-def load_clothing(path: Path) -> ItemDataset:
-    """Return the clothing set: each sender's photos form a lookbook (a board), CC0."""
+def load_clothing(path: Path, colour_words: bool = False) -> ItemDataset:
+    """Return the clothing set: each sender's photos form a lookbook (a board), CC0.
+
+    With `colour_words`, each item's text also names the garment's colour as read off its
+    photo (`embeddings.ml.colour_names`; about 5 ms a photo): the set has no colour text.
+    """
     _require(path, "images.csv", "images")
     items, boards = [], defaultdict(list)
+    if colour_words:
+        from embeddings.ml.colour_names import garment_colour
     with (path / "images.csv").open(newline="") as f:
         for row in csv.DictReader(f):
             kids = row["kids"].strip().lower() == "true"
+            colour = (
+                garment_colour(path / "images" / f"{row['image']}.jpg") if colour_words else None
+            )
             item = Item(
                 item_id=row["image"],
                 image_path=f"{row['image']}.jpg",
-                text=clothing_text(row["label"], kids),
+                text=clothing_text(row["label"], kids, colour),
                 category=None if row["label"] in ("Skip", "Not sure") else row["label"],
             )
             items.append(item)

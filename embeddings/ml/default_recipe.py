@@ -88,7 +88,7 @@ RECIPES = {1: DEFAULT_CONFIG, 2: DEFAULT_V2_CONFIG}
 def train_default(data: Path, out: Path, version: int = 2, **overrides: object) -> Path:
     """Train default model `version` from the clothing set at `data` into `out`; return it."""
     t0 = time.time()
-    ds = load_clothing(data)
+    ds = load_clothing(data, colour_words=version >= 2)  # v1 was trained without them
     train_ds, held = ds.split_by_lookbook(
         HOLDOUT_FRACTION, seed=0, max_lookbook_share=MAX_SENDER_SHARE
     )

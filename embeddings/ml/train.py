@@ -376,7 +376,7 @@ def run_training(
     files = [dataset.image_file(it) for it in items]
     if _use_features(config, model):
         say(f"caching frozen image features: {len(items)} images x {config.feature_views} views")
-        features = _tower_features(config, loaded, files, report)
+        features = _tower_features(config, loaded, files, say)
         images = None
         failed = features.failed
         items = [items[i] for i in features.ok]

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from embeddings.ml import DEFAULT_MODEL_FOLDERS, DEFAULT_MODEL_VERSION
 from tests.support.processes import BASE_DIR
 from webapp import embedded
 
@@ -56,8 +57,8 @@ def _vector_count(connection: psycopg.Connection[Any], sku: str) -> int:
 def test_a_fresh_stack_activates_the_default_model_and_embeds_imports_by_itself(
     datasets_dir: Path, tmp_path: Path
 ) -> None:
-    if not (BASE_DIR / "embeddings" / "default_model" / "model.safetensors").is_file():
-        pytest.skip("the bundled default model is not installed")
+    weights = BASE_DIR / "embeddings" / DEFAULT_MODEL_FOLDERS[DEFAULT_MODEL_VERSION]
+    assert (weights / "model.safetensors").is_file(), "the bundled default model is missing"
     data_dir, port = tmp_path / "data", _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
     env["VITRINE_DATA_DIR"] = str(data_dir)

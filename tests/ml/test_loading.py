@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embeddings.ml import DEFAULT_MODEL_FOLDERS, DEFAULT_MODEL_VERSION
 from embeddings.ml.errors import ModelLoadError
 from tests.ml.conftest import REPO, TINY_CFG
 
@@ -227,7 +228,9 @@ def test_pretrained_tag_without_network_says_so(
 
 
 # ---- the bundled default model ---------------------------------------------------------------
-DEFAULT_WEIGHTS = REPO / "embeddings" / "default_model" / "model.safetensors"
+DEFAULT_WEIGHTS = (
+    REPO / "embeddings" / DEFAULT_MODEL_FOLDERS[DEFAULT_MODEL_VERSION] / "model.safetensors"
+)
 needs_default = pytest.mark.skipif(
     not DEFAULT_WEIGHTS.is_file(), reason="default model not trained yet"
 )
