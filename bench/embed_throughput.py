@@ -62,7 +62,8 @@ def _spec(workdir: Path) -> tuple[str, str]:
     if (BASE_DIR / "embeddings" / "default_model_v2" / "model.safetensors").is_file():
         return "default", "bundled default model (trained weights)"
     from embeddings.ml.loading import save_checkpoint
-    from embeddings.ml.train import TrainConfig, new_model
+    from embeddings.ml.train import new_model
+    from embeddings.ml.train_config import TrainConfig
 
     loaded = new_model(TrainConfig())  # the default recipe's architecture
     out = save_checkpoint(loaded.model, loaded.config, workdir / "default-arch", "bench\n")

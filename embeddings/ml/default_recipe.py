@@ -30,7 +30,8 @@ from pathlib import Path
 
 from embeddings.ml.data import load_clothing
 from embeddings.ml.model import FusionConfig
-from embeddings.ml.train import TrainConfig, run_training
+from embeddings.ml.train import run_training
+from embeddings.ml.train_config import TrainConfig
 
 HOLDOUT_FRACTION = 0.15  # of the photos, as whole senders
 MAX_SENDER_SHARE = 0.03  # senders with more photos than this stay in training
@@ -105,7 +106,7 @@ def rewrite_card(
     out: Path, wall_seconds: float | None = None, appendix: str = "", version: int = 2
 ) -> Path:
     """Re-render out/MODEL_CARD.md from out/config.json with the results summary on top."""
-    from embeddings.ml.train import render_model_card
+    from embeddings.ml.model_card import render_model_card
 
     cfg = json.loads((out / "config.json").read_text())
     tr = cfg["training"]

@@ -142,7 +142,7 @@ def _compute(
     workers: int,
     progress: ProgressFn | None,
 ) -> TowerFeatures:
-    from embeddings.ml.train import augment, center
+    from embeddings.ml.train_data import augment, center
 
     was_training = model.training
     model.eval()

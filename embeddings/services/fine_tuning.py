@@ -38,7 +38,8 @@ def embedding_model_train(
     from django.conf import settings
 
     from embeddings.ml.evaluation.experiment import training_dataset
-    from embeddings.ml.train import TrainConfig, train
+    from embeddings.ml.train import train
+    from embeddings.ml.train_config import TrainConfig
 
     say = report or (lambda line: log.info("%s", line))
     say("reading the catalog's products, lookbooks and variant groups")

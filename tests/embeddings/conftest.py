@@ -34,7 +34,8 @@ from webapp.celery import app as celery_app
 def _write_checkpoint(out: Path, seed: int) -> Path:
     from embeddings.ml.loading import save_checkpoint
     from embeddings.ml.model import FusionConfig
-    from embeddings.ml.train import TrainConfig, new_model
+    from embeddings.ml.train import new_model
+    from embeddings.ml.train_config import TrainConfig
 
     config = TrainConfig(
         init="new:resnet10t",

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from embeddings.ml.data import Item, ItemDataset
-from embeddings.ml.train import TrainConfig, run_training, train
+from embeddings.ml.train import run_training, train
+from embeddings.ml.train_config import TrainConfig
 from tests.ml.conftest import make_photo
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}

@@ -210,7 +210,8 @@ def _same_recipe(stored: dict[str, Any], config: Any) -> bool:
 def _train_variant(
     cfg: ExperimentConfig, train_ds: Any, label: str, w_neighbour: float, w_category: float
 ) -> tuple[str, dict[str, Any]]:
-    from embeddings.ml.train import TrainConfig, run_training
+    from embeddings.ml.train import run_training
+    from embeddings.ml.train_config import TrainConfig
 
     out_dir = cfg.work_dir / label
     tc = TrainConfig(
