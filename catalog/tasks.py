@@ -8,7 +8,7 @@ already stored are skipped on the retry.
 
 from __future__ import annotations
 
-from celery import Task, current_app, shared_task
+from celery import Task, shared_task
 
 from catalog.services import chunks, images, jobs
 
@@ -64,10 +64,3 @@ def import_sweep(*, stale_after_seconds: int = chunks.STALE_AFTER_SECONDS) -> di
     for job_id in found.finalize:
         import_job_finalize.delay(job_id=job_id)
     return {"parse": len(found.parse), "chunks": len(found.chunks), "finalize": len(found.finalize)}
-
-
-# Beat runs the sweeper every minute; it only re-queues work older than its threshold.
-current_app.conf.beat_schedule = {
-    **(current_app.conf.beat_schedule or {}),
-    "catalog-import-sweep": {"task": "catalog.tasks.import_sweep", "schedule": 60.0},
-}
