@@ -31,7 +31,8 @@ from embeddings.models import EmbeddingModel
 from embeddings.services.indexes import embedding_model_indexes_drop
 from search.models import ApiKey
 from search.services import api_key_create
-from tests.search.catalog import Catalog, EncodedCatalog, catalog_create, photo
+from tests.factories import photo_colour
+from tests.search.catalog import Catalog, EncodedCatalog, catalog_create
 
 PACKAGE = "vitrine_client"
 # The generator's own config: a package name of ours instead of one derived from the title.
@@ -256,7 +257,7 @@ def test_generated_client_searches_by_text_photo_and_similar_items(
 
     # A JPEG file on disk, uploaded as a shopper's photo would be.
     path = tmp_path / "red-photo.jpg"
-    path.write_bytes(photo("red", size=128, fmt="JPEG"))
+    path.write_bytes(photo_colour("red", size=128, fmt="JPEG"))
     with path.open("rb") as file:
         upload = generated.types.File(payload=file, file_name=path.name, mime_type="image/jpeg")
         by_photo = generated.search_image.sync(

@@ -247,10 +247,10 @@ def test_the_single_pass_item_encoder_matches_the_three_public_calls(
     checkpoints: dict[str, str],
 ) -> None:
     from embeddings import runtime
-    from tests.embeddings.conftest import jpeg
+    from tests.factories import photo_noise
 
     encoder = runtime.encoder_load(checkpoints["a"])
-    images = [jpeg(seed) for seed in range(5)] + [b"not an image"]
+    images = [photo_noise(seed) for seed in range(5)] + [b"not an image"]
     texts = [f"cotton dress number {n}" for n in range(6)]
 
     assert hasattr(encoder.model, "forward_all")

@@ -28,7 +28,8 @@ from embeddings.services.lifecycle import embedding_model_activate, embedding_mo
 from embeddings.services.queue import products_embed_enqueue
 from embeddings.services.registry import embedding_model_register
 from embeddings.services.vectors import products_embed
-from tests.embeddings.conftest import ProductFactory, hm_slice, jpeg, prepare_here, wait_for
+from tests.embeddings.conftest import ProductFactory, hm_slice, prepare_here, wait_for
+from tests.factories import photo_noise
 from tests.support.processes import BASE_DIR, WorkerProcess, subprocess_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -257,7 +258,7 @@ def test_query_encoders_reject_unreadable_photos(checkpoints: dict[str, str]) ->
     from embeddings import runtime
 
     model = prepare_here(spec=checkpoints["a"], key="blue")
-    assert runtime.encode_query_image(jpeg(1), model=model).shape == (32,)
+    assert runtime.encode_query_image(photo_noise(1), model=model).shape == (32,)
     assert runtime.encode_query_text("red dress", model=model).shape == (32,)
     with pytest.raises(ValueError, match="unreadable image"):
         runtime.encode_query_image(b"<html>", model=model)

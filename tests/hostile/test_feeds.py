@@ -18,7 +18,8 @@ from catalog.models import ImportChunk, ImportJob, ImportRowError, Product
 from catalog.services.chunks import MAX_CHUNK_ATTEMPTS, import_chunk_process, import_sweep
 from catalog.services.inline import import_job_run_inline
 from catalog.services.jobs import import_job_finalize, import_job_parse
-from tests.ingest.conftest import LocalServer, make_jpeg
+from tests.factories import photo_plain
+from tests.ingest.conftest import LocalServer
 from tests.support.hostile import deep_json
 
 pytestmark = pytest.mark.django_db
@@ -44,7 +45,7 @@ def admin_client(db: None) -> APIClient:
 
 @pytest.fixture
 def image(http_server: LocalServer) -> str:
-    http_server.add_file("/a.jpg", make_jpeg())
+    http_server.add_file("/a.jpg", photo_plain())
     return f"http://localhost:{http_server.port}/a.jpg"
 
 

@@ -14,7 +14,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from catalog.models import ImportJob, ImportRowError, Product
-from tests.ingest.conftest import LocalServer, make_jpeg
+from tests.factories import photo_plain
+from tests.ingest.conftest import LocalServer
 from tests.support.processes import WorkerProcess
 
 ADD_URL = "/admin/catalog/importjob/add/"
@@ -73,7 +74,7 @@ def counts(html: str) -> dict[str, int]:
 def test_the_upload_form_queues_a_job_that_a_worker_runs_to_the_right_counts(
     celery_worker_process: WorkerProcess, http_server: LocalServer, staff_client: Client
 ) -> None:
-    http_server.add_file("/a.jpg", make_jpeg())
+    http_server.add_file("/a.jpg", photo_plain())
     image = f"http://localhost:{http_server.port}/a.jpg"
     upload = feed_file(
         [
@@ -186,7 +187,7 @@ def test_staff_without_the_import_permissions_are_refused(db: None) -> None:
 
 
 def png_named_csv() -> SimpleUploadedFile:
-    return SimpleUploadedFile("feed.csv", make_jpeg(), content_type="text/csv")
+    return SimpleUploadedFile("feed.csv", photo_plain(), content_type="text/csv")
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from catalog.services.images import (
     product_images_process,
     product_images_save,
 )
-from tests.ingest.conftest import make_jpeg
+from tests.factories import photo_plain
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,7 @@ def pending_image(sku: str, source: str = "img/a.jpg") -> ProductImage:
 
 
 def ready(image: ProductImage, color: tuple[int, int, int] = (10, 20, 30)) -> Any:
-    normalised = normalise_image(make_jpeg(color=color))
+    normalised = normalise_image(photo_plain(color=color))
     return PreparedImage(
         image.pk, image.source_url, ImageOutcome("ready"), normalised,
         stored=image_store(normalised),
@@ -90,7 +90,7 @@ def test_processing_stops_when_the_lease_is_lost_and_keeps_what_finished(tmp_pat
     folder.mkdir()
     images = []
     for i in range(30):
-        (folder / f"{i}.jpg").write_bytes(make_jpeg(color=(i, 0, 0)))
+        (folder / f"{i}.jpg").write_bytes(photo_plain(color=(i, 0, 0)))
         images.append(pending_image(f"S{i}", f"{i}.jpg"))
     calls = 0
 

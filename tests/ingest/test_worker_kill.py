@@ -14,7 +14,7 @@ from django.conf import settings
 from catalog import tasks
 from catalog.models import ImportChunk, ImportJob, ImportRowError, Product, ProductImage
 from catalog.services.jobs import import_job_create
-from tests.ingest.conftest import make_jpeg
+from tests.factories import photo_plain
 from tests.support.processes import WorkerProcess
 
 ROWS = 1200  # three chunks of 500/500/200
@@ -64,7 +64,7 @@ def _kill_a_worker_mid_import(tmp_path: Path) -> None:
     for i in range(ROWS):
         # Distinct pixels per product, so each stored file is a distinct image.
         (folder / "img" / f"{i}.jpg").write_bytes(
-            make_jpeg((64, 64), (i % 256, (i // 256) * 40, 77))
+            photo_plain((64, 64), (i % 256, (i // 256) * 40, 77))
         )
         price = "not-a-price" if i % 100 == 7 else f"{i}.50 EUR"
         image = "img/missing.jpg" if i % 100 == 9 else f"img/{i}.jpg"

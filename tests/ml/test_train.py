@@ -11,7 +11,7 @@ import pytest
 from embeddings.ml.data import Item, ItemDataset
 from embeddings.ml.train import run_training, train
 from embeddings.ml.train_config import TrainConfig
-from tests.ml.conftest import make_photo
+from tests.factories import photo_marked
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 
@@ -24,7 +24,7 @@ def catalogue(tmp_path: Path) -> ItemDataset:
         for k in range(4):
             path = tmp_path / "img" / f"{name}{k}.jpg"
             path.parent.mkdir(exist_ok=True)
-            make_photo(path, (max(0, r - 20 * k), max(0, g - 20 * k), max(0, b - 20 * k)))
+            photo_marked(path, (max(0, r - 20 * k), max(0, g - 20 * k), max(0, b - 20 * k)))
             items.append(Item(f"{name}{k}", path.name, f"a {name} thing number {k}", name))
     lookbooks = {name: [f"{name}{k}" for k in range(4)] for name in COLOURS}
     return ItemDataset("toy", items, lookbooks, image_root=tmp_path / "img")

@@ -10,7 +10,6 @@ starts from the same rows inside its own transaction; queries are encoded by tha
 from __future__ import annotations
 
 import functools
-import io
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -19,7 +18,6 @@ import numpy as np
 from django.core.files.base import ContentFile
 from django.db import connection
 from django.utils import timezone
-from PIL import Image
 
 from catalog.models import Lookbook, LookbookItem, Product, ProductImage
 from embeddings import runtime
@@ -29,25 +27,15 @@ from embeddings.services.indexes import embedding_model_indexes_create
 from embeddings.services.registry import DEFAULT_SPEC
 from embeddings.services.vectors import product_text
 from search.vocabulary import vocabulary_rebuild
+from tests.factories import photo_colour
 
 COLOURS = ("red", "green", "blue")
-RGB = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
 BRANDS = ("Acme", "Zenith")
 CATEGORIES = (
     "Garment Upper body > Shirt",
     "Garment Lower body > Trousers",
     "Shoes > Sneakers",
 )
-
-
-def photo(colour: str | tuple[str, str], *, size: int = 64, fmt: str = "PNG") -> bytes:
-    """A plain photo of one colour, or two (left half, right half)."""
-    left, right = (colour, colour) if isinstance(colour, str) else colour
-    image = Image.new("RGB", (size, size), RGB[left])
-    image.paste(Image.new("RGB", (size // 2, size), RGB[right]), (size // 2, 0))
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
 
 
 def product_fields(colour: str, index: int) -> dict[str, Any]:
@@ -95,7 +83,7 @@ def catalog_encode() -> EncodedCatalog:
     encoder = runtime.encoder_for(version)
     products = [Product(**fields) for fields in CATALOG]
     encoded = encoder.encode_all(
-        [photo(fields["attributes"]["colour"].lower()) for fields in CATALOG],
+        [photo_colour(fields["attributes"]["colour"].lower()) for fields in CATALOG],
         [product_text(product) for product in products],
     )
     assert not encoded.failed and encoded.indices == list(range(len(CATALOG))), encoded.failed
@@ -168,7 +156,7 @@ def catalog_create(*, encoded: EncodedCatalog, centroids: bool = True) -> Catalo
         product = Product.objects.create(**fields)
         image = ProductImage(product=product, position=0, status=ProductImage.Status.READY)
         colour = fields["attributes"]["colour"].lower()
-        image.image.save(f"{product.sku}.png", ContentFile(photo(colour)), save=False)
+        image.image.save(f"{product.sku}.png", ContentFile(photo_colour(colour)), save=False)
         image.save()
         products[product.sku] = product
     ProductEmbedding.objects.bulk_create(

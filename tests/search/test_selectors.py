@@ -17,12 +17,12 @@ from search.complete_the_look import complete_the_look
 from search.models import SearchCalibration
 from search.selectors import CropBox, SearchFilters
 from search.vector_sql import distance_sql, embedding_predicate, nearest_products, similarities
+from tests.factories import photo_colour
 from tests.search.catalog import (
     Catalog,
     EncodedCatalog,
     embedding_model_active_create,
     lookbook_create,
-    photo,
 )
 
 pytestmark = pytest.mark.django_db
@@ -154,7 +154,7 @@ def test_a_photo_threshold_above_every_score_flags_the_results_but_keeps_them(
     catalog: Catalog,
 ) -> None:
     def search() -> selectors.SearchResults:
-        photo_ = photo(("red", "blue"))
+        photo_ = photo_colour(("red", "blue"))
         return selectors.search_by_image(
             image=photo_, crop=None, filters=SearchFilters(), limit=30, diversify=False
         )
@@ -175,10 +175,10 @@ def test_a_photo_threshold_above_every_score_flags_the_results_but_keeps_them(
 
 def test_a_photo_with_words_puts_look_alikes_that_match_the_words_first(catalog: Catalog) -> None:
     alone = selectors.search_by_image(
-        image=photo("red"), crop=None, filters=SearchFilters(), limit=30, diversify=False
+        image=photo_colour("red"), crop=None, filters=SearchFilters(), limit=30, diversify=False
     )
     in_blue = selectors.search_by_image(
-        image=photo("red"), crop=None, filters=SearchFilters(), limit=30, diversify=False,
+        image=photo_colour("red"), crop=None, filters=SearchFilters(), limit=30, diversify=False,
         query="this, in blue",
     )  # fmt: skip
 
@@ -224,17 +224,17 @@ def test_filters_apply_inside_the_vector_query(catalog: Catalog) -> None:
 def test_image_search_finds_the_photo_colour_and_a_crop_narrows_it(catalog: Catalog) -> None:
     # Every product's photo is one plain colour; the query photos are encoded by the same model.
     whole = selectors.search_by_image(
-        image=photo("green"), crop=None, filters=SearchFilters(), limit=5, diversify=False
+        image=photo_colour("green"), crop=None, filters=SearchFilters(), limit=5, diversify=False
     )
     left = selectors.search_by_image(
-        image=photo(("red", "blue")),
+        image=photo_colour(("red", "blue")),
         filters=SearchFilters(),
         crop=CropBox(0.0, 0.0, 0.5, 1.0),
         limit=5,
         diversify=False,
     )
     right = selectors.search_by_image(
-        image=photo(("red", "blue")),
+        image=photo_colour(("red", "blue")),
         filters=SearchFilters(),
         crop=CropBox(0.5, 0.0, 1.0, 1.0),
         limit=5,
@@ -249,7 +249,7 @@ def test_image_search_finds_the_photo_colour_and_a_crop_narrows_it(catalog: Cata
 def test_image_search_without_an_active_model_is_unavailable(db: None) -> None:
     with pytest.raises(selectors.SearchUnavailable):
         selectors.search_by_image(
-            image=photo("red"), crop=None, filters=SearchFilters(), limit=5, diversify=False
+            image=photo_colour("red"), crop=None, filters=SearchFilters(), limit=5, diversify=False
         )
 
 
