@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from catalog.models import Product
+from embeddings.models import EmbeddingModel
 from search import ranking, selectors
 from search.models import SearchCalibration, VocabularyTerm
 from search.vector_sql import nearest_products, product_vector
@@ -139,7 +140,7 @@ def catalog_queries(*, sample: int = SAMPLE_PRODUCTS, seed: int = 0) -> list[Jud
 
 
 def evaluate(
-    queries: Sequence[JudgedQuery], *, model: Any, pool: int = selectors.CANDIDATE_POOL
+    queries: Sequence[JudgedQuery], *, model: EmbeddingModel, pool: int = selectors.CANDIDATE_POOL
 ) -> list[Evaluated]:
     """Run each query through text search's candidates and signals, judge each candidate."""
     evaluated: list[Evaluated] = []
@@ -258,7 +259,7 @@ def synthetic_photos(count: int, *, seed: int) -> list[bytes]:
     return photos
 
 
-def _catalog_photo_best(*, model: Any, sample: int, seed: int) -> list[float]:
+def _catalog_photo_best(*, model: EmbeddingModel, sample: int, seed: int) -> list[float]:
     """Best image cosine of sampled catalog photos to another product (not a variant)."""
     rng = random.Random(seed)  # noqa: S311 (a reproducible sample, not a secret)
     ids = list(
@@ -283,7 +284,9 @@ def _catalog_photo_best(*, model: Any, sample: int, seed: int) -> list[float]:
     return best
 
 
-def image_threshold_fit(*, model: Any, seed: int = 0) -> tuple[float | None, dict[str, Any]]:
+def image_threshold_fit(
+    *, model: EmbeddingModel, seed: int = 0
+) -> tuple[float | None, dict[str, Any]]:
     """A photo threshold when one separates the catalog's photos from unrelated ones."""
     genuine = np.array(_catalog_photo_best(model=model, sample=100, seed=seed), dtype=np.float32)
     unrelated = []
@@ -316,7 +319,7 @@ def image_threshold_fit(*, model: Any, seed: int = 0) -> tuple[float | None, dic
 
 def search_calibration_fit(
     *,
-    model: Any,
+    model: EmbeddingModel,
     queries: Sequence[JudgedQuery] | None = None,
     unrelated: Sequence[str] | None = None,
     seed: int = 0,
@@ -367,7 +370,7 @@ def search_calibration_fit(
     return calibration
 
 
-def search_calibration_due(*, model: Any) -> bool:
+def search_calibration_due(*, model: EmbeddingModel) -> bool:
     """True when `model` has no calibration, or the catalog's size moved by 10% since."""
     latest = selectors.search_calibration_current(model=model)
     if latest is None:

@@ -27,6 +27,7 @@ import numpy as np
 from django.db import connection
 
 from catalog.document import RANK_WEIGHTS, SEARCH_CONFIG
+from embeddings.models import EmbeddingModel
 from search.understanding import Concept, Understanding
 
 SIGNALS = ("terms", "words", "meaning", "looks")
@@ -190,7 +191,7 @@ def text_signals(
     *,
     understood: Understanding,
     product_ids: Sequence[int],
-    model: Any | None,
+    model: EmbeddingModel | None,
     meaning: np.ndarray | None,
     looks: np.ndarray | None,
     similarities: Callable[..., dict[int, float]],

@@ -20,9 +20,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from catalog.models import Product
+from embeddings.models import EmbeddingModel
 from search.diversity import mmr_order
 from search.experiments.context import arm_diversify, arm_model
-from search.models import PHOTO_ID_RE, QueryPhoto
+from search.models import PHOTO_ID_RE, QueryPhoto, SearchCalibration
 from search.vector_sql import (
     filter_sql,
     nearest_products,
@@ -124,14 +125,14 @@ def query_photo_read(*, photo_id: str) -> bytes | None:
 
 
 # --- Vector search --------------------------------------------------------------------------
-def model_answering() -> Any | None:
+def model_answering() -> EmbeddingModel | None:
     """The version that answers: the A/B arm's when an experiment applies, else the active."""
     from embeddings.selectors import embedding_model_active
 
     return arm_model() or embedding_model_active()
 
 
-def query_image_vector(data: bytes, *, model: Any) -> np.ndarray:
+def query_image_vector(data: bytes, *, model: EmbeddingModel) -> np.ndarray:
     """The photo's vector by `model` (float32, L2-normalised)."""
     # Imported here: the runtime loads torch on first use, never when the web app starts.
     from embeddings import runtime
@@ -139,14 +140,14 @@ def query_image_vector(data: bytes, *, model: Any) -> np.ndarray:
     return np.asarray(runtime.encode_query_image(data, model=model), dtype=np.float32)
 
 
-def query_text_vector(text: str, *, model: Any) -> np.ndarray:
+def query_text_vector(text: str, *, model: EmbeddingModel) -> np.ndarray:
     """The words' own text vector by `model` (float32, L2-normalised)."""
     from embeddings import runtime
 
     return np.asarray(runtime.encode_query_text(text, model=model), dtype=np.float32)
 
 
-def text_query_vector(*, model: Any, vector: np.ndarray) -> np.ndarray:
+def text_query_vector(*, model: EmbeddingModel, vector: np.ndarray) -> np.ndarray:
     """Where a product described by the shopper's words would sit among the fused vectors:
     the words' vector through the version's text query map (`embeddings.text_map`, fitted
     on the catalog); `vector` itself while none is fitted (a catalog of a few products).
@@ -211,7 +212,7 @@ def _sorted(ranked: list[tuple[int, float]], *, sort: str) -> list[tuple[int, fl
 
 def _results(
     *,
-    model: Any,
+    model: EmbeddingModel,
     ranked: list[tuple[int, float]],
     limit: int,
     offset: int = 0,
@@ -266,10 +267,8 @@ def crop_image(*, image: bytes, crop: CropBox) -> bytes:
     return buffer.getvalue()
 
 
-def search_calibration_current(*, model: Any) -> Any | None:
+def search_calibration_current(*, model: EmbeddingModel) -> SearchCalibration | None:
     """The newest `SearchCalibration` of this model version, or None before the first."""
-    from search.models import SearchCalibration
-
     return SearchCalibration.objects.filter(model_id=model.pk).order_by("-created_at").first()
 
 
@@ -354,7 +353,7 @@ def text_search_signals(
     query: str,
     filters: SearchFilters,
     pool: int,
-    model: Any | None,
+    model: EmbeddingModel | None,
     removed_terms: Sequence[str] = (),
 ) -> tuple[Any, Any]:
     """What text search ranks by: the words' understanding and the four signals of every

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from catalog.selectors import ProductFilters
+from embeddings.models import EmbeddingModel
 from embeddings.sql import vector_literal
 
 #: The contract's vector table (`embeddings.models.ProductEmbedding`).
@@ -52,12 +53,14 @@ def filter_sql(filters: ProductFilters) -> tuple[str, list[Any]]:
     return "".join(f" AND {clause}" for clause in clauses), params
 
 
-def distance_sql(model: Any) -> str:
+def distance_sql(model: EmbeddingModel) -> str:
+    # A version answers only once prepared, and preparing records its dimension.
+    assert model.dimension is not None, f"{model.key} has no dimension yet"
     dim = int(model.dimension)
     return f"(e.vector::halfvec({dim})) <=> %s::halfvec({dim})"
 
 
-def embedding_predicate(model: Any, kind: str) -> str:
+def embedding_predicate(model: EmbeddingModel, kind: str) -> str:
     # Literals, not parameters: the planner must see them to match the partial index.
     assert kind in {"image", "text", "fused"}
     return f"e.model_id = {int(model.pk)} AND e.kind = '{kind}'"
@@ -75,7 +78,7 @@ def vector_scan_prepare(cursor: Any, *, limit: int) -> None:
 
 def nearest_products(
     *,
-    model: Any,
+    model: EmbeddingModel,
     kind: str,
     vector: np.ndarray,
     filters: ProductFilters,
@@ -116,7 +119,7 @@ def nearest_products(
 
 
 def similarities(
-    *, model: Any, kind: str, vector: np.ndarray, product_ids: Iterable[int]
+    *, model: EmbeddingModel, kind: str, vector: np.ndarray, product_ids: Iterable[int]
 ) -> dict[int, float]:
     """Cosine similarity of `vector` to each product's vector of `kind` (when it has one)."""
     ids = list(product_ids)
@@ -131,7 +134,9 @@ def similarities(
         return {int(pid): 1.0 - float(distance) for pid, distance in cursor.fetchall()}
 
 
-def vectors_of(*, model: Any, kind: str, product_ids: Sequence[int]) -> dict[int, np.ndarray]:
+def vectors_of(
+    *, model: EmbeddingModel, kind: str, product_ids: Sequence[int]
+) -> dict[int, np.ndarray]:
     """The stored vectors of `kind` for these products, as float32 arrays."""
     if not product_ids:
         return {}
@@ -148,5 +153,5 @@ def vectors_of(*, model: Any, kind: str, product_ids: Sequence[int]) -> dict[int
         }
 
 
-def product_vector(*, model: Any, kind: str, product_id: int) -> np.ndarray | None:
+def product_vector(*, model: EmbeddingModel, kind: str, product_id: int) -> np.ndarray | None:
     return vectors_of(model=model, kind=kind, product_ids=[product_id]).get(product_id)

@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from catalog.models import Lookbook, LookbookItem, Product
 from embeddings import runtime
 from embeddings.ml.regions import Box, suppress_overlaps
+from embeddings.models import EmbeddingModel
 from embeddings.sql import vector_literal
 from search.scene_ranking import (
     LookbookGraph,
@@ -101,7 +102,7 @@ def scene_search(*, image: bytes, limit: int, weights: SceneWeights | None = Non
 
 
 def _region_matches(
-    *, model: Any, boxes: list[tuple[float, float, float, float]], vectors: np.ndarray
+    *, model: EmbeddingModel, boxes: list[tuple[float, float, float, float]], vectors: np.ndarray
 ) -> list[RegionMatches]:
     """Each window's nearest products by image vector: one statement, one index walk each.
 
@@ -134,7 +135,7 @@ def _region_matches(
     return [RegionMatches(box=box, matches=m) for box, m in zip(boxes, matches, strict=True)]
 
 
-def _lookalike_lookbooks(*, model: Any, vector: np.ndarray) -> list[LookbookNeighbour]:
+def _lookalike_lookbooks(*, model: EmbeddingModel, vector: np.ndarray) -> list[LookbookNeighbour]:
     """Published lookbooks whose cover photo is nearest to the scene (exact: they are few)."""
     dim = int(model.dimension)
     sql = f"""
