@@ -310,7 +310,7 @@ class Encoder:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return normalised (image, text, fused) vectors (B, D) of uint8 pixels + texts.
 
-        One run of each graph for all three kinds (catalogue items need all three).
+        One run of each graph for all three kinds (catalog items need all three).
         """
         assert self.ort is not None
         img_emb, img_tokens = self.ort.image(self._ort_pixels(pixels))

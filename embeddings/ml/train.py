@@ -1,4 +1,4 @@
-"""Fine-tune (or train) a PinCLIP model on a catalogue: `train(config, dataset, out_dir)`.
+"""Fine-tune (or train) a PinCLIP model on a catalog: `train(config, dataset, out_dir)`.
 
 Objectives (each weighted in `TrainConfig`, weight 0 switches it off):
 1. symmetric image-text InfoNCE with the backbone's learned temperature;

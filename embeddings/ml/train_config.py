@@ -22,7 +22,7 @@ class TrainConfig:
     #                              or "packaged:<tower>" (pretrained image tower, same text)
     image_size: int = 128  # "new:"/"packaged:" only: training/inference resolution
     embed_dim: int = 256  # "new:" only: joint space size (pgvector halfvec rows stay small)
-    context_length: int = 32  # "new:" only: text tokens kept (catalogue titles are short)
+    context_length: int = 32  # "new:" only: text tokens kept (catalog titles are short)
     fusion: FusionConfig = field(default_factory=FusionConfig)  # "new:" only
     # -- what trains -------------------------------------------------------------------
     image_unfreeze_last_n: int | None = None  # None: whole image tower trains; 0: trunk

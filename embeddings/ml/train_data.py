@@ -37,7 +37,7 @@ class ImageCache:
         last = time.monotonic()
         with ThreadPoolExecutor(workers) as pool:
             # map() yields in order as decoding goes: report every few seconds, so a 10k
-            # catalogue's minute of decoding is never silent.
+            # catalog's minute of decoding is never silent.
             for result in pool.map(self._decode, files):
                 results.append(result)
                 if report and time.monotonic() - last >= REPORT_SECONDS:

@@ -63,14 +63,14 @@ def embedding_model_evaluate(*, model: EmbeddingModel, seed: int | None = None) 
     Uses `embeddings.ml.evaluation` (cold items and held-out lookbooks drawn from `seed`;
     the default is the catalog's own held-out split, which fine-tuning leaves out).
     """
-    from embeddings.ml.evaluation import as_catalogue, evaluate, make_split
+    from embeddings.ml.evaluation import as_catalog, evaluate, make_split
 
     dataset = catalog_dataset()
     if len(dataset) < 4:
         raise ValueError(f"only {len(dataset)} embeddable products: too few to evaluate")
-    catalogue = as_catalogue(dataset)
-    split = make_split(catalogue, seed=CATALOG_SPLIT_SEED if seed is None else seed)
-    evaluation = evaluate(runtime.encoder_for(model), catalogue, split, model_name=model.key)
+    catalog = as_catalog(dataset)
+    split = make_split(catalog, seed=CATALOG_SPLIT_SEED if seed is None else seed)
+    evaluation = evaluate(runtime.encoder_for(model), catalog, split, model_name=model.key)
     metrics = {**evaluation.to_dict(), "evaluated_at": timezone.now().isoformat()}
     EmbeddingModel.objects.filter(pk=model.pk).update(metrics=metrics)
     model.metrics = metrics
@@ -84,9 +84,9 @@ CATALOG_SPLIT_SEED = 0
 
 def catalog_split(*, dataset: Any) -> Any:
     """Return the catalog's held-out `Split` (cold items + held-out lookbooks)."""
-    from embeddings.ml.evaluation import as_catalogue, make_split
+    from embeddings.ml.evaluation import as_catalog, make_split
 
-    return make_split(as_catalogue(dataset), seed=CATALOG_SPLIT_SEED)
+    return make_split(as_catalog(dataset), seed=CATALOG_SPLIT_SEED)
 
 
 def embedding_model_evaluate_start(*, model: EmbeddingModel) -> None:

@@ -37,7 +37,7 @@ def encoders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:  # ty
 
 @pytest.fixture
 def real_photos(datasets_root: Path) -> list[Path]:
-    """Shoppers' snapshots and catalogue shots: 12 of each."""
+    """Shoppers' snapshots and catalog shots: 12 of each."""
     clothing = sorted((datasets_root / "clothing" / "images").glob("*.jpg"))[:12]
     hm = sorted((datasets_root / "hm" / "images").glob("*.jpg"))[:12]
     return clothing + hm
