@@ -1,6 +1,8 @@
 """REST API v1: products, lookbooks and the search endpoints (thin: validate, call one
 selector or service, serialize). Errors share one body, built by `api_exception_handler`:
-`{"error": {"code": "...", "message": "...", "details": {...}}}`.
+`{"error": {"code": "...", "message": "...", "details": {...}}}`. One module over 400
+lines: the endpoints share the error handler, paging and the request checks here (imports:
+`search/imports_api.py`; shop the look: `search/looks/api.py`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Every variable is optional for a local run; production sets at least SECRET_KEY,
 ALLOWED_HOSTS and DEBUG=0 (then `manage.py check --deploy` passes with no warnings).
 When DATABASE_URL / CELERY_BROKER_URL are unset, the embedded services started by
 `python -m webapp.stack` are used (see docs/architecture.md); when CACHE_URL is unset, the
-cache takes another database of the broker's Redis.
+cache takes another database of the broker's Redis. One module over 400 lines, as Django
+expects: every setting and the checked environment variable behind it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ Tasks (queries are drawn from the split; galleries are always the whole catalog)
 
 A query's cell is its target's: cold when the target item was held out of training. The query
 sets depend only on the split, the dataset and ``EvalConfig.seed`` — never on the model — so
-two models' per-query values can be compared pairwise.
+two models' per-query values can be compared pairwise. One module over 400 lines: every
+task scores the same encoded catalog with the same query plan.
 """
 
 from __future__ import annotations
