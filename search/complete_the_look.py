@@ -61,7 +61,7 @@ def complete_the_look(*, product: Product, limit_per_category: int) -> list[Look
     )
     scores: dict[int, float] = {}
     neighbours: list[tuple[int, float]] = []
-    if vector is not None:
+    if model is not None and vector is not None:
         scores = similarities(model=model, kind=SIMILAR_KIND, vector=vector,
                                product_ids=curated_ids)  # fmt: skip
         # Categories are compared in SQL by their first path level, like `_department`.

@@ -212,7 +212,7 @@ def _sorted(ranked: list[tuple[int, float]], *, sort: str) -> list[tuple[int, fl
 
 def _results(
     *,
-    model: EmbeddingModel,
+    model: EmbeddingModel | None,
     ranked: list[tuple[int, float]],
     limit: int,
     offset: int = 0,
@@ -227,7 +227,8 @@ def _results(
         raise ValueError(f"sort must be one of {', '.join(SORTS)}")
     candidate_ids = tuple(pid for pid, _ in ranked)
     ordered = _sorted(ranked, sort=sort)
-    if diversify and sort == "relevance" and offset == 0 and len(ordered) > 1:
+    # Without a model there are no vectors to diversify by.
+    if diversify and model is not None and sort == "relevance" and offset == 0 and len(ordered) > 1:
         pool = ordered[: limit * MMR_POOL_FACTOR]
         vectors = vectors_of(model=model, kind=DIVERSITY_KIND, product_ids=[pid for pid, _ in pool])
         ordered = mmr_order(candidates=pool, vectors=vectors, limit=limit)

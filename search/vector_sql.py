@@ -53,10 +53,15 @@ def filter_sql(filters: ProductFilters) -> tuple[str, list[Any]]:
     return "".join(f" AND {clause}" for clause in clauses), params
 
 
-def distance_sql(model: EmbeddingModel) -> str:
+def model_dimension(model: EmbeddingModel) -> int:
+    """The version's vector size, the `<dim>` of its index expression."""
     # A version answers only once prepared, and preparing records its dimension.
     assert model.dimension is not None, f"{model.key} has no dimension yet"
-    dim = int(model.dimension)
+    return int(model.dimension)
+
+
+def distance_sql(model: EmbeddingModel) -> str:
+    dim = model_dimension(model)
     return f"(e.vector::halfvec({dim})) <=> %s::halfvec({dim})"
 
 

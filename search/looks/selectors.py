@@ -32,7 +32,7 @@ from search.scene_ranking import (
     scene_rank,
 )
 from search.selectors import SearchHit, SearchUnavailable
-from search.vector_sql import vector_scan_prepare
+from search.vector_sql import model_dimension, vector_scan_prepare
 
 #: Nearest products asked of the index per region: the scene ranking rescales each region's
 #: matches between its best and this one (see `search.scene_ranking`).
@@ -111,7 +111,7 @@ def _region_matches(
     """
     if not boxes:
         return []
-    dim = int(model.dimension)
+    dim = model_dimension(model)
     literals = [vector_literal(v) for v in vectors]
     sql = f"""
         SELECT q.i, n.product_id, 1 - n.distance
@@ -137,7 +137,7 @@ def _region_matches(
 
 def _lookalike_lookbooks(*, model: EmbeddingModel, vector: np.ndarray) -> list[LookbookNeighbour]:
     """Published lookbooks whose cover photo is nearest to the scene (exact: they are few)."""
-    dim = int(model.dimension)
+    dim = model_dimension(model)
     sql = f"""
         SELECT v.lookbook_id, 1 - ((v.vector::halfvec({dim})) <=> %s::halfvec({dim}))
         FROM looks_lookbookcovervector v JOIN catalog_lookbook l ON l.id = v.lookbook_id
