@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from catalog.document import ProductDocument
 from catalog.models import Product, ProductImage
 from embeddings import runtime, selectors
+from embeddings.locks import one_embedder_per_product
 from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
 from embeddings.services.centroids import embedding_model_centroids_update
 from embeddings.services.lifecycle import embedding_model_activate
@@ -54,6 +55,7 @@ _UPSERT = (
 )
 
 
+@one_embedder_per_product  # a duplicate batch running beside this one skips (embeddings/locks.py)
 def products_embed(
     *,
     product_ids: Sequence[int],
