@@ -168,7 +168,9 @@ def perturbed(
 
 
 def literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(f"{x:.5f}" for x in vector.tolist()) + "]"
+    from embeddings.sql import vector_literal
+
+    return vector_literal(vector.tolist())
 
 
 def catalog_build(

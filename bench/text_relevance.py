@@ -139,6 +139,7 @@ def catalog_embed(*, datasets: Path, spec: str, cache: Path | None) -> Any:
     from embeddings.services.centroids import embedding_model_centroids_update
     from embeddings.services.indexes import embedding_model_indexes_create
     from embeddings.services.vectors import product_text
+    from embeddings.sql import vector_literal
 
     version = EmbeddingModel(key="bench-v1", spec=spec)
     encoder = runtime.encoder_for(version)
@@ -178,7 +179,7 @@ def catalog_embed(*, datasets: Path, spec: str, cache: Path | None) -> Any:
         for kind, matrix in vectors.items():
             for row, index in enumerate(ok.tolist()):
                 product = products[index]
-                literal = "[" + ",".join(f"{x:.5f}" for x in matrix[row].tolist()) + "]"
+                literal = vector_literal(matrix[row].tolist())
                 copy.write_row((product.pk, model.pk, kind, literal, product.content_hash, now))
     raw.commit()
     embedding_model_indexes_create(model=model)
