@@ -31,7 +31,12 @@ from catalog.services.products import product_create, product_delete, product_up
 from search import selectors, services
 from search.complete_the_look import complete_the_look
 from search.facets import FACET_FIELDS, facet_counts
-from search.limits import PhotoEncodingBusy, client_address, photo_encoding_slot
+from search.limits import (
+    PhotoEncodingBusy,
+    client_address,
+    photo_encoding_slot,
+    server_encoding_share,
+)
 from search.models import ApiKey, PublishableKey
 from search.serializers import (
     CompleteTheLookQuerySerializer,
@@ -425,7 +430,7 @@ class ImageSearchApi(APIView):
         if photo_id is None and settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS > 0:
             photo_id = services.query_photo_store(data=image).pk
         try:
-            with photo_encoding_slot(client=_encoding_client(request)):
+            with photo_encoding_slot(**_encoding_client(request)):
                 results = selectors.search_by_image(
                     image=image,
                     crop=data.get("crop_box"),
@@ -453,18 +458,19 @@ class PhotoEncodingBusyError(exceptions.Throttled):
         super().__init__(wait=2, detail=f"Busy: {reason}; try again in a moment.")
 
 
-def _encoding_client(request: Request) -> str:
-    """Who holds a photo-encoding slot (`photo_encoding_slot`, one per client): a secret
-    key, a staff user, or the caller's address (anonymous callers, and each shopper of a
+def _encoding_client(request: Request) -> dict[str, Any]:
+    """Who holds photo-encoding slots (`photo_encoding_slot`) and how many: a secret key
+    (a brand's server, for many shoppers: `server_encoding_share`), or one at a time for a
+    staff user and for the caller's address (anonymous callers, and each shopper of a
     publishable key; an address is the same client on the shopper pages)."""
     auth = request.auth
     if isinstance(auth, ApiKey):
-        return f"api-key:{auth.prefix}"
+        return {"client": f"api-key:{auth.prefix}", "share": server_encoding_share()}
     if isinstance(auth, PublishableKey):
-        return f"publishable-key:{auth.pk}:{client_address(request)}"
+        return {"client": f"publishable-key:{auth.pk}:{client_address(request)}"}
     if request.user and request.user.is_authenticated:
-        return f"user:{request.user.pk}"
-    return client_address(request)
+        return {"client": f"user:{request.user.pk}"}
+    return {"client": client_address(request)}
 
 
 def _query_image(data: dict[str, Any]) -> bytes:

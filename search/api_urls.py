@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from search import api, imports_api
 from search.looks.api import SceneSearchApi
+from search.posts import api as posts_api
 
 router = SimpleRouter()
 router.register("products", api.ProductViewSet, basename="product")
@@ -21,5 +22,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("search/text/", api.TextSearchApi.as_view(), name="search-text"),
     path("search/image/", api.ImageSearchApi.as_view(), name="search-image"),
     path("search/scene/", SceneSearchApi.as_view(), name="search-scene"),
+    path("posts/", posts_api.PostListApi.as_view(), name="post-list"),
+    path("posts/<int:post_id>/", posts_api.PostDetailApi.as_view(), name="post-detail"),
+    path("products/<str:sku>/posts/", posts_api.ProductPostsApi.as_view(), name="product-posts"),
     *router.urls,
 ]

@@ -180,15 +180,21 @@ def _semaphore() -> threading.BoundedSemaphore:
         return _Slots.semaphore
 
 
-@contextmanager
-def photo_encoding_slot(*, client: str, timeout: float = 10.0) -> Iterator[None]:
-    """Hold one of this process's photo-encoding slots, at most one per client.
+def server_encoding_share() -> int:
+    """Slots a brand's server may hold at once: it sends many shoppers' photos through one
+    secret key, so one at a time would refuse them; one slot always stays for others."""
+    return max(1, settings.VITRINE_PHOTO_ENCODE_CONCURRENCY - 1)
 
-    Raises PhotoEncodingBusy when the client already encodes a photo here or no slot
+
+@contextmanager
+def photo_encoding_slot(*, client: str, share: int = 1, timeout: float = 10.0) -> Iterator[None]:
+    """Hold one of this process's photo-encoding slots, at most ``share`` per client.
+
+    Raises PhotoEncodingBusy when the client already holds its share here or no slot
     frees up within ``timeout`` seconds.
     """
     with _Slots.lock:
-        if _Slots.per_client[client] >= 1:
+        if _Slots.per_client[client] >= share:
             raise PhotoEncodingBusy("this client is already searching by a photo")
         _Slots.per_client[client] += 1
     semaphore = _semaphore()

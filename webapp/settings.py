@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "embeddings",
     "search",
     "search.looks",  # shop the look (app label "looks")
+    "search.posts",  # shoppable posts (app label "posts")
     "webapp",  # system checks only (webapp/checks.py)
 ]
 
@@ -183,6 +184,9 @@ CELERY_TASK_ROUTES = {
     "embeddings.tasks.embedding_model_evaluate_task": {"queue": "training"},
     "embeddings.tasks.training_job_run_task": {"queue": "training"},
     "embeddings.tasks.*": {"queue": "embeddings"},
+    # Shoppable posts: tagging encodes the photo (where the model is loaded); feeds fetch.
+    "search.posts.tasks.post_prepare_task": {"queue": "embeddings"},
+    "search.posts.tasks.post_feed_process_task": {"queue": "ingest"},
 }
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}

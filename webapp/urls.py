@@ -32,6 +32,7 @@ urlpatterns = [
     re_path(r"^api/(?P<path>.*)$", csrf_exempt(api_not_found)),
     path("favicon.ico", favicon),
     path("", include(storefront_urls.urlpatterns)),
+    path("", include("search.posts.urls")),
     path("", include("search.urls")),
 ]
 

@@ -64,7 +64,7 @@ class SceneSearchApi(APIView):
         if photo_id is None and settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS > 0:
             photo_id = services.query_photo_store(data=image).pk
         try:
-            with photo_encoding_slot(client=_encoding_client(request)):
+            with photo_encoding_slot(**_encoding_client(request)):
                 results = selectors.scene_search(image=image, limit=data["limit"])
         except SearchUnavailable:
             raise SearchUnavailableError() from None

@@ -76,3 +76,30 @@ def test_a_scene_search_waits_for_the_same_clients_photo_search(
     )
     assert during["scene"].status_code == 429, during["scene"].content
     assert during["scene"].json()["error"]["code"] == "photo_encoding_busy"
+
+
+def test_a_brand_servers_key_encodes_several_photos_at_once_but_leaves_a_slot_for_others(
+    reader: Client, catalog: Catalog, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A brand's server sends many shoppers' photos through one secret key: with three
+    # slots it may hold two, never the third.
+    settings.VITRINE_PHOTO_ENCODE_CONCURRENCY = 3
+    search_by_image = selectors.search_by_image
+    sent: list[str] = []
+    answers: dict[str, int] = {}
+
+    def nested_search(**kwargs: Any) -> Any:
+        if len(sent) < 2:  # while a photo is encoded, the same key sends one more
+            name = ("second", "third")[len(sent)]
+            sent.append(name)
+            answers[name] = reader.post(
+                "/api/v1/search/image/", {"image": upload(photo_colour("red"))}
+            ).status_code
+        return search_by_image(**kwargs)
+
+    monkeypatch.setattr(selectors, "search_by_image", nested_search)
+    assert (
+        reader.post("/api/v1/search/image/", {"image": upload(photo_colour("blue"))}).status_code
+        == 200
+    )
+    assert answers == {"second": 200, "third": 429}

@@ -54,7 +54,7 @@ def vitrine_schema(catalog: Catalog, write_key: str) -> Iterator[Any]:
     try:
         schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
         # The catalog import endpoints belong to the ingestion app and have their own tests.
-        yield schema.include(path_regex=r"^/api/v1/(products|lookbooks|search)")
+        yield schema.include(path_regex=r"^/api/v1/(products|lookbooks|search|posts)")
     finally:
         request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)

@@ -1,0 +1,72 @@
+"""The merchandiser's post inbox in a real browser, with a real Celery worker: a photo is
+uploaded, the worker tags it while the page waits (htmx polling), a tag is approved,
+publishing is refused until the creator's rights are recorded, then the post is live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from search.posts.models import Post, PostTag
+from tests.browser.conftest import merchandiser_page, screenshot, wait_until
+from tests.factories import photo_street
+from tests.pages.catalog_fixtures import ShopCatalog
+from tests.support.processes import WorkerProcess
+
+pytestmark = [pytest.mark.browser]
+
+
+def test_merchandiser_uploads_reviews_and_publishes_a_post(
+    browser: Any,
+    live_server: Any,
+    shop: ShopCatalog,
+    celery_worker_process: WorkerProcess,
+    tmp_path: Path,
+) -> None:
+    page = merchandiser_page(browser, live_server)
+    photo = tmp_path / "look.jpg"
+    photo.write_bytes(photo_street(shop.images["TEE-RED"], shop.images["JEANS-BLU"]))
+
+    page.goto(f"{live_server.url}/admin/posts/post/add/")
+    page.set_input_files("#id_image", str(photo))
+    page.fill("#id_creator_handle", "@ana.k")
+    page.fill("#id_caption", "Saturday uniform")
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/posts/post/*/change/")
+    post = Post.objects.get()
+
+    # The worker tags it; the review panel replaces itself when the tags are there.
+    page.locator("#vt-post-review [data-state=tagged]").wait_for(timeout=120_000)
+    tags = page.locator("[data-tag]")
+    assert tags.count() >= 2
+    assert page.locator(".vt-post__box").count() == page.locator("[data-region]").count()
+    screenshot(page, "admin-post-01-tagged")
+
+    first = tags.first
+    sku = first.get_attribute("data-sku")
+    first.locator("[data-op=approve]").click()
+    page.locator(f"[data-tag][data-sku='{sku}'][data-state=approved]").wait_for()
+
+    page.click("[data-op=publish]")
+    page.locator(".messagelist .error").wait_for()
+    assert "rights are not recorded" in page.locator(".messagelist").inner_text()
+    post.refresh_from_db()
+    assert post.state == Post.State.TAGGED
+
+    page.select_option("#id_rights", "granted")
+    page.fill("#id_rights_note", "DM from @ana.k, 1 December")
+    page.click("input[name=_continue]")
+    page.locator("[data-rights=granted]").wait_for()
+    page.click("[data-op=publish]")
+    page.locator("#vt-post-review [data-state=published]").wait_for()
+    screenshot(page, "admin-post-02-published")
+
+    post.refresh_from_db()
+    assert post.state == Post.State.PUBLISHED and post.published_at is not None
+    approved = PostTag.objects.get(region__post=post, state=PostTag.State.APPROVED)
+    assert approved.product.sku == sku
+    page.goto(f"{live_server.url}/posts/{post.pk}/")
+    wait_until(page, "document.querySelectorAll('[data-post-hotspot]').length === 1")
+    assert page.locator("[data-post-hotspot]").get_attribute("href") == f"/products/{sku}/"
