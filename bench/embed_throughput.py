@@ -4,7 +4,7 @@ Three figures on the same model, in the same run, on the H&M product photos:
 
 - ``encoder``: the engine's encoder alone (`Encoder.encode_images` on JPEG files: threaded
   decode a few batches ahead of a batched, channels-last forward pass);
-- ``end_to_end``: the production path, `embeddings.services.products_embed` in batches of
+- ``end_to_end``: the production path, `embeddings.services.vectors.products_embed` in batches of
   64 products: JPEG bytes read from disk -> image, text and fused vectors -> upserted as
   halfvec rows and committed in Postgres (needs a database: run inside the stack);
 - ``plain_loop``: what a developer writes first with open_clip: one image at a time,
@@ -62,7 +62,8 @@ def _spec(workdir: Path) -> tuple[str, str]:
     if (BASE_DIR / "embeddings" / "default_model_v2" / "model.safetensors").is_file():
         return "default", "bundled default model (trained weights)"
     from embeddings.ml.loading import save_checkpoint
-    from embeddings.ml.train import TrainConfig, new_model
+    from embeddings.ml.train import new_model
+    from embeddings.ml.train_config import TrainConfig
 
     loaded = new_model(TrainConfig())  # the default recipe's architecture
     out = save_checkpoint(loaded.model, loaded.config, workdir / "default-arch", "bench\n")
@@ -185,15 +186,18 @@ def bench_end_to_end(spec: str, encoder: Any, paths: list[Path], repeats: int) -
     from django.core.management import call_command
 
     from catalog.models import Product, ProductImage
-    from embeddings import runtime, services
+    from embeddings import runtime
     from embeddings.models import EmbeddingModel, ProductEmbedding
+    from embeddings.services.queue import BATCH_SIZE
+    from embeddings.services.registry import embedding_model_prepare, embedding_model_register
+    from embeddings.services.vectors import products_embed
 
     call_command("migrate", verbosity=0)
     model = EmbeddingModel.objects.filter(key="bench").first()
     if model is None:
-        model = services.embedding_model_register(spec=spec, key="bench")
+        model = embedding_model_register(spec=spec, key="bench")
     runtime._encoders[runtime._cache_key(model)] = encoder  # the one loaded above: no second load
-    model = services.embedding_model_prepare(model=model)
+    model = embedding_model_prepare(model=model)
     articles = _articles(paths[0].parent.parent / "articles.csv")
     ids = []
     for path in paths:
@@ -218,10 +222,8 @@ def bench_end_to_end(spec: str, encoder: Any, paths: list[Path], repeats: int) -
         ProductEmbedding.objects.filter(model=model).delete()
         start = time.perf_counter()
         kinds: dict[str, float] = {}
-        for first in range(0, len(ids), services.BATCH_SIZE):
-            result = services.products_embed(
-                product_ids=ids[first : first + services.BATCH_SIZE], model=model
-            )
+        for first in range(0, len(ids), BATCH_SIZE):
+            result = products_embed(product_ids=ids[first : first + BATCH_SIZE], model=model)
             for kind, seconds in result.seconds.items():
                 kinds[kind] = kinds.get(kind, 0.0) + seconds
         runs.append(time.perf_counter() - start)
@@ -235,20 +237,20 @@ def bench_end_to_end(spec: str, encoder: Any, paths: list[Path], repeats: int) -
         "seconds": [round(s, 3) for s in runs],
         "images_per_s": _rate(len(ids), statistics.median(runs)),
         "vectors_per_product": 3,
-        "batch_size": services.BATCH_SIZE,
+        "batch_size": BATCH_SIZE,
         "encode_seconds": {k: round(v, 3) for k, v in kinds_seconds[best].items()},
     }
     # The same comparison the plain loop makes: image vectors only, through the same
     # reads and the same upsert, committed per batch of 64.
-    from embeddings.services import _vectors_write
+    from embeddings.services.vectors import _vectors_write
 
     image_runs = []
     for _ in range(repeats):
         ProductEmbedding.objects.filter(model=model).delete()
         start = time.perf_counter()
-        for first in range(0, len(ids), services.BATCH_SIZE):
+        for first in range(0, len(ids), BATCH_SIZE):
             batch = list(
-                Product.objects.filter(id__in=ids[first : first + services.BATCH_SIZE])
+                Product.objects.filter(id__in=ids[first : first + BATCH_SIZE])
                 .prefetch_related("images")
                 .order_by("id")
             )

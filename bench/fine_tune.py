@@ -57,7 +57,8 @@ def main() -> int:
 
     from embeddings.ml.data import load_dataset
     from embeddings.ml.recipes import CATALOG_FINE_TUNE
-    from embeddings.ml.train import TrainConfig, run_training
+    from embeddings.ml.train import run_training
+    from embeddings.ml.train_config import TrainConfig
 
     started = time.monotonic()
     phases: list[tuple[float, str]] = []

@@ -35,7 +35,9 @@ def main() -> None:
     from catalog.ingest.rows import ProductRow
     from catalog.ingest.sources import load_mapping, open_path
     from catalog.models import Product, ProductImage
-    from catalog.services import CHUNK_SIZE, image_store, product_upsert_batch
+    from catalog.services.images import image_store
+    from catalog.services.jobs import CHUNK_SIZE
+    from catalog.services.products import product_upsert_batch
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default=str(Path(settings.VITRINE_DATASETS) / "hm"))

@@ -2,11 +2,11 @@
 
 Tasks (cosine ranking over L2-normalised vectors, 95% bootstrap CIs over queries):
 
-- ``hm_colour_variant@10``: an H&M catalogue photo of a held-out product code finds another
-  colour variant (same ``product_code``) in its top 10, over the WHOLE H&M catalogue.
+- ``hm_colour_variant@10``: an H&M catalog photo of a held-out product code finds another
+  colour variant (same ``product_code``) in its top 10, over the WHOLE H&M catalog.
 - ``hm_same_type_p@10``: same queries, precision@10 of the same ``product_type_name``.
 - ``snapshot_to_hm_type_p@10``: a shopper's snapshot from the held-out clothing senders,
-  against the whole H&M catalogue: precision@10 of an H&M product type that the snapshot's
+  against the whole H&M catalog: precision@10 of an H&M product type that the snapshot's
   label maps to (`LABEL_TO_HM_TYPES`; labels with no H&M counterpart are not asked).
 - ``similar_items_same_type_p@10``: fused (image + text) item vector of a held-out H&M
   article against all fused item vectors: precision@10 of the same product type.
@@ -223,11 +223,11 @@ def _evaluate(data: dict, vec: dict[str, np.ndarray]) -> dict:
     return {k: bootstrap_ci(np.array(v)).to_dict() for k, v in figures.items()}
 
 
-def _top10(queries: np.ndarray, catalogue: np.ndarray, exclude: np.ndarray | None = None):  # type: ignore[no-untyped-def]
-    """Indices (Q, 10) of each query's 10 nearest catalogue rows; a query never finds itself."""
+def _top10(queries: np.ndarray, catalog: np.ndarray, exclude: np.ndarray | None = None):  # type: ignore[no-untyped-def]
+    """Indices (Q, 10) of each query's 10 nearest catalog rows; a query never finds itself."""
     out = []
     for s in range(0, len(queries), 512):
-        sims = queries[s : s + 512] @ catalogue.T  # (q, N)
+        sims = queries[s : s + 512] @ catalog.T  # (q, N)
         if exclude is not None:
             rows = np.arange(sims.shape[0])
             sims[rows, exclude[s : s + 512]] = -np.inf

@@ -5,7 +5,7 @@ H&M articles encoded by the model (9,300 of them by default: every article with 
 the 200 held out as queries), plus perturbed copies of their vectors up to the target size,
 then measures p50/p95/p99 of:
 
-- the vector query alone (`search.selectors.nearest_products`), with and without filters;
+- the vector query alone (`search.vector_sql.nearest_products`), with and without filters;
 - text search, image search (encoding included) and similar items end-to-end over HTTP,
   against a real gunicorn serving the app with an API key;
 
@@ -168,7 +168,9 @@ def perturbed(
 
 
 def literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(f"{x:.5f}" for x in vector.tolist()) + "]"
+    from embeddings.sql import vector_literal
+
+    return vector_literal(vector.tolist())
 
 
 def catalog_build(
@@ -277,12 +279,12 @@ def catalog_existing(model_key: str, total: int) -> Any | None:
 def index_exists(*, model: Any, kind: str) -> bool:
     from django.db import connection
 
-    from embeddings import services
+    from embeddings.services.indexes import index_name
 
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT 1 FROM pg_indexes WHERE indexname = %s",
-            [services.index_name(model_id=model.pk, kind=kind)],
+            [index_name(model_id=model.pk, kind=kind)],
         )
         return cursor.fetchone() is not None
 
@@ -291,18 +293,23 @@ def index_build(*, model: Any, kind: str) -> float:
     """(Re)build one partial HNSW index with the embeddings engine's SQL and parameters."""
     from django.db import connection
 
-    from embeddings import services
+    from embeddings.services.indexes import (
+        HNSW_EF_CONSTRUCTION,
+        HNSW_M,
+        hnsw_index_sql,
+        index_name,
+    )
 
     raw = connection.connection
-    name = services.index_name(model_id=model.pk, kind=kind)
-    say(f"building the HNSW index for {kind} (m {services.HNSW_M}, "
-        f"ef_construction {services.HNSW_EF_CONSTRUCTION})")  # fmt: skip
+    name = index_name(model_id=model.pk, kind=kind)
+    say(f"building the HNSW index for {kind} (m {HNSW_M}, "
+        f"ef_construction {HNSW_EF_CONSTRUCTION})")  # fmt: skip
     start = time.perf_counter()
     raw.execute(f'DROP INDEX IF EXISTS "{name}"')
     raw.execute("SET maintenance_work_mem = '1GB'")
     raw.execute("SET max_parallel_maintenance_workers = 1")
     raw.execute(
-        services.hnsw_index_sql(
+        hnsw_index_sql(
             name=name, model_id=model.pk, kind=kind, dim=int(model.dimension), concurrently=""
         )
     )
@@ -319,13 +326,18 @@ def exact_nearest(
     """The true nearest products: the same query with index scans off (a sequential scan)."""
     from django.db import connection, transaction
 
-    from search import selectors
+    from search.vector_sql import (
+        EMBEDDING_TABLE,
+        distance_sql,
+        embedding_predicate,
+        filter_sql,
+    )
 
-    where, params = selectors._filter_sql(filters)
+    where, params = filter_sql(filters)
     sql = (
-        f"SELECT e.product_id, {selectors._distance_sql(model)} AS d "  # noqa: S608
-        f"FROM {selectors.EMBEDDING_TABLE} e JOIN catalog_product p ON p.id = e.product_id "
-        f"WHERE {selectors._embedding_predicate(model, kind)}{where} "
+        f"SELECT e.product_id, {distance_sql(model)} AS d "  # noqa: S608
+        f"FROM {EMBEDDING_TABLE} e JOIN catalog_product p ON p.id = e.product_id "
+        f"WHERE {embedding_predicate(model, kind)}{where} "
         f"ORDER BY d LIMIT %s"
     )
     with transaction.atomic(), connection.cursor() as cursor:
@@ -339,17 +351,23 @@ def query_plan(*, model: Any, kind: str, vector: np.ndarray, filters: Any) -> li
     """EXPLAIN ANALYZE of the selectors' vector query, to show which index answered."""
     from django.db import connection, transaction
 
-    from search import selectors
+    from search.vector_sql import (
+        EMBEDDING_TABLE,
+        distance_sql,
+        embedding_predicate,
+        filter_sql,
+        vector_scan_prepare,
+    )
 
-    where, params = selectors._filter_sql(filters)
+    where, params = filter_sql(filters)
     sql = (
-        f"EXPLAIN (ANALYZE, COSTS off) SELECT e.product_id FROM {selectors.EMBEDDING_TABLE} e "  # noqa: S608
+        f"EXPLAIN (ANALYZE, COSTS off) SELECT e.product_id FROM {EMBEDDING_TABLE} e "  # noqa: S608
         f"JOIN catalog_product p ON p.id = e.product_id "
-        f"WHERE {selectors._embedding_predicate(model, kind)}{where} "
-        f"ORDER BY {selectors._distance_sql(model)} LIMIT 24"
+        f"WHERE {embedding_predicate(model, kind)}{where} "
+        f"ORDER BY {distance_sql(model)} LIMIT 24"
     )
     with transaction.atomic(), connection.cursor() as cursor:
-        selectors._prepare_vector_scan(cursor, limit=24)
+        vector_scan_prepare(cursor, limit=24)
         cursor.execute(sql, [*params, literal(vector)])
         return [row[0] for row in cursor.fetchall()]
 
@@ -386,7 +404,9 @@ def vector_benchmarks(
     `transform` (see `query_transform`) is timed with the query; exact search gets the same
     transformed query.
     """
-    from search import selectors
+    from search.vector_sql import (
+        nearest_products,
+    )
 
     move = query_transform(model, transform)
     samples: list[float] = []
@@ -396,9 +416,7 @@ def vector_benchmarks(
         query = queries[index % len(queries)]
         start = time.perf_counter()
         query = move(query)
-        rows = selectors.nearest_products(
-            model=model, kind=kind, vector=query, filters=filters, limit=24
-        )
+        rows = nearest_products(model=model, kind=kind, vector=query, filters=filters, limit=24)
         samples.append((time.perf_counter() - start) * 1000)
         page_sizes.append(len(rows))
         if index < 100:
@@ -632,7 +650,8 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from embeddings import services as embedding_services
+    from embeddings.services.centroids import embedding_model_centroids_update
+    from embeddings.services.indexes import HNSW_EF_CONSTRUCTION, HNSW_M
     from search.selectors import SearchFilters
     from search.services import api_key_create
 
@@ -695,7 +714,7 @@ def main() -> None:
             index_build(model=model, kind="text")
     say("centroids and the text query map (fitted on the stored vectors)")
     fit_started = time.perf_counter()
-    embedding_services.embedding_model_centroids_update(model=model)
+    embedding_model_centroids_update(model=model)
     text_map_seconds = time.perf_counter() - fit_started
     model.refresh_from_db()
     from search.vocabulary import vocabulary_rebuild
@@ -818,13 +837,13 @@ def main() -> None:
             transform=transform,
         )
     build_sweep: list[dict[str, Any]] = []
-    configured = (embedding_services.HNSW_M, embedding_services.HNSW_EF_CONSTRUCTION)
+    configured = (HNSW_M, HNSW_EF_CONSTRUCTION)
     if args.build_sweep:
         pairs = [tuple(int(x) for x in pair.split(":")) for pair in args.build_sweep.split(",")]
         try:
             for m, ef_construction in [*pairs, configured]:
-                embedding_services.HNSW_M = m
-                embedding_services.HNSW_EF_CONSTRUCTION = ef_construction
+                HNSW_M = m
+                HNSW_EF_CONSTRUCTION = ef_construction
                 seconds = index_build(model=model, kind="image")
                 build_sweep.append(
                     {
@@ -841,7 +860,7 @@ def main() -> None:
                     }
                 )
         finally:
-            embedding_services.HNSW_M, embedding_services.HNSW_EF_CONSTRUCTION = configured
+            HNSW_M, HNSW_EF_CONSTRUCTION = configured
 
     http: dict[str, Any] = {}
     if not args.skip_http:
@@ -876,8 +895,8 @@ def main() -> None:
         "text_query": text_query,
         "dimension": int(encoder.dim),
         "hnsw": {
-            "m": embedding_services.HNSW_M,
-            "ef_construction": embedding_services.HNSW_EF_CONSTRUCTION,
+            "m": HNSW_M,
+            "ef_construction": HNSW_EF_CONSTRUCTION,
             "ef_search": settings.VITRINE_HNSW_EF_SEARCH,
             "iterative_scan": "relaxed_order",
         },

@@ -5,7 +5,7 @@ The rooms are dealt into 5 folds by a seeded shuffle. Fold 0 is for tuning only
 (`--tune` searches the `SceneWeights` grid on it); the figures are reported over folds
 1-4: each fold's room photos are the queries while every other room is a lookbook (its
 cover photo, its products and its room type), so no query's own products are in the graph.
-The catalogue is every IKEA product. Ranking is `search.scene_ranking.scene_rank`, the
+The catalog is every IKEA product. Ranking is `search.scene_ranking.scene_rank`, the
 code the web app runs; region proposals and crops are `embeddings.ml.regions`.
 
     nice -n 10 .venv/bin/python bench/shop_the_look.py --spec default \\
@@ -281,7 +281,7 @@ def main() -> int:
         "weights": asdict(weights),
         "split": f"{len(rooms)} rooms in {FOLDS} folds (seed {args.seed}); "
         f"fold {TUNING_FOLD} tunes, the others are reported",
-        "catalogue_products": len(products),
+        "catalog_products": len(products),
         "figures": figures,
         "targets": {
             k: {"target": v, "met": figures[f"scene:{k}"]["value"] >= v} for k, v in TARGETS.items()

@@ -119,7 +119,7 @@ def catalog_store(datasets: Path, *, keep: set[str]) -> list[Any]:
     from catalog.ingest.mapping import load_preset
     from catalog.ingest.rows import ProductRow
     from catalog.ingest.sources import open_path
-    from catalog.services import product_upsert_batch
+    from catalog.services.products import product_upsert_batch
 
     feed = open_path(datasets / "hm", mapping=load_preset("hm"))
     rows = [r for r in feed.products() if isinstance(r, ProductRow) and r.item_group_id in keep]
@@ -134,14 +134,18 @@ def catalog_embed(*, datasets: Path, spec: str, cache: Path | None) -> Any:
     from django.utils import timezone
 
     from catalog.models import Product
-    from embeddings import runtime, services
+    from embeddings import runtime
     from embeddings.models import EmbeddingModel
+    from embeddings.services.centroids import embedding_model_centroids_update
+    from embeddings.services.indexes import embedding_model_indexes_create
+    from embeddings.services.vectors import product_text
+    from embeddings.sql import vector_literal
 
     version = EmbeddingModel(key="bench-v1", spec=spec)
     encoder = runtime.encoder_for(version)
     products = list(Product.objects.order_by("id"))
     paths = [str(datasets / "hm" / "images" / f"{p.sku}.jpg") for p in products]
-    texts = [services.product_text(p) for p in products]
+    texts = [product_text(p) for p in products]
     stamp = f"{spec}-{encoder.weights_sha256[:12]}-{len(products)}"
     cached = cache / f"text_relevance-{stamp}.npz" if cache else None
     if cached is not None and cached.exists():
@@ -152,7 +156,7 @@ def catalog_embed(*, datasets: Path, spec: str, cache: Path | None) -> Any:
     else:
         say(f"encoding {len(products)} products with {spec}")
         started = time.perf_counter()
-        encoded = runtime.encode_items(encoder, images=paths, texts=texts)
+        encoded = encoder.encode_all(paths, texts)
         say(f"encoded in {time.perf_counter() - started:.0f} s ({len(encoded.failed)} failed)")
         vectors = {"image": encoded.image, "text": encoded.text, "fused": encoded.fused}
         ok = np.array(encoded.indices)
@@ -175,11 +179,11 @@ def catalog_embed(*, datasets: Path, spec: str, cache: Path | None) -> Any:
         for kind, matrix in vectors.items():
             for row, index in enumerate(ok.tolist()):
                 product = products[index]
-                literal = "[" + ",".join(f"{x:.5f}" for x in matrix[row].tolist()) + "]"
+                literal = vector_literal(matrix[row].tolist())
                 copy.write_row((product.pk, model.pk, kind, literal, product.content_hash, now))
     raw.commit()
-    services.embedding_model_indexes_create(model=model)
-    services.embedding_model_centroids_update(model=model)  # also fits the text query map
+    embedding_model_indexes_create(model=model)
+    embedding_model_centroids_update(model=model)  # also fits the text query map
     return model
 
 

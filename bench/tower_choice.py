@@ -4,7 +4,7 @@ For each candidate (tower, input size) the pretrained trunk's pooled features, w
 training at all, are measured on
 - held-out clothing senders (the default recipe's split): image -> image category P@10;
 - held-out H&M product codes (a seeded sample of codes with 2+ colour variants, the whole
-  sample as catalogue): photo -> a colour variant in the top 10;
+  sample as catalog): photo -> a colour variant in the top 10;
 and the trunk's PyTorch eager speed on one thread (images/s, batch 32).
 Figures with bootstrap 95% CIs go to bench/results/tower_choice.json.
 

@@ -49,10 +49,16 @@ class Product(TimestampedModel):
         return reverse("search:product-detail", kwargs={"sku": self.sku})
 
     @property
+    def ready_images(self) -> list[ProductImage]:
+        """The ready images by position (uses prefetched images when present): what the
+        pages, the API and the embeddings show or read of a product."""
+        ready = [image for image in self.images.all() if image.status == ProductImage.Status.READY]
+        return sorted(ready, key=lambda image: image.position)
+
+    @property
     def primary_image(self) -> ProductImage | None:
         """The first ready image by position (uses prefetched images when present)."""
-        ready = [image for image in self.images.all() if image.status == ProductImage.Status.READY]
-        return min(ready, key=lambda image: image.position) if ready else None
+        return next(iter(self.ready_images), None)
 
 
 class ProductImage(TimestampedModel):
@@ -196,8 +202,9 @@ class ImportChunk(TimestampedModel):
     """A slice of an import's validated rows, staged as JSON between parse and upsert.
 
     Chunks make a crashed worker cheap: each one is upserted in a single transaction and
-    its images are processed one by one (each idempotent), so redoing a chunk after a
-    SIGKILL repeats only unfinished work. ``claimed_by``/``heartbeat_at`` form a lease:
+    its images are fetched on a few threads and written in small batches (each
+    idempotent: see ``catalog.services.images``), so redoing a chunk after a SIGKILL
+    repeats only unfinished work. ``claimed_by``/``heartbeat_at`` form a lease:
     the sweeper re-queues chunks whose holder stopped beating.
     """
 
@@ -219,7 +226,7 @@ class ImportChunk(TimestampedModel):
     claimed_by = models.CharField(max_length=64, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     #: Times a worker started on the chunk afresh (a crash, a kill, a sweeper re-queue);
-    #: past ``catalog.services.MAX_CHUNK_ATTEMPTS`` its rows fail with ``error``.
+    #: past ``catalog.services.chunks.MAX_CHUNK_ATTEMPTS`` its rows fail with ``error``.
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True, help_text="Why the last attempt crashed, if it did")
 

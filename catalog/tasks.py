@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from celery import Task, current_app, shared_task
+from celery import Task, shared_task
 
-from catalog import services
+from catalog.services import chunks, images, jobs
 
 MAX_IMAGE_RETRIES = 4
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def import_job_parse(*, job_id: int) -> int:
-    chunk_ids = services.import_job_parse(job_id=job_id)
+    chunk_ids = jobs.import_job_parse(job_id=job_id)
     for chunk_id in chunk_ids:
         import_chunk_process.delay(chunk_id=chunk_id)
     return len(chunk_ids)
@@ -43,7 +43,7 @@ def import_job_parse_send(*, job_id: int) -> None:
 @shared_task(bind=True, max_retries=MAX_IMAGE_RETRIES, acks_late=True, reject_on_worker_lost=True)
 def import_chunk_process(self: Task, *, chunk_id: int) -> str:
     try:
-        outcome = services.import_chunk_process(
+        outcome = chunks.import_chunk_process(
             chunk_id=chunk_id,
             worker=self.request.id,
             may_retry=self.request.retries < MAX_IMAGE_RETRIES,
@@ -62,18 +62,18 @@ def import_chunk_process(self: Task, *, chunk_id: int) -> str:
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def product_images_fetch(*, image_ids: list[int]) -> int:
-    return len(services.product_images_fetch(image_ids=image_ids))
+    return len(images.product_images_fetch(image_ids=image_ids))
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def import_job_finalize(*, job_id: int) -> None:
-    services.import_job_finalize(job_id=job_id)
+    jobs.import_job_finalize(job_id=job_id)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def import_sweep(*, stale_after_seconds: int = services.STALE_AFTER_SECONDS) -> dict[str, int]:
+def import_sweep(*, stale_after_seconds: int = chunks.STALE_AFTER_SECONDS) -> dict[str, int]:
     """Re-queue import work stuck in a non-final state (run by Celery beat)."""
-    found = services.import_sweep(stale_after_seconds=stale_after_seconds)
+    found = chunks.import_sweep(stale_after_seconds=stale_after_seconds)
     for job_id in found.parse:
         import_job_parse.delay(job_id=job_id)
     for chunk_id in found.chunks:
@@ -81,10 +81,3 @@ def import_sweep(*, stale_after_seconds: int = services.STALE_AFTER_SECONDS) -> 
     for job_id in found.finalize:
         import_job_finalize.delay(job_id=job_id)
     return {"parse": len(found.parse), "chunks": len(found.chunks), "finalize": len(found.finalize)}
-
-
-# Beat runs the sweeper every minute; it only re-queues work older than its threshold.
-current_app.conf.beat_schedule = {
-    **(current_app.conf.beat_schedule or {}),
-    "catalog-import-sweep": {"task": "catalog.tasks.import_sweep", "schedule": 60.0},
-}

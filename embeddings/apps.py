@@ -14,7 +14,7 @@ def _embed_changed_products(sender: Any, product_ids: list[int], **kwargs: Any) 
     Runs inside the importer's on-commit hook: a failure here must not fail the import, and
     the sweeper finds whatever this misses.
     """
-    from embeddings.services import products_embed_enqueue
+    from embeddings.services.queue import products_embed_enqueue
 
     try:
         products_embed_enqueue(product_ids=product_ids)
@@ -28,7 +28,7 @@ class EmbeddingsConfig(AppConfig):
 
     def ready(self) -> None:
         # Ingestion announces changed products with this signal (see catalog.services).
-        from catalog.services import products_need_embedding
+        from catalog.services.products import products_need_embedding
 
         products_need_embedding.connect(
             _embed_changed_products, dispatch_uid="embeddings.embed_changed_products"

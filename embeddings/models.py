@@ -3,7 +3,7 @@
 Every stored vector names the model version that made it, so a new version is built beside
 the active one and switched over atomically (see `embeddings.services`). The HNSW indexes are
 partial (one per version and kind) and are created at run time, not in migrations, because
-versions are data: see `embeddings.services.embedding_model_indexes_create`.
+versions are data: see `embeddings.services.indexes.embedding_model_indexes_create`.
 """
 
 from __future__ import annotations
@@ -88,8 +88,9 @@ class TextQueryMap(models.Model):
     """A version's linear map from text vectors to fused vectors, fitted on its catalog.
 
     Text search ranks products by the fused vector a product described by the shopper's
-    words would have, predicted by this map (see `embeddings.services.text_query_map_fit`),
-    rather than by the words' own vector, which sits across the modality gap.
+    words would have, predicted by this map (see
+    `embeddings.services.centroids.text_query_map_fit`), rather than by the words' own
+    vector, which sits across the modality gap.
     """
 
     model = models.OneToOneField(
@@ -135,6 +136,10 @@ class ProductEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} vector of product {self.product_id} by model {self.model_id}"
+
+
+#: Every vector kind a product gets from each version (the one list the app uses).
+KINDS: tuple[str, ...] = tuple(ProductEmbedding.Kind.values)
 
 
 class PendingEmbedding(models.Model):

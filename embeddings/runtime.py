@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from django.conf import settings
@@ -28,11 +27,9 @@ if TYPE_CHECKING:
     from embeddings.models import EmbeddingModel
 
 __all__ = [
-    "ItemVectors",
     "ModelLoadError",
     "SceneVectors",
     "WeightsChangedError",
-    "encode_items",
     "encode_query_image",
     "encode_query_regions",
     "encode_query_text",
@@ -212,118 +209,6 @@ def encode_query_text(text: str, *, model: EmbeddingModel) -> np.ndarray:
         model=model,
         query=words,
         compute=lambda: encoder_for(model).encode_texts([words])[0],
-    )
-
-
-@dataclass
-class ItemVectors:
-    """Vectors of a batch of catalogue items, row i of each array = item `indices[i]`."""
-
-    indices: list[int]  # items whose image decoded (image and fused rows are for these)
-    image: np.ndarray  # (N_ok, D)
-    fused: np.ndarray  # (N_ok, D)
-    text: np.ndarray  # (N, D): every item has a text vector, even when its image failed
-    failed: dict[int, str]  # item index -> why its image could not be encoded
-    seconds: dict[str, float]  # time spent per kind (benchmarks and logs)
-
-
-def encode_items(
-    encoder: Encoder | Any, *, images: Sequence[bytes | str], texts: Sequence[str]
-) -> ItemVectors:
-    """Return image, text and fused vectors for catalogue items (one image + text each).
-
-    One pass per batch when the encoder allows it: the model's `forward_all` yields all
-    three vectors from one decode, one image-tower and one text-tower run, which is about
-    half the work of three separate calls (the text tower costs as much as the image tower
-    for the default model). Other encoders get the three public calls.
-    """
-    if _single_pass_supported(encoder):
-        return _encode_items_single_pass(encoder, images=images, texts=texts)
-    return _encode_items_three_calls(encoder, images=images, texts=texts)
-
-
-def _single_pass_supported(encoder: Any) -> bool:
-    model = getattr(encoder, "model", None)
-    return all(
-        hasattr(encoder, name) for name in ("_decoded_batches", "_autocast", "tokenizer")
-    ) and hasattr(model, "forward_all")
-
-
-def _encode_items_single_pass(
-    encoder: Any, *, images: Sequence[bytes | str], texts: Sequence[str]
-) -> ItemVectors:
-    import torch
-
-    from embeddings.ml.images import normalize_batch
-
-    dim = int(encoder.dim)
-    started = time.perf_counter()
-    image_rows, fused_rows, indices = [], [], []
-    text = np.zeros((len(texts), dim), dtype=np.float32)
-    failed: dict[int, str] = {}
-    for ok, arrays, bad in encoder._decoded_batches(list(images), encoder.batch_size):
-        failed.update(bad)
-        if not ok:
-            continue
-        if getattr(encoder, "ort", None) is not None:  # ONNX Runtime: the same three vectors
-            img, txt, fused = encoder.ort_all(np.stack(arrays), [texts[i] for i in ok])
-            image_rows.append(img)
-            fused_rows.append(fused)
-            text[ok] = txt
-            indices.extend(ok)
-            continue
-        pixels = torch.from_numpy(np.stack(arrays)).to(encoder.device)
-        x = normalize_batch(pixels, encoder.preprocess)  # (B, 3, S, S)
-        if encoder.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)  # as the image encoder does
-        tokens = encoder.tokenizer([texts[i] for i in ok]).to(encoder.device)
-        with torch.inference_mode(), encoder._autocast():
-            out = encoder.model.forward_all(x, tokens)  # each (B, D), normalised
-        image_rows.append(out["image"].float().cpu().numpy())
-        fused_rows.append(out["fused"].float().cpu().numpy())
-        text[ok] = out["text"].float().cpu().numpy()
-        indices.extend(ok)
-    if failed:  # their images failed, their texts did not
-        lost = sorted(failed)
-        text[lost] = encoder.encode_texts([texts[i] for i in lost])
-    empty = np.zeros((0, dim), dtype=np.float32)
-    return ItemVectors(
-        indices=indices,
-        image=np.concatenate(image_rows) if image_rows else empty,
-        fused=np.concatenate(fused_rows) if fused_rows else empty,
-        text=text,
-        failed=dict(sorted(failed.items())),
-        seconds={"all_kinds": time.perf_counter() - started},
-    )
-
-
-def _encode_items_three_calls(
-    encoder: Any, *, images: Sequence[bytes | str], texts: Sequence[str]
-) -> ItemVectors:
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    image_result = encoder.encode_images(list(images))
-    timings["image"] = time.perf_counter() - start
-    start = time.perf_counter()
-    text = encoder.encode_texts(list(texts))
-    timings["text"] = time.perf_counter() - start
-    ok = list(image_result.indices)
-    start = time.perf_counter()
-    if ok:
-        fused_result = encoder.encode_items([images[i] for i in ok], [texts[i] for i in ok])
-        fused = fused_result.vectors
-        if fused_result.failed:  # decoded once, failed the second time: treat as failed
-            raise ModelLoadError(f"image decoding is not deterministic: {fused_result.failed}")
-    else:
-        fused = np.zeros((0, encoder.dim), dtype=np.float32)
-    timings["fused"] = time.perf_counter() - start
-    return ItemVectors(
-        indices=ok,
-        image=image_result.vectors,
-        fused=fused,
-        text=text,
-        failed=dict(image_result.failed),
-        seconds=timings,
     )
 
 

@@ -19,17 +19,18 @@ from django.utils import timezone
 
 from catalog.models import Product, ProductImage
 from embeddings.models import (
+    KINDS,
     EmbeddingModel,
     PendingEmbedding,
     ProductEmbedding,
     TextQueryMap,
     TrainingJob,
 )
+from embeddings.sql import vector_literal
 
 # A queued product whose task has not finished after this long is queued again (a lost
 # message, a killed worker past its redelivery): enqueueing is idempotent anyway.
 PENDING_LEASE = timedelta(minutes=15)
-KINDS = tuple(ProductEmbedding.Kind.values)
 
 
 def embedding_model_active() -> EmbeddingModel | None:
@@ -185,10 +186,6 @@ class Neighbour:
     score: float  # cosine similarity (1 - cosine distance), higher is better
 
 
-def _halfvec_literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(f"{float(x):.6g}" for x in vector) + "]"
-
-
 def product_embedding_nearest(
     *,
     vector: np.ndarray,
@@ -217,7 +214,7 @@ def product_embedding_nearest(
         f"FROM embeddings_productembedding WHERE model_id = {int(model.pk)} AND kind = '{kind}' "
         f"ORDER BY (vector::halfvec({dim})) <=> %s::halfvec({dim}) LIMIT %s"
     )
-    literal = _halfvec_literal(vector)
+    literal = vector_literal(vector)
     with connection.cursor() as cursor:
         if ef_search:
             cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef_search)])

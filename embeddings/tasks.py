@@ -22,8 +22,13 @@ from celery.signals import (
 )
 from django.db import connection
 
-from embeddings import runtime, selectors, services, training
+from embeddings import runtime, selectors, training
 from embeddings.models import EmbeddingModel
+from embeddings.services.evaluation import embedding_model_evaluate
+from embeddings.services.queue import embedding_leases_release
+from embeddings.services.registry import embedding_model_prepare
+from embeddings.services.sweep import embeddings_sweep
+from embeddings.services.vectors import products_embed
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ def products_embed_task(*, product_ids: list[int], model_id: int) -> dict[str, i
     model = EmbeddingModel.objects.filter(pk=model_id).first()
     if model is None:  # the version was deleted meanwhile: nothing to do
         return {"embedded": 0, "skipped": len(product_ids)}
-    result = services.products_embed(product_ids=product_ids, model=model)
+    result = products_embed(product_ids=product_ids, model=model)
     if result.image_failed:
         log.warning("model %s: images not encoded: %s", model.key, result.image_failed)
     return {
@@ -52,7 +57,7 @@ def embedding_model_prepare_task(*, model_id: int) -> str | None:
     model = EmbeddingModel.objects.filter(pk=model_id).first()
     if model is None:
         return None
-    return services.embedding_model_prepare(model=model).state
+    return embedding_model_prepare(model=model).state
 
 
 # Beat runs this every few seconds (CELERY_BEAT_SCHEDULE); a run that waited longer than
@@ -63,8 +68,8 @@ def embeddings_sweep_task(*, leftovers_only: bool = False) -> dict[str, int]:
     then ready, then building). `leftovers_only`: only the versions already registered
     (a worker's start-up sweep must not register the bundled default on its own)."""
     if leftovers_only:
-        return services.embeddings_sweep(models=selectors.embedding_models_maintained())
-    return services.embeddings_sweep()
+        return embeddings_sweep(models=selectors.embedding_models_maintained())
+    return embeddings_sweep()
 
 
 def _warm_enabled() -> bool:
@@ -77,7 +82,7 @@ def embedding_model_evaluate_task(*, model_id: int) -> dict[str, Any] | None:
     model = EmbeddingModel.objects.filter(pk=model_id).first()
     if model is None or model.state == EmbeddingModel.State.RETIRED:
         return None
-    metrics = services.embedding_model_evaluate(model=model)
+    metrics = embedding_model_evaluate(model=model)
     return {"evaluated_at": metrics.get("evaluated_at")}
 
 
@@ -168,7 +173,7 @@ def _queue_leftovers_at_once(**kwargs: Any) -> None:
     sender = kwargs.get("sender")
     held = _products_held_by_other_workers(own=getattr(sender, "hostname", ""))
     if held is not None:
-        released = services.embedding_leases_release(keep_products=held)
+        released = embedding_leases_release(keep_products=held)
         if released:
             log.info("released %d queued embedding(s) left by a previous worker", released)
     embeddings_sweep_task.delay(leftovers_only=True)

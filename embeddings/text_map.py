@@ -1,7 +1,7 @@
 """The text query map: a linear map from a version's text vectors to its fused vectors.
 
 Pure numpy (no Django, no torch): the embeddings engine fits it on the catalog
-(`embeddings.services.text_query_map_fit`), search applies it to every text query.
+(`embeddings.services.centroids.text_query_map_fit`), search applies it to every text query.
 """
 
 from __future__ import annotations

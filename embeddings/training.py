@@ -1,6 +1,6 @@
 """Fine-tuning jobs (`TrainingJob`): start, run on the training worker, cancel, resume.
 
-A job runs `services.embedding_model_train` on the `training` queue, whose worker runs one
+A job runs `embedding_model_train` on the `training` queue, whose worker runs one
 task at a time in its main process (`--pool solo`, see webapp/stack.py), so the shutdown
 signal reaches the training loop: Ctrl-C saves the train state and leaves the job
 `interrupted`, and the next training worker to start queues it again. A worker that died
@@ -23,9 +23,10 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from embeddings import services
 from embeddings.ml.recipes import CATALOG_FINE_TUNE
 from embeddings.models import EmbeddingModel, TrainingJob
+from embeddings.services.evaluation import embedding_model_evaluate
+from embeddings.services.fine_tuning import embedding_model_train
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def training_job_run(*, job_id: int) -> TrainingJob | None:
     beat = _Heartbeat(job.pk)
     beat.start()
     try:
-        model = services.embedding_model_train(
+        model = embedding_model_train(
             out_dir=Path(job.out_dir),
             key=job.key or None,
             base=job.base,
@@ -220,13 +221,13 @@ def _evaluate_beside_active(model: EmbeddingModel, reporter: _Reporter) -> None:
     """
     try:
         reporter.line(f"evaluating {model.key} on the catalog's held-out split")
-        metrics = services.embedding_model_evaluate(model=model)
+        metrics = embedding_model_evaluate(model=model)
         active = EmbeddingModel.objects.filter(state=EmbeddingModel.State.ACTIVE).first()
         if active is None or active.pk == model.pk:
             return
         if (active.metrics or {}).get("split_fingerprint") != metrics.get("split_fingerprint"):
             reporter.line(f"evaluating the active version {active.key} on the same split")
-            services.embedding_model_evaluate(model=active)
+            embedding_model_evaluate(model=active)
     except Exception as error:
         log.warning("evaluation after training job failed", exc_info=True)
         reporter.line(f"evaluation failed ({_reason(error)}); run it from the version list")

@@ -1,6 +1,7 @@
 """Admin for the brand's-site features (publishable keys, A/B experiments, analytics) and
 for query understanding (the synonym table merchandisers edit; the vocabulary and the
-calibrations search derives from the catalog, read-only)."""
+calibrations search derives from the catalog, read-only). The catalog's product and
+lookbook pages get search's additions in `search/admin_catalog.py`, registered on import."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from search import admin_catalog as admin_catalog  # registers on import
 from search.analytics.admin_views import analytics_dashboard
 from search.experiments import services as experiment_services
 from search.experiments.selectors import experiment_results

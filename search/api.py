@@ -1,6 +1,8 @@
 """REST API v1: products, lookbooks and the search endpoints (thin: validate, call one
 selector or service, serialize). Errors share one body, built by `api_exception_handler`:
-`{"error": {"code": "...", "message": "...", "details": {...}}}`.
+`{"error": {"code": "...", "message": "...", "details": {...}}}`. One module over 400
+lines: the endpoints share the error handler, paging and the request checks here (imports:
+`search/imports_api.py`; shop the look: `search/looks/api.py`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
 from catalog.models import Lookbook, Product
+from catalog.selectors import lookbook_list, product_list
+from catalog.services.lookbooks import lookbook_create, lookbook_delete, lookbook_update
+from catalog.services.products import product_create, product_delete, product_update
 from search import selectors, services
+from search.complete_the_look import complete_the_look
+from search.facets import FACET_FIELDS, facet_counts
 from search.limits import (
     PhotoEncodingBusy,
     client_address,
@@ -31,11 +38,9 @@ from search.limits import (
     server_encoding_share,
 )
 from search.models import ApiKey, PublishableKey
-from search.parsers import BoundedJSONParser
 from search.serializers import (
     CompleteTheLookQuerySerializer,
     CompleteTheLookSerializer,
-    ErrorSerializer,
     ImageSearchByReferenceSerializer,
     ImageSearchRequestSerializer,
     ImageSearchResultsSerializer,
@@ -55,6 +60,7 @@ from search.uploads import (
     image_too_large,
     validate_query_image,
 )
+from webapp.api import BoundedJSONParser, ErrorSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +208,7 @@ class ProductViewSet(viewsets.ViewSet):
         query = _validated(ProductListQuerySerializer, request.query_params)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(
-            selectors.product_list(filters=query.to_filters()), request, view=self
+            product_list(filters=query.to_filters()), request, view=self
         )
         data = ProductSerializer(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(data)
@@ -212,7 +218,7 @@ class ProductViewSet(viewsets.ViewSet):
 
     def create(self, request: Request) -> Response:
         data = _validated(ProductWriteSerializer, request.data).validated_data
-        product = services.product_create(**data)
+        product = product_create(**data)
         body = ProductSerializer(_sku_product(product.sku), context={"request": request}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -220,7 +226,7 @@ class ProductViewSet(viewsets.ViewSet):
         product = _sku_product(sku)
         serializer = ProductWriteSerializer(instance=product, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        product = services.product_update(product=product, **serializer.validated_data)
+        product = product_update(product=product, **serializer.validated_data)
         body = ProductSerializer(_sku_product(product.sku), context={"request": request}).data
         return Response(body)
 
@@ -231,7 +237,7 @@ class ProductViewSet(viewsets.ViewSet):
         return self._update(request, sku, partial=True)
 
     def destroy(self, request: Request, sku: str) -> Response:
-        services.product_delete(product=_sku_product(sku))
+        product_delete(product=_sku_product(sku))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -262,7 +268,7 @@ class ProductViewSet(viewsets.ViewSet):
         """Items from other categories that go with this one (lookbooks, then neighbours)."""
         product = _sku_product(sku)
         query = _validated(CompleteTheLookQuerySerializer, request.query_params)
-        groups = selectors.complete_the_look(
+        groups = complete_the_look(
             product=product, limit_per_category=query.validated_data["limit_per_category"]
         )
         body = CompleteTheLookSerializer(
@@ -298,11 +304,11 @@ class LookbookViewSet(viewsets.ViewSet):
     serializer_class = LookbookSerializer
 
     def _lookbook(self, slug: str) -> Lookbook:
-        return get_object_or_404(selectors.lookbook_list(published_only=False), slug=slug)
+        return get_object_or_404(lookbook_list(published_only=False), slug=slug)
 
     def list(self, request: Request) -> Response:
         query = _validated(LookbookListQuerySerializer, request.query_params)
-        queryset = selectors.lookbook_list(published_only=False)
+        queryset = lookbook_list(published_only=False)
         if query.validated_data["is_published"] is not None:
             queryset = queryset.filter(is_published=query.validated_data["is_published"])
         paginator = self.pagination_class()
@@ -314,7 +320,7 @@ class LookbookViewSet(viewsets.ViewSet):
 
     def create(self, request: Request) -> Response:
         data = _validated(LookbookSerializer, request.data).validated_data
-        lookbook = services.lookbook_create(**data)
+        lookbook = lookbook_create(**data)
         return Response(
             LookbookSerializer(self._lookbook(lookbook.slug)).data, status=status.HTTP_201_CREATED
         )
@@ -323,7 +329,7 @@ class LookbookViewSet(viewsets.ViewSet):
         lookbook = self._lookbook(slug)
         serializer = LookbookSerializer(instance=lookbook, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        lookbook = services.lookbook_update(lookbook=lookbook, **serializer.validated_data)
+        lookbook = lookbook_update(lookbook=lookbook, **serializer.validated_data)
         return Response(LookbookSerializer(self._lookbook(lookbook.slug)).data)
 
     def update(self, request: Request, slug: str) -> Response:
@@ -333,7 +339,7 @@ class LookbookViewSet(viewsets.ViewSet):
         return self._update(request, slug, partial=True)
 
     def destroy(self, request: Request, slug: str) -> Response:
-        services.lookbook_delete(lookbook=self._lookbook(slug))
+        lookbook_delete(lookbook=self._lookbook(slug))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -347,9 +353,7 @@ def _search_page(
 
     context = {"request": request, "product_fields": data.get("fields")}
     body: dict[str, Any] = {**SearchResultsSerializer(results, context=context).data}
-    facets = selectors.facet_counts(
-        product_ids=results.candidate_ids, fields=selectors.FACET_FIELDS
-    )
+    facets = facet_counts(product_ids=results.candidate_ids, fields=FACET_FIELDS)
     body.update(
         total=results.total,
         offset=results.offset,

@@ -29,8 +29,10 @@ import numpy as np
 from PIL import Image
 
 from catalog.models import Product
+from embeddings.models import EmbeddingModel
 from search import ranking, selectors
 from search.models import SearchCalibration, VocabularyTerm
+from search.vector_sql import nearest_products, product_vector
 from search.vocabulary import catalog_stamp, vocabulary_rebuild_if_stale
 
 logger = logging.getLogger(__name__)
@@ -138,7 +140,7 @@ def catalog_queries(*, sample: int = SAMPLE_PRODUCTS, seed: int = 0) -> list[Jud
 
 
 def evaluate(
-    queries: Sequence[JudgedQuery], *, model: Any, pool: int = selectors.CANDIDATE_POOL
+    queries: Sequence[JudgedQuery], *, model: EmbeddingModel, pool: int = selectors.CANDIDATE_POOL
 ) -> list[Evaluated]:
     """Run each query through text search's candidates and signals, judge each candidate."""
     evaluated: list[Evaluated] = []
@@ -257,7 +259,7 @@ def synthetic_photos(count: int, *, seed: int) -> list[bytes]:
     return photos
 
 
-def _catalog_photo_best(*, model: Any, sample: int, seed: int) -> list[float]:
+def _catalog_photo_best(*, model: EmbeddingModel, sample: int, seed: int) -> list[float]:
     """Best image cosine of sampled catalog photos to another product (not a variant)."""
     rng = random.Random(seed)  # noqa: S311 (a reproducible sample, not a secret)
     ids = list(
@@ -267,13 +269,13 @@ def _catalog_photo_best(*, model: Any, sample: int, seed: int) -> list[float]:
     )
     best: list[float] = []
     for pid, group in rng.sample(ids, min(sample, len(ids))):
-        vector = selectors._product_vector(model=model, kind="image", product_id=pid)
+        vector = product_vector(model=model, kind="image", product_id=pid)
         if vector is None:
             continue
         variants = list(
             Product.objects.filter(group_id=group).values_list("id", flat=True) if group else [pid]
         )
-        found = selectors.nearest_products(
+        found = nearest_products(
             model=model, kind="image", vector=vector, filters=selectors.SearchFilters(),
             limit=1, exclude_ids=variants,
         )  # fmt: skip
@@ -282,13 +284,15 @@ def _catalog_photo_best(*, model: Any, sample: int, seed: int) -> list[float]:
     return best
 
 
-def image_threshold_fit(*, model: Any, seed: int = 0) -> tuple[float | None, dict[str, Any]]:
+def image_threshold_fit(
+    *, model: EmbeddingModel, seed: int = 0
+) -> tuple[float | None, dict[str, Any]]:
     """A photo threshold when one separates the catalog's photos from unrelated ones."""
     genuine = np.array(_catalog_photo_best(model=model, sample=100, seed=seed), dtype=np.float32)
     unrelated = []
     for photo in synthetic_photos(40, seed=seed):
-        vector = selectors._encode_image(photo, model=model)
-        found = selectors.nearest_products(
+        vector = selectors.query_image_vector(photo, model=model)
+        found = nearest_products(
             model=model, kind="image", vector=vector, filters=selectors.SearchFilters(), limit=1
         )
         if found:
@@ -315,7 +319,7 @@ def image_threshold_fit(*, model: Any, seed: int = 0) -> tuple[float | None, dic
 
 def search_calibration_fit(
     *,
-    model: Any,
+    model: EmbeddingModel,
     queries: Sequence[JudgedQuery] | None = None,
     unrelated: Sequence[str] | None = None,
     seed: int = 0,
@@ -366,7 +370,7 @@ def search_calibration_fit(
     return calibration
 
 
-def search_calibration_due(*, model: Any) -> bool:
+def search_calibration_due(*, model: EmbeddingModel) -> bool:
     """True when `model` has no calibration, or the catalog's size moved by 10% since."""
     latest = selectors.search_calibration_current(model=model)
     if latest is None:

@@ -7,7 +7,6 @@ The results page is driven entirely by GET parameters, so every state of the gri
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -18,13 +17,11 @@ from django.db.models import Count
 from django.http import QueryDict
 
 from catalog.models import Product
-from search.selectors import FacetCount
+from search.facets import FacetCount
+from search.models import PHOTO_ID_RE
 from search.services import query_photo_store
 from search.uploads import ImageRejected
 
-# Uploaded query photos are stored under their sha256, so a photo id is 64 hex digits;
-# anything else is refused before it reaches the storage layer (no path tricks).
-PHOTO_ID_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 FACET_LIMIT = 40  # longest category / brand list shown in the filter bar
 #: Most values of one facet a URL may select (a sane bound, far above any real use).
 FACET_MAX_SELECTED = 20
@@ -147,7 +144,7 @@ class SearchForm(forms.Form):
 
     def facet_groups(self, *, counts: dict[str, list[FacetCount]] | None) -> list[FacetGroup]:
         """The category and brand lists of the filter bar; `counts` from
-        `selectors.facet_counts` for the current search, None when there is none."""
+        `facet_counts` for the current search, None when there is none."""
         groups = []
         for name in ("category", "brand"):
             options = facet_options(
@@ -161,7 +158,7 @@ class SearchForm(forms.Form):
 
     def clean_photo(self) -> str:
         photo: str = self.cleaned_data["photo"].strip().lower()
-        if photo and not PHOTO_ID_PATTERN.match(photo):
+        if photo and not PHOTO_ID_RE.fullmatch(photo):
             raise forms.ValidationError("That photo link is not valid. Upload the photo again.")
         return photo
 

@@ -3,6 +3,7 @@ events and A/B experiments."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from django.contrib.postgres.fields import ArrayField
@@ -52,6 +53,12 @@ class ApiKey(models.Model):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > now
+
+
+#: A query photo's id: the SHA-256 of its bytes in lowercase hex (see `QueryPhoto`). The one
+#: check every way in (pages, API, selectors) applies, so anything else is refused before it
+#: reaches the storage layer (no path tricks).
+PHOTO_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class QueryPhoto(models.Model):

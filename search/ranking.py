@@ -27,6 +27,7 @@ import numpy as np
 from django.db import connection
 
 from catalog.document import RANK_WEIGHTS, SEARCH_CONFIG
+from embeddings.models import EmbeddingModel
 from search.understanding import Concept, Understanding
 
 SIGNALS = ("terms", "words", "meaning", "looks")
@@ -190,13 +191,13 @@ def text_signals(
     *,
     understood: Understanding,
     product_ids: Sequence[int],
-    model: Any | None,
+    model: EmbeddingModel | None,
     meaning: np.ndarray | None,
     looks: np.ndarray | None,
     similarities: Callable[..., dict[int, float]],
 ) -> TextSignals:
     """Every signal of every candidate: one SQL query for terms and full text, one per
-    vector kind (`similarities` is `search.selectors._similarities`)."""
+    vector kind (`similarities` is `search.vector_sql.similarities`)."""
     ids = list(product_ids)
     values = np.zeros((len(ids), len(SIGNALS)), dtype=np.float32)
     if not ids:

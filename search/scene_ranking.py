@@ -29,7 +29,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class RegionMatches:
-    """One region of the scene and the catalogue's best matches for its crop."""
+    """One region of the scene and the catalog's best matches for its crop."""
 
     box: tuple[float, float, float, float]  # left, top, right, bottom as fractions 0..1
     matches: Sequence[tuple[int, float]]  # (product id, cosine), best first
@@ -43,7 +43,7 @@ class LookbookNeighbour:
 
 @dataclass(frozen=True)
 class LookbookGraph:
-    """The catalogue's lookbooks: which products each holds and its kind (room type)."""
+    """The catalog's lookbooks: which products each holds and its kind (room type)."""
 
     members: Mapping[int, Sequence[int]]  # lookbook id -> product ids
     kinds: Mapping[int, str] = field(default_factory=dict)  # lookbook id -> kind ("" = none)

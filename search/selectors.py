@@ -1,57 +1,52 @@
-"""Read side of search: vector queries over pgvector, full-text search, and the catalog
-lists the API serves. Used by the REST API and the shopper pages alike.
+"""The search functions: by photo, by words, similar items; their contract types, the stored
+query photos. Used by the REST API and the shopper pages alike.
 
-Every vector query names the active model's id, the vector kind and the dimension as
-literals, with the exact expression of the contract's partial HNSW index
-(`(vector::halfvec(<dim>)) <=> q` with `model_id = <id> AND kind = '<kind>'`), so Postgres
-can use that index. Filters join `catalog_product` inside the same query, and
-`hnsw.iterative_scan = relaxed_order` lets the index keep scanning until the page is full
-instead of returning the few rows that survived the filters among the first `ef_search`.
+Beside it: the vector SQL they run (`search.vector_sql`), diversification
+(`search.diversity`), the text ranking's signals and weights (`search.ranking`), complete
+the look (`search.complete_the_look`) and facet counts (`search.facets`). Over 400 lines
+because search by photo and by words share the paging, sorting and hydration helpers here
+and are read together.
 """
 
 from __future__ import annotations
 
 import io
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
-from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import QuerySet
 from PIL import Image, ImageOps
 
-from catalog.models import Lookbook, Product
+from catalog.models import Product
+from embeddings.models import EmbeddingModel
+from search.diversity import mmr_order
 from search.experiments.context import arm_diversify, arm_model
-from search.models import QueryPhoto
+from search.models import PHOTO_ID_RE, QueryPhoto, SearchCalibration
+from search.vector_sql import (
+    filter_sql,
+    nearest_products,
+    product_vector,
+    similarities,
+    vectors_of,
+)
 
-#: The contract's vector table (`embeddings.models.ProductEmbedding`).
-EMBEDDING_TABLE = "embeddings_productembedding"
-#: Shopper photos are compared with product photos, words with the fused vectors (image and
-#: text of a product together), and "similar items" with the product's own fused vector.
+#: Shopper photos are compared with product photos, words (through the text query map:
+#: how a product so described would look) with the fused vectors (image and text of a
+#: product together), and "similar items" with the product's own fused vector.
 IMAGE_QUERY_KIND = "image"
-TEXT_QUERY_KIND = "fused"
+WORDS_LOOKS_KIND = "fused"
 #: Words are also compared with the products' own text vectors (title, description, brand):
 #: the same modality, so the index needs no map, and semantic rather than exact words.
-TEXT_MATCH_KIND = "text"
+WORDS_MEANING_KIND = "text"
 SIMILAR_KIND = "fused"
 #: The vectors maximal marginal relevance compares candidates with: how they look.
 DIVERSITY_KIND = "image"
-#: MMR trade-off: 1.0 is pure relevance, 0.0 pure novelty.
-MMR_LAMBDA = 0.7
 #: Diversification picks from this many times the requested page.
 MMR_POOL_FACTOR = 3
 #: Upper bound on any page, whatever a caller asks for.
 MAX_LIMIT = 200
-#: At most this many categories in "complete the look".
-MAX_LOOK_GROUPS = 6
-#: Neighbours considered for "complete the look" before grouping by category.
-LOOK_CANDIDATES = 120
-#: The category hierarchy separator of Google Merchant Center's product_type.
-CATEGORY_SEPARATOR = " > "
 
 
 # --- Contract types ------------------------------------------------------------------------
@@ -105,50 +100,13 @@ class SearchResults:
     candidate_ids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class LookGroup:
-    category: str
-    hits: list[SearchHit]
-
-
 class SearchUnavailable(Exception):
     """No embedding model is active, so vector search cannot answer yet."""
 
 
-# --- Catalog lists (API) --------------------------------------------------------------------
-def product_list(*, filters: SearchFilters) -> QuerySet[Product]:
-    """Products matching `filters`, images prefetched, in a stable order (by id)."""
-    queryset = Product.objects.prefetch_related("images").order_by("id")
-    if filters.category:
-        queryset = queryset.filter(category__in=filters.category)
-    if filters.brand:
-        queryset = queryset.filter(brand__in=filters.brand)
-    if filters.price_min is not None:
-        queryset = queryset.filter(price__gte=filters.price_min)
-    if filters.price_max is not None:
-        queryset = queryset.filter(price__lte=filters.price_max)
-    if filters.in_stock is not None:
-        queryset = queryset.filter(in_stock=filters.in_stock)
-    if filters.attributes:
-        queryset = queryset.filter(attributes__contains=filters.attributes)
-    return queryset
-
-
-def product_prices_exist() -> bool:
-    """Whether any product has a price: a price filter over a price-less catalog filters
-    everything out, so the results page leaves it off."""
-    return Product.objects.filter(price__isnull=False).exists()
-
-
-def lookbook_list(*, published_only: bool) -> QuerySet[Lookbook]:
-    """Lookbooks with their items' SKUs prefetched, in a stable order (by id)."""
-    queryset = Lookbook.objects.prefetch_related("items__product").order_by("id")
-    return queryset.filter(is_published=True) if published_only else queryset
-
-
 def query_photo_get(*, photo_id: str) -> QueryPhoto | None:
     """The stored query photo, or None when unknown, malformed or already purged."""
-    if len(photo_id) != 64 or any(c not in "0123456789abcdef" for c in photo_id):
+    if not PHOTO_ID_RE.fullmatch(photo_id):
         return None
     return QueryPhoto.objects.filter(pk=photo_id).first()
 
@@ -167,130 +125,40 @@ def query_photo_read(*, photo_id: str) -> bytes | None:
 
 
 # --- Vector search --------------------------------------------------------------------------
-def _active_model() -> Any | None:
+def model_answering() -> EmbeddingModel | None:
     """The version that answers: the A/B arm's when an experiment applies, else the active."""
     from embeddings.selectors import embedding_model_active
 
     return arm_model() or embedding_model_active()
 
 
-def _encode_image(data: bytes, *, model: Any) -> np.ndarray:
+def query_image_vector(data: bytes, *, model: EmbeddingModel) -> np.ndarray:
+    """The photo's vector by `model` (float32, L2-normalised)."""
     # Imported here: the runtime loads torch on first use, never when the web app starts.
     from embeddings import runtime
 
     return np.asarray(runtime.encode_query_image(data, model=model), dtype=np.float32)
 
 
-def _encode_text(text: str, *, model: Any) -> np.ndarray:
+def query_text_vector(text: str, *, model: EmbeddingModel) -> np.ndarray:
+    """The words' own text vector by `model` (float32, L2-normalised)."""
     from embeddings import runtime
 
     return np.asarray(runtime.encode_query_text(text, model=model), dtype=np.float32)
 
 
-def _vector_literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(f"{value:.6g}" for value in vector.tolist()) + "]"
-
-
-def _filter_sql(filters: SearchFilters) -> tuple[str, list[Any]]:
-    """SQL conditions on `p` (catalog_product) for `filters`, each prefixed with AND."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if filters.category:
-        clauses.append("p.category = ANY(%s)")
-        params.append(list(filters.category))
-    if filters.brand:
-        clauses.append("p.brand = ANY(%s)")
-        params.append(list(filters.brand))
-    if filters.price_min is not None:
-        clauses.append("p.price >= %s")
-        params.append(filters.price_min)
-    if filters.price_max is not None:
-        clauses.append("p.price <= %s")
-        params.append(filters.price_max)
-    if filters.in_stock is not None:
-        clauses.append("p.in_stock = %s")
-        params.append(filters.in_stock)
-    if filters.attributes:
-        clauses.append("p.attributes @> %s::jsonb")
-        params.append(json.dumps(filters.attributes))
-    return "".join(f" AND {clause}" for clause in clauses), params
-
-
-def _distance_sql(model: Any) -> str:
-    dim = int(model.dimension)
-    return f"(e.vector::halfvec({dim})) <=> %s::halfvec({dim})"
-
-
-def _embedding_predicate(model: Any, kind: str) -> str:
-    # Literals, not parameters: the planner must see them to match the partial index.
-    assert kind in {"image", "text", "fused"}
-    return f"e.model_id = {int(model.pk)} AND e.kind = '{kind}'"
-
-
-def _prepare_vector_scan(cursor: Any, *, limit: int) -> None:
-    """Transaction-local HNSW settings: a wider beam, and iterative scans for filters."""
-    ef_search = max(int(settings.VITRINE_HNSW_EF_SEARCH), limit)
-    cursor.execute(
-        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-        "set_config('hnsw.ef_search', %s, true)",
-        [str(min(ef_search, 1000))],
-    )
-
-
-def nearest_products(
-    *,
-    model: Any,
-    kind: str,
-    vector: np.ndarray,
-    filters: SearchFilters,
-    limit: int,
-    exclude_ids: Sequence[int] = (),
-    extra_sql: str = "",
-    extra_params: Sequence[Any] = (),
-) -> list[tuple[int, float]]:
-    """(product id, cosine similarity) of the `limit` nearest products, best first.
-
-    `extra_sql` is more conditions on `p` (each starting with AND), for the callers here.
-    """
-    where, params = _filter_sql(filters)
-    if exclude_ids:
-        where += " AND p.id <> ALL(%s)"
-        params.append(list(exclude_ids))
-    where += extra_sql
-    params.extend(extra_params)
-    query = _vector_literal(vector)
-    # relaxed_order may return rows slightly out of order; the outer ORDER BY restores it
-    # (pgvector's documented pattern), on at most `limit` rows.
-    # Only literals from this module are formatted in; every value is a parameter.
-    sql = f"""
-        WITH nearest AS MATERIALIZED (
-            SELECT e.product_id, {_distance_sql(model)} AS distance
-            FROM {EMBEDDING_TABLE} e JOIN catalog_product p ON p.id = e.product_id
-            WHERE {_embedding_predicate(model, kind)}{where}
-            ORDER BY {_distance_sql(model)}
-            LIMIT %s
-        )
-        SELECT product_id, distance FROM nearest ORDER BY distance, product_id
-    """  # noqa: S608
-    with transaction.atomic(), connection.cursor() as cursor:
-        _prepare_vector_scan(cursor, limit=limit)
-        cursor.execute(sql, [query, *params, query, limit])
-        rows = cursor.fetchall()
-    return [(int(product_id), 1.0 - float(distance)) for product_id, distance in rows]
-
-
-def text_query_vector(*, model: Any, vector: np.ndarray) -> np.ndarray:
+def text_query_vector(*, model: EmbeddingModel, vector: np.ndarray) -> np.ndarray:
     """Where a product described by the shopper's words would sit among the fused vectors:
     the words' vector through the version's text query map (`embeddings.text_map`, fitted
     on the catalog); `vector` itself while none is fitted (a catalog of a few products).
 
-    A CLIP-style text vector sits about equally far from every product's fused vector
-    (mean cosine 0.05 with the bundled default model), so HNSW's greedy walk from it stops
-    in the wrong region: recall@10 against exact search was 0.27, and 0.52 with the query
-    shifted by mean(fused) - mean(text). Mapped, it lands among the products (as close to
-    its 10 nearest as products are to theirs) and the index finds them; its exact ranking
-    is better too (bench/results/search_latency.json, `text_query`). Only the ranking uses
-    it: scores stay the words' own cosine, which the relevance floor is set for.
+    A CLIP-style text vector sits about equally far from every product's fused vector, so
+    HNSW's greedy walk from it stops in the wrong region and the index misses most of the
+    exact nearest products (shifting it by mean(fused) - mean(text) helps only part way).
+    Mapped, it lands among the products and the index finds them; its exact ranking is
+    better too. The measured figures: `bench/results/search_latency.json` (`text_query`)
+    and the README's table. Only the ranking uses it: scores stay the words' own cosine,
+    which the relevance floor is set for.
     """
     from embeddings import text_map
     from embeddings.selectors import text_query_map_matrix
@@ -301,74 +169,7 @@ def text_query_vector(*, model: Any, vector: np.ndarray) -> np.ndarray:
     return text_map.apply(matrix, vector)
 
 
-def _similarities(
-    *, model: Any, kind: str, vector: np.ndarray, product_ids: Iterable[int]
-) -> dict[int, float]:
-    """Cosine similarity of `vector` to each product's vector of `kind` (when it has one)."""
-    ids = list(product_ids)
-    if not ids:
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT e.product_id, {_distance_sql(model)} FROM {EMBEDDING_TABLE} e "  # noqa: S608
-            f"WHERE {_embedding_predicate(model, kind)} AND e.product_id = ANY(%s)",
-            [_vector_literal(vector), ids],
-        )
-        return {int(pid): 1.0 - float(distance) for pid, distance in cursor.fetchall()}
-
-
-def _vectors(*, model: Any, kind: str, product_ids: Sequence[int]) -> dict[int, np.ndarray]:
-    """The stored vectors of `kind` for these products, as float32 arrays."""
-    if not product_ids:
-        return {}
-    with connection.cursor() as cursor:
-        # halfvec_send is pgvector's binary form: int16 dim, int16 unused, big-endian halfs.
-        cursor.execute(
-            f"SELECT e.product_id, halfvec_send(e.vector) FROM {EMBEDDING_TABLE} e "  # noqa: S608
-            f"WHERE {_embedding_predicate(model, kind)} AND e.product_id = ANY(%s)",
-            [list(product_ids)],
-        )
-        return {
-            int(pid): np.frombuffer(bytes(raw)[4:], dtype=">f2").astype(np.float32)
-            for pid, raw in cursor.fetchall()
-        }
-
-
-def _product_vector(*, model: Any, kind: str, product_id: int) -> np.ndarray | None:
-    return _vectors(model=model, kind=kind, product_ids=[product_id]).get(product_id)
-
-
-def _mmr_order(
-    *, candidates: list[tuple[int, float]], vectors: dict[int, np.ndarray], limit: int
-) -> list[tuple[int, float]]:
-    """Re-rank by maximal marginal relevance: each pick trades relevance for looking
-    unlike what was already picked. Candidates without a vector keep their relevance."""
-    if len(candidates) <= 1:
-        return candidates[:limit]
-    relevance = np.array([score for _, score in candidates], dtype=np.float32)
-    span = float(relevance.max() - relevance.min()) or 1.0
-    relevance = (relevance - relevance.min()) / span  # comparable with cosine in [0, 1]
-    dim = next((len(v) for v in vectors.values()), 0)
-    matrix = np.zeros((len(candidates), max(dim, 1)), dtype=np.float32)
-    for row, (pid, _) in enumerate(candidates):
-        if pid in vectors:
-            vector = vectors[pid]
-            matrix[row] = vector / (np.linalg.norm(vector) or 1.0)
-    similarity = matrix @ matrix.T  # (N, N) cosine between candidates
-    chosen: list[int] = []
-    redundancy = np.zeros(len(candidates), dtype=np.float32)
-    remaining = np.ones(len(candidates), dtype=bool)
-    for _ in range(min(limit, len(candidates))):
-        scores = MMR_LAMBDA * relevance - (1 - MMR_LAMBDA) * redundancy
-        scores[~remaining] = -np.inf
-        pick = int(np.argmax(scores))
-        chosen.append(pick)
-        remaining[pick] = False
-        redundancy = np.maximum(redundancy, similarity[pick])
-    return [candidates[index] for index in chosen]
-
-
-def _hits(scored: Sequence[tuple[int, float]]) -> list[SearchHit]:
+def search_hits(scored: Sequence[tuple[int, float]]) -> list[SearchHit]:
     """Products for (id, score) pairs, in that order (rows deleted meanwhile are skipped)."""
     products = Product.objects.prefetch_related("images").in_bulk([pid for pid, _ in scored])
     return [
@@ -411,7 +212,7 @@ def _sorted(ranked: list[tuple[int, float]], *, sort: str) -> list[tuple[int, fl
 
 def _results(
     *,
-    model: Any,
+    model: EmbeddingModel | None,
     ranked: list[tuple[int, float]],
     limit: int,
     offset: int = 0,
@@ -426,11 +227,12 @@ def _results(
         raise ValueError(f"sort must be one of {', '.join(SORTS)}")
     candidate_ids = tuple(pid for pid, _ in ranked)
     ordered = _sorted(ranked, sort=sort)
-    if diversify and sort == "relevance" and offset == 0 and len(ordered) > 1:
+    # Without a model there are no vectors to diversify by.
+    if diversify and model is not None and sort == "relevance" and offset == 0 and len(ordered) > 1:
         pool = ordered[: limit * MMR_POOL_FACTOR]
-        vectors = _vectors(model=model, kind=DIVERSITY_KIND, product_ids=[pid for pid, _ in pool])
-        ordered = _mmr_order(candidates=pool, vectors=vectors, limit=limit)
-    hits = _hits(ordered[offset : offset + limit])
+        vectors = vectors_of(model=model, kind=DIVERSITY_KIND, product_ids=[pid for pid, _ in pool])
+        ordered = mmr_order(candidates=pool, vectors=vectors, limit=limit)
+    hits = search_hits(ordered[offset : offset + limit])
     return SearchResults(
         hits=hits,
         no_good_match=no_good_match,
@@ -443,7 +245,7 @@ def _results(
 
 
 def _require_model() -> Any:
-    model = _active_model()
+    model = model_answering()
     if model is None:
         raise SearchUnavailable("No embedding model is active yet; search by photo is offline.")
     return model
@@ -466,10 +268,8 @@ def crop_image(*, image: bytes, crop: CropBox) -> bytes:
     return buffer.getvalue()
 
 
-def search_calibration_current(*, model: Any) -> Any | None:
+def search_calibration_current(*, model: EmbeddingModel) -> SearchCalibration | None:
     """The newest `SearchCalibration` of this model version, or None before the first."""
-    from search.models import SearchCalibration
-
     return SearchCalibration.objects.filter(model_id=model.pk).order_by("-created_at").first()
 
 
@@ -518,7 +318,7 @@ def search_by_image(
     offset, limit = _window(offset=offset, limit=limit)
     if crop is not None:
         image = crop_image(image=image, crop=crop)
-    vector = _encode_image(image, model=model)
+    vector = query_image_vector(image, model=model)
     window = offset + limit
     pool = max(window * MMR_POOL_FACTOR if diversify else window, CANDIDATE_POOL)
     ranked = nearest_products(
@@ -554,7 +354,7 @@ def text_search_signals(
     query: str,
     filters: SearchFilters,
     pool: int,
-    model: Any | None,
+    model: EmbeddingModel | None,
     removed_terms: Sequence[str] = (),
 ) -> tuple[Any, Any]:
     """What text search ranks by: the words' understanding and the four signals of every
@@ -565,20 +365,23 @@ def text_search_signals(
     query = query.strip()
     understood = _understand(query, removed=removed_terms)
     candidates = ranking.text_candidates(
-        understood=understood, filters=filters, limit=pool, filter_sql=_filter_sql
+        understood=understood, filters=filters, limit=pool, filter_sql=filter_sql
     )
     meaning_vector = looks_vector = None
     if model is not None and query:
-        meaning_vector = _encode_text(query, model=model)
+        meaning_vector = query_text_vector(query, model=model)
         looks_vector = text_query_vector(model=model, vector=meaning_vector)
-        for kind, vector in ((TEXT_MATCH_KIND, meaning_vector), (TEXT_QUERY_KIND, looks_vector)):
+        for kind, vector in (
+            (WORDS_MEANING_KIND, meaning_vector),
+            (WORDS_LOOKS_KIND, looks_vector),
+        ):
             found = nearest_products(
                 model=model, kind=kind, vector=vector, filters=filters, limit=pool
             )
             candidates.extend(pid for pid, _ in found)
     signals = ranking.text_signals(
         understood=understood, product_ids=list(dict.fromkeys(candidates)), model=model,
-        meaning=meaning_vector, looks=looks_vector, similarities=_similarities,
+        meaning=meaning_vector, looks=looks_vector, similarities=similarities,
     )  # fmt: skip
     return understood, signals
 
@@ -611,7 +414,7 @@ def search_by_text(
     diversify = arm_diversify(default=diversify)
     offset, limit = _window(offset=offset, limit=limit)
     window = offset + limit
-    model = _active_model()
+    model = model_answering()
     calibration = search_calibration_current(model=model) if model is not None else None
     understood, signals = text_search_signals(
         query=query,
@@ -643,10 +446,10 @@ def similar_products(
 
     Empty (no_good_match) when no model is active or the product has no vector yet.
     """
-    model = _active_model()
+    model = model_answering()
     if model is None:
         return SearchResults(hits=[], no_good_match=True, model_key="")
-    vector = _product_vector(model=model, kind=SIMILAR_KIND, product_id=product.pk)
+    vector = product_vector(model=model, kind=SIMILAR_KIND, product_id=product.pk)
     if vector is None:
         return SearchResults(hits=[], no_good_match=True, model_key=str(model.key))
     if in_stock_only:
@@ -660,124 +463,3 @@ def similar_products(
         exclude_ids=[product.pk],
     )
     return _results(model=model, ranked=ranked, limit=_clamp(limit), diversify=False)
-
-
-def _department(category: str) -> str:
-    return category.split(CATEGORY_SEPARATOR, 1)[0].strip()
-
-
-def complete_the_look(*, product: Product, limit_per_category: int) -> list[LookGroup]:
-    """Items that go with `product`, grouped by category, best groups first.
-
-    Two sources: products curated beside it in published lookbooks (first, they are a
-    merchandiser's choice), then its fused vector's nearest neighbours. Only other
-    departments count as complementary: the first level of the category path
-    ("Garment Lower body" for a shirt's "Garment Upper body > Shirt"), so a shirt is
-    completed with trousers and shoes, not with another shirt.
-    """
-    limit_per_category = max(1, min(int(limit_per_category), 24))
-    department = _department(product.category)
-    # A product can sit in several lookbooks: keep each curated id once, first place wins.
-    curated_ids = list(
-        dict.fromkeys(
-            Product.objects.filter(
-                lookbook_items__lookbook__is_published=True,
-                lookbook_items__lookbook__items__product=product,
-            )
-            .exclude(pk=product.pk)
-            .order_by("lookbook_items__position", "id")
-            .values_list("id", flat=True)
-        )
-    )
-    model = _active_model()
-    vector = (
-        _product_vector(model=model, kind=SIMILAR_KIND, product_id=product.pk)
-        if model is not None
-        else None
-    )
-    scores: dict[int, float] = {}
-    neighbours: list[tuple[int, float]] = []
-    if vector is not None:
-        scores = _similarities(model=model, kind=SIMILAR_KIND, vector=vector,
-                               product_ids=curated_ids)  # fmt: skip
-        # Categories are compared in SQL by their first path level, like `_department`.
-        neighbours = nearest_products(
-            model=model,
-            kind=SIMILAR_KIND,
-            vector=vector,
-            filters=SearchFilters(),
-            limit=LOOK_CANDIDATES,
-            exclude_ids=[product.pk],
-            extra_sql=" AND p.category <> '' AND split_part(p.category, %s, 1) <> %s",
-            extra_params=[CATEGORY_SEPARATOR, department],
-        )
-    ordered = [(pid, scores.get(pid, 0.0)) for pid in curated_ids]
-    ordered += [(pid, score) for pid, score in neighbours if pid not in set(curated_ids)]
-    groups: dict[str, list[SearchHit]] = {}
-    for hit in _hits(ordered):
-        category = hit.product.category
-        if not category or _department(category) == department:
-            continue
-        group = groups.setdefault(category, [])
-        if len(group) < limit_per_category:
-            group.append(hit)
-    # Groups keep first-appearance order: curated categories first, then by best neighbour.
-    return [
-        LookGroup(category=category, hits=hits)
-        for category, hits in list(groups.items())[:MAX_LOOK_GROUPS]
-    ]
-
-
-# --- Facets ---------------------------------------------------------------------------------
-#: The catalog columns a search can be counted by (and `facet_counts` formats into its SQL).
-FACET_FIELDS = ("category", "brand")
-
-
-@dataclass(frozen=True)
-class FacetCount:
-    value: str
-    #: How many of the candidate products have this value (and the other facets' selection).
-    count: int
-
-
-def facet_counts(
-    *,
-    product_ids: Sequence[int],
-    fields: Sequence[str],
-    selected: dict[str, list[str]] | None = None,
-) -> dict[str, list[FacetCount]]:
-    """Each field's non-empty values among `product_ids` with their counts, most first.
-
-    A field's counts take the *other* fields' `selected` values into account but not its
-    own, so the shopper sees what ticking another value of the same field would add (the
-    usual "OR within a field, AND across fields" of faceted search). One SQL query.
-    Values with no candidate are absent; every field in `fields` is a key of the answer.
-    """
-    unknown = set(fields) - set(FACET_FIELDS)
-    if unknown:
-        raise ValueError(f"Not a facet field: {', '.join(sorted(unknown))}")
-    answer: dict[str, list[FacetCount]] = {name: [] for name in fields}
-    ids = list(dict.fromkeys(int(pid) for pid in product_ids))
-    if not ids or not fields:
-        return answer
-    selected = selected or {}
-    parts: list[str] = []
-    params: list[Any] = []
-    for name in fields:
-        # Field names come from FACET_FIELDS only (checked above); values are parameters.
-        where = f"p.id = ANY(%s) AND p.{name} <> ''"
-        params += [name, ids]
-        for other in fields:
-            if other != name and selected.get(other):
-                where += f" AND p.{other} = ANY(%s)"
-                params.append(list(selected[other]))
-        parts.append(
-            f"SELECT %s::text, p.{name}, count(*) FROM catalog_product p "  # noqa: S608
-            f"WHERE {where} GROUP BY p.{name}"
-        )
-    with connection.cursor() as cursor:
-        cursor.execute(" UNION ALL ".join(parts), params)
-        rows = cursor.fetchall()
-    for name, value, count in sorted(rows, key=lambda row: (row[0], -row[2], row[1])):
-        answer[name].append(FacetCount(value=str(value), count=int(count)))
-    return answer

@@ -8,22 +8,11 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from catalog.models import Lookbook, Product, ProductImage
-from search.selectors import MAX_WINDOW, SORTS, CropBox, LookGroup, SearchFilters
+from search.complete_the_look import LookGroup
+from search.models import PHOTO_ID_RE
+from search.selectors import MAX_WINDOW, SORTS, CropBox, SearchFilters
 
 MAX_PAGE = 100
-
-
-# --- Errors (schema only: built by search.api.api_exception_handler) ----------------------
-class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Stable, machine-readable, e.g. 'not_found'")
-    message = serializers.CharField(help_text="What went wrong, for a person")
-    details = serializers.DictField(
-        child=serializers.JSONField(), help_text="Per-field errors or extra facts"
-    )
-
-
-class ErrorSerializer(serializers.Serializer):
-    error = ErrorDetailSerializer()
 
 
 # --- Catalog ------------------------------------------------------------------------------
@@ -73,8 +62,7 @@ class ProductSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ProductImageSerializer(many=True))
     def get_images(self, product: Product) -> list[dict[str, Any]]:
-        ready = [i for i in product.images.all() if i.status == ProductImage.Status.READY]
-        ready.sort(key=lambda image: image.position)
+        ready = product.ready_images
         # One serializer for every product of a page, not a new list serializer per product
         # (DRF builds and binds fields for each: most of a search page's serializing time).
         child = self.context.get("_image_serializer")
@@ -259,7 +247,7 @@ class ImageSearchRequestSerializer(SearchFiltersSerializer, ResultsPageSerialize
     image = serializers.FileField(required=False, help_text="JPEG, PNG or WebP")
     image_url = serializers.URLField(required=False, max_length=2000)
     photo_id = serializers.RegexField(
-        r"^[0-9a-f]{64}$", required=False, help_text="`photo_id` of an earlier image search"
+        PHOTO_ID_RE, required=False, help_text="`photo_id` of an earlier image search"
     )
     crop = serializers.ListField(
         child=serializers.FloatField(min_value=0, max_value=1),

@@ -1,5 +1,4 @@
-"""Write side of the search app: API keys, stored query photos, and the catalog writes the
-REST API makes (products and lookbooks)."""
+"""Write side of the search app: API keys and stored query photos."""
 
 from __future__ import annotations
 
@@ -9,16 +8,12 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
 from django.utils import timezone
 
-from catalog.models import Lookbook, LookbookItem, Product
-from catalog.services import product_document_changed
 from search.models import ApiKey, QueryPhoto
 from search.uploads import inspect_query_image
 
@@ -161,89 +156,3 @@ def _query_photo_orphans_purge(*, cutoff: datetime) -> int:
                 default_storage.delete(path)
                 deleted += 1
     return deleted
-
-
-# --- Catalog writes (REST API) ---------------------------------------------------------------
-PRODUCT_FIELDS = (
-    "title", "description", "brand", "category", "group_id", "price", "currency",
-    "in_stock", "url", "attributes",
-)  # fmt: skip
-
-
-def product_create(*, sku: str, title: str, **fields: Any) -> Product:
-    """Create a product (its images arrive through imports)."""
-    unknown = set(fields) - set(PRODUCT_FIELDS)
-    if unknown:
-        raise TypeError(f"unknown product fields: {', '.join(sorted(unknown))}")
-    with transaction.atomic():
-        product = Product.objects.create(sku=sku, title=title, **fields)
-        if product_document_changed(product=product):
-            product.save(update_fields=["content_hash"])
-    return product
-
-
-def product_update(*, product: Product, **fields: Any) -> Product:
-    """Change the given fields; the content hash follows, so a new text is re-embedded."""
-    unknown = set(fields) - {*PRODUCT_FIELDS, "sku"}
-    if unknown:
-        raise TypeError(f"unknown product fields: {', '.join(sorted(unknown))}")
-    with transaction.atomic():
-        for name, value in fields.items():
-            setattr(product, name, value)
-        product_document_changed(product=product)
-        product.save()
-    return product
-
-
-def product_delete(*, product: Product) -> None:
-    product.delete()
-
-
-def _lookbook_items_set(*, lookbook: Lookbook, skus: list[str]) -> None:
-    products = Product.objects.in_bulk(skus, field_name="sku")
-    missing = [sku for sku in skus if sku not in products]
-    if missing:
-        raise Product.DoesNotExist(f"unknown SKUs: {', '.join(missing[:20])}")
-    lookbook.items.all().delete()
-    LookbookItem.objects.bulk_create(
-        LookbookItem(lookbook=lookbook, product=products[sku], position=position)
-        for position, sku in enumerate(dict.fromkeys(skus))
-    )
-
-
-def lookbook_create(
-    *,
-    slug: str,
-    title: str,
-    description: str = "",
-    is_published: bool = False,
-    skus: list[str] | None = None,
-) -> Lookbook:
-    """Create a lookbook with its products in the given order (raises Product.DoesNotExist
-    naming unknown SKUs)."""
-    with transaction.atomic():
-        lookbook = Lookbook.objects.create(
-            slug=slug, title=title, description=description, is_published=is_published
-        )
-        _lookbook_items_set(lookbook=lookbook, skus=skus or [])
-    return lookbook
-
-
-def lookbook_update(
-    *, lookbook: Lookbook, skus: list[str] | None = None, **fields: Any
-) -> Lookbook:
-    """Change the given fields; `skus`, when given, replaces the items in that order."""
-    unknown = set(fields) - {"slug", "title", "description", "is_published"}
-    if unknown:
-        raise TypeError(f"unknown lookbook fields: {', '.join(sorted(unknown))}")
-    with transaction.atomic():
-        for name, value in fields.items():
-            setattr(lookbook, name, value)
-        lookbook.save()
-        if skus is not None:
-            _lookbook_items_set(lookbook=lookbook, skus=skus)
-    return lookbook
-
-
-def lookbook_delete(*, lookbook: Lookbook) -> None:
-    lookbook.delete()

@@ -22,7 +22,10 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods
 
 from catalog.models import Lookbook, LookbookItem, Product
+from catalog.selectors import product_prices_exist
 from search import selectors
+from search.complete_the_look import complete_the_look
+from search.facets import FACET_FIELDS, FacetCount, facet_counts
 from search.forms import PhotoSearchForm, SearchForm
 from search.limits import PhotoEncodingBusy, client_address, page_rate_limit, photo_encoding_slot
 
@@ -30,7 +33,6 @@ RESULTS_LIMIT = 48
 SIMILAR_LIMIT = 12
 LOOK_PER_CATEGORY = 4
 HOME_LOOKBOOKS = 6
-FACET_FIELDS = ("category", "brand")
 
 
 def _published_lookbooks() -> Any:
@@ -101,7 +103,7 @@ def _search_words(
 
 def _facet_counts(
     *, search: Search, filters: selectors.SearchFilters, results: selectors.SearchResults
-) -> dict[str, list[selectors.FacetCount]]:
+) -> dict[str, list[FacetCount]]:
     """Category and brand counts for the filter bar, over the search's candidates.
 
     The candidates are the page's own results (RESULTS_LIMIT, the same relevance floor
@@ -117,7 +119,7 @@ def _facet_counts(
     if filters.category or filters.brand:
         broad = search(replace(filters, category=[], brand=[]))
         ids += [hit.product.pk for hit in broad.hits]
-    return selectors.facet_counts(
+    return facet_counts(
         product_ids=ids,
         fields=FACET_FIELDS,
         selected={"category": filters.category, "brand": filters.brand},
@@ -135,7 +137,7 @@ def results(request: HttpRequest) -> HttpResponse:
         "photo_missing": False,
         "unavailable": False,
     }
-    counts: dict[str, list[selectors.FacetCount]] | None = None
+    counts: dict[str, list[FacetCount]] | None = None
     if form.is_valid():
         data = form.cleaned_data
         filters = selectors.SearchFilters(
@@ -186,8 +188,7 @@ def results(request: HttpRequest) -> HttpResponse:
     context["facets"] = form.facet_groups(counts=counts)
     # A price asked for already (an old link) keeps the filter on screen, to be cleared.
     context["show_price_filter"] = (
-        bool(request.GET.get("price_min") or request.GET.get("price_max"))
-        or selectors.product_prices_exist()
+        bool(request.GET.get("price_min") or request.GET.get("price_max")) or product_prices_exist()
     )
     status = 404 if context["photo_missing"] else 503 if context["unavailable"] else 200
     if request.htmx and request.htmx.target == "results":  # type: ignore[attr-defined]
@@ -253,7 +254,7 @@ def product_similar(request: HttpRequest, sku: str) -> HttpResponse:
 def product_look(request: HttpRequest, sku: str) -> HttpResponse:
     """ "Complete the look": complementary items grouped by category, loaded by htmx."""
     product = _product(sku)
-    groups = selectors.complete_the_look(product=product, limit_per_category=LOOK_PER_CATEGORY)
+    groups = complete_the_look(product=product, limit_per_category=LOOK_PER_CATEGORY)
     return render(request, "search/_look.html", {"product": product, "groups": groups})
 
 

@@ -24,7 +24,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from catalog.models import ImportJob
-from embeddings.models import PendingEmbedding
+from embeddings.models import EmbeddingModel, PendingEmbedding
 from embeddings.selectors import embedding_model_active
 from search.limits import client_address
 from webapp.celery import app as celery_app
@@ -81,7 +81,7 @@ def _details_allowed(request: HttpRequest) -> bool:
         return False
 
 
-def _backlog(model: Any) -> dict[str, Any]:
+def _backlog(model: EmbeddingModel | None) -> dict[str, Any]:
     return {
         "embeddings_queued": PendingEmbedding.objects.count(),
         "backfill": (

@@ -19,7 +19,7 @@ PHOTO_PATHS = ("/search/photo/", "/api/v1/search/image/")
 
 
 def _limit(path: str) -> int:
-    from catalog.services import FEED_MAX_BYTES
+    from catalog.services.fetch import FEED_MAX_BYTES
 
     if path in PHOTO_PATHS:
         return settings.VITRINE_QUERY_IMAGE_MAX_BYTES + FORM_OVERHEAD_BYTES

@@ -4,7 +4,8 @@ Every variable is optional for a local run; production sets at least SECRET_KEY,
 ALLOWED_HOSTS and DEBUG=0 (then `manage.py check --deploy` passes with no warnings).
 When DATABASE_URL / CELERY_BROKER_URL are unset, the embedded services started by
 `python -m webapp.stack` are used (see docs/architecture.md); when CACHE_URL is unset, the
-cache takes another database of the broker's Redis.
+cache takes another database of the broker's Redis. One module over 400 lines, as Django
+expects: every setting and the checked environment variable behind it.
 """
 
 from __future__ import annotations
@@ -191,32 +192,15 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "run" / "celerybeat-schedule")
+# The whole beat schedule, every app's periodic work in one place.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
-    # search: delete shoppers' query photos once past VITRINE_QUERY_PHOTO_RETENTION_HOURS.
-    "search-query-photos-purge": {"task": "search.tasks.query_photos_purge", "schedule": 900.0},
-    # search: create the coming months' event partitions, drop those past retention.
-    # search: recompute "often bought together" pairs from the shoppers' sessions.
-    "search-coengagement-refresh": {
-        "task": "search.tasks.coengagement_refresh",
-        "schedule": 3600.0,
-    },
-    "search-event-partitions": {
-        "task": "search.tasks.event_partitions_maintain",
-        "schedule": 6 * 3600.0,
-    },
+    # catalog: re-queue import work whose worker died (it only re-queues work older than
+    # its threshold, catalog.services.chunks.STALE_AFTER_SECONDS).
+    "catalog-import-sweep": {"task": "catalog.tasks.import_sweep", "schedule": 60.0},
     # embeddings (owner: embedding engine): queue products missing current vectors for the
     # maintained (active, ready, building) model versions; on a fresh install, register the
     # bundled default model.
     # On the default queue so it never waits behind the embedding batches it schedules.
-    # search: rebuild query understanding's vocabulary when the catalog changed, and fit
-    # the active version's ranking weights and "no good match" thresholds when it has none
-    # or the catalog moved by 10% (search/calibration.py).
-    "search-vocabulary-refresh": {"task": "search.tasks.vocabulary_refresh", "schedule": 60.0},
-    "search-calibration-refresh": {
-        "task": "search.tasks.search_calibration_refresh",
-        "schedule": 600.0,
-        "options": {"expires": 600},
-    },
     "embeddings-sweep": {
         "task": "embeddings.tasks.embeddings_sweep_task",
         "schedule": 15.0,
@@ -227,6 +211,27 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "embeddings.tasks.training_jobs_recover_task",
         "schedule": 60.0,
         "options": {"queue": "default", "expires": 60},
+    },
+    # search: delete shoppers' query photos once past VITRINE_QUERY_PHOTO_RETENTION_HOURS.
+    "search-query-photos-purge": {"task": "search.tasks.query_photos_purge", "schedule": 900.0},
+    # search: recompute "often bought together" pairs from the shoppers' sessions.
+    "search-coengagement-refresh": {
+        "task": "search.tasks.coengagement_refresh",
+        "schedule": 3600.0,
+    },
+    # search: create the coming months' event partitions, drop those past retention.
+    "search-event-partitions": {
+        "task": "search.tasks.event_partitions_maintain",
+        "schedule": 6 * 3600.0,
+    },
+    # search: rebuild query understanding's vocabulary when the catalog changed, and fit
+    # the active version's ranking weights and "no good match" thresholds when it has none
+    # or the catalog moved by 10% (search/calibration.py).
+    "search-vocabulary-refresh": {"task": "search.tasks.vocabulary_refresh", "schedule": 60.0},
+    "search-calibration-refresh": {
+        "task": "search.tasks.search_calibration_refresh",
+        "schedule": 600.0,
+        "options": {"expires": 600},
     },
     # looks: encode the lookbook cover photos that have no vector by the active version
     # (shop the look finds the lookbooks a scene photo looks like by them).
@@ -332,7 +337,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["search.permissions.HasApiAccess"],
     "DEFAULT_THROTTLE_CLASSES": ["search.throttling.ApiClientRateThrottle"],
     "DEFAULT_PARSER_CLASSES": [
-        "search.parsers.BoundedJSONParser",
+        "webapp.api.BoundedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],

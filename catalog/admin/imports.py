@@ -1,6 +1,6 @@
 """Import jobs in the admin: an upload form, live progress, and the failed rows.
 
-The form creates jobs through ``services.import_job_create``, the same service the API
+The form creates jobs through ``import_job_create``, the same service the API
 and ``import_catalog`` use, so a job started here runs the same pipeline on the workers.
 A job's page polls a small fragment view (htmx, every second) until the job is final.
 """
@@ -21,9 +21,16 @@ from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from catalog import selectors, services
-from catalog.ingest.mapping import FORMATS, available_presets
+from catalog import selectors
+from catalog.ingest.mapping import (
+    FORMATS,
+    MappingError,
+    available_presets,
+    mapping_object_parse,
+)
 from catalog.models import ImportJob, ImportRowError
+from catalog.services.feeds import ImportRefusedError
+from catalog.services.jobs import import_job_create, import_job_repeat
 
 ERRORS_PER_PAGE = 50
 #: htmx polls a running job's progress this often (the change page and the list).
@@ -76,12 +83,9 @@ class ImportUploadForm(forms.Form):
         if not text:
             return None
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError(f"This is not valid JSON: {exc}.") from exc
-        if not isinstance(value, dict):
-            raise forms.ValidationError("The mapping must be a JSON object ({…}).")
-        return value
+            return mapping_object_parse(text)
+        except MappingError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
     def clean_lookbooks(self) -> Any:
         upload = self.cleaned_data["lookbooks"]
@@ -131,7 +135,7 @@ class ImportJobAdmin(admin.ModelAdmin):
     @admin.action(description="Import again (fetches failed images again)", permissions=["add"])
     def import_again(self, request: HttpRequest, queryset: QuerySet[ImportJob]) -> None:
         for job in queryset:
-            again = services.import_job_repeat(job_id=job.pk, created_by_id=request.user.pk)
+            again = import_job_repeat(job_id=job.pk, created_by_id=request.user.pk)
             self.message_user(
                 request, f"Import #{job.pk} is queued again as #{again.pk}.", messages.INFO
             )
@@ -205,7 +209,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         upload = data.get("file")
         try:
-            return services.import_job_create(
+            return import_job_create(
                 kind="upload" if upload else "url",
                 source=upload.name if upload else data["url"],
                 preset=data.get("preset") or None,
@@ -216,7 +220,7 @@ class ImportJobAdmin(admin.ModelAdmin):
                 lookbooks_upload=data.get("lookbooks"),
                 created_by_id=request.user.pk,
             )
-        except services.ImportRefusedError as exc:
+        except ImportRefusedError as exc:
             field = exc.field if exc.field in form.fields else None
             if field == "file" and not upload:
                 field = "url"

@@ -310,6 +310,38 @@ class ColumnMapping:
         return out
 
 
+def mapping_object_parse(value: Any) -> dict[str, Any]:
+    """A column mapping as a person sent it (JSON text, or JSON already parsed), checked as
+    far as keeping it with an import job needs; raises MappingError saying what is wrong.
+
+    Every way in (the API, the admin's form, the CLI) asks this one check: a JSON object
+    with no NUL character in any key or value, since the job stores it as jsonb, which
+    cannot hold one (a 500, not a form error, where a path forgot the check). Whether its
+    keys make a valid mapping is ``ColumnMapping.from_dict``'s to say.
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise MappingError(f"The mapping is not valid JSON: {exc}.") from exc
+    if not isinstance(value, dict):
+        raise MappingError("The mapping must be a JSON object ({…}).")
+    if _holds_nul(value):
+        raise MappingError("The mapping must not contain NUL characters.")
+    return value
+
+
+def _holds_nul(value: Any) -> bool:
+    """True when a NUL character is in any string, key or value, of this JSON value."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 def _default_target(column: str) -> str | None:
     key = normalise_key(column)
     if key in KNOWN_FIELDS:

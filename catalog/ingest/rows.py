@@ -4,7 +4,8 @@
 :class:`~catalog.ingest.mapping.ColumnMapping`) into a :class:`ProductRow`, or into a
 list of :class:`RowError`, each naming the row, the field and a reason a retailer can act
 on. Field names follow the Google Merchant Center product data specification, which is
-the default layout of a feed.
+the default layout of a feed. One module over 400 lines: one validator a field, read
+together with the row types they fill.
 """
 
 from __future__ import annotations

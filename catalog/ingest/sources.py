@@ -7,7 +7,8 @@
 
 All return a :class:`Feed`; ``feed.products()`` yields ``ProductRow`` or ``RowError``,
 ``feed.lookbooks()`` yields ``LookbookRow`` or ``RowError`` (from a lookbook file and
-from a lookbook column in the product rows).
+from a lookbook column in the product rows). One module: the three sources share ``Feed``
+and its row limit, sidecar and lookbook handling.
 """
 
 from __future__ import annotations

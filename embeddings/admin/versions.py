@@ -17,8 +17,15 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from embeddings import selectors, services, text_map, training
+from embeddings import selectors, text_map, training
 from embeddings.models import EmbeddingModel, TextQueryMap
+from embeddings.services.errors import EmbeddingModelStateError
+from embeddings.services.evaluation import embedding_model_evaluate_start
+from embeddings.services.lifecycle import (
+    embedding_model_activate_gated,
+    embedding_model_retire,
+    embedding_model_rollback,
+)
 
 
 class FineTuneForm(forms.Form):
@@ -200,7 +207,7 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
     @admin.action(description="Evaluate on the catalog (runs on the worker)")
     def evaluate(self, request: HttpRequest, queryset: QuerySet[EmbeddingModel]) -> None:
         for model in queryset:
-            services.embedding_model_evaluate_start(model=model)
+            embedding_model_evaluate_start(model=model)
         self.message_user(request, f"Evaluation queued for {queryset.count()} version(s).")
 
     @admin.action(description="Compare evaluations side by side")
@@ -214,8 +221,8 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
     def retire(self, request: HttpRequest, queryset: QuerySet[EmbeddingModel]) -> None:
         for model in queryset:
             try:
-                services.embedding_model_retire(model=model)
-            except services.EmbeddingModelStateError as error:
+                embedding_model_retire(model=model)
+            except EmbeddingModelStateError as error:
                 self.message_user(request, str(error), messages.ERROR)
             else:
                 self.message_user(request, f"{model.key} retired.", messages.SUCCESS)
@@ -224,8 +231,8 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
     def rollback_view(self, request: HttpRequest) -> HttpResponse:
         if request.method == "POST":
             try:
-                model = services.embedding_model_rollback()
-            except services.EmbeddingModelStateError as error:
+                model = embedding_model_rollback()
+            except EmbeddingModelStateError as error:
                 self.message_user(request, str(error), messages.ERROR)
             else:
                 self.message_user(request, f"Rolled back: {model.key} is active.", messages.SUCCESS)
@@ -261,12 +268,12 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
         form = ActivateForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                services.embedding_model_activate_gated(
+                embedding_model_activate_gated(
                     model=model,
                     reason=form.cleaned_data["reason"],
                     user=request.user.get_username(),
                 )
-            except services.EmbeddingModelStateError as error:
+            except EmbeddingModelStateError as error:
                 form.add_error("reason", str(error))
             else:
                 self.message_user(request, f"{model.key} is now active.", messages.SUCCESS)

@@ -3,7 +3,7 @@
 "default" moves with releases. A registry row must keep naming the weights its vectors came
 from, so existing rows are renamed "default:v1" (new ones are registered by their explicit
 version); the sweeper then registers a newer bundled version beside them
-(`embeddings.services.default_model_upgrade`).
+(`embeddings.services.registry.default_model_upgrade`).
 """
 
 from django.db import migrations

@@ -34,7 +34,7 @@ _LAZY = {
     "EncodeResult": "embeddings.ml.encoder",
     "Item": "embeddings.ml.data",
     "ItemDataset": "embeddings.ml.data",
-    "TrainConfig": "embeddings.ml.train",
+    "TrainConfig": "embeddings.ml.train_config",
     "train": "embeddings.ml.train",
 }
 

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.05,
         help="lookbooks larger than this share of the items are never held out",
     )
-    from embeddings.ml.train import TrainConfig
+    from embeddings.ml.train_config import TrainConfig
 
     for f in dataclasses.fields(TrainConfig):
         if f.name == "fusion":

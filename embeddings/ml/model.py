@@ -5,7 +5,7 @@ can be compared with each other by cosine similarity:
 
 - image embedding: the backbone's own image tower (``encode_image``);
 - text embedding: the backbone's own text tower (``encode_text``);
-- fused item embedding (``encode_item``): image + text of one catalogue item. It is
+- fused item embedding (``encode_item``): image + text of one catalog item. It is
   *hybrid*: a late part (the sum of the normalised image and text embeddings) plus an early
   part, a small transformer that reads the image at two granularities (the global
   embedding and a grid of pooled feature-map/patch tokens) together with the text tokens.
@@ -275,7 +275,7 @@ class HybridFusion(nn.Module):
         txt_mask: torch.Tensor,
     ) -> torch.Tensor:
         """Return the fused (unnormalised) item embedding (B, D)."""
-        # Trailing padding columns carry nothing: cut them (short catalogue titles are
+        # Trailing padding columns carry nothing: cut them (short catalog titles are
         # ~10 tokens of a 32-77 token context, so this halves the fusion's work).
         t = self.text_tokens_kept(txt_mask)
         return self.fuse(img_emb, img_tokens, txt_emb, txt_states[:, :t], txt_mask[:, :t])

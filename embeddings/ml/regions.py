@@ -1,9 +1,9 @@
 """Item regions of a scene photo: candidate boxes, their crops, and non-maximum suppression.
 
 Class-agnostic and download-free: the candidates are square windows at a few scales laid
-over the photo (catalogue product photos are square, one item on a plain background, so a
+over the photo (catalog product photos are square, one item on a plain background, so a
 square window around a sofa or a lamp is what the image tower knows best). Which windows
-hold an item is decided afterwards by how well each crop matches the catalogue (the caller
+hold an item is decided afterwards by how well each crop matches the catalog (the caller
 encodes the crops with the active model and asks the index); `suppress_overlaps` then keeps
 the best of each cluster of overlapping windows.
 

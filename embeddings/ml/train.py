@@ -1,4 +1,4 @@
-"""Fine-tune (or train) a PinCLIP model on a catalogue: `train(config, dataset, out_dir)`.
+"""Fine-tune (or train) a PinCLIP model on a catalog: `train(config, dataset, out_dir)`.
 
 Objectives (each weighted in `TrainConfig`, weight 0 switches it off):
 1. symmetric image-text InfoNCE with the backbone's learned temperature;
@@ -12,43 +12,55 @@ resumed from a checkpoint takes exactly the steps the uninterrupted run would ha
 Images are decoded once into an in-memory uint8 cache at a little over the training
 resolution (random crops + flips are taken from it), and a frozen text trunk is run once
 per distinct text: this is what makes CPU training of the default model fit in minutes.
+
+Beside it: the configuration (`train_config`), the training data (`train_data`), the
+objectives (`train_objectives`), the optimiser and the resumable state (`train_state`),
+the model card (`model_card`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from embeddings.ml.data import ItemDataset
-from embeddings.ml.images import decode_image, normalize_batch
+from embeddings.ml.images import normalize_batch
 from embeddings.ml.loading import (
     LoadedModel,
     load_model,
     save_checkpoint,
 )
-from embeddings.ml.losses import category_loss, clip_loss, neighbour_loss, share_mask
-from embeddings.ml.model import FusionConfig, PinCLIP, TextTrunkOut
+from embeddings.ml.model import PinCLIP, TextTrunkOut
+from embeddings.ml.model_card import render_model_card
+from embeddings.ml.train_config import ProgressFn, ReportFn, StopFn, TrainConfig, is_fresh_init
+from embeddings.ml.train_data import (
+    ImageCache,
+    PairSampler,
+    augment,
+    build_text_cache,
+    features_wanted,
+    forward_cached_features,
+    tower_features_load,
+)
+from embeddings.ml.train_objectives import Objectives
+from embeddings.ml.train_state import (
+    config_dict,
+    lr_schedule,
+    optimizer_make,
+    train_state_load,
+    train_state_save,
+)
 
 log = logging.getLogger(__name__)
-
-REPORT_SECONDS = 2.0  # at most this long between two reports of a slow preparation phase
-
-ProgressFn = Callable[[int, int, dict[str, float]], None]
-ReportFn = Callable[[str], None]  # one human-readable line about what the run is doing now
-StopFn = Callable[[], bool]  # polled after each step: True saves the state and stops
 
 
 class TrainingStopped(Exception):
@@ -60,60 +72,6 @@ class TrainingStopped(Exception):
 
 
 @dataclass
-class TrainConfig:
-    # -- model ---------------------------------------------------------------------------
-    init: str = "new:resnet10t"  # a load_model spec, "new:<timm arch>" (scratch image
-    #                              tower + pretrained MiniLM text tower from its pip package)
-    #                              or "packaged:<tower>" (pretrained image tower, same text)
-    image_size: int = 128  # "new:"/"packaged:" only: training/inference resolution
-    embed_dim: int = 256  # "new:" only: joint space size (pgvector halfvec rows stay small)
-    context_length: int = 32  # "new:" only: text tokens kept (catalogue titles are short)
-    fusion: FusionConfig = field(default_factory=FusionConfig)  # "new:" only
-    # -- what trains -------------------------------------------------------------------
-    image_unfreeze_last_n: int | None = None  # None: whole image tower trains; 0: trunk
-    #                                           frozen (projection still trains); n: last n
-    text_unfreeze_last_n: int = 0  # 0: text trunk frozen and cached (projection trains);
-    #                                n: last n transformer layers train; -1: all of it
-    # -- objectives ----------------------------------------------------------------------
-    w_clip: float = 1.0  # image-text InfoNCE weight
-    w_neighbour: float = 0.5  # neighbour alignment weight (needs lookbooks)
-    w_category: float = 0.5  # category head cross-entropy weight (needs categories)
-    w_preserve: float = 0.0  # cached features only: keep the frozen trunk's image-image
-    #                          neighbourhoods in the projected space (in-batch distillation),
-    #                          so a projection trained on few labels does not forget what
-    #                          the pretrained tower sees beyond them (colour, pattern, shape)
-    walk_length: int = 1  # item->lookbook->item hops to reach a neighbour (1 = direct)
-    unmasked_groups: str = "attr:,section:"  # comma-separated graph-group id prefixes that
-    #   random walks go through but whose mates stay negatives: a shared colour or section
-    #   says "related", not "goes together", and masking a 1,000-item group would leave few
-    #   negatives. Every other group (lookbooks, variants, rooms) is masked from negatives.
-    # -- optimisation ------------------------------------------------------------------
-    epochs: float = 10.0  # passes over the training items (a pass = len(items) samples)
-    max_steps: int | None = None  # overrides epochs when set (smoke runs, tests)
-    batch_pairs: int = 64  # neighbour pairs per step: a step sees 2x this many items
-    grad_accum: int = 1  # micro-batches per optimiser step (bigger effective batch)
-    lr: float = 1e-3  # peak AdamW learning rate (scratch towers like it high)
-    lr_pretrained: float = 1e-5  # learning rate for pretrained trunks that are unfrozen
-    weight_decay: float = 0.05  # AdamW decoupled weight decay (not on norms/biases)
-    warmup_steps: int = 30  # linear warm-up, then cosine decay to 0
-    grad_clip: float = 1.0  # max global gradient norm
-    crop_scale: float = 0.55  # random-resized-crop minimum area fraction (augmentation)
-    feature_views: int = 0  # >0 with a frozen timm image trunk (image_unfreeze_last_n=0):
-    #                         run the trunk once per image and view (centre + augmented) and
-    #                         train on those cached features (embeddings.ml.feature_cache)
-    feature_cache_dir: str | None = None  # where cached features persist across runs
-    seed: int = 0  # everything random derives from (seed, step)
-    # -- machinery ---------------------------------------------------------------------
-    device: str | None = None  # None: CUDA if available, else CPU
-    mixed_precision: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    checkpoint_every: int = 50  # optimiser steps between resumable train states
-    resume: bool = True  # continue from out_dir/train_state/ if it is there
-    decode_workers: int = 4  # threads decoding the image cache once at start
-    save_dtype: str = "float32"  # dtype of shipped weights ("float16" halves the file)
-    threads: int | None = None  # CPU threads for torch (None: leave torch's default)
-
-
-@dataclass
 class TrainResult:
     """What a finished run returns besides its checkpoint directory."""
 
@@ -122,12 +80,6 @@ class TrainResult:
     seconds: float  # wall-clock time of this call (resumed runs count only their part)
     last_losses: dict[str, float]  # mean losses of the last 10 steps
     n_train_items: int  # items that decoded and were trained on
-
-
-# ---- model construction ------------------------------------------------------------------
-def is_fresh_init(init: str) -> bool:
-    """Whether `init` builds new projections ("new:" scratch tower, "packaged:" pretrained)."""
-    return init.startswith(("new:", "packaged:"))
 
 
 def new_model(config: TrainConfig) -> LoadedModel:
@@ -183,139 +135,6 @@ def _set_trainable(model: PinCLIP, config: TrainConfig, exclude: list[str]) -> N
         backbone.lock_text_tower(unlocked_layers=n)
 
 
-# ---- data: image cache, text cache, batch sampling --------------------------------------
-class ImageCache:
-    """All training images decoded once to uint8 (N, 3, C, C), C a bit over the crop size."""
-
-    def __init__(
-        self, files: list[Path], size: int, workers: int, report: ReportFn | None = None
-    ) -> None:
-        self.size = size
-        results: list[np.ndarray | None] = []
-        last = time.monotonic()
-        with ThreadPoolExecutor(workers) as pool:
-            # map() yields in order as decoding goes: report every few seconds, so a 10k
-            # catalogue's minute of decoding is never silent.
-            for result in pool.map(self._decode, files):
-                results.append(result)
-                if report and time.monotonic() - last >= REPORT_SECONDS:
-                    report(f"decoding images: {len(results)}/{len(files)}")
-                    last = time.monotonic()
-        self.ok = [i for i, r in enumerate(results) if r is not None]
-        self.failed = {i: str(files[i]) for i, r in enumerate(results) if r is None}
-        ok_arrays = [r for r in results if r is not None]
-        self.pixels = torch.from_numpy(np.stack(ok_arrays)) if ok_arrays else torch.zeros(0)
-
-    def _decode(self, path: Path) -> np.ndarray | None:
-        try:
-            return decode_image(path, self.size)
-        except Exception as exc:  # a broken file is skipped, not fatal
-            log.warning("skipping unreadable image %s: %s", path, exc)
-            return None
-
-
-def augment(
-    pixels: torch.Tensor, out_size: int, gen: torch.Generator, min_scale: float
-) -> torch.Tensor:
-    """Return random-resized-crop + flip of uint8 (B, 3, C, C) as uint8 (B, 3, S, S)."""
-    b, _, c, _ = pixels.shape
-    out = torch.empty(b, 3, out_size, out_size, dtype=torch.uint8)
-    scales = torch.empty(b).uniform_(min_scale, 1.0, generator=gen)
-    for i in range(b):
-        side = max(8, int(c * math.sqrt(float(scales[i]))))
-        top = int(torch.randint(0, c - side + 1, (1,), generator=gen))
-        left = int(torch.randint(0, c - side + 1, (1,), generator=gen))
-        crop = pixels[i : i + 1, :, top : top + side, left : left + side].float()
-        crop = F.interpolate(crop, size=(out_size, out_size), mode="bilinear", antialias=True)
-        if bool(torch.rand(1, generator=gen) < 0.5):
-            crop = crop.flip(-1)
-        out[i] = crop[0].round().clamp(0, 255).to(torch.uint8)
-    return out
-
-
-def center(pixels: torch.Tensor, out_size: int) -> torch.Tensor:
-    """Return the centre crop (B, 3, S, S) of uint8 (B, 3, C, C)."""
-    c = pixels.shape[-1]
-    o = (c - out_size) // 2
-    return pixels[:, :, o : o + out_size, o : o + out_size]
-
-
-class PairSampler:
-    """Draw a step's items: P anchors and one lookbook neighbour each (or 2P at random)."""
-
-    def __init__(
-        self,
-        ids: list[str],
-        lookbooks: dict[str, list[str]],
-        walk_length: int,
-        unmasked_prefixes: tuple[str, ...] = (),
-    ) -> None:
-        self.ids = ids
-        self.unmasked_prefixes = unmasked_prefixes
-        pos = {item_id: i for i, item_id in enumerate(ids)}
-        self.lookbooks = {lb: [pos[i] for i in m if i in pos] for lb, m in lookbooks.items()}
-        self.lookbooks = {lb: m for lb, m in self.lookbooks.items() if len(m) >= 2}
-        self.of_item: list[list[str]] = [[] for _ in ids]
-        for lb, members in sorted(self.lookbooks.items()):
-            for i in members:
-                self.of_item[i].append(lb)
-        self.anchors = [i for i in range(len(ids)) if self.of_item[i]]
-        self.walk_length = walk_length
-
-    @property
-    def has_pairs(self) -> bool:
-        return bool(self.anchors)
-
-    def groups(self, idx: list[int]) -> list[set[str]]:
-        """Return each item's groups whose mates are masked from its negatives."""
-        return [
-            {g for g in self.of_item[i] if not g.startswith(self.unmasked_prefixes)} for i in idx
-        ]
-
-    def sample(self, rng: np.random.Generator, pairs: int) -> tuple[list[int], list[int]]:
-        """Return (anchors, neighbours) item indices, P each."""
-        if not self.has_pairs:
-            idx = rng.choice(len(self.ids), size=min(2 * pairs, len(self.ids)), replace=False)
-            half = len(idx) // 2
-            return idx[:half].tolist(), idx[half : 2 * half].tolist()
-        anchors = rng.choice(self.anchors, size=pairs, replace=len(self.anchors) < pairs)
-        neighbours = []
-        for a in anchors.tolist():
-            cur = a
-            for _ in range(self.walk_length):  # item -> lookbook -> another item
-                lbs = self.of_item[cur]
-                members = self.lookbooks[lbs[int(rng.integers(len(lbs)))]]
-                nxt = members[int(rng.integers(len(members) - 1))]
-                cur = nxt if nxt != cur else members[-1]
-            neighbours.append(cur if cur != a else self._any_other(a, rng))
-        return anchors.tolist(), neighbours
-
-    def _any_other(self, a: int, rng: np.random.Generator) -> int:
-        members = self.lookbooks[self.of_item[a][0]]
-        others = [m for m in members if m != a]
-        return others[int(rng.integers(len(others)))]
-
-
-@torch.no_grad()
-def build_text_cache(
-    model: PinCLIP,
-    tokenizer: Callable[[list[str]], torch.Tensor],
-    texts: list[str],
-    device: torch.device,
-    batch: int = 128,
-) -> TextTrunkOut:
-    """Run the frozen text trunk once per text; return stacked trunk outputs (U, ...)."""
-    pooled, states, masks = [], [], []
-    for s in range(0, len(texts), batch):
-        tokens = tokenizer(texts[s : s + batch]).to(device)
-        out = model.text_trunk(tokens)
-        pooled.append(out.pooled.float().cpu())
-        states.append(out.states.to(torch.float16).cpu())  # fp16: halves the cache
-        masks.append(out.mask.cpu())
-    return TextTrunkOut(torch.cat(pooled), torch.cat(states), torch.cat(masks))
-
-
-# ---- the training loop -------------------------------------------------------------------
 def train(
     config: TrainConfig,
     dataset: ItemDataset,
@@ -374,9 +193,9 @@ def run_training(
     # Data: decode once (or run the frozen trunk once); drop items whose image cannot be read.
     items = dataset.items
     files = [dataset.image_file(it) for it in items]
-    if _use_features(config, model):
+    if features_wanted(config, model):
         say(f"caching frozen image features: {len(items)} images x {config.feature_views} views")
-        features = _tower_features(config, loaded, files, say)
+        features = tower_features_load(config, loaded, files, say)
         images = None
         failed = features.failed
         items = [items[i] for i in features.ok]
@@ -405,19 +224,26 @@ def run_training(
     if text_frozen:
         say(f"caching the frozen text trunk's output for {len(texts)} distinct texts")
     text_cache = build_text_cache(model, loaded.tokenizer, texts, device) if text_frozen else None
-    w_neighbour = config.w_neighbour if sampler.has_pairs else 0.0
-    w_category = config.w_category if categories else 0.0
+    objectives = Objectives(
+        config=config,
+        sampler=sampler,
+        ids=ids,
+        labels=labels,
+        text_of=text_of,
+        w_neighbour=config.w_neighbour if sampler.has_pairs else 0.0,
+        w_category=config.w_category if categories else 0.0,
+    )
 
     head = nn.Linear(model.embed_dim, max(1, len(categories))).to(device)
-    optimizer = _make_optimizer(model, head, config)
+    optimizer = optimizer_make(model, head, config)
     steps_per_epoch = max(1, len(items) // (2 * config.batch_pairs * config.grad_accum))
     total = config.max_steps or max(1, int(config.epochs * steps_per_epoch))
-    schedule = _lr_lambda(config.warmup_steps, total)
+    schedule = lr_schedule(config.warmup_steps, total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
     step = 0
     if config.resume and (state_dir / "state.pt").is_file():
-        step = _load_state(state_dir, model, head, optimizer, scheduler)
+        step = train_state_load(state_dir, model, head, optimizer, scheduler)
         say(f"resumed from the saved train state at step {step}")
     say(
         f"training {total} steps on {len(items)} items, {len(sampler.lookbooks)} graph "
@@ -457,23 +283,10 @@ def run_training(
                 text_in = loaded.tokenizer([items[i].text for i in idx]).to(device)
             with torch.autocast(device.type, dtype=amp) if amp else _null():
                 if features is not None:
-                    out = _forward_features(model, features, idx, rng, text_in, device)
+                    out = forward_cached_features(model, features, idx, rng, text_in, device)
                 else:
                     out = model.forward_all(x, text_in)  # each (2P, D)
-                loss, parts = _objectives(
-                    out,
-                    model,
-                    head,
-                    labels[idx].to(device),
-                    text_of[idx],
-                    sampler,
-                    a_idx,
-                    b_idx,
-                    ids,
-                    config,
-                    w_neighbour,
-                    w_category,
-                )
+                loss, parts = objectives(out, model, head, a_idx, b_idx)
             (loss / config.grad_accum).backward()
             for k, v in parts.items():
                 figures[k] = figures.get(k, 0.0) + v / config.grad_accum
@@ -490,11 +303,11 @@ def run_training(
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in figures.items()}, refresh=False)
         if step % config.checkpoint_every == 0 or step == total:
-            _save_state(state_dir, step, model, head, optimizer, scheduler, config)
+            train_state_save(state_dir, step, model, head, optimizer, scheduler, config)
         if progress:
             progress(step, total, figures)
         if should_stop is not None and step < total and should_stop():
-            _save_state(state_dir, step, model, head, optimizer, scheduler, config)
+            train_state_save(state_dir, step, model, head, optimizer, scheduler, config)
             bar.close()
             raise TrainingStopped(step)
     bar.close()
@@ -509,7 +322,7 @@ def run_training(
         "categories": categories,
         "steps": step,
         "train_seconds_this_call": round(time.time() - t0, 1),
-        "train_config": _config_dict(config),
+        "train_config": config_dict(config),
         "final_losses": last,
     }
     metrics: dict[str, Any] = {}
@@ -534,224 +347,6 @@ def run_training(
     return TrainResult(out_dir, step, time.time() - t0, last, len(items))
 
 
-def _use_features(config: TrainConfig, model: PinCLIP) -> bool:
-    if config.feature_views <= 0:
-        return False
-    if config.image_unfreeze_last_n != 0 or not model.has_image_trunk:
-        raise ValueError(
-            "feature_views needs a frozen timm image trunk: set image_unfreeze_last_n=0 "
-            "(or feature_views=0 to run the tower every step)"
-        )
-    return True
-
-
-def _tower_features(
-    config: TrainConfig, loaded: LoadedModel, files: list[Path], report: ReportFn | None
-) -> Any:
-    from embeddings.ml.feature_cache import Augmentation, tower_features
-
-    last = [time.monotonic()]
-
-    def progress(done: int, total: int) -> None:
-        if report and time.monotonic() - last[0] >= REPORT_SECONDS:
-            report(f"caching frozen image features: {done}/{total} images")
-            last[0] = time.monotonic()
-
-    package = loaded.config.get("image_trunk_package")
-    # The trunk is frozen: what identifies its features is the trunk's own weights.
-    tower_id = f"package:{package}" if package else loaded.weights_sha256
-    if package:
-        from embeddings.ml.packaged import packaged_tower
-
-        tower_id += ":" + packaged_tower(package).sha256
-    log.info(
-        "computing frozen image features: %d images x %d views", len(files), config.feature_views
-    )
-    return tower_features(
-        model=loaded.model,
-        preprocess=loaded.preprocess,
-        tower_id=tower_id,
-        files=files,
-        augmentation=Augmentation(
-            views=config.feature_views, crop_scale=config.crop_scale, seed=config.seed
-        ),
-        cache_dir=Path(config.feature_cache_dir) if config.feature_cache_dir else None,
-        workers=config.decode_workers,
-        progress=progress,
-    )
-
-
-def _forward_features(
-    model: PinCLIP,
-    features: Any,
-    idx: list[int],
-    rng: np.random.Generator,
-    text_in: torch.Tensor | TextTrunkOut,
-    device: torch.device,
-) -> dict[str, torch.Tensor]:
-    """`forward_all` for a step's items from one randomly drawn cached view of each."""
-    views = torch.from_numpy(rng.integers(features.pooled.shape[1], size=len(idx)))
-    rows = torch.tensor(idx)
-    pooled = features.pooled[rows, views].to(device).float()  # (2P, F)
-    tokens = features.tokens[rows, views].to(device).float()  # (2P, G, C)
-    trunk = text_in if isinstance(text_in, TextTrunkOut) else model.text_trunk(text_in)
-    out = model.forward_from_features(model.image_features_from_trunk(pooled), tokens, trunk)
-    out["trunk"] = F.normalize(pooled, dim=-1)  # (2P, F): what w_preserve distils from
-    return out
-
-
-def _objectives(
-    out: dict[str, torch.Tensor],
-    model: PinCLIP,
-    head: nn.Linear,
-    labels: torch.Tensor,
-    text_ids: torch.Tensor,
-    sampler: PairSampler,
-    a_idx: list[int],
-    b_idx: list[int],
-    ids: list[str],
-    config: TrainConfig,
-    w_neighbour: float,
-    w_category: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    scale = model.logit_scale
-    p = len(a_idx)
-    same_text = (text_ids[:, None] == text_ids[None, :]).to(out["image"].device)  # (2P, 2P)
-    loss = torch.zeros((), device=out["image"].device)
-    parts: dict[str, float] = {}
-    if config.w_clip:
-        lc = clip_loss(out["image"], out["text"], scale, same_text)
-        loss = loss + config.w_clip * lc
-        parts["clip"] = float(lc.detach())
-    if w_neighbour:
-        not_neg = share_mask(
-            sampler.groups(a_idx),
-            sampler.groups(b_idx),
-            [ids[i] for i in a_idx],
-            [ids[i] for i in b_idx],
-        ).to(out["image"].device)  # (P, P)
-        f, im, tx = out["fused"], out["image"], out["text"]
-        ln = neighbour_loss(f[:p], im[p:], tx[p:], f[p:], im[:p], tx[:p], scale, not_neg)
-        loss = loss + w_neighbour * ln
-        parts["neighbour"] = float(ln.detach())
-    if w_category:
-        lcat = (
-            category_loss(head(out["image"]), labels) + category_loss(head(out["fused"]), labels)
-        ) / 2
-        loss = loss + w_category * lcat
-        parts["category"] = float(lcat.detach())
-    if config.w_preserve and "trunk" in out:
-        lp = preserve_loss(out["trunk"], out["image"])
-        loss = loss + config.w_preserve * lp
-        parts["preserve"] = float(lp.detach())
-    parts["loss"] = float(loss.detach())
-    return loss, parts
-
-
-def preserve_loss(
-    teacher: torch.Tensor, student: torch.Tensor, t_teacher: float = 0.05, t_student: float = 0.05
-) -> torch.Tensor:
-    """KL from the teacher's in-batch neighbour distribution to the student's (self excluded).
-
-    `teacher` (B, F) and `student` (B, D) are L2-normalised; each row's softmax over the
-    other items' cosines is a soft ranking of its neighbours, which the student must keep.
-    """
-    b = teacher.shape[0]
-    eye = torch.eye(b, dtype=torch.bool, device=teacher.device)
-    t = (teacher @ teacher.T / t_teacher).masked_fill(eye, float("-inf"))  # (B, B)
-    s = (student @ student.T / t_student).masked_fill(eye, float("-inf"))  # (B, B)
-    p = F.softmax(t.float(), dim=-1)
-    log_q = F.log_softmax(s.float(), dim=-1).masked_fill(eye, 0.0)
-    log_p = torch.log(p.clamp_min(1e-12)).masked_fill(eye, 0.0)
-    return (p * (log_p - log_q)).sum(-1).mean()
-
-
-def _make_optimizer(model: PinCLIP, head: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with no decay on norms/biases/temperature; low LR for unfrozen text trunk."""
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    named = [*model.named_parameters(), *(("head." + n, p) for n, p in head.named_parameters())]
-    for name, param in named:
-        if not param.requires_grad:
-            continue
-        # Pretrained trunks move slowly; scratch towers, projections and fusion move fast.
-        pretrained = name.startswith("backbone.") and (
-            not is_fresh_init(config.init)
-            or name.startswith(("backbone.text.transformer.", "backbone.visual.trunk."))
-        )
-        if config.init.startswith("new:") and name.startswith("backbone.visual.trunk."):
-            pretrained = False  # a scratch tower moves fast
-        lr = config.lr_pretrained if pretrained else config.lr
-        no_decay = param.ndim < 2 or "logit_scale" in name or "bn" in name
-        wd = 0.0 if no_decay else config.weight_decay
-        groups.setdefault((lr, wd), []).append(param)
-    return torch.optim.AdamW(
-        [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in sorted(groups.items())]
-    )
-
-
-def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
-
-
-def _save_state(
-    state_dir: Path,
-    step: int,
-    model: PinCLIP,
-    head: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    config: TrainConfig,
-) -> None:
-    """Write a resumable train state atomically (write to a temp file, then rename)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    state = {
-        "step": step,
-        # Trainable weights + all buffers (BatchNorm statistics move during training).
-        "model": {
-            k: v
-            for k, v in model.state_dict().items()
-            if k in trainable or not k.startswith("backbone.text.transformer.")
-        },
-        "head": head.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
-            "python": random.getstate(),
-        },
-        "config": _config_dict(config),
-    }
-    tmp = state_dir / "state.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(state_dir / "state.pt")
-
-
-def _load_state(
-    state_dir: Path,
-    model: PinCLIP,
-    head: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-) -> int:
-    state = torch.load(state_dir / "state.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"], strict=False)
-    head.load_state_dict(state["head"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
-    return int(state["step"])
-
-
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -764,59 +359,6 @@ def _null() -> Any:
     return contextlib.nullcontext()
 
 
-def _config_dict(config: TrainConfig) -> dict[str, Any]:
-    return asdict(config)
-
-
 def _as_loaded(loaded: LoadedModel, model: PinCLIP) -> LoadedModel:
     loaded.model = model
     return loaded
-
-
-def render_model_card(cfg: dict[str, Any], extra: str = "") -> str:
-    """Return MODEL_CARD.md text for a checkpoint config (`extra` first, then details)."""
-    tr = cfg.get("training", {})
-    oc = cfg["open_clip_model_cfg"]
-    losses = {k: round(v, 3) for k, v in tr.get("final_losses", {}).items()}
-    lines = ["# Vitrine PinCLIP checkpoint", ""]
-    if extra:
-        lines += [extra.strip(), ""]
-    lines += [
-        "## Model",
-        f"- Image tower: `{oc['vision_cfg'].get('timm_model_name') or 'open_clip ViT'}` at "
-        f"{cfg['preprocess']['image_size']} px; text tower: "
-        f"`{oc['text_cfg'].get('hf_model_name') or 'open_clip TextTransformer'}`; "
-        f"embedding dimension {oc['embed_dim']}; hybrid fusion {cfg['fusion']}.",
-        f"- Weights not in model.safetensors (loaded from their package): "
-        f"{cfg.get('weights_exclude_prefixes') or 'none'}.",
-        "",
-        "## Data",
-        f"- Dataset `{tr.get('dataset')}` ({tr.get('dataset_licence')}): "
-        f"{tr.get('n_train_items')} training items, {tr.get('n_lookbooks')} lookbooks, "
-        f"{len(tr.get('categories', []))} categories.",
-        "",
-        "## Recipe",
-        f"- {tr.get('steps')} optimiser steps in {tr.get('train_seconds_this_call')} s "
-        f"(whole call: data decoding, training, held-out evaluation); final losses {losses}.",
-        "- Training config:",
-        "",
-        "```json",
-        json.dumps(tr.get("train_config", {}), indent=2, sort_keys=True),
-        "```",
-    ]
-    if tr.get("heldout_metrics"):
-        from embeddings.ml import quickeval
-
-        lines += [
-            "",
-            "## Held-out metrics",
-            "",
-            "```json",
-            json.dumps(tr["heldout_metrics"], indent=2, sort_keys=True),
-            "```",
-            "",
-            "Definitions (`embeddings/ml/quickeval.py`):",
-            "",
-            *(f"    {ln}" for ln in (quickeval.__doc__ or "").strip().splitlines()),
-        ]
-    return "\n".join(lines) + "\n"

@@ -15,8 +15,8 @@ from rest_framework.views import APIView
 from catalog.models import Product
 from search.events import batches, capacity, coengagement, services
 from search.models import ApiKey, PublishableKey
-from search.parsers import BoundedJSONParser
 from search.serializers import SearchResultsSerializer
+from webapp.api import BoundedJSONParser
 
 
 class TextJSONParser(BoundedJSONParser):

@@ -12,12 +12,15 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.http import HttpRequest, HttpResponse
 
 from search.events.batches import SESSION_ID
 from search.experiments.assignment import ArmSettings, arm_settings
+
+if TYPE_CHECKING:
+    from embeddings.models import EmbeddingModel
 
 logger = logging.getLogger(__name__)
 _current: ContextVar[ArmSettings | None] = ContextVar("vitrine_experiment_arm", default=None)
@@ -33,7 +36,7 @@ def arm_applied(arm: ArmSettings | None) -> Iterator[None]:
         _current.reset(token)
 
 
-def arm_model() -> Any | None:
+def arm_model() -> EmbeddingModel | None:
     """The arm's model version when it names one that can serve (active or ready), else
     None (the caller then uses the active version)."""
     arm = _current.get()

@@ -6,7 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from embeddings.models import EmbeddingModel
-from embeddings.services import embedding_model_activate
+from embeddings.services.lifecycle import embedding_model_activate
 from search.experiments.assignment import experiment_cache_clear
 from search.models import Experiment
 

@@ -28,10 +28,9 @@ from search.looks.serializers import (
     SceneSearchRequestSerializer,
     SceneSearchResultsSerializer,
 )
-from search.parsers import BoundedJSONParser
 from search.selectors import SearchUnavailable
-from search.serializers import ErrorSerializer
 from search.uploads import ImageRejected
+from webapp.api import BoundedJSONParser, ErrorSerializer
 
 
 class SceneSearchApi(APIView):

@@ -21,7 +21,8 @@ from django.db import connection, transaction
 from catalog.models import Lookbook, LookbookItem, Product
 from embeddings import runtime
 from embeddings.ml.regions import Box, suppress_overlaps
-from search import selectors as search_selectors
+from embeddings.models import EmbeddingModel
+from embeddings.sql import vector_literal
 from search.scene_ranking import (
     LookbookGraph,
     LookbookNeighbour,
@@ -31,6 +32,7 @@ from search.scene_ranking import (
     scene_rank,
 )
 from search.selectors import SearchHit, SearchUnavailable
+from search.vector_sql import model_dimension, vector_scan_prepare
 
 #: Nearest products asked of the index per region: the scene ranking rescales each region's
 #: matches between its best and this one (see `search.scene_ranking`).
@@ -100,7 +102,7 @@ def scene_search(*, image: bytes, limit: int, weights: SceneWeights | None = Non
 
 
 def _region_matches(
-    *, model: Any, boxes: list[tuple[float, float, float, float]], vectors: np.ndarray
+    *, model: EmbeddingModel, boxes: list[tuple[float, float, float, float]], vectors: np.ndarray
 ) -> list[RegionMatches]:
     """Each window's nearest products by image vector: one statement, one index walk each.
 
@@ -109,8 +111,8 @@ def _region_matches(
     """
     if not boxes:
         return []
-    dim = int(model.dimension)
-    literals = [search_selectors._vector_literal(v) for v in vectors]
+    dim = model_dimension(model)
+    literals = [vector_literal(v) for v in vectors]
     sql = f"""
         SELECT q.i, n.product_id, 1 - n.distance
         FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, i)
@@ -124,7 +126,7 @@ def _region_matches(
         ORDER BY q.i, n.distance
     """  # noqa: S608 - only integers from this module are formatted in
     with transaction.atomic(), connection.cursor() as cursor:
-        search_selectors._prepare_vector_scan(cursor, limit=MATCHES_PER_REGION)
+        vector_scan_prepare(cursor, limit=MATCHES_PER_REGION)
         cursor.execute(sql, [literals])
         rows = cursor.fetchall()
     matches: list[list[tuple[int, float]]] = [[] for _ in boxes]
@@ -133,9 +135,9 @@ def _region_matches(
     return [RegionMatches(box=box, matches=m) for box, m in zip(boxes, matches, strict=True)]
 
 
-def _lookalike_lookbooks(*, model: Any, vector: np.ndarray) -> list[LookbookNeighbour]:
+def _lookalike_lookbooks(*, model: EmbeddingModel, vector: np.ndarray) -> list[LookbookNeighbour]:
     """Published lookbooks whose cover photo is nearest to the scene (exact: they are few)."""
-    dim = int(model.dimension)
+    dim = model_dimension(model)
     sql = f"""
         SELECT v.lookbook_id, 1 - ((v.vector::halfvec({dim})) <=> %s::halfvec({dim}))
         FROM looks_lookbookcovervector v JOIN catalog_lookbook l ON l.id = v.lookbook_id
@@ -143,7 +145,7 @@ def _lookalike_lookbooks(*, model: Any, vector: np.ndarray) -> list[LookbookNeig
         ORDER BY (v.vector::halfvec({dim})) <=> %s::halfvec({dim})
         LIMIT %s
     """  # noqa: S608
-    literal = search_selectors._vector_literal(vector)
+    literal = vector_literal(vector)
     with connection.cursor() as cursor:
         cursor.execute(sql, [literal, model.pk, literal, LOOKALIKE_CANDIDATES])
         rows = cursor.fetchall()

@@ -6,6 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from search.models import PHOTO_ID_RE
 from search.serializers import MAX_PAGE, ProductSerializer, SearchHitSerializer
 
 
@@ -15,7 +16,7 @@ class SceneSearchRequestSerializer(serializers.Serializer):
     image = serializers.FileField(required=False, help_text="JPEG, PNG or WebP")
     image_url = serializers.URLField(required=False, max_length=2000)
     photo_id = serializers.RegexField(
-        r"^[0-9a-f]{64}$", required=False, help_text="`photo_id` of an earlier image search"
+        PHOTO_ID_RE, required=False, help_text="`photo_id` of an earlier image search"
     )
     limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=24)
 

@@ -58,8 +58,7 @@ def image_url(image: ProductImage) -> str:
 @register.filter
 def ready_images(product: Product) -> list[ProductImage]:
     """Ready images by position (uses the prefetched images)."""
-    images = [image for image in product.images.all() if image.status == ProductImage.Status.READY]
-    return sorted(images, key=lambda image: image.position)
+    return product.ready_images
 
 
 @register.simple_tag(takes_context=True)

@@ -27,11 +27,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from embeddings import services as embedding_services
 from embeddings.models import EmbeddingModel
+from embeddings.services.indexes import embedding_model_indexes_drop
 from search.models import ApiKey
 from search.services import api_key_create
-from tests.search.catalog import Catalog, EncodedCatalog, catalog_create, photo
+from tests.factories import photo_colour
+from tests.search.catalog import Catalog, EncodedCatalog, catalog_create
 
 PACKAGE = "vitrine_client"
 # The generator's own config: a package name of ours instead of one derived from the title.
@@ -120,7 +121,7 @@ def served_catalog(transactional_db: None, encoded_catalog: EncodedCatalog) -> I
     catalog = catalog_create(encoded=encoded_catalog)
     yield catalog
     for model in EmbeddingModel.objects.all():
-        embedding_services.embedding_model_indexes_drop(model=model)
+        embedding_model_indexes_drop(model=model)
 
 
 @pytest.fixture
@@ -256,7 +257,7 @@ def test_generated_client_searches_by_text_photo_and_similar_items(
 
     # A JPEG file on disk, uploaded as a shopper's photo would be.
     path = tmp_path / "red-photo.jpg"
-    path.write_bytes(photo("red", size=128, fmt="JPEG"))
+    path.write_bytes(photo_colour("red", size=128, fmt="JPEG"))
     with path.open("rb") as file:
         upload = generated.types.File(payload=file, file_name=path.name, mime_type="image/jpeg")
         by_photo = generated.search_image.sync(

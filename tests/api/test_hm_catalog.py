@@ -20,8 +20,8 @@ import pytest
 from django.test import Client
 
 from catalog.models import Product
-from embeddings import services as embedding_services
 from embeddings.models import EmbeddingModel, ProductEmbedding, TextQueryMap
+from embeddings.services.centroids import embedding_model_centroids_update
 from tests.search.catalog import embedding_model_active_create
 
 pytestmark = [pytest.mark.django_db, pytest.mark.datasets]
@@ -106,7 +106,7 @@ def hm_catalog(hm_encoded: dict[str, Any]) -> dict[str, Any]:
     )
     # What the sweeper does next: the means and the text query map (300 products are
     # enough for the default model's 256 dimensions).
-    embedding_services.embedding_model_centroids_update(model=model)
+    embedding_model_centroids_update(model=model)
     assert TextQueryMap.objects.filter(model=model, pairs=ARTICLES).exists()
     return {**hm_encoded, "products": products}
 

@@ -14,7 +14,8 @@ from search.models import ApiKey
 from search.services import api_key_create
 from tests.api.conftest import api_client
 from tests.api.test_search_api import upload
-from tests.search.catalog import Catalog, photo
+from tests.factories import photo_colour
+from tests.search.catalog import Catalog
 
 
 def test_an_api_client_encodes_one_photo_at_a_time_and_others_keep_their_slot(
@@ -29,15 +30,15 @@ def test_an_api_client_encodes_one_photo_at_a_time_and_others_keep_their_slot(
         if not during:  # the first photo: the others arrive while it is being encoded
             during["first"] = True
             during["same key"] = reader.post(
-                "/api/v1/search/image/", {"image": upload(photo("red"))}
+                "/api/v1/search/image/", {"image": upload(photo_colour("red"))}
             )
             during["other key"] = other.post(
-                "/api/v1/search/image/", {"image": upload(photo("red"))}
+                "/api/v1/search/image/", {"image": upload(photo_colour("red"))}
             )
         return search_by_image(**kwargs)
 
     monkeypatch.setattr(selectors, "search_by_image", search_while_others_call)
-    first = reader.post("/api/v1/search/image/", {"image": upload(photo("blue"))})
+    first = reader.post("/api/v1/search/image/", {"image": upload(photo_colour("blue"))})
 
     assert first.status_code == 200, first.content
     busy = during["same key"]
@@ -46,7 +47,10 @@ def test_an_api_client_encodes_one_photo_at_a_time_and_others_keep_their_slot(
     assert busy.json()["error"]["code"] == "photo_encoding_busy"
     assert during["other key"].status_code == 200, during["other key"].content
     # The slot is free again once the first photo is done.
-    assert reader.post("/api/v1/search/image/", {"image": upload(photo("red"))}).status_code == 200
+    assert (
+        reader.post("/api/v1/search/image/", {"image": upload(photo_colour("red"))}).status_code
+        == 200
+    )
 
 
 def test_a_scene_search_waits_for_the_same_clients_photo_search(
@@ -60,13 +64,16 @@ def test_a_scene_search_waits_for_the_same_clients_photo_search(
     def search_while_a_scene_comes(**kwargs: Any) -> Any:
         if not during:
             during["first"] = True
-            scene = reader.post("/api/v1/search/scene/", {"image": upload(photo("red"))})
+            scene = reader.post("/api/v1/search/scene/", {"image": upload(photo_colour("red"))})
             during["scene"] = scene
         return search_by_image(**kwargs)
 
     monkeypatch.setattr(selectors, "search_by_image", search_while_a_scene_comes)
     monkeypatch.setattr(looks_selectors, "scene_search", lambda **kwargs: pytest.fail("encoded"))
-    assert reader.post("/api/v1/search/image/", {"image": upload(photo("blue"))}).status_code == 200
+    assert (
+        reader.post("/api/v1/search/image/", {"image": upload(photo_colour("blue"))}).status_code
+        == 200
+    )
     assert during["scene"].status_code == 429, during["scene"].content
     assert during["scene"].json()["error"]["code"] == "photo_encoding_busy"
 
@@ -86,10 +93,13 @@ def test_a_brand_servers_key_encodes_several_photos_at_once_but_leaves_a_slot_fo
             name = ("second", "third")[len(sent)]
             sent.append(name)
             answers[name] = reader.post(
-                "/api/v1/search/image/", {"image": upload(photo("red"))}
+                "/api/v1/search/image/", {"image": upload(photo_colour("red"))}
             ).status_code
         return search_by_image(**kwargs)
 
     monkeypatch.setattr(selectors, "search_by_image", nested_search)
-    assert reader.post("/api/v1/search/image/", {"image": upload(photo("blue"))}).status_code == 200
+    assert (
+        reader.post("/api/v1/search/image/", {"image": upload(photo_colour("blue"))}).status_code
+        == 200
+    )
     assert answers == {"second": 200, "third": 429}

@@ -11,8 +11,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from catalog import services, tasks
+from catalog import tasks
 from catalog.models import ImportJob
+from catalog.services.chunks import import_sweep
 from search.models import ApiKey
 from search.services import api_key_create
 from tests.api.conftest import api_client
@@ -75,4 +76,4 @@ def test_an_import_posted_while_the_broker_is_down_is_accepted_and_sent_by_the_s
     assert _post(writer, key="during-outage").json()["id"] == job.id
     # ...and the import sweeper sends it once it has waited past its threshold.
     ImportJob.objects.filter(id=job.id).update(updated_at=timezone.now() - timedelta(hours=1))
-    assert services.import_sweep().parse == [job.id]
+    assert import_sweep().parse == [job.id]

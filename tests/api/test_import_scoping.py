@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from catalog import services
+from catalog.services.jobs import import_job_create
 from search.models import ApiKey
 from search.services import api_key_create
 from tests.api.conftest import api_client
@@ -26,7 +26,7 @@ def test_a_key_reads_only_the_import_jobs_it_started(writer: Client, db: Any) ->
     other = api_client(api_key_create(name="other-pim", scope=ApiKey.Scope.READ_WRITE).plaintext)
     mine = _start(writer, "https://feeds.example/mine.csv")
     theirs = _start(other, "https://feeds.example/secret-token/theirs.csv")
-    from_cli = services.import_job_create(
+    from_cli = import_job_create(
         kind="url", source="https://feeds.example/cli.csv", dispatch=False
     ).id
 

@@ -13,9 +13,9 @@ from django.test import Client
 
 from catalog.document import DOCUMENT_FIELDS, ProductDocument, search_document_sql
 from catalog.models import Product
-from catalog.services import product_content_hash
-from embeddings import services as embedding_services
+from catalog.services.products import product_content_hash
 from embeddings.models import ProductEmbedding
+from embeddings.services.vectors import products_embed
 from tests.search.catalog import Catalog
 
 pytestmark = pytest.mark.django_db
@@ -62,7 +62,7 @@ def test_an_api_edit_of_each_document_field_refreshes_the_vectors(
     assert product.content_hash == product_content_hash(product=product)
     assert callbacks, "the embeddings were not told about the change"
 
-    result = embedding_services.products_embed(product_ids=[product.pk], model=catalog.model)
+    result = products_embed(product_ids=[product.pk], model=catalog.model)
 
     assert result.embedded == [product.pk]
     rows = ProductEmbedding.objects.filter(product=product, model=catalog.model)

@@ -16,7 +16,8 @@ from PIL import Image
 
 from search.models import QueryPhoto
 from search.tasks import query_photos_purge
-from tests.search.catalog import MODEL_KEY, Catalog, lookbook_create, photo
+from tests.factories import photo_colour
+from tests.search.catalog import MODEL_KEY, Catalog, lookbook_create
 
 pytestmark = pytest.mark.django_db
 
@@ -137,7 +138,8 @@ def test_a_photo_with_words_ranks_matching_look_alikes_first(
     reader: Client, catalog: Catalog
 ) -> None:
     response = reader.post(
-        "/api/v1/search/image/", {"image": upload(photo("red")), "q": "in green", "limit": 10}
+        "/api/v1/search/image/",
+        {"image": upload(photo_colour("red")), "q": "in green", "limit": 10},
     )
 
     body = response.json()
@@ -157,7 +159,7 @@ def test_text_search_needs_words(reader: Client) -> None:
 def test_image_search_by_upload_stores_the_photo_for_a_new_crop(
     reader: Client, catalog: Catalog
 ) -> None:
-    first = reader.post("/api/v1/search/image/", {"image": upload(photo(("red", "blue")))})
+    first = reader.post("/api/v1/search/image/", {"image": upload(photo_colour(("red", "blue")))})
     assert first.status_code == 200, first.content
     photo_id = first.json()["photo_id"]
     assert QueryPhoto.objects.filter(pk=photo_id).exists()
@@ -175,7 +177,7 @@ def test_image_search_by_upload_stores_the_photo_for_a_new_crop(
 def test_image_search_with_filters(reader: Client, catalog: Catalog) -> None:
     response = reader.post(
         "/api/v1/search/image/",
-        {"image": upload(photo("green")), "category": ["Shoes > Sneakers"], "limit": "3"},
+        {"image": upload(photo_colour("green")), "category": ["Shoes > Sneakers"], "limit": "3"},
     )
 
     body = response.json()
@@ -221,12 +223,12 @@ def _gif() -> bytes:
 @pytest.mark.parametrize(
     ("make", "status", "code"),
     [
-        (lambda: photo("red", size=256, fmt="PNG") + b"\0" * 4096, 413, "too_large"),
+        (lambda: photo_colour("red", size=256, fmt="PNG") + b"\0" * 4096, 413, "too_large"),
         (_gif, 415, "unsupported_format"),
         (lambda: b"just some text", 415, "unsupported_format"),
-        (lambda: photo("red", size=200), 400, "too_many_pixels"),
+        (lambda: photo_colour("red", size=200), 400, "too_many_pixels"),
         (lambda: _png_claiming(60_000, 60_000), 400, "decompression_bomb"),
-        (lambda: photo("red", fmt="JPEG")[:300], 400, "unreadable"),
+        (lambda: photo_colour("red", fmt="JPEG")[:300], 400, "unreadable"),
     ],
     ids=["too-large", "gif", "text", "pixel-cap", "bomb", "truncated"],
 )
@@ -245,7 +247,7 @@ def test_image_search_refuses_bad_uploads_with_a_reason(
 
 
 def test_image_search_without_an_active_model_is_503(reader: Client) -> None:
-    response = reader.post("/api/v1/search/image/", {"image": upload(photo("red"))})
+    response = reader.post("/api/v1/search/image/", {"image": upload(photo_colour("red"))})
 
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "search_unavailable"
@@ -288,10 +290,10 @@ def test_query_photos_are_deleted_after_the_retention_period(
     reader: Client, catalog: Catalog, settings: object
 ) -> None:
     settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS = 24  # type: ignore[attr-defined]
-    old_id = reader.post("/api/v1/search/image/", {"image": upload(photo("red"))}).json()[
+    old_id = reader.post("/api/v1/search/image/", {"image": upload(photo_colour("red"))}).json()[
         "photo_id"
     ]
-    new_id = reader.post("/api/v1/search/image/", {"image": upload(photo("blue"))}).json()[
+    new_id = reader.post("/api/v1/search/image/", {"image": upload(photo_colour("blue"))}).json()[
         "photo_id"
     ]
     QueryPhoto.objects.filter(pk=old_id).update(created_at=timezone.now() - timedelta(hours=25))
@@ -311,7 +313,7 @@ def test_no_photo_is_kept_when_retention_is_zero(
 ) -> None:
     settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS = 0  # type: ignore[attr-defined]
 
-    body = reader.post("/api/v1/search/image/", {"image": upload(photo("red"))}).json()
+    body = reader.post("/api/v1/search/image/", {"image": upload(photo_colour("red"))}).json()
 
     assert body["photo_id"] is None and result_skus(body)
     assert not QueryPhoto.objects.exists()

@@ -11,7 +11,8 @@ import pytest
 
 from search.posts.models import Post, PostTag
 from tests.browser.conftest import merchandiser_page, screenshot, wait_until
-from tests.pages.catalog_fixtures import ShopCatalog, street_photo
+from tests.factories import photo_street
+from tests.pages.catalog_fixtures import ShopCatalog
 from tests.support.processes import WorkerProcess
 
 pytestmark = [pytest.mark.browser]
@@ -26,7 +27,7 @@ def test_merchandiser_uploads_reviews_and_publishes_a_post(
 ) -> None:
     page = merchandiser_page(browser, live_server)
     photo = tmp_path / "look.jpg"
-    photo.write_bytes(street_photo(shop.images["TEE-RED"], shop.images["JEANS-BLU"]))
+    photo.write_bytes(photo_street(shop.images["TEE-RED"], shop.images["JEANS-BLU"]))
 
     page.goto(f"{live_server.url}/admin/posts/post/add/")
     page.set_input_files("#id_image", str(photo))

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import DESKTOP, PHONE, screenshot, wait_until
-from tests.pages.catalog_fixtures import ShopCatalog, street_photo
+from tests.factories import photo_street
+from tests.pages.catalog_fixtures import ShopCatalog
 
 pytestmark = [pytest.mark.browser]
 
@@ -37,7 +38,7 @@ def test_shopper_picks_an_item_of_the_photo_by_its_hotspot(
     page = context.new_page()
     page.goto(live_server.url + "/")
     photo = tmp_path / "street.jpg"
-    photo.write_bytes(street_photo(shop.images["TEE-RED"], shop.images["JEANS-BLU"]))
+    photo.write_bytes(photo_street(shop.images["TEE-RED"], shop.images["JEANS-BLU"]))
     page.set_input_files("#id_image", str(photo))
     page.wait_for_selector("[data-preview-img]", state="visible")
     page.click("[data-photo-submit]")

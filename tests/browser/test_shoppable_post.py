@@ -12,14 +12,15 @@ from search.posts import services
 from search.posts.models import Post
 from tests.browser.conftest import PHONE, screenshot, wait_until
 from tests.browser.test_content_security_policy import WATCH_VIOLATIONS
-from tests.pages.catalog_fixtures import ShopCatalog, street_photo
+from tests.factories import photo_street
+from tests.pages.catalog_fixtures import ShopCatalog
 
 pytestmark = [pytest.mark.browser]
 
 
 def _published_post(shop: ShopCatalog) -> Post:
     post = services.post_create(
-        image=street_photo(shop.images["TEE-RED"], shop.images["JEANS-BLU"]),
+        image=photo_street(shop.images["TEE-RED"], shop.images["JEANS-BLU"]),
         caption="Saturday uniform", creator_handle="ana.k",
         post_url="https://social.example/p/42", rights=Post.Rights.GRANTED,
     )  # fmt: skip

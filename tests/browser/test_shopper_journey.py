@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import DESKTOP, PHONE, merchandiser_page, screenshot
-from tests.pages.catalog_fixtures import ShopCatalog, street_photo
+from tests.factories import photo_street
+from tests.pages.catalog_fixtures import ShopCatalog
 
 pytestmark = [pytest.mark.browser]
 
@@ -24,7 +25,7 @@ def test_shopper_searches_by_photo_filters_and_opens_a_product(
     screenshot(page, f"{size}-01-home")
 
     photo = tmp_path / "street.jpg"
-    photo.write_bytes(street_photo(shop.images["TEE-RED"], shop.images["JEANS-BLU"]))
+    photo.write_bytes(photo_street(shop.images["TEE-RED"], shop.images["JEANS-BLU"]))
     page.set_input_files("#id_image", str(photo))
     page.wait_for_selector("[data-preview-img]", state="visible")
     screenshot(page, f"{size}-02-photo-preview")

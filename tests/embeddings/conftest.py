@@ -9,8 +9,6 @@ second and need no trained weights.
 from __future__ import annotations
 
 import csv
-import hashlib
-import io
 import shutil
 import time
 import uuid
@@ -20,21 +18,20 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-import numpy as np
 import pytest
-from django.core.files.base import ContentFile
-from PIL import Image
 
-from catalog.models import Product, ProductImage
-from embeddings import services
+from catalog.models import Product
 from embeddings.models import EmbeddingModel
+from embeddings.services.registry import embedding_model_prepare, embedding_model_register
+from tests.factories import photo_noise, product_create
 from webapp.celery import app as celery_app
 
 
 def _write_checkpoint(out: Path, seed: int) -> Path:
     from embeddings.ml.loading import save_checkpoint
     from embeddings.ml.model import FusionConfig
-    from embeddings.ml.train import TrainConfig, new_model
+    from embeddings.ml.train import new_model
+    from embeddings.ml.train_config import TrainConfig
 
     config = TrainConfig(
         init="new:resnet10t",
@@ -58,21 +55,6 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
 
 
-def jpeg(seed: int, size: tuple[int, int] = (96, 128)) -> bytes:
-    """A distinct, deterministic photo-like JPEG per seed (noise over a colour)."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 255, size=3)
-    pixels = np.clip(base + rng.normal(0, 40, size=(size[1], size[0], 3)), 0, 255)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
-
-
-def content_hash(product: Product, image_bytes: bytes) -> str:
-    text = "|".join([product.title, product.description, product.brand, product.category])
-    return hashlib.sha256(text.encode() + hashlib.sha256(image_bytes).digest()).hexdigest()
-
-
 ProductFactory = Callable[..., Product]
 
 
@@ -84,23 +66,18 @@ def make_product() -> ProductFactory:
     def make(*, title: str | None = None, price: str = "19.99", seed: int | None = None) -> Product:
         n = next(counter)
         seed = n if seed is None else seed
-        product = Product(sku=f"T-{seed}-{n}", title=title or f"Test product {n}", price=price)
-        data = jpeg(seed)
-        product.content_hash = content_hash(product, data)
-        product.save()
-        image = ProductImage(product=product, position=0, status=ProductImage.Status.READY)
-        image.image.save(f"test-{product.sku}.jpg", ContentFile(data), save=False)
-        image.sha256 = hashlib.sha256(data).hexdigest()
-        image.save()
-        return product
+        return product_create(
+            sku=f"T-{seed}-{n}", title=title or f"Test product {n}", price=price,
+            photo=photo_noise(seed),
+        )  # fmt: skip
 
     return make
 
 
 def prepare_here(*, spec: str, key: str) -> EmbeddingModel:
     """Register and prepare a version in this process (no worker; tests in a transaction)."""
-    model = services.embedding_model_register(spec=spec, key=key)
-    model = services.embedding_model_prepare(model=model)
+    model = embedding_model_register(spec=spec, key=key)
+    model = embedding_model_prepare(model=model)
     # Outside a test transaction the worker may be preparing it at the same moment (the
     # registration sent it the task): then this call leaves it to the worker; wait for it.
     wait_for(lambda: EmbeddingModel.objects.get(pk=model.pk).state != "building"

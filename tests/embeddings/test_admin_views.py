@@ -19,9 +19,11 @@ from django.test import Client
 from django.urls import reverse
 
 from catalog.models import Product
-from embeddings import selectors, services
+from embeddings import selectors
 from embeddings.ml.recipes import CATALOG_FINE_TUNE
 from embeddings.models import EmbeddingModel, ProductEmbedding, TrainingJob
+from embeddings.services.lifecycle import embedding_model_activate, embedding_model_retire
+from embeddings.services.vectors import products_embed
 from tests.embeddings.conftest import ProductFactory, SentTask, TaskQueue, prepare_here
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +54,7 @@ class Versions:
 def versions(checkpoints: dict[str, str], make_product: ProductFactory) -> Versions:
     blue = prepare_here(spec=checkpoints["a"], key="blue")
     product = make_product()
-    services.products_embed(product_ids=[product.pk], model=blue)
+    products_embed(product_ids=[product.pk], model=blue)
     green = prepare_here(spec=checkpoints["b"], key="green")
     assert (blue.state, green.state) == ("active", "building")
     return Versions(blue=blue, green=green)
@@ -61,7 +63,7 @@ def versions(checkpoints: dict[str, str], make_product: ProductFactory) -> Versi
 def green_backfilled(versions: Versions) -> EmbeddingModel:
     """Finish green's backfill (it becomes `ready`, activatable); return it."""
     product_ids = list(Product.objects.values_list("pk", flat=True))
-    services.products_embed(product_ids=product_ids, model=versions.green)
+    products_embed(product_ids=product_ids, model=versions.green)
     versions.green.refresh_from_db()
     assert versions.green.state == EmbeddingModel.State.READY
     return versions.green
@@ -206,7 +208,7 @@ def test_fine_tuning_under_a_key_already_taken_is_refused_by_the_form(
 def test_rolling_back_re_activates_the_version_that_was_active_before(
     admin_client: Client, versions: Versions
 ) -> None:
-    services.embedding_model_activate(model=green_backfilled(versions))
+    embedding_model_activate(model=green_backfilled(versions))
     assert states() == {"blue": "ready", "green": "active"}
 
     response = admin_client.post(ROLLBACK)
@@ -232,7 +234,7 @@ def test_rolling_back_with_no_previous_version_says_so_and_changes_nothing(
 def test_a_get_of_the_rollback_url_only_goes_back_to_the_list(
     admin_client: Client, versions: Versions
 ) -> None:
-    services.embedding_model_activate(model=green_backfilled(versions))
+    embedding_model_activate(model=green_backfilled(versions))
 
     response = admin_client.get(ROLLBACK)
 
@@ -316,7 +318,7 @@ def test_activating_a_version_still_backfilling_is_refused_and_changes_nothing(
 def test_activating_a_retired_version_is_refused_and_changes_nothing(
     admin_client: Client, versions: Versions
 ) -> None:
-    services.embedding_model_retire(model=versions.green)
+    embedding_model_retire(model=versions.green)
 
     response = activate_page(admin_client, versions.green, reason="try it")
 
@@ -454,7 +456,7 @@ def test_only_staff_reach_the_views_others_are_sent_to_log_in(
 
 
 def test_a_roll_back_posted_by_a_non_staff_user_changes_nothing(versions: Versions) -> None:
-    services.embedding_model_activate(model=green_backfilled(versions))
+    embedding_model_activate(model=green_backfilled(versions))
     client = Client()
     client.force_login(User.objects.create_user("shopper", password="pw-for-tests-only"))
 

@@ -10,9 +10,19 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 
 from catalog.models import Product
-from embeddings import selectors, services
+from embeddings import selectors
 from embeddings.ml import DEFAULT_MODEL_VERSION
 from embeddings.models import EmbeddingModel, ProductEmbedding
+from embeddings.services import (
+    errors,
+    evaluation,
+    fine_tuning,
+    lifecycle,
+    queue,
+    registry,
+    sweep,
+    vectors,
+)
 from tests.embeddings.conftest import ProductFactory, prepare_here
 
 pytestmark = pytest.mark.django_db
@@ -58,8 +68,8 @@ def test_products_get_image_text_and_fused_vectors_and_a_repeat_is_a_no_op(
     products = [make_product() for _ in range(3)]
     ids = [p.pk for p in products]
 
-    first = services.products_embed(product_ids=ids, model=model)
-    again = services.products_embed(product_ids=ids, model=model)
+    first = vectors.products_embed(product_ids=ids, model=model)
+    again = vectors.products_embed(product_ids=ids, model=model)
 
     assert first.embedded == ids and not first.image_failed
     assert again.embedded == [] and again.skipped == ids
@@ -73,21 +83,21 @@ def test_a_price_change_does_not_re_embed_and_a_title_change_does(
 ) -> None:
     model = prepare_here(spec=checkpoints["a"], key="blue")
     product = make_product(title="Linen shirt")
-    services.products_embed(product_ids=[product.pk], model=model)
+    vectors.products_embed(product_ids=[product.pk], model=model)
     before = _vectors(model, product)
 
     product.price = Decimal("9.99")
     product.in_stock = False
     product.save()
-    assert services.products_embed_enqueue(product_ids=[product.pk]) == 0
-    assert services.products_embed(product_ids=[product.pk], model=model).embedded == []
+    assert queue.products_embed_enqueue(product_ids=[product.pk]) == 0
+    assert vectors.products_embed(product_ids=[product.pk], model=model).embedded == []
     assert _vectors(model, product) == before
 
     product.title = "Linen shirt, relaxed fit"
     product.content_hash = "f" * 64  # ingestion recomputes it for text changes
     product.save()
-    assert services.products_embed_enqueue(product_ids=[product.pk]) == 1
-    assert services.products_embed(product_ids=[product.pk], model=model).embedded == [product.pk]
+    assert queue.products_embed_enqueue(product_ids=[product.pk]) == 1
+    assert vectors.products_embed(product_ids=[product.pk], model=model).embedded == [product.pk]
     after = _vectors(model, product)
     assert {h for h, _ in after.values()} == {"f" * 64}
     assert after["text"][1] != before["text"][1]
@@ -100,14 +110,14 @@ def test_blue_green_backfill_keeps_search_on_the_old_version_then_switches_and_r
     blue = prepare_here(spec=checkpoints["a"], key="blue")
     products = [make_product() for _ in range(6)]
     ids = [p.pk for p in products]
-    services.products_embed(product_ids=ids, model=blue)
+    vectors.products_embed(product_ids=ids, model=blue)
     probe = products[0]
     blue_probe = selectors.product_embedding_vector(product_id=probe.pk, kind="image")
     assert blue_probe is not None
 
     green = prepare_here(spec=checkpoints["b"], key="green")
     assert green.state == EmbeddingModel.State.BUILDING  # blue keeps serving
-    services.products_embed(product_ids=ids[:3], model=green)  # half way through
+    vectors.products_embed(product_ids=ids[:3], model=green)  # half way through
     green.refresh_from_db()
     assert (green.state, green.backfill_done, green.backfill_total) == ("building", 3, 6)
     green_probe = selectors.product_embedding_vector(product_id=probe.pk, kind="image", model=green)
@@ -118,33 +128,33 @@ def test_blue_green_backfill_keeps_search_on_the_old_version_then_switches_and_r
     hits = selectors.product_embedding_nearest(vector=blue_probe, kind="image", limit=10)
     assert hits[0].product_id == probe.pk and hits[0].score > 0.99
     assert len(hits) == 6
-    with pytest.raises(services.EmbeddingModelStateError, match="still backfilling"):
-        services.embedding_model_activate(model=green)
+    with pytest.raises(errors.EmbeddingModelStateError, match="still backfilling"):
+        lifecycle.embedding_model_activate(model=green)
 
-    services.products_embed(product_ids=ids[3:], model=green)
+    vectors.products_embed(product_ids=ids[3:], model=green)
     green.refresh_from_db()
     assert green.state == EmbeddingModel.State.READY and green.backfill_percent == 100
 
-    services.embedding_model_activate(model=green)
+    lifecycle.embedding_model_activate(model=green)
     assert selectors.embedding_model_active() == green
     assert EmbeddingModel.objects.get(pk=blue.pk).state == EmbeddingModel.State.READY
     hits = selectors.product_embedding_nearest(vector=green_probe, kind="image", limit=3)
     assert hits[0].product_id == probe.pk and hits[0].score > 0.99
 
-    rolled_back = services.embedding_model_rollback()
+    rolled_back = lifecycle.embedding_model_rollback()
     assert rolled_back == blue and selectors.embedding_model_active() == blue
     hits = selectors.product_embedding_nearest(vector=blue_probe, kind="image", limit=1)
     assert hits[0].product_id == probe.pk and hits[0].score > 0.99
 
-    with pytest.raises(services.EmbeddingModelStateError, match="is active"):
-        services.embedding_model_retire(model=blue)
-    services.embedding_model_retire(model=green)
+    with pytest.raises(errors.EmbeddingModelStateError, match="is active"):
+        lifecycle.embedding_model_retire(model=blue)
+    lifecycle.embedding_model_retire(model=green)
     assert EmbeddingModel.objects.get(pk=green.pk).state == EmbeddingModel.State.RETIRED
     assert ProductEmbedding.objects.filter(model=green).count() == 0
     assert ProductEmbedding.objects.filter(model=blue).count() == 18
     assert _indexes(green) == []
-    with pytest.raises(services.EmbeddingModelStateError, match="no previous version"):
-        services.embedding_model_rollback()
+    with pytest.raises(errors.EmbeddingModelStateError, match="no previous version"):
+        lifecycle.embedding_model_rollback()
 
 
 def test_the_database_refuses_a_second_active_version(checkpoints: dict[str, str]) -> None:
@@ -164,7 +174,7 @@ def test_deleted_and_imageless_products_are_skipped_quietly(
     deleted_id = deleted.pk
     deleted.delete()
 
-    result = services.products_embed(product_ids=[kept.pk, deleted_id, bare.pk], model=model)
+    result = vectors.products_embed(product_ids=[kept.pk, deleted_id, bare.pk], model=model)
 
     assert result.embedded == [kept.pk]
     assert sorted(result.skipped) == sorted([deleted_id, bare.pk])
@@ -178,7 +188,7 @@ def test_a_broken_image_keeps_a_text_vector_and_is_not_retried(
     image = product.images.get()
     Path(image.image.path).write_bytes(b"not a jpeg")
 
-    result = services.products_embed(product_ids=[product.pk], model=model)
+    result = vectors.products_embed(product_ids=[product.pk], model=model)
 
     assert list(result.image_failed) == [product.pk]
     assert set(_vectors(model, product)) == {"text"}
@@ -188,18 +198,18 @@ def test_a_broken_image_keeps_a_text_vector_and_is_not_retried(
 def test_a_fresh_install_without_default_weights_records_why_and_does_not_loop(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(services, "_default_model_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr(registry, "_default_model_dir", lambda: tmp_path / "none")
 
-    services.embeddings_sweep()
-    services.embeddings_sweep()
+    sweep.embeddings_sweep()
+    sweep.embeddings_sweep()
 
     (model,) = EmbeddingModel.objects.all()
     assert (model.key, model.spec, model.state) == (
         f"default-{DEFAULT_MODEL_VERSION}",
-        services.DEFAULT_SPEC,
+        registry.DEFAULT_SPEC,
         "failed",
     )
-    assert f"default:{DEFAULT_MODEL_VERSION}" == services.DEFAULT_SPEC
+    assert f"default:{DEFAULT_MODEL_VERSION}" == registry.DEFAULT_SPEC
     assert "model.safetensors missing" in model.error
 
 
@@ -209,19 +219,19 @@ def test_a_fresh_install_registers_and_activates_the_bundled_default(
     from embeddings.ml import loading
 
     folder = Path(checkpoints["a"].removeprefix("checkpoint:"))
-    monkeypatch.setattr(services, "_default_model_dir", lambda: folder)
+    monkeypatch.setattr(registry, "_default_model_dir", lambda: folder)
     monkeypatch.setitem(loading.DEFAULT_MODEL_DIRS, loading.DEFAULT_VERSION, folder)
     product = make_product()
 
-    services.embeddings_sweep()
+    sweep.embeddings_sweep()
     model = EmbeddingModel.objects.get()
     assert (model.key, model.state) == (f"default-{DEFAULT_MODEL_VERSION}", "building")
-    services.embedding_model_prepare(model=model)  # what the worker does next
+    registry.embedding_model_prepare(model=model)  # what the worker does next
 
     model.refresh_from_db()
     assert model.state == EmbeddingModel.State.ACTIVE
     assert selectors.embedding_model_pending_count(model=model) == 1  # product queued
-    services.products_embed(product_ids=[product.pk], model=model)
+    vectors.products_embed(product_ids=[product.pk], model=model)
     assert ProductEmbedding.objects.filter(model=model, product=product).count() == 3
 
 
@@ -237,20 +247,26 @@ def test_the_single_pass_item_encoder_matches_the_three_public_calls(
     checkpoints: dict[str, str],
 ) -> None:
     from embeddings import runtime
-    from tests.embeddings.conftest import jpeg
+    from tests.factories import photo_noise
 
     encoder = runtime.encoder_load(checkpoints["a"])
-    images = [jpeg(seed) for seed in range(5)] + [b"not an image"]
+    images = [photo_noise(seed) for seed in range(5)] + [b"not an image"]
     texts = [f"cotton dress number {n}" for n in range(6)]
 
-    assert runtime._single_pass_supported(encoder)
-    fast = runtime._encode_items_single_pass(encoder, images=images, texts=texts)
-    slow = runtime._encode_items_three_calls(encoder, images=images, texts=texts)
+    assert hasattr(encoder.model, "forward_all")
+    fast = encoder.encode_all(images, texts)
+    slow_images = encoder.encode_images(images)
+    ok = slow_images.indices
+    slow = {
+        "image": slow_images.vectors,
+        "text": encoder.encode_texts(texts),
+        "fused": encoder.encode_items([images[i] for i in ok], [texts[i] for i in ok]).vectors,
+    }
 
-    assert fast.indices == slow.indices == [0, 1, 2, 3, 4]
-    assert list(fast.failed) == list(slow.failed) == [5]
+    assert fast.indices == slow_images.indices == [0, 1, 2, 3, 4]
+    assert list(fast.failed) == list(slow_images.failed) == [5]
     for kind in ("image", "text", "fused"):
-        np.testing.assert_allclose(getattr(fast, kind), getattr(slow, kind), atol=1e-4)
+        np.testing.assert_allclose(getattr(fast, kind), slow[kind], atol=1e-4)
 
 
 def _catalog_with_lookbooks(make_product: ProductFactory, n: int) -> list[Product]:
@@ -269,7 +285,7 @@ def test_the_catalog_becomes_a_training_dataset_with_lookbooks_as_the_graph(
 ) -> None:
     products = _catalog_with_lookbooks(make_product, 8)
 
-    dataset = services.catalog_dataset()
+    dataset = evaluation.catalog_dataset()
 
     assert [item.item_id for item in dataset.items] == [str(p.pk) for p in products]
     assert dataset.items[0].text == "Outfit piece 0"
@@ -283,7 +299,7 @@ def test_evaluating_a_version_stores_its_metrics(
     model = prepare_here(spec=checkpoints["a"], key="blue")
     _catalog_with_lookbooks(make_product, 24)
 
-    metrics = services.embedding_model_evaluate(model=model)
+    metrics = evaluation.embedding_model_evaluate(model=model)
 
     model.refresh_from_db()
     assert model.metrics == metrics and metrics["n_items"] == 24
@@ -296,7 +312,7 @@ def test_training_on_the_catalog_registers_a_building_version(
     _catalog_with_lookbooks(make_product, 8)
     overrides = {"max_steps": 2, "image_size": 64, "embed_dim": 32, "batch_pairs": 4}
 
-    model = services.embedding_model_train(
+    model = fine_tuning.embedding_model_train(
         out_dir=tmp_path / "trained", key="trained", config_overrides=overrides
     )
 
@@ -343,28 +359,28 @@ def test_an_install_serving_an_older_default_gets_the_new_one_backfilling_beside
     v0 = prepare_here(spec=checkpoints["a"], key="default-v0")
     EmbeddingModel.objects.filter(pk=v0.pk).update(spec="default:v0")  # an older bundled one
     folder = Path(checkpoints["b"].removeprefix("checkpoint:"))
-    monkeypatch.setattr(services, "_default_model_dir", lambda: folder)
+    monkeypatch.setattr(registry, "_default_model_dir", lambda: folder)
     monkeypatch.setitem(loading.DEFAULT_MODEL_DIRS, loading.DEFAULT_VERSION, folder)
 
-    services.embeddings_sweep()
-    services.embeddings_sweep()  # a second sweep registers nothing more
+    sweep.embeddings_sweep()
+    sweep.embeddings_sweep()  # a second sweep registers nothing more
 
-    new = EmbeddingModel.objects.get(spec=services.DEFAULT_SPEC)
+    new = EmbeddingModel.objects.get(spec=registry.DEFAULT_SPEC)
     assert (new.key, new.state, new.auto_activate) == (
         f"default-{DEFAULT_MODEL_VERSION}",
         "building",
         False,
     )
-    services.embedding_model_prepare(model=new)
+    registry.embedding_model_prepare(model=new)
     new.refresh_from_db()
     # An empty catalog is backfilled at once: ready (a rollback-style standby), not served.
     assert new.state == EmbeddingModel.State.READY
     assert selectors.embedding_model_active() == v0  # the old one serves until activated
     assert EmbeddingModel.objects.count() == 2
 
-    services.embedding_model_retire(model=new)
-    services.embeddings_sweep()  # an operator retired it: not registered again
-    assert EmbeddingModel.objects.filter(spec=services.DEFAULT_SPEC).count() == 1
+    lifecycle.embedding_model_retire(model=new)
+    sweep.embeddings_sweep()  # an operator retired it: not registered again
+    assert EmbeddingModel.objects.filter(spec=registry.DEFAULT_SPEC).count() == 1
 
 
 def test_the_migration_names_existing_default_rows_v1() -> None:

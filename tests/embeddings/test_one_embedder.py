@@ -11,12 +11,13 @@ tests/embeddings/test_external_broker.py).
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from django.db import connection
 
-from embeddings import runtime, services
 from embeddings.models import ProductEmbedding
+from embeddings.services.vectors import EmbedBatchResult, products_embed
 from tests.embeddings.conftest import ProductFactory, prepare_here
 
 
@@ -27,22 +28,24 @@ def test_a_batch_running_beside_another_of_the_same_products_leaves_them_to_it(
     model = prepare_here(spec=checkpoints["a"], key="blue")
     ids = [make_product().pk for _ in range(3)]
     first_encoding, second_done = threading.Event(), threading.Event()
-    encode_items = runtime.encode_items
+    from embeddings.ml.encoder import Encoder
 
-    def encode_slowly(encoder: object, **kwargs: object) -> object:
+    encode_all = Encoder.encode_all
+
+    def encode_slowly(encoder: Encoder, *args: Any, **kwargs: Any) -> Any:
         if threading.current_thread().name == "first":
             # Hold the first batch between its "needs embedding" check and its write, as a
             # worker loading its encoder or encoding 64 photos does for seconds.
             first_encoding.set()
             second_done.wait(timeout=60)
-        return encode_items(encoder, **kwargs)  # type: ignore[arg-type]
+        return encode_all(encoder, *args, **kwargs)
 
-    monkeypatch.setattr(runtime, "encode_items", encode_slowly)
-    results: dict[str, services.EmbedBatchResult] = {}
+    monkeypatch.setattr(Encoder, "encode_all", encode_slowly)
+    results: dict[str, EmbedBatchResult] = {}
 
     def first() -> None:
         try:
-            results["first"] = services.products_embed(product_ids=ids, model=model)
+            results["first"] = products_embed(product_ids=ids, model=model)
         finally:
             connection.close()
 
@@ -50,7 +53,7 @@ def test_a_batch_running_beside_another_of_the_same_products_leaves_them_to_it(
     thread.start()
     try:
         assert first_encoding.wait(timeout=60), "the first batch never reached its encoding"
-        results["second"] = services.products_embed(product_ids=ids, model=model)
+        results["second"] = products_embed(product_ids=ids, model=model)
     finally:
         second_done.set()
         thread.join(timeout=60)
@@ -60,5 +63,5 @@ def test_a_batch_running_beside_another_of_the_same_products_leaves_them_to_it(
     assert ProductEmbedding.objects.filter(model=model).count() == 3 * len(ids)
     # Once the first batch is done, the products are neither busy nor stale: a third batch
     # (the duplicate that runs after) finds nothing to do.
-    third = services.products_embed(product_ids=ids, model=model)
+    third = products_embed(product_ids=ids, model=model)
     assert third.embedded == [] and third.skipped == ids

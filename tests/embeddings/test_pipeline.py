@@ -20,11 +20,16 @@ from pathlib import Path
 import pytest
 from django.db import connection, connections
 
-from catalog import services as catalog_services
 from catalog.models import Product
-from embeddings import selectors, services
+from catalog.services.jobs import import_job_create
+from embeddings import selectors
 from embeddings.models import EmbeddingModel, ProductEmbedding
-from tests.embeddings.conftest import ProductFactory, hm_slice, jpeg, prepare_here, wait_for
+from embeddings.services.lifecycle import embedding_model_activate, embedding_model_rollback
+from embeddings.services.queue import products_embed_enqueue
+from embeddings.services.registry import embedding_model_register
+from embeddings.services.vectors import products_embed
+from tests.embeddings.conftest import ProductFactory, hm_slice, prepare_here, wait_for
+from tests.factories import photo_noise
 from tests.support.processes import BASE_DIR, WorkerProcess, subprocess_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,7 +45,7 @@ def _imported(sku: str) -> bool:
 
 
 def _register_and_wait_active(spec: str, key: str) -> EmbeddingModel:
-    model = services.embedding_model_register(spec=spec, key=key)
+    model = embedding_model_register(spec=spec, key=key)
     wait_for(
         lambda: (
             EmbeddingModel.objects.get(pk=model.pk).state
@@ -54,7 +59,7 @@ def _register_and_wait_active(spec: str, key: str) -> EmbeddingModel:
 
 
 def _import(folder: Path) -> None:
-    catalog_services.import_job_create(kind="path", source=str(folder), preset="hm")
+    import_job_create(kind="path", source=str(folder), preset="hm")
 
 
 @pytest.mark.datasets
@@ -91,7 +96,7 @@ def test_an_import_yields_vectors_for_the_active_model_with_no_manual_step(
     for _ in range(5):
         product = make_product()
         start = time.monotonic()
-        services.products_embed_enqueue(product_ids=[product.pk])
+        products_embed_enqueue(product_ids=[product.pk])
         wait_for(partial(_stored, model, [product.pk]), timeout=60, step=0.01)
         engine_seconds.append(time.monotonic() - start)
 
@@ -130,12 +135,12 @@ def test_a_background_backfill_never_leaks_into_search_until_the_switch(
     blue = _register_and_wait_active(checkpoints["a"], "blue")
     products = [make_product() for _ in range(80)]
     ids = [p.pk for p in products]
-    services.products_embed_enqueue(product_ids=ids)
+    products_embed_enqueue(product_ids=ids)
     wait_for(lambda: _stored(blue, ids), timeout=120)
     probe = selectors.product_embedding_vector(product_id=ids[0], kind="fused")
     assert probe is not None
 
-    green = services.embedding_model_register(spec=checkpoints["b"], key="green")
+    green = embedding_model_register(spec=checkpoints["b"], key="green")
     seen_states = set()
     while True:
         green.refresh_from_db()
@@ -150,12 +155,12 @@ def test_a_background_backfill_never_leaks_into_search_until_the_switch(
     print(f"green states seen while backfilling: {sorted(seen_states)}")
     assert ProductEmbedding.objects.filter(model=green).count() == 3 * len(ids)
 
-    services.embedding_model_activate(model=green)
+    embedding_model_activate(model=green)
     green_probe = selectors.product_embedding_vector(product_id=ids[0], kind="fused")
     assert green_probe is not None
     hits = selectors.product_embedding_nearest(vector=green_probe, kind="fused", limit=1)
     assert selectors.embedding_model_active() == green and hits[0].score > 0.99
-    assert services.embedding_model_rollback() == blue
+    assert embedding_model_rollback() == blue
     assert selectors.embedding_model_active() == blue
 
 
@@ -182,8 +187,8 @@ def test_concurrent_activations_leave_exactly_one_active_and_readers_never_see_n
     def flip(first: EmbeddingModel, second: EmbeddingModel) -> None:
         try:
             for _ in range(15):
-                services.embedding_model_activate(model=first, force=True)
-                services.embedding_model_activate(model=second, force=True)
+                embedding_model_activate(model=first, force=True)
+                embedding_model_activate(model=second, force=True)
         except BaseException as error:
             errors.append(error)
         finally:
@@ -212,7 +217,7 @@ def test_the_web_process_imports_no_torch_until_its_first_query(
 ) -> None:
     model = prepare_here(spec=checkpoints["a"], key="blue")
     product = make_product(seed=7)
-    services.products_embed(product_ids=[product.pk], model=model)
+    products_embed(product_ids=[product.pk], model=model)
     photo = Path(product.images.get().image.path)
     code = f"""
 import sys, time, django
@@ -222,7 +227,7 @@ get_resolver().url_patterns
 from webapp.wsgi import application
 from webapp.celery import app
 app.loader.import_default_modules()
-from embeddings import runtime, selectors, services, tasks
+from embeddings import runtime, selectors, tasks
 heavy = [m for m in ('torch', 'open_clip', 'torchvision', 'transformers', 'onnxruntime')
          if m in sys.modules]
 print('BEFORE=' + ','.join(heavy))
@@ -253,7 +258,7 @@ def test_query_encoders_reject_unreadable_photos(checkpoints: dict[str, str]) ->
     from embeddings import runtime
 
     model = prepare_here(spec=checkpoints["a"], key="blue")
-    assert runtime.encode_query_image(jpeg(1), model=model).shape == (32,)
+    assert runtime.encode_query_image(photo_noise(1), model=model).shape == (32,)
     assert runtime.encode_query_text("red dress", model=model).shape == (32,)
     with pytest.raises(ValueError, match="unreadable image"):
         runtime.encode_query_image(b"<html>", model=model)

@@ -53,16 +53,16 @@ def test_the_least_recently_used_query_is_dropped(
 
 
 def test_a_photo_asked_again_reuses_its_vector(checkpoints: dict[str, str]) -> None:
-    from tests.embeddings.conftest import jpeg
+    from tests.factories import photo_noise
 
     model = prepare_here(spec=checkpoints["a"], key="blue")
 
-    first = runtime.encode_query_image(jpeg(1), model=model)
-    again = runtime.encode_query_image(jpeg(1), model=model)  # the same bytes, a new request
+    first = runtime.encode_query_image(photo_noise(1), model=model)
+    again = runtime.encode_query_image(photo_noise(1), model=model)  # the same bytes, a new request
 
     assert again is first
     assert not first.flags.writeable
-    other = runtime.encode_query_image(jpeg(2), model=model)
+    other = runtime.encode_query_image(photo_noise(2), model=model)
     assert other is not first and not np.allclose(other, first)
     with pytest.raises(ValueError, match="unreadable image"):  # failures are not cached
         runtime.encode_query_image(b"<html>", model=model)

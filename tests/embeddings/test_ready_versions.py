@@ -20,8 +20,17 @@ from django.core.management import call_command
 from django.db.models import F
 
 from catalog.models import Product
-from embeddings import runtime, selectors, services
+from embeddings import runtime, selectors
 from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
+from embeddings.services.lifecycle import (
+    embedding_model_activate,
+    embedding_model_retire,
+    embedding_model_rollback,
+)
+from embeddings.services.queue import products_embed_enqueue
+from embeddings.services.registry import embedding_model_register
+from embeddings.services.sweep import embeddings_sweep
+from embeddings.services.vectors import products_embed
 from embeddings.tasks import embeddings_sweep_task
 from tests.embeddings.conftest import ProductFactory, prepare_here, wait_for
 from tests.support.processes import WorkerProcess
@@ -44,7 +53,7 @@ def _text_vector(model: EmbeddingModel, product: Product) -> tuple[str, np.ndarr
 
 def _register_and_wait(spec: str, key: str, state: str) -> EmbeddingModel:
     """Register a version and let the worker prepare (and backfill) it until `state`."""
-    model = services.embedding_model_register(spec=spec, key=key)
+    model = embedding_model_register(spec=spec, key=key)
     wait_for(
         lambda: EmbeddingModel.objects.get(pk=model.pk).state in (state, State.FAILED),
         timeout=120,
@@ -75,10 +84,10 @@ def test_a_ready_version_follows_imports_and_the_sweeper_so_a_rollback_serves_fr
 ) -> None:
     blue = _register_and_wait(checkpoints["a"], "blue", State.ACTIVE)
     products = [make_product() for _ in range(4)]
-    services.products_embed_enqueue(product_ids=[p.pk for p in products])
+    products_embed_enqueue(product_ids=[p.pk for p in products])
     wait_for(lambda: _fresh(blue, [p.pk for p in products]), timeout=120)
     green = _register_and_wait(checkpoints["b"], "green", State.READY)  # backfilled beside
-    services.embedding_model_activate(model=green)
+    embedding_model_activate(model=green)
     blue.refresh_from_db()
     assert blue.state == State.READY  # the rollback target
     changed = products[0]
@@ -88,7 +97,7 @@ def test_a_ready_version_follows_imports_and_the_sweeper_so_a_rollback_serves_fr
     # An import: two new products and a changed title, announced by ingestion's hook.
     new = [make_product() for _ in range(2)]
     _change(changed, title="Linen shirt, relaxed fit", content_hash="f" * 64)
-    services.products_embed_enqueue(product_ids=[*(p.pk for p in new), changed.pk])
+    products_embed_enqueue(product_ids=[*(p.pk for p in new), changed.pk])
     imported = [changed.pk, *(p.pk for p in new)]
     wait_for(lambda: _fresh(green, imported) and _fresh(blue, imported), timeout=120)
 
@@ -107,7 +116,7 @@ def test_a_ready_version_follows_imports_and_the_sweeper_so_a_rollback_serves_fr
     wait_for(lambda: not PendingEmbedding.objects.exists(), timeout=30)
 
     # The ready version's freshness, as the sweeper records it and the list shows it.
-    services.embeddings_sweep()
+    embeddings_sweep()
     blue.refresh_from_db()
     assert (blue.state, blue.backfill_done, blue.backfill_total) == (State.READY, 8, 8)
     out = io.StringIO()
@@ -116,7 +125,7 @@ def test_a_ready_version_follows_imports_and_the_sweeper_so_a_rollback_serves_fr
     assert " ready " in blue_line and "backfill=8/8 (100%)" in blue_line
     assert "queued=0 " in blue_line
 
-    assert services.embedding_model_rollback() == blue
+    assert embedding_model_rollback() == blue
     assert selectors.embedding_model_active() == blue
     assert not selectors.products_needing_embedding(model=blue, exclude_pending=False).exists()
     # Search by blue finds a product imported while blue was not active, from its photo...
@@ -136,18 +145,18 @@ def test_the_active_version_is_embedded_before_a_ready_versions_queued_backlog(
     blue = _register_and_wait(checkpoints["a"], "blue", State.ACTIVE)
     green = _register_and_wait(checkpoints["b"], "green", State.READY)  # empty catalog
     backlog = [make_product().pk for _ in range(96)]
-    services.products_embed_enqueue(product_ids=backlog, models=[blue])
+    products_embed_enqueue(product_ids=backlog, models=[blue])
     wait_for(lambda: _fresh(blue, backlog), timeout=120)
 
     # Twelve batches for the ready version are queued, then a new product is imported.
     # (The worker may already have claimed some of green's products, seen in one CI run:
     # they are queued all the same, just not by this call.)
-    services.products_embed_enqueue(product_ids=backlog, models=[green], batch_size=8)
+    products_embed_enqueue(product_ids=backlog, models=[green], batch_size=8)
     pending = PendingEmbedding.objects.filter(model=green, product_id__in=backlog).count()
     done = ProductEmbedding.objects.filter(model=green, product_id__in=backlog, kind="text")
     assert pending + done.count() >= len(backlog)  # every one queued (or already done)
     fresh = make_product()
-    assert services.products_embed_enqueue(product_ids=[fresh.pk]) == 2  # blue and green
+    assert products_embed_enqueue(product_ids=[fresh.pk]) == 2  # blue and green
     wait_for(lambda: _fresh(blue, [fresh.pk]) and _fresh(green, [*backlog, fresh.pk]), timeout=120)
 
     # First in, first out, blue's batch would run after all twelve; at the top priority it
@@ -168,7 +177,7 @@ def test_a_sweep_queues_the_active_version_first_then_ready_then_building_at_low
 ) -> None:
     blue = prepare_here(spec=checkpoints["a"], key="blue")
     green = prepare_here(spec=checkpoints["b"], key="green")  # empty catalog: ready at once
-    services.embedding_model_activate(model=green)  # blue becomes the rollback target
+    embedding_model_activate(model=green)  # blue becomes the rollback target
     products = [make_product() for _ in range(70)]
     teal = prepare_here(spec=checkpoints["a"], key="teal")  # products to backfill: building
     for model in (blue, green):
@@ -178,7 +187,7 @@ def test_a_sweep_queues_the_active_version_first_then_ready_then_building_at_low
     PendingEmbedding.objects.all().delete()  # teal's preparation queued its first window
 
     with django_capture_on_commit_callbacks() as sent:
-        queued = services.embeddings_sweep(window=64)
+        queued = embeddings_sweep(window=64)
 
     assert queued == {"green": 64, "blue": 64, "teal": 64}
     first = [p.pk for p in products[:64]]
@@ -186,7 +195,7 @@ def test_a_sweep_queues_the_active_version_first_then_ready_then_building_at_low
     assert batches == [(green.pk, first, 0), (blue.pk, first, 3), (teal.pk, first, 6)]
     # The window is per version: a second sweep queues nothing until batches finish.
     with django_capture_on_commit_callbacks() as sent_again:
-        assert services.embeddings_sweep(window=64) == {}
+        assert embeddings_sweep(window=64) == {}
     assert sent_again == []
 
 
@@ -197,18 +206,18 @@ def test_failed_and_retired_versions_are_not_maintained(
     blue = prepare_here(spec=checkpoints["a"], key="blue")
     green = prepare_here(spec=checkpoints["b"], key="green")
     broken = prepare_here(spec=f"checkpoint:{tmp_path}", key="broken")
-    services.embedding_model_activate(model=green)
+    embedding_model_activate(model=green)
     assert broken.state == State.FAILED
     assert [m.key for m in selectors.embedding_models_maintained()] == ["green", "blue"]
 
-    services.embedding_model_retire(model=blue)
+    embedding_model_retire(model=blue)
     assert [m.key for m in selectors.embedding_models_maintained()] == ["green"]
     product = make_product()
 
-    assert services.products_embed_enqueue(product_ids=[product.pk]) == 1  # green only
-    assert services.embeddings_sweep() == {"green": 0}  # already claimed by the import
+    assert products_embed_enqueue(product_ids=[product.pk]) == 1  # green only
+    assert embeddings_sweep() == {"green": 0}  # already claimed by the import
     assert set(PendingEmbedding.objects.values_list("model__key", flat=True)) == {"green"}
     # A batch for the retired version still in the queue writes nothing.
-    late = services.products_embed(product_ids=[product.pk], model=blue)
+    late = products_embed(product_ids=[product.pk], model=blue)
     assert late.embedded == [] and late.skipped == [product.pk]
     assert not ProductEmbedding.objects.filter(model__in=[blue, broken]).exists()

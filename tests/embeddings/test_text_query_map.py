@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from catalog.models import Product
 from embeddings import selectors as embedding_selectors
-from embeddings import services, text_map
+from embeddings import text_map
 from embeddings.models import EmbeddingModel, ProductEmbedding, TextQueryMap
+from embeddings.services.centroids import embedding_model_centroids_update
 from search import selectors
 
 DIM = 16
@@ -92,7 +93,7 @@ def test_centroid_update_fits_and_stores_the_map_search_then_uses() -> None:
     text, fused, _ = synthetic_pairs(120)
     model = catalog_with_vectors(text, fused)
 
-    centroids = services.embedding_model_centroids_update(model=model)
+    centroids = embedding_model_centroids_update(model=model)
 
     stored = TextQueryMap.objects.get(model=model)
     assert stored.pairs == 120
@@ -113,7 +114,7 @@ def test_centroid_update_fits_and_stores_the_map_search_then_uses() -> None:
 def test_a_refit_replaces_the_map_search_has_cached() -> None:
     text, fused, _ = synthetic_pairs(120)
     model = catalog_with_vectors(text, fused)
-    services.embedding_model_centroids_update(model=model)
+    embedding_model_centroids_update(model=model)
     before = embedding_selectors.text_query_map_matrix(model=model)
     assert before is not None
 
@@ -122,7 +123,7 @@ def test_a_refit_replaces_the_map_search_has_cached() -> None:
     for row in ProductEmbedding.objects.filter(model=model, kind="fused").order_by("product_id"):
         row.vector = other[int(row.product.sku[1:])].tolist()
         row.save(update_fields=["vector"])
-    services.embedding_model_centroids_update(model=model)
+    embedding_model_centroids_update(model=model)
     model.refresh_from_db()
 
     after = embedding_selectors.text_query_map_matrix(model=model)
@@ -135,12 +136,12 @@ def test_a_refit_replaces_the_map_search_has_cached() -> None:
 def test_too_few_products_for_a_map_leave_the_words_as_they_are() -> None:
     text, fused, _ = synthetic_pairs(120)
     model = catalog_with_vectors(text, fused)
-    services.embedding_model_centroids_update(model=model)
+    embedding_model_centroids_update(model=model)
     assert TextQueryMap.objects.filter(model=model).exists()
 
     # Fewer products with both vectors than a map needs: the old map goes too.
     Product.objects.exclude(sku__in=[f"P{i}" for i in range(text_map.MIN_PAIRS - 1)]).delete()
-    centroids = services.embedding_model_centroids_update(model=model)
+    centroids = embedding_model_centroids_update(model=model)
     model.refresh_from_db()
 
     assert centroids["count"] == text_map.MIN_PAIRS - 1

@@ -14,8 +14,9 @@ import pytest
 from django.utils import timezone
 
 from catalog.models import Lookbook, LookbookItem, Product
-from embeddings import services, training
+from embeddings import training
 from embeddings.models import TrainingJob
+from embeddings.services.evaluation import catalog_dataset
 from tests.embeddings.conftest import ProductFactory, SentTask, TaskQueue
 from tests.embeddings.test_admin_views import TRAIN_TASK
 
@@ -92,7 +93,7 @@ def test_the_catalog_graph_joins_lookbooks_variants_and_mapped_attributes(
     LookbookItem.objects.create(lookbook=board, product=tee_red, position=0)
     LookbookItem.objects.create(lookbook=board, product=shorts, position=1)
 
-    graph = services.catalog_dataset().lookbooks
+    graph = catalog_dataset().lookbooks
 
     def ids(*products: Product) -> list[str]:
         return [str(p.pk) for p in products]

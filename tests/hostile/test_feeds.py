@@ -13,10 +13,13 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from catalog import services
 from catalog.ingest.readers import MAX_COLUMNS
 from catalog.models import ImportChunk, ImportJob, ImportRowError, Product
-from tests.ingest.conftest import LocalServer, make_jpeg
+from catalog.services.chunks import MAX_CHUNK_ATTEMPTS, import_chunk_process, import_sweep
+from catalog.services.inline import import_job_run_inline
+from catalog.services.jobs import import_job_finalize, import_job_parse
+from tests.factories import photo_plain
+from tests.ingest.conftest import LocalServer
 from tests.support.hostile import deep_json
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +45,7 @@ def admin_client(db: None) -> APIClient:
 
 @pytest.fixture
 def image(http_server: LocalServer) -> str:
-    http_server.add_file("/a.jpg", make_jpeg())
+    http_server.add_file("/a.jpg", photo_plain())
     return f"http://localhost:{http_server.port}/a.jpg"
 
 
@@ -53,7 +56,7 @@ def _post(client: APIClient, data: bytes, name: str, **extra: Any) -> Any:
 
 
 def _run(job_id: int) -> ImportJob:
-    for _ in services.import_job_run_inline(job_id=job_id, max_retries=0):
+    for _ in import_job_run_inline(job_id=job_id, max_retries=0):
         pass
     return ImportJob.objects.get(id=job_id)
 
@@ -197,22 +200,22 @@ def test_a_chunk_that_keeps_crashing_ends_failed_with_its_reason(
 ) -> None:
     rows = [{"id": f"P{i}", "title": f"P {i}", "image_link": image} for i in range(3)]
     job_id = _post(admin_client, _csv(rows), "feed.csv").json()["id"]
-    [chunk_id] = services.import_job_parse(job_id=job_id, dispatch=False)
+    [chunk_id] = import_job_parse(job_id=job_id, dispatch=False)
     # A staged row this version cannot read (the shape of a row staged by another one):
     # every attempt at the chunk raises, as the audit's poison rows did.
     ImportChunk.objects.filter(id=chunk_id).update(rows=[{"row": 2, "sku": "P0"}])
 
-    for attempt in range(services.MAX_CHUNK_ATTEMPTS):
+    for attempt in range(MAX_CHUNK_ATTEMPTS):
         with pytest.raises(KeyError):
-            services.import_chunk_process(chunk_id=chunk_id, worker=f"w{attempt}")
+            import_chunk_process(chunk_id=chunk_id, worker=f"w{attempt}")
         assert ImportChunk.objects.get(id=chunk_id).state != ImportChunk.State.FINISHED
     # The sweeper's next re-queue finds it out of attempts.
-    assert services.import_chunk_process(chunk_id=chunk_id, worker="last") == "finished"
-    services.import_job_finalize(job_id=job_id)
+    assert import_chunk_process(chunk_id=chunk_id, worker="last") == "finished"
+    import_job_finalize(job_id=job_id)
 
     job = ImportJob.objects.get(id=job_id)
     assert job.state == "failed"
     [error] = job.row_errors.all()
     assert error.row == 2 and error.sku == "P0"
-    assert f"failed {services.MAX_CHUNK_ATTEMPTS} times (KeyError:" in error.reason
-    assert services.import_sweep(stale_after_seconds=0).chunks == []
+    assert f"failed {MAX_CHUNK_ATTEMPTS} times (KeyError:" in error.reason
+    assert import_sweep(stale_after_seconds=0).chunks == []

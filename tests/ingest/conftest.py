@@ -7,7 +7,6 @@ every request it receives so tests can prove that a refused URL was never contac
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import threading
 import time
@@ -18,7 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from PIL import Image
+
+from tests.factories import photo_plain
 
 # Worker subprocesses (the session's ``celery_worker_process`` included) copy this process's
 # environment when they start, and their image fetches must reach the local server below,
@@ -27,14 +27,6 @@ from PIL import Image
 os.environ.setdefault("VITRINE_FETCH_ALLOWED_HOSTS", "localhost")
 
 Route = Callable[[BaseHTTPRequestHandler, dict[str, list[str]]], None]
-
-
-def make_jpeg(
-    size: tuple[int, int] = (120, 160), color: tuple[int, int, int] = (200, 30, 30)
-) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str) -> None:
@@ -99,7 +91,7 @@ def _default_routes(server: LocalServer) -> dict[str, Route]:
     def slow_headers(handler: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> None:
         time.sleep(float(query.get("delay", ["5"])[0]))
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            _send(handler, 200, make_jpeg(), "image/jpeg")
+            _send(handler, 200, photo_plain(), "image/jpeg")
 
     def drip(handler: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> None:
         # Each byte arrives well within any per-read timeout; only a total deadline stops it.

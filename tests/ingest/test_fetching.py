@@ -24,7 +24,8 @@ from catalog.ingest.fetching import (
     TooManyRedirectsError,
     UnsupportedEncodingError,
 )
-from tests.ingest.conftest import LocalServer, Route, make_jpeg
+from tests.factories import photo_plain
+from tests.ingest.conftest import LocalServer, Route
 from tests.support.hostile import gzip_bomb
 
 # Names the tests resolve without DNS. "public.test" plays a public image host: it is
@@ -67,7 +68,7 @@ def fetcher() -> Fetcher:
 def test_fetches_an_image_from_an_allowed_test_host(
     http_server: LocalServer, fetcher: Fetcher
 ) -> None:
-    body = make_jpeg()
+    body = photo_plain()
     http_server.add_file("/a.jpg", body)
     with fetcher:
         result = fetcher.fetcher.fetch(http_server.url("/a.jpg", host="public.test"))
@@ -77,7 +78,7 @@ def test_fetches_an_image_from_an_allowed_test_host(
 
 
 def test_refuses_loopback_with_the_default_policy(http_server: LocalServer) -> None:
-    http_server.add_file("/a.jpg", make_jpeg())
+    http_server.add_file("/a.jpg", photo_plain())
     with SafeFetcher() as fetcher, pytest.raises(BlockedURLError, match="loopback"):
         fetcher.fetch(http_server.url("/a.jpg"))
     assert http_server.hits["/a.jpg"] == 0
@@ -117,7 +118,7 @@ BLOCKED = [
 def test_refuses_non_public_addresses_without_connecting(
     http_server: LocalServer, fetcher: Fetcher, template: str, reason: str
 ) -> None:
-    http_server.add_file("/a.jpg", make_jpeg())
+    http_server.add_file("/a.jpg", photo_plain())
     with fetcher, pytest.raises(BlockedURLError, match=reason):
         fetcher.fetcher.fetch(template.format(port=http_server.port))
     assert fetcher.connects == []
@@ -154,7 +155,7 @@ def test_refuses_other_schemes_and_malformed_urls(fetcher: Fetcher, url: str, re
 def test_a_public_host_redirecting_to_a_private_one_is_refused(
     http_server: LocalServer, fetcher: Fetcher, target: str
 ) -> None:
-    http_server.add_file("/a.jpg", make_jpeg())
+    http_server.add_file("/a.jpg", photo_plain())
     to = target.format(port=http_server.port)
     with fetcher, pytest.raises(BlockedURLError):
         fetcher.fetcher.fetch(http_server.url(f"/redirect?to={to}", host="public.test"))
@@ -167,7 +168,7 @@ def test_a_public_host_redirecting_to_a_private_one_is_refused(
 def test_redirects_between_allowed_hosts_are_followed(
     http_server: LocalServer, fetcher: Fetcher
 ) -> None:
-    http_server.add_file("/a.jpg", make_jpeg())
+    http_server.add_file("/a.jpg", photo_plain())
     with fetcher:
         result = fetcher.fetcher.fetch(
             http_server.url("/redirect?to=/a.jpg&code=301", host="public.test")
@@ -280,7 +281,7 @@ def test_a_compression_bomb_stops_at_the_cap_without_inflating_in_memory(
 
 
 def test_stacked_and_unknown_encodings_are_refused(http_server: LocalServer) -> None:
-    body = make_jpeg()
+    body = photo_plain()
     http_server.routes["/double"] = _encoded_route(gzip.compress(gzip.compress(body)), "gzip, gzip")
     http_server.routes["/br"] = _encoded_route(body, "br")
     with _capped_fetcher() as fetcher:
@@ -302,7 +303,7 @@ def test_stacked_and_unknown_encodings_are_refused(http_server: LocalServer) -> 
 def test_one_layer_of_gzip_or_deflate_is_decoded(
     http_server: LocalServer, encoding: str, encode: Callable[[bytes], bytes]
 ) -> None:
-    body = make_jpeg()
+    body = photo_plain()
     http_server.routes["/enc"] = _encoded_route(encode(body), encoding)
     with _capped_fetcher() as fetcher:
         assert fetcher.fetch(http_server.url("/enc", host="public.test")).content == body

@@ -11,9 +11,12 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from catalog import services
 from catalog.models import ImportJob, Product, ProductImage
-from tests.ingest.conftest import LocalServer, make_jpeg
+from catalog.services.images import product_images_fetch
+from catalog.services.inline import import_job_run_inline
+from catalog.services.jobs import import_job_create
+from tests.factories import photo_plain
+from tests.ingest.conftest import LocalServer
 
 pytestmark = pytest.mark.django_db
 
@@ -38,8 +41,8 @@ def _feed(tmp_path: Path, rows: list[dict[str, str]]) -> Path:
 
 
 def _import(path: Path) -> ImportJob:
-    job = services.import_job_create(kind="path", source=str(path), dispatch=False)
-    for _ in services.import_job_run_inline(job_id=job.id, max_retries=0):
+    job = import_job_create(kind="path", source=str(path), dispatch=False)
+    for _ in import_job_run_inline(job_id=job.id, max_retries=0):
         pass
     return ImportJob.objects.get(id=job.id)
 
@@ -71,7 +74,7 @@ def test_a_failed_image_is_fetched_again_when_the_feed_is_imported_again(
             },
         ],
     )
-    http_server.add_file("/b.jpg", make_jpeg())
+    http_server.add_file("/b.jpg", photo_plain())
     first = _import(feed)
     assert (first.state, first.done_rows, first.failed_rows) == ("partly", 1, 1)
     assert list(Product.objects.values_list("sku", flat=True)) == ["B"]
@@ -79,8 +82,8 @@ def test_a_failed_image_is_fetched_again_when_the_feed_is_imported_again(
     assert back.status == "failed"
 
     # The host is fixed: the same feed imported again fetches both failed images.
-    http_server.add_file("/a.jpg", make_jpeg(color=(0, 90, 200)))
-    http_server.add_file("/b-back.jpg", make_jpeg(color=(0, 200, 90)))
+    http_server.add_file("/a.jpg", photo_plain(color=(0, 90, 200)))
+    http_server.add_file("/b-back.jpg", photo_plain(color=(0, 200, 90)))
     second = _import(feed)
 
     assert (second.state, second.done_rows, second.failed_rows) == ("succeeded", 2, 0)
@@ -94,7 +97,7 @@ def test_the_admin_action_fetches_a_products_failed_images_again(
     media: Path, tmp_path: Path, http_server: LocalServer, django_capture_on_commit_callbacks: Any
 ) -> None:
     url = f"http://localhost:{http_server.port}"
-    http_server.add_file("/c.jpg", make_jpeg())
+    http_server.add_file("/c.jpg", photo_plain())
     _import(
         _feed(
             tmp_path,
@@ -110,7 +113,7 @@ def test_the_admin_action_fetches_a_products_failed_images_again(
     )
     failed = ProductImage.objects.get(product__sku="C", position=1)
     assert failed.status == "failed"
-    http_server.add_file("/c2.jpg", make_jpeg(color=(10, 10, 10)))
+    http_server.add_file("/c2.jpg", photo_plain(color=(10, 10, 10)))
     admin = User.objects.create_superuser("admin", "admin@example.com", "pw-for-tests-only")
     client = Client()
     client.force_login(admin)
@@ -126,7 +129,7 @@ def test_the_admin_action_fetches_a_products_failed_images_again(
     assert failed.status == "pending"
     assert len(callbacks) == 1
     # What the queued task runs, in this process:
-    services.product_images_fetch(image_ids=[failed.id])
+    product_images_fetch(image_ids=[failed.id])
     failed.refresh_from_db()
     assert failed.status == "ready"
 
@@ -134,7 +137,7 @@ def test_the_admin_action_fetches_a_products_failed_images_again(
 def test_the_job_page_shows_state_and_counts_once_in_the_live_panel(
     media: Path, tmp_path: Path, http_server: LocalServer
 ) -> None:
-    http_server.add_file("/a.jpg", make_jpeg())
+    http_server.add_file("/a.jpg", photo_plain())
     job = _import(
         _feed(
             tmp_path,

@@ -7,11 +7,18 @@ from typing import Any
 
 import pytest
 
-from catalog import services
 from catalog.ingest.fetching import SafeFetcher
 from catalog.ingest.imaging import normalise_image
 from catalog.models import Product, ProductImage
-from tests.ingest.conftest import make_jpeg
+from catalog.services.fetch import fetch_policy
+from catalog.services.images import (
+    ImageOutcome,
+    PreparedImage,
+    image_store,
+    product_images_process,
+    product_images_save,
+)
+from tests.factories import photo_plain
 
 pytestmark = pytest.mark.django_db
 
@@ -28,23 +35,21 @@ def pending_image(sku: str, source: str = "img/a.jpg") -> ProductImage:
 
 
 def ready(image: ProductImage, color: tuple[int, int, int] = (10, 20, 30)) -> Any:
-    normalised = normalise_image(make_jpeg(color=color))
-    return services.PreparedImage(
-        image.pk, image.source_url, services.ImageOutcome("ready"), normalised,
-        stored=services.image_store(normalised),
+    normalised = normalise_image(photo_plain(color=color))
+    return PreparedImage(
+        image.pk, image.source_url, ImageOutcome("ready"), normalised,
+        stored=image_store(normalised),
     )  # fmt: skip
 
 
 def failed(image: ProductImage, reason: str = "HTTP 404") -> Any:
-    return services.PreparedImage(
-        image.pk, image.source_url, services.ImageOutcome("failed", reason)
-    )
+    return PreparedImage(image.pk, image.source_url, ImageOutcome("failed", reason))
 
 
 def test_a_batch_writes_ready_and_failed_images_together(media: Path) -> None:
     good, bad = pending_image("A"), pending_image("B")
     item = ready(good)
-    services.product_images_save(prepared=[item, failed(bad)])
+    product_images_save(prepared=[item, failed(bad)])
     good.refresh_from_db()
     bad.refresh_from_db()
     assert item.normalised is not None
@@ -57,7 +62,7 @@ def test_an_image_re_pointed_at_another_source_meanwhile_is_left_alone() -> None
     image = pending_image("A")
     item = ready(image)
     ProductImage.objects.filter(pk=image.pk).update(source_url="img/new.jpg")
-    services.product_images_save(prepared=[item])
+    product_images_save(prepared=[item])
     image.refresh_from_db()
     assert (image.status, image.source_url, image.sha256) == ("pending", "img/new.jpg", "")
 
@@ -65,8 +70,8 @@ def test_an_image_re_pointed_at_another_source_meanwhile_is_left_alone() -> None
 def test_a_ready_image_is_never_turned_back_into_a_failed_one() -> None:
     image = pending_image("A")
     first = ready(image)
-    services.product_images_save(prepared=[first])
-    services.product_images_save(prepared=[failed(image)])
+    product_images_save(prepared=[first])
+    product_images_save(prepared=[failed(image)])
     image.refresh_from_db()
     assert first.normalised is not None
     assert (image.status, image.error, image.sha256) == ("ready", "", first.normalised.sha256)
@@ -74,8 +79,8 @@ def test_a_ready_image_is_never_turned_back_into_a_failed_one() -> None:
 
 def test_images_to_retry_keep_their_pending_row() -> None:
     image = pending_image("A")
-    retry = services.PreparedImage(image.pk, image.source_url, services.ImageOutcome("retry"))
-    services.product_images_save(prepared=[retry])
+    retry = PreparedImage(image.pk, image.source_url, ImageOutcome("retry"))
+    product_images_save(prepared=[retry])
     image.refresh_from_db()
     assert (image.status, image.error) == ("pending", "")
 
@@ -85,7 +90,7 @@ def test_processing_stops_when_the_lease_is_lost_and_keeps_what_finished(tmp_pat
     folder.mkdir()
     images = []
     for i in range(30):
-        (folder / f"{i}.jpg").write_bytes(make_jpeg(color=(i, 0, 0)))
+        (folder / f"{i}.jpg").write_bytes(photo_plain(color=(i, 0, 0)))
         images.append(pending_image(f"S{i}", f"{i}.jpg"))
     calls = 0
 
@@ -94,8 +99,8 @@ def test_processing_stops_when_the_lease_is_lost_and_keeps_what_finished(tmp_pat
         calls += 1
         return calls < 2
 
-    with SafeFetcher(services._fetch_policy()) as fetcher:
-        outcomes = services.product_images_process(
+    with SafeFetcher(fetch_policy()) as fetcher:
+        outcomes = product_images_process(
             images=[(image.pk, image.source_url) for image in images],
             base_dir=folder,
             fetcher=fetcher,

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from catalog.models import ImportJob, Product
-from tests.ingest.conftest import make_jpeg
+from tests.factories import photo_plain
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def feed_folder(folder: Path, prices: list[str]) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["id", "title", "image_link", "price"])
         for n, price in enumerate(prices, start=1):
-            (folder / f"p{n}.jpg").write_bytes(make_jpeg(color=(20 * n, 90, 160)))
+            (folder / f"p{n}.jpg").write_bytes(photo_plain(color=(20 * n, 90, 160)))
             writer.writerow([f"P{n}", f"Product {n}", f"p{n}.jpg", price])
     return folder / "feed.csv"
 

@@ -16,12 +16,12 @@ from django.core.management import call_command
 
 from catalog.ingest.imaging import normalise_image
 from catalog.models import Lookbook, ProductImage
-from tests.ingest.conftest import make_jpeg
+from tests.factories import photo_plain
 
 pytestmark = pytest.mark.django_db
 
-COVER = make_jpeg(size=(400, 300), color=(30, 140, 60))
-OTHER_COVER = make_jpeg(size=(400, 300), color=(140, 30, 200))
+COVER = photo_plain(size=(400, 300), color=(30, 140, 60))
+OTHER_COVER = photo_plain(size=(400, 300), color=(140, 30, 200))
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def folder(tmp_path: Path) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["id", "title", "image_link", "price"])
         for sku, color in (("P1", (200, 30, 30)), ("P2", (30, 30, 200))):
-            (folder / f"{sku}.jpg").write_bytes(make_jpeg(color=color))
+            (folder / f"{sku}.jpg").write_bytes(photo_plain(color=color))
             writer.writerow([sku, f"Product {sku}", f"{sku}.jpg", "10 EUR"])
     (folder / "cover.jpg").write_bytes(COVER)
     (folder / "cover-2.jpg").write_bytes(OTHER_COVER)

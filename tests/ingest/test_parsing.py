@@ -17,7 +17,8 @@ from catalog.ingest.mapping import ColumnMapping, MappingError, load_preset
 from catalog.ingest.readers import FeedError
 from catalog.ingest.rows import FieldError, LookbookRow, ProductRow, RowError, parse_price
 from catalog.ingest.sources import Feed, fetch_url, load_mapping, open_bytes, open_path
-from tests.ingest.conftest import LocalServer, make_jpeg
+from tests.factories import photo_plain
+from tests.ingest.conftest import LocalServer
 
 GMC_CSV = """\
 id,title,description,link,image_link,additional_image_link,price,availability,brand,product_type,item_group_id,lookbooks
@@ -161,8 +162,8 @@ def make_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "catalog"
     (folder / "img").mkdir(parents=True)
     for name in ("a.jpg", "b.jpg", "img/c.png", "orphan.jpg"):
-        (folder / name).write_bytes(make_jpeg())
-    (tmp_path / "outside.jpg").write_bytes(make_jpeg())
+        (folder / name).write_bytes(photo_plain())
+    (tmp_path / "outside.jpg").write_bytes(photo_plain())
     (folder / "escape.jpg").symlink_to(tmp_path / "outside.jpg")
     return folder
 

@@ -14,9 +14,11 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from catalog import services
+import catalog
 from catalog.models import ImportJob, ImportRowError, Lookbook, Product, ProductImage
-from tests.ingest.conftest import LocalServer, make_jpeg
+from catalog.services.inline import import_job_run_inline
+from tests.factories import photo_plain
+from tests.ingest.conftest import LocalServer
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +41,7 @@ def admin_client(db: None) -> APIClient:
 
 
 def run(job_id: int) -> ImportJob:
-    for _ in services.import_job_run_inline(job_id=job_id, max_retries=0):
+    for _ in import_job_run_inline(job_id=job_id, max_retries=0):
         pass
     return ImportJob.objects.get(id=job_id)
 
@@ -71,8 +73,8 @@ def test_the_ssrf_matrix_ends_as_failed_rows_and_connects_to_nothing(
     admin_client: APIClient,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    http_server.add_file("/ok.jpg", make_jpeg())
-    http_server.add_file("/secret.jpg", make_jpeg())
+    http_server.add_file("/ok.jpg", photo_plain())
+    http_server.add_file("/secret.jpg", photo_plain())
     port = http_server.port
     bad = {
         "loopback": f"http://127.0.0.1:{port}/secret.jpg",
@@ -114,7 +116,7 @@ def test_a_feed_with_broken_rows_gives_a_downloadable_error_report(
     admin_client: APIClient,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    http_server.add_file("/a.jpg", make_jpeg())
+    http_server.add_file("/a.jpg", photo_plain())
     image = f"http://localhost:{http_server.port}/a.jpg"
     rows = [
         {"id": "A", "title": "Alpha", "image_link": image, "price": "12.00 USD"},
@@ -154,7 +156,7 @@ def test_api_refuses_bad_requests(admin_client: APIClient) -> None:
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid"
     assert "not a feed field" in str(response.json()["error"]["details"]["mapping"])
-    picture = io.BytesIO(make_jpeg())
+    picture = io.BytesIO(photo_plain())
     picture.name = "feed.csv"
     response = admin_client.post("/api/v1/imports", {"file": picture}, format="multipart")
     assert response.status_code == 400
@@ -207,7 +209,7 @@ def test_price_changes_update_in_place_and_text_changes_mark_re_embedding(
         "import_catalog", str(folder), "--preset", "hm", "--no-progress", stdout=io.StringIO()
     )
     first = Product.objects.get(sku="0111565001")
-    mapping = json.loads((Path(services.__file__).parent / "ingest/presets/hm.json").read_text())
+    mapping = json.loads((Path(catalog.__file__).parent / "ingest/presets/hm.json").read_text())
     mapping["fields"]["price"] = {"value": "9.99 EUR"}
     call_command(
         "import_catalog", str(folder), "--mapping", json.dumps(mapping), "--no-progress",

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from catalog import services, tasks
+from catalog import tasks
 from catalog.models import ImportChunk, ImportJob, ImportRowError, Product, ProductImage
-from tests.ingest.conftest import make_jpeg
+from catalog.services.jobs import import_job_create
+from tests.factories import photo_plain
 from tests.support.processes import WorkerProcess
 
 ROWS = 1200  # three chunks of 500/500/200
@@ -63,7 +64,7 @@ def _kill_a_worker_mid_import(tmp_path: Path) -> None:
     for i in range(ROWS):
         # Distinct pixels per product, so each stored file is a distinct image.
         (folder / "img" / f"{i}.jpg").write_bytes(
-            make_jpeg((64, 64), (i % 256, (i // 256) * 40, 77))
+            photo_plain((64, 64), (i % 256, (i // 256) * 40, 77))
         )
         price = "not-a-price" if i % 100 == 7 else f"{i}.50 EUR"
         image = "img/missing.jpg" if i % 100 == 9 else f"img/{i}.jpg"
@@ -72,7 +73,7 @@ def _kill_a_worker_mid_import(tmp_path: Path) -> None:
 
     first = WorkerProcess().start()
     try:
-        job = services.import_job_create(kind="path", source=str(folder / "feed.csv"))
+        job = import_job_create(kind="path", source=str(folder / "feed.csv"))
         # Kill once the first chunk is saved and the second is half way through its images.
         wait_for(
             lambda: ProductImage.objects.filter(status="ready").count() > 700,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import photo_marked
+
 TINY = "vitrine-tiny"
 TINY_CFG = {
     "embed_dim": 32,
@@ -54,22 +56,6 @@ def tiny_weights(tiny_arch: str, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return path
 
 
-def make_photo(path: Path | None, color: tuple[int, int, int], size: int = 48) -> bytes:
-    """Write (if `path`) and return a JPEG of a coloured square with a darker centre."""
-    import io
-
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGB", (size, size + 8), color)
-    ImageDraw.Draw(img).rectangle([12, 12, 30, 30], fill=tuple(c // 3 for c in color))
-    buf = io.BytesIO()
-    img.save(buf, "JPEG")
-    data = buf.getvalue()
-    if path is not None:
-        path.write_bytes(data)
-    return data
-
-
 @pytest.fixture
 def photos(tmp_path: Path) -> list[Path]:
     """Return paths of 6 small JPEG photos in distinct colours."""
@@ -84,7 +70,7 @@ def photos(tmp_path: Path) -> list[Path]:
     out = []
     for i, c in enumerate(colors):
         p = tmp_path / f"photo{i}.jpg"
-        make_photo(p, c)
+        photo_marked(p, c)
         out.append(p)
     return out
 

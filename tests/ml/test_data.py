@@ -51,7 +51,7 @@ def test_split_holds_out_whole_lookbooks() -> None:
 
 
 def test_pair_sampler_draws_neighbours_from_a_shared_lookbook() -> None:
-    from embeddings.ml.train import PairSampler
+    from embeddings.ml.train_data import PairSampler
 
     ds = toy()
     ids = [it.item_id for it in ds.items]
@@ -94,7 +94,7 @@ def test_loader_names_a_missing_file(tmp_path: Path) -> None:
 
 
 def test_longer_walks_still_end_on_another_item_reachable_through_lookbooks() -> None:
-    from embeddings.ml.train import PairSampler
+    from embeddings.ml.train_data import PairSampler
 
     ids = ["a", "b", "c", "d", "lonely"]
     lookbooks = {"l1": ["a", "b"], "l2": ["b", "c"], "l3": ["c", "d"]}
@@ -106,7 +106,7 @@ def test_longer_walks_still_end_on_another_item_reachable_through_lookbooks() ->
 
 
 def test_shared_attributes_are_walked_through_but_their_mates_stay_negatives() -> None:
-    from embeddings.ml.train import PairSampler
+    from embeddings.ml.train_data import PairSampler
 
     ids = ["a", "b", "c", "d"]
     graph = {

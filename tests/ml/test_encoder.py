@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.ml.conftest import make_photo
+from tests.factories import photo_marked
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_a_large_phone_photo_decodes_at_model_size(encoder, tmp_path) -> None:  
     from embeddings.ml.images import decode_image
 
     big = tmp_path / "big.jpg"
-    make_photo(big, (10, 120, 200), size=2000)
+    photo_marked(big, (10, 120, 200), size=2000)
     arr = decode_image(big, 32)
     assert arr.shape == (3, 32, 32) and arr.dtype == np.uint8
     assert encoder.encode_images([big.read_bytes()]).vectors.shape == (1, encoder.dim)

@@ -16,7 +16,7 @@ import pytest
 
 from embeddings.ml.evaluation import metrics as m
 from embeddings.ml.evaluation.bootstrap import bootstrap_ci, paired_relative_ci
-from embeddings.ml.evaluation.catalogue import Catalogue, CatalogueItem, Scene, as_catalogue
+from embeddings.ml.evaluation.catalog import Catalog, CatalogItem, Scene, as_catalog
 from embeddings.ml.evaluation.evaluate import EvalConfig, evaluate, plan_queries
 from embeddings.ml.evaluation.splits import Split, make_split
 
@@ -116,10 +116,9 @@ def test_paired_relative_change() -> None:
 # ---------------------------------------------------------------- splits
 
 
-def make_catalogue(n: int = 60, n_lookbooks: int = 12, with_scenes: bool = True) -> Catalogue:
+def make_catalog(n: int = 60, n_lookbooks: int = 12, with_scenes: bool = True) -> Catalog:
     items = [
-        CatalogueItem(f"i{i:03d}", f"/img/i{i:03d}.jpg", f"text {i}", f"cat{i % 3}")
-        for i in range(n)
+        CatalogItem(f"i{i:03d}", f"/img/i{i:03d}.jpg", f"text {i}", f"cat{i % 3}") for i in range(n)
     ]
     lookbooks = {
         f"lb{j:02d}": [f"i{i:03d}" for i in range(j * 4, j * 4 + 4)] for j in range(n_lookbooks)
@@ -133,11 +132,11 @@ def make_catalogue(n: int = 60, n_lookbooks: int = 12, with_scenes: bool = True)
         if with_scenes
         else []
     )
-    return Catalogue("toy", items, lookbooks, scenes)
+    return Catalog("toy", items, lookbooks, scenes)
 
 
 def test_make_split_is_deterministic_and_reloadable(tmp_path: Path) -> None:
-    cat = make_catalogue()
+    cat = make_catalog()
     a = make_split(cat, seed=7)
     b = make_split(cat, seed=7)
     assert a == b
@@ -152,7 +151,7 @@ def test_make_split_is_deterministic_and_reloadable(tmp_path: Path) -> None:
 
 
 def test_cold_items_and_heldout_lookbooks_never_reach_the_training_graph() -> None:
-    cat = make_catalogue()
+    cat = make_catalog()
     for seed in range(5):
         split = make_split(cat, seed=seed, cold_fraction=0.3, heldout_lookbook_fraction=0.3)
         graph = split.training_lookbooks(cat.lookbooks)
@@ -166,7 +165,7 @@ def test_cold_items_and_heldout_lookbooks_never_reach_the_training_graph() -> No
 
 
 def test_heldout_lookbooks_respect_prefix_and_size() -> None:
-    cat = make_catalogue()
+    cat = make_catalog()
     cat.lookbooks["section:big"] = [it.item_id for it in cat.items]
     cat.lookbooks["section:small"] = ["i001", "i002"]
     split = make_split(cat, seed=0, heldout_lookbook_fraction=0.9, max_lookbook_size=50)
@@ -176,9 +175,9 @@ def test_heldout_lookbooks_respect_prefix_and_size() -> None:
 
 
 def test_split_refuses_another_dataset() -> None:
-    split = make_split(make_catalogue())
+    split = make_split(make_catalog())
     with pytest.raises(ValueError, match="fingerprint"):
-        split.check(make_catalogue(n=61))
+        split.check(make_catalog(n=61))
 
 
 # ---------------------------------------------------------------- end to end
@@ -215,7 +214,7 @@ class TableEncoder:
         return FakeResult(fused / np.where(norms == 0, 1, norms), img.failed)
 
 
-def oracle_table(cat: Catalogue, seed: int = 0, dim: int = 64) -> dict[str, np.ndarray]:
+def oracle_table(cat: Catalog, seed: int = 0, dim: int = 64) -> dict[str, np.ndarray]:
     """Image = text = one random direction per item; a scene = the mean of its products."""
     rng = np.random.default_rng(seed)
     table: dict[str, np.ndarray] = {}
@@ -230,7 +229,7 @@ def oracle_table(cat: Catalogue, seed: int = 0, dim: int = 64) -> dict[str, np.n
 
 
 def test_evaluate_with_an_oracle_encoder_gets_perfect_retrieval() -> None:
-    cat = make_catalogue()
+    cat = make_catalog()
     split = make_split(cat, seed=1)
     result = evaluate(TableEncoder(oracle_table(cat)), cat, split, EvalConfig(resamples=200))
     for metric in ("text_to_image/recall@1", "image_to_text/mrr"):
@@ -248,9 +247,9 @@ def test_image_to_text_ranks_shared_texts_once() -> None:
     # Two items per text (like clothing's "a photo of a t-shirt"): each photo still finds
     # its text first, and text->image category precision sees the shared category.
     items = [
-        CatalogueItem(f"i{i}", f"/img/{i}.jpg", f"text {i // 2}", f"c{i // 2}") for i in range(8)
+        CatalogItem(f"i{i}", f"/img/{i}.jpg", f"text {i // 2}", f"c{i // 2}") for i in range(8)
     ]
-    cat = Catalogue("shared", items)
+    cat = Catalog("shared", items)
     rng = np.random.default_rng(0)
     table: dict[str, np.ndarray] = {}
     for j in range(4):
@@ -267,7 +266,7 @@ def test_image_to_text_ranks_shared_texts_once() -> None:
 
 
 def test_evaluate_puts_lookbook_queries_in_the_left_out_items_cell() -> None:
-    cat = make_catalogue()
+    cat = make_catalog()
     split = make_split(cat, seed=2, cold_fraction=0.5, heldout_lookbook_fraction=0.5)
     result = evaluate(TableEncoder(oracle_table(cat)), cat, split, EvalConfig(resamples=50))
     n = {c: result.metrics["lookbook_completion/recall@10"][c].n for c in ("cold", "warm")}
@@ -279,7 +278,7 @@ def test_evaluate_puts_lookbook_queries_in_the_left_out_items_cell() -> None:
 
 
 def test_fitb_negatives_come_from_the_same_category_outside_the_lookbook() -> None:
-    cat = make_catalogue()
+    cat = make_catalog()
     split = make_split(cat, seed=3, heldout_lookbook_fraction=0.5)
     plan = plan_queries(cat, split, EvalConfig(), np.ones(len(cat.items), dtype=bool))
     queries = [q for c in ("cold", "warm") for q in plan.leave_one_out[c]]
@@ -295,7 +294,7 @@ def test_fitb_negatives_come_from_the_same_category_outside_the_lookbook() -> No
 
 
 def test_query_plan_does_not_depend_on_the_model() -> None:
-    cat = make_catalogue()
+    cat = make_catalog()
     split = make_split(cat, seed=4)
     cfg = EvalConfig(resamples=50)
     a = evaluate(TableEncoder(oracle_table(cat, seed=0)), cat, split, cfg)
@@ -306,9 +305,9 @@ def test_query_plan_does_not_depend_on_the_model() -> None:
 
 
 def test_failed_photos_are_neither_queries_nor_results() -> None:
-    cat = make_catalogue()
-    broken = CatalogueItem("i999", "/img/broken.jpg", "text broken", "cat0")
-    cat = Catalogue("toy", [*cat.items, broken], cat.lookbooks, cat.scenes)
+    cat = make_catalog()
+    broken = CatalogItem("i999", "/img/broken.jpg", "text broken", "cat0")
+    cat = Catalog("toy", [*cat.items, broken], cat.lookbooks, cat.scenes)
     table = oracle_table(cat)
     split = make_split(cat, seed=5, cold_fraction=0.0)
     result = evaluate(TableEncoder(table), cat, split, EvalConfig(resamples=50))
@@ -317,7 +316,7 @@ def test_failed_photos_are_neither_queries_nor_results() -> None:
     assert "cold" not in result.metrics["text_to_image/recall@1"]
 
 
-def test_as_catalogue_reads_model_package_style_objects() -> None:
+def test_as_catalog_reads_model_package_style_objects() -> None:
     @dataclass
     class Item:
         item_id: str
@@ -344,7 +343,7 @@ def test_as_catalogue_reads_model_package_style_objects() -> None:
         {"room:r": ["a", "b", "zz"]},
         [Room("r", Path("/r.jpg"), ["a", "zz"])],
     )
-    cat = as_catalogue(ds)
+    cat = as_catalog(ds)
     assert cat.name == "x" and cat.item_ids == ["a", "b"]
     assert cat.lookbooks == {"room:r": ["a", "b"]}
     assert cat.scenes == [Scene("r", "/r.jpg", ("a",), "room:r")]
@@ -354,13 +353,13 @@ def test_training_dataset_drops_cold_items_and_heldout_lookbooks(tmp_path: Path)
     from embeddings.ml.data import Item, ItemDataset
     from embeddings.ml.evaluation.experiment import training_dataset
 
-    cat = make_catalogue()
+    cat = make_catalog()
     ds = ItemDataset(
         name="toy",
         items=[Item(it.item_id, it.image_path, it.text, it.category) for it in cat.items],
         lookbooks={k: list(v) for k, v in cat.lookbooks.items()},
     )
-    split = make_split(as_catalogue(ds), seed=9, cold_fraction=0.3)
+    split = make_split(as_catalog(ds), seed=9, cold_fraction=0.3)
     train = training_dataset(ds, split)
     cold = set(split.cold_items)
     assert cold and not cold & {it.item_id for it in train.items}
@@ -372,7 +371,7 @@ def test_training_dataset_drops_cold_items_and_heldout_lookbooks(tmp_path: Path)
 def test_split_from_heldout_holds_out_boards_made_only_of_heldout_items() -> None:
     from embeddings.ml.evaluation.experiment import split_from_heldout
 
-    cat = make_catalogue()
+    cat = make_catalog()
     held = set(cat.lookbooks["lb01"]) | {"i000"}  # lb00 is only partly held out
     split = split_from_heldout(cat, held, "toy", seed=0)
     assert split.heldout_lookbooks == ("lb01",)
@@ -383,9 +382,9 @@ def test_split_from_heldout_holds_out_boards_made_only_of_heldout_items() -> Non
 def test_other_lookbooks_precision_ignores_lookbook_mates() -> None:
     # Every item looks exactly like its lookbook-mates (a shared backdrop) and its category
     # is unrelated to the lookbook: precision is perfect only while mates may be retrieved.
-    items = [CatalogueItem(f"i{i}", f"/img/{i}.jpg", f"t{i}", f"c{i % 2}") for i in range(40)]
+    items = [CatalogItem(f"i{i}", f"/img/{i}.jpg", f"t{i}", f"c{i % 2}") for i in range(40)]
     lookbooks = {f"lb{j}": [f"i{i}" for i in range(j * 10, j * 10 + 10)] for j in range(4)}
-    cat = Catalogue("backdrops", items, lookbooks)
+    cat = Catalog("backdrops", items, lookbooks)
     rng = np.random.default_rng(0)
     directions = [v / np.linalg.norm(v) for v in rng.normal(size=(4, 32))]
     table: dict[str, np.ndarray] = {}
@@ -402,8 +401,8 @@ def test_other_lookbooks_precision_ignores_lookbook_mates() -> None:
     assert other < 0.75
 
 
-def test_chance_levels_match_the_catalogue() -> None:
-    cat = make_catalogue()  # 60 items, 3 categories of 20
+def test_chance_levels_match_the_catalog() -> None:
+    cat = make_catalog()  # 60 items, 3 categories of 20
     split = make_split(cat, seed=0)
     result = evaluate(TableEncoder(oracle_table(cat)), cat, split, EvalConfig(resamples=50))
     chance = result.chance

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embeddings.ml.evaluation import Catalogue, CatalogueItem, EvalConfig, Scene, evaluate
+from embeddings.ml.evaluation import Catalog, CatalogItem, EvalConfig, Scene, evaluate
 from embeddings.ml.evaluation.evaluate import _encode_one_pass
 from embeddings.ml.evaluation.splits import make_split
 
@@ -33,10 +33,10 @@ def test_evaluate_runs_on_the_real_encoder(tiny_weights: Path, photos: list[Path
     from embeddings.ml.loading import load_encoder
 
     items = [
-        CatalogueItem(f"p{i}", str(p), f"product {i}", "a" if i < 3 else "b")
+        CatalogItem(f"p{i}", str(p), f"product {i}", "a" if i < 3 else "b")
         for i, p in enumerate(photos)
     ]
-    cat = Catalogue(
+    cat = Catalog(
         "tiny",
         items,
         {"room:r1": ["p0", "p1", "p2"], "room:r2": ["p3", "p4", "p5"]},

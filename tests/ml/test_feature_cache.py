@@ -34,7 +34,7 @@ def test_view_zero_is_the_trunk_output_of_the_centre_crop(lite0, photos, tmp_pat
     assert feats.pooled.shape == (len(photos), 3, 1280)
     assert feats.tokens.shape == (len(photos), 3, lite0.model.fusion_cfg.grid**2, 320)
     size = lite0.preprocess.image_size
-    from embeddings.ml.train import center
+    from embeddings.ml.train_data import center
 
     pixels = torch.stack(
         [

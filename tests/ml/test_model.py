@@ -25,7 +25,8 @@ def test_vit_trunk_gives_global_embedding_and_a_grid_of_patch_tokens(
 @pytest.fixture(scope="module")
 def small_default_arch():  # type: ignore[no-untyped-def]
     from embeddings.ml.model import FusionConfig
-    from embeddings.ml.train import TrainConfig, new_model
+    from embeddings.ml.train import new_model
+    from embeddings.ml.train_config import TrainConfig
 
     config = TrainConfig(image_size=32, embed_dim=16, fusion=FusionConfig(width=16, heads=2))
     return config, new_model(config)

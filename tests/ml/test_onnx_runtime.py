@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.ml.conftest import make_photo
+from tests.factories import photo_marked
 
 TEXTS = [
     "a photo of a t-shirt",
@@ -37,7 +37,7 @@ def encoders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:  # ty
 
 @pytest.fixture
 def real_photos(datasets_root: Path) -> list[Path]:
-    """Shoppers' snapshots and catalogue shots: 12 of each."""
+    """Shoppers' snapshots and catalog shots: 12 of each."""
     clothing = sorted((datasets_root / "clothing" / "images").glob("*.jpg"))[:12]
     hm = sorted((datasets_root / "hm" / "images").glob("*.jpg"))[:12]
     return clothing + hm
@@ -63,7 +63,7 @@ def test_onnx_runtime_and_pytorch_agree_on_photos_texts_and_items(encoders, real
 
 def test_broken_images_fail_per_image_on_onnx_runtime_too(encoders, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _, ort, _ = encoders
-    good = make_photo(None, (10, 120, 200), size=120)
+    good = photo_marked(None, (10, 120, 200), size=120)
     result = ort.encode_images([b"not an image", good])
     assert result.indices == [1] and set(result.failed) == {0}
     assert result.vectors.shape == (1, ort.dim)
@@ -91,7 +91,7 @@ def test_exporting_leaves_the_pytorch_model_untouched(tmp_path) -> None:  # type
 
     loaded = load_model("default")
     eager = Encoder(loaded, device="cpu")
-    photo = make_photo(None, (120, 60, 30), size=160)
+    photo = photo_marked(None, (120, 60, 30), size=160)
     before = eager.encode_images([photo]).vectors
     onnx_export(loaded, tmp_path)
     after = eager.encode_images([photo]).vectors

@@ -11,7 +11,7 @@ import torch
 
 from embeddings.ml import packaged
 from embeddings.ml.errors import ModelLoadError
-from tests.ml.conftest import make_photo
+from tests.factories import photo_marked
 
 LITE0 = "packaged:efficientnet_lite0@96"  # small input: the same weights, a faster test
 
@@ -112,7 +112,7 @@ def test_a_checkpoint_keeps_the_packaged_trunk_out_of_its_file_and_reloads_it(
     assert (out / "model.safetensors").stat().st_size < 5 * 1024 * 1024
 
     again = load_model(f"checkpoint:{out}")
-    photo = make_photo(tmp_path / "p.jpg", (180, 40, 40), size=120)
+    photo = photo_marked(tmp_path / "p.jpg", (180, 40, 40), size=120)
     a = Encoder(loaded, device="cpu").encode_images([photo]).vectors
     b = Encoder(again, device="cpu").encode_images([photo]).vectors
     assert float((a * b).sum()) > 0.9999

@@ -9,21 +9,22 @@ import numpy as np
 import pytest
 
 from embeddings.ml.data import Item, ItemDataset
-from embeddings.ml.train import TrainConfig, run_training, train
-from tests.ml.conftest import make_photo
+from embeddings.ml.train import run_training, train
+from embeddings.ml.train_config import TrainConfig
+from tests.factories import photo_marked
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 
 
 @pytest.fixture
-def catalogue(tmp_path: Path) -> ItemDataset:
+def catalog(tmp_path: Path) -> ItemDataset:
     """12 photos: 3 colours x 4 shades; each colour is a lookbook and a category."""
     items = []
     for name, (r, g, b) in COLOURS.items():
         for k in range(4):
             path = tmp_path / "img" / f"{name}{k}.jpg"
             path.parent.mkdir(exist_ok=True)
-            make_photo(path, (max(0, r - 20 * k), max(0, g - 20 * k), max(0, b - 20 * k)))
+            photo_marked(path, (max(0, r - 20 * k), max(0, g - 20 * k), max(0, b - 20 * k)))
             items.append(Item(f"{name}{k}", path.name, f"a {name} thing number {k}", name))
     lookbooks = {name: [f"{name}{k}" for k in range(4)] for name in COLOURS}
     return ItemDataset("toy", items, lookbooks, image_root=tmp_path / "img")
@@ -47,21 +48,21 @@ class Interrupt(Exception):
 
 
 def test_resumed_run_takes_the_same_next_steps(
-    tiny_arch: str, catalogue: ItemDataset, tmp_path: Path
+    tiny_arch: str, catalog: ItemDataset, tmp_path: Path
 ) -> None:
     config = tiny_config(tiny_arch)
     straight: dict[int, dict[str, float]] = {}
-    run_training(config, catalogue, tmp_path / "a", lambda s, _t, f: straight.update({s: f}))
+    run_training(config, catalog, tmp_path / "a", lambda s, _t, f: straight.update({s: f}))
 
     def stop_after_two(step: int, _total: int, figures: dict[str, float]) -> None:
         if step == 2:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_training(config, catalogue, tmp_path / "b", stop_after_two)
+        run_training(config, catalog, tmp_path / "b", stop_after_two)
     assert (tmp_path / "b" / "train_state" / "state.pt").is_file()
     resumed: dict[int, dict[str, float]] = {}
-    run_training(config, catalogue, tmp_path / "b", lambda s, _t, f: resumed.update({s: f}))
+    run_training(config, catalog, tmp_path / "b", lambda s, _t, f: resumed.update({s: f}))
 
     assert sorted(resumed) == [3, 4]  # it went on from step 2, not from scratch
     for step in (3, 4):
@@ -76,16 +77,16 @@ def test_resumed_run_takes_the_same_next_steps(
 
 
 def test_each_objective_can_be_switched_off(
-    tiny_arch: str, catalogue: ItemDataset, tmp_path: Path
+    tiny_arch: str, catalog: ItemDataset, tmp_path: Path
 ) -> None:
     seen: dict[int, dict[str, float]] = {}
     config = replace(tiny_config(tiny_arch), max_steps=1, w_neighbour=0.0, w_category=0.0)
-    run_training(config, catalogue, tmp_path / "c", lambda s, _t, f: seen.update({s: f}))
+    run_training(config, catalog, tmp_path / "c", lambda s, _t, f: seen.update({s: f}))
     assert set(seen[1]) == {"clip", "loss", "temp"}
 
 
 def test_trained_default_architecture_writes_a_loadable_checkpoint(
-    catalogue: ItemDataset, tmp_path: Path, photos: list[Path]
+    catalog: ItemDataset, tmp_path: Path, photos: list[Path]
 ) -> None:
     from safetensors import safe_open
 
@@ -103,7 +104,7 @@ def test_trained_default_architecture_writes_a_loadable_checkpoint(
         save_dtype="float16",
         threads=2,
     )
-    out = train(config, catalogue, tmp_path / "ckpt", eval_dataset=catalogue)
+    out = train(config, catalog, tmp_path / "ckpt", eval_dataset=catalog)
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         keys = list(f.keys())
     # The MiniLM trunk comes from its pip package at load time: it is not in our file.
@@ -116,14 +117,14 @@ def test_trained_default_architecture_writes_a_loadable_checkpoint(
 
 
 def test_command_line_trains_from_a_jsonl_directory(
-    tiny_arch: str, catalogue: ItemDataset, tmp_path: Path
+    tiny_arch: str, catalog: ItemDataset, tmp_path: Path
 ) -> None:
     import json
 
     from embeddings.ml.__main__ import main
     from embeddings.ml.data import save_jsonl_dataset
 
-    data = save_jsonl_dataset(catalogue, tmp_path / "data")
+    data = save_jsonl_dataset(catalog, tmp_path / "data")
     out = tmp_path / "out"
     argv = [
         "train",
@@ -154,20 +155,20 @@ def test_command_line_trains_from_a_jsonl_directory(
 
 
 def test_a_run_asked_to_stop_saves_its_state_and_resumes_to_the_same_steps(
-    tiny_arch: str, catalogue: ItemDataset, tmp_path: Path
+    tiny_arch: str, catalog: ItemDataset, tmp_path: Path
 ) -> None:
     from embeddings.ml.train import TrainingStopped
 
     config = tiny_config(tiny_arch)  # checkpoints every 2 steps: stopping at 3 must save too
     straight: dict[int, dict[str, float]] = {}
-    run_training(config, catalogue, tmp_path / "a", lambda s, _t, f: straight.update({s: f}))
+    run_training(config, catalog, tmp_path / "a", lambda s, _t, f: straight.update({s: f}))
     steps: list[int] = []
     lines: list[str] = []
 
     with pytest.raises(TrainingStopped) as stopped:
         run_training(
             config,
-            catalogue,
+            catalog,
             tmp_path / "b",
             lambda s, _t, _f: steps.append(s),
             report=lines.append,
@@ -183,7 +184,7 @@ def test_a_run_asked_to_stop_saves_its_state_and_resumes_to_the_same_steps(
     lines.clear()
     run_training(
         config,
-        catalogue,
+        catalog,
         tmp_path / "b",
         lambda s, _t, f: resumed.update({s: f}),
         report=lines.append,

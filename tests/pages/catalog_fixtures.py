@@ -3,7 +3,7 @@
 Products, images and lookbooks are real rows with real image files, and their vectors come
 from the real embedding path: the bundled default model (spec `default`) is registered and
 prepared by `embeddings.services` (it goes active, being the first), and the products are
-embedded by `services.products_embed`, the service the embedding task runs. The pages'
+embedded by `products_embed`, the service the embedding task runs. The pages'
 searches then encode the shopper's photo or words with the same model, through
 `embeddings.runtime`, which loads it once per process.
 
@@ -14,21 +14,25 @@ added so that screenshots show a believable shop; the drawn products are always 
 from __future__ import annotations
 
 import csv
-import io
 import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-from django.core.files.base import ContentFile
-from PIL import Image, ImageDraw
 
-from catalog.models import Lookbook, LookbookItem, Product, ProductImage
-from embeddings import services
+from catalog.models import Lookbook, LookbookItem, Product
 from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding
+from embeddings.services.indexes import embedding_model_indexes_drop
+from embeddings.services.registry import (
+    DEFAULT_SPEC,
+    embedding_model_prepare,
+    embedding_model_register,
+)
+from embeddings.services.vectors import products_embed
 from search.models import QueryPhoto, VocabularyTerm
 from search.vocabulary import vocabulary_rebuild
+from tests.factories import photo_garment, product_create
 
 # Departments follow the catalog's "Department > Type" paths, which "complete the look"
 # groups by (a shirt is completed by trousers and shoes, not by another shirt).
@@ -104,31 +108,6 @@ DRAWN_PRODUCTS = [
 COLOUR_NAMES = {"RED": "red", "BLU": "blue", "BEI": "beige", "WHT": "white", "BRN": "brown"}
 
 
-def drawn_image(colour: tuple[int, int, int], size: tuple[int, int] = (360, 450)) -> bytes:
-    """A product-shot-like PNG: a coloured garment shape on a light studio background."""
-    image = Image.new("RGB", size, (243, 241, 237))
-    draw = ImageDraw.Draw(image)
-    w, h = size
-    draw.rounded_rectangle((w * 0.22, h * 0.18, w * 0.78, h * 0.86), radius=28, fill=colour)
-    draw.polygon([(w * 0.22, h * 0.2), (w * 0.05, h * 0.42), (w * 0.2, h * 0.5)], fill=colour)
-    draw.polygon([(w * 0.78, h * 0.2), (w * 0.95, h * 0.42), (w * 0.8, h * 0.5)], fill=colour)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def street_photo(left: bytes, right: bytes) -> bytes:
-    """Two items side by side in one JPEG: a 'street photo' to crop one item out of."""
-    with Image.open(io.BytesIO(left)) as a, Image.open(io.BytesIO(right)) as b:
-        a, b = a.convert("RGB").resize((360, 450)), b.convert("RGB").resize((360, 450))
-        canvas = Image.new("RGB", (720, 450), (243, 241, 237))
-        canvas.paste(a, (0, 0))
-        canvas.paste(b, (360, 0))
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
 @dataclass
 class ShopCatalog:
     products: dict[str, Product]
@@ -140,18 +119,11 @@ class ShopCatalog:
 def _add_product(*, sku: str, title: str, brand: str, category: str, price: str,
                  in_stock: bool, photo: bytes, description: str = "",
                  attributes: dict[str, str] | None = None) -> Product:  # fmt: skip
-    product = Product.objects.create(
-        sku=sku, title=title, brand=brand, category=category, price=Decimal(price),
-        currency="EUR", in_stock=in_stock, description=description,
+    return product_create(
+        sku=sku, title=title, photo=photo, thumbnail=True, brand=brand, category=category,
+        price=Decimal(price), currency="EUR", in_stock=in_stock, description=description,
         attributes=attributes or {}, content_hash=f"hash-{sku}",
     )  # fmt: skip
-    image = ProductImage(product=product, position=0, status=ProductImage.Status.READY)
-    image.image.save(f"{sku}.png", ContentFile(photo), save=False)
-    image.thumbnail = image.image.name
-    with Image.open(io.BytesIO(photo)) as opened:
-        image.width, image.height = opened.size
-    image.save()
-    return product
 
 
 def _hm_rows(datasets: Path, limit: int) -> list[dict[str, str]]:
@@ -180,7 +152,7 @@ def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
     products: dict[str, Product] = {}
     images: dict[str, bytes] = {}
     for sku, title, brand, category, colour, price, in_stock in DRAWN_PRODUCTS:
-        photo = drawn_image(colour)
+        photo = photo_garment(colour)
         name = COLOUR_NAMES[sku[-3:]]
         products[sku] = _add_product(sku=sku, title=title, brand=brand, category=category,
                                      price=price, in_stock=in_stock, photo=photo,
@@ -211,8 +183,8 @@ def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
     # What a fresh install does: register the bundled default model and prepare it (the
     # worker's job; being the first version it goes active), then embed the products with
     # the service the embedding task runs.
-    model = services.embedding_model_register(spec=services.DEFAULT_SPEC)
-    model = services.embedding_model_prepare(model=model)
+    model = embedding_model_register(spec=DEFAULT_SPEC)
+    model = embedding_model_prepare(model=model)
     # Outside a test transaction a running test worker may have taken the "prepare" message
     # first (then the call above left it to the worker): wait for it to finish.
     deadline = time.monotonic() + 120
@@ -221,9 +193,7 @@ def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
         model.refresh_from_db()
     if model.state != EmbeddingModel.State.ACTIVE:
         raise AssertionError(f"the default model did not go active: {model.state} {model.error}")
-    result = services.products_embed(
-        product_ids=[product.pk for product in products.values()], model=model
-    )
+    result = products_embed(product_ids=[product.pk for product in products.values()], model=model)
     if result.image_failed or len(result.embedded) != len(products):
         raise AssertionError(f"test catalog not fully embedded: {result}")
     vocabulary_rebuild()  # as the beat does after an import
@@ -236,7 +206,7 @@ def catalog_remove(catalog: ShopCatalog) -> None:
     The HNSW indexes are per model id and outlive a flush, so they are dropped explicitly.
     """
     for model in EmbeddingModel.objects.all():
-        services.embedding_model_indexes_drop(model=model)
+        embedding_model_indexes_drop(model=model)
     ProductEmbedding.objects.all().delete()
     PendingEmbedding.objects.all().delete()
     EmbeddingModel.objects.all().delete()

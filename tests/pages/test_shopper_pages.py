@@ -14,7 +14,8 @@ from PIL import Image
 from catalog.models import Lookbook
 from embeddings.models import EmbeddingModel
 from search.models import QueryPhoto, SearchCalibration
-from tests.pages.catalog_fixtures import ShopCatalog, drawn_image, street_photo
+from tests.factories import photo_garment, photo_street
+from tests.pages.catalog_fixtures import ShopCatalog
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +59,7 @@ def test_photo_upload_redirects_to_shareable_results(catalog: ShopCatalog) -> No
 
 def test_crop_searches_only_the_selected_region(catalog: ShopCatalog) -> None:
     client = Client()
-    scene = street_photo(catalog.images["SNEAK-WHT"], catalog.images["JEANS-BLU"])
+    scene = photo_street(catalog.images["SNEAK-WHT"], catalog.images["JEANS-BLU"])
     location = _upload(client, scene, "street.jpg")["Location"]
     left = client.get(location + "&crop=0,0,0.5,1").content.decode()
     right = client.get(location + "&crop=0.5,0,1,1").content.decode()
@@ -142,7 +143,7 @@ def test_no_good_match_shows_the_nearest_products_as_such(catalog: ShopCatalog) 
     # against the catalog is below 0.9 with the default model; the catalog's own photos 1.0).
     SearchCalibration.objects.create(model=catalog.model, catalog_stamp="x", image_threshold=0.99)
     client = Client()
-    location = _upload(client, drawn_image((10, 200, 10)))["Location"]
+    location = _upload(client, photo_garment((10, 200, 10)))["Location"]
     html = client.get(location).content.decode()
     assert 'data-testid="no-good-match"' in html and "No good match" in html
     assert _skus(html)  # best effort, still shown

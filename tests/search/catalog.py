@@ -2,7 +2,7 @@
 
 30 products, 10 per colour (red, green, blue), each with a stored photo of its plain colour,
 spread over 3 categories, 2 brands, in and out of stock. Their vectors are computed once per
-test session by the real default model (the same `runtime.encode_items` the embedding task
+test session by the real default model (the same `Encoder.encode_all` the embedding task
 runs, on the same photo and `product_text`) and inserted again for each test, so every test
 starts from the same rows inside its own transaction; queries are encoded by that model too.
 """
@@ -10,7 +10,6 @@ starts from the same rows inside its own transaction; queries are encoded by tha
 from __future__ import annotations
 
 import functools
-import io
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -19,33 +18,25 @@ import numpy as np
 from django.core.files.base import ContentFile
 from django.db import connection
 from django.utils import timezone
-from PIL import Image
 
 from catalog.models import Lookbook, LookbookItem, Product, ProductImage
-from embeddings import runtime, services
+from embeddings import runtime
 from embeddings.ml import DEFAULT_MODEL_VERSION
-from embeddings.models import EmbeddingModel, ProductEmbedding
+from embeddings.models import KINDS, EmbeddingModel, ProductEmbedding
+from embeddings.services.centroids import embedding_model_centroids_update
+from embeddings.services.indexes import embedding_model_indexes_create
+from embeddings.services.registry import DEFAULT_SPEC
+from embeddings.services.vectors import product_text
 from search.vocabulary import vocabulary_rebuild
+from tests.factories import photo_colour
 
 COLOURS = ("red", "green", "blue")
-RGB = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
 BRANDS = ("Acme", "Zenith")
 CATEGORIES = (
     "Garment Upper body > Shirt",
     "Garment Lower body > Trousers",
     "Shoes > Sneakers",
 )
-KINDS = ("image", "text", "fused")
-
-
-def photo(colour: str | tuple[str, str], *, size: int = 64, fmt: str = "PNG") -> bytes:
-    """A plain photo of one colour, or two (left half, right half)."""
-    left, right = (colour, colour) if isinstance(colour, str) else colour
-    image = Image.new("RGB", (size, size), RGB[left])
-    image.paste(Image.new("RGB", (size // 2, size), RGB[right]), (size // 2, 0))
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
 
 
 def product_fields(colour: str, index: int) -> dict[str, Any]:
@@ -93,13 +84,12 @@ def catalog_encode() -> EncodedCatalog:
     The encoder is loaded through `runtime.encoder_for` under the key and checksum the test
     versions get, so the queries of every test find it cached in this process.
     """
-    version = EmbeddingModel(key=MODEL_KEY, spec=services.DEFAULT_SPEC)
+    version = EmbeddingModel(key=MODEL_KEY, spec=DEFAULT_SPEC)
     encoder = runtime.encoder_for(version)
     products = [Product(**fields) for fields in CATALOG]
-    encoded = runtime.encode_items(
-        encoder,
-        images=[photo(fields["attributes"]["colour"].lower()) for fields in CATALOG],
-        texts=[services.product_text(product) for product in products],
+    encoded = encoder.encode_all(
+        [photo_colour(fields["attributes"]["colour"].lower()) for fields in CATALOG],
+        [product_text(product) for product in products],
     )
     assert not encoded.failed and encoded.indices == list(range(len(CATALOG))), encoded.failed
     for array in (encoded.image, encoded.text, encoded.fused):
@@ -165,13 +155,13 @@ def catalog_create(*, encoded: EncodedCatalog, centroids: bool = True) -> Catalo
         prepared_at=now,
         activated_at=now,
     )
-    services.embedding_model_indexes_create(model=model)
+    embedding_model_indexes_create(model=model)
     products: dict[str, Product] = {}
     for fields in CATALOG:
         product = Product.objects.create(**fields)
         image = ProductImage(product=product, position=0, status=ProductImage.Status.READY)
         colour = fields["attributes"]["colour"].lower()
-        image.image.save(f"{product.sku}.png", ContentFile(photo(colour)), save=False)
+        image.image.save(f"{product.sku}.png", ContentFile(photo_colour(colour)), save=False)
         image.save()
         products[product.sku] = product
     ProductEmbedding.objects.bulk_create(
@@ -186,7 +176,7 @@ def catalog_create(*, encoded: EncodedCatalog, centroids: bool = True) -> Catalo
         for kind in KINDS
     )
     if centroids:
-        services.embedding_model_centroids_update(model=model)
+        embedding_model_centroids_update(model=model)
     vocabulary_rebuild()  # as the beat does after an import
     return Catalog(model=model, products=products)
 

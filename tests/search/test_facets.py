@@ -9,7 +9,8 @@ import pytest
 
 from catalog.models import Product
 from search import selectors
-from search.selectors import FacetCount, SearchFilters, facet_counts
+from search.facets import FacetCount, facet_counts
+from search.selectors import SearchFilters
 from tests.search.catalog import Catalog
 
 pytestmark = pytest.mark.django_db

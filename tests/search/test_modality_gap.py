@@ -14,10 +14,15 @@ import pytest
 from catalog.models import Product
 from embeddings import runtime, text_map
 from embeddings import selectors as embedding_selectors
-from embeddings import services as embedding_services
 from embeddings.models import EmbeddingModel, ProductEmbedding, TextQueryMap
+from embeddings.services.centroids import (
+    embedding_model_centroids_refresh,
+    embedding_model_centroids_update,
+)
+from embeddings.services.sweep import embeddings_sweep
 from search import ranking, selectors
 from search.selectors import SearchFilters
+from search.vector_sql import vectors_of
 from search.vocabulary import vocabulary_rebuild
 from tests.search.catalog import KINDS, Catalog, EncodedCatalog, catalog_create
 
@@ -73,7 +78,7 @@ def large_catalog(db: Any, encoded_catalog: EncodedCatalog) -> Catalog:
             )
     ProductEmbedding.objects.bulk_create(rows)
     catalog.products.update({variant.sku: variant for variant in variants})
-    embedding_services.embedding_model_centroids_update(model=catalog.model)
+    embedding_model_centroids_update(model=catalog.model)
     catalog.model.refresh_from_db()
     return catalog
 
@@ -105,7 +110,7 @@ def test_the_default_models_text_vectors_sit_apart_from_its_fused_ones(
 def test_centroids_are_the_means_of_the_stored_vectors(fresh_catalog: Catalog) -> None:
     model = fresh_catalog.model
 
-    centroids = embedding_services.embedding_model_centroids_update(model=model)
+    centroids = embedding_model_centroids_update(model=model)
 
     model.refresh_from_db()
     assert model.centroids == centroids
@@ -120,7 +125,7 @@ def test_the_sweep_computes_missing_centroids_of_the_active_version(
     model = fresh_catalog.model
     assert model.centroids == {}
 
-    embedding_services.embeddings_sweep(models=[model])
+    embeddings_sweep(models=[model])
 
     model.refresh_from_db()
     assert model.centroids["count"] == 30
@@ -128,7 +133,7 @@ def test_the_sweep_computes_missing_centroids_of_the_active_version(
     assert "text_query_map" not in model.centroids
     assert not TextQueryMap.objects.filter(model=model).exists()
     # Unchanged catalog: the next sweep keeps them rather than recomputing.
-    assert embedding_services.embedding_model_centroids_refresh(model=model) is False
+    assert embedding_model_centroids_refresh(model=model) is False
 
 
 def test_a_small_catalogs_text_query_is_the_words_themselves(fresh_catalog: Catalog) -> None:
@@ -136,7 +141,7 @@ def test_a_small_catalogs_text_query_is_the_words_themselves(fresh_catalog: Cata
     words = runtime.encode_query_text("red", model=model)
     assert selectors.text_query_vector(model=model, vector=words) is words
 
-    embedding_services.embedding_model_centroids_update(model=model)
+    embedding_model_centroids_update(model=model)
 
     assert selectors.text_query_vector(model=model, vector=words) is words
 
@@ -175,8 +180,8 @@ def test_text_search_weighs_the_mapped_and_the_text_rankings_and_reports_that_sc
     # Best-effort results, flagged: nothing in the catalog is named by the words.
     assert len(results.hits) == 60 and results.no_good_match is True
     ids = [p.pk for p in large_catalog.products.values()]
-    fused = selectors._vectors(model=model, kind="fused", product_ids=ids)
-    text = selectors._vectors(model=model, kind="text", product_ids=ids)
+    fused = vectors_of(model=model, kind="fused", product_ids=ids)
+    text = vectors_of(model=model, kind="text", product_ids=ids)
     weights = ranking.DEFAULT_WEIGHTS
     for hit in results.hits:
         pid = hit.product.pk

@@ -13,15 +13,17 @@ from catalog.models import Product
 from embeddings import runtime
 from embeddings.models import EmbeddingModel, ProductEmbedding
 from search import selectors
+from search.complete_the_look import complete_the_look
 from search.models import SearchCalibration
 from search.selectors import CropBox, SearchFilters
+from search.vector_sql import distance_sql, embedding_predicate, nearest_products, similarities
+from tests.factories import photo_colour
 from tests.search.catalog import (
     MODEL_KEY,
     Catalog,
     EncodedCatalog,
     embedding_model_active_create,
     lookbook_create,
-    photo,
 )
 
 pytestmark = pytest.mark.django_db
@@ -124,7 +126,7 @@ def test_unrelated_words_get_best_effort_results_flagged_no_good_match(catalog: 
     before = search()  # no calibration yet: words naming nothing are flagged
     assert len(before.hits) == 10 and before.no_good_match is True
     best = max(
-        selectors._similarities(
+        similarities(
             model=catalog.model, kind="text",
             vector=runtime.encode_query_text("quantum flux capacitor", model=catalog.model),
             product_ids=[p.pk for p in catalog.products.values()],
@@ -153,7 +155,7 @@ def test_a_photo_threshold_above_every_score_flags_the_results_but_keeps_them(
     catalog: Catalog,
 ) -> None:
     def search() -> selectors.SearchResults:
-        photo_ = photo(("red", "blue"))
+        photo_ = photo_colour(("red", "blue"))
         return selectors.search_by_image(
             image=photo_, crop=None, filters=SearchFilters(), limit=30, diversify=False
         )
@@ -174,10 +176,10 @@ def test_a_photo_threshold_above_every_score_flags_the_results_but_keeps_them(
 
 def test_a_photo_with_words_puts_look_alikes_that_match_the_words_first(catalog: Catalog) -> None:
     alone = selectors.search_by_image(
-        image=photo("red"), crop=None, filters=SearchFilters(), limit=30, diversify=False
+        image=photo_colour("red"), crop=None, filters=SearchFilters(), limit=30, diversify=False
     )
     in_blue = selectors.search_by_image(
-        image=photo("red"), crop=None, filters=SearchFilters(), limit=30, diversify=False,
+        image=photo_colour("red"), crop=None, filters=SearchFilters(), limit=30, diversify=False,
         query="this, in blue",
     )  # fmt: skip
 
@@ -223,17 +225,17 @@ def test_filters_apply_inside_the_vector_query(catalog: Catalog) -> None:
 def test_image_search_finds_the_photo_colour_and_a_crop_narrows_it(catalog: Catalog) -> None:
     # Every product's photo is one plain colour; the query photos are encoded by the same model.
     whole = selectors.search_by_image(
-        image=photo("green"), crop=None, filters=SearchFilters(), limit=5, diversify=False
+        image=photo_colour("green"), crop=None, filters=SearchFilters(), limit=5, diversify=False
     )
     left = selectors.search_by_image(
-        image=photo(("red", "blue")),
+        image=photo_colour(("red", "blue")),
         filters=SearchFilters(),
         crop=CropBox(0.0, 0.0, 0.5, 1.0),
         limit=5,
         diversify=False,
     )
     right = selectors.search_by_image(
-        image=photo(("red", "blue")),
+        image=photo_colour(("red", "blue")),
         filters=SearchFilters(),
         crop=CropBox(0.5, 0.0, 1.0, 1.0),
         limit=5,
@@ -248,7 +250,7 @@ def test_image_search_finds_the_photo_colour_and_a_crop_narrows_it(catalog: Cata
 def test_image_search_without_an_active_model_is_unavailable(db: None) -> None:
     with pytest.raises(selectors.SearchUnavailable):
         selectors.search_by_image(
-            image=photo("red"), crop=None, filters=SearchFilters(), limit=5, diversify=False
+            image=photo_colour("red"), crop=None, filters=SearchFilters(), limit=5, diversify=False
         )
 
 
@@ -294,7 +296,7 @@ def test_complete_the_look_groups_other_departments_lookbook_items_first(
     shirt = catalog.products["RED-0"]  # Garment Upper body > Shirt
     nearest = {
         group.category: [hit.product.sku for hit in group.hits]
-        for group in selectors.complete_the_look(product=shirt, limit_per_category=2)
+        for group in complete_the_look(product=shirt, limit_per_category=2)
     }
     assert set(nearest) == {"Shoes > Sneakers", "Garment Lower body > Trousers"}
     # The curated items below are not the model's nearest of their category.
@@ -303,7 +305,7 @@ def test_complete_the_look_groups_other_departments_lookbook_items_first(
     lookbook_create(slug="weekend", skus=["RED-0", "GREEN-2", "BLUE-1", "RED-3"])
     lookbook_create(slug="draft", skus=["RED-0", "BLUE-4"], published=False)
 
-    groups = selectors.complete_the_look(product=shirt, limit_per_category=2)
+    groups = complete_the_look(product=shirt, limit_per_category=2)
 
     categories = [group.category for group in groups]
     assert categories == ["Shoes > Sneakers", "Garment Lower body > Trousers"]  # curated order
@@ -359,7 +361,7 @@ def large_catalog(db: None) -> EmbeddingModel:
 def test_a_filtered_vector_search_still_returns_a_full_page(large_catalog: EmbeddingModel) -> None:
     query = unit(np.random.default_rng(1).normal(size=64).astype(np.float32))
 
-    rows = selectors.nearest_products(
+    rows = nearest_products(
         model=large_catalog,
         kind="fused",
         vector=query,
@@ -380,8 +382,8 @@ def test_the_vector_query_uses_the_partial_hnsw_index(large_catalog: EmbeddingMo
         cursor.execute(
             "EXPLAIN SELECT e.product_id FROM embeddings_productembedding e "  # noqa: S608
             "JOIN catalog_product p ON p.id = e.product_id "
-            f"WHERE {selectors._embedding_predicate(model, 'fused')} AND p.in_stock "
-            f"ORDER BY {selectors._distance_sql(model)} LIMIT 20",
+            f"WHERE {embedding_predicate(model, 'fused')} AND p.in_stock "
+            f"ORDER BY {distance_sql(model)} LIMIT 20",
             [literal],
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())

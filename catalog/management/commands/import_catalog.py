@@ -6,7 +6,6 @@ it for the Celery workers and follows the job's progress instead.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from catalog import selectors, services
-from catalog.ingest.mapping import FORMATS, available_presets
+from catalog import selectors
+from catalog.ingest.mapping import FORMATS, MappingError, available_presets, mapping_object_parse
 from catalog.models import ImportJob
+from catalog.services.feeds import ImportRefusedError
+from catalog.services.inline import import_job_run_inline
+from catalog.services.jobs import import_job_create
 
 
 class Command(BaseCommand):
@@ -47,13 +49,13 @@ class Command(BaseCommand):
             if not text.lstrip().startswith("{"):
                 text = Path(text).read_text()
             try:
-                mapping = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise CommandError(f"--mapping is not valid JSON: {exc}") from exc
+                mapping = mapping_object_parse(text)
+            except MappingError as exc:
+                raise CommandError(f"--mapping: {exc}") from exc
         if not is_url and not Path(source).exists():
             raise CommandError(f"{source} does not exist")
         try:
-            job = services.import_job_create(
+            job = import_job_create(
                 kind="url" if is_url else "path",
                 source=source if is_url else str(Path(source).resolve()),
                 preset=options["preset"],
@@ -67,14 +69,14 @@ class Command(BaseCommand):
                 row_limit=options["limit"],
                 dispatch=options["background"],
             )
-        except services.ImportRefusedError as exc:
+        except ImportRefusedError as exc:
             raise CommandError(str(exc)) from exc
         started = time.monotonic()
         bar = tqdm(total=0, unit="row", desc=f"import #{job.id}", disable=options["no_progress"])
         if options["background"]:
             job = self._follow(job, bar)
         else:
-            for snapshot in services.import_job_run_inline(job_id=job.id):
+            for snapshot in import_job_run_inline(job_id=job.id):
                 self._update(bar, snapshot)
                 job = snapshot
         bar.close()

@@ -8,8 +8,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from embeddings import runtime, selectors, services
+from embeddings import runtime, selectors
 from embeddings.models import EmbeddingModel
+from embeddings.services.queue import BATCH_SIZE
+from embeddings.services.registry import embedding_model_prepare
+from embeddings.services.vectors import products_embed
 
 
 class Command(BaseCommand):
@@ -21,7 +24,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--model", help="version key (default: the active version)")
         parser.add_argument("--all", action="store_true", help="re-embed even up-to-date products")
-        parser.add_argument("--batch-size", type=int, default=services.BATCH_SIZE)
+        parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
         parser.add_argument("--limit", type=int, help="at most this many products")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -40,7 +43,7 @@ class Command(BaseCommand):
         size = max(1, options["batch_size"])
         with tqdm(total=len(ids), unit="product", desc=model.key) as bar:
             for start in range(0, len(ids), size):
-                result = services.products_embed(
+                result = products_embed(
                     product_ids=ids[start : start + size],
                     model=model,
                     force=options["all"],
@@ -65,7 +68,7 @@ class Command(BaseCommand):
         if not model.is_prepared:
             if model.state != EmbeddingModel.State.BUILDING:
                 raise CommandError(f"{model.key} is {model.state}: {model.error or 'not ready'}")
-            model = services.embedding_model_prepare(model=model)  # load + index here
+            model = embedding_model_prepare(model=model)  # load + index here
             if not model.is_prepared:
                 raise CommandError(f"{model.key} cannot be loaded: {model.error}")
         return model

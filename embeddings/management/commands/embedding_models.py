@@ -8,8 +8,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from embeddings import selectors, services
+from embeddings import selectors
 from embeddings.models import EmbeddingModel
+from embeddings.services.errors import EmbeddingModelStateError
+from embeddings.services.evaluation import embedding_model_evaluate
+from embeddings.services.lifecycle import (
+    embedding_model_activate_gated,
+    embedding_model_retire,
+    embedding_model_rollback,
+)
+from embeddings.services.registry import embedding_model_register, embedding_model_retry
 
 
 def _get(key: str) -> EmbeddingModel:
@@ -56,14 +64,14 @@ class Command(BaseCommand):
             if action == "list":
                 self._list()
             elif action == "register":
-                model = services.embedding_model_register(
+                model = embedding_model_register(
                     spec=options["spec"],
                     key=options["key"],
                     auto_activate=options["activate_when_ready"],
                 )
                 self.stdout.write(f"registered {model.key} (building; a worker prepares it)")
             elif action == "activate":
-                model = services.embedding_model_activate_gated(
+                model = embedding_model_activate_gated(
                     model=_get(options["key"]),
                     force=options["force"],
                     reason=options["reason"],
@@ -71,20 +79,20 @@ class Command(BaseCommand):
                 )
                 self.stdout.write(f"{model.key} is active")
             elif action == "rollback":
-                self.stdout.write(f"{services.embedding_model_rollback().key} is active again")
+                self.stdout.write(f"{embedding_model_rollback().key} is active again")
             elif action == "retire":
                 self.stdout.write(
-                    f"{services.embedding_model_retire(model=_get(options['key'])).key} retired"
+                    f"{embedding_model_retire(model=_get(options['key'])).key} retired"
                 )
             elif action == "retry":
-                model = services.embedding_model_retry(model=_get(options["key"]))
+                model = embedding_model_retry(model=_get(options["key"]))
                 self.stdout.write(f"{model.key} queued for preparation again")
             elif action == "evaluate":
-                metrics = services.embedding_model_evaluate(model=_get(options["key"]))
+                metrics = embedding_model_evaluate(model=_get(options["key"]))
                 for name, cells in sorted(metrics.get("metrics", {}).items()):
                     values = ", ".join(f"{c}={v['value']:.3f}" for c, v in sorted(cells.items()))
                     self.stdout.write(f"{name}: {values}")
-        except services.EmbeddingModelStateError as error:
+        except EmbeddingModelStateError as error:
             raise CommandError(str(error)) from None
 
     def _list(self) -> None:

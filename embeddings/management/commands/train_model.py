@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from embeddings import services
+from embeddings.services.fine_tuning import embedding_model_train
 
 
 class Command(BaseCommand):
@@ -73,7 +73,7 @@ class Command(BaseCommand):
         from embeddings.ml.train import TrainingStopped
 
         try:
-            model = services.embedding_model_train(
+            model = embedding_model_train(
                 out_dir=out,
                 key=options["key"],
                 base=options["base"],

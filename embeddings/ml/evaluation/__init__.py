@@ -6,9 +6,9 @@ Example::
 
     from embeddings.ml.evaluation import EvalConfig, Split, evaluate, make_split
 
-    split = make_split(catalogue, seed=0)          # cold items + held-out lookbooks
+    split = make_split(catalog, seed=0)          # cold items + held-out lookbooks
     split.save("split.json")
-    result = evaluate(encoder, catalogue, split)   # EvaluationResult
+    result = evaluate(encoder, catalog, split)   # EvaluationResult
     result.metrics["lookbook_completion/recall@10"]["cold"]  # MetricValue(value, ci_low, ...)
 
 The command line (``python -m embeddings.ml.evaluation --help``) makes splits, evaluates a
@@ -21,12 +21,12 @@ from embeddings.ml.evaluation.bootstrap import (
     bootstrap_ci,
     paired_relative_ci,
 )
-from embeddings.ml.evaluation.catalogue import Catalogue, CatalogueItem, Scene, as_catalogue
+from embeddings.ml.evaluation.catalog import Catalog, CatalogItem, Scene, as_catalog
 from embeddings.ml.evaluation.evaluate import (
     METRICS,
     EvalConfig,
     EvaluationResult,
-    encode_catalogue,
+    encode_catalog,
     evaluate,
 )
 from embeddings.ml.evaluation.splits import CELLS, Split, make_split
@@ -34,17 +34,17 @@ from embeddings.ml.evaluation.splits import CELLS, Split, make_split
 __all__ = [
     "CELLS",
     "METRICS",
-    "Catalogue",
-    "CatalogueItem",
+    "Catalog",
+    "CatalogItem",
     "EvalConfig",
     "EvaluationResult",
     "MetricValue",
     "RelativeChange",
     "Scene",
     "Split",
-    "as_catalogue",
+    "as_catalog",
     "bootstrap_ci",
-    "encode_catalogue",
+    "encode_catalog",
     "evaluate",
     "make_split",
     "paired_relative_ci",

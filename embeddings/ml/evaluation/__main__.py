@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--max-queries", type=int, default=EvalConfig.max_queries_per_cell)
     x.add_argument("--retrain", action="store_true", help="ignore existing checkpoints")
     x.add_argument(
-        "--sample-items", type=int, default=None, help="use a seeded sample of the catalogue"
+        "--sample-items", type=int, default=None, help="use a seeded sample of the catalog"
     )
 
     d = sub.add_parser("default-model", help="report on the bundled default model (clothing)")
@@ -82,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
 
     root = datasets_root(args.data_root)
     if args.command == "split":
-        from embeddings.ml.evaluation.catalogue import as_catalogue
+        from embeddings.ml.evaluation.catalog import as_catalog
         from embeddings.ml.evaluation.experiment import LOOKBOOK_PREFIX, load_named_dataset
         from embeddings.ml.evaluation.splits import make_split
 
-        catalogue = as_catalogue(load_named_dataset(args.dataset, root))
+        catalog = as_catalog(load_named_dataset(args.dataset, root))
         split = make_split(
-            catalogue,
+            catalog,
             args.seed,
             cold_fraction=args.cold_fraction,
             heldout_lookbook_fraction=args.heldout_lookbook_fraction,

@@ -1,6 +1,6 @@
 """``evaluate(encoder, dataset, split) -> EvaluationResult``: every metric, per cold/warm cell.
 
-Tasks (queries are drawn from the split; galleries are always the whole catalogue):
+Tasks (queries are drawn from the split; galleries are always the whole catalog):
 - text→image / image→text: an item's text finds its own photo (and back): recall@1/5/10, MRR.
   image→text ranks among the distinct texts (items sharing a text share the answer).
 - text→image and image→image category precision@10: share of the 10 nearest photos (the
@@ -14,7 +14,8 @@ Tasks (queries are drawn from the split; galleries are always the whole catalogu
 
 A query's cell is its target's: cold when the target item was held out of training. The query
 sets depend only on the split, the dataset and ``EvalConfig.seed`` — never on the model — so
-two models' per-query values can be compared pairwise.
+two models' per-query values can be compared pairwise. One module over 400 lines: every
+task scores the same encoded catalog with the same query plan.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import numpy.typing as npt
 
 from embeddings.ml.evaluation import metrics as m
 from embeddings.ml.evaluation.bootstrap import DEFAULT_RESAMPLES, MetricValue, bootstrap_ci
-from embeddings.ml.evaluation.catalogue import Catalogue, as_catalogue
-from embeddings.ml.evaluation.splits import CELLS, Cell, Split
+from embeddings.ml.evaluation.catalog import Catalog, as_catalog
+from embeddings.ml.evaluation.splits import CELLS, Split
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +85,15 @@ class EvalConfig:
     k: int = 10
     # Galleries as the search app uses them (search/selectors.py): "complete the look" and
     # "similar" rank fused item vectors; a query photo is matched against image vectors.
-    catalogue_vectors: Literal["fused", "image"] = "fused"  # lookbook completion and FITB
+    catalog_vectors: Literal["fused", "image"] = "fused"  # lookbook completion and FITB
     scene_vectors: Literal["fused", "image"] = "image"  # shop-the-look gallery
     other_lookbooks_precision: bool = False  # also image->image precision without lookbook-mates
     resamples: int = DEFAULT_RESAMPLES
 
 
 @dataclass
-class EncodedCatalogue:
-    """Vectors of every item (row i = catalogue item i) and of the evaluated scenes.
+class EncodedCatalog:
+    """Vectors of every item (row i = catalog item i) and of the evaluated scenes.
 
     ``ok`` marks items whose photo was encoded; failed items are neither queries nor
     retrievable (their rows are zero, and they are excluded from every gallery).
@@ -221,70 +222,36 @@ def _trunk_outputs(encoder: Any, texts: Sequence[str], batch_size: int = 128) ->
 def _encode_one_pass(
     encoder: Any, paths: Sequence[str], texts: Sequence[str], batch_size: int = 64
 ) -> tuple[Vectors, Vectors, Vectors, dict[int, str]] | None:
-    """Image, text and fused vectors from one pass over the photos, or None if unsupported.
+    """Image, text and fused vectors (one row per item, zero where the photo failed) from
+    ``Encoder.encode_all``'s one pass over the photos, or None for an encoder without it.
 
-    Adapter over ``embeddings.ml``'s ``Encoder``: its ``model.forward_all`` returns all three
-    vectors at once (``encode_images`` + ``encode_items`` would run the image tower twice),
-    and it accepts precomputed text-trunk outputs (see ``_TRUNK_CACHE``).
+    The text trunk's outputs come from ``_TRUNK_CACHE`` (fine-tuned variants of one base
+    share its frozen trunk).
     """
-    model = getattr(encoder, "model", None)
-    if model is None or not hasattr(model, "forward_all") or not hasattr(encoder, "preprocess"):
+    encode_all = getattr(encoder, "encode_all", None)
+    if encode_all is None or not hasattr(getattr(encoder, "model", None), "text_trunk"):
         return None
-    from concurrent.futures import ThreadPoolExecutor
-
-    import torch
-
-    from embeddings.ml.images import decode_image, normalize_batch
-    from embeddings.ml.model import TextTrunkOut
-
-    pre = encoder.preprocess
-    device = getattr(encoder, "device", "cpu")
-
-    def decode(path: str) -> npt.NDArray[np.uint8] | str:
-        try:
-            return decode_image(path, pre.image_size, pre.resize_mode)
-        except Exception as exc:  # a broken photo is a per-item failure, as in Encoder
-            return f"{type(exc).__name__}: {exc}"
-
+    out = encode_all(
+        paths, texts, text_trunk=lambda chunk: _trunk_outputs(encoder, chunk), batch_size=batch_size
+    )
     n, dim = len(paths), int(encoder.dim)
-    image, text, fused = (np.zeros((n, dim), np.float32) for _ in range(3))
-    failed: dict[int, str] = {}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, n, batch_size):
-            idx = list(range(start, min(start + batch_size, n)))
-            decoded = list(pool.map(decode, [paths[i] for i in idx]))
-            for i, d in zip(idx, decoded, strict=True):
-                if isinstance(d, str):
-                    failed[i] = d
-            ok = [i for i in idx if i not in failed]
-            if not ok:
-                continue
-            arrays = [d for d in decoded if not isinstance(d, str)]
-            pixels = normalize_batch(torch.from_numpy(np.stack(arrays)).to(device), pre)
-            trunk = _trunk_outputs(encoder, [texts[i] for i in ok])
-            trunk = TextTrunkOut(*(t.to(device) for t in trunk))
-            with torch.inference_mode():
-                out = model.forward_all(pixels, trunk)
-            image[ok] = out["image"].float().cpu().numpy()
-            text[ok] = out["text"].float().cpu().numpy()
-            fused[ok] = out["fused"].float().cpu().numpy()
-    missing = [i for i in range(n) if i in failed]
-    if missing:  # texts of items whose photo failed still have a text vector
-        text[missing] = _as_array(encoder.encode_texts([texts[i] for i in missing]))
-    return image, text, fused, failed
+    image, fused = np.zeros((n, dim), np.float32), np.zeros((n, dim), np.float32)
+    image[out.indices] = out.image
+    fused[out.indices] = out.fused
+    return image, _as_array(out.text), fused, dict(out.failed)
 
 
-def encode_catalogue(
-    encoder: Encoder, catalogue: Catalogue, scene_ids: Sequence[str] = ()
-) -> EncodedCatalogue:
+def encode_catalog(
+    encoder: Encoder, catalog: Catalog, scene_ids: Sequence[str] = ()
+) -> EncodedCatalog:
     """Encode every item's photo and text, their fusion, and the photos of ``scene_ids``.
 
-    Returns an ``EncodedCatalogue``. With ``embeddings.ml``'s ``Encoder`` the photos are read
+    Returns an ``EncodedCatalog``. With ``embeddings.ml``'s ``Encoder`` the photos are read
     once (``_encode_one_pass``); any other encoder goes through ``encode_images``,
     ``encode_texts`` and ``encode_items``.
     """
-    paths = [it.image_path for it in catalogue.items]
-    texts = [it.text for it in catalogue.items]
+    paths = [it.image_path for it in catalog.items]
+    texts = [it.text for it in catalog.items]
     one_pass = _encode_one_pass(encoder, paths, texts)
     if one_pass is not None:
         image, text, fused, failed_img = one_pass
@@ -298,10 +265,10 @@ def encode_catalogue(
         failed_img.update(failed_fused)
     ok = np.ones(len(paths), dtype=bool)
     ok[list(failed_img)] = False
-    failed = {catalogue.items[i].item_id: r for i, r in failed_img.items()}
+    failed = {catalog.items[i].item_id: r for i, r in failed_img.items()}
     scenes: dict[str, Vectors] = {}
     if scene_ids:
-        by_id = {s.scene_id: s for s in catalogue.scenes}
+        by_id = {s.scene_id: s for s in catalog.scenes}
         scene_paths = [by_id[s].image_path for s in scene_ids]
         svecs, sfailed = _fill(len(scene_paths), encoder.encode_images(scene_paths), dim)
         for j, sid in enumerate(scene_ids):
@@ -309,7 +276,7 @@ def encode_catalogue(
                 failed[sid] = sfailed[j]
             else:
                 scenes[sid] = svecs[j]
-    return EncodedCatalogue(image, text, fused, scenes, ok, failed)
+    return EncodedCatalog(image, text, fused, scenes, ok, failed)
 
 
 def _subset(idx: list[int], cap: int, rng: np.random.Generator) -> list[int]:
@@ -321,8 +288,8 @@ def _subset(idx: list[int], cap: int, rng: np.random.Generator) -> list[int]:
 @dataclass(frozen=True)
 class _LeaveOneOut:
     lookbook_id: str
-    target: int  # catalogue index of the left-out item
-    context: tuple[int, ...]  # catalogue indices of the other items
+    target: int  # catalog index of the left-out item
+    context: tuple[int, ...]  # catalog indices of the other items
     candidates: tuple[int, ...]  # FITB: target first, then negatives
 
 
@@ -330,7 +297,7 @@ class _LeaveOneOut:
 class QueryPlan:
     """The model-independent queries of an evaluation, per cell.
 
-    Built once from the catalogue, split and config (and which photos failed), so every model
+    Built once from the catalog, split and config (and which photos failed), so every model
     answers exactly the same questions.
     """
 
@@ -341,14 +308,14 @@ class QueryPlan:
 
 
 def plan_queries(
-    catalogue: Catalogue, split: Split, config: EvalConfig, ok: npt.NDArray[np.bool_]
+    catalog: Catalog, split: Split, config: EvalConfig, ok: npt.NDArray[np.bool_]
 ) -> QueryPlan:
     """Choose the queries of every task (see ``QueryPlan``); deterministic in config.seed."""
     rng = np.random.default_rng(config.seed)
-    cell_of = [split.cell(it.item_id) for it in catalogue.items]
+    cell_of = [split.cell(it.item_id) for it in catalog.items]
     retrieval: dict[str, list[int]] = {
         c: _subset(
-            [i for i in range(len(catalogue.items)) if cell_of[i] == c and ok[i]],
+            [i for i in range(len(catalog.items)) if cell_of[i] == c and ok[i]],
             config.max_queries_per_cell,
             rng,
         )
@@ -356,15 +323,15 @@ def plan_queries(
     }
 
     by_category: dict[str, list[int]] = {}
-    for i, it in enumerate(catalogue.items):
+    for i, it in enumerate(catalog.items):
         if ok[i]:
             by_category.setdefault(it.category, []).append(i)
-    all_ok = [i for i in range(len(catalogue.items)) if ok[i]]
+    all_ok = [i for i in range(len(catalog.items)) if ok[i]]
     n_neg = config.fitb_candidates - 1
     fallbacks = 0
     loo: dict[str, list[_LeaveOneOut]] = {c: [] for c in CELLS}
     for lid in split.heldout_lookbooks:
-        members = [catalogue.index[i] for i in dict.fromkeys(catalogue.lookbooks.get(lid, []))]
+        members = [catalog.index[i] for i in dict.fromkeys(catalog.lookbooks.get(lid, []))]
         members = [i for i in members if ok[i]]
         if len(members) < 2:
             continue
@@ -373,7 +340,7 @@ def plan_queries(
             others = [i for i in members if i != target]
             if len(others) > config.max_context:
                 others = sorted(rng.choice(others, size=config.max_context, replace=False))
-            category = catalogue.items[target].category
+            category = catalog.items[target].category
             pool = [i for i in by_category.get(category, []) if i not in member_set and category]
             if len(pool) < n_neg:  # too few of its category outside the lookbook
                 fallbacks += 1
@@ -390,12 +357,12 @@ def plan_queries(
 
     held = set(split.heldout_lookbooks)
     scenes: list[tuple[str, dict[str, list[int]]]] = []
-    for s in catalogue.scenes:
+    for s in catalog.scenes:
         if s.lookbook_id is not None and s.lookbook_id not in held:
             continue
         rel: dict[str, list[int]] = {c: [] for c in CELLS}
         for item_id in dict.fromkeys(s.item_ids):
-            j = catalogue.index.get(item_id)
+            j = catalog.index.get(item_id)
             if j is not None and ok[j]:
                 rel[cell_of[j]].append(j)
         if any(rel.values()):
@@ -417,28 +384,28 @@ def _retrieval(
 
 
 def score_queries(
-    enc: EncodedCatalogue, catalogue: Catalogue, plan: QueryPlan, config: EvalConfig
+    enc: EncodedCatalog, catalog: Catalog, plan: QueryPlan, config: EvalConfig
 ) -> dict[str, dict[str, npt.NDArray[np.float64]]]:
     """Per-query values of every metric: ``{metric: {cell: (n,) array}}``."""
     k = config.k
     failed_idx = [i for i in range(len(enc.ok)) if not enc.ok[i]]
-    cat_vecs = enc.fused if config.catalogue_vectors == "fused" else enc.image
-    labels = [it.category for it in catalogue.items]
+    cat_vecs = enc.fused if config.catalog_vectors == "fused" else enc.image
+    labels = [it.category for it in catalog.items]
     out: dict[str, dict[str, npt.NDArray[np.float64]]] = {name: {} for name in METRICS}
     # image->text ranks the item's text among the distinct texts: items sharing a text
     # (clothing: "a photo of a t-shirt") share one answer, not thousands of tied ones.
     text_ids: dict[str, int] = {}
-    for i, it in enumerate(catalogue.items):
+    for i, it in enumerate(catalog.items):
         text_ids.setdefault(it.text, i)
     mates: dict[int, set[int]] = {}
     if config.other_lookbooks_precision:
-        for members in catalogue.lookbooks.values():
-            idx = [catalogue.index[i] for i in members]
+        for members in catalog.lookbooks.values():
+            idx = [catalog.index[i] for i in members]
             for i in idx:
                 mates.setdefault(i, set()).update(idx)
     distinct = list(text_ids.values())
     position = {first: j for j, first in enumerate(distinct)}
-    text_target = {i: position[text_ids[it.text]] for i, it in enumerate(catalogue.items)}
+    text_target = {i: position[text_ids[it.text]] for i, it in enumerate(catalog.items)}
     for c in CELLS:
         q = plan.retrieval[c]
         if q:
@@ -499,7 +466,7 @@ def score_queries(
 
 
 def chance_levels(
-    catalogue: Catalogue, plan: QueryPlan, config: EvalConfig, ok: npt.NDArray[np.bool_]
+    catalog: Catalog, plan: QueryPlan, config: EvalConfig, ok: npt.NDArray[np.bool_]
 ) -> dict[str, dict[str, float]]:
     """Expected value of each metric under a random ranking, per cell (where it is simple).
 
@@ -510,8 +477,8 @@ def chance_levels(
     """
     k = config.k
     n = int(ok.sum())
-    n_texts = len({it.text for it in catalogue.items})
-    labels = [it.category for it in catalogue.items]
+    n_texts = len({it.text for it in catalog.items})
+    labels = [it.category for it in catalog.items]
     counts: dict[str, int] = {}
     for i, label in enumerate(labels):
         if ok[i]:
@@ -550,9 +517,9 @@ def evaluate(
     config: EvalConfig | None = None,
     *,
     model_name: str = "model",
-    encoded: EncodedCatalogue | None = None,
+    encoded: EncodedCatalog | None = None,
 ) -> EvaluationResult:
-    """Evaluate ``encoder`` on ``dataset`` (a model-package dataset or a ``Catalogue``).
+    """Evaluate ``encoder`` on ``dataset`` (a model-package dataset or a ``Catalog``).
 
     Returns an ``EvaluationResult`` with every metric of ``METRICS`` per cell ("cold",
     "warm"), each a mean over queries with a bootstrap 95% CI. A metric with no query in a
@@ -560,16 +527,16 @@ def evaluate(
     """
     config = config or EvalConfig()
     started = time.monotonic()
-    catalogue = as_catalogue(dataset)
-    split.check(catalogue)
+    catalog = as_catalog(dataset)
+    split.check(catalog)
     held = set(split.heldout_lookbooks)
     scene_ids = [
-        s.scene_id for s in catalogue.scenes if s.lookbook_id is None or s.lookbook_id in held
+        s.scene_id for s in catalog.scenes if s.lookbook_id is None or s.lookbook_id in held
     ]
     if encoded is None:
-        encoded = encode_catalogue(encoder, catalogue, scene_ids)
-    plan = plan_queries(catalogue, split, config, encoded.ok)
-    per_query = score_queries(encoded, catalogue, plan, config)
+        encoded = encode_catalog(encoder, catalog, scene_ids)
+    plan = plan_queries(catalog, split, config, encoded.ok)
+    per_query = score_queries(encoded, catalog, plan, config)
     metrics_out: dict[str, dict[str, MetricValue]] = {}
     for name, cells in per_query.items():
         for c, vals in cells.items():
@@ -577,24 +544,18 @@ def evaluate(
                 vals, resamples=config.resamples, seed=config.seed
             )
     per_query = {name: cells for name, cells in per_query.items() if cells}
-    chance = chance_levels(catalogue, plan, config, encoded.ok)
+    chance = chance_levels(catalog, plan, config, encoded.ok)
     if plan.fitb_fallbacks:
         log.info("FITB: %d queries drew negatives outside their category", plan.fitb_fallbacks)
     return EvaluationResult(
         model=model_name,
-        dataset=catalogue.name,
+        dataset=catalog.name,
         split_fingerprint=split.fingerprint,
         config=config,
         metrics=metrics_out,
         per_query=per_query,
         chance=chance,
-        n_items=len(catalogue.items),
+        n_items=len(catalog.items),
         n_failed=len(encoded.failed),
         seconds=time.monotonic() - started,
     )
-
-
-def cells_of(result: EvaluationResult) -> tuple[Cell, ...]:
-    """The cells present in a result, in report order."""
-    present = {c for cells in result.metrics.values() for c in cells}
-    return tuple(c for c in CELLS if c in present)

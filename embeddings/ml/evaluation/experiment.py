@@ -7,7 +7,8 @@ three with ``evaluate`` and writes the report. ``run_default_model_report`` eval
 bundled default model on the clothing photos its recipe held out.
 
 torch and the trainer are imported only here (and only when called), so the metric code
-stays importable without them.
+stays importable without them. One module over 400 lines: the experiment and the
+default model's report share its split, training-view and report-writing steps.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from embeddings.ml.evaluation.catalogue import as_catalogue
+from embeddings.ml.evaluation.catalog import as_catalog
 from embeddings.ml.evaluation.evaluate import EvalConfig, EvaluationResult, evaluate
 from embeddings.ml.evaluation.report import ModelRun, ReportMeta, write_report
 from embeddings.ml.evaluation.splits import Split, dataset_fingerprint, make_split
@@ -61,7 +62,7 @@ def training_dataset(dataset: Any, split: Split) -> Any:
     """
     from embeddings.ml.data import ItemDataset
 
-    split.check(as_catalogue(dataset))
+    split.check(as_catalog(dataset))
     keep = set(split.training_item_ids(it.item_id for it in dataset.items))
     return ItemDataset(
         name=dataset.name,
@@ -105,10 +106,10 @@ def sample_dataset(dataset: Any, n_items: int, seed: int, group_prefix: str = ""
     return dataset.subset(chosen, dataset.name)
 
 
-def split_from_heldout(catalogue: Any, heldout_ids: set[str], name: str, seed: int) -> Split:
+def split_from_heldout(catalog: Any, heldout_ids: set[str], name: str, seed: int) -> Split:
     """A ``Split`` whose cold items are ``heldout_ids`` and whose held-out lookbooks are the
     lookbooks made only of them (how the default model's recipe holds out whole boards)."""
-    cat = as_catalogue(catalogue)
+    cat = as_catalog(catalog)
     held_lbs = sorted(
         lid for lid, members in cat.lookbooks.items() if members and set(members) <= heldout_ids
     )
@@ -173,7 +174,7 @@ class ExperimentConfig:
     batch_pairs: int = 64  # neighbour pairs per step (a step sees twice as many items)
     w_neighbour: float = 0.5  # full objective only
     w_category: float = 0.5  # full objective only
-    sample_items: int | None = None  # evaluate and train on a seeded sample of the catalogue
+    sample_items: int | None = None  # evaluate and train on a seeded sample of the catalog
     reuse_checkpoints: bool = True  # skip training a variant whose checkpoint exists
     eval: EvalConfig = field(default_factory=EvalConfig)
     command: str = ""  # the command line, quoted in the report
@@ -210,7 +211,8 @@ def _same_recipe(stored: dict[str, Any], config: Any) -> bool:
 def _train_variant(
     cfg: ExperimentConfig, train_ds: Any, label: str, w_neighbour: float, w_category: float
 ) -> tuple[str, dict[str, Any]]:
-    from embeddings.ml.train import TrainConfig, run_training
+    from embeddings.ml.train import run_training
+    from embeddings.ml.train_config import TrainConfig
 
     out_dir = cfg.work_dir / label
     tc = TrainConfig(
@@ -300,10 +302,10 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
         dataset = sample_dataset(
             dataset, cfg.sample_items, cfg.seed, LOOKBOOK_PREFIX.get(cfg.dataset, "")
         )
-    catalogue = as_catalogue(dataset)
+    catalog = as_catalog(dataset)
     split_path = cfg.work_dir / "split.json"
     split = make_split(
-        catalogue,
+        catalog,
         cfg.seed,
         cold_fraction=cfg.cold_fraction,
         heldout_lookbook_fraction=cfg.heldout_lookbook_fraction,
@@ -355,14 +357,14 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
             f"'{LOOKBOOK_PREFIX.get(cfg.dataset, '')}') were not in the neighbour graph. "
             "Lookbook completion, fill-in-the-blank and shop-the-look use only held-out "
             "lookbooks; a query's cell is its target item's.",
-            "Galleries are the whole catalogue, ranked as the search app ranks them: "
+            "Galleries are the whole catalog, ranked as the search app ranks them: "
             "lookbook completion and FITB on fused item vectors (like 'complete the look'), "
             "shop-the-look with the scene photo against product image vectors (like a "
             "photo query); text/image retrieval uses the towers' own vectors.",
             f"Evaluation config: {cfg.eval}.",
             *(
                 [
-                    f"Catalogue: a seeded sample (seed {cfg.seed}) of {len(dataset.items)} of "
+                    f"Catalog: a seeded sample (seed {cfg.seed}) of {len(dataset.items)} of "
                     f"the {n_full} items, whole '{LOOKBOOK_PREFIX.get(cfg.dataset, '')}' "
                     "groups at a time, to fit the CPU budget; training and evaluation both "
                     "use only the sample."

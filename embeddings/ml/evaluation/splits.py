@@ -1,7 +1,7 @@
 """Fixed, saved evaluation splits: cold items, held-out lookbooks, warm items.
 
 - Cold items are held out of training entirely: no image-text pair, no lookbook membership.
-  They stand for products added to the catalogue after the model was trained.
+  They stand for products added to the catalog after the model was trained.
 - Held-out lookbooks are removed from the graph used for neighbour alignment; the queries of
   lookbook completion, fill-in-the-blank and shop-the-look come from them only, so the model
   never saw the relations it is asked about.
@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from embeddings.ml.evaluation.catalogue import Catalogue
+from embeddings.ml.evaluation.catalog import Catalog
 
 Cell = Literal["cold", "warm"]
 CELLS: tuple[Cell, Cell] = ("cold", "warm")
@@ -78,13 +78,13 @@ class Split:
                 out[lid] = kept
         return out
 
-    def check(self, catalogue: Catalogue) -> None:
-        """Raise ValueError unless this split was made for ``catalogue``."""
-        fp = dataset_fingerprint(catalogue)
+    def check(self, catalog: Catalog) -> None:
+        """Raise ValueError unless this split was made for ``catalog``."""
+        fp = dataset_fingerprint(catalog)
         if fp != self.fingerprint:
             raise ValueError(
                 f"split was made for dataset {self.dataset!r} with fingerprint "
-                f"{self.fingerprint}, not for {catalogue.name!r} ({fp})"
+                f"{self.fingerprint}, not for {catalog.name!r} ({fp})"
             )
 
     def to_dict(self) -> dict[str, object]:
@@ -112,13 +112,13 @@ class Split:
         return cls(**d)
 
 
-def dataset_fingerprint(catalogue: Catalogue) -> str:
+def dataset_fingerprint(catalog: Catalog) -> str:
     """A short hash of the sorted item ids and lookbook ids (16 hex digits)."""
     h = hashlib.sha256()
-    for item_id in sorted(catalogue.item_ids):
+    for item_id in sorted(catalog.item_ids):
         h.update(item_id.encode() + b"\0")
     h.update(b"\1")
-    for lid in sorted(catalogue.lookbooks):
+    for lid in sorted(catalog.lookbooks):
         h.update(lid.encode() + b"\0")
     return h.hexdigest()[:16]
 
@@ -132,7 +132,7 @@ def _choose(ids: Sequence[str], fraction: float, rng: np.random.Generator) -> li
 
 
 def make_split(
-    catalogue: Catalogue,
+    catalog: Catalog,
     seed: int = 0,
     *,
     cold_fraction: float = 0.2,
@@ -154,26 +154,26 @@ def make_split(
     if not 0.0 <= cold_fraction < 1.0 or not 0.0 <= heldout_lookbook_fraction < 1.0:
         raise ValueError("fractions must lie in [0, 1)")
     rng = np.random.default_rng(seed)
-    in_lookbook = {i for members in catalogue.lookbooks.values() for i in members}
-    ids = sorted(catalogue.item_ids)
+    in_lookbook = {i for members in catalog.lookbooks.values() for i in members}
+    ids = sorted(catalog.item_ids)
     linked = [i for i in ids if i in in_lookbook]
     unlinked = [i for i in ids if i not in in_lookbook]
     cold = _choose(linked, cold_fraction, rng) + _choose(unlinked, cold_fraction, rng)
     eligible = sorted(
         lid
-        for lid, members in catalogue.lookbooks.items()
+        for lid, members in catalog.lookbooks.items()
         if lid.startswith(lookbook_prefix)
         and min_lookbook_size <= len(members) <= max_lookbook_size
     )
     held = _choose(eligible, heldout_lookbook_fraction, rng)
     return Split(
-        dataset=catalogue.name,
+        dataset=catalog.name,
         seed=seed,
         cold_fraction=cold_fraction,
         heldout_lookbook_fraction=heldout_lookbook_fraction,
         cold_items=tuple(sorted(cold)),
         heldout_lookbooks=tuple(sorted(held)),
         n_items=len(ids),
-        n_lookbooks=len(catalogue.lookbooks),
-        fingerprint=dataset_fingerprint(catalogue),
+        n_lookbooks=len(catalog.lookbooks),
+        fingerprint=dataset_fingerprint(catalog),
     )

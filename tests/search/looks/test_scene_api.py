@@ -13,7 +13,8 @@ from PIL import Image
 
 from search.looks.models import LookbookCoverVector
 from search.looks.services import lookbook_cover_vectors_refresh
-from tests.search.catalog import RGB, Catalog, lookbook_create
+from tests.factories import RGB
+from tests.search.catalog import Catalog, lookbook_create
 
 
 def scene(*, width: int = 480, height: int = 240) -> bytes:

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from search.posts import selectors, services
 from search.posts.models import Post, PostFeed, PostFeedRowError, PostRegion, PostTag
-from tests.ingest.conftest import LocalServer, make_jpeg
+from tests.factories import photo_plain
+from tests.ingest.conftest import LocalServer
 from tests.search.catalog import Catalog
 from tests.search.posts.helpers import approve_best, published_post, tagged_post
 
@@ -132,13 +133,13 @@ def test_removal_request_unpublishes_and_deletes_the_image(
         services.post_publish(post=post)
     # The same post cannot come back in through the inbox.
     with pytest.raises(services.PostRefusedError, match="asked for this post to be removed"):
-        services.post_create(image=make_jpeg(), post_url="https://social.example/p/123")
+        services.post_create(image=photo_plain(), post_url="https://social.example/p/123")
 
 
 def test_a_photo_url_is_fetched_by_the_worker_through_the_safe_fetcher(
     catalog: Catalog, media: Path, http_server: LocalServer
 ) -> None:
-    http_server.add_file("/room.jpg", make_jpeg((200, 200), (220, 20, 20)))
+    http_server.add_file("/room.jpg", photo_plain((200, 200), (220, 20, 20)))
     post = services.post_create(image_url=http_server.url("/room.jpg", host="localhost"))
     assert not post.image and post.state == Post.State.NEW
 
@@ -158,8 +159,8 @@ def test_a_photo_url_is_fetched_by_the_worker_through_the_safe_fetcher(
 def test_a_feed_of_posts_becomes_posts_and_its_bad_rows_are_listed(
     catalog: Catalog, media: Path, http_server: LocalServer
 ) -> None:
-    http_server.add_file("/a.jpg", make_jpeg((300, 200)))
-    http_server.add_file("/b.jpg", make_jpeg((200, 300), (20, 20, 220)))
+    http_server.add_file("/a.jpg", photo_plain((300, 200)))
+    http_server.add_file("/b.jpg", photo_plain((200, 300), (20, 20, 220)))
     ok = http_server.url("/a.jpg", host="localhost")
     rows = [
         {"image_url": ok, "caption": "Sunday", "creator_handle": "@ana.k",
@@ -222,7 +223,7 @@ def test_a_feed_whose_worker_died_resumes_after_the_rows_it_counted(
     media: Path, http_server: LocalServer, db: None
 ) -> None:
     for name in ("a", "b", "c"):
-        http_server.add_file(f"/{name}.jpg", make_jpeg((200, 200)))
+        http_server.add_file(f"/{name}.jpg", photo_plain((200, 200)))
     rows = [{"image_url": http_server.url(f"/{n}.jpg", host="localhost")} for n in "abc"]
     feed = PostFeed(name="posts.json")
     feed.upload.save("posts.json", ContentFile(json.dumps(rows).encode()), save=False)

@@ -12,8 +12,9 @@ import pytest
 
 from search.posts import services
 from search.posts.models import Post, PostTag
+from tests.factories import photo_street
 from tests.ingest.conftest import LocalServer
-from tests.pages.catalog_fixtures import ShopCatalog, build_catalog, catalog_remove, street_photo
+from tests.pages.catalog_fixtures import ShopCatalog, build_catalog, catalog_remove
 from tests.support.processes import WorkerProcess
 
 
@@ -43,7 +44,7 @@ def test_the_tagging_task_tags_each_item_of_a_photo_fetched_by_url(
 ) -> None:
     settings.VITRINE_FETCH_ALLOWED_HOSTS = ["localhost"]
     left, right = _photo_pair(shop)
-    http_server.add_file("/look.jpg", street_photo(shop.images[left], shop.images[right]))
+    http_server.add_file("/look.jpg", photo_street(shop.images[left], shop.images[right]))
 
     post = services.post_create(
         image_url=http_server.url("/look.jpg", host="localhost"), creator_handle="ana.k"

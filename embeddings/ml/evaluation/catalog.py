@@ -1,9 +1,9 @@
 """The evaluation's view of a dataset: items, lookbooks and scene photos, by id.
 
 The evaluation needs only ids, image paths, texts, categories, lookbooks and (where a dataset
-has them) scene photos with the products they show. ``as_catalogue`` reads those from the model
+has them) scene photos with the products they show. ``as_catalog`` reads those from the model
 package's dataset objects (``embeddings.ml.data``) by attribute, so this package depends on no
-more of their shape than it uses, and tests can build a ``Catalogue`` by hand.
+more of their shape than it uses, and tests can build a ``Catalog`` by hand.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class CatalogueItem:
-    """One product: its id, photo, catalogue text and category label."""
+class CatalogItem:
+    """One product: its id, photo, catalog text and category label."""
 
     item_id: str
     image_path: str
@@ -38,11 +38,11 @@ class Scene:
 
 
 @dataclass
-class Catalogue:
+class Catalog:
     """Items, lookbooks (id -> item ids) and scenes of one dataset."""
 
     name: str
-    items: list[CatalogueItem]
+    items: list[CatalogItem]
     lookbooks: dict[str, list[str]] = field(default_factory=dict)
     scenes: list[Scene] = field(default_factory=list)
 
@@ -53,7 +53,7 @@ class Catalogue:
 
     @property
     def item_ids(self) -> list[str]:
-        """Item ids in catalogue order."""
+        """Item ids in catalog order."""
         return [item.item_id for item in self.items]
 
 
@@ -94,16 +94,16 @@ def _scenes(dataset: Any, lookbooks: Mapping[str, Sequence[str]]) -> list[Scene]
     return scenes
 
 
-def as_catalogue(dataset: Any, name: str | None = None) -> Catalogue:
-    """A ``Catalogue`` view of a model-package dataset (or a Catalogue, returned as is).
+def as_catalog(dataset: Any, name: str | None = None) -> Catalog:
+    """A ``Catalog`` view of a model-package dataset (or a Catalog, returned as is).
 
     Reads ``items`` (each with item_id, image_path, text, category; paths resolved with
     ``dataset.image_file(item)`` when the dataset has it), ``lookbooks`` (id -> item ids) and
     scene photos from ``scenes`` or ``queries`` (``embeddings.ml.data.LookQuery``). A scene
     belongs to the lookbook named like it (ikea: room "x" -> lookbook "room:x"). Lookbook and
-    scene members that are not catalogue items are dropped; a missing category becomes "".
+    scene members that are not catalog items are dropped; a missing category becomes "".
     """
-    if isinstance(dataset, Catalogue):
+    if isinstance(dataset, Catalog):
         return dataset
     raw_items: Sequence[Any] = _get(dataset, "items")
     if raw_items is None:
@@ -112,7 +112,7 @@ def as_catalogue(dataset: Any, name: str | None = None) -> Catalogue:
         raw_items = list(raw_items.values())
     image_file = getattr(dataset, "image_file", None)  # ItemDataset: paths under image_root
     items = [
-        CatalogueItem(
+        CatalogItem(
             item_id=str(_get(it, "item_id", "id")),
             image_path=str(image_file(it) if callable(image_file) else _get(it, "image_path")),
             text=str(_get(it, "text", default="") or ""),
@@ -128,4 +128,4 @@ def as_catalogue(dataset: Any, name: str | None = None) -> Catalogue:
         for s in _scenes(dataset, lookbooks)
     ]
     ds_name = name or str(_get(dataset, "name", default="dataset"))
-    return Catalogue(name=ds_name, items=items, lookbooks=lookbooks, scenes=scenes)
+    return Catalog(name=ds_name, items=items, lookbooks=lookbooks, scenes=scenes)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.db import IntegrityError
@@ -16,13 +15,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog import selectors, services
-from catalog.ingest.mapping import FORMATS, available_presets
+from catalog import selectors
+from catalog.ingest.mapping import (
+    FORMATS,
+    MappingError,
+    available_presets,
+    mapping_object_parse,
+)
 from catalog.models import ImportJob
+from catalog.services.feeds import ImportRefusedError
+from catalog.services.jobs import import_job_create
 from search.models import ApiKey
-from search.parsers import BoundedJSONParser
 from search.permissions import HasApiAccess
-from search.serializers import ErrorSerializer
+from webapp.api import BoundedJSONParser, ErrorSerializer
 
 
 class ImportCreateSerializer(serializers.Serializer):
@@ -35,33 +40,15 @@ class ImportCreateSerializer(serializers.Serializer):
     lookbooks = serializers.FileField(required=False)
 
     def validate_mapping(self, value: Any) -> Any:
-        if isinstance(value, str):  # multipart forms send JSON as text
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise serializers.ValidationError(f"not valid JSON: {exc}") from exc
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("must be a JSON object")
-        # Stored with the job as jsonb, which cannot hold a NUL character (a 500, not a 400).
-        if _holds_nul(value):
-            raise serializers.ValidationError("must not contain NUL characters")
-        return value
+        try:
+            return mapping_object_parse(value)  # multipart forms send JSON as text
+        except MappingError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if bool(attrs.get("file")) == bool(attrs.get("url")):
             raise serializers.ValidationError("send either a file or a url")
         return attrs
-
-
-def _holds_nul(value: Any) -> bool:
-    """True when a NUL character is in any string, key or value, of this JSON value."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
 
 
 class ImportCreateByUrlSerializer(ImportCreateSerializer):
@@ -93,10 +80,10 @@ class ImportJobSerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(path) if request else path
 
     def get_progress_url(self, obj: ImportJob) -> str:
-        return self._absolute("catalog:import-detail", obj)
+        return self._absolute("import-detail", obj)
 
     def get_errors_url(self, obj: ImportJob) -> str:
-        return self._absolute("catalog:import-errors", obj)
+        return self._absolute("import-errors", obj)
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -183,7 +170,7 @@ class ImportListCreateApi(APIView):
         if key and (job := _job_of_key(request, key, source)) is not None:
             return _accepted(request, job)  # a retry: the job the first call created
         try:
-            job = services.import_job_create(
+            job = import_job_create(
                 kind="upload" if upload else "url",
                 source=source,
                 preset=data.get("preset"),
@@ -196,7 +183,7 @@ class ImportListCreateApi(APIView):
                 api_key_id=_key_scope(request),
                 idempotency_key=key,
             )
-        except services.ImportRefusedError as exc:
+        except ImportRefusedError as exc:
             field = exc.field or "non_field_errors"
             raise exceptions.ValidationError({field: [str(exc)]}) from exc
         except IntegrityError:  # the same key's first call created its job a moment ago
