@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.db import IntegrityError
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -105,6 +106,7 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
         401: "No credentials, or wrong ones",
         403: "Not allowed for this key or user",
         404: "No such job",
+        422: "The Idempotency-Key already started an import of another feed",
         429: "Too many requests; retry later",
     }
     return {
@@ -160,17 +162,30 @@ class ImportListCreateApi(APIView):
             "multipart/form-data": ImportCreateSerializer,
             "application/json": ImportCreateByUrlSerializer,
         },
-        responses={202: ImportJobSerializer, **_errors(400)},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Any unique string of yours (up to 255 characters): a retry with "
+                "the same key is answered with the job the first call created.",
+            )
+        ],
+        responses={202: ImportJobSerializer, **_errors(400, 422)},
     )
     def post(self, request: Request) -> Response:
         serializer = ImportCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         upload = data.get("file")
+        source = upload.name if upload else data["url"]
+        key = _idempotency_key(request)
+        if key and (job := _job_of_key(request, key, source)) is not None:
+            return _accepted(request, job)  # a retry: the job the first call created
         try:
             job = services.import_job_create(
                 kind="upload" if upload else "url",
-                source=upload.name if upload else data["url"],
+                source=source,
                 preset=data.get("preset"),
                 mapping=data.get("mapping"),
                 fmt=data.get("format"),
@@ -179,14 +194,47 @@ class ImportListCreateApi(APIView):
                 lookbooks_upload=data.get("lookbooks"),
                 created_by_id=request.user.id,
                 api_key_id=_key_scope(request),
+                idempotency_key=key,
             )
         except services.ImportRefusedError as exc:
             field = exc.field or "non_field_errors"
             raise exceptions.ValidationError({field: [str(exc)]}) from exc
-        body = ImportJobSerializer(job, context={"request": request}).data
-        return Response(
-            body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["progress_url"]}
+        except IntegrityError:  # the same key's first call created its job a moment ago
+            if not key or (job := _job_of_key(request, key, source)) is None:
+                raise
+        return _accepted(request, job)
+
+
+class IdempotencyKeyReusedError(exceptions.APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "idempotency_key_reused"
+    default_detail = "This Idempotency-Key already started an import of another feed."
+
+
+def _idempotency_key(request: Request) -> str:
+    """The `Idempotency-Key` header: up to 255 printable ASCII characters, or none."""
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > 255 or not key.isascii() or not key.isprintable():
+        raise exceptions.ValidationError(
+            {"Idempotency-Key": ["must be at most 255 printable ASCII characters"]}
         )
+    return key
+
+
+def _job_of_key(request: Request, key: str, source: str) -> ImportJob | None:
+    job = selectors.import_job_by_idempotency_key(
+        key=key, api_key_id=_key_scope(request), created_by_id=request.user.id
+    )
+    if job is not None and job.source != source[:2000]:
+        raise IdempotencyKeyReusedError()
+    return job
+
+
+def _accepted(request: Request, job: ImportJob) -> Response:
+    body = ImportJobSerializer(job, context={"request": request}).data
+    return Response(
+        body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["progress_url"]}
+    )
 
 
 class ImportDetailApi(APIView):

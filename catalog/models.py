@@ -165,9 +165,20 @@ class ImportJob(TimestampedModel):
     api_key = models.ForeignKey(
         "search.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The client's `Idempotency-Key` of `POST /api/v1/imports`: a retry with the same key
+    # (by the same API key or staff user) is answered with this job instead of a new one.
+    idempotency_key = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["api_key", "created_by", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                nulls_distinct=False,
+                name="catalog_importjob_idempotency_key",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Import #{self.pk} of {self.source}"

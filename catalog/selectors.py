@@ -23,6 +23,15 @@ def import_job_get(*, job_id: int, api_key_id: int | None = None) -> ImportJob |
     return import_job_list(api_key_id=api_key_id).filter(id=job_id).first()
 
 
+def import_job_by_idempotency_key(
+    *, key: str, api_key_id: int | None, created_by_id: int | None
+) -> ImportJob | None:
+    """The job this API key (or, with none, this user) created with `Idempotency-Key: key`."""
+    return ImportJob.objects.filter(
+        idempotency_key=key, api_key_id=api_key_id, created_by_id=created_by_id
+    ).first()
+
+
 def import_row_errors(*, job: ImportJob) -> QuerySet[ImportRowError]:
     return ImportRowError.objects.filter(job=job).order_by("file", "row", "id")
 

@@ -115,6 +115,7 @@ def import_job_create(
     api_key_id: int | None = None,
     row_limit: int | None = None,
     dispatch: bool = True,
+    idempotency_key: str = "",
 ) -> ImportJob:
     """Create a queued job and (after commit) send it to the workers.
 
@@ -155,6 +156,7 @@ def import_job_create(
             options=options,
             created_by_id=created_by_id,
             api_key_id=api_key_id,
+            idempotency_key=idempotency_key,
         )
         if upload is not None:
             job.upload.save(f"{uuid.uuid4().hex}-{Path(upload.name or 'feed').name}", upload, False)
@@ -168,7 +170,7 @@ def import_job_create(
             from catalog import tasks  # tasks import services; import here, not at the top
 
             job_id = job.id
-            transaction.on_commit(lambda: tasks.import_job_parse.delay(job_id=job_id))
+            transaction.on_commit(lambda: tasks.import_job_parse_send(job_id=job_id))
     return job
 
 
@@ -189,7 +191,7 @@ def import_job_repeat(*, job_id: int, created_by_id: int | None = None) -> Impor
         )
         from catalog import tasks
 
-        transaction.on_commit(lambda: tasks.import_job_parse.delay(job_id=again.id))
+        transaction.on_commit(lambda: tasks.import_job_parse_send(job_id=again.id))
     return again
 
 

@@ -8,11 +8,15 @@ already stored are skipped on the retry.
 
 from __future__ import annotations
 
+import logging
+
 from celery import Task, current_app, shared_task
 
 from catalog import services
 
 MAX_IMAGE_RETRIES = 4
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -21,6 +25,19 @@ def import_job_parse(*, job_id: int) -> int:
     for chunk_id in chunk_ids:
         import_chunk_process.delay(chunk_id=chunk_id)
     return len(chunk_ids)
+
+
+def import_job_parse_send(*, job_id: int) -> None:
+    """Send a new job to the workers, once: with the broker down the job stays queued, and
+    the import sweeper (beat, every minute) sends it once it has waited STALE_AFTER_SECONDS.
+
+    The job is committed by then, so a failed send must not answer the caller 500 (after
+    kombu's retries, 19 s with Redis down) for a job that runs later anyway.
+    """
+    try:
+        import_job_parse.apply_async(kwargs={"job_id": job_id}, retry=False)
+    except Exception:
+        log.warning("import job %s not sent (broker down?): the sweeper sends it", job_id)
 
 
 @shared_task(bind=True, max_retries=MAX_IMAGE_RETRIES, acks_late=True, reject_on_worker_lost=True)

@@ -29,6 +29,7 @@ from django.utils.text import slugify
 from catalog.document import ProductDocument
 from catalog.models import Lookbook, Product, ProductImage
 from embeddings import runtime, selectors, text_map
+from embeddings.locks import one_embedder_per_product
 from embeddings.ml import DEFAULT_MODEL_FOLDERS, DEFAULT_MODEL_VERSION
 from embeddings.ml.errors import ModelLoadError
 from embeddings.models import EmbeddingModel, PendingEmbedding, ProductEmbedding, TextQueryMap
@@ -491,6 +492,7 @@ _UPSERT = (
 )
 
 
+@one_embedder_per_product  # a duplicate batch running beside this one skips (embeddings/locks.py)
 def products_embed(
     *,
     product_ids: Sequence[int],

@@ -159,10 +159,11 @@ def _queue_leftovers_at_once(**kwargs: Any) -> None:
     Products queued before a worker died keep a lease (PendingEmbedding) for 15 minutes
     and their messages sit unacknowledged in Redis for its visibility timeout: without
     this they waited ~13 minutes for their vectors after a restart. The batches other live
-    workers are encoding or hold reserved keep their leases: a duplicate sent beside them
-    would embed those products twice at once (seen with workers joining mid-import on
-    RabbitMQ, tests/embeddings/test_external_broker.py). A duplicate of a batch still
-    waiting in the queue runs after it and finds nothing left to do.
+    workers are encoding or hold reserved keep their leases; those of batches still waiting
+    in the queue cannot be told from a dead worker's and are freed too, so the sweep sends
+    duplicates of them. A duplicate never writes twice: one that runs beside its batch skips
+    the products that batch has locked, one that runs after finds them current
+    (embeddings/locks.py; tests/embeddings/test_external_broker.py counts the writes).
     """
     sender = kwargs.get("sender")
     held = _products_held_by_other_workers(own=getattr(sender, "hostname", ""))

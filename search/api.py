@@ -24,6 +24,8 @@ from rest_framework.views import APIView, exception_handler
 
 from catalog.models import Lookbook, Product
 from search import selectors, services
+from search.limits import PhotoEncodingBusy, client_address, photo_encoding_slot
+from search.models import ApiKey, PublishableKey
 from search.parsers import BoundedJSONParser
 from search.serializers import (
     CompleteTheLookQuerySerializer,
@@ -419,22 +421,46 @@ class ImageSearchApi(APIView):
         if photo_id is None and settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS > 0:
             photo_id = services.query_photo_store(data=image).pk
         try:
-            results = selectors.search_by_image(
-                image=image,
-                crop=data.get("crop_box"),
-                filters=query.to_filters(),
-                limit=data["limit"],
-                offset=data["offset"],
-                sort=data["sort"],
-                diversify=data["diversify"],
-                query=data["q"],
-                removed_terms=data["without"],
-            )
+            with photo_encoding_slot(client=_encoding_client(request)):
+                results = selectors.search_by_image(
+                    image=image,
+                    crop=data.get("crop_box"),
+                    filters=query.to_filters(),
+                    limit=data["limit"],
+                    offset=data["offset"],
+                    sort=data["sort"],
+                    diversify=data["diversify"],
+                    query=data["q"],
+                    removed_terms=data["without"],
+                )
         except selectors.SearchUnavailable:
             raise SearchUnavailableError() from None
+        except PhotoEncodingBusy as busy:
+            raise PhotoEncodingBusyError(str(busy)) from None
         body = _search_page(results, request=request, data=data, started=started)
         body["photo_id"] = photo_id
         return Response(body)
+
+
+class PhotoEncodingBusyError(exceptions.Throttled):
+    default_code = "photo_encoding_busy"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(wait=2, detail=f"Busy: {reason}; try again in a moment.")
+
+
+def _encoding_client(request: Request) -> str:
+    """Who holds a photo-encoding slot (`photo_encoding_slot`, one per client): a secret
+    key, a staff user, or the caller's address (anonymous callers, and each shopper of a
+    publishable key; an address is the same client on the shopper pages)."""
+    auth = request.auth
+    if isinstance(auth, ApiKey):
+        return f"api-key:{auth.prefix}"
+    if isinstance(auth, PublishableKey):
+        return f"publishable-key:{auth.pk}:{client_address(request)}"
+    if request.user and request.user.is_authenticated:
+        return f"user:{request.user.pk}"
+    return client_address(request)
 
 
 def _query_image(data: dict[str, Any]) -> bytes:

@@ -13,11 +13,14 @@ from rest_framework.views import APIView
 from search import services
 from search.api import (
     ImageRejectedError,
+    PhotoEncodingBusyError,
     SearchUnavailableError,
+    _encoding_client,
     _errors,
     _query_image,
     _validated,
 )
+from search.limits import PhotoEncodingBusy, photo_encoding_slot
 from search.looks import selectors
 from search.looks.serializers import (
     SceneResultsSerializer,
@@ -62,9 +65,12 @@ class SceneSearchApi(APIView):
         if photo_id is None and settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS > 0:
             photo_id = services.query_photo_store(data=image).pk
         try:
-            results = selectors.scene_search(image=image, limit=data["limit"])
+            with photo_encoding_slot(client=_encoding_client(request)):
+                results = selectors.scene_search(image=image, limit=data["limit"])
         except SearchUnavailable:
             raise SearchUnavailableError() from None
+        except PhotoEncodingBusy as busy:
+            raise PhotoEncodingBusyError(str(busy)) from None
         except ValueError as exc:
             raise exceptions.ValidationError({"image": [str(exc)]}) from None
         body = {**SceneResultsSerializer(results, context={"request": request}).data}

@@ -101,13 +101,6 @@ def _hm_feed(datasets_dir: Path, target: Path, count: int) -> list[str]:
     return [row["article_id"] for row in rows]
 
 
-@pytest.mark.xfail(
-    reason="known bug, found when the session's branches were merged: about 86 of 150 products "
-    "are embedded twice when workers join during an import (it passed before the merges; "
-    "freeing only leases no live worker holds did not fix it). To fix next: find what "
-    "re-queues them (the vector_writes trigger's timestamps show when).",
-    strict=False,
-)
 def test_workers_on_rabbitmq_embed_every_imported_product_exactly_once(
     rabbitmq: str, datasets_dir: Path, tmp_path: Path
 ) -> None:
