@@ -25,7 +25,7 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,65 @@ def region_matches(window_vectors: np.ndarray, products: np.ndarray, spread: Any
     ]
 
 
+@dataclass(frozen=True)
+class Query:
+    """A held-out room as the ranking sees it, and what it truly holds."""
+
+    room: int
+    truth: set[int]
+    regions: list[Any]  # RegionMatches, as the web app gets them from pgvector
+    neighbours: list[Any]  # LookbookNeighbour: the nearest covers among the other folds
+    graph: Any  # LookbookGraph of the other folds' rooms
+    lookbooks: list[int]
+
+
 _regions_cache: dict[int, list[Any]] = {}
+
+
+def fold_queries(
+    vectors: dict[str, Any], rooms: list[dict[str, Any]], members: list[list[int]], fold: Any
+) -> list[Query]:
+    """The rooms of `fold` as queries; every other room is a lookbook."""
+    from search.scene_ranking import (
+        LOOKALIKE_CANDIDATES,
+        CatalogueCosines,
+        LookbookGraph,
+        LookbookNeighbour,
+    )
+
+    P, whole, windows, owner = (vectors[k] for k in ("products", "whole", "windows", "owner"))
+    held_out = set(int(q) for q in fold)
+    lookbooks = [i for i in range(len(rooms)) if i not in held_out]
+    graph = LookbookGraph(
+        members={i: members[i] for i in lookbooks},
+        kinds={i: rooms[i]["room_type"] for i in lookbooks},
+    )
+    out = []
+    spread = None
+    for q in sorted(held_out):
+        if not members[q]:
+            continue
+        if q not in _regions_cache:
+            spread = spread or CatalogueCosines.from_vectors(P)
+            _regions_cache[q] = region_matches(windows[owner == q], P, spread)
+        # The web app reads the LOOKALIKE_CANDIDATES nearest covers: so does the bench.
+        sims = whole[lookbooks] @ whole[q]
+        nearest = np.argsort(-sims, kind="stable")[:LOOKALIKE_CANDIDATES]
+        neighbours = [LookbookNeighbour(lookbooks[j], float(sims[j])) for j in nearest]
+        out.append(Query(q, set(members[q]), _regions_cache[q], neighbours, graph, lookbooks))
+    return out
+
+
+def room_members(rooms: list[dict[str, Any]], product_index: dict[str, int]) -> list[list[int]]:
+    return [[product_index[p] for p in r["products"] if p in product_index] for r in rooms]
+
+
+def scores(ranking: list[int], truth: set[int]) -> dict[str, float]:
+    return {
+        "recall@10": len(truth.intersection(ranking[:10])) / len(truth),
+        "recall@50": len(truth.intersection(ranking[:50])) / len(truth),
+        "tag_precision@5": len(truth.intersection(ranking[:5])) / 5,
+    }
 
 
 def evaluate(
@@ -99,31 +157,18 @@ def evaluate(
     folds: list[np.ndarray],
     weights: Any,
     seed: int = 0,
-    baselines: bool = True,
 ) -> dict[str, list[float]]:
     """Per-query metrics of our ranking and the baselines over `folds`."""
-    from search.scene_ranking import (
-        LOOKALIKE_CANDIDATES,
-        CatalogueCosines,
-        LookbookGraph,
-        LookbookNeighbour,
-        kind_vote,
-        scene_rank,
-    )
+    from search.scene_ranking import LookbookGraph, kind_vote, scene_rank
 
     rng = np.random.default_rng(seed)
-    P, whole, windows, owner = (vectors[k] for k in ("products", "whole", "windows", "owner"))
-    spread = CatalogueCosines.from_vectors(P)
-    members = [[product_index[p] for p in r["products"] if p in product_index] for r in rooms]
+    P, whole = vectors["products"], vectors["whole"]
+    members = room_members(rooms, product_index)
     out: dict[str, list[float]] = {}
 
     def record(name: str, ranking: list[int], truth: set[int]) -> None:
-        for k in (10, 50):
-            hits = len(truth.intersection(ranking[:k]))
-            out.setdefault(f"{name}:recall@{k}", []).append(hits / len(truth))
-        out.setdefault(f"{name}:tag_precision@5", []).append(
-            len(truth.intersection(ranking[:5])) / 5
-        )
+        for metric, value in scores(ranking, truth).items():
+            out.setdefault(f"{name}:{metric}", []).append(value)
 
     def popular(kind: str, lookbooks: list[int]) -> list[int]:
         counts: Counter[int] = Counter()
@@ -134,31 +179,17 @@ def evaluate(
         return sorted(range(len(P)), key=lambda p: (-counts[p], noise[p]))
 
     for fold in folds:
-        queries = set(int(q) for q in fold)
-        lookbooks = [i for i in range(len(rooms)) if i not in queries]
-        graph = LookbookGraph(
-            members={i: members[i] for i in lookbooks},
-            kinds={i: rooms[i]["room_type"] for i in lookbooks},
-        )
-        for q in sorted(queries):
-            truth = set(members[q])
-            if not truth:
-                continue
-            if q not in _regions_cache:
-                _regions_cache[q] = region_matches(windows[owner == q], P, spread)
-            regions = _regions_cache[q]
-            # The web app reads the LOOKALIKE_CANDIDATES nearest covers: so does the bench.
-            sims = whole[lookbooks] @ whole[q]
-            nearest = np.argsort(-sims, kind="stable")[:LOOKALIKE_CANDIDATES]
-            neighbours = [LookbookNeighbour(lookbooks[j], float(sims[j])) for j in nearest]
+        for query in fold_queries(vectors, rooms, members, fold):
+            q, truth = query.room, query.truth
             ranked, _ = scene_rank(
-                regions=regions, neighbours=neighbours, graph=graph, weights=weights
+                regions=query.regions,
+                neighbours=query.neighbours,
+                graph=query.graph,
+                weights=weights,
             )
             record("scene", [r.product_id for r in ranked], truth)
-            if not baselines:
-                continue
             only_regions, _ = scene_rank(
-                regions=regions,
+                regions=query.regions,
                 neighbours=[],
                 graph=LookbookGraph(members={}),
                 weights=replace(weights, graph=0.0),
@@ -167,16 +198,33 @@ def evaluate(
             record("whole_photo", list(np.argsort(-(P @ whole[q]))), truth)
             # The popularity baseline told the held-out room's true room type (an oracle),
             # and the honest one, which guesses it from the photo as our ranking does.
-            record("room_type_popularity_told", popular(rooms[q]["room_type"], lookbooks), truth)
+            told = popular(rooms[q]["room_type"], query.lookbooks)
+            record("room_type_popularity_told", told, truth)
             guess = kind_vote(
-                neighbours, graph, count=weights.kind_count, temperature=weights.kind_temperature
+                query.neighbours,
+                query.graph,
+                count=weights.kind_count,
+                temperature=weights.kind_temperature,
             )
-            record("room_type_popularity_guessed", popular(guess.kind, lookbooks), truth)
+            record("room_type_popularity_guessed", popular(guess.kind, query.lookbooks), truth)
             out.setdefault("room_type_guessed_right", []).append(
                 float(guess.kind == rooms[q]["room_type"])
             )
             record("random", list(rng.permutation(len(P))), truth)
     return out
+
+
+#: The tuning grid: how the evidence is read, then how much each kind counts.
+READING_GRID: dict[str, list[float]] = {
+    "region_z_floor": [2.0, 3.0, 4.0],
+    "region_z_span": [0.5, 1.0],
+    "region_rank_constant": [5.0, 20.0],
+}
+MIX_GRID: dict[str, list[float]] = {
+    "lookalike": [0.0, 0.5, 1.0],
+    "context": [0.0, 0.5, 1.0, 2.0],
+    "graph": [0.0, 0.5],
+}
 
 
 def tune(
@@ -185,25 +233,30 @@ def tune(
     product_index: dict[str, int],
     fold: np.ndarray,
 ) -> Any:
-    from search.scene_ranking import SceneWeights
+    """The `SceneWeights` with the best recall@10 + recall@50 on `fold` (region weight 1).
 
-    grid = {
-        "region": [1.0],
-        "lookalike": [0.0, 0.5, 1.0],
-        "context": [0.0, 0.5, 1.0, 2.0],
-        "graph": [0.0, 0.5],
-        "lookalike_temperature": [0.02, 0.05],
-        "region_z_floor": [2.0, 3.0, 4.0],
-        "region_z_span": [0.5, 1.0],
-        "region_rank_constant": [5.0, 20.0],
-    }
+    The evidence of each query is gathered once per reading of the grid
+    (`scene_evidence`) and weighed for every mix (`scene_combine`): what `scene_rank` does.
+    """
+    from search.scene_ranking import SceneWeights, scene_combine, scene_evidence
+
+    queries = fold_queries(vectors, rooms, room_members(rooms, product_index), fold)
     best, best_value = SceneWeights(), -1.0
-    for values in itertools.product(*grid.values()):
-        weights = SceneWeights(**dict(zip(grid, values, strict=True)))
-        metrics = evaluate(vectors, rooms, product_index, [fold], weights, baselines=False)
-        value = float(np.mean(metrics["scene:recall@10"]) + np.mean(metrics["scene:recall@50"]))
-        if value > best_value:
-            best, best_value = weights, value
+    for reading in itertools.product(*READING_GRID.values()):
+        base = SceneWeights(**dict(zip(READING_GRID, reading, strict=True)))
+        evidence = [
+            scene_evidence(regions=q.regions, neighbours=q.neighbours, graph=q.graph, weights=base)
+            for q in queries
+        ]
+        for mix in itertools.product(*MIX_GRID.values()):
+            weights = replace(base, region=1.0, **dict(zip(MIX_GRID, mix, strict=True)))
+            value = 0.0
+            for q, e in zip(queries, evidence, strict=True):
+                got = scores([r.product_id for r in scene_combine(e, weights)], q.truth)
+                value += got["recall@10"] + got["recall@50"]
+            value /= len(queries)
+            if value > best_value:
+                best, best_value = weights, value
     print(
         f"tuned on fold {TUNING_FOLD} ({len(fold)} rooms): {best} (recall@10+@50 {best_value:.3f})"
     )
@@ -302,7 +355,7 @@ def main() -> int:
     for name, value in figures.items():
         low, high = value["ci_low"], value["ci_high"]
         print(f"{name:40s} {value['value']:.3f}  [{low:.3f}, {high:.3f}]  n={value['n']}")
-    members = [[product_index[p] for p in r["products"] if p in product_index] for r in rooms]
+    members = room_members(rooms, product_index)
     every_room = LookbookGraph(
         members=dict(enumerate(members)), kinds={i: r["room_type"] for i, r in enumerate(rooms)}
     )

@@ -154,6 +154,18 @@ class SceneContext:
     kinds: Mapping[str, float] = field(default_factory=dict)  # every kind's share, sums to 1
 
 
+@dataclass(frozen=True)
+class SceneEvidence:
+    """Each kind of evidence about a scene's products, before weighting (`scene_evidence`)."""
+
+    region: Mapping[int, float]  # product -> 0..1
+    region_of: Mapping[int, tuple[int, float]]  # product -> (its best region, cosine there)
+    lookalike: Mapping[int, float]  # product -> 0..1
+    context: Mapping[int, float]  # product -> 0..1
+    graph: Mapping[int, float]  # product -> 0..1
+    kind: SceneContext
+
+
 def scene_rank(
     *,
     regions: Sequence[RegionMatches],
@@ -167,27 +179,50 @@ def scene_rank(
     lookbook, and every product of the kinds voted for; products never seen get no score.
     """
     w = weights or SceneWeights()
-    region_best, region_of = region_evidence(
+    evidence = scene_evidence(regions=regions, neighbours=neighbours, graph=graph, weights=w)
+    return scene_combine(evidence, w), evidence.kind
+
+
+def scene_evidence(
+    *,
+    regions: Sequence[RegionMatches],
+    neighbours: Sequence[LookbookNeighbour],
+    graph: LookbookGraph,
+    weights: SceneWeights,
+) -> SceneEvidence:
+    """Gather the four kinds of evidence; reads how to read them from `weights` (counts,
+    temperatures, the z-score's floor and span), not how much each counts."""
+    w = weights
+    region, region_of = region_evidence(
         regions, floor=w.region_z_floor, span=w.region_z_span, rank_constant=w.region_rank_constant
     )
-    lookalike = _lookalike_evidence(neighbours, graph, w)
-    context = kind_vote(neighbours, graph, count=w.kind_count, temperature=w.kind_temperature)
-    popular = context_evidence(context, graph.kind_popularity())
-    partners = _graph_evidence(region_best, graph, w.graph_seeds)
+    kind = kind_vote(neighbours, graph, count=w.kind_count, temperature=w.kind_temperature)
+    return SceneEvidence(
+        region=region,
+        region_of=region_of,
+        lookalike=_lookalike_evidence(neighbours, graph, w),
+        context=context_evidence(kind, graph.kind_popularity()),
+        graph=_graph_evidence(region, graph, w.graph_seeds),
+        kind=kind,
+    )
 
-    candidates = set(region_best) | set(lookalike) | set(popular) | set(partners)
+
+def scene_combine(evidence: SceneEvidence, weights: SceneWeights) -> list[RankedProduct]:
+    """Rank the products by the weighted sum of their evidence, best first (ties by id)."""
+    w, e = weights, evidence
+    candidates = set(e.region) | set(e.lookalike) | set(e.context) | set(e.graph)
     ranked = []
     for product_id in candidates:
         score = (
-            w.region * region_best.get(product_id, 0.0)
-            + w.lookalike * lookalike.get(product_id, 0.0)
-            + w.context * popular.get(product_id, 0.0)
-            + w.graph * partners.get(product_id, 0.0)
+            w.region * e.region.get(product_id, 0.0)
+            + w.lookalike * e.lookalike.get(product_id, 0.0)
+            + w.context * e.context.get(product_id, 0.0)
+            + w.graph * e.graph.get(product_id, 0.0)
         )
-        region, cosine = region_of.get(product_id, (None, 0.0))
+        region, cosine = e.region_of.get(product_id, (None, 0.0))
         ranked.append(RankedProduct(product_id, float(score), region, float(cosine)))
     ranked.sort(key=lambda r: (-r.score, r.product_id))
-    return ranked, context
+    return ranked
 
 
 def region_evidence(
