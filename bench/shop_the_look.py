@@ -8,13 +8,16 @@ cover photo, its products and its room type), so no query's own products are in 
 The catalogue is every IKEA product. Ranking is `search.scene_ranking.scene_rank`, the
 code the web app runs; region proposals and crops are `embeddings.ml.regions`.
 
-    nice -n 10 .venv/bin/python bench/shop_the_look.py --spec default \\
-        --data ../shared/datasets/ikea
+    nice -n 10 .venv/bin/python bench/shop_the_look.py --spec default:v2 \\
+        --data ../shared/datasets/ikea --cache .cache/stl-v2.npz --tune
 
-Baselines: random; the room type's popularity (the products most frequent in the
-lookbooks of the query's true room type, which our ranking has to guess); the whole photo
-as one query (today's photo search); regions alone. Results go to
-bench/results/shop_the_look.json. No Django, no database: only the model package.
+Baselines: random; the room type's popularity, twice: told the query's true room type (an
+oracle: the products most frequent in the lookbooks of that type) and with the type guessed
+from the photo as our ranking guesses it (the nearest covers' vote); the whole photo as one
+query (today's photo search); regions alone. Encoding is `embeddings.ml.regions.scene_encode`
+and the ranking gets the same 50 matches per window and 32 nearest covers as the web app.
+Results go to bench/results/shop_the_look.json. No Django, no database: only the model
+package.
 """
 
 from __future__ import annotations
