@@ -115,9 +115,10 @@ class CatalogueCosines:
 
 @dataclass(frozen=True)
 class SceneWeights:
-    """How much each kind of evidence counts and how it is read. The defaults were tuned on
-    IKEA rooms held out for tuning only (`bench/shop_the_look.py --tune`, default:v2), never
-    on the rooms the figures are reported on."""
+    """How much each kind of evidence counts and how it is read. Tune them on IKEA rooms held
+    out for tuning only (`bench/shop_the_look.py --tune`), never on the rooms the figures are
+    reported on. The defaults are from exploratory runs on that tuning fold with the frozen
+    ImageNet trunk's features, not yet the tuned values for default:v2."""
 
     region: float = 1.0
     lookalike: float = 0.5
