@@ -117,12 +117,13 @@ class CatalogueCosines:
 class SceneWeights:
     """How much each kind of evidence counts and how it is read. Tune them on IKEA rooms held
     out for tuning only (`bench/shop_the_look.py --tune`), never on the rooms the figures are
-    reported on. The defaults are from exploratory runs on that tuning fold with the frozen
-    ImageNet trunk's features, not yet the tuned values for default:v2."""
+    reported on. The defaults are the values tuned for default:v2
+    (`bench/results/shop_the_look.json`): the look-alike vote adds nothing the kind's
+    popularity does not already give."""
 
     region: float = 1.0
-    lookalike: float = 0.5
-    context: float = 1.0
+    lookalike: float = 0.0
+    context: float = 2.0
     graph: float = 0.5
     lookalike_count: int = 8  # look-alike lookbooks whose products get votes
     lookalike_temperature: float = 0.02  # softmax temperature over their cosines
@@ -133,8 +134,8 @@ class SceneWeights:
     # z-score against the catalogue: a half at `floor`, little below it (what any window
     # finds), near 1 well above; never 0, so in a small catalogue, where no z-score gets
     # far, the region matches still lead.
-    region_z_floor: float = 3.0
-    region_z_span: float = 0.5
+    region_z_floor: float = 4.0
+    region_z_span: float = 1.0
     # ... times c / (c + rank) for its rank among the window's matches: each window's best
     # matches come before another window's long tail (a scene's sofa and its lamp both lead).
     region_rank_constant: float = 5.0
