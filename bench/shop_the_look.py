@@ -8,13 +8,16 @@ cover photo, its products and its room type), so no query's own products are in 
 The catalog is every IKEA product. Ranking is `search.scene_ranking.scene_rank`, the
 code the web app runs; region proposals and crops are `embeddings.ml.regions`.
 
-    nice -n 10 .venv/bin/python bench/shop_the_look.py --spec default \\
-        --data ../shared/datasets/ikea
+    nice -n 10 .venv/bin/python bench/shop_the_look.py --spec default:v2 \\
+        --data ../shared/datasets/ikea --cache .cache/stl-v2.npz --tune
 
-Baselines: random; the room type's popularity (the products most frequent in the
-lookbooks of the query's true room type, which our ranking has to guess); the whole photo
-as one query (today's photo search); regions alone. Results go to
-bench/results/shop_the_look.json. No Django, no database: only the model package.
+Baselines: random; the room type's popularity, twice: told the query's true room type (an
+oracle: the products most frequent in the lookbooks of that type) and with the type guessed
+from the photo as our ranking guesses it (the nearest covers' vote); the whole photo as one
+query (today's photo search); regions alone. Encoding is `embeddings.ml.regions.scene_encode`
+and the ranking gets the same 50 matches per window and 32 nearest covers as the web app.
+Results go to bench/results/shop_the_look.json. No Django, no database: only the model
+package.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,6 @@ sys.path.insert(0, str(BASE_DIR))
 RESULTS = BASE_DIR / "bench" / "results" / "shop_the_look.json"
 FOLDS = 5
 TUNING_FOLD = 0
-MATCHES_PER_REGION = 50  # as `search.scene.MATCHES_PER_REGION`
 TARGETS = {"recall@10": 0.20, "recall@50": 0.40, "tag_precision@5": 0.40}
 
 
@@ -44,26 +46,22 @@ def encode(spec: str, data: Path, cache: Path | None) -> dict[str, Any]:
     """Vectors of every product photo, room photo and room window (cached per spec)."""
     from embeddings.ml.data import load_ikea
     from embeddings.ml.loading import load_encoder
-    from embeddings.ml.regions import WindowConfig, crops_encode_ready, scene_open, windows_propose
+    from embeddings.ml.regions import scene_encode
 
     if cache and cache.exists():
         return dict(np.load(cache, allow_pickle=False))
     ds = load_ikea(data)
     encoder = load_encoder(spec)
-    config = WindowConfig()
     products = encoder.encode_images([ds.image_file(item) for item in ds.items])
     if products.failed:
         example = next(iter(products.failed.values()))
         raise SystemExit(f"{len(products.failed)} product photos failed, e.g. {example}")
     whole, windows, owner = [], [], []
     for index, query in enumerate(ds.queries):
-        image = scene_open(query.image_path)
-        boxes = windows_propose(width=image.width, height=image.height, config=config)
-        crops = crops_encode_ready(image, boxes, crop_pixels=config.crop_pixels)
-        vectors = encoder.encode_images([Path(query.image_path), *crops]).vectors
-        whole.append(vectors[0])
-        windows.append(vectors[1:])
-        owner.extend([index] * len(boxes))
+        scene = scene_encode(encoder, Path(query.image_path).read_bytes())
+        whole.append(scene.whole)
+        windows.append(scene.regions)
+        owner.extend([index] * len(scene.boxes))
     out = {
         "products": products.vectors,
         "whole": np.stack(whole),
@@ -75,18 +73,84 @@ def encode(spec: str, data: Path, cache: Path | None) -> dict[str, Any]:
     return out
 
 
-def region_matches(window_vectors: np.ndarray, products: np.ndarray) -> list[Any]:
-    from search.scene_ranking import RegionMatches
+def region_matches(window_vectors: np.ndarray, products: np.ndarray, spread: Any) -> list[Any]:
+    """Each window's `MATCHES_PER_REGION` nearest products and its cosines' spread over the
+    catalogue, as `search.looks.selectors` hands them to the ranking."""
+    from search.scene_ranking import MATCHES_PER_REGION, RegionMatches
 
     sims = window_vectors @ products.T  # (W, P)
     top = np.argsort(-sims, axis=1)[:, :MATCHES_PER_REGION]
+    means, stds = spread.of(window_vectors)
     return [
-        RegionMatches(box=(0, 0, 1, 1), matches=[(int(p), float(sims[w, p])) for p in top[w]])
+        RegionMatches(
+            box=(0, 0, 1, 1),
+            matches=[(int(p), float(sims[w, p])) for p in top[w]],
+            catalogue_mean=float(means[w]),
+            catalogue_std=float(stds[w]),
+        )
         for w in range(len(window_vectors))
     ]
 
 
+@dataclass(frozen=True)
+class Query:
+    """A held-out room as the ranking sees it, and what it truly holds."""
+
+    room: int
+    truth: set[int]
+    regions: list[Any]  # RegionMatches, as the web app gets them from pgvector
+    neighbours: list[Any]  # LookbookNeighbour: the nearest covers among the other folds
+    graph: Any  # LookbookGraph of the other folds' rooms
+    lookbooks: list[int]
+
+
 _regions_cache: dict[int, list[Any]] = {}
+
+
+def fold_queries(
+    vectors: dict[str, Any], rooms: list[dict[str, Any]], members: list[list[int]], fold: Any
+) -> list[Query]:
+    """The rooms of `fold` as queries; every other room is a lookbook."""
+    from search.scene_ranking import (
+        LOOKALIKE_CANDIDATES,
+        CatalogueCosines,
+        LookbookGraph,
+        LookbookNeighbour,
+    )
+
+    P, whole, windows, owner = (vectors[k] for k in ("products", "whole", "windows", "owner"))
+    held_out = set(int(q) for q in fold)
+    lookbooks = [i for i in range(len(rooms)) if i not in held_out]
+    graph = LookbookGraph(
+        members={i: members[i] for i in lookbooks},
+        kinds={i: rooms[i]["room_type"] for i in lookbooks},
+    )
+    out = []
+    spread = None
+    for q in sorted(held_out):
+        if not members[q]:
+            continue
+        if q not in _regions_cache:
+            spread = spread or CatalogueCosines.from_vectors(P)
+            _regions_cache[q] = region_matches(windows[owner == q], P, spread)
+        # The web app reads the LOOKALIKE_CANDIDATES nearest covers: so does the bench.
+        sims = whole[lookbooks] @ whole[q]
+        nearest = np.argsort(-sims, kind="stable")[:LOOKALIKE_CANDIDATES]
+        neighbours = [LookbookNeighbour(lookbooks[j], float(sims[j])) for j in nearest]
+        out.append(Query(q, set(members[q]), _regions_cache[q], neighbours, graph, lookbooks))
+    return out
+
+
+def room_members(rooms: list[dict[str, Any]], product_index: dict[str, int]) -> list[list[int]]:
+    return [[product_index[p] for p in r["products"] if p in product_index] for r in rooms]
+
+
+def scores(ranking: list[int], truth: set[int]) -> dict[str, float]:
+    return {
+        "recall@10": len(truth.intersection(ranking[:10])) / len(truth),
+        "recall@50": len(truth.intersection(ranking[:50])) / len(truth),
+        "tag_precision@5": len(truth.intersection(ranking[:5])) / 5,
+    }
 
 
 def evaluate(
@@ -96,68 +160,74 @@ def evaluate(
     folds: list[np.ndarray],
     weights: Any,
     seed: int = 0,
-    baselines: bool = True,
 ) -> dict[str, list[float]]:
     """Per-query metrics of our ranking and the baselines over `folds`."""
-    from search.scene_ranking import LookbookGraph, LookbookNeighbour, scene_rank
+    from search.scene_ranking import LookbookGraph, kind_vote, scene_rank
 
     rng = np.random.default_rng(seed)
-    P, whole, windows, owner = (vectors[k] for k in ("products", "whole", "windows", "owner"))
-    members = [[product_index[p] for p in r["products"] if p in product_index] for r in rooms]
+    P, whole = vectors["products"], vectors["whole"]
+    members = room_members(rooms, product_index)
     out: dict[str, list[float]] = {}
 
     def record(name: str, ranking: list[int], truth: set[int]) -> None:
-        for k in (10, 50):
-            hits = len(truth.intersection(ranking[:k]))
-            out.setdefault(f"{name}:recall@{k}", []).append(hits / len(truth))
-        out.setdefault(f"{name}:tag_precision@5", []).append(
-            len(truth.intersection(ranking[:5])) / 5
-        )
+        for metric, value in scores(ranking, truth).items():
+            out.setdefault(f"{name}:{metric}", []).append(value)
+
+    def popular(kind: str, lookbooks: list[int]) -> list[int]:
+        counts: Counter[int] = Counter()
+        for i in lookbooks:
+            if rooms[i]["room_type"] == kind:
+                counts.update(members[i])
+        noise = rng.random(len(P))  # ties among equally frequent products, at random
+        return sorted(range(len(P)), key=lambda p: (-counts[p], noise[p]))
 
     for fold in folds:
-        queries = set(int(q) for q in fold)
-        lookbooks = [i for i in range(len(rooms)) if i not in queries]
-        graph = LookbookGraph(
-            members={i: members[i] for i in lookbooks},
-            kinds={i: rooms[i]["room_type"] for i in lookbooks},
-        )
-        for q in sorted(queries):
-            truth = set(members[q])
-            if not truth:
-                continue
-            if q not in _regions_cache:
-                _regions_cache[q] = region_matches(windows[owner == q], P)
-            regions = _regions_cache[q]
-            sims = whole[lookbooks] @ whole[q]
-            neighbours = [
-                LookbookNeighbour(i, float(s)) for i, s in zip(lookbooks, sims, strict=True)
-            ]
+        for query in fold_queries(vectors, rooms, members, fold):
+            q, truth = query.room, query.truth
             ranked, _ = scene_rank(
-                regions=regions, neighbours=neighbours, graph=graph, weights=weights
+                regions=query.regions,
+                neighbours=query.neighbours,
+                graph=query.graph,
+                weights=weights,
             )
             record("scene", [r.product_id for r in ranked], truth)
-            if not baselines:
-                continue
             only_regions, _ = scene_rank(
-                regions=regions,
+                regions=query.regions,
                 neighbours=[],
                 graph=LookbookGraph(members={}),
                 weights=replace(weights, graph=0.0),
             )
             record("regions_only", [r.product_id for r in only_regions], truth)
             record("whole_photo", list(np.argsort(-(P @ whole[q]))), truth)
-            popularity: Counter[int] = Counter()
-            for i in lookbooks:
-                if rooms[i]["room_type"] == rooms[q]["room_type"]:
-                    popularity.update(members[i])
-            noise = rng.random(len(P))  # ties among equally frequent products, at random
-            record(
-                "room_type_popularity",
-                sorted(range(len(P)), key=lambda p: (-popularity[p], noise[p])),
-                truth,
+            # The popularity baseline told the held-out room's true room type (an oracle),
+            # and the honest one, which guesses it from the photo as our ranking does.
+            told = popular(rooms[q]["room_type"], query.lookbooks)
+            record("room_type_popularity_told", told, truth)
+            guess = kind_vote(
+                query.neighbours,
+                query.graph,
+                count=weights.kind_count,
+                temperature=weights.kind_temperature,
+            )
+            record("room_type_popularity_guessed", popular(guess.kind, query.lookbooks), truth)
+            out.setdefault("room_type_guessed_right", []).append(
+                float(guess.kind == rooms[q]["room_type"])
             )
             record("random", list(rng.permutation(len(P))), truth)
     return out
+
+
+#: The tuning grid: how the evidence is read, then how much each kind counts.
+READING_GRID: dict[str, list[float]] = {
+    "region_z_floor": [2.0, 3.0, 4.0],
+    "region_z_span": [0.5, 1.0],
+    "region_rank_constant": [5.0, 20.0],
+}
+MIX_GRID: dict[str, list[float]] = {
+    "lookalike": [0.0, 0.5, 1.0],
+    "context": [0.0, 0.5, 1.0, 2.0],
+    "graph": [0.0, 0.5],
+}
 
 
 def tune(
@@ -166,24 +236,30 @@ def tune(
     product_index: dict[str, int],
     fold: np.ndarray,
 ) -> Any:
-    from search.scene_ranking import SceneWeights
+    """The `SceneWeights` with the best recall@10 + recall@50 on `fold` (region weight 1).
 
-    grid = {
-        "region": [0.0, 1.0],
-        "lookalike": [0.5, 1.0, 2.0],
-        "context": [0.0, 0.5, 1.0],
-        "graph": [0.0, 0.3],
-        "lookalike_count": [4, 8, 16],
-        "lookalike_temperature": [0.01, 0.03, 0.1],
-        "region_rank_constant": [1.0, 5.0],
-    }
+    The evidence of each query is gathered once per reading of the grid
+    (`scene_evidence`) and weighed for every mix (`scene_combine`): what `scene_rank` does.
+    """
+    from search.scene_ranking import SceneWeights, scene_combine, scene_evidence
+
+    queries = fold_queries(vectors, rooms, room_members(rooms, product_index), fold)
     best, best_value = SceneWeights(), -1.0
-    for values in itertools.product(*grid.values()):
-        weights = SceneWeights(**dict(zip(grid, values, strict=True)))
-        metrics = evaluate(vectors, rooms, product_index, [fold], weights, baselines=False)
-        value = float(np.mean(metrics["scene:recall@10"]) + np.mean(metrics["scene:recall@50"]))
-        if value > best_value:
-            best, best_value = weights, value
+    for reading in itertools.product(*READING_GRID.values()):
+        base = SceneWeights(**dict(zip(READING_GRID, reading, strict=True)))
+        evidence = [
+            scene_evidence(regions=q.regions, neighbours=q.neighbours, graph=q.graph, weights=base)
+            for q in queries
+        ]
+        for mix in itertools.product(*MIX_GRID.values()):
+            weights = replace(base, region=1.0, **dict(zip(MIX_GRID, mix, strict=True)))
+            value = 0.0
+            for q, e in zip(queries, evidence, strict=True):
+                got = scores([r.product_id for r in scene_combine(e, weights)], q.truth)
+                value += got["recall@10"] + got["recall@50"]
+            value /= len(queries)
+            if value > best_value:
+                best, best_value = weights, value
     print(
         f"tuned on fold {TUNING_FOLD} ({len(fold)} rooms): {best} (recall@10+@50 {best_value:.3f})"
     )
@@ -191,49 +267,62 @@ def tune(
 
 
 def latency(
-    spec: str, data: Path, products: np.ndarray, photos: int, threads: int
+    spec: str,
+    data: Path,
+    vectors: dict[str, Any],
+    graph: Any,
+    photos: int,
+    threads: int,
 ) -> dict[str, Any]:
-    """Seconds per photo for proposals + crops + encoding + matching + ranking, one thread."""
+    """Seconds per photo for proposals + crops + encoding + matching + ranking, one thread.
+
+    The ranking gets every room as a lookbook (`graph`, covers `vectors["whole"]`), as a
+    deployment with all of them published would.
+    """
+    import os
+
+    os.environ["VITRINE_TORCH_THREADS"] = str(threads)  # the encoder's (ONNX Runtime) threads
     import torch
 
     from embeddings.ml.data import load_ikea
     from embeddings.ml.loading import load_encoder
-    from embeddings.ml.regions import WindowConfig, crops_encode_ready, scene_open, windows_propose
-    from search.scene_ranking import LookbookGraph, scene_rank
+    from embeddings.ml.regions import scene_encode
+    from search.scene_ranking import (
+        LOOKALIKE_CANDIDATES,
+        CatalogueCosines,
+        LookbookNeighbour,
+        scene_rank,
+    )
 
     torch.set_num_threads(threads)
+    products, covers = vectors["products"], vectors["whole"]
+    spread = CatalogueCosines.from_vectors(products)
     encoder = load_encoder(spec)
-    config = WindowConfig()
     ds = load_ikea(data)
     paths = [q.image_path for q in ds.queries[:photos]]
-    timings: dict[str, list[float]] = {
-        "propose_crop": [],
-        "encode": [],
-        "match_rank": [],
-        "total": [],
-    }
+    timings: dict[str, list[float]] = {"propose_crop_encode": [], "match_rank": [], "total": []}
     encoder.encode_images([paths[0]])  # warm
+    windows = 0
     for path in paths:
         raw = Path(path).read_bytes()
         t0 = time.perf_counter()
-        image = scene_open(raw)
-        boxes = windows_propose(width=image.width, height=image.height, config=config)
-        crops = crops_encode_ready(image, boxes, crop_pixels=config.crop_pixels)
+        scene = scene_encode(encoder, raw)
         t1 = time.perf_counter()
-        vectors = encoder.encode_images([raw, *crops]).vectors
-        t2 = time.perf_counter()
+        sims = covers @ scene.whole
+        nearest = np.argsort(-sims)[:LOOKALIKE_CANDIDATES]
         scene_rank(
-            regions=region_matches(vectors[1:], products),
-            neighbours=[],
-            graph=LookbookGraph(members={}),
+            regions=region_matches(scene.regions, products, spread),
+            neighbours=[LookbookNeighbour(int(i), float(sims[i])) for i in nearest],
+            graph=graph,
         )
-        t3 = time.perf_counter()
-        for key, value in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
+        t2 = time.perf_counter()
+        windows = len(scene.boxes)
+        for key, value in zip(timings, (t1 - t0, t2 - t1, t2 - t0), strict=True):
             timings[key].append(value)
     return {
         "photos": len(paths),
         "threads": threads,
-        "windows_per_photo": len(boxes),
+        "windows_per_photo": windows,
         **{f"{k}_median_s": float(np.median(v)) for k, v in timings.items()},
         "total_p95_s": float(np.percentile(timings["total"], 95)),
     }
@@ -253,7 +342,7 @@ def main() -> int:
     args.data = args.data.resolve()
 
     from embeddings.ml.evaluation.bootstrap import bootstrap_ci
-    from search.scene_ranking import SceneWeights
+    from search.scene_ranking import LookbookGraph, SceneWeights
 
     rooms = json.loads((args.data / "rooms.json").read_text())
     products = json.loads((args.data / "products.json").read_text())
@@ -269,10 +358,14 @@ def main() -> int:
     for name, value in figures.items():
         low, high = value["ci_low"], value["ci_high"]
         print(f"{name:40s} {value['value']:.3f}  [{low:.3f}, {high:.3f}]  n={value['n']}")
+    members = room_members(rooms, product_index)
+    every_room = LookbookGraph(
+        members=dict(enumerate(members)), kinds={i: r["room_type"] for i, r in enumerate(rooms)}
+    )
     timing = (
         {}
         if args.latency_photos == 0
-        else latency(args.spec, args.data, vectors["products"], args.latency_photos, threads=1)
+        else latency(args.spec, args.data, vectors, every_room, args.latency_photos, threads=1)
     )
     print("latency", timing)
     result = {

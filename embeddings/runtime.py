@@ -227,19 +227,9 @@ def encode_query_regions(image_bytes: bytes, *, model: EmbeddingModel) -> SceneV
 
     Raises `ValueError` when the bytes are not a readable image.
     """
-    from embeddings.ml.regions import WindowConfig, crops_encode_ready, scene_open, windows_propose
+    from embeddings.ml.regions import scene_encode
 
-    encoder = encoder_for(model)
-    config = WindowConfig()
-    try:
-        image = scene_open(image_bytes)
-    except Exception as exc:  # any decoder error: the caller answers 400
-        raise ValueError(f"unreadable image: {exc}") from exc
-    boxes = windows_propose(width=image.width, height=image.height, config=config)
-    side = int(getattr(getattr(encoder, "preprocess", None), "image_size", config.crop_pixels))
-    crops = crops_encode_ready(image, boxes, crop_pixels=side)
-    result = encoder.encode_images([image_bytes, *crops])
-    if result.failed:
-        raise ValueError(f"unreadable image: {next(iter(result.failed.values()))}")
-    vectors = np.asarray(result.vectors, dtype=np.float32)
-    return SceneVectors(boxes=[b.as_tuple() for b in boxes], regions=vectors[1:], whole=vectors[0])
+    scene = scene_encode(encoder_for(model), image_bytes)
+    return SceneVectors(
+        boxes=[b.as_tuple() for b in scene.boxes], regions=scene.regions, whole=scene.whole
+    )

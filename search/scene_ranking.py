@@ -1,19 +1,21 @@
 """Scene → products: one ranking from a photo's item regions, its look-alike lookbooks and
 the lookbook graph. Pure numpy and dataclasses (no Django), so the shop-the-look bench ranks
-exactly as the web app does.
+exactly as the web app does (`search.looks.selectors.scene_search` feeds it from pgvector,
+`bench/shop_the_look.py` from vectors in memory).
 
-Four kinds of evidence, each scaled to 0..1 over the candidates and weighted
-(`SceneWeights`):
+Four kinds of evidence, each 0..1 over the candidates and weighted (`SceneWeights`):
 
-- region: how well the product matches one of the photo's regions (by its rank among the
-  region's matches, the region weighed by how well its best match scores);
-- look-alike lookbooks: the lookbooks whose cover photos look most like the whole scene
-  (similar rooms are furnished from the same range), each voting for its products with a
-  weight that falls with its distance;
-- context: how often the product appears in lookbooks of the scene's kind (the room type
-  or style that the look-alike lookbooks agree on, e.g. "Kitchen");
-- graph: products that share lookbooks with the region's best matches (they are bought
-  together).
+- region: how well the product matches one of the photo's regions, as a z-score: the
+  window's cosine with the product against the window's cosines with the whole catalogue
+  (`CatalogueCosines`). A raw cosine favours windows of bare wall or floor, which are close
+  to every product photographed on white; a product that stands out from the catalogue
+  for one window is what that window holds;
+- look-alike lookbooks: the lookbooks whose cover photos look most like the whole scene,
+  each voting for its products with a weight that falls with its distance;
+- context: how often the product appears in lookbooks of the scene's kind (room type or
+  style), over the kinds the look-alike lookbooks vote for (`SceneContext.kinds`): the
+  kind is guessed from the photo, never told;
+- graph: products that share lookbooks with the best region matches (they go together).
 
 A product appears once, under the region whose match with it is best.
 """
@@ -26,6 +28,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: Nearest products asked of the index per region (the web app) or kept per region (the
+#: bench). The region evidence reads only these, so both must keep the same number.
+MATCHES_PER_REGION = 50
+#: Look-alike lookbooks handed to `scene_rank`, at most: the nearest covers. The kind vote
+#: and the look-alike vote read at most this many.
+LOOKALIKE_CANDIDATES = 32
+
 
 @dataclass(frozen=True)
 class RegionMatches:
@@ -33,6 +42,10 @@ class RegionMatches:
 
     box: tuple[float, float, float, float]  # left, top, right, bottom as fractions 0..1
     matches: Sequence[tuple[int, float]]  # (product id, cosine), best first
+    # The window's cosines with the whole catalogue: their mean and standard deviation
+    # (`CatalogueCosines.of`). None: estimated from `matches` alone (a weaker signal).
+    catalogue_mean: float | None = None
+    catalogue_std: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,20 +69,76 @@ class LookbookGraph:
                 out[product_id].append(lookbook_id)
         return out
 
+    def kind_popularity(self) -> dict[str, dict[int, float]]:
+        """Return kind -> (product id -> share of that kind's lookbooks holding it, scaled
+        so the kind's most frequent product is 1)."""
+        counts: dict[str, Counter[int]] = defaultdict(Counter)
+        for lookbook_id, products in self.members.items():
+            kind = self.kinds.get(lookbook_id, "")
+            if kind:
+                counts[kind].update(set(products))
+        out = {}
+        for kind, counter in counts.items():
+            top = max(counter.values(), default=1)
+            out[kind] = {pid: count / top for pid, count in counter.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class CatalogueCosines:
+    """The spread of a query's cosines over the catalogue, from a sample of its vectors.
+
+    For unit vectors `x` and products `p`, the mean of `x·p` is `x·mean(p)` and its variance
+    is `xᵀ cov(p) x`: two small numbers per window at the cost of one (D,) and one (D, D)
+    array, whatever the catalogue's size. The web app builds it from a random sample of the
+    active version's image vectors; the bench from the whole IKEA catalogue.
+    """
+
+    mean: np.ndarray  # (D,) mean product vector
+    covariance: np.ndarray  # (D, D) covariance of the product vectors
+
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray) -> CatalogueCosines:
+        """Build it from (N, D) product vectors (N ≥ 2)."""
+        x = np.asarray(vectors, dtype=np.float64)
+        mean = x.mean(axis=0)
+        centred = x - mean
+        return cls(mean=mean, covariance=centred.T @ centred / len(x))
+
+    def of(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the (Q,) means and (Q,) standard deviations of each query's cosines."""
+        q = np.asarray(queries, dtype=np.float64)  # (Q, D)
+        means = q @ self.mean
+        variances = np.einsum("qd,de,qe->q", q, self.covariance, q)
+        return means, np.sqrt(np.maximum(variances, 1e-12))
+
 
 @dataclass(frozen=True)
 class SceneWeights:
-    """How much each kind of evidence counts; tuned on IKEA rooms held out for tuning only
-    (`bench/shop_the_look.py --tune`), never on the rooms the figures are reported on."""
+    """How much each kind of evidence counts and how it is read. Tune them on IKEA rooms held
+    out for tuning only (`bench/shop_the_look.py --tune`), never on the rooms the figures are
+    reported on. The defaults are the values tuned for default:v2
+    (`bench/results/shop_the_look.json`): the look-alike vote adds nothing the kind's
+    popularity does not already give."""
 
     region: float = 1.0
-    lookalike: float = 1.0
-    context: float = 0.5
-    graph: float = 0.3
-    lookalike_count: int = 8  # look-alike lookbooks that vote
+    lookalike: float = 0.0
+    context: float = 2.0
+    graph: float = 0.5
+    lookalike_count: int = 8  # look-alike lookbooks whose products get votes
     lookalike_temperature: float = 0.02  # softmax temperature over their cosines
-    graph_seeds: int = 5  # the region matches whose lookbook partners count
-    region_rank_constant: float = 2.0  # a region's match of rank r counts c / (c + r)
+    kind_count: int = 32  # look-alike lookbooks that vote for the scene's kind
+    kind_temperature: float = 0.05  # softmax temperature of the kind vote
+    graph_seeds: int = 10  # the region matches whose lookbook partners count
+    # A region match's evidence is the logistic 1 / (1 + exp(-(z - floor) / span)) of its
+    # z-score against the catalogue: a half at `floor`, little below it (what any window
+    # finds), near 1 well above; never 0, so in a small catalogue, where no z-score gets
+    # far, the region matches still lead.
+    region_z_floor: float = 4.0
+    region_z_span: float = 1.0
+    # ... times c / (c + rank) for its rank among the window's matches: each window's best
+    # matches come before another window's long tail (a scene's sofa and its lamp both lead).
+    region_rank_constant: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -82,8 +151,21 @@ class RankedProduct:
 
 @dataclass(frozen=True)
 class SceneContext:
-    kind: str  # the kind the look-alike lookbooks agree on ("" when they have none)
+    kind: str  # the kind the look-alike lookbooks vote for most ("" when they have none)
     confidence: float  # that kind's share of their votes, 0..1
+    kinds: Mapping[str, float] = field(default_factory=dict)  # every kind's share, sums to 1
+
+
+@dataclass(frozen=True)
+class SceneEvidence:
+    """Each kind of evidence about a scene's products, before weighting (`scene_evidence`)."""
+
+    region: Mapping[int, float]  # product -> 0..1
+    region_of: Mapping[int, tuple[int, float]]  # product -> (its best region, cosine there)
+    lookalike: Mapping[int, float]  # product -> 0..1
+    context: Mapping[int, float]  # product -> 0..1
+    graph: Mapping[int, float]  # product -> 0..1
+    kind: SceneContext
 
 
 def scene_rank(
@@ -96,93 +178,136 @@ def scene_rank(
     """Rank the candidate products of a scene, best first, and say what kind of scene it is.
 
     Candidates are every product some region matched, every product of a look-alike
-    lookbook, and every product of the scene's kind; products never seen get no score.
+    lookbook, and every product of the kinds voted for; products never seen get no score.
     """
     w = weights or SceneWeights()
-    region_best, region_of = _region_evidence(regions, w.region_rank_constant)
-    lookalike, context = _lookalike_evidence(neighbours, graph, w)
-    popular = _context_evidence(context.kind, graph)
-    partners = _graph_evidence(region_best, graph, w.graph_seeds)
+    evidence = scene_evidence(regions=regions, neighbours=neighbours, graph=graph, weights=w)
+    return scene_combine(evidence, w), evidence.kind
 
-    candidates = set(region_best) | set(lookalike) | set(popular) | set(partners)
+
+def scene_evidence(
+    *,
+    regions: Sequence[RegionMatches],
+    neighbours: Sequence[LookbookNeighbour],
+    graph: LookbookGraph,
+    weights: SceneWeights,
+) -> SceneEvidence:
+    """Gather the four kinds of evidence; reads how to read them from `weights` (counts,
+    temperatures, the z-score's floor and span), not how much each counts."""
+    w = weights
+    region, region_of = region_evidence(
+        regions, floor=w.region_z_floor, span=w.region_z_span, rank_constant=w.region_rank_constant
+    )
+    kind = kind_vote(neighbours, graph, count=w.kind_count, temperature=w.kind_temperature)
+    return SceneEvidence(
+        region=region,
+        region_of=region_of,
+        lookalike=_lookalike_evidence(neighbours, graph, w),
+        context=context_evidence(kind, graph.kind_popularity()),
+        graph=_graph_evidence(region, graph, w.graph_seeds),
+        kind=kind,
+    )
+
+
+def scene_combine(evidence: SceneEvidence, weights: SceneWeights) -> list[RankedProduct]:
+    """Rank the products by the weighted sum of their evidence, best first (ties by id)."""
+    w, e = weights, evidence
+    candidates = set(e.region) | set(e.lookalike) | set(e.context) | set(e.graph)
     ranked = []
     for product_id in candidates:
         score = (
-            w.region * region_best.get(product_id, 0.0)
-            + w.lookalike * lookalike.get(product_id, 0.0)
-            + w.context * context.confidence * popular.get(product_id, 0.0)
-            + w.graph * partners.get(product_id, 0.0)
+            w.region * e.region.get(product_id, 0.0)
+            + w.lookalike * e.lookalike.get(product_id, 0.0)
+            + w.context * e.context.get(product_id, 0.0)
+            + w.graph * e.graph.get(product_id, 0.0)
         )
-        region, cosine = region_of.get(product_id, (None, 0.0))
+        region, cosine = e.region_of.get(product_id, (None, 0.0))
         ranked.append(RankedProduct(product_id, float(score), region, float(cosine)))
     ranked.sort(key=lambda r: (-r.score, r.product_id))
-    return ranked, context
+    return ranked
 
 
-def _region_evidence(
-    regions: Sequence[RegionMatches], rank_constant: float
+def region_evidence(
+    regions: Sequence[RegionMatches], *, floor: float, span: float, rank_constant: float
 ) -> tuple[dict[int, float], dict[int, tuple[int, float]]]:
     """(product -> 0..1 region evidence, product -> (its best region, cosine there)).
 
-    By rank, not by cosine: a product's evidence is `c / (c + rank)` at its best rank in any
-    region, so every region's best match comes before any region's second best (a scene's
-    sofa and its lamp both lead, whatever their cosines). Each region is weighed by how
-    close its best cosine comes to the scene's best region: a window of bare wall still
-    has nearest products, just worse ones.
+    A match's z-score is `(cosine - mean) / std` of the window's cosines over the catalogue
+    (`RegionMatches.catalogue_mean/std`; without them, over the window's own matches); the
+    evidence is the best over the windows of `1 / (1 + exp(-(z - floor) / span))` times
+    `c / (c + rank)`, its rank among the window's matches discounted by `rank_constant` c.
     """
     evidence: dict[int, float] = {}
     best: dict[int, tuple[int, float]] = {}
-    tops = [r.matches[0][1] for r in regions if r.matches]
-    global_top = max(tops) if tops else 0.0
     for index, region in enumerate(regions):
         if not region.matches:
             continue
-        region_weight = max(0.0, 1.0 - (global_top - region.matches[0][1]) * 5.0)
-        for rank, (product_id, cosine) in enumerate(region.matches):
-            value = region_weight * rank_constant / (rank_constant + rank)
+        cosines = np.array([c for _, c in region.matches], dtype=np.float64)
+        if region.catalogue_mean is not None and region.catalogue_std is not None:
+            mean, std = region.catalogue_mean, region.catalogue_std
+        else:
+            mean, std = float(cosines.mean()), float(cosines.std())
+        z = (cosines - mean) / max(std, 1e-6)
+        ranks = np.arange(len(cosines), dtype=np.float64)
+        values = rank_constant / (rank_constant + ranks) / (1.0 + np.exp(-(z - floor) / span))
+        for (product_id, cosine), value in zip(region.matches, values, strict=True):
             if value > evidence.get(product_id, -1.0):
-                evidence[product_id] = value
+                evidence[product_id] = float(value)
             if cosine > best.get(product_id, (None, -2.0))[1]:
                 best[product_id] = (index, cosine)
     return evidence, best
 
 
+def _softmax_nearest(
+    neighbours: Sequence[LookbookNeighbour], count: int, temperature: float
+) -> list[tuple[LookbookNeighbour, float]]:
+    """The `count` nearest look-alikes, each with its softmax vote over their cosines."""
+    nearest = sorted(neighbours, key=lambda n: (-n.similarity, n.lookbook_id))[:count]
+    if not nearest:
+        return []
+    sims = np.array([n.similarity for n in nearest], dtype=np.float64)
+    votes = np.exp((sims - sims.max()) / max(temperature, 1e-6))
+    votes /= votes.sum()
+    return list(zip(nearest, (float(v) for v in votes), strict=True))
+
+
 def _lookalike_evidence(
     neighbours: Sequence[LookbookNeighbour], graph: LookbookGraph, w: SceneWeights
-) -> tuple[dict[int, float], SceneContext]:
-    """(product -> 0..1 share of the look-alike lookbooks' votes, the scene's kind)."""
-    nearest = sorted(neighbours, key=lambda n: -n.similarity)[: w.lookalike_count]
-    if not nearest:
-        return {}, SceneContext("", 0.0)
-    sims = np.array([n.similarity for n in nearest], dtype=np.float64)
-    votes = np.exp((sims - sims.max()) / max(w.lookalike_temperature, 1e-6))
-    votes /= votes.sum()
+) -> dict[int, float]:
+    """product -> its look-alike lookbooks' votes, scaled so the best product has 1."""
     evidence: dict[int, float] = defaultdict(float)
-    kinds: dict[str, float] = defaultdict(float)
-    for neighbour, vote in zip(nearest, votes, strict=True):
+    for neighbour, vote in _softmax_nearest(neighbours, w.lookalike_count, w.lookalike_temperature):
         for product_id in graph.members.get(neighbour.lookbook_id, ()):
-            evidence[product_id] += float(vote)
-        kind = graph.kinds.get(neighbour.lookbook_id, "")
-        if kind:
-            kinds[kind] += float(vote)
+            evidence[product_id] += vote
     top = max(evidence.values(), default=1.0) or 1.0
-    scaled = {pid: value / top for pid, value in evidence.items()}
+    return {pid: value / top for pid, value in evidence.items()}
+
+
+def kind_vote(
+    neighbours: Sequence[LookbookNeighbour], graph: LookbookGraph, *, count: int, temperature: float
+) -> SceneContext:
+    """The scene's kind as the nearest covers vote (softmax over their cosines), each kind
+    with its share; lookbooks without a kind do not vote."""
+    kinds: dict[str, float] = defaultdict(float)
+    for neighbour, vote in _softmax_nearest(
+        [n for n in neighbours if graph.kinds.get(n.lookbook_id, "")], count, temperature
+    ):
+        kinds[graph.kinds[neighbour.lookbook_id]] += vote
     if not kinds:
-        return scaled, SceneContext("", 0.0)
+        return SceneContext("", 0.0, {})
     kind, share = max(kinds.items(), key=lambda item: (item[1], item[0]))
-    return scaled, SceneContext(kind, float(share))
+    return SceneContext(kind, float(share), dict(kinds))
 
 
-def _context_evidence(kind: str, graph: LookbookGraph) -> dict[int, float]:
-    """product -> how often it appears in lookbooks of `kind`, 1 for the most frequent."""
-    if not kind:
-        return {}
-    counts: Counter[int] = Counter()
-    for lookbook_id, products in graph.members.items():
-        if graph.kinds.get(lookbook_id) == kind:
-            counts.update(set(products))
-    top = max(counts.values(), default=1)
-    return {pid: count / top for pid, count in counts.items()}
+def context_evidence(
+    context: SceneContext, popularity: Mapping[str, Mapping[int, float]]
+) -> dict[int, float]:
+    """product -> its popularity in each kind weighed by the kind's share of the vote, 0..1."""
+    out: dict[int, float] = defaultdict(float)
+    for kind, share in context.kinds.items():
+        for product_id, value in popularity.get(kind, {}).items():
+            out[product_id] += share * value
+    return dict(out)
 
 
 def _graph_evidence(
@@ -191,7 +316,7 @@ def _graph_evidence(
     """product -> how often it shares a lookbook with the best region matches, 0..1."""
     if seeds <= 0 or not region_best:
         return {}
-    top = sorted(region_best.items(), key=lambda item: -item[1])[:seeds]
+    top = sorted(region_best.items(), key=lambda item: (-item[1], item[0]))[:seeds]
     product_lookbooks = graph.product_lookbooks()
     counts: dict[int, float] = defaultdict(float)
     for product_id, strength in top:

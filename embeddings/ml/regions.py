@@ -7,7 +7,8 @@ hold an item is decided afterwards by how well each crop matches the catalog (th
 encodes the crops with the active model and asks the index); `suppress_overlaps` then keeps
 the best of each cluster of overlapping windows.
 
-No torch here: proposals are geometry, crops are PIL. Boxes are fractions 0..1 of the
+No torch here: proposals are geometry, crops are PIL; `scene_encode` hands the crops to
+whatever encoder it is given. Boxes are fractions 0..1 of the
 photo, like `search.selectors.CropBox`.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import io
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -164,3 +166,37 @@ def suppress_overlaps(
             if len(kept) >= keep:
                 break
     return kept
+
+
+@dataclass(frozen=True)
+class SceneEncoding:
+    """A scene photo's candidate item regions and their vectors, and the whole photo's."""
+
+    boxes: list[Box]
+    regions: np.ndarray  # (len(boxes), D) float32, L2-normalised, row i = boxes[i]
+    whole: np.ndarray  # (D,) the whole photo, as encoding it alone would give it
+
+
+def scene_encode(
+    encoder: Any, image_bytes: bytes, *, config: WindowConfig | None = None
+) -> SceneEncoding:
+    """Propose the windows of a scene photo, crop them and encode them with the whole photo
+    in one batch of `encoder.encode_images`. What the web app (`embeddings.runtime`) and the
+    shop-the-look bench both run.
+
+    Raises `ValueError` when the bytes are not a readable image.
+    """
+    cfg = config or WindowConfig()
+    try:
+        image = scene_open(image_bytes)
+    except Exception as exc:  # any decoder error: the caller answers 400
+        raise ValueError(f"unreadable image: {exc}") from exc
+    boxes = windows_propose(width=image.width, height=image.height, config=cfg)
+    # Crops at the encoder's own input size, so it does not resize them again.
+    side = int(getattr(getattr(encoder, "preprocess", None), "image_size", cfg.crop_pixels))
+    crops = crops_encode_ready(image, boxes, crop_pixels=side)
+    result = encoder.encode_images([image_bytes, *crops])
+    if result.failed:
+        raise ValueError(f"unreadable image: {next(iter(result.failed.values()))}")
+    vectors = np.asarray(result.vectors, dtype=np.float32)
+    return SceneEncoding(boxes=boxes, regions=vectors[1:], whole=vectors[0])

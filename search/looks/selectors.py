@@ -24,6 +24,9 @@ from embeddings.ml.regions import Box, suppress_overlaps
 from embeddings.models import EmbeddingModel
 from embeddings.sql import vector_literal
 from search.scene_ranking import (
+    LOOKALIKE_CANDIDATES,
+    MATCHES_PER_REGION,
+    CatalogueCosines,
     LookbookGraph,
     LookbookNeighbour,
     RegionMatches,
@@ -34,11 +37,9 @@ from search.scene_ranking import (
 from search.selectors import SearchHit, SearchUnavailable
 from search.vector_sql import model_dimension, vector_scan_prepare
 
-#: Nearest products asked of the index per region: the scene ranking rescales each region's
-#: matches between its best and this one (see `search.scene_ranking`).
-MATCHES_PER_REGION = 50
-#: Look-alike lookbooks read (the ranking keeps `SceneWeights.lookalike_count` of them).
-LOOKALIKE_CANDIDATES = 32
+#: Image vectors sampled to learn the spread of a window's cosines over the catalogue
+#: (`CatalogueCosines`): a mean and a covariance need far fewer than a large catalogue has.
+CATALOGUE_SAMPLE = 4096
 #: Hotspots shown on a photo, at most, and how much of the smaller of two may lie inside
 #: the other.
 MAX_REGIONS = 6
@@ -132,7 +133,49 @@ def _region_matches(
     matches: list[list[tuple[int, float]]] = [[] for _ in boxes]
     for index, product_id, score in rows:
         matches[int(index) - 1].append((int(product_id), float(score)))
-    return [RegionMatches(box=box, matches=m) for box, m in zip(boxes, matches, strict=True)]
+    spread = catalogue_cosines(model=model)
+    stats: list[tuple[float | None, float | None]] = [(None, None)] * len(boxes)
+    if spread is not None:
+        means, stds = spread.of(vectors)
+        stats = [(float(m), float(s)) for m, s in zip(means, stds, strict=True)]
+    return [
+        RegionMatches(box=box, matches=m, catalogue_mean=mean, catalogue_std=std)
+        for box, m, (mean, std) in zip(boxes, matches, stats, strict=True)
+    ]
+
+
+_spread_lock = threading.Lock()
+_spread_cache: dict[tuple[str, str, str], CatalogueCosines | None] = {}
+
+
+def catalogue_cosines(*, model: Any) -> CatalogueCosines | None:
+    """The spread of cosines over `model`'s image vectors, from a stable sample of up to
+    `CATALOGUE_SAMPLE` of them; None while fewer than two exist. Cached per process until
+    the version's centroids are refitted (the sweeper does that when its vectors move by
+    10%)."""
+    key = (str(model.key), str(model.weights_sha256), str(model.centroids.get("computed_at")))
+    with _spread_lock:
+        if key in _spread_cache:
+            return _spread_cache[key]
+    with connection.cursor() as cursor:
+        # Ordered by a hash of the id: a stable sample spread over the whole catalog.
+        # halfvec_send is pgvector's binary form: int16 dim, int16 unused, big-endian halfs.
+        cursor.execute(
+            "SELECT halfvec_send(vector) FROM embeddings_productembedding "
+            "WHERE model_id = %s AND kind = 'image' "
+            "ORDER BY hashint8(product_id), product_id LIMIT %s",
+            [model.pk, CATALOGUE_SAMPLE],
+        )
+        rows = cursor.fetchall()
+    spread = None
+    if len(rows) >= 2:
+        vectors = np.stack([np.frombuffer(bytes(r[0])[4:], dtype=">f2") for r in rows])
+        spread = CatalogueCosines.from_vectors(vectors.astype(np.float32))
+    if spread is not None:  # an empty catalogue is asked again next time
+        with _spread_lock:
+            _spread_cache.clear()  # one version's at a time: the active one
+            _spread_cache[key] = spread
+    return spread
 
 
 def _lookalike_lookbooks(*, model: EmbeddingModel, vector: np.ndarray) -> list[LookbookNeighbour]:

@@ -1,0 +1,135 @@
+"""The scene ranking's math (pure numpy, shared by the web app and the shop-the-look bench)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from search.scene_ranking import (
+    CatalogueCosines,
+    LookbookGraph,
+    LookbookNeighbour,
+    RegionMatches,
+    SceneContext,
+    SceneWeights,
+    context_evidence,
+    kind_vote,
+    region_evidence,
+    scene_rank,
+)
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def logistic(x: float) -> float:
+    return float(1 / (1 + np.exp(-x)))
+
+
+def test_catalogue_cosines_give_each_querys_mean_and_spread_over_the_catalogue() -> None:
+    rng = np.random.default_rng(0)
+    products = unit(rng.normal(size=(500, 16)) + 0.5)
+    queries = unit(rng.normal(size=(3, 16)))
+
+    means, stds = CatalogueCosines.from_vectors(products).of(queries)
+
+    cosines = queries @ products.T  # (3, 500)
+    np.testing.assert_allclose(means, cosines.mean(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(stds, cosines.std(axis=1), rtol=1e-9)
+
+
+def test_a_match_standing_out_of_its_window_beats_a_higher_cosine_of_a_bland_window() -> None:
+    # A window of bare wall is close to every product shot on white (mean 0.8): its best
+    # match, 0.85, is ordinary there. The sofa window's 0.6 is far above its mean of 0.2.
+    wall = RegionMatches((0, 0, 0.5, 0.5), [(1, 0.85)], catalogue_mean=0.8, catalogue_std=0.05)
+    sofa = RegionMatches((0.5, 0.5, 1, 1), [(2, 0.6)], catalogue_mean=0.2, catalogue_std=0.1)
+
+    evidence, best = region_evidence([wall, sofa], floor=2.0, span=1.0, rank_constant=1.0)
+
+    # z-scores 1 and 4 through the logistic around 2
+    assert evidence == pytest.approx({1: logistic(-1.0), 2: logistic(2.0)})
+    assert best == {1: (0, 0.85), 2: (1, 0.6)}
+
+
+def test_a_product_keeps_its_best_z_score_and_is_listed_under_its_best_cosine() -> None:
+    first = RegionMatches((0, 0, 1, 1), [(1, 0.5), (2, 0.3)], catalogue_mean=0.1, catalogue_std=0.1)
+    second = RegionMatches((0, 0, 1, 1), [(2, 0.7)], catalogue_mean=0.5, catalogue_std=0.1)
+
+    evidence, best = region_evidence([first, second], floor=3.0, span=0.5, rank_constant=1e9)
+
+    # z: product 1 is 4 in the first window; product 2 is 2 in both
+    assert evidence == pytest.approx({1: logistic(2.0), 2: logistic(-2.0)})
+    assert best[2] == (1, 0.7)  # the window it matches best by cosine, for the hotspots
+
+
+def test_without_the_catalogues_spread_a_window_is_judged_by_its_own_matches() -> None:
+    region = RegionMatches((0, 0, 1, 1), [(1, 0.9), (2, 0.5), (3, 0.4)])
+
+    evidence, _ = region_evidence([region], floor=0.0, span=1.0, rank_constant=2.0)
+
+    cosines = np.array([0.9, 0.5, 0.4])
+    z = (cosines - cosines.mean()) / cosines.std()
+    # and the rank discount c / (c + rank): 1, 2/3, 1/2
+    assert evidence == pytest.approx(
+        {1: logistic(z[0]), 2: logistic(z[1]) * 2 / 3, 3: logistic(z[2]) / 2}
+    )
+
+
+def graph() -> LookbookGraph:
+    return LookbookGraph(
+        members={10: [1, 2], 11: [2, 3], 12: [4], 13: [5]},
+        kinds={10: "Kitchen", 11: "Kitchen", 12: "Bedroom", 13: ""},
+    )
+
+
+def test_the_kind_is_voted_by_the_nearest_covers_and_kindless_lookbooks_abstain() -> None:
+    neighbours = [
+        LookbookNeighbour(13, 0.99),  # nearest, but has no kind
+        LookbookNeighbour(12, 0.90),
+        LookbookNeighbour(10, 0.80),
+        LookbookNeighbour(11, 0.80),
+    ]
+
+    context = kind_vote(neighbours, graph(), count=3, temperature=1e9)  # equal votes
+
+    assert context.kind == "Kitchen"
+    assert context.confidence == pytest.approx(2 / 3)
+    assert context.kinds == pytest.approx({"Kitchen": 2 / 3, "Bedroom": 1 / 3})
+    assert kind_vote([], graph(), count=3, temperature=0.1) == SceneContext("", 0.0, {})
+
+
+def test_context_weighs_each_kinds_popularity_by_its_share_of_the_vote() -> None:
+    popularity = graph().kind_popularity()
+    assert popularity == {"Kitchen": {1: 0.5, 2: 1.0, 3: 0.5}, "Bedroom": {4: 1.0}}
+
+    context = SceneContext("Kitchen", 0.75, {"Kitchen": 0.75, "Bedroom": 0.25})
+
+    assert context_evidence(context, popularity) == pytest.approx(
+        {1: 0.375, 2: 0.75, 3: 0.375, 4: 0.25}
+    )
+
+
+def test_scene_rank_lists_each_product_once_under_its_best_region_with_the_guessed_kind() -> None:
+    left = RegionMatches(
+        (0, 0, 0.5, 1), [(4, 0.9), (1, 0.4)], catalogue_mean=0.1, catalogue_std=0.1
+    )
+    right = RegionMatches((0.5, 0, 1, 1), [(1, 0.6)], catalogue_mean=0.1, catalogue_std=0.1)
+    weights = SceneWeights(
+        region=1.0, lookalike=0.0, context=0.1, graph=0.0, region_z_floor=3.0, region_z_span=1.0
+    )
+
+    ranked, context = scene_rank(
+        regions=[left, right],
+        neighbours=[LookbookNeighbour(12, 0.9), LookbookNeighbour(10, 0.2)],
+        graph=graph(),
+        weights=weights,
+    )
+
+    ids = [r.product_id for r in ranked]
+    assert len(ids) == len(set(ids))
+    assert ids[:2] == [4, 1]  # the region matches first, the strongest first
+    assert (ranked[1].region, ranked[1].region_score) == (1, 0.6)
+    assert context.kind == "Bedroom"
+    assert {2, 3} <= set(ids)  # the other kind's products come in by context alone
+    assert all(r.region is None for r in ranked if r.product_id in {2, 3})
