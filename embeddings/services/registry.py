@@ -200,8 +200,10 @@ def default_model_upgrade() -> EmbeddingModel | None:
 
 
 def _default_model_dir() -> Path:
-    # The folder ML core loads `default` from; computed here without importing torch.
-    return Path(__file__).resolve().parent / DEFAULT_MODEL_FOLDERS[DEFAULT_MODEL_VERSION]
+    # The folder ML core loads `default` from (under the `embeddings` package, two levels
+    # above this module); computed here without importing torch.
+    package = Path(__file__).resolve().parent.parent
+    return package / DEFAULT_MODEL_FOLDERS[DEFAULT_MODEL_VERSION]
 
 
 def _default_weights_missing() -> str:

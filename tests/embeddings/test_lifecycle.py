@@ -195,6 +195,15 @@ def test_a_broken_image_keeps_a_text_vector_and_is_not_retried(
     assert not selectors.products_needing_embedding(model=model, exclude_pending=False).exists()
 
 
+def test_the_bundled_default_weights_are_found_where_ml_core_loads_them() -> None:
+    # The registry decides "installed" without importing torch; the services split once
+    # made it look one folder too deep, and a fresh install never went active.
+    from embeddings.ml.loading import DEFAULT_MODEL_DIR
+
+    assert registry._default_model_dir() == Path(DEFAULT_MODEL_DIR).resolve()
+    assert registry._default_weights_missing() == ""
+
+
 def test_a_fresh_install_without_default_weights_records_why_and_does_not_loop(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
