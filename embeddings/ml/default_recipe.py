@@ -1,10 +1,10 @@
 """The recipes of the bundled default models.
 
-Reproduce v2 (the default of fresh installs, `embeddings/default_model_v2/`) with::
+Reproduce v2 (`embeddings/default_model_v2/`, spec `default:v2`) with::
 
     python -m embeddings.ml train-default --data /path/to/datasets/clothing
 
-and v1 (`embeddings/default_model/`, kept so installs that serve it keep working) with
+and v1 (`embeddings/default_model/`, still the default of fresh installs) with
 ``--version 1 --out embeddings/default_model``.
 
 Both are trained ONLY on the CC0 clothing set (the only data whose licence allows shipping
