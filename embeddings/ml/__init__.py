@@ -24,7 +24,7 @@ from embeddings.ml.errors import DatasetError, ModelLoadError
 # weights their vectors came from). Here, not in loading.py, so Django code reads them
 # without importing torch.
 DEFAULT_MODEL_FOLDERS = {"v1": "default_model", "v2": "default_model_v2"}
-DEFAULT_MODEL_VERSION = "v1"  # v2 is bundled (spec default:v2); the switch waits on its tests
+DEFAULT_MODEL_VERSION = "v2"  # fresh installs; older installs get it beside v1
 
 # Public name -> module that defines it; imported on first use so torch loads only then.
 _LAZY = {

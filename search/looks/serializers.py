@@ -42,7 +42,7 @@ class SceneRegionSerializer(serializers.Serializer):
         max_length=4,
         help_text="left, top, right, bottom as fractions 0..1 of the photo",
     )
-    score = serializers.FloatField(help_text="Cosine of the region's best match")
+    score = serializers.FloatField(help_text="Cosine of the best match listed under the region")
     category = serializers.CharField(help_text="The category most of its matches share")
     results = SearchHitSerializer(many=True, source="hits")
 
