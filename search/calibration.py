@@ -150,7 +150,9 @@ def evaluate(
         )
         keep = [i for i, pid in enumerate(signals.product_ids) if pid != query.source_id]
         signals = ranking.TextSignals(
-            product_ids=[signals.product_ids[i] for i in keep], values=signals.values[keep]
+            product_ids=[signals.product_ids[i] for i in keep],
+            values=signals.values[keep],
+            every_word=signals.every_word[keep],
         )
         products = Product.objects.in_bulk(signals.product_ids)
         relevant = np.array(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -185,6 +185,8 @@ class TextSignals:
     product_ids: list[int]
     #: (N, 4) in SIGNALS order
     values: np.ndarray
+    #: (N,) whether the product's document holds every word of the query (not just one)
+    every_word: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 def text_signals(
@@ -200,26 +202,32 @@ def text_signals(
     vector kind (`similarities` is `search.vector_sql.similarities`)."""
     ids = list(product_ids)
     values = np.zeros((len(ids), len(SIGNALS)), dtype=np.float32)
+    every_word = np.zeros(len(ids), dtype=bool)
     if not ids:
-        return TextSignals(product_ids=ids, values=values)
+        return TextSignals(product_ids=ids, values=values, every_word=every_word)
     row_of = {pid: row for row, pid in enumerate(ids)}
     count_sql, count_params = _concepts_count_sql(understood.concepts)
     words = tsquery_text(understood)
-    rank_sql = (
-        f"ts_rank('{RANK_WEIGHTS}', p.search_document, to_tsquery('{SEARCH_CONFIG}', %s), 32)"
+    all_words = " & ".join(understood.text_words)
+    rank_sql, every_sql = (
+        (
+            f"ts_rank('{RANK_WEIGHTS}', p.search_document, to_tsquery('{SEARCH_CONFIG}', %s), 32)",
+            f"p.search_document @@ to_tsquery('{SEARCH_CONFIG}', %s)",
+        )
         if words
-        else "0"
+        else ("0", "false")
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT p.id, {count_sql}, {rank_sql} FROM catalog_product p "  # noqa: S608
+            f"SELECT p.id, {count_sql}, {rank_sql}, {every_sql} FROM catalog_product p "  # noqa: S608
             "WHERE p.id = ANY(%s)",
-            [*count_params, *([words] if words else []), ids],
+            [*count_params, *([words, all_words] if words else []), ids],
         )
-        for pid, matched, rank in cursor.fetchall():
+        for pid, matched, rank, has_every_word in cursor.fetchall():
             row = row_of[int(pid)]
             values[row, 0] = int(matched) / len(understood.concepts) if understood.concepts else 0
             values[row, 1] = float(rank)
+            every_word[row] = bool(has_every_word)
     if model is not None:
         for column, kind, vector in ((2, "text", meaning), (3, "fused", looks)):
             if vector is None:
@@ -228,7 +236,7 @@ def text_signals(
                 model=model, kind=kind, vector=vector, product_ids=ids
             ).items():
                 values[row_of[pid], column] = cosine
-    return TextSignals(product_ids=ids, values=values)
+    return TextSignals(product_ids=ids, values=values, every_word=every_word)
 
 
 def combine(*, signals: TextSignals, weights: dict[str, float]) -> list[tuple[int, float]]:
@@ -245,13 +253,15 @@ def text_unrelated(
 ) -> bool:
     """True when the words look unrelated to the catalog ("no good match").
 
-    Words that name a catalog term, or that the product documents contain, are related.
-    Otherwise the best `meaning` cosine decides against the threshold calibrated for this
-    model version and catalog; before the first calibration such words are flagged.
+    Words that name a catalog term, or that one product document holds every one of, are
+    related. One word of several in the documents is not enough: "solar panel" finds the
+    "panel" of a dress's description. Otherwise the best `meaning` cosine decides against
+    the threshold calibrated for this model version and catalog; before the first
+    calibration such words are flagged.
     """
     if understood.concepts:
         return False
-    if len(signals.product_ids) and float(signals.values[:, 1].max()) > 0:
+    if signals.every_word.any():
         return False
     threshold = getattr(calibration, "text_threshold", None)
     if threshold is None:

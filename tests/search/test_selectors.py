@@ -141,6 +141,21 @@ def test_unrelated_words_get_best_effort_results_flagged_no_good_match(catalog: 
     assert search().no_good_match is False
 
 
+def test_one_word_of_the_documents_does_not_vouch_for_words_they_never_hold(
+    catalog: Catalog,
+) -> None:
+    # Every description reads "A <colour> piece from the <brand> range.": "range" alone is
+    # in them, "quantum" is not, and no catalog term is named. Uncalibrated, so words the
+    # catalog does not vouch for are flagged.
+    def flagged(query: str) -> bool:
+        return selectors.search_by_text(
+            query=query, filters=SearchFilters(), limit=10, diversify=False
+        ).no_good_match
+
+    assert flagged("quantum range") is True
+    assert flagged("range piece") is False  # every word in one description
+
+
 def test_named_catalog_words_are_never_flagged_whatever_the_threshold(catalog: Catalog) -> None:
     SearchCalibration.objects.create(model=catalog.model, catalog_stamp="30@x", text_threshold=2.0)
 
