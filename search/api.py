@@ -30,7 +30,12 @@ from rest_framework.views import APIView, exception_handler
 from catalog.models import Lookbook, Product
 from catalog.selectors import lookbook_list, product_list
 from catalog.services.lookbooks import lookbook_create, lookbook_delete, lookbook_update
-from catalog.services.products import product_create, product_delete, product_update
+from catalog.services.products import (
+    product_create,
+    product_delete,
+    product_update,
+    products_upsert,
+)
 from search import selectors, services
 from search.complete_the_look import complete_the_look
 from search.facets import FACET_FIELDS, facet_counts
@@ -49,6 +54,8 @@ from search.serializers import (
     ImageSearchResultsSerializer,
     LookbookListQuerySerializer,
     LookbookSerializer,
+    ProductBatchResultSerializer,
+    ProductBatchSerializer,
     ProductListQuerySerializer,
     ProductSerializer,
     ProductWriteSerializer,
@@ -242,6 +249,26 @@ class ProductViewSet(viewsets.ViewSet):
     def destroy(self, request: Request, sku: str) -> Response:
         product_delete(product=_sku_product(sku))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        request=_json(ProductBatchSerializer),
+        responses={200: ProductBatchResultSerializer, **_errors()},
+        summary="Create or replace many products",
+    )
+    @action(detail=False, methods=["post"])
+    def batch(self, request: Request) -> Response:
+        """Up to 500 products by SKU in one request and one statement, each whole (as a
+        feed row: what it leaves out is emptied); their `image_urls` are fetched by the
+        workers. One invalid product refuses the batch, with errors by position."""
+        rows = _validated(ProductBatchSerializer, request.data).validated_data["products"]
+        result, images_queued = products_upsert(rows=rows)
+        body = {
+            "created": result.created,
+            "updated": result.updated,
+            "unchanged": result.unchanged,
+            "images_queued": images_queued,
+        }
+        return Response(ProductBatchResultSerializer(body).data)
 
     @extend_schema(
         parameters=[SimilarQuerySerializer],

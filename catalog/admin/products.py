@@ -91,7 +91,7 @@ class ProductAdmin(admin.ModelAdmin):
                     When(sku__istartswith=term, then=Value(1)),
                     default=Value(2),
                 )
-            ).order_by("sku_match", *Product._meta.ordering)
+            ).order_by("sku_match", *(Product._meta.ordering or ()))
         return queryset, may_have_duplicates
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
