@@ -1,4 +1,8 @@
-"""Shapes of the REST API: what requests may carry and what responses contain."""
+"""Shapes of the REST API: what requests may carry and what responses contain.
+
+One module over 400 lines: the catalog's and the searches' shapes of one API version, which
+refer to each other (a search hit carries a product) and are read together with the schema.
+"""
 
 from __future__ import annotations
 
