@@ -20,10 +20,10 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def import_job_parse(*, job_id: int) -> int:
+def import_job_parse_task(*, job_id: int) -> int:
     chunk_ids = jobs.import_job_parse(job_id=job_id)
     for chunk_id in chunk_ids:
-        import_chunk_process.delay(chunk_id=chunk_id)
+        import_chunk_process_task.delay(chunk_id=chunk_id)
     return len(chunk_ids)
 
 
@@ -35,13 +35,13 @@ def import_job_parse_send(*, job_id: int) -> None:
     kombu's retries, 19 s with Redis down) for a job that runs later anyway.
     """
     try:
-        import_job_parse.apply_async(kwargs={"job_id": job_id}, retry=False)
+        import_job_parse_task.apply_async(kwargs={"job_id": job_id}, retry=False)
     except Exception:
         log.warning("import job %s not sent (broker down?): the sweeper sends it", job_id)
 
 
 @shared_task(bind=True, max_retries=MAX_IMAGE_RETRIES, acks_late=True, reject_on_worker_lost=True)
-def import_chunk_process(self: Task, *, chunk_id: int) -> str:
+def import_chunk_process_task(self: Task, *, chunk_id: int) -> str:
     try:
         outcome = chunks.import_chunk_process(
             chunk_id=chunk_id,
@@ -61,23 +61,23 @@ def import_chunk_process(self: Task, *, chunk_id: int) -> str:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def product_images_fetch(*, image_ids: list[int]) -> int:
+def product_images_fetch_task(*, image_ids: list[int]) -> int:
     return len(images.product_images_fetch(image_ids=image_ids))
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def import_job_finalize(*, job_id: int) -> None:
+def import_job_finalize_task(*, job_id: int) -> None:
     jobs.import_job_finalize(job_id=job_id)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def import_sweep(*, stale_after_seconds: int = chunks.STALE_AFTER_SECONDS) -> dict[str, int]:
+def import_sweep_task(*, stale_after_seconds: int = chunks.STALE_AFTER_SECONDS) -> dict[str, int]:
     """Re-queue import work stuck in a non-final state (run by Celery beat)."""
     found = chunks.import_sweep(stale_after_seconds=stale_after_seconds)
     for job_id in found.parse:
-        import_job_parse.delay(job_id=job_id)
+        import_job_parse_task.delay(job_id=job_id)
     for chunk_id in found.chunks:
-        import_chunk_process.delay(chunk_id=chunk_id)
+        import_chunk_process_task.delay(chunk_id=chunk_id)
     for job_id in found.finalize:
-        import_job_finalize.delay(job_id=job_id)
+        import_job_finalize_task.delay(job_id=job_id)
     return {"parse": len(found.parse), "chunks": len(found.chunks), "finalize": len(found.finalize)}

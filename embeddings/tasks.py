@@ -108,12 +108,16 @@ def _training_stop_on_shutdown(**kwargs: Any) -> None:
     training.shutdown_requested.set()
 
 
+def _consumes(worker: Any, queue: str) -> bool:
+    """Whether the starting worker (the `worker_ready` sender) takes tasks from `queue`."""
+    amqp = getattr(getattr(worker, "app", None), "amqp", None)
+    return amqp is not None and queue in set(amqp.queues.consume_from or {})
+
+
 @worker_ready.connect
 def _training_jobs_recover_on_start(sender: Any = None, **kwargs: Any) -> None:
     """A training worker that starts picks up the jobs its predecessor was interrupted in."""
-    consumed = getattr(getattr(sender, "app", None), "amqp", None)
-    names = set(consumed.queues.consume_from or {}) if consumed is not None else set()
-    if "training" not in names:
+    if not _consumes(sender, "training"):
         return
     try:
         recovered = training.training_jobs_recover()
@@ -158,8 +162,9 @@ def _encoder_warm_in_background(**kwargs: Any) -> None:
 
 
 @worker_ready.connect
-def _queue_leftovers_at_once(**kwargs: Any) -> None:
-    """A worker that starts (after a crash too) frees the queue's leases and sweeps now.
+def _queue_leftovers_at_once(sender: Any = None, **kwargs: Any) -> None:
+    """An embedding worker that starts (after a crash too) frees the queue's leases and
+    sweeps now; a worker of other queues (the training worker) leaves them alone.
 
     Products queued before a worker died keep a lease (PendingEmbedding) for 15 minutes
     and their messages sit unacknowledged in Redis for its visibility timeout: without
@@ -170,12 +175,19 @@ def _queue_leftovers_at_once(**kwargs: Any) -> None:
     the products that batch has locked, one that runs after finds them current
     (embeddings/locks.py; tests/embeddings/test_external_broker.py counts the writes).
     """
-    sender = kwargs.get("sender")
+    if not _consumes(sender, "embeddings"):
+        return
     held = _products_held_by_other_workers(own=getattr(sender, "hostname", ""))
     if held is not None:
         released = embedding_leases_release(keep_products=held)
         if released:
-            log.info("released %d queued embedding(s) left by a previous worker", released)
+            # Not "left by a previous worker": batches still waiting in the queue are freed
+            # too (they cannot be told apart), and the sweep below queues all of them again.
+            log.info(
+                "freed %d product(s) queued for embedding that no live worker is encoding; "
+                "queueing them again",
+                released,
+            )
     embeddings_sweep_task.delay(leftovers_only=True)
 
 

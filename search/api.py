@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -27,7 +30,12 @@ from rest_framework.views import APIView, exception_handler
 from catalog.models import Lookbook, Product
 from catalog.selectors import lookbook_list, product_list
 from catalog.services.lookbooks import lookbook_create, lookbook_delete, lookbook_update
-from catalog.services.products import product_create, product_delete, product_update
+from catalog.services.products import (
+    product_create,
+    product_delete,
+    product_update,
+    products_upsert,
+)
 from search import selectors, services
 from search.complete_the_look import complete_the_look
 from search.facets import FACET_FIELDS, facet_counts
@@ -46,6 +54,8 @@ from search.serializers import (
     ImageSearchResultsSerializer,
     LookbookListQuerySerializer,
     LookbookSerializer,
+    ProductBatchResultSerializer,
+    ProductBatchSerializer,
     ProductListQuerySerializer,
     ProductSerializer,
     ProductWriteSerializer,
@@ -241,6 +251,26 @@ class ProductViewSet(viewsets.ViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
+        request=_json(ProductBatchSerializer),
+        responses={200: ProductBatchResultSerializer, **_errors()},
+        summary="Create or replace many products",
+    )
+    @action(detail=False, methods=["post"])
+    def batch(self, request: Request) -> Response:
+        """Up to 500 products by SKU in one request and one statement, each whole (as a
+        feed row: what it leaves out is emptied); their `image_urls` are fetched by the
+        workers. One invalid product refuses the batch, with errors by position."""
+        rows = _validated(ProductBatchSerializer, request.data).validated_data["products"]
+        result, images_queued = products_upsert(rows=rows)
+        body = {
+            "created": result.created,
+            "updated": result.updated,
+            "unchanged": result.unchanged,
+            "images_queued": images_queued,
+        }
+        return Response(ProductBatchResultSerializer(body).data)
+
+    @extend_schema(
         parameters=[SimilarQuerySerializer],
         responses={200: SearchResultsSerializer, **_errors(404)},
         summary="Similar items",
@@ -395,6 +425,16 @@ class TextSearchApi(APIView):
         return Response(_search_page(results, request=request, data=data, started=started))
 
 
+#: What a photo search can answer besides its results (image search and shop the look).
+PHOTO_SEARCH_ERRORS: dict[int, OpenApiResponse] = {
+    **_errors(),
+    404: OpenApiResponse(ErrorSerializer, description="No stored photo with that id"),
+    413: OpenApiResponse(ErrorSerializer, description="The photo is too large"),
+    415: OpenApiResponse(ErrorSerializer, description="Not a JPEG, PNG or WebP"),
+    503: OpenApiResponse(ErrorSerializer, description="No embedding model is active"),
+}
+
+
 class ImageSearchApi(APIView):
     search_endpoint = True
     parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
@@ -406,14 +446,7 @@ class ImageSearchApi(APIView):
             "multipart/form-data": ImageSearchRequestSerializer,
             "application/json": ImageSearchByReferenceSerializer,
         },
-        responses={
-            200: ImageSearchResultsSerializer,
-            **_errors(),
-            404: OpenApiResponse(ErrorSerializer, description="No stored photo with that id"),
-            413: OpenApiResponse(ErrorSerializer, description="The photo is too large"),
-            415: OpenApiResponse(ErrorSerializer, description="Not a JPEG, PNG or WebP"),
-            503: OpenApiResponse(ErrorSerializer, description="No embedding model is active"),
-        },
+        responses={200: ImageSearchResultsSerializer, **PHOTO_SEARCH_ERRORS},
         summary="Search by image",
     )
     def post(self, request: Request) -> Response:
@@ -422,32 +455,21 @@ class ImageSearchApi(APIView):
         started = time.perf_counter()
         query = _validated(ImageSearchRequestSerializer, request.data)
         data = query.validated_data
-        try:
-            image = _query_image(data)
-        except ImageRejected as rejected:
-            raise ImageRejectedError(rejected) from None
-        photo_id = data.get("photo_id")
-        if photo_id is None and settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS > 0:
-            photo_id = services.query_photo_store(data=image).pk
-        try:
-            with photo_encoding_slot(**_encoding_client(request)):
-                results = selectors.search_by_image(
-                    image=image,
-                    crop=data.get("crop_box"),
-                    filters=query.to_filters(),
-                    limit=data["limit"],
-                    offset=data["offset"],
-                    sort=data["sort"],
-                    diversify=data["diversify"],
-                    query=data["q"],
-                    removed_terms=data["without"],
-                )
-        except selectors.SearchUnavailable:
-            raise SearchUnavailableError() from None
-        except PhotoEncodingBusy as busy:
-            raise PhotoEncodingBusyError(str(busy)) from None
+        photo = query_photo_receive(data)
+        with photo_encoding(request):
+            results = selectors.search_by_image(
+                image=photo.image,
+                crop=data.get("crop_box"),
+                filters=query.to_filters(),
+                limit=data["limit"],
+                offset=data["offset"],
+                sort=data["sort"],
+                diversify=data["diversify"],
+                query=data["q"],
+                removed_terms=data["without"],
+            )
         body = _search_page(results, request=request, data=data, started=started)
-        body["photo_id"] = photo_id
+        body["photo_id"] = photo.photo_id
         return Response(body)
 
 
@@ -458,19 +480,62 @@ class PhotoEncodingBusyError(exceptions.Throttled):
         super().__init__(wait=2, detail=f"Busy: {reason}; try again in a moment.")
 
 
-def _encoding_client(request: Request) -> dict[str, Any]:
-    """Who holds photo-encoding slots (`photo_encoding_slot`) and how many: a secret key
-    (a brand's server, for many shoppers: `server_encoding_share`), or one at a time for a
-    staff user and for the caller's address (anonymous callers, and each shopper of a
-    publishable key; an address is the same client on the shopper pages)."""
+@dataclass(frozen=True)
+class EncodingClient:
+    """Who holds photo-encoding slots (`photo_encoding_slot`) and how many at once."""
+
+    name: str
+    share: int = 1
+
+
+def encoding_client(request: Request) -> EncodingClient:
+    """A secret key (a brand's server, for many shoppers: `server_encoding_share`), or one
+    slot at a time for a staff user and for the caller's address (anonymous callers, and
+    each shopper of a publishable key; an address is the same client on the shopper pages)."""
     auth = request.auth
     if isinstance(auth, ApiKey):
-        return {"client": f"api-key:{auth.prefix}", "share": server_encoding_share()}
+        return EncodingClient(f"api-key:{auth.prefix}", share=server_encoding_share())
     if isinstance(auth, PublishableKey):
-        return {"client": f"publishable-key:{auth.pk}:{client_address(request)}"}
+        return EncodingClient(f"publishable-key:{auth.pk}:{client_address(request)}")
     if request.user and request.user.is_authenticated:
-        return {"client": f"user:{request.user.pk}"}
-    return {"client": client_address(request)}
+        return EncodingClient(f"user:{request.user.pk}")
+    return EncodingClient(client_address(request))
+
+
+@contextmanager
+def photo_encoding(request: Request) -> Iterator[None]:
+    """Encode the caller's photo in one of its slots. A client over its share, or a process
+    with no slot free in time, is a 429 `photo_encoding_busy`; no active model, a 503."""
+    client = encoding_client(request)
+    try:
+        with photo_encoding_slot(client=client.name, share=client.share):
+            yield
+    except selectors.SearchUnavailable:
+        raise SearchUnavailableError() from None
+    except PhotoEncodingBusy as busy:
+        raise PhotoEncodingBusyError(str(busy)) from None
+
+
+@dataclass(frozen=True)
+class ReceivedPhoto:
+    """A photo search's photo: its bytes, and the id to send back for reusing it (None when
+    query photos are not kept)."""
+
+    image: bytes
+    photo_id: str | None
+
+
+def query_photo_receive(data: dict[str, Any]) -> ReceivedPhoto:
+    """The photo of a validated photo search request, stored for reuse when photos are kept;
+    a refused one is the API's error (413, 415, 400...)."""
+    try:
+        image = _query_image(data)
+    except ImageRejected as rejected:
+        raise ImageRejectedError(rejected) from None
+    photo_id = data.get("photo_id")
+    if photo_id is None and settings.VITRINE_QUERY_PHOTO_RETENTION_HOURS > 0:
+        photo_id = services.query_photo_store(data=image).pk
+    return ReceivedPhoto(image=image, photo_id=photo_id)
 
 
 def _query_image(data: dict[str, Any]) -> bytes:

@@ -115,9 +115,9 @@ def rate_limit_wait(*, scope: str, ident: str, rate: str) -> float | None:
         return None
     count, window = parse_rate(rate)
     try:
-        key = backend.make_and_validate_key(f"ratelimit:{scope}:{ident}")
-        client = backend._cache.get_client(key, write=True)
-        wait_ms = int(client.eval(SLIDING_WINDOW_SCRIPT, 1, key, window, count, uuid.uuid4().hex))
+        return sliding_window_wait(
+            backend, key=f"ratelimit:{scope}:{ident}", count=count, window=window
+        )
     except RedisError as error:
         _CacheHealth.down_until = time.monotonic() + _CacheHealth.retry_seconds
         logger.warning(
@@ -126,6 +126,15 @@ def rate_limit_wait(*, scope: str, ident: str, rate: str) -> float | None:
             type(error).__name__, error, _CacheHealth.retry_seconds,
         )  # fmt: skip
         return None
+
+
+def sliding_window_wait(backend: RedisCache, *, key: str, count: int, window: int) -> float | None:
+    """Count one call under `key` in Redis (`SLIDING_WINDOW_SCRIPT`): None while at most
+    `count` calls fall in the last `window` seconds, else the seconds until one leaves it.
+    Raises RedisError (the callers let requests through then)."""
+    full_key = backend.make_and_validate_key(key)
+    client = backend._cache.get_client(full_key, write=True)
+    wait_ms = int(client.eval(SLIDING_WINDOW_SCRIPT, 1, full_key, window, count, uuid.uuid4().hex))
     return None if wait_ms < 0 else wait_ms / 1000
 
 

@@ -68,7 +68,7 @@ class QueryPhoto(models.Model):
     The id is the SHA-256 of the bytes: uploading the same photo twice stores it once, and
     the id cannot be guessed, so nobody can walk through other shoppers' photos. Rows and
     files are deleted VITRINE_QUERY_PHOTO_RETENTION_HOURS after the latest upload
-    (`search.tasks.query_photos_purge`, run by Celery beat).
+    (`search.tasks.query_photos_purge_task`, run by Celery beat).
     """
 
     id = models.CharField(primary_key=True, max_length=64, editable=False)

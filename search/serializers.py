@@ -1,4 +1,8 @@
-"""Shapes of the REST API: what requests may carry and what responses contain."""
+"""Shapes of the REST API: what requests may carry and what responses contain.
+
+One module over 400 lines: the catalog's and the searches' shapes of one API version, which
+refer to each other (a search hit carries a product) and are read together with the schema.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,13 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from catalog.ingest.rows import MAX_IMAGES, ProductRow
 from catalog.models import Lookbook, Product, ProductImage
+from catalog.services.products import (
+    MAX_BATCH_PRODUCTS,
+    image_url_problems,
+    product_row_from_api,
+)
 from search.complete_the_look import LookGroup
 from search.models import PHOTO_ID_RE
 from search.selectors import MAX_WINDOW, SORTS, CropBox, SearchFilters
@@ -76,19 +86,48 @@ class ProductSerializer(serializers.ModelSerializer):
 
 
 class ProductWriteSerializer(serializers.ModelSerializer):
-    """Fields a client may set; images arrive through imports (see /api/v1/imports/)."""
+    """Fields a client may set. `image_urls` are fetched by the workers through the same safe
+    fetcher as a feed's images; a field neither written nor read here is refused (400), not
+    silently dropped."""
 
     attributes = serializers.DictField(
         child=serializers.CharField(max_length=500, allow_blank=True), required=False
+    )
+    image_urls = serializers.ListField(
+        child=serializers.URLField(max_length=2000),
+        max_length=MAX_IMAGES,
+        required=False,
+        help_text="The product's photos in order (the first is its main image), http or "
+        "https; fetched by the workers. Absent: the photos stay as they are; []: none.",
     )
 
     class Meta:
         model = Product
         fields = [
             "sku", "title", "description", "brand", "category", "group_id", "price",
-            "currency", "in_stock", "url", "attributes",
+            "currency", "in_stock", "url", "attributes", "image_urls",
         ]  # fmt: skip
-        extra_kwargs = {"price": {"min_value": 0}}
+        extra_kwargs: dict[str, dict[str, Any]] = {"price": {"min_value": 0}}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            # What a client read (GET) may come back as it is; anything else was a mistake
+            # (`image_url`, `image_link`...) the client should hear about.
+            known = set(self.fields) | set(ProductSerializer.Meta.fields)
+            unknown = sorted(str(name) for name in data if name not in known)
+            if unknown:
+                raise serializers.ValidationError(
+                    {name[:100]: [f"Unknown field; products take: {', '.join(self.fields)}."]
+                     for name in unknown[:20]}
+                )  # fmt: skip
+        return super().to_internal_value(data)
+
+    def validate_image_urls(self, urls: list[str]) -> list[str]:
+        # The URL's form (scheme, host, port, allowed hosts) now; its addresses when fetched.
+        problems = image_url_problems(urls)
+        if problems:
+            raise serializers.ValidationError({str(at): why for at, why in problems.items()})
+        return urls
 
     def validate_attributes(self, attributes: dict[str, str]) -> dict[str, str]:
         # Values are CharFields (NUL refused); names are plain dict keys, checked here:
@@ -99,6 +138,46 @@ class ProductWriteSerializer(serializers.ModelSerializer):
                     f"Attribute names must be 1-100 characters without NUL: {name[:100]!r}"
                 )
         return attributes
+
+
+class _ProductBatchItemSerializer(ProductWriteSerializer):
+    class Meta(ProductWriteSerializer.Meta):
+        # An SKU that exists is replaced, not refused (the batch is an upsert).
+        extra_kwargs = {**ProductWriteSerializer.Meta.extra_kwargs, "sku": {"validators": []}}
+
+
+class ProductBatchSerializer(serializers.Serializer):
+    """Products to create or replace by SKU in one request, each whole, as a feed row: what
+    an item leaves out is emptied (its photos included, when it has no `image_urls`)."""
+
+    products = serializers.ListField(
+        child=serializers.DictField(), min_length=1, max_length=MAX_BATCH_PRODUCTS
+    )
+
+    def validate_products(self, items: list[dict[str, Any]]) -> list[ProductRow]:
+        rows: list[ProductRow] = []
+        errors: dict[str, Any] = {}
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            product = _ProductBatchItemSerializer(data=item)
+            if not product.is_valid():
+                errors[str(index)] = product.errors
+                continue
+            row = product_row_from_api(index, product.validated_data)
+            if row.sku in seen:
+                errors[str(index)] = {"sku": ["The same SKU is already earlier in this batch."]}
+            seen.add(row.sku)
+            rows.append(row)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return rows
+
+
+class ProductBatchResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    images_queued = serializers.IntegerField(help_text="Photos the workers will fetch")
 
 
 class LookbookSerializer(serializers.ModelSerializer):

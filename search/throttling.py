@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Any, ClassVar
 
 from django.core.cache import caches
@@ -14,7 +13,7 @@ from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
-from search.limits import SLIDING_WINDOW_SCRIPT, client_address
+from search.limits import SLIDING_WINDOW_SCRIPT, client_address, sliding_window_wait
 from search.models import ApiKey, PublishableKey
 
 __all__ = ["SLIDING_WINDOW_SCRIPT", "ApiClientRateThrottle"]
@@ -75,16 +74,12 @@ class ApiClientRateThrottle(SimpleRateThrottle):
         self.key = self.get_cache_key(request, view)
         if self.key is None or self.num_requests is None or self.duration is None:
             return True
-        key = backend.make_and_validate_key(self.key)
-        client = backend._cache.get_client(key, write=True)
-        wait_ms = int(
-            client.eval(
-                SLIDING_WINDOW_SCRIPT, 1, key, self.duration, self.num_requests, uuid.uuid4().hex
-            )
+        wait = sliding_window_wait(
+            backend, key=self.key, count=self.num_requests, window=self.duration
         )
-        if wait_ms < 0:
+        if wait is None:
             return True
-        self._wait_seconds = wait_ms / 1000
+        self._wait_seconds = wait
         return False
 
     def wait(self) -> float | None:

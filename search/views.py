@@ -149,6 +149,7 @@ def results(request: HttpRequest) -> HttpResponse:
             attributes={},
         )
         search: Search | None = None
+        hotspots: Callable[[], list[Any]] | None = None
         if data["photo"]:
             image = selectors.query_photo_read(photo_id=data["photo"])
             if image is None:
@@ -158,7 +159,7 @@ def results(request: HttpRequest) -> HttpResponse:
                 search = partial(
                     _search_photo, image=image, crop=crop, query=data["q"], without=data["without"]
                 )
-                context["hotspots"] = _hotspots(photo_id=data["photo"], image=image)
+                hotspots = partial(_hotspots, photo_id=data["photo"], image=image)
         elif data["q"]:
             search = partial(_search_words, query=data["q"], without=data["without"])
         if search is not None:
@@ -169,6 +170,9 @@ def results(request: HttpRequest) -> HttpResponse:
             )
             try:
                 with slot:
+                    if hotspots is not None:
+                        # Finding the regions encodes the photo too: inside the slot.
+                        context["hotspots"] = hotspots()
                     context["results"] = search(filters)
                     counts = _facet_counts(
                         search=search, filters=filters, results=context["results"]

@@ -196,7 +196,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "run" / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # catalog: re-queue import work whose worker died (it only re-queues work older than
     # its threshold, catalog.services.chunks.STALE_AFTER_SECONDS).
-    "catalog-import-sweep": {"task": "catalog.tasks.import_sweep", "schedule": 60.0},
+    "catalog-import-sweep": {"task": "catalog.tasks.import_sweep_task", "schedule": 60.0},
     # embeddings (owner: embedding engine): queue products missing current vectors for the
     # maintained (active, ready, building) model versions; on a fresh install, register the
     # bundled default model.
@@ -213,23 +213,26 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "options": {"queue": "default", "expires": 60},
     },
     # search: delete shoppers' query photos once past VITRINE_QUERY_PHOTO_RETENTION_HOURS.
-    "search-query-photos-purge": {"task": "search.tasks.query_photos_purge", "schedule": 900.0},
+    "search-query-photos-purge": {
+        "task": "search.tasks.query_photos_purge_task",
+        "schedule": 900.0,
+    },
     # search: recompute "often bought together" pairs from the shoppers' sessions.
     "search-coengagement-refresh": {
-        "task": "search.tasks.coengagement_refresh",
+        "task": "search.tasks.coengagement_refresh_task",
         "schedule": 3600.0,
     },
     # search: create the coming months' event partitions, drop those past retention.
     "search-event-partitions": {
-        "task": "search.tasks.event_partitions_maintain",
+        "task": "search.tasks.event_partitions_maintain_task",
         "schedule": 6 * 3600.0,
     },
     # search: rebuild query understanding's vocabulary when the catalog changed, and fit
     # the active version's ranking weights and "no good match" thresholds when it has none
     # or the catalog moved by 10% (search/calibration.py).
-    "search-vocabulary-refresh": {"task": "search.tasks.vocabulary_refresh", "schedule": 60.0},
+    "search-vocabulary-refresh": {"task": "search.tasks.vocabulary_refresh_task", "schedule": 60.0},
     "search-calibration-refresh": {
-        "task": "search.tasks.search_calibration_refresh",
+        "task": "search.tasks.search_calibration_refresh_task",
         "schedule": 600.0,
         "options": {"expires": 600},
     },

@@ -12,11 +12,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
-from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -31,6 +29,7 @@ from catalog.ingest.mapping import (
 from catalog.models import ImportJob, ImportRowError
 from catalog.services.feeds import ImportRefusedError
 from catalog.services.jobs import import_job_create, import_job_repeat
+from webapp.admin_pages import LivePanelAdmin
 
 ERRORS_PER_PAGE = 50
 #: htmx polls a running job's progress this often (the change page and the list).
@@ -119,7 +118,7 @@ def progress_bar_html(job: ImportJob, *, poll: bool) -> str:
 
 
 @admin.register(ImportJob)
-class ImportJobAdmin(admin.ModelAdmin):
+class ImportJobAdmin(LivePanelAdmin):
     list_display = (
         "id", "source", "state", "progress", "total_rows", "done_rows", "failed_rows",
         "skipped_rows", "created_at",
@@ -180,12 +179,8 @@ class ImportJobAdmin(admin.ModelAdmin):
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        posted = request.method == "POST"
-        # Bound on any POST, even an empty one, so "nothing given" is an error, not a blank form.
-        form = ImportUploadForm(request.POST if posted else None, request.FILES if posted else None)
-        if posted and form.is_valid():
+        form = self.add_form(request, ImportUploadForm)
+        if form.is_valid():
             job = self._create_job(request, form)
             if job is not None:
                 self.message_user(
@@ -194,15 +189,9 @@ class ImportJobAdmin(admin.ModelAdmin):
                 return HttpResponseRedirect(
                     reverse("admin:catalog_importjob_change", args=[job.pk])
                 )
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Import a product feed",
-            "opts": self.opts,
-            "form": form,
-            "media": self.media + form.media,
-            **(extra_context or {}),
-        }
-        return TemplateResponse(request, self.add_form_template or "", context)
+        return self.form_page(
+            request, title="Import a product feed", form=form, extra_context=extra_context
+        )
 
     def _create_job(self, request: HttpRequest, form: ImportUploadForm) -> ImportJob | None:
         """Create and queue the job, or put the service's refusal on the form."""
@@ -229,33 +218,17 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     # --- A job's page and its fragments --------------------------------------------------
 
-    def _viewable_job(self, request: HttpRequest, object_id: int) -> ImportJob:
-        job = get_object_or_404(ImportJob, pk=object_id)
-        if not self.has_view_permission(request, job):
-            raise PermissionDenied
-        return job
-
     def _errors_page(self, request: HttpRequest, job: ImportJob) -> Page[ImportRowError]:
         paginator = Paginator(selectors.import_row_errors(job=job), ERRORS_PER_PAGE)
         return paginator.get_page(request.GET.get("errors_page"))
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        job = ImportJob.objects.filter(pk=object_id).first() if object_id.isdigit() else None
-        context = dict(extra_context or {})
-        if job is not None and self.has_view_permission(request, job):
-            context.update(
-                job=job,
-                poll_seconds=POLL_SECONDS,
-                final=job.state in FINAL_STATES,
-                errors_page=self._errors_page(request, job),
-            )
-        return super().change_view(request, object_id, form_url, context)
+    def panel_context(self, request: HttpRequest, obj: ImportJob) -> dict[str, Any]:
+        return {
+            "job": obj,
+            "poll_seconds": POLL_SECONDS,
+            "final": obj.state in FINAL_STATES,
+            "errors_page": self._errors_page(request, obj),
+        }
 
     def progress_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """The progress panel (an htmx fragment): it keeps polling until the job is final.
@@ -264,7 +237,7 @@ class ImportJobAdmin(admin.ModelAdmin):
         become final, the response triggers ``import-finished`` so the page reloads its
         list of failed rows once.
         """
-        job = self._viewable_job(request, object_id)
+        job = self.viewable_object(request, object_id)
         final = job.state in FINAL_STATES
         if request.GET.get("bar"):
             return HttpResponse(progress_bar_html(job, poll=True))
@@ -279,7 +252,7 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def row_errors_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """One page of the job's failed, skipped and warned rows (an htmx fragment)."""
-        job = self._viewable_job(request, object_id)
+        job = self.viewable_object(request, object_id)
         context = {
             "job": job,
             "final": job.state in FINAL_STATES,
@@ -289,7 +262,7 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def errors_csv_view(self, request: HttpRequest, object_id: int) -> StreamingHttpResponse:
         """The whole error report as CSV: the same export as the API's ``errors.csv``."""
-        job = self._viewable_job(request, object_id)
+        job = self.viewable_object(request, object_id)
         response = StreamingHttpResponse(
             selectors.import_row_errors_csv(job=job), content_type="text/csv; charset=utf-8"
         )

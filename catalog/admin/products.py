@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Case, QuerySet, Value, When
 from django.http import HttpRequest
 
 from catalog.admin.display import thumbnail_html
@@ -72,6 +72,27 @@ class ProductAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Product]:
         return super().get_queryset(request).prefetch_related("images")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Product], search_term: str
+    ) -> tuple[QuerySet[Product], bool]:
+        """The matches, a product whose SKU is the term first, then SKUs that start with it.
+
+        The lookbook editor's autocomplete takes its first option on Enter: by recency alone,
+        a newer variant ("TEE-RED-L") came before the SKU typed in full ("TEE-RED"). The
+        change list orders its page itself afterwards, so it is unaffected.
+        """
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if term:
+            queryset = queryset.annotate(
+                sku_match=Case(
+                    When(sku__iexact=term, then=Value(0)),
+                    When(sku__istartswith=term, then=Value(1)),
+                    default=Value(2),
+                )
+            ).order_by("sku_match", *(Product._meta.ordering or ()))
+        return queryset, may_have_duplicates
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         # After the images inline is saved too: the hash covers their sources.

@@ -95,22 +95,38 @@ def _chunk_give_up(*, chunk: ImportChunk, worker: str, dispatch: bool) -> None:
         for raw in chunk.rows
     ]
     with transaction.atomic():
-        locked = ImportChunk.objects.select_for_update().get(id=chunk.id)
-        if locked.state == ImportChunk.State.FINISHED or locked.claimed_by != worker:
-            return
-        ImportRowError.objects.filter(chunk_id=chunk.id).delete()
-        ImportRowError.objects.bulk_create(errors)
-        locked.failed_rows = len(chunk.rows)
-        locked.done_rows = 0
-        locked.state = ImportChunk.State.FINISHED
-        locked.claimed_by = ""
-        locked.save()
-        import_job_counts_refresh(chunk.job_id)
-        remaining = ImportChunk.objects.filter(job_id=chunk.job_id).exclude(
-            state=ImportChunk.State.FINISHED
-        )
-        if dispatch and not remaining.exists():
-            import_job_finalize_send(chunk.job_id)
+        locked = _chunk_lock_own(chunk_id=chunk.id, worker=worker)
+        if locked is not None:
+            _chunk_close(locked=locked, errors=errors, failed=len(chunk.rows), dispatch=dispatch)
+
+
+def _chunk_lock_own(*, chunk_id: int, worker: str) -> ImportChunk | None:
+    """Lock the chunk (in the caller's transaction) if it is still this worker's to finish:
+    None when it is finished already or the sweeper gave it to another worker."""
+    locked = ImportChunk.objects.select_for_update().get(id=chunk_id)
+    if locked.state == ImportChunk.State.FINISHED or locked.claimed_by != worker:
+        return None
+    return locked
+
+
+def _chunk_close(
+    *, locked: ImportChunk, errors: list[ImportRowError], failed: int, dispatch: bool
+) -> None:
+    """Store a locked chunk's row errors (a redo replaces them) and counts, mark it finished
+    and refresh its job's counts; the job's last chunk sends the job to be finalised."""
+    ImportRowError.objects.filter(chunk_id=locked.id).delete()
+    ImportRowError.objects.bulk_create(errors)
+    locked.failed_rows = failed
+    locked.done_rows = len(locked.rows) - failed
+    locked.state = ImportChunk.State.FINISHED
+    locked.claimed_by = ""
+    locked.save()
+    import_job_counts_refresh(locked.job_id)
+    remaining = ImportChunk.objects.filter(job_id=locked.job_id).exclude(
+        state=ImportChunk.State.FINISHED
+    )
+    if dispatch and not remaining.exists():
+        import_job_finalize_send(locked.job_id)
 
 
 def _heartbeat(chunk_id: int, worker: str) -> bool:
@@ -239,23 +255,11 @@ def _chunk_finish(*, chunk_id: int, worker: str, rows: list[ProductRow], dispatc
             )
         )
     with transaction.atomic():
-        locked = ImportChunk.objects.select_for_update().get(id=chunk_id)
-        if locked.state == ImportChunk.State.FINISHED or locked.claimed_by != worker:
+        locked = _chunk_lock_own(chunk_id=chunk_id, worker=worker)
+        if locked is None:
             return
-        ImportRowError.objects.filter(chunk_id=chunk_id).delete()  # a redo replaces them
-        ImportRowError.objects.bulk_create(errors)
         Product.objects.filter(id__in=photoless).delete()
-        locked.failed_rows = len(failed_rows)
-        locked.done_rows = len(rows) - len(failed_rows)
-        locked.state = ImportChunk.State.FINISHED
-        locked.claimed_by = ""
-        locked.save()
-        import_job_counts_refresh(chunk.job_id)
-        remaining = ImportChunk.objects.filter(job_id=chunk.job_id).exclude(
-            state=ImportChunk.State.FINISHED
-        )
-        if dispatch and not remaining.exists():
-            import_job_finalize_send(chunk.job_id)
+        _chunk_close(locked=locked, errors=errors, failed=len(failed_rows), dispatch=dispatch)
         if ready_products:
             ids = sorted(ready_products)
             transaction.on_commit(

@@ -244,7 +244,9 @@ def product_images_retry(*, product_ids: list[int], dispatch: bool = True) -> li
         if dispatch and image_ids:
             from catalog import tasks
 
-            transaction.on_commit(lambda: tasks.product_images_fetch.delay(image_ids=image_ids))
+            transaction.on_commit(
+                lambda: tasks.product_images_fetch_task.delay(image_ids=image_ids)
+            )
     return image_ids
 
 

@@ -231,7 +231,7 @@ def import_job_counts_refresh(job_id: int) -> None:
 def import_job_finalize_send(job_id: int) -> None:
     from catalog import tasks
 
-    transaction.on_commit(lambda: tasks.import_job_finalize.delay(job_id=job_id))
+    transaction.on_commit(lambda: tasks.import_job_finalize_task.delay(job_id=job_id))
 
 
 def import_job_base_dir(job: ImportJob) -> Path | None:

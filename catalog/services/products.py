@@ -11,11 +11,13 @@ from django.db import connection, transaction
 from django.dispatch import Signal
 
 from catalog.document import ProductDocument
-from catalog.ingest.rows import ProductRow
+from catalog.ingest.fetching import FetchError, SafeFetcher
+from catalog.ingest.rows import ImageRef, ProductRow
 from catalog.models import (
     Product,
     ProductImage,
 )
+from catalog.services.fetch import fetch_policy
 
 #: Sent (after commit) with ``product_ids`` whose embedded content changed and that have a
 #: ready image: the embeddings app may connect to it to embed them promptly. The durable
@@ -26,8 +28,17 @@ products_need_embedding = Signal()
 def product_content_hash(*, product: Product) -> str:
     """The hash of the product's document and image sources, from its stored fields: what
     the importer computes from a feed row, so every writer agrees on "stale"."""
-    images = sorted(product.images.all(), key=lambda image: image.position) if product.pk else []
-    sources = [image.source_url for image in images]
+    # Read, not `product.images.all()`: a prefetched list is stale once a writer (the API's
+    # `image_urls`) has changed the images.
+    sources = (
+        list(
+            ProductImage.objects.filter(product_id=product.pk)
+            .order_by("position")
+            .values_list("source_url", flat=True)
+        )
+        if product.pk
+        else []
+    )
     return ProductDocument.of(product).content_hash(image_sources=sources)
 
 
@@ -147,7 +158,7 @@ def product_upsert_batch(*, rows: list[ProductRow]) -> UpsertResult:
         ids.update({sku: pk for pk, sku, _inserted in written})
         created = sum(1 for _id, _sku, inserted in written if inserted)
         changed = {ids[v["sku"]] for v in values if old_hashes.get(v["sku"]) != v["content_hash"]}
-        _images_sync(rows=rows, ids=ids)
+        _images_sync(wanted={ids[r.sku]: [ref.value for ref in r.images] for r in rows})
     return UpsertResult(
         created=created,
         updated=len(written) - created,
@@ -157,8 +168,8 @@ def product_upsert_batch(*, rows: list[ProductRow]) -> UpsertResult:
     )
 
 
-def _images_sync(*, rows: list[ProductRow], ids: dict[str, int]) -> None:
-    wanted = {ids[r.sku]: [ref.value for ref in r.images] for r in rows}
+def _images_sync(*, wanted: dict[int, list[str]]) -> None:
+    """Make each product's images these sources, in order (product id -> sources)."""
     existing: dict[int, dict[int, ProductImage]] = {}
     for image in ProductImage.objects.filter(product_id__in=wanted.keys()):
         existing.setdefault(image.product_id, {})[image.position] = image
@@ -189,36 +200,119 @@ def _images_sync(*, rows: list[ProductRow], ids: dict[str, int]) -> None:
         ProductImage.objects.bulk_update(to_reset, ["source_url", "status", "error", "updated_at"])
 
 
-#: Fields a product is created or updated with through the REST API (not its images).
+#: Fields a product is created or updated with through the REST API (and `image_urls`).
 PRODUCT_EDITABLE_FIELDS = (
     "title", "description", "brand", "category", "group_id", "price", "currency",
     "in_stock", "url", "attributes",
 )  # fmt: skip
 
+#: Products one API batch may create or replace (a request, not a feed: imports take more).
+MAX_BATCH_PRODUCTS = 500
 
-def product_create(*, sku: str, title: str, **fields: Any) -> Product:
-    """Create a product (its images arrive through imports)."""
+
+def image_url_problems(urls: list[str]) -> dict[int, list[str]]:
+    """Why the fetcher would refuse some of these image URLs by their form alone (scheme,
+    host, port, allowed hosts), by position; their addresses are checked when fetched."""
+    problems: dict[int, list[str]] = {}
+    with SafeFetcher(fetch_policy()) as fetcher:
+        for position, url in enumerate(urls):
+            try:
+                fetcher.check_url(url)
+            except FetchError as exc:
+                problems[position] = [f"This URL cannot be fetched: {exc.reason}."]
+    return problems
+
+
+def product_row_from_api(index: int, data: dict[str, Any]) -> ProductRow:
+    """A validated API product as a feed row (`index` is its place in the request)."""
+    return ProductRow(
+        row=index,
+        sku=data["sku"],
+        title=data["title"],
+        description=data.get("description", ""),
+        link=data.get("url", ""),
+        images=tuple(ImageRef(kind="url", value=url) for url in data.get("image_urls", [])),
+        price=data.get("price"),
+        currency=data.get("currency", ""),
+        availability="in_stock" if data.get("in_stock", True) else "out_of_stock",
+        brand=data.get("brand", ""),
+        product_type=data.get("category", ""),
+        item_group_id=data.get("group_id", ""),
+        attributes=dict(data.get("attributes") or {}),
+    )
+
+
+def _pending_images_send(*, product_ids: list[int]) -> int:
+    """After commit, send these products' pending images to a worker, which fetches them
+    through the safe fetcher; returns how many."""
+    image_ids = list(
+        ProductImage.objects.filter(
+            product_id__in=product_ids, status=ProductImage.Status.PENDING
+        ).values_list("id", flat=True)
+    )
+    if image_ids:
+        from catalog import tasks  # tasks import services: import here, not at the top
+
+        transaction.on_commit(lambda: tasks.product_images_fetch_task.delay(image_ids=image_ids))
+    return len(image_ids)
+
+
+def product_create(
+    *, sku: str, title: str, image_urls: list[str] | None = None, **fields: Any
+) -> Product:
+    """Create a product; its `image_urls` are fetched by a worker after commit."""
     unknown = set(fields) - set(PRODUCT_EDITABLE_FIELDS)
     if unknown:
         raise TypeError(f"unknown product fields: {', '.join(sorted(unknown))}")
     with transaction.atomic():
         product = Product.objects.create(sku=sku, title=title, **fields)
+        if image_urls:
+            _images_sync(wanted={product.pk: image_urls})
+            _pending_images_send(product_ids=[product.pk])
         if product_document_changed(product=product):
             product.save(update_fields=["content_hash"])
     return product
 
 
-def product_update(*, product: Product, **fields: Any) -> Product:
-    """Change the given fields; the content hash follows, so a new text is re-embedded."""
+def product_update(
+    *, product: Product, image_urls: list[str] | None = None, **fields: Any
+) -> Product:
+    """Change the given fields (and, given `image_urls`, the photos); the content hash
+    follows, so a new text or photo is re-embedded."""
     unknown = set(fields) - {*PRODUCT_EDITABLE_FIELDS, "sku"}
     if unknown:
         raise TypeError(f"unknown product fields: {', '.join(sorted(unknown))}")
     with transaction.atomic():
         for name, value in fields.items():
             setattr(product, name, value)
+        if image_urls is not None:
+            _images_sync(wanted={product.pk: image_urls})
+            _pending_images_send(product_ids=[product.pk])
         product_document_changed(product=product)
         product.save()
     return product
+
+
+def products_upsert(*, rows: list[ProductRow]) -> tuple[UpsertResult, int]:
+    """The API's batch: create or replace products by SKU as feed rows do
+    (`product_upsert_batch`), send their new photos to a worker, and tell the embeddings of
+    changed products whose photo is ready. Returns the counts and how many photos will be
+    fetched."""
+    with transaction.atomic():
+        result = product_upsert_batch(rows=rows)
+        queued = _pending_images_send(product_ids=sorted(result.ids.values()))
+        ready = sorted(
+            ProductImage.objects.filter(
+                product_id__in=result.content_changed,
+                position=0,
+                status=ProductImage.Status.READY,
+            ).values_list("product_id", flat=True)
+        )
+        if ready:
+            transaction.on_commit(
+                lambda: products_need_embedding.send(sender=Product, product_ids=ready)
+            )
+    return result, queued
 
 
 def product_delete(*, product: Product) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
@@ -19,6 +20,7 @@ from django.views.decorators.http import require_POST
 from embeddings import selectors, training
 from embeddings.admin.versions import plain_rows
 from embeddings.models import TrainingJob
+from webapp.admin_pages import LivePanelAdmin
 
 POLL_SECONDS = 1  # htmx polls a job's progress this often while it is not final
 
@@ -51,7 +53,7 @@ def progress_context(job: TrainingJob) -> dict[str, Any]:
 
 
 @admin.register(TrainingJob)
-class TrainingJobAdmin(admin.ModelAdmin):
+class TrainingJobAdmin(LivePanelAdmin):
     list_display = ("id", "state_badge", "base", "progress", "loss_value", "model", "created_at")
     list_filter = ("state",)
     fields = ("base", "key", "out_dir", "config", "created_by", "created_at")
@@ -110,35 +112,21 @@ class TrainingJobAdmin(admin.ModelAdmin):
     def loss_value(self, obj: TrainingJob) -> str:
         return "—" if obj.loss is None else f"{obj.loss:.3f}"
 
-    def _job(self, request: HttpRequest, object_id: int) -> TrainingJob:
-        job = TrainingJob.objects.select_related("model").filter(pk=object_id).first()
-        if job is None or not self.has_view_permission(request, job):
-            raise Http404("no such training job")
-        return job
+    def panel_queryset(self) -> QuerySet[TrainingJob]:
+        return TrainingJob.objects.select_related("model")
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        context = dict(extra_context or {})
-        if object_id.isdigit():
-            job = TrainingJob.objects.select_related("model").filter(pk=object_id).first()
-            if job is not None and self.has_view_permission(request, job):
-                context.update(progress_context(job))
-        return super().change_view(request, object_id, form_url, context)
+    def panel_context(self, request: HttpRequest, obj: TrainingJob) -> dict[str, Any]:
+        return progress_context(obj)
 
     def progress_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """The progress panel (an htmx fragment): it keeps polling until the job is final."""
-        job = self._job(request, object_id)
+        job = self.viewable_object(request, object_id)
         return TemplateResponse(
-            request, "admin/embeddings/trainingjob/_progress.html", progress_context(job)
+            request, "admin/embeddings/trainingjob/_progress.html", self.panel_context(request, job)
         )
 
     def cancel_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        job = self._job(request, object_id)
+        job = self.viewable_object(request, object_id)
         try:
             job = training.training_job_cancel(job=job)
         except training.TrainingJobStateError as error:
@@ -153,7 +141,7 @@ class TrainingJobAdmin(admin.ModelAdmin):
         return redirect("admin:embeddings_trainingjob_change", job.pk)
 
     def resume_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        job = self._job(request, object_id)
+        job = self.viewable_object(request, object_id)
         try:
             job = training.training_job_resume(job=job)
         except training.TrainingJobStateError as error:

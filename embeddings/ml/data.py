@@ -175,6 +175,26 @@ def _require(path: Path, *names: str) -> None:
             raise DatasetError(f"{path / name} not found (is {path} the dataset directory?)")
 
 
+def _grouped(
+    name: str,
+    items: list[Item],
+    groups: dict[str, list[str]],
+    image_root: Path,
+    licence: str,
+    *,
+    queries: list[LookQuery] | None = None,
+) -> ItemDataset:
+    """A dataset whose lookbooks are its groups of two or more items (one relates nothing)."""
+    return ItemDataset(
+        name=name,
+        items=items,
+        lookbooks={k: v for k, v in groups.items() if len(v) >= 2},
+        image_root=image_root,
+        queries=queries or [],
+        licence=licence,
+    )
+
+
 def clothing_text(label: str, kids: bool, colour: str | None = None) -> str:
     """Return the item text for a clothing row: the label (+ kids, + a colour word)."""
     noun = {"Not sure": "clothing item", "Skip": "clothing item", "Other": "clothing item"}.get(
@@ -208,12 +228,8 @@ def load_clothing(path: Path, colour_words: bool = False) -> ItemDataset:
             )
             items.append(item)
             boards[f"sender:{row['sender_id']}"].append(item.item_id)
-    return ItemDataset(
-        name="clothing",
-        items=items,
-        lookbooks={k: v for k, v in boards.items() if len(v) >= 2},
-        image_root=path / "images",
-        licence="CC0 1.0 (public domain dedication)",
+    return _grouped(
+        "clothing", items, boards, path / "images", "CC0 1.0 (public domain dedication)"
     )
 
 
@@ -236,13 +252,7 @@ def load_hm(path: Path) -> ItemDataset:
             items.append(item)
             groups[f"product:{row['product_code']}"].append(item.item_id)
             groups[f"section:{row['section_name']}"].append(item.item_id)
-    return ItemDataset(
-        name="hm",
-        items=items,
-        lookbooks={k: v for k, v in groups.items() if len(v) >= 2},
-        image_root=path / "images",
-        licence="H&M data: non-commercial use only",
-    )
+    return _grouped("hm", items, groups, path / "images", "H&M data: non-commercial use only")
 
 
 def load_ikea(path: Path) -> ItemDataset:
@@ -275,13 +285,8 @@ def load_ikea(path: Path) -> ItemDataset:
         )
         for r in rooms
     ]
-    return ItemDataset(
-        name="ikea",
-        items=items,
-        lookbooks={k: v for k, v in lookbooks.items() if len(v) >= 2},
-        image_root=path,
-        queries=queries,
-        licence="IKEA images: non-commercial use only",
+    return _grouped(
+        "ikea", items, lookbooks, path, "IKEA images: non-commercial use only", queries=queries
     )
 
 

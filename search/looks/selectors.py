@@ -337,6 +337,11 @@ class Hotspot:
 HOTSPOT_CACHE_SECONDS = 3600
 
 
+def scene_hotspots_cache_key(*, model: EmbeddingModel, photo_id: str) -> str:
+    """Where a photo's regions found by one model version are kept."""
+    return f"looks:hotspots:{model.key}:{model.weights_sha256[:16]}:{photo_id}"
+
+
 def scene_hotspots(*, photo_id: str, image: bytes) -> list[Hotspot]:
     """The item regions of a stored shopper photo, from the cache or `scene_search`."""
     from django.core.cache import cache
@@ -346,7 +351,7 @@ def scene_hotspots(*, photo_id: str, image: bytes) -> list[Hotspot]:
     model = embedding_model_active()
     if model is None:
         return []
-    key = f"looks:hotspots:{model.key}:{model.weights_sha256[:16]}:{photo_id}"
+    key = scene_hotspots_cache_key(model=model, photo_id=photo_id)
     cached = cache.get(key)
     if cached is not None:
         return [Hotspot(tuple(box), category, score) for box, category, score in cached]

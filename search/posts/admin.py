@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 from catalog.models import Product
 from search.posts import selectors, services
 from search.posts.models import Post, PostFeed, PostTag
+from webapp.admin_pages import LivePanelAdmin
 
 POLL_SECONDS = 2
 
@@ -58,7 +59,7 @@ class PostAddForm(forms.Form):
 
 
 @admin.register(Post)
-class PostAdmin(admin.ModelAdmin):
+class PostAdmin(LivePanelAdmin):
     list_display = ("photo", "__str__", "state", "rights", "tags_summary", "source", "created_at")
     list_filter = ("state", "rights", "source", "feed")
     search_fields = ("creator_handle", "caption", "post_url", "image_url")
@@ -125,11 +126,8 @@ class PostAdmin(admin.ModelAdmin):
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        posted = request.method == "POST"
-        form = PostAddForm(request.POST if posted else None, request.FILES if posted else None)
-        if posted and form.is_valid():
+        form = self.add_form(request, PostAddForm)
+        if form.is_valid():
             data = form.cleaned_data
             upload = data.get("image")
             try:
@@ -149,15 +147,7 @@ class PostAdmin(admin.ModelAdmin):
                     messages.INFO,
                 )  # fmt: skip
                 return HttpResponseRedirect(reverse("admin:posts_post_change", args=[post.pk]))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Add a post",
-            "opts": self.opts,
-            "form": form,
-            "media": self.media + form.media,
-            **(extra_context or {}),
-        }
-        return TemplateResponse(request, self.add_form_template or "", context)
+        return self.form_page(request, title="Add a post", form=form, extra_context=extra_context)
 
     # --- Review ---------------------------------------------------------------------------
 
@@ -178,46 +168,36 @@ class PostAdmin(admin.ModelAdmin):
         ]
         return own + super().get_urls()
 
-    def _post(self, request: HttpRequest, post_id: int, *, change: bool) -> Post:
-        post = get_object_or_404(Post, pk=post_id)
-        allowed = self.has_change_permission if change else self.has_view_permission
-        if not allowed(request, post):
+    def _post(self, request: HttpRequest, post_id: int) -> Post:
+        """The post, if this user may change it (a review action)."""
+        post: Post = self.viewable_object(request, post_id)
+        if not self.has_change_permission(request, post):
             raise PermissionDenied
         return post
 
-    def _review_context(self, post: Post) -> dict[str, Any]:
+    def panel_queryset(self) -> QuerySet[Post]:
+        return Post.objects.all()
+
+    def panel_context(self, request: HttpRequest, obj: Post) -> dict[str, Any]:
         return {
-            "post": post,
-            "regions": selectors.post_review_regions(post=post),
-            "poll": post.state == Post.State.NEW,
+            "post": obj,
+            "regions": selectors.post_review_regions(post=obj),
+            "poll": obj.state == Post.State.NEW,
             "poll_seconds": POLL_SECONDS,
         }
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        post = Post.objects.filter(pk=object_id).first() if object_id.isdigit() else None
-        context = dict(extra_context or {})
-        if post is not None and self.has_view_permission(request, post):
-            context.update(self._review_context(post))
-        return super().change_view(request, object_id, form_url, context)
-
     def review_view(self, request: HttpRequest, post_id: int) -> HttpResponse:
         """The review panel (an htmx fragment): polls itself while the post is being tagged."""
-        post = self._post(request, post_id, change=False)
+        post = self.viewable_object(request, post_id)
         return TemplateResponse(
-            request, "admin/posts/post/_review.html", self._review_context(post)
+            request, "admin/posts/post/_review.html", self.panel_context(request, post)
         )
 
     def _back(self, post: Post) -> HttpResponseRedirect:
         return HttpResponseRedirect(reverse("admin:posts_post_change", args=[post.pk]))
 
     def tag_view(self, request: HttpRequest, post_id: int, tag_id: int, op: str) -> HttpResponse:
-        post = self._post(request, post_id, change=True)
+        post = self._post(request, post_id)
         tag = get_object_or_404(PostTag, pk=tag_id, region__post=post)
         try:
             if op == "approve":
@@ -237,7 +217,7 @@ class PostAdmin(admin.ModelAdmin):
         return self._back(post)
 
     def post_action_view(self, request: HttpRequest, post_id: int, op: str) -> HttpResponse:
-        post = self._post(request, post_id, change=True)
+        post = self._post(request, post_id)
         done = {
             "publish": "Published: the post shows on its page, its products' pages and the API.",
             "unpublish": "Unpublished.",
@@ -275,7 +255,7 @@ class PostFeedForm(forms.Form):
 
 
 @admin.register(PostFeed)
-class PostFeedAdmin(admin.ModelAdmin):
+class PostFeedAdmin(LivePanelAdmin):
     list_display = ("__str__", "state", "progress", "total_rows", "done_rows", "failed_rows",
                     "created_at")  # fmt: skip
     list_filter = ("state",)
@@ -308,11 +288,8 @@ class PostFeedAdmin(admin.ModelAdmin):
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        posted = request.method == "POST"
-        form = PostFeedForm(request.POST if posted else None, request.FILES if posted else None)
-        if posted and form.is_valid():
+        form = self.add_form(request, PostFeedForm)
+        if form.is_valid():
             try:
                 feed = services.post_feed_create(
                     upload=form.cleaned_data["file"], created_by_id=request.user.pk
@@ -322,42 +299,21 @@ class PostFeedAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{feed} is queued.", messages.INFO)
                 return HttpResponseRedirect(reverse("admin:posts_postfeed_change", args=[feed.pk]))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Add a feed of posts",
-            "opts": self.opts,
-            "form": form,
-            "media": self.media + form.media,
-            **(extra_context or {}),
-        }
-        return TemplateResponse(request, self.add_form_template or "", context)
+        return self.form_page(
+            request, title="Add a feed of posts", form=form, extra_context=extra_context
+        )
 
-    def _feed_context(self, feed: PostFeed) -> dict[str, Any]:
+    def panel_context(self, request: HttpRequest, obj: PostFeed) -> dict[str, Any]:
         return {
-            "feed": feed,
-            "final": feed.state in PostFeed.FINAL_STATES,
-            "row_errors": selectors.post_feed_row_errors(feed=feed)[:500],
+            "feed": obj,
+            "final": obj.state in PostFeed.FINAL_STATES,
+            "row_errors": selectors.post_feed_row_errors(feed=obj)[:500],
             "poll_seconds": POLL_SECONDS,
         }
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        feed = PostFeed.objects.filter(pk=object_id).first() if object_id.isdigit() else None
-        context = dict(extra_context or {})
-        if feed is not None and self.has_view_permission(request, feed):
-            context.update(self._feed_context(feed))
-        return super().change_view(request, object_id, form_url, context)
-
     def progress_view(self, request: HttpRequest, feed_id: int) -> HttpResponse:
         """Progress and row errors (an htmx fragment), polling until the feed is final."""
-        feed = get_object_or_404(PostFeed, pk=feed_id)
-        if not self.has_view_permission(request, feed):
-            raise PermissionDenied
+        feed = self.viewable_object(request, feed_id)
         return TemplateResponse(
-            request, "admin/posts/postfeed/_progress.html", self._feed_context(feed)
+            request, "admin/posts/postfeed/_progress.html", self.panel_context(request, feed)
         )

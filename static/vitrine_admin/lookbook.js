@@ -38,7 +38,61 @@
     event.detail.parameters.exclude = itemRows().filter(isDeleted).map(productOf).filter(Boolean);
   });
 
+  // The product autocomplete (the admin's select2) asks the server 250 ms after the last
+  // keystroke, and Enter takes the highlighted option of the list on screen. An Enter
+  // pressed before the answer for what was typed came took an option of an older list (or
+  // none): such an Enter waits for that answer, then takes its first option (the server
+  // lists an exact SKU first: ProductAdmin.get_search_results).
+  function autocompleteEnterWaitsForItsAnswer() {
+    const $ = window.django && window.django.jQuery;
+    if (!$) return;
+    const isSearch = (options) => String(options.url || "").includes("/autocomplete/");
+    const termOf = (options) =>
+      new URL(options.url, window.location.href).searchParams.get("term") || "";
+    let searching = 0; // requests on their way
+    let shown = null; // the term whose answer is the list on screen
+    let waiting = null; // the search field whose Enter waits
+    $(document).on("ajaxSend", (event, xhr, options) => {
+      if (isSearch(options)) searching += 1;
+    });
+    $(document).on("ajaxComplete", (event, xhr, options) => {
+      if (!isSearch(options)) return;
+      searching = Math.max(0, searching - 1);
+      if (xhr.statusText !== "abort") shown = termOf(options);
+      if (searching || !waiting || waiting.value !== shown) return;
+      const field = waiting;
+      waiting = null;
+      // select2 shows the answer in a promise callback, queued before this one: press Enter
+      // again once the new list is on screen.
+      window.setTimeout(() => {
+        if (field.isConnected) $(field).trigger($.Event("keydown", { which: 13, keyCode: 13 }));
+      }, 0);
+    });
+    const isSearchField = (element) =>
+      element && element.classList && element.classList.contains("select2-search__field");
+    document.addEventListener(
+      "keydown",
+      (event) => {
+        if (event.key !== "Enter" || !isSearchField(event.target)) return;
+        if (!searching && event.target.value === shown) return; // the list is current
+        event.preventDefault();
+        event.stopPropagation(); // before select2's own handler on the field
+        waiting = event.target;
+      },
+      true,
+    );
+    // Typing on after Enter is a change of mind: that Enter no longer counts.
+    document.addEventListener(
+      "input",
+      (event) => {
+        if (event.target === waiting) waiting = null;
+      },
+      true,
+    );
+  }
+
   function init() {
+    autocompleteEnterWaitsForItsAnswer();
     const body = itemsBody();
     const panel = document.querySelector("[data-vt-suggest]");
     if (!body) return;

@@ -10,6 +10,9 @@ from django.test import Client
 from search.models import ApiKey
 from search.services import api_key_create
 
+# The ingestion tests' local HTTP server is the image host of the products API tests.
+from tests.ingest.conftest import http_server  # noqa: F401  (pytest finds fixtures by name)
+
 # The search package's catalog fixtures serve the API tests as they are.
 from tests.search.conftest import (  # noqa: F401  (pytest finds fixtures by name)
     _fresh_throttle_counts,

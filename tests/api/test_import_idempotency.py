@@ -65,7 +65,7 @@ def test_an_import_posted_while_the_broker_is_down_is_accepted_and_sent_by_the_s
     def broker_down(*args: Any, **kwargs: Any) -> None:
         raise kombu.exceptions.OperationalError("Error 111 connecting to redis: refused.")
 
-    monkeypatch.setattr(tasks.import_job_parse, "apply_async", broker_down)
+    monkeypatch.setattr(tasks.import_job_parse_task, "apply_async", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         response = _post(writer, key="during-outage")
 

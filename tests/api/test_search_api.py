@@ -15,7 +15,7 @@ from django.utils import timezone
 from PIL import Image
 
 from search.models import QueryPhoto
-from search.tasks import query_photos_purge
+from search.tasks import query_photos_purge_task
 from tests.factories import photo_colour
 from tests.search.catalog import MODEL_KEY, Catalog, lookbook_create
 
@@ -299,7 +299,7 @@ def test_query_photos_are_deleted_after_the_retention_period(
     QueryPhoto.objects.filter(pk=old_id).update(created_at=timezone.now() - timedelta(hours=25))
     old_path = str(QueryPhoto.objects.get(pk=old_id).image.name)
 
-    assert query_photos_purge.apply().get() == 1
+    assert query_photos_purge_task.apply().get() == 1
 
     assert list(QueryPhoto.objects.values_list("pk", flat=True)) == [new_id]
     assert not default_storage.exists(old_path)

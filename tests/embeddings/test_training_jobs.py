@@ -114,7 +114,7 @@ def test_fine_tuning_and_evaluation_have_a_queue_of_their_own() -> None:
     assert queue("embeddings.tasks.training_job_run_task") == "training"
     assert queue("embeddings.tasks.embedding_model_evaluate_task") == "training"
     assert queue("embeddings.tasks.products_embed_task") == "embeddings"
-    assert queue("catalog.tasks.import_job_parse") == "ingest"
+    assert queue("catalog.tasks.import_job_parse_task") == "ingest"
 
 
 def test_train_model_reports_from_its_first_second_to_the_registered_version(

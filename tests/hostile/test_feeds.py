@@ -19,7 +19,7 @@ from catalog.services.chunks import MAX_CHUNK_ATTEMPTS, import_chunk_process, im
 from catalog.services.inline import import_job_run_inline
 from catalog.services.jobs import import_job_finalize, import_job_parse
 from tests.factories import photo_plain
-from tests.ingest.conftest import LocalServer
+from tests.ingest.conftest import LocalServer, media_for_local_fetches
 from tests.support.hostile import deep_json
 
 pytestmark = pytest.mark.django_db
@@ -29,10 +29,7 @@ FIELDS = ["id", "title", "image_link", "price", "sale_price", "availability"]
 
 @pytest.fixture
 def media(settings: Any, tmp_path: Path) -> Path:
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    settings.VITRINE_FETCH_ALLOWED_HOSTS = ["localhost"]
-    settings.VITRINE_FETCH_DEADLINE_SECONDS = 1.5
-    return tmp_path / "media"
+    return media_for_local_fetches(settings, tmp_path)
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -27,6 +29,15 @@ from tests.factories import photo_plain
 os.environ.setdefault("VITRINE_FETCH_ALLOWED_HOSTS", "localhost")
 
 Route = Callable[[BaseHTTPRequestHandler, dict[str, list[str]]], None]
+
+
+def media_for_local_fetches(settings: Any, tmp_path: Path, *, deadline: float = 1.5) -> Path:
+    """Stored images under `tmp_path/media`, and the fetcher allowed to reach the local test
+    server ("localhost", a private address) with a short deadline."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.VITRINE_FETCH_ALLOWED_HOSTS = ["localhost"]
+    settings.VITRINE_FETCH_DEADLINE_SECONDS = deadline
+    return tmp_path / "media"
 
 
 def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str) -> None:

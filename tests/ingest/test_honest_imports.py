@@ -16,17 +16,14 @@ from catalog.services.images import product_images_fetch
 from catalog.services.inline import import_job_run_inline
 from catalog.services.jobs import import_job_create
 from tests.factories import photo_plain
-from tests.ingest.conftest import LocalServer
+from tests.ingest.conftest import LocalServer, media_for_local_fetches
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def media(settings: Any, tmp_path: Path) -> Path:
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    settings.VITRINE_FETCH_ALLOWED_HOSTS = ["localhost"]
-    settings.VITRINE_FETCH_DEADLINE_SECONDS = 1.5
-    return tmp_path / "media"
+    return media_for_local_fetches(settings, tmp_path)
 
 
 def _feed(tmp_path: Path, rows: list[dict[str, str]]) -> Path:

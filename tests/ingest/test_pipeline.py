@@ -18,18 +18,15 @@ import catalog
 from catalog.models import ImportJob, ImportRowError, Lookbook, Product, ProductImage
 from catalog.services.inline import import_job_run_inline
 from tests.factories import photo_plain
-from tests.ingest.conftest import LocalServer
+from tests.ingest.conftest import LocalServer, media_for_local_fetches
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def media(settings: Any, tmp_path: Path) -> Path:
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    settings.VITRINE_FETCH_ALLOWED_HOSTS = ["localhost"]
-    settings.VITRINE_FETCH_DEADLINE_SECONDS = 1.5
     settings.VITRINE_FETCH_MAX_IMAGE_BYTES = 1_000_000
-    return tmp_path / "media"
+    return media_for_local_fetches(settings, tmp_path)
 
 
 @pytest.fixture

@@ -89,7 +89,7 @@ def _kill_a_worker_mid_import(tmp_path: Path) -> None:
     second = WorkerProcess().start()
     try:
         time.sleep(1.5)  # let the dead worker's lease go stale
-        tasks.import_sweep.delay(stale_after_seconds=1)
+        tasks.import_sweep_task.delay(stale_after_seconds=1)
         wait_for(
             lambda: ImportJob.objects.get(id=job.id).state != ImportJob.State.RUNNING,
             timeout=180,

@@ -7,12 +7,15 @@ import re
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
 
 from catalog.models import Lookbook
 from embeddings.models import EmbeddingModel
+from search.limits import photo_encoding_slot
+from search.looks.selectors import scene_hotspots_cache_key
 from search.models import QueryPhoto, SearchCalibration
 from tests.factories import photo_garment, photo_street
 from tests.pages.catalog_fixtures import ShopCatalog
@@ -175,6 +178,29 @@ def test_a_photo_refined_with_words_puts_matching_look_alikes_first(catalog: Sho
     html = client.get(location + "&q=in+blue").content.decode()
     assert catalog.products[_skus(html)[0]].attributes["colour"] == "Blue"
     assert re.findall(r'data-term="([^"]+)"', html) == ["Blue"]
+
+
+def test_a_client_told_to_wait_has_its_photo_s_regions_not_encoded_either(
+    catalog: ShopCatalog,
+) -> None:
+    # Finding the photo's regions encodes it as the search does: both belong inside the
+    # client's one photo-encoding slot, so a client already encoding a photo costs nothing.
+    address = "198.51.100.40"
+    client = Client(REMOTE_ADDR=address)
+    scene = photo_street(catalog.images["TEE-RED"], catalog.images["JEANS-BLU"])
+    location = _upload(client, scene, "outfit.jpg")["Location"]
+    photo_id = location.split("photo=")[1]
+    key = scene_hotspots_cache_key(model=catalog.model, photo_id=photo_id)
+    cache.delete(key)
+
+    with photo_encoding_slot(client=address):
+        busy = client.get(location)
+    assert busy.status_code == 429
+    assert cache.get(key) is None
+
+    answered = client.get(location)
+    assert answered.status_code == 200
+    assert cache.get(key) is not None
 
 
 def test_photo_search_without_an_active_model_says_it_is_getting_ready(

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from tests.api.conftest import read_key, reader  # noqa: F401  (pytest finds fixtures by name)
-from tests.ingest.conftest import http_server  # noqa: F401
+from tests.ingest.conftest import http_server, media_for_local_fetches  # noqa: F401
 from tests.search.conftest import (  # noqa: F401
     _fresh_throttle_counts,
     catalog,
@@ -21,10 +21,7 @@ from tests.search.conftest import (  # noqa: F401
 
 @pytest.fixture
 def media(settings: Any, tmp_path: Path) -> Path:
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    settings.VITRINE_FETCH_ALLOWED_HOSTS = ["localhost"]
-    settings.VITRINE_FETCH_DEADLINE_SECONDS = 3
-    return tmp_path / "media"
+    return media_for_local_fetches(settings, tmp_path, deadline=3)
 
 
 @pytest.fixture

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
 from django.test import Client
+
+from tests.support.processes import BASE_DIR, subprocess_environment
 
 pytestmark = pytest.mark.django_db
 
@@ -30,3 +34,24 @@ def test_static_file_requests_leave_the_access_log(caplog: pytest.LogCaptureFixt
         access.info('"GET %(U)s" %(s)s', {"U": "/api/v1/products/", "s": "200"})
     lines = [r.getMessage() for r in caplog.records if r.name == "gunicorn.access"]
     assert lines == ['"GET /api/v1/products/" 200']
+
+
+def test_the_log_level_setting_sets_the_level_and_refuses_a_made_up_one() -> None:
+    code = (
+        "import logging, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'webapp.settings');"
+        "import django; django.setup();"
+        "print(logging.getLevelName(logging.getLogger().level))"
+    )
+
+    def run(level: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", code], cwd=BASE_DIR, capture_output=True, text=True,
+            env=subprocess_environment(LOG_LEVEL=level), timeout=120,
+        )  # fmt: skip
+
+    quiet = run("warning")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.strip() == "WARNING"
+    made_up = run("chatty")
+    assert made_up.returncode != 0
+    assert "LOG_LEVEL='CHATTY': use DEBUG, INFO, WARNING, ERROR or CRITICAL" in made_up.stderr

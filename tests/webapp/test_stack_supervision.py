@@ -136,6 +136,16 @@ def test_a_stack_on_a_taken_port_says_so_before_starting_anything(
     assert not (tmp_path / "other" / "postgres").exists()
 
 
+def test_make_run_takes_a_port() -> None:
+    # What `make run PORT=8123` would run (make -n prints it and runs nothing).
+    planned = subprocess.run(
+        ["make", "-n", "run", "PORT=8123"], cwd=BASE_DIR, capture_output=True, text=True,
+        timeout=60, env={k: v for k, v in os.environ.items() if k != "PORT"},
+    )  # fmt: skip
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.splitlines()[-1].endswith("-m webapp.stack run --port 8123")
+
+
 def test_a_killed_worker_is_restarted_and_its_beat_goes_with_it(stack: Stack) -> None:
     worker = stack.child("celery")
     group = os.getpgid(worker.pid)
