@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -88,7 +87,7 @@ def _search_photo(
 ) -> selectors.SearchResults:
     return selectors.search_by_image(
         image=image, crop=crop, filters=filters, limit=RESULTS_LIMIT, diversify=True,
-        query=query, removed_terms=without or [],
+        query=query, removed_terms=without or [], lift_facets=True,
     )  # fmt: skip
 
 
@@ -97,28 +96,26 @@ def _search_words(
 ) -> selectors.SearchResults:
     return selectors.search_by_text(
         query=query, filters=filters, limit=RESULTS_LIMIT, diversify=True,
-        removed_terms=without or [],
+        removed_terms=without or [], lift_facets=True,
     )  # fmt: skip
 
 
 def _facet_counts(
-    *, search: Search, filters: selectors.SearchFilters, results: selectors.SearchResults
+    *, filters: selectors.SearchFilters, results: selectors.SearchResults
 ) -> dict[str, list[FacetCount]]:
     """Category and brand counts for the filter bar, over the search's candidates.
 
     The candidates are the page's own results (RESULTS_LIMIT, the same relevance floor
     and diversity), so with no category or brand ticked the counts add up to what the
-    shopper sees. A ticked facet must not count only itself, so then one more search of
-    the same query without the category and brand filters (price and stock kept) adds
-    its page of candidates, and `facet_counts` applies the other facet's selection to
-    each facet's counts. A second search rather than a larger pool because the page is
-    diversified (MMR) and the relevance floor applies: counts over 200 raw neighbours
-    would list values whose products never make it onto the page. One SQL query counts.
+    shopper sees. A ticked facet must not count only itself, so then the first
+    RESULTS_LIMIT of the same search's ranking with the selection lifted join them
+    (`unfiltered_ids`: ranked by the same search, not a second one), and `facet_counts`
+    applies the other facet's selection to each facet's counts. Not all of them: counts
+    over every raw neighbour would list values whose products never make it onto a page.
+    One SQL query counts, over ids: no product is loaded for it.
     """
     ids = [hit.product.pk for hit in results.hits]
-    if filters.category or filters.brand:
-        broad = search(replace(filters, category=[], brand=[]))
-        ids += [hit.product.pk for hit in broad.hits]
+    ids += results.unfiltered_ids[:RESULTS_LIMIT]
     return facet_counts(
         product_ids=ids,
         fields=FACET_FIELDS,
@@ -170,9 +167,7 @@ def results(request: HttpRequest) -> HttpResponse:
             try:
                 with slot:
                     context["results"] = search(filters)
-                    counts = _facet_counts(
-                        search=search, filters=filters, results=context["results"]
-                    )
+                    counts = _facet_counts(filters=filters, results=context["results"])
             except selectors.SearchUnavailable:
                 # No model version is active yet (first start-up, still embedding).
                 context["unavailable"] = True
