@@ -118,8 +118,11 @@ def query_photo_get(*, photo_id: str) -> QueryPhoto | None:
 def query_photo_read(*, photo_id: str) -> bytes | None:
     """The stored query photo's bytes, or None (see `query_photo_get`)."""
     photo = query_photo_get(photo_id=photo_id)
-    if photo is None:
-        return None
+    return None if photo is None else query_photo_bytes(photo=photo)
+
+
+def query_photo_bytes(*, photo: QueryPhoto) -> bytes | None:
+    """The bytes of a query photo already read, or None when its file is gone."""
     try:
         with photo.image.open("rb") as handle:
             data: bytes = handle.read()

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from catalog.models import Lookbook, LookbookItem, Product
 from catalog.selectors import product_prices_exist
-from search import selectors
+from search import result_cache, selectors
 from search.complete_the_look import complete_the_look
 from search.facets import FACET_FIELDS, FacetCount, facet_counts
 from search.forms import PhotoSearchForm, SearchForm
@@ -85,7 +85,7 @@ def _search_photo(
     query: str = "",
     without: list[str] | None = None,
 ) -> selectors.SearchResults:
-    return selectors.search_by_image(
+    return result_cache.search_by_image_cached(
         image=image, crop=crop, filters=filters, limit=RESULTS_LIMIT, diversify=True,
         query=query, removed_terms=without or [], lift_facets=True,
     )  # fmt: skip
@@ -94,7 +94,7 @@ def _search_photo(
 def _search_words(
     filters: selectors.SearchFilters, *, query: str, without: list[str] | None = None
 ) -> selectors.SearchResults:
-    return selectors.search_by_text(
+    return result_cache.search_by_text_cached(
         query=query, filters=filters, limit=RESULTS_LIMIT, diversify=True,
         removed_terms=without or [], lift_facets=True,
     )  # fmt: skip
@@ -207,7 +207,7 @@ def _hotspots(*, photo_id: str, image: bytes) -> list[Any]:
 def query_photo(request: HttpRequest, photo_id: str) -> FileResponse:
     """The shopper's own uploaded photo, shown under the crop box."""
     photo = selectors.query_photo_get(photo_id=photo_id)
-    data = selectors.query_photo_read(photo_id=photo_id) if photo else None
+    data = selectors.query_photo_bytes(photo=photo) if photo else None
     if photo is None or data is None:
         raise Http404("This photo is no longer stored.")
     response = FileResponse(iter([data]), content_type=photo.content_type)

@@ -75,3 +75,14 @@ def _png(data: bytes) -> Any:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     return SimpleUploadedFile("photo.png", data)
+
+
+def test_the_shoppers_photo_is_served_from_one_read_of_its_row(catalog: ShopCatalog) -> None:
+    client = Client()
+    upload = client.post("/search/photo/", {"image": _png(photo_garment((30, 30, 200)))})
+    photo_id = upload["Location"].split("photo=")[1]
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(f"/search/photos/{photo_id}/")
+    assert response.status_code == 200
+    reads = [q["sql"] for q in captured.captured_queries if "search_queryphoto" in q["sql"]]
+    assert len(reads) == 1, reads
