@@ -1,5 +1,7 @@
 """Results of repeated searches, from the cache: a popular query is ranked once.
 
+Search by words, by photo and similar items alike.
+
 The cached answer is a page's ranking (ids and scores, the candidates, what the words were
 understood as), never products: a hit loads the page's products as a miss does, so prices
 and stock are always current. Its key names the model version answering (the A/B arm's
@@ -130,5 +132,25 @@ def search_by_image_cached(
     result: selectors.SearchResults = _cached(
         key,
         lambda: selectors.search_by_image(image=image, crop=crop, filters=filters, **options),
+    )
+    return result
+
+
+def similar_products_cached(
+    *, product: Any, filters: selectors.SearchFilters, limit: int, in_stock_only: bool
+) -> selectors.SearchResults:
+    """`selectors.similar_products`, from the cache when asked the same for this product."""
+    asked = {
+        "product": product.pk,
+        "filters": _filters(filters),
+        "limit": limit,
+        "in_stock_only": in_stock_only,
+        "diversify": False,
+    }
+    result: selectors.SearchResults = _cached(
+        _key("similar", asked),
+        lambda: selectors.similar_products(
+            product=product, filters=filters, limit=limit, in_stock_only=in_stock_only
+        ),
     )
     return result

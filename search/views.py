@@ -233,7 +233,7 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
 def product_similar(request: HttpRequest, sku: str) -> HttpResponse:
     """Similar items, loaded by htmx after the product page is on screen."""
     product = _product(sku)
-    similar = selectors.similar_products(
+    similar = result_cache.similar_products_cached(
         product=product,
         filters=selectors.SearchFilters(
             category=[], brand=[], price_min=None, price_max=None, in_stock=None, attributes={}

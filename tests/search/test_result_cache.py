@@ -110,3 +110,23 @@ def test_a_repeated_photo_is_not_encoded_again(committed: Catalog) -> None:
     again, statements = search()
     assert not _searched(statements)
     assert _ranking(again) == _ranking(first)
+
+
+def test_similar_items_of_a_product_are_answered_from_the_cache(committed: Catalog) -> None:
+    product = committed.products["RED-0"]
+
+    def similar() -> tuple[SearchResults, list[str]]:
+        with CaptureQueriesContext(connection) as captured:
+            results = result_cache.similar_products_cached(
+                product=product, filters=SearchFilters(), limit=6, in_stock_only=False
+            )
+        return results, [q["sql"] for q in captured.captured_queries]
+
+    first, statements = similar()
+    assert first.hits and _searched(statements)
+    again, statements = similar()
+    assert not _searched(statements)
+    assert _ranking(again) == _ranking(first)
+    Product.objects.filter(pk=first.hits[0].product.pk).update(in_stock=False)
+    _, statements = similar()
+    assert _searched(statements)
