@@ -371,8 +371,8 @@ def _wait_until_listening(host: str, port: int, web: subprocess.Popen[bytes]) ->
 
 
 #: Gunicorn processes per usable core, and threads in each: see `web_server_size`.
-WEB_PROCESSES_PER_CORE = 2
-WEB_THREADS = 2
+WEB_PROCESSES_PER_CORE = 1
+WEB_THREADS = 4
 
 
 def web_server_size(cpus: int | None = None) -> tuple[int, int]:
@@ -380,9 +380,13 @@ def web_server_size(cpus: int | None = None) -> tuple[int, int]:
 
     A shopper request is mostly Python (ranking, templates) holding the GIL, with waits on
     PostgreSQL, Redis and the encoder between: one process per core keeps every core busy
-    with Python, and a few threads each fill the waits. More threads in one process only
-    queue on its GIL. Measured with bench/load.py's 50 shoppers on 2 cores: see
-    bench/results/load_sizing.json and the README.
+    with Python, and four threads each fill the waits. Each process holds its own copy of
+    the encoder (about 1 GB once it served a query), so more processes than cores cost
+    memory for no gain: on 2 cores, 4 processes x 2 threads served 20.9 / 12.8 requests/s
+    to 50 / 20 shoppers and 2 x 4 served 22.3 / 19.7 in the same run
+    (bench/results/load.json; other work kept the load average at 12-15, and 2 x 4 ran
+    second, on a results cache the first had warmed). At least two, so one process
+    restarting leaves one serving.
     """
     usable = cpus if cpus is not None else len(os.sched_getaffinity(0))
     return max(2, usable * WEB_PROCESSES_PER_CORE), WEB_THREADS
