@@ -98,6 +98,10 @@ class SearchResults:
     concepts: tuple[Any, ...] = ()
     #: Every ranked product's id, best first (facet counts are taken over them).
     candidate_ids: tuple[int, ...] = ()
+    #: Asked for with `lift_facets=True` while a category or brand is ticked: every ranked
+    #: product's id with that selection lifted, best first (the other values' counts).
+    #: The same ranking as `candidate_ids` (scores are per product), from one search.
+    unfiltered_ids: tuple[int, ...] = ()
 
 
 class SearchUnavailable(Exception):
@@ -114,8 +118,11 @@ def query_photo_get(*, photo_id: str) -> QueryPhoto | None:
 def query_photo_read(*, photo_id: str) -> bytes | None:
     """The stored query photo's bytes, or None (see `query_photo_get`)."""
     photo = query_photo_get(photo_id=photo_id)
-    if photo is None:
-        return None
+    return None if photo is None else query_photo_bytes(photo=photo)
+
+
+def query_photo_bytes(*, photo: QueryPhoto) -> bytes | None:
+    """The bytes of a query photo already read, or None when its file is gone."""
     try:
         with photo.image.open("rb") as handle:
             data: bytes = handle.read()
@@ -179,6 +186,13 @@ def search_hits(scored: Sequence[tuple[int, float]]) -> list[SearchHit]:
     ]
 
 
+def facets_lifted(filters: SearchFilters) -> SearchFilters | None:
+    """`filters` without its category and brand selection, or None when none is ticked."""
+    if not (filters.category or filters.brand):
+        return None
+    return replace(filters, category=[], brand=[])
+
+
 def _clamp(limit: int) -> int:
     return max(1, min(int(limit), MAX_LIMIT))
 
@@ -220,6 +234,7 @@ def _results(
     sort: str = "relevance",
     no_good_match: bool = False,
     concepts: tuple[Any, ...] = (),
+    unfiltered: Sequence[tuple[int, float]] = (),
 ) -> SearchResults:
     """One page of `ranked` (every candidate, (id, score) best first): sorted as asked,
     diversified by MMR on a relevance-ordered first page, products hydrated."""
@@ -241,6 +256,7 @@ def _results(
         offset=offset,
         concepts=concepts,
         candidate_ids=candidate_ids,
+        unfiltered_ids=tuple(pid for pid, _ in unfiltered),
     )
 
 
@@ -303,12 +319,15 @@ def search_by_image(
     offset: int = 0,
     sort: str = "relevance",
     removed_terms: Sequence[str] = (),
+    lift_facets: bool = False,
 ) -> SearchResults:
     """Products that look like the photo (or its cropped region), best first.
 
     With `query` ("in black"), what the words name is a strong ranking signal: products
     that look like the photo *and* match the words come first (`ranking.PHOTO_TERMS_WEIGHT`
-    per recognised term), then the others by looks. Raises `SearchUnavailable` while no
+    per recognised term), then the others by looks. With `lift_facets` and a category or
+    brand ticked, the nearest products without that selection are ranked too, into
+    `unfiltered_ids` (the photo is encoded once). Raises `SearchUnavailable` while no
     embedding model is active.
     """
     from search import ranking
@@ -321,19 +340,31 @@ def search_by_image(
     vector = query_image_vector(image, model=model)
     window = offset + limit
     pool = max(window * MMR_POOL_FACTOR if diversify else window, CANDIDATE_POOL)
-    ranked = nearest_products(
-        model=model, kind=IMAGE_QUERY_KIND, vector=vector, filters=filters, limit=pool
-    )
+    lifted = facets_lifted(filters) if lift_facets else None
     understood = _understand(query, removed=removed_terms) if query.strip() else None
+
+    def retrieve(narrowed: SearchFilters) -> list[tuple[int, float]]:
+        found = nearest_products(
+            model=model, kind=IMAGE_QUERY_KIND, vector=vector, filters=narrowed, limit=pool
+        )
+        if understood is not None and understood.concepts:
+            any_sql, any_params = ranking.concepts_any_sql(understood.concepts)
+            matching = nearest_products(
+                model=model, kind=IMAGE_QUERY_KIND, vector=vector, filters=narrowed,
+                limit=pool, extra_sql=f" AND ({any_sql})", extra_params=any_params,
+            )  # fmt: skip
+            found = list((dict(found) | dict(matching)).items())
+        return found
+
+    looks = retrieve(filters)
+    within = {pid for pid, _ in looks}
+    every = dict(looks) | (dict(retrieve(lifted)) if lifted is not None else {})
     if understood is not None and understood.concepts:
-        any_sql, any_params = ranking.concepts_any_sql(understood.concepts)
-        matching = nearest_products(
-            model=model, kind=IMAGE_QUERY_KIND, vector=vector, filters=filters, limit=pool,
-            extra_sql=f" AND ({any_sql})", extra_params=any_params,
-        )  # fmt: skip
-        looks = dict(ranked) | dict(matching)
-        fractions = ranking.concept_fractions(concepts=understood.concepts, product_ids=looks)
-        ranked = ranking.photo_and_words(looks=looks, fractions=fractions)
+        fractions = ranking.concept_fractions(concepts=understood.concepts, product_ids=every)
+        ranked_every = ranking.photo_and_words(looks=every, fractions=fractions)
+    else:
+        ranked_every = sorted(every.items(), key=lambda item: (-item[1], item[0]))
+    ranked = [item for item in ranked_every if item[0] in within]
     calibration = search_calibration_current(model=model)
     threshold = calibration.image_threshold if calibration is not None else None
     best = max((score for _, score in ranked), default=0.0)
@@ -346,6 +377,7 @@ def search_by_image(
         sort=sort,
         no_good_match=bool(ranked) and threshold is not None and best < threshold,
         concepts=understood.concepts if understood is not None else (),
+        unfiltered=ranked_every if lifted is not None else (),
     )
 
 
@@ -360,30 +392,59 @@ def text_search_signals(
     """What text search ranks by: the words' understanding and the four signals of every
     candidate (`search.ranking`). Shared by search and the calibration that fits the
     weights, so both see exactly the same candidates."""
+    understood, signals, _ = _text_search_signals(
+        query=query, filters=filters, pool=pool, model=model, removed_terms=removed_terms
+    )
+    return understood, signals
+
+
+def _text_search_signals(
+    *,
+    query: str,
+    filters: SearchFilters,
+    pool: int,
+    model: EmbeddingModel | None,
+    removed_terms: Sequence[str] = (),
+    lifted: SearchFilters | None = None,
+) -> tuple[Any, Any, set[int]]:
+    """`text_search_signals`, plus the candidates retrieved under `lifted` (the same words
+    and vectors, so nothing is understood or encoded twice) and the set of those retrieved
+    under `filters` (all of them when `lifted` is None)."""
     from search import ranking
 
     query = query.strip()
     understood = _understand(query, removed=removed_terms)
-    candidates = ranking.text_candidates(
-        understood=understood, filters=filters, limit=pool, filter_sql=filter_sql
-    )
     meaning_vector = looks_vector = None
     if model is not None and query:
         meaning_vector = query_text_vector(query, model=model)
         looks_vector = text_query_vector(model=model, vector=meaning_vector)
-        for kind, vector in (
-            (WORDS_MEANING_KIND, meaning_vector),
-            (WORDS_LOOKS_KIND, looks_vector),
-        ):
-            found = nearest_products(
-                model=model, kind=kind, vector=vector, filters=filters, limit=pool
-            )
-            candidates.extend(pid for pid, _ in found)
+
+    def retrieve(narrowed: SearchFilters) -> list[int]:
+        candidates = ranking.text_candidates(
+            understood=understood, filters=narrowed, limit=pool, filter_sql=filter_sql
+        )
+        if model is not None:
+            for kind, vector in (
+                (WORDS_MEANING_KIND, meaning_vector),
+                (WORDS_LOOKS_KIND, looks_vector),
+            ):
+                if vector is None:
+                    continue
+                found = nearest_products(
+                    model=model, kind=kind, vector=vector, filters=narrowed, limit=pool
+                )
+                candidates.extend(pid for pid, _ in found)
+        return candidates
+
+    candidates = retrieve(filters)
+    within = set(candidates)
+    if lifted is not None:
+        candidates += retrieve(lifted)
     signals = ranking.text_signals(
         understood=understood, product_ids=list(dict.fromkeys(candidates)), model=model,
         meaning=meaning_vector, looks=looks_vector, similarities=similarities,
     )  # fmt: skip
-    return understood, signals
+    return understood, signals, within
 
 
 def search_by_text(
@@ -395,6 +456,7 @@ def search_by_text(
     offset: int = 0,
     sort: str = "relevance",
     removed_terms: Sequence[str] = (),
+    lift_facets: bool = False,
 ) -> SearchResults:
     """Products for the shopper's words, ranked by a weighted sum of four signals
     (`search.ranking`): how many of the catalog terms read in the words a product has
@@ -407,7 +469,9 @@ def search_by_text(
     Candidates come from four retrievals (term matches, full text, both vector indexes),
     so a product the words name is never missed and a query whose type exists is never
     answered empty. `removed_terms` are labels of terms the shopper took off. Without an
-    active model, the words' terms and full text alone rank.
+    active model, the words' terms and full text alone rank. With `lift_facets` and a
+    category or brand ticked, the retrievals also run without that selection and their
+    candidates are ranked into `unfiltered_ids` (the words are read and encoded once).
     """
     from search import ranking
 
@@ -416,15 +480,24 @@ def search_by_text(
     window = offset + limit
     model = model_answering()
     calibration = search_calibration_current(model=model) if model is not None else None
-    understood, signals = text_search_signals(
+    lifted = facets_lifted(filters) if lift_facets else None
+    understood, signals, within = _text_search_signals(
         query=query,
         filters=filters,
         pool=max(window * MMR_POOL_FACTOR if diversify else window, CANDIDATE_POOL),
         model=model,
         removed_terms=removed_terms,
+        lifted=lifted,
     )
     weights = ranking.weights_of(calibration)
-    ranked = ranking.combine(signals=signals, weights=weights)
+    ranked_every = ranking.combine(signals=signals, weights=weights)
+    ranked = [item for item in ranked_every if item[0] in within]
+    if lifted is not None:
+        # "No good match" judges the candidates of the search asked for, as without lifting.
+        rows = [row for row, pid in enumerate(signals.product_ids) if pid in within]
+        signals = ranking.TextSignals(
+            product_ids=[signals.product_ids[row] for row in rows], values=signals.values[rows]
+        )
     return _results(
         model=model,
         ranked=ranked,
@@ -436,6 +509,7 @@ def search_by_text(
             understood=understood, signals=signals, calibration=calibration
         ),
         concepts=understood.concepts,
+        unfiltered=ranked_every if lifted is not None else (),
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -23,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from catalog.models import Lookbook, LookbookItem, Product
 from catalog.selectors import product_prices_exist
-from search import selectors
+from search import result_cache, selectors
 from search.complete_the_look import complete_the_look
 from search.facets import FACET_FIELDS, FacetCount, facet_counts
 from search.forms import PhotoSearchForm, SearchForm
@@ -86,39 +85,37 @@ def _search_photo(
     query: str = "",
     without: list[str] | None = None,
 ) -> selectors.SearchResults:
-    return selectors.search_by_image(
+    return result_cache.search_by_image_cached(
         image=image, crop=crop, filters=filters, limit=RESULTS_LIMIT, diversify=True,
-        query=query, removed_terms=without or [],
+        query=query, removed_terms=without or [], lift_facets=True,
     )  # fmt: skip
 
 
 def _search_words(
     filters: selectors.SearchFilters, *, query: str, without: list[str] | None = None
 ) -> selectors.SearchResults:
-    return selectors.search_by_text(
+    return result_cache.search_by_text_cached(
         query=query, filters=filters, limit=RESULTS_LIMIT, diversify=True,
-        removed_terms=without or [],
+        removed_terms=without or [], lift_facets=True,
     )  # fmt: skip
 
 
 def _facet_counts(
-    *, search: Search, filters: selectors.SearchFilters, results: selectors.SearchResults
+    *, filters: selectors.SearchFilters, results: selectors.SearchResults
 ) -> dict[str, list[FacetCount]]:
     """Category and brand counts for the filter bar, over the search's candidates.
 
     The candidates are the page's own results (RESULTS_LIMIT, the same relevance floor
     and diversity), so with no category or brand ticked the counts add up to what the
-    shopper sees. A ticked facet must not count only itself, so then one more search of
-    the same query without the category and brand filters (price and stock kept) adds
-    its page of candidates, and `facet_counts` applies the other facet's selection to
-    each facet's counts. A second search rather than a larger pool because the page is
-    diversified (MMR) and the relevance floor applies: counts over 200 raw neighbours
-    would list values whose products never make it onto the page. One SQL query counts.
+    shopper sees. A ticked facet must not count only itself, so then the first
+    RESULTS_LIMIT of the same search's ranking with the selection lifted join them
+    (`unfiltered_ids`: ranked by the same search, not a second one), and `facet_counts`
+    applies the other facet's selection to each facet's counts. Not all of them: counts
+    over every raw neighbour would list values whose products never make it onto a page.
+    One SQL query counts, over ids: no product is loaded for it.
     """
     ids = [hit.product.pk for hit in results.hits]
-    if filters.category or filters.brand:
-        broad = search(replace(filters, category=[], brand=[]))
-        ids += [hit.product.pk for hit in broad.hits]
+    ids += results.unfiltered_ids[:RESULTS_LIMIT]
     return facet_counts(
         product_ids=ids,
         fields=FACET_FIELDS,
@@ -174,9 +171,7 @@ def results(request: HttpRequest) -> HttpResponse:
                         # Finding the regions encodes the photo too: inside the slot.
                         context["hotspots"] = hotspots()
                     context["results"] = search(filters)
-                    counts = _facet_counts(
-                        search=search, filters=filters, results=context["results"]
-                    )
+                    counts = _facet_counts(filters=filters, results=context["results"])
             except selectors.SearchUnavailable:
                 # No model version is active yet (first start-up, still embedding).
                 context["unavailable"] = True
@@ -216,7 +211,7 @@ def _hotspots(*, photo_id: str, image: bytes) -> list[Any]:
 def query_photo(request: HttpRequest, photo_id: str) -> FileResponse:
     """The shopper's own uploaded photo, shown under the crop box."""
     photo = selectors.query_photo_get(photo_id=photo_id)
-    data = selectors.query_photo_read(photo_id=photo_id) if photo else None
+    data = selectors.query_photo_bytes(photo=photo) if photo else None
     if photo is None or data is None:
         raise Http404("This photo is no longer stored.")
     response = FileResponse(iter([data]), content_type=photo.content_type)
@@ -242,7 +237,7 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
 def product_similar(request: HttpRequest, sku: str) -> HttpResponse:
     """Similar items, loaded by htmx after the product page is on screen."""
     product = _product(sku)
-    similar = selectors.similar_products(
+    similar = result_cache.similar_products_cached(
         product=product,
         filters=selectors.SearchFilters(
             category=[], brand=[], price_min=None, price_max=None, in_stock=None, attributes={}

@@ -330,6 +330,10 @@ VITRINE_PAGE_PHOTO_RATE = env_str("VITRINE_PAGE_PHOTO_RATE", "30/min")
 VITRINE_PAGE_SEARCH_RATE = env_str("VITRINE_PAGE_SEARCH_RATE", "240/min")
 # Threads of one web process that may encode a shopper's photo at once (one per client).
 VITRINE_PHOTO_ENCODE_CONCURRENCY = env_int("VITRINE_PHOTO_ENCODE_CONCURRENCY", 2, minimum=1)
+# Seconds a results page's ranking stays in the cache for the same search (0: off). A
+# change of the catalog, its vectors or the model answering retires it sooner
+# (search/result_cache.py); the bound is for memory, not for freshness.
+VITRINE_RESULTS_CACHE_SECONDS = env_int("VITRINE_RESULTS_CACHE_SECONDS", 300, minimum=0)
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -370,7 +370,35 @@ def _wait_until_listening(host: str, port: int, web: subprocess.Popen[bytes]) ->
     return False
 
 
-def run(host: str, port: int, web_workers: int, worker_concurrency: int) -> int:
+#: Gunicorn processes per usable core, and threads in each: see `web_server_size`.
+WEB_PROCESSES_PER_CORE = 1
+WEB_THREADS = 4
+
+
+def web_server_size(cpus: int | None = None) -> tuple[int, int]:
+    """Gunicorn's (processes, threads each) for `cpus` usable cores (default: this process's).
+
+    A shopper request is mostly Python (ranking, templates) holding the GIL, with waits on
+    PostgreSQL, Redis and the encoder between: one process per core keeps every core busy
+    with Python, and four threads each fill the waits. Each process holds its own copy of
+    the encoder (about 1 GB once it served a query), so more processes than cores cost
+    memory for no gain: on 2 cores, 4 processes x 2 threads served 20.9 / 12.8 requests/s
+    to 50 / 20 shoppers and 2 x 4 served 22.3 / 19.7 in the same run
+    (bench/results/load.json; other work kept the load average at 12-15, and 2 x 4 ran
+    second, on a results cache the first had warmed). At least two, so one process
+    restarting leaves one serving.
+    """
+    usable = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    return max(2, usable * WEB_PROCESSES_PER_CORE), WEB_THREADS
+
+
+def run(
+    host: str,
+    port: int,
+    web_workers: int | None,
+    worker_concurrency: int,
+    web_threads: int | None = None,
+) -> int:
     """Bring up the whole stack and block until Ctrl-C, restarting children that crash."""
     data_dir = _data_dir()
     url = f"http://{host}:{port}/"
@@ -386,6 +414,7 @@ def run(host: str, port: int, web_workers: int, worker_concurrency: int) -> int:
                 return _run_children(
                     environment, python=python, host=host, port=port, url=url,
                     web_workers=web_workers, worker_concurrency=worker_concurrency,
+                    web_threads=web_threads,
                 )  # fmt: skip
     except _Interrupted:
         return 130
@@ -401,9 +430,13 @@ def _run_children(
     host: str,
     port: int,
     url: str,
-    web_workers: int,
+    web_workers: int | None,
     worker_concurrency: int,
+    web_threads: int | None = None,
 ) -> int:
+    sized_workers, sized_threads = web_server_size()
+    web_workers = web_workers or sized_workers
+    web_threads = web_threads or sized_threads
     supervisor = _Supervisor(environment, log_dir=_log_dir())
     try:
         manage = [python, "manage.py"]
@@ -439,7 +472,7 @@ def _run_children(
             "web server",
             [
                 python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{host}:{port}",
-                "--workers", str(web_workers), "--threads", "4", "--timeout", "120",
+                "--workers", str(web_workers), "--threads", str(web_threads), "--timeout", "120",
                 "--access-logfile", "-",
             ],
         )  # fmt: skip
@@ -503,7 +536,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=int(os.environ.get("PORT", "8000")),
         help="port of the web server (default: $PORT or 8000); make run PORT=8001",
     )
-    run_parser.add_argument("--web-workers", type=int, default=2)
+    run_parser.add_argument(
+        "--web-workers", type=int, default=None, help="gunicorn processes (default: sized)"
+    )
+    run_parser.add_argument(
+        "--web-threads", type=int, default=None, help="threads each (default: sized)"
+    )
     run_parser.add_argument("--worker-concurrency", type=int, default=2)
     exec_parser = commands.add_parser("exec", help="run a command inside the environment")
     exec_parser.add_argument(
@@ -512,7 +550,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     exec_parser.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run(args.host, args.port, args.web_workers, args.worker_concurrency)
+        return run(
+            args.host, args.port, args.web_workers, args.worker_concurrency, args.web_threads
+        )
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
         parser.error("exec needs a command after --")

@@ -1,0 +1,132 @@
+"""Repeated searches from the cache, keyed by model version, results version and the ask.
+
+Committed rows (`transactional_db`): a search inside a transaction is never cached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from catalog.models import Product
+from embeddings.models import ProductEmbedding
+from search import result_cache
+from search.selectors import SearchFilters, SearchResults
+from tests.factories import photo_colour
+from tests.search.catalog import Catalog, EncodedCatalog, catalog_create
+
+NEAREST = "<=>"  # every vector statement of a search ranks by cosine distance
+
+
+@pytest.fixture
+def committed(transactional_db: Any, encoded_catalog: EncodedCatalog) -> Catalog:
+    return catalog_create(encoded=encoded_catalog)
+
+
+def _text(query: str = "red shirt", **filters: Any) -> tuple[SearchResults, list[str]]:
+    with CaptureQueriesContext(connection) as captured:
+        results = result_cache.search_by_text_cached(
+            query=query, filters=SearchFilters(**filters), limit=12, diversify=True
+        )
+    return results, [q["sql"] for q in captured.captured_queries]
+
+
+def _ranking(results: SearchResults) -> list[tuple[str, float]]:
+    return [(hit.product.sku, hit.score) for hit in results.hits]
+
+
+def _searched(statements: list[str]) -> bool:
+    return any(NEAREST in sql for sql in statements)
+
+
+def test_a_repeated_text_search_is_answered_from_the_cache(committed: Catalog) -> None:
+    first, statements = _text()
+    assert first.hits and _searched(statements)
+    again, statements = _text()
+    assert not _searched(statements)
+    assert _ranking(again) == _ranking(first)
+    assert again.candidate_ids == first.candidate_ids
+    assert again.concepts == first.concepts
+    # Products are loaded fresh, never from the cache: a price change shows at once.
+    assert len(statements) <= 5, statements  # model, version, products, images
+
+
+def test_filters_and_words_are_part_of_the_key(committed: Catalog) -> None:
+    _text()
+    narrowed, statements = _text(brand=["Acme"])
+    assert _searched(statements)
+    assert {hit.product.brand for hit in narrowed.hits} == {"Acme"}
+    _, statements = _text("blue trousers")
+    assert _searched(statements)
+
+
+def test_a_catalog_change_retires_the_cached_results(committed: Catalog) -> None:
+    first, _ = _text()
+    top = first.hits[0].product
+    Product.objects.filter(pk=top.pk).delete()
+    again, statements = _text()
+    assert _searched(statements)
+    assert top.sku not in {sku for sku, _ in _ranking(again)}
+    assert top.pk not in again.candidate_ids
+
+
+def test_a_vector_change_retires_the_cached_results(committed: Catalog) -> None:
+    _text()
+    ProductEmbedding.objects.filter(product__sku="RED-0").delete()
+    _, statements = _text()
+    assert _searched(statements)
+
+
+def test_another_model_version_answering_misses_the_cache(committed: Catalog) -> None:
+    _text()
+    committed.model.key = "default-v1-retrained"
+    committed.model.save(update_fields=["key"])
+    _, statements = _text()
+    assert _searched(statements)
+
+
+def test_a_search_inside_a_transaction_is_not_cached(committed: Catalog) -> None:
+    with transaction.atomic():
+        _text()
+        _, statements = _text()
+        assert _searched(statements)
+
+
+def test_a_repeated_photo_is_not_encoded_again(committed: Catalog) -> None:
+    photo = photo_colour("red")
+
+    def search() -> tuple[SearchResults, list[str]]:
+        with CaptureQueriesContext(connection) as captured:
+            results = result_cache.search_by_image_cached(
+                image=photo, crop=None, filters=SearchFilters(), limit=12, diversify=True
+            )
+        return results, [q["sql"] for q in captured.captured_queries]
+
+    first, statements = search()
+    assert first.hits and _searched(statements)
+    again, statements = search()
+    assert not _searched(statements)
+    assert _ranking(again) == _ranking(first)
+
+
+def test_similar_items_of_a_product_are_answered_from_the_cache(committed: Catalog) -> None:
+    product = committed.products["RED-0"]
+
+    def similar() -> tuple[SearchResults, list[str]]:
+        with CaptureQueriesContext(connection) as captured:
+            results = result_cache.similar_products_cached(
+                product=product, filters=SearchFilters(), limit=6, in_stock_only=False
+            )
+        return results, [q["sql"] for q in captured.captured_queries]
+
+    first, statements = similar()
+    assert first.hits and _searched(statements)
+    again, statements = similar()
+    assert not _searched(statements)
+    assert _ranking(again) == _ranking(first)
+    Product.objects.filter(pk=first.hits[0].product.pk).update(in_stock=False)
+    _, statements = similar()
+    assert _searched(statements)
