@@ -8,8 +8,9 @@ Tasks (cosine ranking over L2-normalised vectors, 95% bootstrap CIs over queries
 - ``snapshot_to_hm_type_p@10``: a shopper's snapshot from the held-out clothing senders,
   against the whole H&M catalog: precision@10 of an H&M product type that the snapshot's
   label maps to (`LABEL_TO_HM_TYPES`; labels with no H&M counterpart are not asked).
-- ``similar_items_same_type_p@10``: fused (image + text) item vector of a held-out H&M
-  article against all fused item vectors: precision@10 of the same product type.
+- ``similar_items_same_type_p@10``: a held-out H&M article's similar items, ranked as the
+  selector ranks them (its fused and text vectors, `search.similar_items`), precision@10 of
+  the same product type; ``similar_items_fused_only_...`` by the fused vector alone.
 - ``clothing_category_p@10``: a held-out clothing photo against the other held-out photos:
   precision@10 of the same label.
 
@@ -22,6 +23,10 @@ exact here instead of pgvector's HNSW: recall@10 of the index is measured ≥ 0.
 bench/search_latency.py). Vectors are cached in .cache/relevance/ by spec and weights.
 
     python bench/relevance.py --datasets ../shared/datasets --spec default --spec default:v1
+
+``--spec trunk:default`` (``grid:default``) measures the default model's frozen image
+trunk alone, by its pooled vector (its 3x3 grid tokens): the ceiling of a head trained
+without retail photos of colour variants.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 THUMBNAIL = "thumbnail16x24"
+# "trunk:<spec>" / "grid:<spec>": the model's frozen image trunk alone, by its pooled vector
+# or its grid tokens (each token normalised, flattened): what any head on it starts from.
+TRUNK, GRID = "trunk:", "grid:"
 HOLDOUT_CODES = 0.30
 # A clothing label -> the H&M product types that answer it. Labels with no clear H&M
 # counterpart ("Other", "Not sure", "Skip", "Body", "Undershirt") are not asked.
@@ -151,11 +159,13 @@ def _vectors(name: str, data: dict, cache: Path, threads: int) -> dict[str, np.n
     import os
 
     os.environ.setdefault("VITRINE_TORCH_THREADS", str(threads))
+    if name.startswith((TRUNK, GRID)):
+        return _trunk_vectors(name, data, cache)
     from embeddings.ml.loading import load_encoder
 
     encoder = load_encoder(name, device="cpu", onnx_dir=cache / "onnx")
     key = f"{key}-{encoder.weights_sha256[:16]}"
-    path = cache / f"{key}.npz"
+    path = cache / f"{key}-with-text.npz"
     if path.is_file():
         return dict(np.load(path))
     out = {}
@@ -166,8 +176,39 @@ def _vectors(name: str, data: dict, cache: Path, threads: int) -> dict[str, np.n
         out[part] = res.vectors
     res = encoder.encode_items(data["hm_files"], data["hm_texts"])
     out["hm_item"] = res.vectors
+    out["hm_text"] = encoder.encode_texts(data["hm_texts"])
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, **out)
+    return out
+
+
+def _trunk_vectors(name: str, data: dict, cache: Path) -> dict[str, np.ndarray]:
+    """The frozen trunk's own image vectors (no head, no text: item = image)."""
+    from embeddings.ml.feature_cache import Augmentation, tower_features
+    from embeddings.ml.loading import load_model
+
+    prefix, spec = name.split(":", 1)
+    loaded = load_model(spec)
+    out = {}
+    for part, files in (("hm_image", data["hm_files"]), ("c_image", data["c_files"])):
+        feats = tower_features(
+            model=loaded.model,
+            preprocess=loaded.preprocess,
+            tower_id=loaded.weights_sha256,
+            files=files,
+            augmentation=Augmentation(views=1),
+            cache_dir=cache / "features",
+        )
+        if feats.failed:
+            raise SystemExit(f"{name}: {len(feats.failed)} images failed")
+        if prefix + ":" == TRUNK:
+            m = feats.pooled[:, 0].float().numpy()
+        else:
+            tokens = feats.tokens[:, 0].float().numpy()  # (N, G, C)
+            tokens /= np.maximum(np.linalg.norm(tokens, axis=-1, keepdims=True), 1e-9)
+            m = tokens.reshape(len(tokens), -1)
+        out[part] = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
+    out["hm_item"] = out["hm_image"]
     return out
 
 
@@ -201,6 +242,9 @@ def _evaluate(data: dict, vec: dict[str, np.ndarray]) -> dict:
     same_type = [float((ptype[t] == ptype[i]).mean()) for i, t in zip(q, top, strict=True)]
 
     top = _top10(vec["hm_item"][q], vec["hm_item"], exclude=q)
+    fused_only = [float((ptype[t] == ptype[i]).mean()) for i, t in zip(q, top, strict=True)]
+    queries, catalog = _similar_items_space(vec)
+    top = _top10(queries[q], catalog, exclude=q)
     similar = [float((ptype[t] == ptype[i]).mean()) for i, t in zip(q, top, strict=True)]
 
     asked = [i for i, lab in enumerate(data["c_label"]) if lab in LABEL_TO_HM_TYPES]
@@ -218,9 +262,23 @@ def _evaluate(data: dict, vec: dict[str, np.ndarray]) -> dict:
         "hm_same_type_p@10": same_type,
         "snapshot_to_hm_type_p@10": snapshot,
         "similar_items_same_type_p@10": similar,
+        "similar_items_fused_only_same_type_p@10": fused_only,
         "clothing_category_p@10": category,
     }
     return {k: bootstrap_ci(np.array(v)).to_dict() for k, v in figures.items()}
+
+
+def _similar_items_space(vec: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Query and catalog rows whose dot product is the similar-items selector's score: the
+    weighted mean of the fused and text cosines (`search.similar_items`)."""
+    from search.similar_items import SIMILAR_ITEMS_WEIGHTS
+
+    if "hm_text" not in vec:  # the baselines have no text: their item vector alone
+        return vec["hm_item"], vec["hm_item"]
+    parts = {"fused": vec["hm_item"], "text": vec["hm_text"]}
+    total = sum(SIMILAR_ITEMS_WEIGHTS.values())
+    queries = np.concatenate([w / total * parts[k] for k, w in SIMILAR_ITEMS_WEIGHTS.items()], 1)
+    return queries, np.concatenate([parts[k] for k in SIMILAR_ITEMS_WEIGHTS], 1)
 
 
 def _top10(queries: np.ndarray, catalog: np.ndarray, exclude: np.ndarray | None = None):  # type: ignore[no-untyped-def]

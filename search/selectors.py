@@ -24,6 +24,7 @@ from embeddings.models import EmbeddingModel
 from search.diversity import mmr_order
 from search.experiments.context import arm_diversify, arm_model
 from search.models import PHOTO_ID_RE, QueryPhoto, SearchCalibration
+from search.similar_items import SIMILAR_ITEMS_POOL_FACTOR, SIMILAR_ITEMS_WEIGHTS
 from search.vector_sql import (
     filter_sql,
     nearest_products,
@@ -34,7 +35,7 @@ from search.vector_sql import (
 
 #: Shopper photos are compared with product photos, words (through the text query map:
 #: how a product so described would look) with the fused vectors (image and text of a
-#: product together), and "similar items" with the product's own fused vector.
+#: product together), and "similar items" with the product's own fused and text vectors.
 IMAGE_QUERY_KIND = "image"
 WORDS_LOOKS_KIND = "fused"
 #: Words are also compared with the products' own text vectors (title, description, brand):
@@ -516,24 +517,44 @@ def search_by_text(
 def similar_products(
     *, product: Product, filters: SearchFilters, limit: int, in_stock_only: bool
 ) -> SearchResults:
-    """Products closest to `product`'s fused vector (itself excluded), best first.
+    """Products most like `product` (itself excluded), best first: by the weighted cosines
+    of its fused and text vectors (`search.similar_items`).
 
     Empty (no_good_match) when no model is active or the product has no vector yet.
     """
     model = model_answering()
     if model is None:
         return SearchResults(hits=[], no_good_match=True, model_key="")
-    vector = product_vector(model=model, kind=SIMILAR_KIND, product_id=product.pk)
-    if vector is None:
+    vectors = {
+        kind: vector
+        for kind in SIMILAR_ITEMS_WEIGHTS
+        if (vector := product_vector(model=model, kind=kind, product_id=product.pk)) is not None
+    }
+    if SIMILAR_KIND not in vectors:
         return SearchResults(hits=[], no_good_match=True, model_key=str(model.key))
     if in_stock_only:
         filters = replace(filters, in_stock=True)
-    ranked = nearest_products(
-        model=model,
-        kind=SIMILAR_KIND,
-        vector=vector,
-        filters=filters,
-        limit=_clamp(limit),
-        exclude_ids=[product.pk],
-    )
-    return _results(model=model, ranked=ranked, limit=_clamp(limit), diversify=False)
+    limit = _clamp(limit)
+    candidates: set[int] = set()
+    for kind, vector in vectors.items():
+        candidates.update(
+            pid
+            for pid, _ in nearest_products(
+                model=model,
+                kind=kind,
+                vector=vector,
+                filters=filters,
+                limit=limit * SIMILAR_ITEMS_POOL_FACTOR,
+                exclude_ids=[product.pk],
+            )
+        )
+    # Weighted mean of the kinds' cosines: a cosine-like score, comparable across products.
+    total = sum(SIMILAR_ITEMS_WEIGHTS[kind] for kind in vectors)
+    scores = dict.fromkeys(candidates, 0.0)
+    for kind, vector in vectors.items():
+        weight = SIMILAR_ITEMS_WEIGHTS[kind] / total
+        found = similarities(model=model, kind=kind, vector=vector, product_ids=candidates)
+        for pid, cosine in found.items():
+            scores[pid] += weight * cosine
+    ranked = sorted(((pid, round(s, 6)) for pid, s in scores.items()), key=lambda x: (-x[1], x[0]))
+    return _results(model=model, ranked=ranked[:limit], limit=limit, diversify=False)

@@ -16,7 +16,13 @@ from search import selectors
 from search.complete_the_look import complete_the_look
 from search.models import SearchCalibration
 from search.selectors import CropBox, SearchFilters
-from search.vector_sql import distance_sql, embedding_predicate, nearest_products, similarities
+from search.vector_sql import (
+    distance_sql,
+    embedding_predicate,
+    nearest_products,
+    product_vector,
+    similarities,
+)
 from tests.factories import photo_colour
 from tests.search.catalog import (
     MODEL_KEY,
@@ -293,6 +299,34 @@ def test_similar_products_exclude_the_product_and_can_keep_only_in_stock(
     assert any(not hit.product.in_stock for hit in every.hits)
     # In stock only: the same neighbours in the same order, the out-of-stock ones left out.
     assert skus(in_stock) == [hit.product.sku for hit in every.hits if hit.product.in_stock]
+
+
+def test_similar_items_weigh_a_products_words_beside_its_look(catalog: Catalog) -> None:
+    shirt = catalog.products["RED-0"]
+    # Blue trousers look nothing like the red shirt; give them the shirt's words exactly.
+    trousers = catalog.products["BLUE-1"]
+    text = ProductEmbedding.objects.get(product=shirt, model=catalog.model, kind="text")
+    ProductEmbedding.objects.filter(product=trousers, model=catalog.model, kind="text").update(
+        vector=text.vector
+    )
+    looks_only = [
+        pid
+        for pid, _ in nearest_products(
+            model=catalog.model,
+            kind="fused",
+            vector=product_vector(model=catalog.model, kind="fused", product_id=shirt.pk),
+            filters=SearchFilters(),
+            limit=29,
+            exclude_ids=[shirt.pk],
+        )
+    ]
+
+    results = selectors.similar_products(
+        product=shirt, filters=SearchFilters(), limit=29, in_stock_only=False
+    )
+
+    assert len(results.hits) == len(looks_only) == 29
+    assert [h.product.pk for h in results.hits].index(trousers.pk) < looks_only.index(trousers.pk)
 
 
 def test_similar_products_of_a_product_without_vectors_is_empty(catalog: Catalog) -> None:
