@@ -18,6 +18,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from embeddings import selectors, text_map, training
+from embeddings.ml.recipes import CATALOG_BASE
 from embeddings.models import EmbeddingModel, TextQueryMap
 from embeddings.services.errors import EmbeddingModelStateError
 from embeddings.services.evaluation import embedding_model_evaluate_start
@@ -30,7 +31,8 @@ from embeddings.services.lifecycle import (
 
 class FineTuneForm(forms.Form):
     base = forms.CharField(
-        help_text="The version to fine-tune (its spec; the active one by default), or "
+        help_text="The version to fine-tune (its spec; by default the bundled default:v2, "
+        "whose frozen pretrained towers make a catalog fine-tune take minutes on a CPU), or "
         "“new:&lt;timm arch&gt;” to train an image tower from scratch.",
     )
     key = forms.SlugField(required=False, help_text="Leave empty to name it automatically.")
@@ -239,8 +241,7 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
         return redirect("admin:embeddings_embeddingmodel_changelist")
 
     def train_view(self, request: HttpRequest) -> HttpResponse:
-        active = selectors.embedding_model_active()
-        form = FineTuneForm(request.POST or None, initial={"base": active.spec if active else ""})
+        form = FineTuneForm(request.POST or None, initial={"base": CATALOG_BASE})
         if request.method == "POST" and form.is_valid():
             overrides = {}
             if form.cleaned_data["max_steps"]:
