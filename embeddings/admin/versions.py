@@ -31,9 +31,9 @@ from embeddings.services.lifecycle import (
 
 class FineTuneForm(forms.Form):
     base = forms.CharField(
-        help_text="The version to fine-tune (its spec; by default the bundled default:v2, "
-        "whose frozen pretrained towers make a catalog fine-tune take minutes on a CPU), or "
-        "“new:&lt;timm arch&gt;” to train an image tower from scratch.",
+        help_text="The version to fine-tune (its spec: the active one, or the bundled "
+        "default:v2 while a bundled model is active), or “new:&lt;timm arch&gt;” to train an "
+        "image tower from scratch.",
     )
     key = forms.SlugField(required=False, help_text="Leave empty to name it automatically.")
     max_steps = forms.IntegerField(
@@ -241,7 +241,13 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
         return redirect("admin:embeddings_embeddingmodel_changelist")
 
     def train_view(self, request: HttpRequest) -> HttpResponse:
-        form = FineTuneForm(request.POST or None, initial={"base": CATALOG_BASE})
+        active = selectors.embedding_model_active()
+        # A retailer's own active version is fine-tuned further; the bundled defaults (and a
+        # fresh install) start from CATALOG_BASE, whose pretrained trunks freeze and cache.
+        own = active is not None and not active.spec.startswith("default")
+        form = FineTuneForm(
+            request.POST or None, initial={"base": active.spec if own else CATALOG_BASE}
+        )
         if request.method == "POST" and form.is_valid():
             overrides = {}
             if form.cleaned_data["max_steps"]:
