@@ -425,8 +425,9 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
             f"trained on the cached outputs; {cfg.batch_pairs} pairs a step, the first "
             f"{cfg.fusion_pairs} of them fused.",
             "co-occurrence: no model; lookbook completion ranks items by how often they share "
-            "a training lookbook with the query's items (random order among ties, so cold "
-            "items, which share none, score at chance). Same queries as the models.",
+            "a training lookbook with the query's items (random order among ties; a cold "
+            "item shares none, so it ranks below every item that shares one). Same queries "
+            "as the models.",
             *(
                 [
                     f"Catalog: a seeded sample (seed {cfg.seed}) of {len(dataset.items)} of "
