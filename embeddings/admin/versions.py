@@ -244,10 +244,10 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
         active = selectors.embedding_model_active()
         # A retailer's own active version is fine-tuned further; the bundled defaults (and a
         # fresh install) start from CATALOG_BASE, whose pretrained trunks freeze and cache.
-        own = active is not None and not active.spec.startswith("default")
-        form = FineTuneForm(
-            request.POST or None, initial={"base": active.spec if own else CATALOG_BASE}
-        )
+        base = active.spec if active is not None else CATALOG_BASE
+        if base.startswith("default"):
+            base = CATALOG_BASE
+        form = FineTuneForm(request.POST or None, initial={"base": base})
         if request.method == "POST" and form.is_valid():
             overrides = {}
             if form.cleaned_data["max_steps"]:
