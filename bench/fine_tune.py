@@ -1,15 +1,19 @@
 """How long a catalog fine-tune takes on this machine: a ~10k-product catalog, thousands of steps.
 
-The recipe is the admin's "Fine-tune on this catalog" (`embeddings.ml.recipes.CATALOG_FINE_TUNE`):
-the base's image trunk frozen and run once per image and view (the frozen-tower feature
-cache), then the projections, the fusion module and the temperature trained on the cached
-features with the full objective (image-text, neighbour alignment over the graph, category).
-The catalog is H&M (9,538 articles; colour variants and sections as the graph) without a
-held-out tenth of its product codes, as a retailer's fine-tune leaves its held-out split out.
+The recipe is the admin's "Fine-tune on this catalog" (`embeddings.ml.recipes`: base
+`CATALOG_BASE`, overrides `CATALOG_FINE_TUNE`): the base's frozen image trunk run once per
+image and view (the frozen-tower feature cache, on ONNX Runtime on a CPU) and its frozen
+text trunk once per text, then the projections, the fusion module and the temperature
+trained on those cached outputs with the full objective (image-text, neighbour alignment
+over the graph, category). The catalog is H&M (9,538 articles; colour variants and
+sections as the graph): with `--heldout relevance` (default) without the product codes
+`bench/relevance.py` holds out, so the checkpoint can be scored there
+(`python bench/relevance.py --spec checkpoint:<out>`); with `--heldout none` all of it.
 
 Run (writes bench/results/fine_tune.json; framework-free, no database needed)::
 
-    nice -n 10 .venv/bin/python bench/fine_tune.py --data hm:../shared/datasets/hm --steps 3000
+    nice -n 10 .venv/bin/python bench/fine_tune.py --data hm:../shared/datasets/hm \
+        --heldout none --steps 3000
 
 The figure is the wall-clock time of the whole call, data loading and feature caching
 included, with the phase times beside it.
@@ -18,36 +22,49 @@ included, with the phase times beside it.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
-import random
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 
-def held_out_by_group(dataset: Any, prefix: str, fraction: float, seed: int) -> set[str]:
-    """Item ids of a seeded `fraction` of the `prefix` groups (H&M: product codes)."""
-    groups = sorted(g for g in dataset.lookbooks if g.startswith(prefix))
-    random.Random(seed).shuffle(groups)
-    held: set[str] = set()
-    for group in groups[: int(fraction * len(groups))]:
-        held.update(dataset.lookbooks[group])
-    return held
+def heldout_items(data: str) -> set[str]:
+    """H&M article ids of the product codes `bench/relevance.py` holds out (its split, one
+    definition: `hm_heldout_codes`), so that the fine-tuned checkpoint can be scored there
+    on products it never saw; nothing for other data."""
+    kind, _, path = data.partition(":")
+    if kind != "hm":
+        return set()
+    from embeddings.ml.evaluation.splits import hm_heldout_codes
+
+    rows = list(csv.DictReader((Path(path) / "articles.csv").open(newline="")))
+    held = hm_heldout_codes(r["product_code"] for r in rows)
+    return {r["article_id"] for r in rows if r["product_code"] in held}
 
 
 def main() -> int:
+    from embeddings.ml.recipes import CATALOG_BASE, CATALOG_FINE_TUNE
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="hm:<dir> | ikea:<dir> | <jsonl dir>")
-    parser.add_argument("--base", default="default", help="the model spec fine-tuned")
+    parser.add_argument("--base", default=CATALOG_BASE, help="the model spec fine-tuned")
+    parser.add_argument(
+        "--heldout",
+        choices=["relevance", "none"],
+        default="relevance",
+        help="hm: leave out bench/relevance.py's held-out product codes (the checkpoint is "
+        "then scored there), or train on every article (the catalog-size timing)",
+    )
+    parser.add_argument("--fusion-pairs", type=int, default=CATALOG_FINE_TUNE["fusion_pairs"])
     parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--feature-views", type=int, default=2)
+    parser.add_argument("--feature-views", type=int, default=CATALOG_FINE_TUNE["feature_views"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="checkpoint dir (default: tmp)")
     parser.add_argument("--results", type=Path, default=BASE_DIR / "bench/results/fine_tune.json")
@@ -56,7 +73,6 @@ def main() -> int:
     from dataclasses import replace
 
     from embeddings.ml.data import load_dataset
-    from embeddings.ml.recipes import CATALOG_FINE_TUNE
     from embeddings.ml.train import run_training
     from embeddings.ml.train_config import TrainConfig
 
@@ -70,7 +86,7 @@ def main() -> int:
 
     report(f"loading {args.data}")
     dataset = load_dataset(args.data)
-    held = held_out_by_group(dataset, "product:", 0.1, seed=0)
+    held = heldout_items(args.data) if args.heldout == "relevance" else set()
     train_set = dataset.subset([it.item_id for it in dataset.items if it.item_id not in held])
     report(f"{len(train_set)} training items ({len(held)} held out by product code)")
     cache = Path(tempfile.mkdtemp(prefix="vitrine-features-"))
@@ -80,6 +96,7 @@ def main() -> int:
             **CATALOG_FINE_TUNE,
             "max_steps": args.steps,
             "feature_views": args.feature_views,
+            "fusion_pairs": args.fusion_pairs,
             "feature_cache_dir": str(cache),
             "checkpoint_every": 500,
             "threads": args.threads,

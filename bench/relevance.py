@@ -35,7 +35,6 @@ import argparse
 import csv
 import hashlib
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -44,11 +43,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from embeddings.ml.evaluation.splits import HM_HELDOUT_CODE_FRACTION
+
 THUMBNAIL = "thumbnail16x24"
 # "trunk:<spec>" / "grid:<spec>": the model's frozen image trunk alone, by its pooled vector
 # or its grid tokens (each token normalised, flattened): what any head on it starts from.
 TRUNK, GRID = "trunk:", "grid:"
-HOLDOUT_CODES = 0.30
 # A clothing label -> the H&M product types that answer it. Labels with no clear H&M
 # counterpart ("Other", "Not sure", "Skip", "Body", "Undershirt") are not asked.
 LABEL_TO_HM_TYPES: dict[str, set[str]] = {
@@ -107,7 +107,7 @@ def main() -> int:
         json.dumps(
             {
                 "label_to_hm_types": {k: sorted(v) for k, v in LABEL_TO_HM_TYPES.items()},
-                "holdout_codes_fraction": HOLDOUT_CODES,
+                "holdout_codes_fraction": HM_HELDOUT_CODE_FRACTION,
                 "results": results,
             },
             indent=2,
@@ -121,11 +121,10 @@ def main() -> int:
 def _load(root: Path) -> dict:
     from embeddings.ml.data import load_clothing
     from embeddings.ml.default_recipe import HOLDOUT_FRACTION, MAX_SENDER_SHARE
+    from embeddings.ml.evaluation.splits import hm_heldout_codes
 
     rows = list(csv.DictReader((root / "hm" / "articles.csv").open(newline="")))
-    codes = sorted({r["product_code"] for r in rows})
-    random.Random(13).shuffle(codes)
-    held_codes = set(codes[: int(HOLDOUT_CODES * len(codes))])
+    held_codes = hm_heldout_codes(r["product_code"] for r in rows)
     hm_files = [root / "hm" / "images" / f"{r['article_id']}.jpg" for r in rows]
     hm_texts = [
         f"{r['prod_name']}. {r['product_type_name']}, {r['colour_group_name']}. "

@@ -18,6 +18,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from embeddings import selectors, text_map, training
+from embeddings.ml.recipes import CATALOG_BASE
 from embeddings.models import EmbeddingModel, TextQueryMap
 from embeddings.services.errors import EmbeddingModelStateError
 from embeddings.services.evaluation import embedding_model_evaluate_start
@@ -30,8 +31,9 @@ from embeddings.services.lifecycle import (
 
 class FineTuneForm(forms.Form):
     base = forms.CharField(
-        help_text="The version to fine-tune (its spec; the active one by default), or "
-        "“new:&lt;timm arch&gt;” to train an image tower from scratch.",
+        help_text="The version to fine-tune (its spec: the active one, or the bundled "
+        "default:v2 while a bundled model is active), or “new:&lt;timm arch&gt;” to train an "
+        "image tower from scratch.",
     )
     key = forms.SlugField(required=False, help_text="Leave empty to name it automatically.")
     max_steps = forms.IntegerField(
@@ -240,7 +242,12 @@ class EmbeddingModelAdmin(admin.ModelAdmin):
 
     def train_view(self, request: HttpRequest) -> HttpResponse:
         active = selectors.embedding_model_active()
-        form = FineTuneForm(request.POST or None, initial={"base": active.spec if active else ""})
+        # A retailer's own active version is fine-tuned further; the bundled defaults (and a
+        # fresh install) start from CATALOG_BASE, whose pretrained trunks freeze and cache.
+        base = active.spec if active is not None else CATALOG_BASE
+        if base.startswith("default"):
+            base = CATALOG_BASE
+        form = FineTuneForm(request.POST or None, initial={"base": base})
         if request.method == "POST" and form.is_valid():
             overrides = {}
             if form.cleaned_data["max_steps"]:

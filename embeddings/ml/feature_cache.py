@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -44,6 +45,8 @@ DECODE_MARGIN = 1.14
 CHUNK = 256  # images decoded at once: bounds memory for any catalog size
 
 ProgressFn = Callable[[int, int], None]  # (images done, images total)
+# Normalised pixels (B, 3, S, S) -> the trunk's (pooled (B, F), grid tokens (B, G, C)).
+TrunkFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,14 @@ def tower_features(
     batch_size: int = 32,
     workers: int = 4,
     progress: ProgressFn | None = None,
+    onnx: bool | None = None,
 ) -> TowerFeatures:
     """Return the frozen trunk's features of `files`, from `cache_dir` when already there.
 
     `tower_id` must identify the trunk's weights (e.g. `LoadedModel.weights_sha256`).
-    Unreadable images are left out and listed in `failed`, never fatal.
+    Unreadable images are left out and listed in `failed`, never fatal. `onnx`: run the
+    trunk on ONNX Runtime (None: on a CPU model, when onnxruntime is installed); the
+    features agree with PyTorch's to float rounding, so both share one cache entry.
     """
     if not model.has_image_trunk:
         raise ValueError("tower features need a timm image trunk (model.has_image_trunk)")
@@ -98,7 +104,15 @@ def tower_features(
             return _read(path, key)
         except Exception as exc:  # a torn or foreign file: recompute it
             log.warning("ignoring unreadable feature cache %s: %s", path, exc)
-    feats = _compute(model, preprocess, files, augmentation, batch_size, workers, progress)
+    device = next(model.parameters()).device
+    if onnx is None:
+        onnx = device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None
+    runner: TrunkFn = lambda x: model.image_trunk_features(x.to(device))  # noqa: E731
+    if onnx:
+        from embeddings.ml.onnx_runtime import OrtTrunk
+
+        runner = OrtTrunk(model, preprocess.image_size, torch.get_num_threads())
+    feats = _compute(model, runner, preprocess, files, augmentation, batch_size, workers, progress)
     feats.key = key
     if path is not None:
         _write(path, feats)
@@ -135,6 +149,7 @@ def cache_key(
 @torch.no_grad()
 def _compute(
     model: PinCLIP,
+    runner: TrunkFn,
     preprocess: PreprocessConfig,
     files: Sequence[Path],
     augmentation: Augmentation,
@@ -177,7 +192,7 @@ def _compute(
                         augmentation.seed * 1_000_003 + start * 101 + v
                     )
                     view = augment(pixels, size, gen, augmentation.crop_scale)
-                p, t = _run_trunk(model, preprocess, view, batch_size)
+                p, t = _run_trunk(runner, preprocess, view, batch_size)
                 views_pooled.append(p)
                 views_tokens.append(t)
             pooled_parts.append(torch.stack(views_pooled, dim=1))  # (n, V, F)
@@ -192,14 +207,13 @@ def _compute(
 
 
 def _run_trunk(
-    model: PinCLIP, preprocess: PreprocessConfig, pixels: torch.Tensor, batch_size: int
+    runner: TrunkFn, preprocess: PreprocessConfig, pixels: torch.Tensor, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    device = next(model.parameters()).device
     pooled, tokens = [], []
     for s in range(0, len(pixels), batch_size):
-        x = normalize_batch(pixels[s : s + batch_size].to(device), preprocess)  # (b, 3, S, S)
+        x = normalize_batch(pixels[s : s + batch_size], preprocess)  # (b, 3, S, S)
         x = x.contiguous(memory_format=torch.channels_last)
-        p, t = model.image_trunk_features(x)  # (b, F), (b, G, C)
+        p, t = runner(x)  # (b, F), (b, G, C)
         pooled.append(p.to(torch.float16).cpu())
         tokens.append(t.to(torch.float16).cpu())
     return torch.cat(pooled), torch.cat(tokens)

@@ -170,11 +170,25 @@ class PinCLIP(nn.Module):
 
     # ---- fused item --------------------------------------------------------------------
     def forward_from_features(
-        self, img_emb: torch.Tensor, img_tokens: torch.Tensor, trunk: TextTrunkOut
+        self,
+        img_emb: torch.Tensor,
+        img_tokens: torch.Tensor,
+        trunk: TextTrunkOut,
+        fuse_rows: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """`forward_all` from image features (B, D), (B, N, C) and text trunk outputs."""
+        """`forward_all` from image features (B, D), (B, N, C) and text trunk outputs.
+
+        With `fuse_rows` (R,) only those rows are fused: "fused" is then (R, D) (training
+        on cached features fuses a sub-batch, the fusion being most of a step's cost).
+        """
         txt_emb = self.text_head(trunk.pooled)  # (B, D)
-        fused = self.fusion(img_emb, img_tokens, txt_emb, trunk.states, trunk.mask)  # (B, D)
+        if fuse_rows is None:
+            fused = self.fusion(img_emb, img_tokens, txt_emb, trunk.states, trunk.mask)
+        else:
+            r = fuse_rows
+            fused = self.fusion(
+                img_emb[r], img_tokens[r], txt_emb[r], trunk.states[r], trunk.mask[r]
+            )  # (R, D)
         return {
             "image": F.normalize(img_emb, dim=-1),
             "text": F.normalize(txt_emb, dim=-1),

@@ -285,3 +285,54 @@ def _export(
         dynamo=False,  # the TorchScript exporter: no onnxscript needed, and it handles BERT
     )
     log.info("exported %s (%.1f MB)", path.name, path.stat().st_size / 1e6)
+
+
+# ---- the frozen image trunk alone (feature caching) --------------------------------------
+class _TrunkGraph(nn.Module):
+    def __init__(self, model: PinCLIP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.image_trunk_features(pixels)  # (B, F), (B, G, C)
+
+
+class OrtTrunk:
+    """The image trunk's (pooled features, grid tokens) on ONNX Runtime, exported to a
+    temporary folder: what `embeddings.ml.feature_cache` runs over a catalog's photos on a
+    CPU, where PyTorch eager runs EfficientNet's depthwise convolutions several times slower.
+    """
+
+    def __init__(self, model: PinCLIP, image_size: int, threads: int) -> None:
+        import warnings
+
+        import onnxruntime as ort
+
+        trunk = copy.deepcopy(model).float().eval()
+        with tempfile.TemporaryDirectory(prefix="vitrine-trunk-") as tmp:
+            path = Path(tmp) / "trunk.onnx"
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # tracer warnings about Python ints: expected
+                _export(
+                    _TrunkGraph(trunk),
+                    # Its own generator: a run's global random stream (its heads' init)
+                    # must not depend on whether its features came from the cache.
+                    (torch.randn(2, 3, image_size, image_size, generator=torch.Generator()),),
+                    path,
+                    ["pixels"],
+                    ["pooled", "tokens"],
+                    {"pixels": {0: "batch"}, "pooled": {0: "batch"}, "tokens": {0: "batch"}},
+                )
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = max(1, threads)
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # The session holds the graph in memory: the file may go with the folder.
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+
+    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled (B, F), tokens (B, G, C)) of normalised pixels (B, 3, S, S)."""
+        pooled, tokens = self.session.run(None, {"pixels": pixels.float().numpy()})
+        return torch.from_numpy(pooled), torch.from_numpy(tokens)

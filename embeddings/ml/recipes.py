@@ -1,22 +1,30 @@
 """Named training recipes: `TrainConfig` overrides, as plain data (importing this loads no torch).
 
-`CATALOG_FINE_TUNE` is what "Fine-tune on this catalog" (the admin's training jobs) and
-`bench/fine_tune.py` train with unless told otherwise: the base's image trunk frozen and
-run once per image and view (`embeddings.ml.feature_cache`: the centre crop and one
-augmented view), then the image and text projections, the fusion module and the
-temperature trained on those cached features; 32 neighbour pairs a step; a resumable state
-every 10 steps. Training the whole trunk of the bundled model took ~35 s a step on the
-2-core development machine under load, and running the frozen trunk every step ~10 s;
-on cached features a step runs no image tower at all.
+`CATALOG_FINE_TUNE` is what "Fine-tune on this catalog" (the admin's training jobs),
+`manage.py train_model` and `bench/fine_tune.py` train with unless told otherwise, starting
+from `CATALOG_BASE`: the base's image trunk frozen and run once per image and view
+(`embeddings.ml.feature_cache`: the centre crop and one augmented view), the text trunk
+frozen and run once per text, then the image and text projections, the fusion module and
+the temperature trained on those cached outputs; 64 neighbour pairs a step for image-text,
+the first 16 of them fused for the neighbour and fused-category terms (the fusion
+transformer is most of a step's time on cached features); a resumable state every 25 steps.
+The base's projections are pretrained: they move at `lr_pretrained`, a third of the fusion's
+rate (the trainer's own 1e-5 default suits big CLIPs and barely moves them). Figures:
+`bench/results/fine_tune.json`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+CATALOG_BASE = "default:v2"  # LiT-style: frozen pretrained trunks, so features cache
+
 CATALOG_FINE_TUNE: dict[str, Any] = {
     "image_unfreeze_last_n": 0,
     "feature_views": 2,
-    "batch_pairs": 32,
-    "checkpoint_every": 10,
+    "batch_pairs": 64,
+    "fusion_pairs": 16,
+    "lr_pretrained": 3e-4,
+    "warmup_steps": 50,
+    "checkpoint_every": 25,
 }

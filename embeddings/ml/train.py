@@ -46,9 +46,9 @@ from embeddings.ml.train_data import (
     ImageCache,
     PairSampler,
     augment,
-    build_text_cache,
     features_wanted,
     forward_cached_features,
+    text_cache_load,
     tower_features_load,
 )
 from embeddings.ml.train_objectives import Objectives
@@ -133,6 +133,9 @@ def _set_trainable(model: PinCLIP, config: TrainConfig, exclude: list[str]) -> N
                 p.requires_grad = True
     elif n >= 0:
         backbone.lock_text_tower(unlocked_layers=n)
+    if not config.train_fusion:
+        for p in model.fusion.parameters():
+            p.requires_grad = False
 
 
 def train(
@@ -223,7 +226,7 @@ def run_training(
     model.eval()
     if text_frozen:
         say(f"caching the frozen text trunk's output for {len(texts)} distinct texts")
-    text_cache = build_text_cache(model, loaded.tokenizer, texts, device) if text_frozen else None
+    text_cache = text_cache_load(config, loaded, texts, device, say) if text_frozen else None
     objectives = Objectives(
         config=config,
         sampler=sampler,
@@ -283,7 +286,9 @@ def run_training(
                 text_in = loaded.tokenizer([items[i].text for i in idx]).to(device)
             with torch.autocast(device.type, dtype=amp) if amp else _null():
                 if features is not None:
-                    out = forward_cached_features(model, features, idx, rng, text_in, device)
+                    out = forward_cached_features(
+                        model, features, idx, rng, text_in, device, config.fusion_pairs
+                    )
                 else:
                     out = model.forward_all(x, text_in)  # each (2P, D)
                 loss, parts = objectives(out, model, head, a_idx, b_idx)

@@ -29,6 +29,7 @@ class TrainConfig:
     #                                           frozen (projection still trains); n: last n
     text_unfreeze_last_n: int = 0  # 0: text trunk frozen and cached (projection trains);
     #                                n: last n transformer layers train; -1: all of it
+    train_fusion: bool = True  # False: the fusion module keeps the base's weights (ablation)
     # -- objectives ----------------------------------------------------------------------
     w_clip: float = 1.0  # image-text InfoNCE weight
     w_neighbour: float = 0.5  # neighbour alignment weight (needs lookbooks)
@@ -46,6 +47,10 @@ class TrainConfig:
     epochs: float = 10.0  # passes over the training items (a pass = len(items) samples)
     max_steps: int | None = None  # overrides epochs when set (smoke runs, tests)
     batch_pairs: int = 64  # neighbour pairs per step: a step sees 2x this many items
+    fusion_pairs: int | None = None  # cached features only: fuse just the first this many
+    #   pairs of a step (the fused terms see a sub-batch; image-text sees all). On cached
+    #   features the fusion transformer is most of a step's time, so this is the step's
+    #   main cost knob. None: fuse every pair
     grad_accum: int = 1  # micro-batches per optimiser step (bigger effective batch)
     lr: float = 1e-3  # peak AdamW learning rate (scratch towers like it high)
     lr_pretrained: float = 1e-5  # learning rate for pretrained trunks that are unfrozen

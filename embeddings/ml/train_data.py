@@ -4,6 +4,8 @@ the frozen text trunk's outputs, and the sampler of lookbook-mate pairs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -145,16 +147,59 @@ def build_text_cache(
     texts: list[str],
     device: torch.device,
     batch: int = 128,
+    report: ReportFn | None = None,
 ) -> TextTrunkOut:
-    """Run the frozen text trunk once per text; return stacked trunk outputs (U, ...)."""
+    """Run the frozen text trunk once per text; return stacked trunk outputs (U, ...).
+
+    `report(line)` every few seconds: a 10k catalog's texts take minutes on a CPU.
+    """
     pooled, states, masks = [], [], []
+    last = time.monotonic()
     for s in range(0, len(texts), batch):
         tokens = tokenizer(texts[s : s + batch]).to(device)
         out = model.text_trunk(tokens)
         pooled.append(out.pooled.float().cpu())
         states.append(out.states.to(torch.float16).cpu())  # fp16: halves the cache
         masks.append(out.mask.cpu())
+        if report and time.monotonic() - last >= REPORT_SECONDS:
+            report(f"caching the frozen text trunk: {min(s + batch, len(texts))}/{len(texts)}")
+            last = time.monotonic()
     return TextTrunkOut(torch.cat(pooled), torch.cat(states), torch.cat(masks))
+
+
+def text_cache_load(
+    config: TrainConfig,
+    loaded: LoadedModel,
+    texts: list[str],
+    device: torch.device,
+    report: ReportFn | None = None,
+) -> TextTrunkOut:
+    """`build_text_cache`, kept in `config.feature_cache_dir` when set (a 10k catalog's texts
+    take minutes through MiniLM on a CPU; a repeated or resumed fine-tune reads them back).
+
+    The key is the model's weights checksum (the frozen trunk is part of it), its tokenizer
+    settings and the texts themselves.
+    """
+    path = None
+    if config.feature_cache_dir and loaded.weights_sha256:
+        h = hashlib.sha256(f"vitrine-text-trunk/1\0{loaded.weights_sha256}\0".encode())
+        h.update(json.dumps(loaded.config.get("tokenizer", {}), sort_keys=True).encode())
+        for t in texts:
+            h.update(t.encode() + b"\0")
+        path = Path(config.feature_cache_dir) / f"text-{h.hexdigest()[:32]}.pt"
+        if path.is_file():
+            try:
+                data = torch.load(path, map_location="cpu", weights_only=True)
+                return TextTrunkOut(data["pooled"], data["states"], data["mask"])
+            except Exception as exc:  # a torn or foreign file: compute it again
+                log.warning("ignoring unreadable text cache %s: %s", path, exc)
+    out = build_text_cache(loaded.model, loaded.tokenizer, texts, device, report=report)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")  # temp file + rename: never a torn cache
+        torch.save({"pooled": out.pooled, "states": out.states, "mask": out.mask}, tmp)
+        tmp.replace(path)
+    return out
 
 
 def features_wanted(config: TrainConfig, model: PinCLIP) -> bool:
@@ -211,13 +256,25 @@ def forward_cached_features(
     rng: np.random.Generator,
     text_in: torch.Tensor | TextTrunkOut,
     device: torch.device,
+    fusion_pairs: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """`forward_all` for a step's items from one randomly drawn cached view of each."""
+    """`forward_all` for a step's items from one randomly drawn cached view of each.
+
+    `idx` is a step's anchors then their neighbours (P each). With `fusion_pairs` k < P,
+    only the first k pairs are fused: "fused" is (2k, D), rows [a_0..a_k-1, b_0..b_k-1].
+    """
     views = torch.from_numpy(rng.integers(features.pooled.shape[1], size=len(idx)))
     rows = torch.tensor(idx)
     pooled = features.pooled[rows, views].to(device).float()  # (2P, F)
     tokens = features.tokens[rows, views].to(device).float()  # (2P, G, C)
     trunk = text_in if isinstance(text_in, TextTrunkOut) else model.text_trunk(text_in)
-    out = model.forward_from_features(model.image_features_from_trunk(pooled), tokens, trunk)
+    p = len(idx) // 2
+    fuse_rows = None
+    if fusion_pairs is not None and fusion_pairs < p:
+        k = max(1, fusion_pairs)
+        fuse_rows = torch.cat([torch.arange(k), torch.arange(p, p + k)]).to(device)
+    out = model.forward_from_features(
+        model.image_features_from_trunk(pooled), tokens, trunk, fuse_rows
+    )
     out["trunk"] = F.normalize(pooled, dim=-1)  # (2P, F): what w_preserve distils from
     return out

@@ -55,21 +55,27 @@ class Objectives:
             lc = clip_loss(out["image"], out["text"], scale, same_text)
             loss = loss + config.w_clip * lc
             parts["clip"] = float(lc.detach())
+        # The fused rows are the first k pairs' (k = p unless `fusion_pairs` cut them).
+        k = out["fused"].shape[0] // 2
         if w_neighbour:
+            a_k, b_k = a_idx[:k], b_idx[:k]
             not_neg = share_mask(
-                sampler.groups(a_idx),
-                sampler.groups(b_idx),
-                [ids[i] for i in a_idx],
-                [ids[i] for i in b_idx],
-            ).to(out["image"].device)  # (P, P)
+                sampler.groups(a_k),
+                sampler.groups(b_k),
+                [ids[i] for i in a_k],
+                [ids[i] for i in b_k],
+            ).to(out["image"].device)  # (k, k)
             f, im, tx = out["fused"], out["image"], out["text"]
-            ln = neighbour_loss(f[:p], im[p:], tx[p:], f[p:], im[:p], tx[:p], scale, not_neg)
+            ln = neighbour_loss(
+                f[:k], im[p : p + k], tx[p : p + k], f[k:], im[:k], tx[:k], scale, not_neg
+            )
             loss = loss + w_neighbour * ln
             parts["neighbour"] = float(ln.detach())
         if w_category:
+            fused_labels = torch.cat([labels[:k], labels[p : p + k]])
             lcat = (
                 category_loss(head(out["image"]), labels)
-                + category_loss(head(out["fused"]), labels)
+                + category_loss(head(out["fused"]), fused_labels)
             ) / 2
             loss = loss + w_category * lcat
             parts["category"] = float(lcat.detach())

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from embeddings.ml.recipes import CATALOG_BASE, CATALOG_FINE_TUNE
 from embeddings.models import EmbeddingModel
 from embeddings.services.evaluation import catalog_dataset, catalog_split
 from embeddings.services.registry import embedding_model_register
@@ -18,7 +19,7 @@ def embedding_model_train(
     *,
     out_dir: Path,
     key: str | None = None,
-    base: str = "new:resnet10t",
+    base: str = CATALOG_BASE,
     config_overrides: dict[str, Any] | None = None,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
     report: Callable[[str], None] | None = None,
@@ -26,12 +27,14 @@ def embedding_model_train(
 ) -> EmbeddingModel:
     """Train a model on the catalog and register it as a new building version (backfill).
 
-    `base` is `TrainConfig.init`: "new:<timm arch>" (scratch image tower + MiniLM text) or a
-    model spec to fine-tune. The catalog's held-out split (`catalog_split`) is left out of
-    training, so evaluation on it is honest. Runs where it is called (the training worker
-    or the command), in minutes to hours; the checkpoint lands in `out_dir`. `report`,
-    `progress` and `should_stop` are `embeddings.ml.train.train`'s hooks (`TrainingStopped`
-    propagates: the same call later resumes from the saved step).
+    `base` is `TrainConfig.init`: a model spec to fine-tune (by default the bundled
+    `CATALOG_BASE`) or "new:<timm arch>" (scratch image tower + MiniLM text); the recipe is
+    `CATALOG_FINE_TUNE` with `config_overrides` on top. The catalog's held-out split
+    (`catalog_split`) is left out of training, so evaluation on it is honest. Runs where it
+    is called (the training worker or the command), in minutes to hours; the checkpoint
+    lands in `out_dir`. `report`, `progress` and `should_stop` are
+    `embeddings.ml.train.train`'s hooks (`TrainingStopped` propagates: the same call later
+    resumes from the saved step).
     """
     from dataclasses import replace
 
@@ -57,6 +60,7 @@ def embedding_model_train(
     # resumed or repeated fine-tune of the same catalog does not run the tower again.
     overrides = {
         "feature_cache_dir": str(settings.DATA_DIR / "cache" / "features"),
+        **CATALOG_FINE_TUNE,
         **(config_overrides or {}),
     }
     config = replace(TrainConfig(init=base), **overrides)

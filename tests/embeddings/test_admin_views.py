@@ -138,6 +138,17 @@ def test_the_fine_tune_page_offers_the_active_version_as_base_a_key_and_steps(
     assert 'name="key"' in page and 'name="max_steps"' in page and "Start fine-tuning" in page
 
 
+def test_without_a_version_of_its_own_the_fine_tune_page_offers_the_bundled_v2(
+    admin_client: Client,
+) -> None:
+    from embeddings.ml.recipes import CATALOG_BASE
+
+    page = admin_client.get(TRAIN).content.decode()
+
+    assert CATALOG_BASE == "default:v2"
+    assert re.search(r'<input type="text" name="base" value="default:v2"[^>]*required', page)
+
+
 def test_fine_tuning_with_a_bad_form_shows_the_errors_and_queues_nothing(
     admin_client: Client, embeddings_queue: TaskQueue
 ) -> None:

@@ -138,7 +138,14 @@ def test_train_model_reports_from_its_first_second_to_the_registered_version(
     first = re.match(r"\[\s*(\d+\.\d)s\] fine-tuning checkpoint:", lines[0])
     assert first and float(first.group(1)) < 1.0, lines[0]
     text = "\n".join(lines)
-    for phase in ("reading the catalog", "held out", "loading model", "decoding 5 images"):
+    # The catalog recipe (frozen trunks, cached): every slow preparation phase says so.
+    for phase in (
+        "reading the catalog",
+        "held out",
+        "loading model",
+        "caching frozen image features: 5 images x 2 views",
+        "caching the frozen text trunk's output for 5 distinct texts",
+    ):
         assert phase in text, phase
     assert re.search(r"step 2/2 \(\d+\.\d\d steps/s overall\): .*loss \d", text)
     assert lines[-1].endswith("registered tiny-tuned (building: backfilling)")

@@ -427,3 +427,33 @@ def test_sample_dataset_keeps_groups_whole() -> None:
         if lid.startswith("product:"):
             assert set(members) <= kept or not set(members) & kept
     assert sample_dataset(ds, 40, seed=0, group_prefix="product:").items == sample.items
+
+
+def test_cooccurrence_baseline_counts_shared_training_lookbooks() -> None:
+    from embeddings.ml.evaluation.evaluate import cooccurrence_baseline
+
+    # a, b, c always appear together in training lookbooks; the held-out room shows a, b, c
+    # again (leave one out: the other two find it first) plus a cold newcomer no training
+    # lookbook has (expected recall@10 at chance among the ties).
+    items = [CatalogItem(x, f"/img/{x}.jpg", x, "c") for x in ["a", "b", "c", "new"]]
+    items += [CatalogItem(f"z{i:02d}", f"/img/z{i}.jpg", f"z{i}", "c") for i in range(30)]
+    lookbooks = {
+        "train1": ["a", "b", "c"],
+        "train2": ["a", "b", "c", "z00"],
+        "room": ["a", "b", "c", "new"],
+    }
+    cat = Catalog("cooc", items, lookbooks)
+    split = Split(
+        dataset="cooc", seed=0, cold_fraction=0.0, heldout_lookbook_fraction=0.0,
+        cold_items=("new",), heldout_lookbooks=("room",), n_items=len(items),
+        n_lookbooks=3, fingerprint=make_split(cat).fingerprint,
+    )  # fmt: skip
+
+    result = cooccurrence_baseline(cat, split, EvalConfig(resamples=50))
+
+    warm = result.per_query["lookbook_completion/recall@10"]["warm"]
+    assert list(warm) == [1.0, 1.0, 1.0]  # a, b, c: each found first by the other two
+    # "new" ties with the 29 items never seen with a, b, c (z00 outranks it): 9 of the
+    # remaining places in the top 10 for 30 tied items.
+    cold = result.per_query["lookbook_completion/recall@10"]["cold"]
+    assert cold[0] == pytest.approx(9 / 30)

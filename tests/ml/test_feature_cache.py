@@ -108,3 +108,18 @@ def test_a_torn_cache_file_is_recomputed(lite0, photos, tmp_path) -> None:  # ty
     (tmp_path / f"{first.key}.pt").write_bytes(b"torn")
     again = _features(lite0, photos, tmp_path, views=1)
     assert torch.equal(again.pooled, first.pooled)
+
+
+def test_onnx_runtime_and_pytorch_give_the_same_features(lite0, photos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    common = dict(
+        model=lite0.model,
+        preprocess=lite0.preprocess,
+        tower_id=lite0.weights_sha256,
+        files=photos,
+        augmentation=Augmentation(views=2, seed=3),
+    )
+    ort = tower_features(**common, onnx=True)
+    eager = tower_features(**common, onnx=False)
+    assert ort.ok == eager.ok and ort.pooled.shape == eager.pooled.shape
+    assert torch.allclose(ort.pooled.float(), eager.pooled.float(), atol=2e-2, rtol=1e-2)
+    assert torch.allclose(ort.tokens.float(), eager.tokens.float(), atol=2e-2, rtol=1e-2)

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from embeddings.ml.recipes import CATALOG_BASE
 from embeddings.services.fine_tuning import embedding_model_train
 
 
@@ -29,7 +30,7 @@ class Command(BaseCommand):
         parser.add_argument("--out", type=Path, help="checkpoint folder (default: under data)")
         parser.add_argument("--key", help="version key (default: checkpoint-...-v<n>)")
         parser.add_argument(
-            "--base", default="new:resnet10t", help="new:<timm arch> or a spec to fine-tune"
+            "--base", default=CATALOG_BASE, help="a spec to fine-tune or new:<timm arch>"
         )
         parser.add_argument("--epochs", type=float, help="passes over the catalog")
         parser.add_argument("--max-steps", type=int, help="stop after this many steps")

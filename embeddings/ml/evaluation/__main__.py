@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     common(x)
     x.add_argument("--out", type=Path, required=True, help="report directory")
     x.add_argument("--work-dir", type=Path, help="split + checkpoints (default .data/...)")
-    x.add_argument("--base", default="default", help="spec both variants start from")
+    x.add_argument("--base", default="default:v2", help="spec every variant starts from")
     x.add_argument("--epochs", type=float, default=10.0)
     x.add_argument("--max-steps", type=int, default=None, help="smoke runs only")
     x.add_argument("--cold-fraction", type=float, default=0.2)
@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--lr", type=float, default=1e-3, help="fusion module and category head")
     x.add_argument("--lr-pretrained", type=float, default=3e-4, help="the base's towers")
     x.add_argument("--batch-pairs", type=int, default=64)
+    x.add_argument("--fusion-pairs", type=int, default=16, help="pairs of a step fused")
+    x.add_argument("--feature-views", type=int, default=2, help="cached views per photo")
+    x.add_argument("--ablations", action="store_true", help="also train without each component")
     x.add_argument("--w-neighbour", type=float, default=0.5)
     x.add_argument("--w-category", type=float, default=0.5)
     x.add_argument("--max-queries", type=int, default=EvalConfig.max_queries_per_cell)
@@ -138,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             lr=args.lr,
             lr_pretrained=args.lr_pretrained,
             batch_pairs=args.batch_pairs,
+            fusion_pairs=args.fusion_pairs,
+            feature_views=args.feature_views,
+            ablations=args.ablations,
             w_neighbour=args.w_neighbour,
             w_category=args.w_category,
             reuse_checkpoints=not args.retrain,

@@ -559,3 +559,65 @@ def evaluate(
         n_failed=len(encoded.failed),
         seconds=time.monotonic() - started,
     )
+
+
+def cooccurrence_baseline(
+    dataset: Any, split: Split, config: EvalConfig | None = None
+) -> EvaluationResult:
+    """Lookbook completion by counting co-occurrences in the lookbooks training could see.
+
+    The queries are the models' (`plan_queries`, every photo taken as readable); a
+    candidate's score is the number of (context item, training lookbook) pairs it shares a
+    lookbook with. Ties (every item never seen with the context, e.g. all cold items) are
+    broken at random: a query's value is its expected recall@10 over the tie order. The
+    bar a model must clear to be worth more than the graph it was trained on.
+    """
+    config = config or EvalConfig()
+    started = time.monotonic()
+    catalog = as_catalog(dataset)
+    split.check(catalog)
+    n = len(catalog.items)
+    ok = np.ones(n, dtype=bool)
+    plan = plan_queries(catalog, split, config, ok)
+    member_rows: list[list[int]] = [
+        [catalog.index[i] for i in members if i in catalog.index]
+        for members in split.training_lookbooks(catalog.lookbooks).values()
+    ]
+    groups_of: list[list[int]] = [[] for _ in range(n)]
+    for g, rows in enumerate(member_rows):
+        for r in rows:
+            groups_of[r].append(g)
+    k = config.k
+    per_query: dict[str, dict[str, npt.NDArray[np.float64]]] = {"lookbook_completion/recall@10": {}}
+    for c in CELLS:
+        values = []
+        for x in plan.leave_one_out[c]:
+            score = np.zeros(n)
+            for ctx in x.context:
+                for g in groups_of[ctx]:
+                    score[member_rows[g]] += 1
+            score[list(x.context)] = -np.inf  # the query's own items are not answers
+            target = score[x.target]
+            greater = int((score > target).sum())
+            ties = int((score == target).sum()) - 1  # others tied with the target
+            values.append(float(np.clip((k - greater) / (ties + 1), 0.0, 1.0)))
+        if values:
+            per_query["lookbook_completion/recall@10"][c] = np.asarray(values)
+    metrics_out = {
+        name: {
+            c: bootstrap_ci(v, resamples=config.resamples, seed=config.seed)
+            for c, v in cells.items()
+        }
+        for name, cells in per_query.items()
+    }
+    return EvaluationResult(
+        model="co-occurrence",
+        dataset=catalog.name,
+        split_fingerprint=split.fingerprint,
+        config=config,
+        metrics=metrics_out,
+        per_query=per_query,
+        chance=chance_levels(catalog, plan, config, ok),
+        n_items=n,
+        seconds=time.monotonic() - started,
+    )

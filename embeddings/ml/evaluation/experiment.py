@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from embeddings.ml.evaluation.catalog import as_catalog
-from embeddings.ml.evaluation.evaluate import EvalConfig, EvaluationResult, evaluate
+from embeddings.ml.evaluation.evaluate import (
+    EvalConfig,
+    EvaluationResult,
+    cooccurrence_baseline,
+    evaluate,
+)
 from embeddings.ml.evaluation.report import ModelRun, ReportMeta, write_report
 from embeddings.ml.evaluation.splits import Split, dataset_fingerprint, make_split
 
@@ -160,7 +165,7 @@ class ExperimentConfig:
     data_root: Path  # directory holding <dataset>/
     out: Path  # report directory (committed)
     work_dir: Path  # split + checkpoints (never committed)
-    base: str = "default"  # load_model spec both variants start from
+    base: str = "default:v2"  # load_model spec every variant starts from (CATALOG_BASE)
     seed: int = 0  # split, training and evaluation
     epochs: float = 10.0  # fine-tuning budget per variant (passes over training items)
     max_steps: int | None = None  # overrides epochs (smoke runs)
@@ -168,10 +173,11 @@ class ExperimentConfig:
     cold_fraction: float = 0.2
     heldout_lookbook_fraction: float = 0.25
     lr: float = 1e-3  # fusion module, category head
-    lr_pretrained: float = 3e-4  # the base's towers and projections: the default model's
-    #                              image tower saw only 3,700 clothing photos, so it must move
-    #                              to learn a new domain (the trainer's 1e-5 suits big CLIPs)
+    lr_pretrained: float = 3e-4  # the base's projections (its trunks stay frozen)
     batch_pairs: int = 64  # neighbour pairs per step (a step sees twice as many items)
+    fusion_pairs: int | None = 16  # pairs of a step that are fused (CATALOG_FINE_TUNE)
+    feature_views: int = 2  # cached trunk views per photo (CATALOG_FINE_TUNE)
+    ablations: bool = False  # also train: no fusion training, no neighbour, no category
     w_neighbour: float = 0.5  # full objective only
     w_category: float = 0.5  # full objective only
     sample_items: int | None = None  # evaluate and train on a seeded sample of the catalog
@@ -200,6 +206,9 @@ _RECIPE_FIELDS = (
     "lr",
     "lr_pretrained",
     "batch_pairs",
+    "fusion_pairs",
+    "feature_views",
+    "train_fusion",
     "seed",
 )
 
@@ -208,29 +217,70 @@ def _same_recipe(stored: dict[str, Any], config: Any) -> bool:
     return all(stored.get(f) == getattr(config, f) for f in _RECIPE_FIELDS)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One fine-tuned model of an experiment: which objectives, whether fusion trains."""
+
+    label: str
+    w_neighbour: float
+    w_category: float
+    train_fusion: bool = True
+
+
+def variants(cfg: ExperimentConfig) -> list[Variant]:
+    """image-text only and the full objective; with ``cfg.ablations`` the full objective
+    less one component each (the fusion module's training, the neighbour term, the
+    category term)."""
+    wn, wc = cfg.w_neighbour, cfg.w_category
+    out = [Variant("image-text", 0.0, 0.0), Variant("full", wn, wc)]
+    if cfg.ablations:
+        out += [
+            Variant("full, fusion frozen", wn, wc, train_fusion=False),
+            Variant("full, no neighbour", 0.0, wc),
+            Variant("full, no category", wn, 0.0),
+        ]
+    return out
+
+
 def _train_variant(
-    cfg: ExperimentConfig, train_ds: Any, label: str, w_neighbour: float, w_category: float
+    cfg: ExperimentConfig, train_ds: Any, variant: Variant
 ) -> tuple[str, dict[str, Any]]:
+    from dataclasses import replace
+
+    from embeddings.ml.recipes import CATALOG_FINE_TUNE
     from embeddings.ml.train import run_training
     from embeddings.ml.train_config import TrainConfig
 
-    out_dir = cfg.work_dir / label
-    tc = TrainConfig(
-        init=cfg.base,
+    label, w_neighbour, w_category = variant.label, variant.w_neighbour, variant.w_category
+    out_dir = cfg.work_dir / label.replace(", ", "-").replace(" ", "-")
+    # The catalog fine-tune's recipe (frozen trunks, cached features), the experiment's
+    # budget and weights on top: what a retailer's "Fine-tune on this catalog" runs.
+    tc = replace(
+        TrainConfig(init=cfg.base),
+        **CATALOG_FINE_TUNE,
+    )
+    tc = replace(
+        tc,
         w_clip=1.0,
         w_neighbour=w_neighbour,
         w_category=w_category,
+        train_fusion=variant.train_fusion,
         epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         lr=cfg.lr,
         lr_pretrained=cfg.lr_pretrained,
         batch_pairs=cfg.batch_pairs,
+        fusion_pairs=cfg.fusion_pairs,
+        feature_views=cfg.feature_views,
+        feature_cache_dir=str(cfg.work_dir / "features"),
+        checkpoint_every=250,
         seed=cfg.seed,
         threads=cfg.threads,
         decode_workers=cfg.threads,
     )
     objectives = "image-text" + (" + neighbour" if w_neighbour else "")
     objectives += " + category" if w_category else ""
+    objectives += "" if variant.train_fusion else " (fusion frozen)"
     summary: dict[str, Any] = {
         "objectives": objectives,
         "w_clip": 1.0,
@@ -241,6 +291,8 @@ def _train_variant(
         "lr": cfg.lr,
         "lr_pretrained": cfg.lr_pretrained,
         "batch_pairs": cfg.batch_pairs,
+        "fusion_pairs": cfg.fusion_pairs,
+        "feature_views": cfg.feature_views,
         "init": cfg.base,
         "n_train_items": len(train_ds.items),
         "n_train_lookbooks": len(train_ds.lookbooks),
@@ -275,7 +327,8 @@ def _evaluate_spec(
     """Evaluate one spec; returns the result and the weights' sha256 (16 hex digits)."""
     from embeddings.ml.loading import load_encoder
 
-    encoder = load_encoder(spec, device="cpu")
+    # ONNX Runtime: several times faster than PyTorch eager for the EfficientNet trunk.
+    encoder = load_encoder(spec, device="cpu", onnx_dir=cfg.work_dir / "onnx")
     try:
         result = evaluate(encoder, dataset, split, cfg.eval, model_name=label)
         return result, str(getattr(encoder, "weights_sha256", "") or "?")[:16]
@@ -325,22 +378,26 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
         len(train_ds.items),
         len(train_ds.lookbooks),
     )
-    variants = [
-        ("image-text", 0.0, 0.0),
-        ("full", cfg.w_neighbour, cfg.w_category),
-    ]
     specs: list[tuple[str, str, dict[str, Any] | None]] = [("base", cfg.base, None)]
-    for label, wn, wc in variants:
-        spec, trained = _train_variant(cfg, train_ds, label, wn, wc)
-        specs.append((label, spec, trained))
+    for variant in variants(cfg):
+        spec, trained = _train_variant(cfg, train_ds, variant)
+        specs.append((variant.label, spec, trained))
     runs = []
     for label, spec, training in specs:
         log.info("evaluating %s (%s)", label, spec)
         result, sha = _evaluate_spec(spec, label, dataset, split, cfg)
         runs.append(ModelRun(label, f"{spec} (weights sha256 {sha})", result, training))
+    if split.heldout_lookbooks:
+        runs.append(
+            ModelRun(
+                "co-occurrence",
+                "count of shared training lookbooks with the query's items (no model)",
+                cooccurrence_baseline(dataset, split, cfg.eval),
+            )
+        )
     budget = (
         f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs:g} epochs"
-    ) + f" per fine-tuned variant, both from `{cfg.base}`, seed {cfg.seed}; wall-clock "
+    ) + f" per fine-tuned variant, all from `{cfg.base}`, seed {cfg.seed}; wall-clock "
     budget += f"{(time.monotonic() - started) / 60:.1f} min for the whole experiment"
     meta = ReportMeta(
         title=f"{cfg.dataset}: base vs image-text vs full objective (cold/warm)",
@@ -362,6 +419,15 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
             "shop-the-look with the scene photo against product image vectors (like a "
             "photo query); text/image retrieval uses the towers' own vectors.",
             f"Evaluation config: {cfg.eval}.",
+            "Fine-tuning recipe: the catalog fine-tune's (`embeddings.ml.recipes`): both "
+            "trunks frozen and run once (image: centre crop + "
+            f"{cfg.feature_views - 1} augmented view(s) per photo), projections and fusion "
+            f"trained on the cached outputs; {cfg.batch_pairs} pairs a step, the first "
+            f"{cfg.fusion_pairs} of them fused.",
+            "co-occurrence: no model; lookbook completion ranks items by how often they share "
+            "a training lookbook with the query's items (random order among ties; a cold "
+            "item shares none, so it ranks below every item that shares one). Same queries "
+            "as the models.",
             *(
                 [
                     f"Catalog: a seeded sample (seed {cfg.seed}) of {len(dataset.items)} of "

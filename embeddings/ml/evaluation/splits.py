@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -28,6 +29,10 @@ from embeddings.ml.evaluation.catalog import Catalog
 Cell = Literal["cold", "warm"]
 CELLS: tuple[Cell, Cell] = ("cold", "warm")
 SPLIT_VERSION = 1
+# H&M product codes held out of any fine-tune that the relevance bench scores: a held-out
+# article's photo must find a colour variant (same code) it was never trained on.
+HM_HELDOUT_CODE_FRACTION = 0.30
+HM_HELDOUT_CODE_SEED = 13
 
 
 @dataclass(frozen=True)
@@ -177,3 +182,16 @@ def make_split(
         n_lookbooks=len(catalog.lookbooks),
         fingerprint=dataset_fingerprint(catalog),
     )
+
+
+def hm_heldout_codes(
+    codes: Iterable[str],
+    fraction: float = HM_HELDOUT_CODE_FRACTION,
+    seed: int = HM_HELDOUT_CODE_SEED,
+) -> set[str]:
+    """The H&M product codes held out (``bench/relevance.py``'s queries; a fine-tune that
+    is scored there trains on the other codes only): a seeded ``fraction`` of the distinct
+    codes."""
+    ordered = sorted(set(codes))
+    random.Random(seed).shuffle(ordered)  # noqa: S311 - a reproducible split, not a secret
+    return set(ordered[: int(fraction * len(ordered))])

@@ -1,0 +1,116 @@
+"""The catalog fine-tune's recipe: frozen trunks cached once, fusion on a sub-batch of pairs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from embeddings.ml import train_data
+from embeddings.ml.data import Item, ItemDataset
+from embeddings.ml.model import FusionConfig, HybridFusion
+from embeddings.ml.train import run_training
+from embeddings.ml.train_config import TrainConfig
+from tests.factories import photo_marked
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> ItemDataset:
+    """12 photos: 3 colours x 4 shades; each colour is a lookbook and a category."""
+    items = []
+    for name, (r, g, b) in {
+        "red": (200, 30, 30),
+        "green": (30, 200, 30),
+        "blue": (30, 30, 200),
+    }.items():
+        for k in range(4):
+            path = tmp_path / "img" / f"{name}{k}.jpg"
+            path.parent.mkdir(exist_ok=True)
+            photo_marked(path, (max(0, r - 20 * k), max(0, g - 20 * k), max(0, b - 20 * k)))
+            items.append(Item(f"{name}{k}", path.name, f"a {name} thing number {k}", name))
+    lookbooks = {name: [f"{name}{k}" for k in range(4)] for name in ("red", "green", "blue")}
+    return ItemDataset("toy", items, lookbooks, image_root=tmp_path / "img")
+
+
+@pytest.fixture
+def base(catalog: ItemDataset, tmp_path: Path) -> str:
+    """A small trained checkpoint with a timm trunk (its features can be cached)."""
+    config = TrainConfig(
+        init="new:resnet10t",
+        image_size=32,
+        embed_dim=64,
+        fusion=FusionConfig(width=32, layers=1, heads=2, grid=1),
+        max_steps=1,
+        batch_pairs=3,
+        decode_workers=1,
+        threads=2,
+    )
+    return f"checkpoint:{run_training(config, catalog, tmp_path / 'base').out_dir}"
+
+
+def fine_tune(base: str, tmp_path: Path, **overrides: object) -> TrainConfig:
+    config = TrainConfig(
+        init=base,
+        image_unfreeze_last_n=0,
+        feature_views=2,
+        feature_cache_dir=str(tmp_path / "cache"),
+        max_steps=2,
+        batch_pairs=4,
+        warmup_steps=1,
+        decode_workers=1,
+        threads=2,
+    )
+    return replace(config, **overrides)  # type: ignore[arg-type]
+
+
+def test_fusion_pairs_fuses_only_the_first_pairs_of_a_step(
+    base: str, catalog: ItemDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fused_batches: list[int] = []
+    forward = HybridFusion.forward
+
+    def counting(self: HybridFusion, img_emb: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+        fused_batches.append(img_emb.shape[0])
+        return forward(self, img_emb, *args)
+
+    monkeypatch.setattr(HybridFusion, "forward", counting)
+    seen: dict[int, dict[str, float]] = {}
+    config = fine_tune(base, tmp_path, fusion_pairs=1)
+
+    run_training(config, catalog, tmp_path / "run", lambda s, _t, f: seen.update({s: f}))
+
+    assert fused_batches == [2, 2]  # one pair (anchor + neighbour) a step, of 4
+    assert set(seen[2]) == {"clip", "neighbour", "category", "loss", "temp"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in seen[2].values())
+
+
+def test_a_frozen_fusion_keeps_the_base_weights_while_the_projections_move(
+    base: str, catalog: ItemDataset, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    config = fine_tune(base, tmp_path, train_fusion=False, lr_pretrained=1e-2)
+    out = run_training(config, catalog, tmp_path / "frozen").out_dir
+
+    before = load_file(base.removeprefix("checkpoint:") + "/model.safetensors")
+    after = load_file(str(out / "model.safetensors"))
+    fusion = [k for k in before if k.startswith("fusion.")]
+    assert fusion and all(torch.equal(before[k], after[k]) for k in fusion)
+    assert not torch.equal(before["backbone.text.proj.weight"], after["backbone.text.proj.weight"])
+
+
+def test_a_second_fine_tune_reads_the_text_trunk_outputs_back(
+    base: str, catalog: ItemDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = fine_tune(base, tmp_path)
+    first = run_training(config, catalog, tmp_path / "one")
+    assert list((tmp_path / "cache").glob("text-*.pt"))
+
+    def no_trunk(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the text trunk ran again")
+
+    monkeypatch.setattr(train_data, "build_text_cache", no_trunk)
+    second = run_training(config, catalog, tmp_path / "two")
+    assert second.last_losses == pytest.approx(first.last_losses)
