@@ -185,7 +185,8 @@ class TextSignals:
     product_ids: list[int]
     #: (N, 4) in SIGNALS order
     values: np.ndarray
-    #: (N,) whether the product's document holds every word of the query (not just one)
+    #: (N,) whether the product's document holds every word of the query (not just one);
+    #: asked only when no catalog term was named, the one case `text_unrelated` reads it
     every_word: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
@@ -208,20 +209,28 @@ def text_signals(
     row_of = {pid: row for row, pid in enumerate(ids)}
     count_sql, count_params = _concepts_count_sql(understood.concepts)
     words = tsquery_text(understood)
-    all_words = " & ".join(understood.text_words)
-    rank_sql, every_sql = (
+    rank_sql, rank_params = (
         (
             f"ts_rank('{RANK_WEIGHTS}', p.search_document, to_tsquery('{SEARCH_CONFIG}', %s), 32)",
-            f"p.search_document @@ to_tsquery('{SEARCH_CONFIG}', %s)",
+            [words],
         )
         if words
-        else ("0", "false")
+        else ("0", [])
+    )
+    # Only `text_unrelated` reads it, and only when no catalog term was named.
+    every_sql, every_params = (
+        (
+            f"p.search_document @@ to_tsquery('{SEARCH_CONFIG}', %s)",
+            [" & ".join(understood.text_words)],
+        )
+        if words and not understood.concepts
+        else ("false", [])
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT p.id, {count_sql}, {rank_sql}, {every_sql} FROM catalog_product p "  # noqa: S608
             "WHERE p.id = ANY(%s)",
-            [*count_params, *([words, all_words] if words else []), ids],
+            [*count_params, *rank_params, *every_params, ids],
         )
         for pid, matched, rank, has_every_word in cursor.fetchall():
             row = row_of[int(pid)]

@@ -22,7 +22,7 @@ from django.db import connection, transaction
 
 from catalog.selectors import ProductFilters
 from embeddings.models import EmbeddingModel
-from embeddings.sql import vector_literal
+from embeddings.sql import halfvec_from_send, vector_literal
 
 #: The contract's vector table (`embeddings.models.ProductEmbedding`).
 EMBEDDING_TABLE = "embeddings_productembedding"
@@ -146,16 +146,12 @@ def vectors_of(
     if not product_ids:
         return {}
     with connection.cursor() as cursor:
-        # halfvec_send is pgvector's binary form: int16 dim, int16 unused, big-endian halfs.
         cursor.execute(
             f"SELECT e.product_id, halfvec_send(e.vector) FROM {EMBEDDING_TABLE} e "  # noqa: S608
             f"WHERE {embedding_predicate(model, kind)} AND e.product_id = ANY(%s)",
             [list(product_ids)],
         )
-        return {
-            int(pid): np.frombuffer(bytes(raw)[4:], dtype=">f2").astype(np.float32)
-            for pid, raw in cursor.fetchall()
-        }
+        return {int(pid): halfvec_from_send(raw) for pid, raw in cursor.fetchall()}
 
 
 def product_vector(*, model: EmbeddingModel, kind: str, product_id: int) -> np.ndarray | None:

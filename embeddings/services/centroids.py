@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from embeddings import text_map
 from embeddings.models import EmbeddingModel, ProductEmbedding, TextQueryMap
+from embeddings.sql import halfvec_from_send
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ def _pairs_text_fused(*, model: EmbeddingModel, limit: int) -> tuple[np.ndarray,
     """Each sampled product's text and fused vectors of `model`, as two (N, D) arrays."""
     with connection.cursor() as cursor:
         # Ordered by a hash of the id: a stable sample spread over the whole catalog.
-        # halfvec_send is pgvector's binary form: int16 dim, int16 unused, big-endian halfs.
         cursor.execute(
             "SELECT halfvec_send(t.vector), halfvec_send(f.vector) "
             "FROM embeddings_productembedding t JOIN embeddings_productembedding f "
@@ -74,10 +74,8 @@ def _pairs_text_fused(*, model: EmbeddingModel, limit: int) -> tuple[np.ndarray,
     if not rows:
         return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
 
-    def decode(index: int) -> np.ndarray:
-        return np.stack([np.frombuffer(bytes(r[index])[4:], dtype=">f2") for r in rows])
-
-    return decode(0).astype(np.float32), decode(1).astype(np.float32)
+    text = np.stack([halfvec_from_send(r[0]) for r in rows])
+    return text, np.stack([halfvec_from_send(r[1]) for r in rows])
 
 
 def text_query_map_fit(*, model: EmbeddingModel) -> TextQueryMap | None:

@@ -22,7 +22,7 @@ from catalog.models import Lookbook, LookbookItem, Product
 from embeddings import runtime
 from embeddings.ml.regions import Box, suppress_overlaps
 from embeddings.models import EmbeddingModel
-from embeddings.sql import vector_literal
+from embeddings.sql import halfvec_from_send, vector_literal
 from search.scene_ranking import (
     LOOKALIKE_CANDIDATES,
     MATCHES_PER_REGION,
@@ -159,7 +159,6 @@ def catalogue_cosines(*, model: Any) -> CatalogueCosines | None:
             return _spread_cache[key]
     with connection.cursor() as cursor:
         # Ordered by a hash of the id: a stable sample spread over the whole catalog.
-        # halfvec_send is pgvector's binary form: int16 dim, int16 unused, big-endian halfs.
         cursor.execute(
             "SELECT halfvec_send(vector) FROM embeddings_productembedding "
             "WHERE model_id = %s AND kind = 'image' "
@@ -169,8 +168,7 @@ def catalogue_cosines(*, model: Any) -> CatalogueCosines | None:
         rows = cursor.fetchall()
     spread = None
     if len(rows) >= 2:
-        vectors = np.stack([np.frombuffer(bytes(r[0])[4:], dtype=">f2") for r in rows])
-        spread = CatalogueCosines.from_vectors(vectors.astype(np.float32))
+        spread = CatalogueCosines.from_vectors(np.stack([halfvec_from_send(r[0]) for r in rows]))
     if spread is not None:  # an empty catalogue is asked again next time
         with _spread_lock:
             _spread_cache.clear()  # one version's at a time: the active one
