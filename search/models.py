@@ -138,6 +138,25 @@ class VocabularyTerm(models.Model):
         return f"{self.key} ({self.field}: {self.value})"
 
 
+class CatalogWord(models.Model):
+    """A word the catalog's product documents hold, as Postgres full text stems it.
+
+    Rebuilt with the vocabulary. "No good match" asks whether a query names any of them
+    (or a close misspelling, by the trigram index): words none of which the catalog holds
+    ("sofa" in a clothing shop, gibberish) are unrelated whatever their vectors' cosine.
+    """
+
+    lexeme = models.CharField(max_length=200, unique=True)
+    #: How many product documents hold it.
+    product_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["lexeme"]
+
+    def __str__(self) -> str:
+        return f"{self.lexeme} ({self.product_count})"
+
+
 class SearchCalibration(models.Model):
     """What text and photo search learned from one model version on one catalog: the
     fusion weights and the "no good match" thresholds, with the figures behind them.

@@ -258,20 +258,28 @@ def combine(*, signals: TextSignals, weights: dict[str, float]) -> list[tuple[in
 
 
 def text_unrelated(
-    *, understood: Understanding, signals: TextSignals, calibration: Any | None
+    *,
+    understood: Understanding,
+    signals: TextSignals,
+    calibration: Any | None,
+    holds_a_word: Callable[[], bool | None],
 ) -> bool:
     """True when the words look unrelated to the catalog ("no good match").
 
     Words that name a catalog term, or that one product document holds every one of, are
     related. One word of several in the documents is not enough: "solar panel" finds the
-    "panel" of a dress's description. Otherwise the best `meaning` cosine decides against
-    the threshold calibrated for this model version and catalog; before the first
-    calibration such words are flagged.
+    "panel" of a dress's description. Words none of which the catalog holds, nor a close
+    misspelling of one (`holds_a_word`, asked only here, False), are unrelated: a small
+    text tower puts "sofa" or "qecy" as close to garments as a real query. Otherwise the
+    best `meaning` cosine decides against the threshold calibrated for this model version
+    and catalog; before the first calibration such words are flagged.
     """
     if understood.concepts:
         return False
     if signals.every_word.any():
         return False
+    if holds_a_word() is False:
+        return True
     threshold = getattr(calibration, "text_threshold", None)
     if threshold is None:
         return True

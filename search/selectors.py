@@ -474,7 +474,7 @@ def search_by_text(
     category or brand ticked, the retrievals also run without that selection and their
     candidates are ranked into `unfiltered_ids` (the words are read and encoded once).
     """
-    from search import ranking
+    from search import ranking, vocabulary
 
     diversify = arm_diversify(default=diversify)
     offset, limit = _window(offset=offset, limit=limit)
@@ -497,7 +497,9 @@ def search_by_text(
         # "No good match" judges the candidates of the search asked for, as without lifting.
         rows = [row for row, pid in enumerate(signals.product_ids) if pid in within]
         signals = ranking.TextSignals(
-            product_ids=[signals.product_ids[row] for row in rows], values=signals.values[rows]
+            product_ids=[signals.product_ids[row] for row in rows],
+            values=signals.values[rows],
+            every_word=signals.every_word[rows],
         )
     return _results(
         model=model,
@@ -507,7 +509,10 @@ def search_by_text(
         diversify=diversify,
         sort=sort,
         no_good_match=ranking.text_unrelated(
-            understood=understood, signals=signals, calibration=calibration
+            understood=understood,
+            signals=signals,
+            calibration=calibration,
+            holds_a_word=lambda: vocabulary.vocabulary_holds_a_word(query),
         ),
         concepts=understood.concepts,
         unfiltered=ranked_every if lifted is not None else (),

@@ -8,6 +8,8 @@ catalog and the synonym table do not change.
 - `vocabulary_get()` (selector): the in-memory `Vocabulary`, reloaded when the terms or
   the synonyms changed.
 - `vocabulary_corrections(words)` (selector): a close catalog word for each unknown word.
+- `vocabulary_holds_a_word(query)` (selector): whether the catalog's documents hold any
+  word of the query, or a close misspelling of one.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Count, Max
 
+from catalog.document import SEARCH_CONFIG
 from catalog.models import Product
-from search.models import Synonym, VocabularyTerm
+from search.models import CatalogWord, Synonym, VocabularyTerm
 from search.understanding import Term, Vocabulary, phrase_key, value_keys
 
 #: An attribute with more distinct values than this is free text (a name, a description),
@@ -32,6 +35,8 @@ MAX_VALUE_WORDS = 4
 #: pg_trgm similarity a misspelt word needs to its catalog word ("trowsers" -> "trousers"
 #: is 0.45; "sofa" -> "sock" 0.25).
 TYPO_SIMILARITY = 0.4
+#: Longer lexemes are run-together URLs or codes, not words a shopper types.
+MAX_WORD_LENGTH = 60
 #: How long a process trusts its vocabulary before asking whether it changed (seconds).
 RECHECK_SECONDS = 5.0
 _STAMP_KEY = "search:vocabulary:catalog-stamp"
@@ -56,6 +61,15 @@ def _attribute_values() -> list[tuple[str, str, int]]:
             [MAX_VALUES_PER_ATTRIBUTE],
         )
         return [(str(k), str(v), int(n)) for k, v, n in cursor.fetchall()]
+
+
+def _document_words() -> list[tuple[str, int]]:
+    """Every lexeme of the products' full-text documents, with the products holding it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT word, ndoc FROM ts_stat('SELECT search_document FROM catalog_product')"
+        )
+        return [(str(word), int(count)) for word, count in cursor.fetchall()]
 
 
 def _useful(value: str) -> bool:
@@ -98,9 +112,16 @@ def vocabulary_rebuild() -> int:
         )
         for (key, field, value), row in rows.items()
     ]
+    words = [
+        CatalogWord(lexeme=lexeme, product_count=count)
+        for lexeme, count in _document_words()
+        if len(lexeme) <= MAX_WORD_LENGTH
+    ]
     with transaction.atomic():
         VocabularyTerm.objects.all().delete()
         VocabularyTerm.objects.bulk_create(terms, batch_size=2000)
+        CatalogWord.objects.all().delete()
+        CatalogWord.objects.bulk_create(words, batch_size=5000)
     cache.set(_STAMP_KEY, stamp, timeout=None)
     return len(terms)
 
@@ -165,3 +186,24 @@ def vocabulary_corrections(words: list[str]) -> dict[str, str]:
             [words, TYPO_SIMILARITY],
         )
         return {str(word): str(key) for word, key in cursor.fetchall()}
+
+
+def vocabulary_holds_a_word(query: str) -> bool | None:
+    """Whether the catalog's documents hold a word of `query` (stemmed as full text stems
+    it), or a misspelling of one (trigram similarity, as for typos). None when the query
+    has no word full text keeps ("the", "!") or the catalog's words were never built:
+    nothing to judge by."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT q.lexeme, "  # noqa: S608
+            "  EXISTS (SELECT 1 FROM search_catalogword w WHERE w.lexeme = q.lexeme) "
+            "  OR EXISTS (SELECT 1 FROM search_catalogword w WHERE w.lexeme %% q.lexeme "
+            "             AND similarity(w.lexeme, q.lexeme) >= %s), "
+            "  EXISTS (SELECT 1 FROM search_catalogword) "
+            f"FROM unnest(to_tsvector('{SEARCH_CONFIG}', %s)) AS q",
+            [TYPO_SIMILARITY, query],
+        )
+        rows = cursor.fetchall()
+    if not rows or not rows[0][2]:
+        return None
+    return any(known for _, known, _ in rows)

@@ -14,7 +14,7 @@ from embeddings import runtime
 from embeddings.models import EmbeddingModel, ProductEmbedding
 from search import selectors
 from search.complete_the_look import complete_the_look
-from search.models import SearchCalibration
+from search.models import CatalogWord, SearchCalibration
 from search.selectors import CropBox, SearchFilters
 from search.vector_sql import (
     distance_sql,
@@ -124,9 +124,11 @@ def test_text_search_counts_exact_words_like_a_brand_name(
 
 
 def test_unrelated_words_get_best_effort_results_flagged_no_good_match(catalog: Catalog) -> None:
+    # "range" is in every description, "quantum" in none, and no product holds both: the
+    # calibrated threshold decides.
     def search() -> selectors.SearchResults:
         return selectors.search_by_text(
-            query="quantum flux capacitor", filters=SearchFilters(), limit=10, diversify=False
+            query="quantum range", filters=SearchFilters(), limit=10, diversify=False
         )
 
     before = search()  # no calibration yet: words naming nothing are flagged
@@ -134,7 +136,7 @@ def test_unrelated_words_get_best_effort_results_flagged_no_good_match(catalog: 
     best = max(
         similarities(
             model=catalog.model, kind="text",
-            vector=runtime.encode_query_text("quantum flux capacitor", model=catalog.model),
+            vector=runtime.encode_query_text("quantum range", model=catalog.model),
             product_ids=[p.pk for p in catalog.products.values()],
         ).values()
     )  # fmt: skip
@@ -160,6 +162,42 @@ def test_one_word_of_the_documents_does_not_vouch_for_words_they_never_hold(
 
     assert flagged("quantum range") is True
     assert flagged("range piece") is False  # every word in one description
+
+
+def test_words_the_catalog_never_holds_are_flagged_whatever_the_threshold(
+    catalog: Catalog,
+) -> None:
+    SearchCalibration.objects.create(
+        model=catalog.model, catalog_stamp="30@x", text_threshold=-1.0
+    )  # every cosine passes it
+
+    def flagged(query: str) -> bool:
+        return selectors.search_by_text(
+            query=query, filters=SearchFilters(), limit=10, diversify=False
+        ).no_good_match
+
+    assert flagged("quantum flux capacitor") is True
+    assert flagged("qecy") is True
+    # A misspelling of a word the documents hold ("piece") is a catalog word.
+    assert flagged("quantum piecce") is False
+    # Before the catalog's words are first built there is nothing to judge by.
+    CatalogWord.objects.all().delete()
+    assert flagged("quantum flux capacitor") is False
+
+
+def test_a_lifted_facet_keeps_the_evidence_that_one_product_holds_every_word(
+    catalog: Catalog,
+) -> None:
+    # Uncalibrated: only catalog terms or one document holding every word vouch for words.
+    results = selectors.search_by_text(
+        query="range piece",
+        filters=SearchFilters(category=["Garment Lower body > Trousers"]),
+        limit=10,
+        diversify=False,
+        lift_facets=True,
+    )
+
+    assert results.hits and results.no_good_match is False
 
 
 def test_named_catalog_words_are_never_flagged_whatever_the_threshold(catalog: Catalog) -> None:

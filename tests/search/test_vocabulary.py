@@ -11,10 +11,11 @@ from django.test import Client
 
 from catalog.models import Product
 from search import selectors
-from search.models import Synonym, VocabularyTerm
+from search.models import CatalogWord, Synonym, VocabularyTerm
 from search.selectors import SearchFilters
 from search.vocabulary import (
     vocabulary_corrections,
+    vocabulary_holds_a_word,
     vocabulary_rebuild,
     vocabulary_rebuild_if_stale,
 )
@@ -50,6 +51,21 @@ def test_the_vocabulary_follows_catalog_changes(catalog: Catalog) -> None:
 
     assert vocabulary_rebuild_if_stale() is True
     assert VocabularyTerm.objects.filter(key="striped", value="Striped").exists()
+
+
+def test_the_catalogs_words_follow_its_documents(catalog: Catalog) -> None:
+    assert CatalogWord.objects.filter(lexeme="rang").exists()  # "range", stemmed
+    assert not CatalogWord.objects.filter(lexeme="cashmer").exists()
+    product = catalog.products["RED-1"]
+    product.description = "Soft cashmere, knitted by hand."
+    product.save()
+
+    assert vocabulary_rebuild_if_stale() is True
+    assert CatalogWord.objects.get(lexeme="cashmer").product_count == 1
+    assert vocabulary_holds_a_word("cashmere scarf") is True
+    assert vocabulary_holds_a_word("cashmeer") is True  # a misspelling
+    assert vocabulary_holds_a_word("saxophone") is False
+    assert vocabulary_holds_a_word("the") is None  # no word full text keeps
 
 
 def test_misspelt_words_find_their_catalog_word_by_trigram_similarity(catalog: Catalog) -> None:
