@@ -36,7 +36,7 @@ from catalog.services.products import (
     product_update,
     products_upsert,
 )
-from search import selectors, services
+from search import result_cache, selectors, services
 from search.complete_the_look import complete_the_look
 from search.facets import FACET_FIELDS, facet_counts
 from search.limits import (
@@ -280,7 +280,7 @@ class ProductViewSet(viewsets.ViewSet):
         """Products closest to this one's fused vector; optionally in-stock ones only."""
         product = _sku_product(sku)
         query = _validated(SimilarQuerySerializer, request.query_params)
-        results = selectors.similar_products(
+        results = result_cache.similar_products_cached(
             product=product,
             filters=query.to_filters(),
             limit=query.validated_data["limit"],
@@ -413,7 +413,7 @@ class TextSearchApi(APIView):
         started = time.perf_counter()
         query = _validated(TextSearchQuerySerializer, request.query_params)
         data = query.validated_data
-        results = selectors.search_by_text(
+        results = result_cache.search_by_text_cached(
             query=data["q"],
             filters=query.to_filters(),
             limit=data["limit"],
@@ -457,7 +457,7 @@ class ImageSearchApi(APIView):
         data = query.validated_data
         photo = query_photo_receive(data)
         with photo_encoding(request):
-            results = selectors.search_by_image(
+            results = result_cache.search_by_image_cached(
                 image=photo.image,
                 crop=data.get("crop_box"),
                 filters=query.to_filters(),

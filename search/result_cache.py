@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
+from django.db.models import Model
 from redis.exceptions import RedisError
 
 from search import selectors
@@ -95,62 +97,42 @@ def _cached(key: str | None, compute: Callable[[], selectors.SearchResults]) -> 
     return results
 
 
-def _filters(filters: selectors.SearchFilters) -> dict[str, Any]:
-    return dataclasses.asdict(filters)
+def _asked(value: Any) -> Any:
+    """What of an argument names the search in its key: a photo by its sha256, a product by
+    its id, filters and crop boxes by their fields."""
+    if isinstance(value, bytes):
+        return hashlib.sha256(value).hexdigest()
+    if isinstance(value, Model):
+        return value.pk
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
-def search_by_text_cached(
-    *, query: str, filters: selectors.SearchFilters, **options: Any
-) -> selectors.SearchResults:
-    """`selectors.search_by_text`, from the cache when the same search was answered."""
-    asked = {"query": query, "filters": _filters(filters), **options}
-    asked.setdefault("diversify", False)
-    key = _key("text", asked)
-    result: selectors.SearchResults = _cached(
-        key, lambda: selectors.search_by_text(query=query, filters=filters, **options)
-    )
-    return result
+def cached[**P](
+    kind: str, search: Callable[P, selectors.SearchResults]
+) -> Callable[P, selectors.SearchResults]:
+    """`search` (a selector taking keyword arguments only), answered from the cache when
+    it was asked the same since the last change a search can see."""
+
+    @functools.wraps(search)
+    def answer(*args: P.args, **kwargs: P.kwargs) -> selectors.SearchResults:
+        if args:
+            raise TypeError(f"{search.__name__} takes keyword arguments only")
+        asked = {name: _asked(value) for name, value in kwargs.items()}
+        asked.setdefault("diversify", False)
+        result: selectors.SearchResults = _cached(
+            _key(kind, asked), lambda: search(*args, **kwargs)
+        )
+        return result
+
+    return answer
 
 
-def search_by_image_cached(
-    *,
-    image: bytes,
-    crop: selectors.CropBox | None,
-    filters: selectors.SearchFilters,
-    **options: Any,
-) -> selectors.SearchResults:
-    """`selectors.search_by_image`, from the cache when the same photo (by its sha256) was
-    searched the same way; the photo is then not encoded at all."""
-    asked = {
-        "image": hashlib.sha256(image).hexdigest(),
-        "crop": dataclasses.asdict(crop) if crop is not None else None,
-        "filters": _filters(filters),
-        **options,
-    }
-    asked.setdefault("diversify", False)
-    key = _key("image", asked)
-    result: selectors.SearchResults = _cached(
-        key,
-        lambda: selectors.search_by_image(image=image, crop=crop, filters=filters, **options),
-    )
-    return result
-
-
-def similar_products_cached(
-    *, product: Any, filters: selectors.SearchFilters, limit: int, in_stock_only: bool
-) -> selectors.SearchResults:
-    """`selectors.similar_products`, from the cache when asked the same for this product."""
-    asked = {
-        "product": product.pk,
-        "filters": _filters(filters),
-        "limit": limit,
-        "in_stock_only": in_stock_only,
-        "diversify": False,
-    }
-    result: selectors.SearchResults = _cached(
-        _key("similar", asked),
-        lambda: selectors.similar_products(
-            product=product, filters=filters, limit=limit, in_stock_only=in_stock_only
-        ),
-    )
-    return result
+#: `selectors.search_by_text`, from the cache when the same search was answered.
+search_by_text_cached = cached("text", selectors.search_by_text)
+#: `selectors.search_by_image`, from the cache when the same photo (by its sha256) was
+#: searched the same way; the photo is then not encoded at all.
+search_by_image_cached = cached("image", selectors.search_by_image)
+#: `selectors.similar_products`, from the cache when asked the same for this product.
+similar_products_cached = cached("similar", selectors.similar_products)

@@ -8,13 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, transaction
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from catalog.models import Product
 from embeddings.models import ProductEmbedding
 from search import result_cache
+from search.models import ApiKey
 from search.selectors import SearchFilters, SearchResults
+from search.services import api_key_create
 from tests.factories import photo_colour
 from tests.search.catalog import Catalog, EncodedCatalog, catalog_create
 
@@ -130,3 +134,30 @@ def test_similar_items_of_a_product_are_answered_from_the_cache(committed: Catal
     Product.objects.filter(pk=first.hits[0].product.pk).update(in_stock=False)
     _, statements = similar()
     assert _searched(statements)
+
+
+def test_the_rest_api_answers_repeated_searches_from_the_cache(committed: Catalog) -> None:
+    client = Client(headers={"Authorization": f"Api-Key {_read_key()}"})
+
+    def vector_statements(method: str, path: str, **data: Any) -> tuple[list[str], list[str]]:
+        with CaptureQueriesContext(connection) as captured:
+            response = getattr(client, method)(path, data)
+        assert response.status_code == 200, response.content
+        skus = [hit["product"]["sku"] for hit in response.json()["results"]]
+        return skus, [q["sql"] for q in captured.captured_queries if NEAREST in q["sql"]]
+
+    photo = SimpleUploadedFile("red.png", photo_colour("red"))
+    for method, path, data in (
+        ("get", "/api/v1/search/text/", {"q": "red shirt"}),
+        ("get", "/api/v1/products/RED-0/similar/", {"limit": 6}),
+        ("post", "/api/v1/search/image/", {"image": photo}),
+    ):
+        first, searched = vector_statements(method, path, **data)
+        assert first and searched, path
+        photo.seek(0)
+        again, searched = vector_statements(method, path, **data)
+        assert again == first and searched == [], path
+
+
+def _read_key() -> str:
+    return api_key_create(name="storefront", scope=ApiKey.Scope.READ).plaintext
