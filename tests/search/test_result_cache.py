@@ -161,3 +161,26 @@ def test_the_rest_api_answers_repeated_searches_from_the_cache(committed: Catalo
 
 def _read_key() -> str:
     return api_key_create(name="storefront", scope=ApiKey.Scope.READ).plaintext
+
+
+def test_a_transaction_advances_the_results_version_once_at_commit_not_per_row(
+    committed: Catalog,
+) -> None:
+    before = result_cache.results_version()
+    with transaction.atomic():
+        Product.objects.bulk_create(
+            Product(sku=f"NEW-{i}", title=f"New {i}", category="Garment Upper body > Shirt")
+            for i in range(40)
+        )
+        Product.objects.filter(sku__startswith="NEW-").update(in_stock=False)
+        # Seen at once by the writing transaction: one advance per statement.
+        assert result_cache.results_version() == before + 2
+    # ...and once more at commit, however many rows were written.
+    assert result_cache.results_version() == before + 3
+
+    with transaction.atomic():
+        savepoint = transaction.savepoint()
+        Product.objects.filter(sku="NEW-0").update(in_stock=True)
+        transaction.savepoint_rollback(savepoint)  # takes back the advance it queued
+        Product.objects.filter(sku="NEW-1").update(in_stock=True)
+    assert result_cache.results_version() == before + 3 + 2 + 1
