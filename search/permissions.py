@@ -3,8 +3,9 @@
 - Reading (GET, and the search endpoints whatever their method): any valid API key, a
   staff session, or anyone when VITRINE_ANONYMOUS_SEARCH is on and the view is a search.
 - Writing: a read-write API key or a staff session.
-- Publishable keys (the brand's web pages, `search.storefront`): the search endpoints and
-  the events endpoint only, never a product, lookbook or import, even to read.
+- Publishable keys (the brand's web pages, `search.storefront`): the search endpoints, the
+  published posts and the events endpoint only (`publishable_endpoint`), never a product,
+  lookbook or import, even to read.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from search.models import ApiKey, PublishableKey
 from search.storefront.auth import publishable_key_may_call
 
 PUBLISHABLE_REFUSED = (
-    "A publishable key may only call the search endpoints and send events; "
-    "use a secret API key from the brand's server for anything else."
+    "A publishable key may only call the search endpoints, read published posts and send "
+    "events; use a secret API key from the brand's server for anything else."
 )
 
 

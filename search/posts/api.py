@@ -1,8 +1,9 @@
 """REST API of shoppable posts (read only, published posts): `GET /api/v1/posts/`,
 `GET /api/v1/posts/{id}/` and `GET /api/v1/products/{sku}/posts/`.
 
-Any valid API key or a staff session reads them (`search.permissions.HasApiAccess`); a
-publishable key does not (like products and lookbooks), nor an anonymous caller.
+Any valid API key or a staff session reads them (`search.permissions.HasApiAccess`), and so
+does a publishable key (the brand's pages, for the `<vitrine-posts>` widget): a published
+post is already public on the storefront. An anonymous caller does not.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def _page(request: Request, view: APIView, queryset: QuerySet[Post]) -> Response
 
 
 class PostListApi(APIView):
+    publishable_endpoint = True  # published posts only
     pagination_class = PostCursorPagination
 
     @extend_schema(
@@ -46,6 +48,8 @@ class PostListApi(APIView):
 
 
 class PostDetailApi(APIView):
+    publishable_endpoint = True  # published posts only
+
     @extend_schema(
         operation_id="posts_retrieve",
         summary="A published post with its hotspots and their products",
@@ -59,6 +63,7 @@ class PostDetailApi(APIView):
 
 
 class ProductPostsApi(APIView):
+    publishable_endpoint = True  # published posts only
     pagination_class = PostCursorPagination
 
     @extend_schema(

@@ -43,7 +43,8 @@ class PublishableKeyAuthentication(authentication.BaseAuthentication):
 
 def publishable_key_may_call(view: Any) -> bool:
     """Publishable keys may call only the read-only search endpoints (`search_endpoint`)
-    and the events endpoint (`publishable_endpoint`), whatever the method."""
+    and those a brand's page needs besides (`publishable_endpoint`: the events endpoint,
+    the published posts), whatever the method."""
     return bool(
         getattr(view, "search_endpoint", False) or getattr(view, "publishable_endpoint", False)
     )

@@ -8,6 +8,8 @@
  *   <vitrine-often-bought-together sku="SKU-1"></vitrine-often-bought-together>
  *   <vitrine-photo-search></vitrine-photo-search>
  *   <vitrine-search-results param="q"></vitrine-search-results>
+ *   <vitrine-posts sku="SKU-1"></vitrine-posts>   (published posts tagging the product:
+ *                                                  "Seen in"; without sku: the latest posts)
  *
  * Theming: CSS custom properties inherit into the widgets' shadow roots, e.g.
  *   vitrine-similar { --vitrine-accent: #b00; --vitrine-font: Georgia, serif; }
@@ -198,7 +200,35 @@
     .status.error { color: #b3261e; }
     .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden;
       clip: rect(0 0 0 0); white-space: nowrap; }
+    button.post-thumb { display: block; width: 100%; padding: 0; border: none; background: none;
+      color: inherit; text-align: left; }
+    .post-thumb img { aspect-ratio: 1; width: 100%; height: auto; object-fit: cover; display: block;
+      border-radius: var(--vitrine-radius, 10px); background: #eee; }
+    .post-thumb span { display: block; font-size: .875rem; margin-top: .3rem;
+      color: var(--vitrine-muted, #5f6368); }
+    .post { position: relative; margin: 0 auto .75rem; max-width: 32rem; }
+    .post img { display: block; width: 100%; height: auto; border-radius: var(--vitrine-radius, 10px); }
+    .spot { position: absolute; transform: translate(-50%, -50%); width: 3rem; height: 3rem;
+      padding: 0; border-radius: 50%; border: 3px solid #fff; box-shadow: 0 1px 4px rgba(0, 0, 0, .5);
+      font-weight: 600; }
+    .spot[aria-pressed="true"] { background: var(--vitrine-text, #1d1d1f); }
   `;
+
+  // One constructed stylesheet shared by every widget's shadow root. Unlike a <style>
+  // element or a style attribute, it is not refused by a brand page whose
+  // Content-Security-Policy has no 'unsafe-inline' for styles.
+  let sheet = null;
+  function styled(root) {
+    if ("adoptedStyleSheets" in root && typeof CSSStyleSheet.prototype.replaceSync === "function") {
+      if (!sheet) {
+        sheet = new CSSStyleSheet();
+        sheet.replaceSync(STYLE);
+      }
+      root.adoptedStyleSheets = [sheet];
+    } else {
+      root.append(element("style", { text: STYLE }));
+    }
+  }
 
   function element(tag, attributes, children) {
     const node = document.createElement(tag);
@@ -290,7 +320,7 @@
       if (this.shadowRoot) return;
       recordView(this.getAttribute("sku"));
       this.root = this.attachShadow({ mode: "open" });
-      this.root.append(element("style", { text: STYLE }));
+      styled(this.root);
       this.body = element("section", { "aria-busy": "true" });
       this.root.append(this.body);
       const heading = this.getAttribute("heading") || this.defaultHeading;
@@ -382,12 +412,84 @@
     }
   }
 
+  /** A dialog showing one published post: its photo with a numbered hotspot per tagged
+   *  region; choosing a hotspot lists the products tagged there. Returns open(post, sku). */
+  function postViewer(root) {
+    const titleId = `vitrine-post-${Math.random().toString(36).slice(2)}`;
+    const heading = element("h2", { id: titleId });
+    const figure = element("div", { class: "post" });
+    const products = element("div", { "data-products": "" });
+    const close = element("button", { type: "button", class: "secondary", text: "Close" });
+    const dialog = element("dialog", { "aria-labelledby": titleId },
+      [heading, figure, products, element("div", { class: "row" }, [close])]);
+    close.addEventListener("click", () => dialog.close());
+    root.append(dialog);
+
+    function choose(spots, hotspots, index) {
+      spots.forEach((spot, i) => spot.setAttribute("aria-pressed", String(i === index)));
+      const hotspot = hotspots[index];
+      products.replaceChildren(
+        element("h3", { text: hotspot.category.split(">").pop().trim() || "In this photo" }),
+        productList(hotspot.products.map((product) => ({ product })), { surface: "posts", modelKey: "" }));
+    }
+
+    return (post, sku) => {
+      heading.textContent = post.creator_handle ? `Seen on @${post.creator_handle}` : "Shop this look";
+      const image = element("img", { src: post.image_url, alt: post.caption || heading.textContent,
+        width: post.width, height: post.height });
+      const hotspots = post.hotspots.filter((hotspot) => hotspot.products.length);
+      const spots = hotspots.map((hotspot, index) => {
+        const [left, top, right, bottom] = hotspot.box;
+        const spot = element("button", { type: "button", class: "spot", "aria-pressed": "false",
+          "aria-label": `${hotspot.category.split(">").pop().trim()}: ${hotspot.products.length} products`,
+          text: String(index + 1) });
+        // Through CSSOM, not a style attribute, which a strict Content-Security-Policy refuses.
+        spot.style.left = `${((left + right) / 2) * 100}%`;
+        spot.style.top = `${((top + bottom) / 2) * 100}%`;
+        spot.addEventListener("click", () => choose(spots, hotspots, index));
+        return spot;
+      });
+      figure.replaceChildren(image, ...spots);
+      products.replaceChildren();
+      // "Seen in" opens on the region where this product is tagged.
+      const first = Math.max(0, hotspots.findIndex((h) => h.products.some((p) => p.sku === sku)));
+      if (spots.length) choose(spots, hotspots, first);
+      dialog.showModal();
+      (spots[first] || close).focus();
+    };
+  }
+
+  /** Published shoppable posts: those tagging `sku` ("Seen in"), or the latest ones. */
+  class ShoppablePosts extends VitrineBlock {
+    get defaultHeading() { return this.getAttribute("sku") ? "Seen in" : "Shop the look"; }
+    async load() {
+      const sku = this.getAttribute("sku") || "";
+      const path = sku ? `products/${encodeURIComponent(sku)}/posts/` : "posts/";
+      const data = await apiJson(apiUrl(path, { page_size: this.getAttribute("limit") || 6 }));
+      if (!data.results.length) return this.fail(new Error("no posts"));
+      const open = postViewer(this.root);
+      const list = element("ul", { role: "list" });
+      for (const post of data.results) {
+        const label = post.creator_handle ? `@${post.creator_handle}` : "";
+        const button = element("button", { type: "button", class: "post-thumb", "aria-haspopup": "dialog",
+          "data-post": post.id }, [
+          element("img", { src: post.thumbnail_url || post.image_url, loading: "lazy", decoding: "async",
+            alt: post.caption || `A photo by ${label || "a customer"}` }),
+          label ? element("span", { text: label }) : null,
+        ]);
+        button.addEventListener("click", () => open(post, sku));
+        list.append(element("li", {}, [button]));
+      }
+      this.show(list);
+    }
+  }
+
   /** A button that opens a dialog: pick, drop or paste a photo, see the matching products. */
   class PhotoSearch extends HTMLElement {
     connectedCallback() {
       if (this.shadowRoot) return;
       const root = this.attachShadow({ mode: "open" });
-      root.append(element("style", { text: STYLE }));
+      styled(root);
       const label = this.getAttribute("label") || "Search by photo";
       const open = element("button", { type: "button", part: "button", "aria-haspopup": "dialog", text: label });
       const titleId = "vitrine-photo-title";
@@ -466,6 +568,7 @@
   define("vitrine-complete-the-look", CompleteTheLook);
   define("vitrine-search-results", SearchResults);
   define("vitrine-photo-search", PhotoSearch);
+  define("vitrine-posts", ShoppablePosts);
 
   window.Vitrine = {
     version: "1",

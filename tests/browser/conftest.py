@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
+from search.posts import services as post_services
+from search.posts.models import Post
+from tests.factories import photo_street
 from tests.pages.catalog_fixtures import ShopCatalog, build_catalog, catalog_remove
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -88,3 +91,19 @@ def screenshot(page: Any, name: str) -> None:
     page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading='eager')")
     wait_until(page, "[...document.images].every(i => i.complete)", timeout=15)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def published_post(shop: ShopCatalog) -> Post:
+    """A street photo of two of the shop's products, tagged (each region's best suggestion
+    approved) and published."""
+    post = post_services.post_create(
+        image=photo_street(shop.images["TEE-RED"], shop.images["JEANS-BLU"]),
+        caption="Saturday uniform", creator_handle="ana.k",
+        post_url="https://social.example/p/42", rights=Post.Rights.GRANTED,
+    )  # fmt: skip
+    assert post_services.post_prepare(post_id=post.pk) == Post.State.TAGGED, post.error
+    for region in post.regions.all():
+        best = region.tags.order_by("rank").first()
+        if best is not None:
+            post_services.post_tag_approve(tag=best)
+    return post_services.post_publish(post=post)

@@ -8,34 +8,17 @@ from typing import Any
 
 import pytest
 
-from search.posts import services
-from search.posts.models import Post
-from tests.browser.conftest import PHONE, screenshot, wait_until
+from tests.browser.conftest import PHONE, published_post, screenshot, wait_until
 from tests.browser.test_content_security_policy import WATCH_VIOLATIONS
-from tests.factories import photo_street
 from tests.pages.catalog_fixtures import ShopCatalog
 
 pytestmark = [pytest.mark.browser]
 
 
-def _published_post(shop: ShopCatalog) -> Post:
-    post = services.post_create(
-        image=photo_street(shop.images["TEE-RED"], shop.images["JEANS-BLU"]),
-        caption="Saturday uniform", creator_handle="ana.k",
-        post_url="https://social.example/p/42", rights=Post.Rights.GRANTED,
-    )  # fmt: skip
-    assert services.post_prepare(post_id=post.pk) == Post.State.TAGGED, post.error
-    for region in post.regions.all():
-        best = region.tags.order_by("rank").first()
-        if best is not None:
-            services.post_tag_approve(tag=best)
-    return services.post_publish(post=post)
-
-
 def test_shopper_taps_a_hotspot_of_a_post_on_a_phone(
     browser: Any, live_server: Any, shop: ShopCatalog
 ) -> None:
-    post = _published_post(shop)
+    post = published_post(shop)
     context = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True)
     page = context.new_page()
     page.add_init_script(WATCH_VIOLATIONS)

@@ -17,8 +17,9 @@ from catalog.models import Product
 from search.experiments.assignment import experiment_arm
 from search.experiments.services import experiment_start
 from search.models import Event, PublishableKey
+from search.posts.models import PostTag
 from search.storefront.keys import publishable_key_create
-from tests.browser.conftest import DESKTOP, merchandiser_page, screenshot
+from tests.browser.conftest import DESKTOP, PHONE, merchandiser_page, published_post, screenshot
 from tests.pages.catalog_fixtures import ShopCatalog
 from tests.storefront.conftest import events_truncate
 
@@ -306,3 +307,80 @@ def test_an_ab_split_of_the_brands_shoppers_shows_in_the_admin(
     cell = page.locator("[data-testid=surfaces] tr[data-surface=similar] td").nth(1)
     assert cell.inner_text() == str(impressions)
     screenshot(page, "storefront-04-analytics")
+
+
+POSTS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} - Brand</title>
+<meta http-equiv="Content-Security-Policy"
+  content="default-src 'self'; script-src 'self' {vitrine}; connect-src {vitrine};
+           img-src {vitrine} data: blob:; style-src 'self'">
+<script src="{vitrine}/embed/v1/vitrine.js" data-key="{key}" data-consent="granted" async>
+</script></head>
+<body><h1>{title}</h1><vitrine-posts sku="{sku}"></vitrine-posts></body></html>
+"""
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_seen_in_posts_on_a_brand_page_open_the_post_on_the_products_hotspot(
+    browser: Any,
+    live_server: Any,
+    shop: ShopCatalog,
+    brand: BrandSite,
+    clean_events: None,
+    viewport: dict[str, int],
+) -> None:
+    post = published_post(shop)
+    tagged = PostTag.objects.filter(region__post=post, state=PostTag.State.APPROVED)
+    skus_by_region = {
+        index: set(tagged.filter(region__index=index).values_list("product__sku", flat=True))
+        for index in tagged.values_list("region__index", flat=True)
+    }
+    assert len(skus_by_region) >= 2
+    # The product of the post's last region: the viewer must open on it, not on the first.
+    sku = sorted(skus_by_region[max(skus_by_region)])[0]
+    for product in shop.products.values():
+        Product.objects.filter(pk=product.pk).update(url=f"{brand.origin}/p/{product.sku}.html")
+    key = _key_for(brand)
+    page_path = brand.root / "p" / f"{sku}.html"
+    page_path.parent.mkdir(exist_ok=True)
+    page_path.write_text(
+        POSTS_PAGE.format(vitrine=live_server.url, key=key.key, sku=sku, title=sku)
+    )
+
+    context = browser.new_context(
+        viewport=viewport, has_touch=viewport is PHONE, is_mobile=viewport is PHONE
+    )
+    page = context.new_page()
+    page.goto(f"{brand.origin}/p/{sku}.html")
+    thumbs = page.locator("vitrine-posts button.post-thumb")
+    thumbs.first.wait_for()
+    assert thumbs.count() == 1
+    assert page.locator("vitrine-posts section > h2").inner_text() == "Seen in"
+    assert "@ana.k" in thumbs.first.inner_text()
+    thumbs.first.click()
+
+    dialog = page.locator("vitrine-posts dialog")
+    assert dialog.evaluate("d => d.open")
+    spots = page.locator("vitrine-posts .spot")
+    assert spots.count() == len(skus_by_region)
+    photo = page.locator("vitrine-posts .post img").bounding_box()
+    for spot in spots.all():  # tappable, and over the photo
+        box = spot.bounding_box()
+        assert box["width"] >= 44 and box["height"] >= 44
+        assert photo["x"] <= box["x"] + box["width"] / 2 <= photo["x"] + photo["width"]
+    pressed = page.locator("vitrine-posts .spot[aria-pressed=true]")
+    assert pressed.count() == 1 and pressed.inner_text() == str(len(skus_by_region))
+    cards = page.locator("vitrine-posts [data-products] a.card")
+    assert sku in {card.get_attribute("data-sku") for card in cards.all()}
+    screenshot(page, f"storefront-posts-{viewport['width']}")
+
+    # Another hotspot lists its own products; a click on one is recorded for "posts".
+    spots.first.click()
+    first_skus = {card.get_attribute("data-sku") for card in cards.all()}
+    assert first_skus == skus_by_region[min(skus_by_region)]
+    chosen = cards.first.get_attribute("data-sku")
+    cards.first.click()
+    page.wait_for_url(f"{brand.origin}/p/{chosen}.html")
+    click = _wait_for_events(1, type="click")[0]
+    assert (click.surface, click.sku) == ("posts", chosen)
+    context.close()

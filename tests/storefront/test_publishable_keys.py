@@ -1,4 +1,5 @@
-"""Publishable keys: read-only search from the origins they list, nothing else."""
+"""Publishable keys: read-only search and published posts from the origins they list,
+nothing else."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from catalog.models import Product
 from search.models import PublishableKey
+from search.posts.models import Post, PostRegion, PostTag
 from search.services import api_key_create
 from search.storefront.keys import (
     InvalidOrigin,
@@ -40,6 +43,31 @@ def test_a_page_on_a_listed_origin_searches_and_may_read_the_answer(
         assert response.status_code == 200, (url, response.content[:300])
         assert response.headers["Access-Control-Allow-Origin"] == BRAND_ORIGIN
         assert "Access-Control-Allow-Credentials" not in response.headers
+
+
+def test_a_page_on_a_listed_origin_reads_published_posts_only(
+    catalog: Catalog, publishable: PublishableKey
+) -> None:
+    product = catalog.products["RED-0"]
+    published = Post.objects.create(
+        state=Post.State.PUBLISHED, rights=Post.Rights.GRANTED, published_at=timezone.now(),
+        creator_handle="ana.k",
+    )  # fmt: skip
+    draft = Post.objects.create(state=Post.State.TAGGED, rights=Post.Rights.GRANTED)
+    for post in (published, draft):
+        region = PostRegion.objects.create(post=post, index=0, left=0, top=0, right=1,
+                                           bottom=1, score=0.9)  # fmt: skip
+        PostTag.objects.create(region=region, product=product, state=PostTag.State.APPROVED)
+    client = page_client()
+
+    listed = client.get(f"/api/v1/posts/?key={publishable.key}")
+    assert listed.status_code == 200, listed.content[:300]
+    assert listed.headers["Access-Control-Allow-Origin"] == BRAND_ORIGIN
+    assert [post["id"] for post in listed.json()["results"]] == [published.pk]
+    seen_in = client.get(f"/api/v1/products/{product.sku}/posts/?key={publishable.key}")
+    assert [post["id"] for post in seen_in.json()["results"]] == [published.pk]
+    assert client.get(f"/api/v1/posts/{published.pk}/?key={publishable.key}").status_code == 200
+    assert client.get(f"/api/v1/posts/{draft.pk}/?key={publishable.key}").status_code == 404
 
 
 def test_the_same_key_from_an_unlisted_origin_is_refused_and_gets_no_cors_grant(
