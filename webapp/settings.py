@@ -212,6 +212,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 60.0,
         "options": {"queue": "default", "expires": 60},
     },
+    # posts: send again the tasks of post feeds and posts that were lost (a broker restarted
+    # empty, a worker killed); only work idle for search.posts.services.FEED_STALE_SECONDS.
+    "posts-sweep": {"task": "search.posts.tasks.posts_sweep_task", "schedule": 60.0},
     # search: delete shoppers' query photos once past VITRINE_QUERY_PHOTO_RETENTION_HOURS.
     "search-query-photos-purge": {
         "task": "search.tasks.query_photos_purge_task",

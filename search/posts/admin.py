@@ -248,9 +248,16 @@ class PostAdmin(LivePanelAdmin):
 # --- Feeds -------------------------------------------------------------------------------------
 class PostFeedForm(forms.Form):
     file = forms.FileField(
+        required=False,
         help_text="CSV with a header row, a JSON list of objects, or JSON Lines; columns "
         "image_url (required), caption, creator_handle, post_url, rights_status "
-        "(granted, requested, denied or none)."
+        "(granted, requested, denied or none).",
+    )
+    url = forms.CharField(
+        label="or the feed's URL",
+        required=False,
+        max_length=2000,
+        help_text="The same formats, fetched by the worker (public addresses only, 20 MB at most).",
     )
 
 
@@ -259,7 +266,7 @@ class PostFeedAdmin(LivePanelAdmin):
     list_display = ("__str__", "state", "progress", "total_rows", "done_rows", "failed_rows",
                     "created_at")  # fmt: skip
     list_filter = ("state",)
-    fields = ("name", "created_by", "created_at")
+    fields = ("name", "source_url", "created_by", "created_at")
     readonly_fields = fields
     change_form_template = "admin/posts/postfeed/change_form.html"
     add_form_template = "admin/posts/postfeed/add.html"
@@ -292,10 +299,12 @@ class PostFeedAdmin(LivePanelAdmin):
         if form.is_valid():
             try:
                 feed = services.post_feed_create(
-                    upload=form.cleaned_data["file"], created_by_id=request.user.pk
+                    upload=form.cleaned_data["file"],
+                    url=form.cleaned_data["url"],
+                    created_by_id=request.user.pk,
                 )
             except services.PostRefusedError as exc:
-                form.add_error("file", exc.reason)
+                form.add_error(exc.field if exc.field in form.fields else None, exc.reason)
             else:
                 self.message_user(request, f"{feed} is queued.", messages.INFO)
                 return HttpResponseRedirect(reverse("admin:posts_postfeed_change", args=[feed.pk]))

@@ -42,7 +42,7 @@ class RowProblem:
     reason: str
 
 
-def _http_url(value: str) -> bool:
+def http_url(value: str) -> bool:
     return value.lower().startswith(("http://", "https://")) and len(value) > 8
 
 
@@ -65,9 +65,9 @@ def row_validate(row: int, record: Any) -> PostRow | RowProblem:
         values[name] = text
     if not values["image_url"]:
         return RowProblem(row, "image_url", "is required")
-    if not _http_url(values["image_url"]):
+    if not http_url(values["image_url"]):
         return RowProblem(row, "image_url", "must be an http or https URL")
-    if values["post_url"] and not _http_url(values["post_url"]):
+    if values["post_url"] and not http_url(values["post_url"]):
         return RowProblem(row, "post_url", "must be an http or https URL")
     rights = values["rights_status"].lower() or "none"
     if rights not in RIGHTS_VALUES:

@@ -166,7 +166,8 @@ class PostTag(models.Model):
 
 
 class PostFeed(models.Model):
-    """An uploaded feed of posts (CSV or JSON), read row by row by a worker."""
+    """A feed of posts (CSV or JSON), uploaded or fetched from a URL, read row by row by a
+    worker."""
 
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -177,8 +178,13 @@ class PostFeed(models.Model):
 
     FINAL_STATES = frozenset({State.SUCCEEDED, State.PARTLY, State.FAILED})
 
-    name = models.CharField(max_length=300, help_text="The uploaded file's name")
-    upload = models.FileField(upload_to="post-feeds/")
+    name = models.CharField(max_length=300, help_text="The uploaded file's name, or the URL")
+    #: Fetched (through the safe fetcher) by the worker into `upload` before the first row,
+    #: so a resumed feed reads the same rows even if the URL's content changed meanwhile.
+    source_url = models.CharField(
+        "feed URL", max_length=2000, blank=True, help_text="Where the feed is fetched from"
+    )
+    upload = models.FileField(upload_to="post-feeds/", blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
     total_rows = models.PositiveIntegerField(default=0)
     done_rows = models.PositiveIntegerField(default=0)
@@ -192,6 +198,7 @@ class PostFeed(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     #: Written with every row's counts: a running feed whose heartbeat is old lost its
     #: worker, and the next delivery of its task resumes after the rows already counted.
+    #: Also stamped when the sweeper sends a queued feed's task again.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

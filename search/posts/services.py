@@ -12,10 +12,11 @@ Rules held here, whatever calls them (admin, tasks, shell):
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.conf import settings
@@ -30,7 +31,7 @@ from django.utils import timezone
 from catalog.ingest.fetching import FetchError, FetchPolicy, SafeFetcher, fetch_policy_from_settings
 from catalog.ingest.imaging import ImageRejectedError, normalise_image
 from catalog.models import Product
-from search.posts.feeds import PostFeedError, PostRow, RowProblem, feed_rows
+from search.posts.feeds import PostFeedError, PostRow, RowProblem, feed_rows, http_url
 from search.posts.models import Post, PostFeed, PostFeedRowError, PostRegion, PostTag
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ log = logging.getLogger(__name__)
 #: Products suggested per region (the scene search lists up to 8; a merchandiser reviews
 #: the first few, and more would only be noise to reject).
 SUGGESTIONS_PER_REGION = 3
-#: A feed file larger than this is refused when uploaded.
+#: A feed file larger than this is refused when uploaded, or when fetched from its URL.
 FEED_MAX_BYTES = 20 * 1024 * 1024
+FEED_ACCEPT = "text/csv, application/json, application/x-ndjson, text/plain;q=0.9, */*;q=0.5"
 RIGHTS_MISSING = "The creator's rights are not recorded as granted; record them before publishing."
 #: A running feed whose heartbeat is older than this lost its worker (a row's fetch is
 #: capped by VITRINE_FETCH_DEADLINE_SECONDS, 20 s by default).
@@ -435,21 +437,48 @@ def post_delete(*, post: Post) -> None:
 
 
 # --- Feeds ---------------------------------------------------------------------------------
-def post_feed_create(*, upload: UploadedFile, created_by_id: int | None = None) -> PostFeed:
-    """Store an uploaded feed of posts and queue it for a worker."""
+def post_feed_create(
+    *, upload: UploadedFile | None = None, url: str = "", created_by_id: int | None = None
+) -> PostFeed:
+    """Queue a feed of posts for a worker: an uploaded file, or a URL the worker fetches."""
     from search.posts import tasks
 
-    if upload.size and upload.size > FEED_MAX_BYTES:
+    url = url.strip()
+    if (upload is None) == (not url):
+        raise PostRefusedError("Give either a feed file or a feed URL.", field="file")
+    if url and not http_url(url):
+        raise PostRefusedError("A feed URL starts with http:// or https://.", field="url")
+    if upload is not None and upload.size and upload.size > FEED_MAX_BYTES:
         raise PostRefusedError(
             f"The feed is {upload.size:,} bytes; the limit is {FEED_MAX_BYTES:,}.", field="file"
         )
     with transaction.atomic():
-        feed = PostFeed(name=str(upload.name)[:300], created_by_id=created_by_id)
-        feed.upload.save(f"{uuid.uuid4().hex}-{upload.name}"[:100], upload, save=False)
+        feed = PostFeed(created_by_id=created_by_id)
+        if upload is not None:
+            feed.name = str(upload.name)[:300]
+            feed.upload.save(f"{uuid.uuid4().hex}-{upload.name}"[:100], upload, save=False)
+        else:
+            feed.name, feed.source_url = url[:300], url
         feed.save()
         feed_id = feed.pk
         transaction.on_commit(lambda: tasks.post_feed_process_task.delay(feed_id=feed_id))
     return feed
+
+
+def _feed_fetch(feed: PostFeed) -> None:
+    """Fetch a URL feed into its `upload` (public addresses only, FEED_MAX_BYTES at most)."""
+    policy = replace(_fetch_policy(), max_bytes=FEED_MAX_BYTES)
+    with SafeFetcher(policy) as fetcher:
+        data = fetcher.fetch(feed.source_url, accept=FEED_ACCEPT).content
+    feed.upload.save(f"{uuid.uuid4().hex}-feed"[:100], ContentFile(data), save=False)
+    PostFeed.objects.filter(pk=feed.pk).update(upload=feed.upload.name)
+
+
+def _feed_failed(feed_id: int, reason: str) -> str:
+    PostFeed.objects.filter(pk=feed_id).update(
+        state=PostFeed.State.FAILED, error=reason, finished_at=timezone.now()
+    )
+    return PostFeed.State.FAILED
 
 
 def _row_error(feed_id: int, row: int, field: str, reason: str) -> None:
@@ -488,7 +517,8 @@ def _feed_row_import(*, feed_id: int, row: PostRow, fetcher: SafeFetcher) -> Non
 
 
 def post_feed_process(*, feed_id: int) -> str:
-    """Read a queued feed row by row: each good row becomes a new post (its photo fetched
+    """Read a queued feed (fetching it first when it came as a URL) row by row: each good
+    row becomes a new post (its photo fetched
     through the safe fetcher) queued for tagging; each bad row is recorded with its reason.
     The counts are written after every row (with the row's post or error, in one
     transaction), so the admin shows the progress as it goes, and a feed whose worker died
@@ -512,14 +542,15 @@ def post_feed_process(*, feed_id: int) -> str:
         return PostFeed.objects.filter(pk=feed_id).values_list("state", flat=True).first() or ""
     feed = PostFeed.objects.get(pk=feed_id)
     try:
+        if not feed.upload:
+            _feed_fetch(feed)
         with feed.upload.open("rb") as handle:
             data = handle.read()
         rows = list(feed_rows(data, name=feed.name))
+    except FetchError as exc:
+        return _feed_failed(feed_id, f"The feed could not be fetched: {exc.reason}")
     except (PostFeedError, OSError) as exc:
-        PostFeed.objects.filter(pk=feed_id).update(
-            state=PostFeed.State.FAILED, error=str(exc), finished_at=timezone.now()
-        )
-        return PostFeed.State.FAILED
+        return _feed_failed(feed_id, str(exc))
     PostFeed.objects.filter(pk=feed_id).update(total_rows=len(rows))
     handled = feed.done_rows + feed.failed_rows  # by an earlier, interrupted run
     with SafeFetcher(_fetch_policy()) as fetcher:
@@ -540,3 +571,48 @@ def post_feed_process(*, feed_id: int) -> str:
         state, error = PostFeed.State.FAILED, "No row of the feed became a post: see the rows."
     PostFeed.objects.filter(pk=feed_id).update(state=state, error=error, finished_at=timezone.now())
     return state
+
+
+# --- Lost work ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepResult:
+    feeds: list[int]
+    posts: list[int]
+
+
+def posts_sweep(*, stale_after_seconds: int = FEED_STALE_SECONDS) -> SweepResult:
+    """Send again the tasks of feeds and posts whose task was lost (a broker restarted
+    without its queue, a worker killed before acknowledging): feeds queued or running with
+    no sign of life for `stale_after_seconds`, and new posts untouched as long. Queued feeds
+    and posts are stamped when sent, so one waiting behind a long queue is sent again once
+    per period; a running feed that lost its worker is sent until one claims it. A delivery
+    that finds the work claimed or done leaves it alone."""
+    from search.posts import tasks
+
+    now = timezone.now()
+    stale = now - timedelta(seconds=stale_after_seconds)
+    with transaction.atomic():
+        feeds = list(
+            PostFeed.objects.select_for_update(skip_locked=True)
+            .filter(state__in=(PostFeed.State.QUEUED, PostFeed.State.RUNNING))
+            .annotate(seen=Coalesce("heartbeat_at", "created_at"))
+            .filter(seen__lt=stale)
+            .values_list("pk", flat=True)
+        )
+        # A queued feed's stamp only; a running one's own claim needs its old heartbeat.
+        PostFeed.objects.filter(pk__in=feeds, state=PostFeed.State.QUEUED).update(heartbeat_at=now)
+        posts = list(
+            Post.objects.select_for_update(skip_locked=True)
+            .filter(state=Post.State.NEW, updated_at__lt=stale)
+            .values_list("pk", flat=True)
+        )
+        Post.objects.filter(pk__in=posts).update(updated_at=now)
+        for feed_id in feeds:
+            transaction.on_commit(
+                functools.partial(tasks.post_feed_process_task.delay, feed_id=feed_id)
+            )
+        for post_id in posts:
+            transaction.on_commit(functools.partial(tasks.post_prepare_task.delay, post_id=post_id))
+    if feeds or posts:
+        log.warning("sent again: post feeds %s, posts %s (their tasks were lost)", feeds, posts)
+    return SweepResult(feeds=feeds, posts=posts)

@@ -21,3 +21,10 @@ def post_prepare_task(*, post_id: int) -> str:
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def post_feed_process_task(*, feed_id: int) -> str:
     return services.post_feed_process(feed_id=feed_id)
+
+
+@shared_task
+def posts_sweep_task() -> dict[str, list[int]]:
+    """Send again the tasks of post feeds and posts that were lost (beat, every minute)."""
+    found = services.posts_sweep()
+    return {"feeds": found.feeds, "posts": found.posts}

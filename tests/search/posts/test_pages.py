@@ -129,3 +129,21 @@ def test_feed_upload_in_the_admin_shows_progress_and_row_errors(
 
     assert 'data-state="failed"' in panel and "hx-trigger" not in panel
     assert 'data-testid="feed-row-errors"' in panel and "is required" in panel
+
+
+def test_a_feed_url_in_the_admin_is_queued_and_a_bad_one_is_refused_on_the_form(
+    media: Path, merch: Client, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks() as queued:
+        response = merch.post("/admin/posts/postfeed/add/", {"url": "ftp://social.example/f"})
+    assert response.status_code == 200 and not queued
+    assert "starts with http:// or https://" in response.content.decode()
+    response = merch.post("/admin/posts/postfeed/add/", {})
+    assert "either a feed file or a feed URL" in response.content.decode()
+
+    with django_capture_on_commit_callbacks() as queued:
+        response = merch.post("/admin/posts/postfeed/add/", {"url": "https://social.example/f"})
+    assert response.status_code == 302 and len(queued) == 1
+    assert PostFeed.objects.get().source_url == "https://social.example/f"
+    page = merch.get(response["Location"]).content.decode()
+    assert "https://social.example/f" in page and 'data-state="queued"' in page

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -245,3 +246,80 @@ def test_a_feed_whose_worker_died_resumes_after_the_rows_it_counted(
         0, 1, 1,
     )  # fmt: skip
     assert Post.objects.filter(feed=feed).count() == 3
+
+
+def test_a_feed_given_by_url_is_fetched_once_then_read_like_an_upload(
+    catalog: Catalog, media: Path, http_server: LocalServer
+) -> None:
+    http_server.add_file("/a.jpg", photo_plain((300, 200)))
+    rows = [{"image_url": http_server.url("/a.jpg", host="localhost"), "creator_handle": "ana.k"}]
+    http_server.add_file("/ugc.json", json.dumps(rows).encode(), "application/json")
+    url = http_server.url("/ugc.json", host="localhost")
+
+    feed = services.post_feed_create(url=url)
+    assert (feed.state, feed.source_url, feed.name) == ("queued", url, url) and not feed.upload
+    assert services.post_feed_process(feed_id=feed.pk) == PostFeed.State.SUCCEEDED
+
+    feed.refresh_from_db()
+    assert feed.upload and json.loads(feed.upload.read()) == rows  # kept: a resume reads it
+    assert Post.objects.get(feed=feed).creator_handle == "ana.k"
+    # Delivered again (a resume, a duplicate): the feed is final and nothing is fetched.
+    assert services.post_feed_process(feed_id=feed.pk) == PostFeed.State.SUCCEEDED
+    assert http_server.hits["/ugc.json"] == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [("/gone.json", "HTTP 404"), ("http://10.0.0.1/ugc.json", "private address")],
+)
+def test_a_feed_url_that_cannot_be_fetched_fails_with_its_reason(
+    media: Path, http_server: LocalServer, db: None, path: str, reason: str
+) -> None:
+    url = path if path.startswith("http") else http_server.url(path, host="localhost")
+    feed = services.post_feed_create(url=url)
+
+    assert services.post_feed_process(feed_id=feed.pk) == PostFeed.State.FAILED
+    feed.refresh_from_db()
+    assert feed.error.startswith("The feed could not be fetched") and reason in feed.error
+
+
+def test_a_feed_is_a_file_or_an_http_url(media: Path, db: None) -> None:
+    upload = SimpleUploadedFile("posts.csv", b"image_url\n", "text/csv")
+    for given in ({}, {"upload": upload, "url": "https://social.example/feed.csv"}):
+        with pytest.raises(services.PostRefusedError, match="either a feed file or a feed URL"):
+            services.post_feed_create(**given)
+    with pytest.raises(services.PostRefusedError, match="http") as refused:
+        services.post_feed_create(url="file:///etc/passwd")
+    assert refused.value.field == "url"
+    assert not PostFeed.objects.exists()
+
+
+def test_the_sweeper_sends_lost_feeds_and_posts_again_once_per_period(
+    media: Path, db: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    old = timezone.now() - timedelta(seconds=services.FEED_STALE_SECONDS + 1)
+    feeds = {
+        state: PostFeed.objects.create(name=state, source_url="https://x.example/f.json")
+        for state in ("queued", "running", "succeeded")
+    }
+    for state, feed in feeds.items():
+        PostFeed.objects.filter(pk=feed.pk).update(state=state, created_at=old, heartbeat_at=None)
+    live = PostFeed.objects.create(name="live", state=PostFeed.State.RUNNING,
+                                   heartbeat_at=timezone.now())  # fmt: skip
+    lost_post = Post.objects.create(image_url="https://x.example/a.jpg")
+    Post.objects.filter(pk=lost_post.pk).update(updated_at=old)
+    Post.objects.create(image_url="https://x.example/b.jpg")  # new, its task still due
+    done = Post.objects.create(image_url="https://x.example/c.jpg", state=Post.State.TAGGED)
+    Post.objects.filter(pk=done.pk).update(updated_at=old)
+
+    with django_capture_on_commit_callbacks() as sent:
+        found = services.posts_sweep()
+    assert sorted(found.feeds) == sorted([feeds["queued"].pk, feeds["running"].pk])
+    assert found.posts == [lost_post.pk] and len(sent) == 3
+    assert live.pk not in found.feeds
+
+    # A minute later: the queued feed and the post were stamped when sent; the running
+    # feed is sent until a worker claims it (its claim needs the old heartbeat).
+    with django_capture_on_commit_callbacks() as sent:
+        again = services.posts_sweep()
+    assert (again.feeds, again.posts, len(sent)) == ([feeds["running"].pk], [], 1)
