@@ -74,7 +74,7 @@ class PostAdmin(LivePanelAdmin):
     add_form_template = "admin/posts/post/add.html"
 
     class Media:
-        js = ("vendor/htmx-2.0.11.min.js",)
+        js = ("vendor/htmx-2.0.11.min.js", "vitrine_admin/posts.js")
         css = {"all": ("vitrine_admin/admin.css", "vitrine_admin/posts.css")}
 
     @admin.display(description="Photo")
@@ -161,6 +161,11 @@ class PostAdmin(LivePanelAdmin):
                 name="posts_post_tag",
             ),
             path(
+                "<int:post_id>/regions/add/",
+                view(require_POST(self.region_add_view)),
+                name="posts_post_region_add",
+            ),
+            path(
                 "<int:post_id>/do/<str:op>/",
                 view(require_POST(self.post_action_view)),
                 name="posts_post_action",
@@ -216,6 +221,27 @@ class PostAdmin(LivePanelAdmin):
             self.message_user(request, exc.reason, messages.ERROR)
         return self._back(post)
 
+    def region_add_view(self, request: HttpRequest, post_id: int) -> HttpResponse:
+        """A region the tagger missed: its box (percentages of the photo) and optionally the
+        SKU of the product in it."""
+        post = self._post(request, post_id)
+        form = PostRegionForm(request.POST)
+        if not form.is_valid():
+            for errors in form.errors.values():
+                self.message_user(request, " ".join(errors), messages.ERROR)
+            return self._back(post)
+        try:
+            region = services.post_region_add(
+                post=post, box=form.box(), product=form.cleaned_data["product"]
+            )
+        except services.PostRefusedError as exc:
+            self.message_user(request, exc.reason, messages.ERROR)
+        else:
+            self.message_user(
+                request, f"Region {region.index + 1} added with its suggestions.", messages.SUCCESS
+            )
+        return self._back(post)
+
     def post_action_view(self, request: HttpRequest, post_id: int, op: str) -> HttpResponse:
         post = self._post(request, post_id)
         done = {
@@ -243,6 +269,28 @@ class PostAdmin(LivePanelAdmin):
         else:
             self.message_user(request, done[op], messages.SUCCESS)
         return self._back(post)
+
+
+class PostRegionForm(forms.Form):
+    """A region drawn on the photo (its edges in percent of the photo's width and height)."""
+
+    left = forms.FloatField(min_value=0, max_value=100)
+    top = forms.FloatField(min_value=0, max_value=100)
+    right = forms.FloatField(min_value=0, max_value=100)
+    bottom = forms.FloatField(min_value=0, max_value=100)
+    sku = forms.CharField(required=False, max_length=128)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        sku = (cleaned.get("sku") or "").strip()
+        cleaned["product"] = Product.objects.filter(sku=sku).first() if sku else None
+        if sku and cleaned["product"] is None:
+            raise forms.ValidationError(f"No product with SKU {sku!r}.")
+        return cleaned
+
+    def box(self) -> tuple[float, float, float, float]:
+        data = self.cleaned_data
+        return (data["left"] / 100, data["top"] / 100, data["right"] / 100, data["bottom"] / 100)
 
 
 # --- Feeds -------------------------------------------------------------------------------------

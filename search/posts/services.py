@@ -24,7 +24,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import F, Q, QuerySet, Value
+from django.db.models import F, Max, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 #: Products suggested per region (the scene search lists up to 8; a merchandiser reviews
 #: the first few, and more would only be noise to reject).
 SUGGESTIONS_PER_REGION = 3
+#: The smallest side of a region a merchandiser draws, as a fraction of the photo's.
+MIN_REGION_SIDE = 0.05
 #: A feed file larger than this is refused when uploaded, or when fetched from its URL.
 FEED_MAX_BYTES = 20 * 1024 * 1024
 FEED_ACCEPT = "text/csv, application/json, application/x-ndjson, text/plain;q=0.9, */*;q=0.5"
@@ -330,6 +332,57 @@ def post_tag_replace(*, tag: PostTag, product: Product) -> PostTag:
         tag.save(update_fields=["product", "suggested_product", "score", "state"])
 
     return _tag_change(tag, replace)
+
+
+def post_region_add(
+    *, post: Post, box: tuple[float, float, float, float], product: Product | None = None
+) -> PostRegion:
+    """A region the tagger missed, drawn by a merchandiser (left, top, right, bottom as
+    fractions of the photo): its suggestions come from a photo search of that crop, as a
+    shopper's crop box would find them; a product the merchandiser names is tagged there,
+    approved."""
+    from search.selectors import CropBox, SearchFilters, SearchUnavailable, search_by_image
+
+    _reviewable(post)
+    left, top, right, bottom = box
+    try:
+        crop = CropBox(left=left, top=top, right=right, bottom=bottom)
+    except ValueError as exc:
+        raise PostRefusedError(str(exc), field="box") from exc
+    if min(right - left, bottom - top) < MIN_REGION_SIDE:
+        raise PostRefusedError(
+            f"Draw a region at least {MIN_REGION_SIDE:.0%} of the photo wide and high.",
+            field="box",
+        )
+    try:
+        with post.image.open("rb") as handle:
+            hits = search_by_image(
+                image=handle.read(), crop=crop, filters=SearchFilters(),
+                limit=SUGGESTIONS_PER_REGION, diversify=False,
+            ).hits  # fmt: skip
+    except SearchUnavailable as exc:
+        raise PostRefusedError("No embedding model is active yet to suggest products.") from exc
+    with transaction.atomic():
+        post = _locked(post)
+        _reviewable(post)
+        last = post.regions.aggregate(last=Max("index"))["last"]
+        index = 0 if last is None else last + 1
+        region = PostRegion.objects.create(
+            post=post, index=index, left=left, top=top, right=right, bottom=bottom,
+            category=hits[0].product.category if hits else "",
+            score=hits[0].score if hits else 0.0,
+        )  # fmt: skip
+        PostTag.objects.bulk_create(
+            PostTag(region=region, product=hit.product, rank=rank, score=hit.score)
+            for rank, hit in enumerate(hits)
+        )
+        if product is not None:
+            tag, _ = PostTag.objects.get_or_create(
+                region=region, product=product, defaults={"rank": len(hits)}
+            )
+            tag.state = PostTag.State.APPROVED
+            tag.save(update_fields=["state"])
+    return region
 
 
 def post_publish(*, post: Post) -> Post:

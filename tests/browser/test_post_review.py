@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from search.posts import services
 from search.posts.models import Post, PostTag
 from tests.browser.conftest import merchandiser_page, screenshot, wait_until
 from tests.factories import photo_street
@@ -70,3 +71,38 @@ def test_merchandiser_uploads_reviews_and_publishes_a_post(
     page.goto(f"{live_server.url}/posts/{post.pk}/")
     wait_until(page, "document.querySelectorAll('[data-post-hotspot]').length === 1")
     assert page.locator("[data-post-hotspot]").get_attribute("href") == f"/products/{sku}/"
+
+
+def test_merchandiser_draws_a_region_the_tagger_missed(
+    browser: Any, live_server: Any, shop: ShopCatalog
+) -> None:
+    post = services.post_create(
+        image=photo_street(shop.images["TEE-RED"], shop.images["JEANS-BLU"]),
+        rights=Post.Rights.GRANTED,
+    )
+    assert services.post_prepare(post_id=post.pk) == Post.State.TAGGED, post.error
+    regions_before = post.regions.count()
+    page = merchandiser_page(browser, live_server)
+    page.goto(f"{live_server.url}/admin/posts/post/{post.pk}/change/")
+
+    stage = page.locator(".vt-post__stage img").bounding_box()
+    page.mouse.move(stage["x"] + stage["width"] * 0.05, stage["y"] + stage["height"] * 0.1)
+    page.mouse.down()
+    page.mouse.move(stage["x"] + stage["width"] * 0.3, stage["y"] + stage["height"] * 0.5, steps=5)
+    page.mouse.move(stage["x"] + stage["width"] * 0.45, stage["y"] + stage["height"] * 0.9, steps=5)
+    page.mouse.up()
+    edges = [float(page.input_value(f"[data-testid=region-add] [name={n}]"))
+             for n in ("left", "top", "right", "bottom")]  # fmt: skip
+    assert edges == pytest.approx([5, 10, 45, 90], abs=1.0)
+    assert page.locator(".vt-post__sketch").is_visible()
+    screenshot(page, "admin-post-03-draw-region")
+    page.fill("[data-testid=region-add] [name=sku]", "SNEAK-WHT")
+    page.click("[data-op=add-region]")
+
+    page.locator(".messagelist .success").wait_for()
+    assert page.locator("[data-region]").count() == regions_before + 1
+    added = page.locator("[data-region]").last
+    assert added.locator("[data-sku='SNEAK-WHT'][data-state=approved]").count() == 1
+    assert added.locator("[data-state=suggested]").count() >= 1
+    region = post.regions.order_by("-index").first()
+    assert (region.left, region.top) == pytest.approx((0.05, 0.1), abs=0.01)

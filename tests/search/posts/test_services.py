@@ -323,3 +323,37 @@ def test_the_sweeper_sends_lost_feeds_and_posts_again_once_per_period(
     with django_capture_on_commit_callbacks() as sent:
         again = services.posts_sweep()
     assert (again.feeds, again.posts, len(sent)) == ([feeds["running"].pk], [], 1)
+
+
+def test_a_region_drawn_by_hand_gets_the_crops_suggestions_and_the_named_product(
+    catalog: Catalog, media: Path
+) -> None:
+    post = tagged_post()
+    before = post.regions.count()
+    # The left half of the street photo holds the red garment.
+    named = catalog.products["GREEN-0"]
+
+    region = services.post_region_add(post=post, box=(0.0, 0.0, 0.5, 1.0), product=named)
+
+    assert region.index == max(r.index for r in post.regions.exclude(pk=region.pk)) + 1
+    assert post.regions.count() == before + 1
+    tags = list(region.tags.order_by("rank"))
+    suggested = [t for t in tags if t.score is not None]
+    assert 1 <= len(suggested) <= services.SUGGESTIONS_PER_REGION
+    assert suggested[0].product.sku.startswith("RED-") and region.score == suggested[0].score
+    assert all(t.state == PostTag.State.SUGGESTED for t in suggested)
+    [chosen] = [t for t in tags if t.product_id == named.pk]
+    assert chosen.state == PostTag.State.APPROVED
+
+
+@pytest.mark.parametrize("box", [(0.5, 0.0, 0.4, 1.0), (0.0, 0.0, 0.02, 1.0), (0.0, 0.0, 1.2, 1.0)])
+def test_a_region_drawn_by_hand_must_be_inside_the_photo_and_big_enough(
+    catalog: Catalog, media: Path, box: tuple[float, float, float, float]
+) -> None:
+    post = tagged_post()
+    before = post.regions.count()
+
+    with pytest.raises(services.PostRefusedError) as refused:
+        services.post_region_add(post=post, box=box)
+    assert refused.value.field == "box"
+    assert post.regions.count() == before
