@@ -228,7 +228,7 @@ class PostAdmin(LivePanelAdmin):
         form = PostRegionForm(request.POST)
         if not form.is_valid():
             for errors in form.errors.values():
-                self.message_user(request, " ".join(errors), messages.ERROR)
+                self.message_user(request, " ".join(str(e) for e in errors), messages.ERROR)
             return self._back(post)
         try:
             region = services.post_region_add(
