@@ -17,7 +17,12 @@ import pytest
 from embeddings.ml.evaluation import metrics as m
 from embeddings.ml.evaluation.bootstrap import bootstrap_ci, paired_relative_ci
 from embeddings.ml.evaluation.catalog import Catalog, CatalogItem, Scene, as_catalog
-from embeddings.ml.evaluation.evaluate import EvalConfig, evaluate, plan_queries
+from embeddings.ml.evaluation.evaluate import (
+    EvalConfig,
+    cooccurrence_baseline,
+    evaluate,
+    plan_queries,
+)
 from embeddings.ml.evaluation.splits import Split, make_split
 
 
@@ -430,8 +435,6 @@ def test_sample_dataset_keeps_groups_whole() -> None:
 
 
 def test_cooccurrence_baseline_counts_shared_training_lookbooks() -> None:
-    from embeddings.ml.evaluation.evaluate import cooccurrence_baseline
-
     # a, b, c always appear together in training lookbooks; the held-out room shows a, b, c
     # again (leave one out: the other two find it first) plus a cold newcomer no training
     # lookbook has (expected recall@10 at chance among the ties).
@@ -457,3 +460,42 @@ def test_cooccurrence_baseline_counts_shared_training_lookbooks() -> None:
     # remaining places in the top 10 for 30 tied items.
     cold = result.per_query["lookbook_completion/recall@10"]["cold"]
     assert cold[0] == pytest.approx(9 / 30)
+
+
+def test_complete_the_look_reads_the_lookbooks_first_then_the_model() -> None:
+    # As the search app orders it: what shares more training lookbooks with the query's
+    # items comes first, the model orders within an equal count. A cold newcomer shares
+    # none, so where it lands among the never-seen items is the model's doing.
+    items = [CatalogItem(x, f"/img/{x}.jpg", x, "c") for x in ["a", "b", "c", "new"]]
+    items += [CatalogItem(f"z{i:02d}", f"/img/z{i}.jpg", f"z{i}", "c") for i in range(30)]
+    lookbooks = {
+        "train1": ["a", "b", "c"],
+        "train2": ["a", "b", "c", "z00"],
+        "room": ["a", "b", "c", "new"],
+    }
+    cat = Catalog("ctl", items, lookbooks)
+    split = Split(
+        dataset="ctl", seed=0, cold_fraction=0.0, heldout_lookbook_fraction=0.0,
+        cold_items=("new",), heldout_lookbooks=("room",), n_items=len(items),
+        n_lookbooks=3, fingerprint=make_split(cat).fingerprint,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    look = rng.normal(size=16)
+    table: dict[str, np.ndarray] = {}
+    for it in items:
+        v = look + 0.1 * rng.normal(size=16) if it.item_id in "abc" else rng.normal(size=16)
+        table[it.image_path] = table[it.text] = v / np.linalg.norm(v)
+
+    def complete_the_look(new_vector: np.ndarray) -> dict[str, list[float]]:
+        table["/img/new.jpg"] = table["new"] = new_vector / np.linalg.norm(new_vector)
+        result = evaluate(TableEncoder(table), cat, split, EvalConfig(resamples=50))
+        cells = result.per_query["complete_the_look/recall@10"]
+        return {cell: list(values) for cell, values in cells.items()}
+
+    knows = complete_the_look(look)  # the model puts the newcomer with a, b and c
+    assert knows == {"warm": [1.0, 1.0, 1.0], "cold": [1.0]}
+    # z00 (3 shared lookbooks) still outranks it; a model that puts the newcomer far
+    # from the look ranks it below the 29 never-seen items, out of the top 10.
+    assert complete_the_look(-look) == {"warm": [1.0, 1.0, 1.0], "cold": [0.0]}
+    baseline = cooccurrence_baseline(cat, split, EvalConfig(resamples=50)).per_query
+    assert list(baseline["complete_the_look/recall@10"]["cold"]) == [pytest.approx(9 / 30)]

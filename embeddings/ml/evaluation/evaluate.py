@@ -53,6 +53,7 @@ METRICS: tuple[str, ...] = (
     "image_to_image/category_precision@10_other_lookbooks",
     "lookbook_completion/recall@10",
     "lookbook_completion/ndcg@10",
+    "complete_the_look/recall@10",
     "fill_in_the_blank/accuracy",
     "shop_the_look/recall@10",
 )
@@ -105,6 +106,41 @@ class EncodedCatalog:
     scenes: dict[str, Vectors]  # scene_id -> (D,)
     ok: npt.NDArray[np.bool_]
     failed: dict[str, str]  # item or scene id -> reason
+
+
+@dataclass(frozen=True)
+class LookbookGraph:
+    """The lookbooks training could see, to count how many of them a query's items share
+    with each catalog item (the co-occurrence the search app's complete the look reads
+    first, from the merchandisers' lookbooks)."""
+
+    members: list[list[int]]  # lookbook -> catalog rows
+    of_row: list[list[int]]  # catalog row -> lookbooks
+
+    @classmethod
+    def of(cls, catalog: Catalog, split: Split) -> LookbookGraph:
+        members = [
+            [catalog.index[i] for i in items if i in catalog.index]
+            for items in split.training_lookbooks(catalog.lookbooks).values()
+        ]
+        of_row: list[list[int]] = [[] for _ in catalog.items]
+        for g, rows in enumerate(members):
+            for r in rows:
+                of_row[r].append(g)
+        return cls(members, of_row)
+
+    def shared(self, context: Sequence[int]) -> npt.NDArray[np.float64]:
+        """(n,) how many (context item, lookbook) pairs each catalog row shares."""
+        score = np.zeros(len(self.of_row))
+        for row in context:
+            for g in self.of_row[row]:
+                score[self.members[g]] += 1
+        return score
+
+
+#: How much the model's cosine (mapped to 0..1) adds within one co-occurrence count in
+#: "complete the look": never enough to pass an item that shares one more lookbook.
+MODEL_WITHIN_COUNT = 0.999
 
 
 @dataclass
@@ -384,9 +420,19 @@ def _retrieval(
 
 
 def score_queries(
-    enc: EncodedCatalog, catalog: Catalog, plan: QueryPlan, config: EvalConfig
+    enc: EncodedCatalog,
+    catalog: Catalog,
+    plan: QueryPlan,
+    config: EvalConfig,
+    graph: LookbookGraph | None = None,
 ) -> dict[str, dict[str, npt.NDArray[np.float64]]]:
-    """Per-query values of every metric: ``{metric: {cell: (n,) array}}``."""
+    """Per-query values of every metric: ``{metric: {cell: (n,) array}}``.
+
+    ``complete_the_look/recall@10`` (with ``graph``) orders as the search app's complete
+    the look does (its grouping by department aside): items sharing more training
+    lookbooks with the query's items first, the model's fused cosine within an equal count
+    (so for a cold item, the model alone).
+    """
     k = config.k
     failed_idx = [i for i in range(len(enc.ok)) if not enc.ok[i]]
     cat_vecs = enc.fused if config.catalog_vectors == "fused" else enc.image
@@ -450,6 +496,13 @@ def score_queries(
             )
             out["lookbook_completion/recall@10"][c] = m.recall_at_k(ranks, k)
             out["lookbook_completion/ndcg@10"][c] = m.ndcg_at_k(ranks, k)
+            if graph is not None:
+                blended = []
+                for qv, x in zip(queries, loo, strict=True):
+                    score = graph.shared(x.context) + (cat_vecs @ qv + 1.0) / 2 * MODEL_WITHIN_COUNT
+                    score[[*x.context, *failed_idx]] = -np.inf
+                    blended.append(1 + int((score > score[x.target]).sum()))
+                out["complete_the_look/recall@10"][c] = m.recall_at_k(np.asarray(blended), k)
             correct = []
             for qv, x in zip(queries, loo, strict=True):
                 s = cat_vecs[list(x.candidates)] @ qv
@@ -536,7 +589,7 @@ def evaluate(
     if encoded is None:
         encoded = encode_catalog(encoder, catalog, scene_ids)
     plan = plan_queries(catalog, split, config, encoded.ok)
-    per_query = score_queries(encoded, catalog, plan, config)
+    per_query = score_queries(encoded, catalog, plan, config, LookbookGraph.of(catalog, split))
     metrics_out: dict[str, dict[str, MetricValue]] = {}
     for name, cells in per_query.items():
         for c, vals in cells.items():
@@ -579,23 +632,13 @@ def cooccurrence_baseline(
     n = len(catalog.items)
     ok = np.ones(n, dtype=bool)
     plan = plan_queries(catalog, split, config, ok)
-    member_rows: list[list[int]] = [
-        [catalog.index[i] for i in members if i in catalog.index]
-        for members in split.training_lookbooks(catalog.lookbooks).values()
-    ]
-    groups_of: list[list[int]] = [[] for _ in range(n)]
-    for g, rows in enumerate(member_rows):
-        for r in rows:
-            groups_of[r].append(g)
+    graph = LookbookGraph.of(catalog, split)
     k = config.k
     per_query: dict[str, dict[str, npt.NDArray[np.float64]]] = {"lookbook_completion/recall@10": {}}
     for c in CELLS:
         values = []
         for x in plan.leave_one_out[c]:
-            score = np.zeros(n)
-            for ctx in x.context:
-                for g in groups_of[ctx]:
-                    score[member_rows[g]] += 1
+            score = graph.shared(x.context)
             score[list(x.context)] = -np.inf  # the query's own items are not answers
             target = score[x.target]
             greater = int((score > target).sum())
@@ -603,6 +646,8 @@ def cooccurrence_baseline(
             values.append(float(np.clip((k - greater) / (ties + 1), 0.0, 1.0)))
         if values:
             per_query["lookbook_completion/recall@10"][c] = np.asarray(values)
+    # Complete the look with no model: the same counts, random order within one.
+    per_query["complete_the_look/recall@10"] = per_query["lookbook_completion/recall@10"]
     metrics_out = {
         name: {
             c: bootstrap_ci(v, resamples=config.resamples, seed=config.seed)

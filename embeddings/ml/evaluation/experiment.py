@@ -428,6 +428,10 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
             "a training lookbook with the query's items (random order among ties; a cold "
             "item shares none, so it ranks below every item that shares one). Same queries "
             "as the models.",
+            "complete_the_look: the search app's order for the same queries: items sharing "
+            "more training lookbooks with the query's items first, then the model's fused "
+            "cosine (the co-occurrence column: random order within a count). Where it beats "
+            "co-occurrence, the model adds what the lookbooks alone do not know.",
             *(
                 [
                     f"Catalog: a seeded sample (seed {cfg.seed}) of {len(dataset.items)} of "

@@ -38,6 +38,7 @@ RETRIEVAL_PLOT = (
 LOOKBOOK_PLOT = (
     "lookbook_completion/recall@10",
     "lookbook_completion/ndcg@10",
+    "complete_the_look/recall@10",
     "fill_in_the_blank/accuracy",
     "shop_the_look/recall@10",
 )
