@@ -37,8 +37,6 @@ MAX_VALUE_WORDS = 4
 TYPO_SIMILARITY = 0.4
 #: Longer lexemes are run-together URLs or codes, not words a shopper types.
 MAX_WORD_LENGTH = 60
-#: How long a process trusts its vocabulary before asking whether it changed (seconds).
-RECHECK_SECONDS = 5.0
 _STAMP_KEY = "search:vocabulary:catalog-stamp"
 #: The category hierarchy separator of Google Merchant Center's product_type.
 CATEGORY_SEPARATOR = " > "
@@ -136,13 +134,21 @@ def vocabulary_rebuild_if_stale() -> bool:
 
 # --- Read side ----------------------------------------------------------------------------
 _lock = threading.Lock()
-_loaded: dict[str, Any] = {"stamp": None, "vocabulary": Vocabulary(), "checked": 0.0}
+_loaded: dict[str, Any] = {"stamp": None, "vocabulary": Vocabulary()}
 
 
 def _stamp() -> str:
-    terms = VocabularyTerm.objects.aggregate(n=Count("id"), last=Max("id"))
-    synonyms = Synonym.objects.aggregate(n=Count("id"), last=Max("updated_at"))
-    return f"{terms['n']}:{terms['last']}:{synonyms['n']}:{synonyms['last']}"
+    """Changes when the vocabulary is rebuilt or a synonym is added, edited or removed: one
+    statement, on every text search. A rebuild replaces every term with new ids (terms are
+    read-only otherwise), so the newest id tells; the synonyms are few, so counting them is
+    cheap, where counting the catalog's terms was not."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT max(id) FROM search_vocabularyterm), s.n, s.last "
+            "FROM (SELECT count(*) AS n, max(updated_at) AS last FROM search_synonym) s"
+        )
+        terms, synonyms, edited = cursor.fetchone()
+    return f"{terms}:{synonyms}:{edited}"
 
 
 def _load() -> Vocabulary:
@@ -161,7 +167,7 @@ def _load() -> Vocabulary:
 
 
 def vocabulary_get() -> Vocabulary:
-    """The current vocabulary and synonyms (one cheap query per request to see whether
+    """The current vocabulary and synonyms (one cheap statement per call to see whether
     they changed; loaded again when they did)."""
     stamp = _stamp()
     with _lock:

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from catalog.models import Product
 from search import selectors
@@ -15,6 +17,7 @@ from search.models import CatalogWord, Synonym, VocabularyTerm
 from search.selectors import SearchFilters
 from search.vocabulary import (
     vocabulary_corrections,
+    vocabulary_get,
     vocabulary_holds_a_word,
     vocabulary_rebuild,
     vocabulary_rebuild_if_stale,
@@ -110,3 +113,16 @@ def test_default_synonyms_are_seeded(db: Any) -> None:
 
     assert seeded["tee"] == "t-shirt" and seeded["trainers"].startswith("sneakers")
     assert "sweater" in seeded["jumper"] and "denim" in seeded["jeans"]
+
+
+def test_a_process_asks_whether_the_vocabulary_changed_in_one_statement(catalog: Catalog) -> None:
+    vocabulary_get()  # loaded
+    with CaptureQueriesContext(connection) as unchanged:
+        vocabulary_get()
+    assert len(unchanged.captured_queries) == 1
+    # A removed synonym that is neither the newest nor the last edited is still noticed.
+    older = Synonym.objects.create(phrase="footwear", means="sneakers")
+    Synonym.objects.create(phrase="kickz", means="sneakers")
+    assert "footwear" in vocabulary_get().synonyms
+    older.delete()
+    assert "footwear" not in vocabulary_get().synonyms
