@@ -24,6 +24,9 @@ bench/search_latency.py). Vectors are cached in .cache/relevance/ by spec and we
 
     python bench/relevance.py --datasets ../shared/datasets --spec default --spec default:v1
 
+``--spec float:default`` measures the default model with its image graph in float on ONNX
+Runtime, beside ``default`` (int8 where shipped calibration holds: `embeddings.ml.onnx_int8`).
+
 ``--spec trunk:default`` (``grid:default``) measures the default model's frozen image
 trunk alone, by its pooled vector (its 3x3 grid tokens): the ceiling of a head trained
 without retail photos of colour variants.
@@ -49,6 +52,7 @@ THUMBNAIL = "thumbnail16x24"
 # "trunk:<spec>" / "grid:<spec>": the model's frozen image trunk alone, by its pooled vector
 # or its grid tokens (each token normalised, flattened): what any head on it starts from.
 TRUNK, GRID = "trunk:", "grid:"
+FLOAT = "float:"  # "float:<spec>": the model with its ONNX image graph in float, not int8
 # A clothing label -> the H&M product types that answer it. Labels with no clear H&M
 # counterpart ("Other", "Not sure", "Skip", "Body", "Undershirt") are not asked.
 LABEL_TO_HM_TYPES: dict[str, set[str]] = {
@@ -162,8 +166,12 @@ def _vectors(name: str, data: dict, cache: Path, threads: int) -> dict[str, np.n
         return _trunk_vectors(name, data, cache)
     from embeddings.ml.loading import load_encoder
 
-    encoder = load_encoder(name, device="cpu", onnx_dir=cache / "onnx")
-    key = f"{key}-{encoder.weights_sha256[:16]}"
+    spec = name.removeprefix(FLOAT)
+    encoder = load_encoder(
+        spec, device="cpu", onnx_dir=cache / "onnx", int8=False if name != spec else None
+    )
+    # The backend is part of the key: int8 and float vectors of one model differ slightly.
+    key = f"{key}-{encoder.weights_sha256[:16]}-{encoder.backend}"
     path = cache / f"{key}-with-text.npz"
     if path.is_file():
         return dict(np.load(path))
