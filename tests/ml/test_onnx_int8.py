@@ -149,3 +149,14 @@ def test_ranges_that_miss_the_exported_tensors_leave_the_graph_float(  # type: i
     monkeypatch.setattr(onnx_int8, "CALIBRATION_DIR", tmp_path)
     ort = ort_model_load(int8.loaded, Path(onnx_dir), threads=1, int8=True)
     assert not ort.image_int8
+
+
+def test_a_cpu_without_8_bit_dot_products_runs_the_float_graph(encoders, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Without VNNI, u8 x s8 products saturate unless weights lose a bit (the hardware is the
+    outside world here: the CPU flag is what is replaced)."""
+    from embeddings.ml import onnx_int8
+    from embeddings.ml.onnx_runtime import ort_model_load
+
+    _, int8, onnx_dir = encoders
+    monkeypatch.setattr(onnx_int8, "cpu_has_int8_dot", lambda: False)
+    assert not ort_model_load(int8.loaded, Path(onnx_dir), threads=1, int8=True).image_int8
