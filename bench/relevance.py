@@ -99,12 +99,17 @@ def main() -> int:
 
     data = _load(args.datasets)
     results: dict[str, dict] = {}
+    vectors: dict[str, dict[str, np.ndarray]] = {}
     for name in [THUMBNAIL, *specs]:
         t0 = time.time()
-        vectors = _vectors(name, data, args.cache, args.threads)
-        results[name] = _evaluate(data, vectors)
+        vectors[name] = _vectors(name, data, args.cache, args.threads)
+        results[name] = _evaluate(data, vectors[name])
         results[name]["seconds"] = round(time.time() - t0, 1)
         print(json.dumps({name: results[name]}), flush=True)
+    for name in specs:  # "X" beside "float:X": how close X's (int8) vectors stay to float
+        if FLOAT + name in vectors:
+            results[name]["image_cosine_to_float"] = _cosines(vectors[name], vectors[FLOAT + name])
+            print(json.dumps({name: results[name]["image_cosine_to_float"]}), flush=True)
     _print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
@@ -219,6 +224,20 @@ def _trunk_vectors(name: str, data: dict, cache: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _cosines(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per photo set, the cosine of each photo's image vector in `a` to the one in `b`."""
+    out = {}
+    for part, photos in (("hm_image", "hm_photos"), ("c_image", "clothing_heldout_photos")):
+        cos = (a[part] * b[part]).sum(1)  # both L2-normalised
+        out[photos] = {
+            "n": len(cos),
+            "mean": round(float(cos.mean()), 4),
+            "p01": round(float(np.quantile(cos, 0.01)), 4),
+            "min": round(float(cos.min()), 4),
+        }
+    return out
+
+
 def _thumbnails(files: list[Path]) -> np.ndarray:
     """16x24 RGB thumbnails, centred per image, as unit vectors: the trivial baseline."""
     from PIL import Image
@@ -304,7 +323,7 @@ def _top10(queries: np.ndarray, catalog: np.ndarray, exclude: np.ndarray | None 
 
 def _print_table(results: dict[str, dict]) -> None:
     names = list(results)
-    metrics = [k for k in results[names[0]] if k != "seconds"]
+    metrics = [k for k in results[names[0]] if k not in ("seconds", "image_cosine_to_float")]
     print("| metric | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for m in metrics:
