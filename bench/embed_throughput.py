@@ -11,9 +11,10 @@ Three figures on the same model, in the same run, on the H&M product photos:
   PIL open + open_clip's eval transform + `model.encode_image` under `torch.no_grad()`,
   on the very same model weights.
 
-``--backends`` instead compares, in one run: the new default (v2) on ONNX Runtime and on
-PyTorch eager, and the previous default (v1), on images/s, one photo / one text query ->
-vector and model load time, with the ratios (bench/results/embed_backends.json)::
+``--backends`` instead compares, in one run: the default (v2) on ONNX Runtime with its
+image graph in int8 (the CPU default, `embeddings.ml.onnx_int8`) and in float, on PyTorch
+eager, and the previous default (v1), on images/s, one photo / one text query -> vector and
+model load time, with the ratios (bench/results/embed_backends.json)::
 
     .venv/bin/python bench/embed_throughput.py --backends --threads 1 --n 256
 
@@ -136,6 +137,33 @@ def bench_encoder(encoder: Any, paths: list[Path], repeats: int) -> dict[str, An
         "images_per_s": _rate(len(paths), statistics.median(runs)),
         "batch_size": encoder.batch_size,
     }
+
+
+def bench_breakdown(encoder: Any, paths: list[Path]) -> dict[str, float]:
+    """Where an image's time goes on one thread: JPEG decode + resize, then (ONNX Runtime
+    encoders) the image graph alone on the decoded, normalised batch of 32."""
+    import numpy as np
+
+    from embeddings.ml.images import decode_image
+
+    pre = encoder.preprocess
+    runs, arrays = [], []
+    for _ in range(2):  # the first warms the file cache
+        start = time.perf_counter()
+        arrays = [decode_image(p, pre.image_size, pre.resize_mode) for p in paths]
+        runs.append(time.perf_counter() - start)
+    out = {"decode_ms_per_image": round(1000 * runs[-1] / len(paths), 2)}
+    if encoder.ort is not None:
+        mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(pre.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        pixels = (np.stack(arrays).astype(np.float32) / 255.0 - mean) / std  # (N, 3, S, S)
+        encoder.ort.image(pixels[:32])
+        start = time.perf_counter()
+        for first in range(0, len(pixels), 32):
+            encoder.ort.image(pixels[first : first + 32])
+        seconds = time.perf_counter() - start
+        out["image_graph_ms_per_image"] = round(1000 * seconds / len(pixels), 2)
+    return out
 
 
 def bench_plain_loop(encoder: Any, paths: list[Path], repeats: int) -> dict[str, Any]:
@@ -271,27 +299,30 @@ def bench_end_to_end(spec: str, encoder: Any, paths: list[Path], repeats: int) -
 
 
 def bench_backends(paths: list[Path], repeats: int, onnx_dir: Path) -> dict[str, Any]:
-    """The new default on ONNX Runtime and on PyTorch eager, and the previous default, in
-    one run: load time (export excluded: it happens once per weights, before), images/s of
-    the encoder, one photo and one text query -> vector; and the ratios between them."""
+    """The default on ONNX Runtime (int8 and float image graph) and on PyTorch eager, and
+    the previous default, in one run: load time (export and quantization excluded: they
+    happen once per weights, before), images/s of the encoder, one photo and one text query
+    -> vector; and the ratios between them."""
     from embeddings.ml.loading import load_encoder
-    from embeddings.ml.onnx_runtime import onnx_export
+    from embeddings.ml.onnx_int8 import cpu_has_int8_dot
 
-    onnx_export(load_encoder("default", device="cpu").loaded, onnx_dir)  # once, untimed
-    runs: dict[str, Any] = {}
-    for name, spec, folder in (
-        ("default_v2_onnxruntime", "default", onnx_dir),
-        ("default_v2_torch_eager", "default", None),
-        ("default_v1_torch_eager", "default:v1", None),
-        ("default_v1_onnxruntime", "default:v1", onnx_dir),
+    load_encoder("default", device="cpu", onnx_dir=onnx_dir, int8=True)  # once, untimed
+    runs: dict[str, Any] = {"cpu_has_int8_dot_product": cpu_has_int8_dot()}
+    for name, spec, folder, int8 in (
+        ("default_v2_onnxruntime_int8", "default", onnx_dir, True),
+        ("default_v2_onnxruntime_float", "default", onnx_dir, False),
+        ("default_v2_torch_eager", "default", None, None),
+        ("default_v1_torch_eager", "default:v1", None, None),
+        ("default_v1_onnxruntime", "default:v1", onnx_dir, None),
     ):
         started = time.perf_counter()
-        encoder = load_encoder(spec, device="cpu", onnx_dir=folder)
+        encoder = load_encoder(spec, device="cpu", onnx_dir=folder, int8=int8)
         loaded = time.perf_counter() - started
         figures = {
             "backend": encoder.backend,
             "model_load_s": round(loaded, 2),
             **bench_encoder(encoder, paths, repeats),
+            **bench_breakdown(encoder, paths),
             **{
                 k: v
                 for k, v in bench_query(encoder, paths, 0.0, loaded).items()
@@ -301,14 +332,16 @@ def bench_backends(paths: list[Path], repeats: int, onnx_dir: Path) -> dict[str,
         encoder.close()
         runs[name] = figures
         print(name, figures, flush=True)
-    new = runs["default_v2_onnxruntime"]["images_per_s"]
+    rates = {name: run["images_per_s"] for name, run in runs.items() if isinstance(run, dict)}
     runs["ratios"] = {
-        "v2_onnxruntime_to_v2_torch_eager": round(
-            new / runs["default_v2_torch_eager"]["images_per_s"], 2
-        ),
-        "v2_onnxruntime_to_v1_torch_eager": round(
-            new / runs["default_v1_torch_eager"]["images_per_s"], 2
-        ),
+        f"{new}_to_{old}": round(rates[f"default_{new}"] / rates[f"default_{old}"], 2)
+        for new, old in (
+            ("v2_onnxruntime_int8", "v2_onnxruntime_float"),  # the default before int8
+            ("v2_onnxruntime_int8", "v2_torch_eager"),
+            ("v2_onnxruntime_int8", "v1_torch_eager"),
+            ("v2_onnxruntime_float", "v2_torch_eager"),
+            ("v2_onnxruntime_float", "v1_torch_eager"),
+        )
     }
     return runs
 

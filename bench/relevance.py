@@ -24,6 +24,9 @@ bench/search_latency.py). Vectors are cached in .cache/relevance/ by spec and we
 
     python bench/relevance.py --datasets ../shared/datasets --spec default --spec default:v1
 
+``--spec float:default`` measures the default model with its image graph in float on ONNX
+Runtime, beside ``default`` (int8 where shipped calibration holds: `embeddings.ml.onnx_int8`).
+
 ``--spec trunk:default`` (``grid:default``) measures the default model's frozen image
 trunk alone, by its pooled vector (its 3x3 grid tokens): the ceiling of a head trained
 without retail photos of colour variants.
@@ -49,6 +52,7 @@ THUMBNAIL = "thumbnail16x24"
 # "trunk:<spec>" / "grid:<spec>": the model's frozen image trunk alone, by its pooled vector
 # or its grid tokens (each token normalised, flattened): what any head on it starts from.
 TRUNK, GRID = "trunk:", "grid:"
+FLOAT = "float:"  # "float:<spec>": the model with its ONNX image graph in float, not int8
 # A clothing label -> the H&M product types that answer it. Labels with no clear H&M
 # counterpart ("Other", "Not sure", "Skip", "Body", "Undershirt") are not asked.
 LABEL_TO_HM_TYPES: dict[str, set[str]] = {
@@ -95,12 +99,17 @@ def main() -> int:
 
     data = _load(args.datasets)
     results: dict[str, dict] = {}
+    vectors: dict[str, dict[str, np.ndarray]] = {}
     for name in [THUMBNAIL, *specs]:
         t0 = time.time()
-        vectors = _vectors(name, data, args.cache, args.threads)
-        results[name] = _evaluate(data, vectors)
+        vectors[name] = _vectors(name, data, args.cache, args.threads)
+        results[name] = _evaluate(data, vectors[name])
         results[name]["seconds"] = round(time.time() - t0, 1)
         print(json.dumps({name: results[name]}), flush=True)
+    for name in specs:  # "X" beside "float:X": how close X's (int8) vectors stay to float
+        if FLOAT + name in vectors:
+            results[name]["image_cosine_to_float"] = _cosines(vectors[name], vectors[FLOAT + name])
+            print(json.dumps({name: results[name]["image_cosine_to_float"]}), flush=True)
     _print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
@@ -162,8 +171,12 @@ def _vectors(name: str, data: dict, cache: Path, threads: int) -> dict[str, np.n
         return _trunk_vectors(name, data, cache)
     from embeddings.ml.loading import load_encoder
 
-    encoder = load_encoder(name, device="cpu", onnx_dir=cache / "onnx")
-    key = f"{key}-{encoder.weights_sha256[:16]}"
+    spec = name.removeprefix(FLOAT)
+    encoder = load_encoder(
+        spec, device="cpu", onnx_dir=cache / "onnx", int8=False if name != spec else None
+    )
+    # The backend is part of the key: int8 and float vectors of one model differ slightly.
+    key = f"{key}-{encoder.weights_sha256[:16]}-{encoder.backend}"
     path = cache / f"{key}-with-text.npz"
     if path.is_file():
         return dict(np.load(path))
@@ -208,6 +221,20 @@ def _trunk_vectors(name: str, data: dict, cache: Path) -> dict[str, np.ndarray]:
             m = tokens.reshape(len(tokens), -1)
         out[part] = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
     out["hm_item"] = out["hm_image"]
+    return out
+
+
+def _cosines(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per photo set, the cosine of each photo's image vector in `a` to the one in `b`."""
+    out = {}
+    for part, photos in (("hm_image", "hm_photos"), ("c_image", "clothing_heldout_photos")):
+        cos = (a[part] * b[part]).sum(1)  # both L2-normalised
+        out[photos] = {
+            "n": len(cos),
+            "mean": round(float(cos.mean()), 4),
+            "p01": round(float(np.quantile(cos, 0.01)), 4),
+            "min": round(float(cos.min()), 4),
+        }
     return out
 
 
@@ -296,7 +323,7 @@ def _top10(queries: np.ndarray, catalog: np.ndarray, exclude: np.ndarray | None 
 
 def _print_table(results: dict[str, dict]) -> None:
     names = list(results)
-    metrics = [k for k in results[names[0]] if k != "seconds"]
+    metrics = [k for k in results[names[0]] if k not in ("seconds", "image_cosine_to_float")]
     print("| metric | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for m in metrics:

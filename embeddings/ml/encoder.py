@@ -97,6 +97,7 @@ class Encoder:
         batch_size: int | None = None,
         workers: int | None = None,
         onnx_dir: Path | None = None,
+        int8: bool | None = None,
     ) -> None:
         self.loaded = loaded
         self.device = pick_device(device)
@@ -120,12 +121,20 @@ class Encoder:
         if onnx_dir is not None and self.device.type == "cpu" and _onnx_wanted(loaded):
             from embeddings.ml.onnx_runtime import ort_model_load
 
-            self.ort = ort_model_load(loaded, Path(onnx_dir), threads=cpu_threads())
+            self.ort = ort_model_load(
+                loaded,
+                Path(onnx_dir),
+                threads=cpu_threads(),
+                int8=int8_wanted() if int8 is None else int8,
+            )
 
     @property
     def backend(self) -> str:
-        """ "onnxruntime" or "torch": what runs the model in this encoder."""
-        return "onnxruntime" if self.ort is not None else "torch"
+        """What runs the model: "torch", "onnxruntime", or "onnxruntime-int8" (int8 image
+        graph; text and fusion in float)."""
+        if self.ort is None:
+            return "torch"
+        return "onnxruntime-int8" if self.ort.image_int8 else "onnxruntime"
 
     # ---- public API -----------------------------------------------------------------
     def encode_images(
@@ -366,6 +375,21 @@ def _onnx_wanted(loaded: LoadedModel) -> bool:
     from embeddings.ml.onnx_runtime import supports_onnx
 
     return supports_onnx(loaded)
+
+
+def int8_wanted() -> bool:
+    """Whether ONNX Runtime runs the int8 image graph where one can be made (the default).
+
+    `VITRINE_ENCODER_INT8=0` goes back to the float graph (GPUs always run float PyTorch).
+    """
+    value = os.environ.get("VITRINE_ENCODER_INT8", "1").strip().lower()
+    if value not in _FLAGS:
+        raise ValueError(f"VITRINE_ENCODER_INT8={value!r}: use 1 or 0")
+    return _FLAGS[value]
+
+
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False}
+_FLAGS |= {"no": False, "off": False, "": True}
 
 
 def _normalized(vectors: np.ndarray) -> np.ndarray:

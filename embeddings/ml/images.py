@@ -61,7 +61,10 @@ def decode_image(source: ImageSource, size: int, resize_mode: str = "shortest") 
     """
     img = open_image(source)
     img.draft("RGB", (size, size))  # no-op for non-JPEG; never goes below `size`
-    img = ImageOps.exif_transpose(img)  # phone photos are often stored rotated
+    # Phone photos are often stored rotated. In place: the default returns a copy of every
+    # upright photo, and with the redundant RGB -> RGB copy below that was a fifth of the
+    # decode time of a catalog photo (pixels unchanged).
+    ImageOps.exif_transpose(img, in_place=True)
     w, h = img.size
     if resize_mode != "squash":
         # Centre-crop in the source first: resizing the whole image to fit its short side
@@ -69,7 +72,8 @@ def decode_image(source: ImageSource, size: int, resize_mode: str = "shortest") 
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
         img = img.crop((left, top, left + side, top + side))
-    img = img.convert("RGB")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
     img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
     arr = np.asarray(img, dtype=np.uint8)  # (size, size, 3)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))  # (3, size, size)

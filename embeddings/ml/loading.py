@@ -79,16 +79,21 @@ class LoadedModel:
 
 
 def load_encoder(
-    spec: str, device: str | None = None, onnx_dir: Path | str | None = None
+    spec: str,
+    device: str | None = None,
+    onnx_dir: Path | str | None = None,
+    int8: bool | None = None,
 ) -> Encoder:
     """Return a ready `Encoder` for `spec` on `device` (auto: CUDA if available, else CPU).
 
     With `onnx_dir` a CPU encoder runs on ONNX Runtime, exporting the model's graphs there
-    on first use (`embeddings.ml.onnx_runtime`); without it, PyTorch.
+    on first use (`embeddings.ml.onnx_runtime`); without it, PyTorch. `int8`: whether its
+    image graph runs in int8 where it can (None: `encoder.int8_wanted`, on by default).
     """
     from embeddings.ml.encoder import Encoder
 
-    return Encoder(load_model(spec), device=device, onnx_dir=Path(onnx_dir) if onnx_dir else None)
+    folder = Path(onnx_dir) if onnx_dir else None
+    return Encoder(load_model(spec), device=device, onnx_dir=folder, int8=int8)
 
 
 def load_model(spec: str) -> LoadedModel:

@@ -12,7 +12,9 @@ Runtime's CPU provider, so on a CPU the encoder runs three exported graphs inste
 
 Graphs are exported lazily into ``<onnx_dir>/<weights sha256>/`` (a new checksum, a new
 folder: changed weights are never served from an old export) by writing to a temporary
-folder and renaming it, so two processes exporting at once never see half a folder.
+folder and renaming it, so two processes exporting at once never see half a folder. With
+`int8`, the image graph runs quantized where shipped calibration holds for the model
+(`embeddings.ml.onnx_int8`; the quantized graph is cached in the same folder).
 PyTorch stays the path for training and for GPUs. onnxruntime is imported here only, and
 only when a session is built.
 """
@@ -95,6 +97,7 @@ class OrtModel:
     fusion_session: Any
     pad_id: int
     max_text_tokens: int
+    image_int8: bool = False  # the image graph is the quantized one (`onnx_int8`)
 
     def image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (embeddings (B, D), grid tokens (B, N, C)) of normalised pixels."""
@@ -145,26 +148,38 @@ class OrtModel:
         return fused
 
 
-def ort_model_load(loaded: LoadedModel, onnx_dir: Path, threads: int) -> OrtModel:
-    """Export if needed and return ONNX Runtime sessions for `loaded` on `threads` threads."""
+def ort_model_load(
+    loaded: LoadedModel, onnx_dir: Path, threads: int, int8: bool = False
+) -> OrtModel:
+    """Export if needed and return ONNX Runtime sessions for `loaded` on `threads` threads.
+
+    With `int8`, the image graph is the int8 one when shipped calibration holds for this
+    model (quantized once, then cached); otherwise, and for text and fusion, float.
+    """
     import onnxruntime as ort
 
     folder = onnx_export(loaded, onnx_dir)
+    image = folder / "image.onnx"
+    if int8:
+        from embeddings.ml.onnx_int8 import int8_image_graph
+
+        image = int8_image_graph(loaded, folder) or image
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers = ["CPUExecutionProvider"]
 
-    def session(name: str) -> Any:
-        return ort.InferenceSession(str(folder / f"{name}.onnx"), options, providers=providers)
+    def session(path: Path) -> Any:
+        return ort.InferenceSession(str(path), options, providers=providers)
 
     return OrtModel(
-        session("image"),
-        session("text"),
-        session("fusion"),
+        session(image),
+        session(folder / "text.onnx"),
+        session(folder / "fusion.onnx"),
         pad_id=loaded.model.pad_id,
         max_text_tokens=loaded.model.fusion.max_text_tokens,
+        image_int8=image.name != "image.onnx",
     )
 
 

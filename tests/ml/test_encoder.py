@@ -93,3 +93,25 @@ def test_a_large_phone_photo_decodes_at_model_size(encoder, tmp_path) -> None:  
     arr = decode_image(big, 32)
     assert arr.shape == (3, 32, 32) and arr.dtype == np.uint8
     assert encoder.encode_images([big.read_bytes()]).vectors.shape == (1, encoder.dim)
+
+
+def test_a_photo_stored_rotated_decodes_upright() -> None:
+    """The EXIF orientation is applied (in place, on the lazily opened photo)."""
+    import io
+
+    from PIL import Image
+
+    from embeddings.ml.images import decode_image
+
+    upright = Image.new("RGB", (40, 80), (200, 30, 30))
+    upright.paste((20, 20, 220), (0, 0, 40, 20))  # a blue band on top
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera wrote: 80 x 40
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 270 (90 clockwise) to display
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", exif=exif, quality=95)
+
+    arr = decode_image(buffer.getvalue(), 16, resize_mode="squash")  # (3, 16, 16)
+    top, bottom = arr[:, 1, 8], arr[:, 14, 8]
+    assert top[2] > 150 and top[0] < 100  # blue on top, as the shopper saw it
+    assert bottom[0] > 150 and bottom[2] < 100

@@ -22,13 +22,13 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def encoders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:  # type: ignore[type-arg]
-    """The default model on PyTorch and on ONNX Runtime (exported once for the module)."""
+    """The default model on PyTorch and on ONNX Runtime in float (exported once for the module)."""
     from embeddings.ml.encoder import Encoder
     from embeddings.ml.loading import load_model
 
     onnx_dir = tmp_path_factory.mktemp("onnx")
     eager = Encoder(load_model("default"), device="cpu")
-    ort = Encoder(load_model("default"), device="cpu", onnx_dir=onnx_dir)
+    ort = Encoder(load_model("default"), device="cpu", onnx_dir=onnx_dir, int8=False)
     assert (eager.backend, ort.backend) == ("torch", "onnxruntime")
     yield eager, ort, onnx_dir
     eager.close()
@@ -96,6 +96,11 @@ def test_exporting_leaves_the_pytorch_model_untouched(tmp_path) -> None:  # type
     onnx_export(loaded, tmp_path)
     after = eager.encode_images([photo]).vectors
     np.testing.assert_array_equal(before, after)
+
+
+def test_a_float_encoder_leaves_no_int8_graph_behind(encoders) -> None:  # type: ignore[no-untyped-def]
+    _, ort, onnx_dir = encoders
+    assert not list((onnx_dir / ort.weights_sha256).glob("image.int8-*"))
 
 
 def test_the_torch_backend_can_be_forced(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
