@@ -1,6 +1,7 @@
 """The API's photo search encodes under the shopper pages' cap (`photo_encoding_slot`): one
 photo at a time per client, so one client sending photos in parallel cannot take every
-encoding thread of a web process (issue 12)."""
+encoding thread of a web process (issue 12). Other requests arrive while a photo is being
+searched: the tests replace the search the API calls (through the results cache)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from search import selectors
+from search import result_cache
 from search.models import ApiKey
 from search.services import api_key_create
 from tests.api.conftest import api_client
@@ -23,7 +24,7 @@ def test_an_api_client_encodes_one_photo_at_a_time_and_others_keep_their_slot(
 ) -> None:
     settings.VITRINE_PHOTO_ENCODE_CONCURRENCY = 2
     other = api_client(api_key_create(name="other", scope=ApiKey.Scope.READ).plaintext)
-    search_by_image = selectors.search_by_image
+    search_by_image = result_cache.search_by_image_cached
     during: dict[str, Any] = {}
 
     def search_while_others_call(**kwargs: Any) -> Any:
@@ -37,7 +38,7 @@ def test_an_api_client_encodes_one_photo_at_a_time_and_others_keep_their_slot(
             )
         return search_by_image(**kwargs)
 
-    monkeypatch.setattr(selectors, "search_by_image", search_while_others_call)
+    monkeypatch.setattr(result_cache, "search_by_image_cached", search_while_others_call)
     first = reader.post("/api/v1/search/image/", {"image": upload(photo_colour("blue"))})
 
     assert first.status_code == 200, first.content
@@ -58,7 +59,7 @@ def test_a_scene_search_waits_for_the_same_clients_photo_search(
 ) -> None:
     from search.looks import selectors as looks_selectors
 
-    search_by_image = selectors.search_by_image
+    search_by_image = result_cache.search_by_image_cached
     during: dict[str, Any] = {}
 
     def search_while_a_scene_comes(**kwargs: Any) -> Any:
@@ -68,7 +69,7 @@ def test_a_scene_search_waits_for_the_same_clients_photo_search(
             during["scene"] = scene
         return search_by_image(**kwargs)
 
-    monkeypatch.setattr(selectors, "search_by_image", search_while_a_scene_comes)
+    monkeypatch.setattr(result_cache, "search_by_image_cached", search_while_a_scene_comes)
     monkeypatch.setattr(looks_selectors, "scene_search", lambda **kwargs: pytest.fail("encoded"))
     assert (
         reader.post("/api/v1/search/image/", {"image": upload(photo_colour("blue"))}).status_code
@@ -84,7 +85,7 @@ def test_a_brand_servers_key_encodes_several_photos_at_once_but_leaves_a_slot_fo
     # A brand's server sends many shoppers' photos through one secret key: with three
     # slots it may hold two, never the third.
     settings.VITRINE_PHOTO_ENCODE_CONCURRENCY = 3
-    search_by_image = selectors.search_by_image
+    search_by_image = result_cache.search_by_image_cached
     sent: list[str] = []
     answers: dict[str, int] = {}
 
@@ -97,7 +98,7 @@ def test_a_brand_servers_key_encodes_several_photos_at_once_but_leaves_a_slot_fo
             ).status_code
         return search_by_image(**kwargs)
 
-    monkeypatch.setattr(selectors, "search_by_image", nested_search)
+    monkeypatch.setattr(result_cache, "search_by_image_cached", nested_search)
     assert (
         reader.post("/api/v1/search/image/", {"image": upload(photo_colour("blue"))}).status_code
         == 200
