@@ -1,4 +1,4 @@
-"""Search latency and HNSW recall on a 100,000-product catalog.
+"""Search latency and HNSW recall on a 100,000- or 1,000,000-product catalog.
 
 Builds the catalog in the database it is given (run it in a throwaway stack), from real
 H&M articles encoded by the model (9,300 of them by default: every article with a photo but
@@ -9,8 +9,8 @@ then measures p50/p95/p99 of:
 - text search, image search (encoding included) and similar items end-to-end over HTTP,
   against a real gunicorn serving the app with an API key;
 
-and recall@10 of the HNSW answers against exact search (sequential scan), with and without
-filters. Results go to bench/results/search_latency.json.
+and recall@10 of the HNSW answers against exact search (every vector's distance), with and
+without filters. Results go to bench/results/search_latency.json.
 
     .venv/bin/python -m webapp.stack exec --throwaway -- \\
         .venv/bin/python bench/search_latency.py [--products 100000] [--real 9300]
@@ -18,6 +18,26 @@ filters. Results go to bench/results/search_latency.json.
 Building takes about 25 minutes here (encoding, then two HNSW indexes). To re-measure after
 a query-side change, keep the data directory and pass --reuse-catalog (and --cache for the
 encoded vectors): `VITRINE_DATA_DIR=/tmp/bench-data python -m webapp.stack exec -- ...`.
+
+At a million products (`--products 1000000 --kinds image --lean-copies`, results in
+bench/results/search_latency_1m.json) only the image vectors are loaded and indexed, the
+perturbed copies carry no description or attributes (the full-text document is not
+measured), and the bench also records each HNSW build's time, peak memory and size, an
+index on binary-quantized vectors searched with exact re-ranking (`--binary-quantization`),
+a broad filter beside the selective one, the vector query phase repeated (`--query-passes`)
+and how soon a product inserted into the big graph is returned (`--import-probes`). Give
+PostgreSQL the memory first (the embedded server reads postgresql.auto.conf at start):
+
+    VITRINE_DATA_DIR=/work/million-data python -m webapp.stack exec -- \\
+        python bench/search_latency.py --configure-memory 3GB
+    VITRINE_DATA_DIR=/work/million-data python -m webapp.stack exec -- \\
+        python bench/search_latency.py --products 1000000 --kinds image --lean-copies \\
+        --maintenance-work-mem 4GB --binary-quantization 100,400 --bq-hnsw 16:64 \\
+        --query-passes 2 --import-probes 20 --prewarm --skip-http --repeats 200 \\
+        --cache /tmp/v9300.npz --output bench/results/search_latency_1m.json
+
+Loading takes about 5 minutes and the HNSW build 20 (m 32 / ef_construction 128 on 2 busy
+cores), the binary-quantized one 6 more.
 
 The model is the bundled default (`--spec default`). When its weights are not there yet the
 bench says so and uses the same architecture untrained (`--allow-untrained`): latency is the
@@ -39,8 +59,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -158,13 +180,19 @@ def encode_articles(encoder: Any, articles: list[dict[str, str]]) -> dict[str, n
 
 
 def perturbed(
-    vectors: np.ndarray, count: int, rng: np.random.Generator
+    vectors: np.ndarray, count: int, rng: np.random.Generator, *, chunk: int = 100_000
 ) -> tuple[np.ndarray, np.ndarray]:
     """`count` copies of random rows, each nudged off its source (cosine about 0.9)."""
     sources = rng.integers(0, len(vectors), size=count)
-    noise = rng.normal(0, 0.5 / np.sqrt(vectors.shape[1]), size=(count, vectors.shape[1]))
-    out = vectors[sources] + noise.astype(np.float32)
-    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32), sources
+    out = np.empty((count, vectors.shape[1]), np.float32)
+    # In chunks: a million rows of float64 noise would take 2 GB at once. The generator
+    # draws in the same order, so the copies are the ones a single draw gave.
+    for at in range(0, count, chunk):
+        rows = sources[at : at + chunk]
+        noise = rng.normal(0, 0.5 / np.sqrt(vectors.shape[1]), size=(len(rows), vectors.shape[1]))
+        block = vectors[rows] + noise.astype(np.float32)
+        out[at : at + len(rows)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out, sources
 
 
 def literal(vector: np.ndarray) -> str:
@@ -182,7 +210,16 @@ def catalog_build(
     spec: str,
     weights_sha256: str,
     seed: int,
-) -> Any:
+    kinds: Sequence[str],
+    lean_copies: bool,
+    build: dict[str, Any],
+) -> tuple[Any, dict[str, Any]]:
+    """Load the catalog by COPY and build the HNSW index of each of `kinds`.
+
+    (model version, what loading took: COPY seconds and each index build's figures.)
+    `lean_copies`: the perturbed copies carry no description or attributes, so a million
+    rows load in minutes (the full-text document is not what is measured here).
+    """
     from django.db import connection
     from django.utils import timezone
 
@@ -191,11 +228,24 @@ def catalog_build(
     rng = np.random.default_rng(seed)
     copies = total - len(articles)
     fused_copies, sources = perturbed(vectors["fused"], copies, rng)
-    image_copies = vectors["image"][sources] + (fused_copies - vectors["fused"][sources])
-    image_copies /= np.linalg.norm(image_copies, axis=1, keepdims=True)
+    by_kind: dict[str, np.ndarray] = {}
+    if "fused" in kinds:
+        by_kind["fused"] = np.concatenate([vectors["fused"], fused_copies])
+    if "image" in kinds:
+        # Each image copy moves off its source as its fused copy did (in chunks, as above).
+        image = by_kind["image"] = np.empty((total, vectors["image"].shape[1]), np.float32)
+        image[: len(articles)] = vectors["image"]
+        for at in range(0, copies, 100_000):
+            rows = sources[at : at + 100_000]
+            block = vectors["image"][rows] + (
+                fused_copies[at : at + len(rows)] - vectors["fused"][rows]
+            )
+            block /= np.linalg.norm(block, axis=1, keepdims=True)
+            image[len(articles) + at : len(articles) + at + len(rows)] = block
+    del fused_copies
     origin = np.concatenate([np.arange(len(articles)), sources])
-    all_fused = np.concatenate([vectors["fused"], fused_copies])
-    all_image = np.concatenate([vectors["image"], image_copies.astype(np.float32)])
+    if "text" in kinds:
+        by_kind["text"] = vectors["text"][origin]  # copies share their source's words
     prices = rng.uniform(5, 120, size=total).round(2)
     in_stock = rng.random(total) < 0.85
 
@@ -203,6 +253,7 @@ def catalog_build(
     connection.ensure_connection()
     raw = connection.connection
     say(f"COPY {total} products")
+    started = time.perf_counter()
     with (
         raw.cursor() as cur,
         cur.copy(
@@ -212,13 +263,14 @@ def catalog_build(
     ):
         for i in range(total):
             a = articles[origin[i]]
-            sku = a["article_id"] if i < len(articles) else f"{a['article_id']}-c{i}"
-            attributes = a["attributes"]
+            real = i < len(articles)
+            sku = a["article_id"] if real else f"{a['article_id']}-c{i}"
+            lean = lean_copies and not real
             copy.write_row(
                 (
                     sku,
                     a["prod_name"],
-                    a["detail_desc"],
+                    "" if lean else a["detail_desc"],
                     "H&M",
                     a["category"],
                     a["product_code"],
@@ -226,17 +278,19 @@ def catalog_build(
                     "EUR",
                     bool(in_stock[i]),
                     "",
-                    json.dumps(attributes),
+                    "{}" if lean else json.dumps(a["attributes"]),
                     f"h{i}",
                     now,
                     now,
                 )
             )
+    raw.commit()
+    loading: dict[str, Any] = {"copy_products_seconds": round(time.perf_counter() - started, 1)}
     ids = [row[0] for row in raw.execute("SELECT id FROM catalog_product ORDER BY id")]
     model = EmbeddingModel.objects.create(
         key=model_key,
         spec=spec,
-        dimension=all_fused.shape[1],
+        dimension=vectors["fused"].shape[1],
         # As preparation records it: without a checksum, the web process would load the
         # weights afresh for every query (a version being prepared must; this one is not).
         weights_sha256=weights_sha256,
@@ -244,8 +298,8 @@ def catalog_build(
         prepared_at=now,
         activated_at=now,
     )
-    all_text = vectors["text"][origin]  # copies share their source's words
-    say(f"COPY {3 * total} vectors")
+    say(f"COPY {len(by_kind) * total} vectors ({', '.join(by_kind)})")
+    started = time.perf_counter()
     with (
         raw.cursor() as cur,
         cur.copy(
@@ -253,16 +307,44 @@ def catalog_build(
             "created_at) FROM STDIN"
         ) as copy,
     ):
-        for kind, matrix in (("fused", all_fused), ("image", all_image), ("text", all_text)):
+        for kind, matrix in by_kind.items():
             for i in range(total):
                 copy.write_row((ids[i], model.pk, kind, literal(matrix[i]), f"h{i}", now))
     raw.commit()
-    for kind in ("fused", "image", "text"):
-        index_build(model=model, kind=kind)
-    raw.execute("ANALYZE catalog_product")
+    loading["copy_vectors_seconds"] = round(time.perf_counter() - started, 1)
+    del by_kind
+    started = time.perf_counter()
+    raw.execute("VACUUM ANALYZE catalog_product")
+    raw.execute("VACUUM ANALYZE embeddings_productembedding")
+    loading["vacuum_analyze_seconds"] = round(time.perf_counter() - started, 1)
+    loading["index_builds"] = {}
+    for kind in kinds:
+        loading["index_builds"][kind] = index_build(model=model, kind=kind, **build)
+        loading_remember(loading)
     raw.execute("ANALYZE embeddings_productembedding")
     raw.commit()
-    return model, np.array(ids), all_fused, all_image
+    return model, loading
+
+
+def loading_remember(loading: dict[str, Any]) -> None:
+    """Keep what loading took with the catalog (as the vector table's comment), so a run
+    with --reuse-catalog reports it too."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        # COMMENT takes no parameters; the literal is quoted by PostgreSQL itself.
+        cursor.execute("SELECT quote_literal(%s)", [json.dumps(loading)])
+        quoted = cursor.fetchone()[0]
+        cursor.execute(f"COMMENT ON TABLE embeddings_productembedding IS {quoted}")
+
+
+def loading_recalled() -> dict[str, Any]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT obj_description('embeddings_productembedding'::regclass)")
+        comment = cursor.fetchone()[0]
+    return json.loads(comment) if comment and comment.startswith("{") else {}
 
 
 def catalog_existing(model_key: str, total: int) -> Any | None:
@@ -276,7 +358,7 @@ def catalog_existing(model_key: str, total: int) -> Any | None:
     return model
 
 
-def index_exists(*, model: Any, kind: str) -> bool:
+def index_exists(*, model: Any, kind: str, name: str | None = None) -> bool:
     from django.db import connection
 
     from embeddings.services.indexes import index_name
@@ -284,47 +366,190 @@ def index_exists(*, model: Any, kind: str) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT 1 FROM pg_indexes WHERE indexname = %s",
-            [index_name(model_id=model.pk, kind=kind)],
+            [name or index_name(model_id=model.pk, kind=kind)],
         )
         return cursor.fetchone() is not None
 
 
-def index_build(*, model: Any, kind: str) -> float:
-    """(Re)build one partial HNSW index with the embeddings engine's SQL and parameters."""
+@contextmanager
+def hnsw_parameters(m: int, ef_construction: int) -> Iterator[None]:
+    """Build indexes with other HNSW parameters than the embeddings engine's, for a while."""
+    from embeddings.services import indexes
+
+    configured = indexes.HNSW_M, indexes.HNSW_EF_CONSTRUCTION
+    indexes.HNSW_M, indexes.HNSW_EF_CONSTRUCTION = m, ef_construction
+    try:
+        yield
+    finally:
+        indexes.HNSW_M, indexes.HNSW_EF_CONSTRUCTION = configured
+
+
+def _proc_kb(pid: int, *fields: str) -> int:
+    """The sum of `fields` (kB) of /proc/<pid>/status; 0 once the process is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    return sum(int(line.split()[1]) for line in lines if line.split(":")[0] in fields)
+
+
+def _parallel_workers(leader: int) -> list[int]:
+    """PostgreSQL's parallel workers helping backend `leader` (from their process titles)."""
+    mark = f"parallel worker for PID {leader}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if mark in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@contextmanager
+def memory_sampled(leader: int, every: float = 0.5) -> Iterator[dict[str, float]]:
+    """Peak memory of a backend and its parallel workers while the block runs, in MB.
+
+    The leader's private memory (RssAnon) and the shared memory it touched (RssShmem: a
+    parallel HNSW build keeps its graph in a dynamic shared memory segment), and the
+    workers' private memory. Needs to read /proc of the server's processes (same machine).
+    """
+    peak = {"leader_private_mb": 0.0, "leader_shared_mb": 0.0, "workers_private_mb": 0.0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(every):
+            workers = _parallel_workers(leader)
+            now = {
+                "leader_private_mb": _proc_kb(leader, "RssAnon") / 1024,
+                "leader_shared_mb": _proc_kb(leader, "RssShmem") / 1024,
+                "workers_private_mb": sum(_proc_kb(w, "RssAnon") for w in workers) / 1024,
+            }
+            for key, value in now.items():
+                peak[key] = max(peak[key], round(value, 1))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
+
+
+def relation_bytes(name: str) -> int:
     from django.db import connection
 
-    from embeddings.services.indexes import (
-        HNSW_EF_CONSTRUCTION,
-        HNSW_M,
-        hnsw_index_sql,
-        index_name,
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_size(%s::regclass)", [name])
+        return int(cursor.fetchone()[0])
+
+
+def bq_index_name(*, model: Any, kind: str) -> str:
+    return f"emb_{int(model.pk)}_{kind}_bq_hnsw"
+
+
+def bq_index_sql(*, model: Any, kind: str) -> str:
+    """An HNSW index on the binary-quantized vectors (1 bit a dimension, Hamming distance),
+    partial like the engine's own; searched for candidates that exact cosine re-ranks."""
+    from embeddings.services import indexes
+
+    dim = int(model.dimension)
+    assert kind in {"image", "text", "fused"}
+    return (
+        f'CREATE INDEX "{bq_index_name(model=model, kind=kind)}" ON embeddings_productembedding '
+        f"USING hnsw ((binary_quantize(vector)::bit({dim})) bit_hamming_ops) "
+        f"WITH (m = {int(indexes.HNSW_M)}, ef_construction = {int(indexes.HNSW_EF_CONSTRUCTION)}) "
+        f"WHERE model_id = {int(model.pk)} AND kind = '{kind}'"
     )
 
+
+def index_build(
+    *,
+    model: Any,
+    kind: str,
+    maintenance_work_mem: str = "1GB",
+    parallel_workers: int = 1,
+    binary: bool = False,
+) -> dict[str, Any]:
+    """(Re)build one partial HNSW index with the embeddings engine's SQL and parameters
+    (`binary`: the binary-quantized index instead); its time, peak memory and size."""
+    from django.db import connection
+
+    from embeddings.services import indexes
+
+    assert maintenance_work_mem[:-2].isdigit() and maintenance_work_mem[-2:] in {"MB", "GB"}
     raw = connection.connection
-    name = index_name(model_id=model.pk, kind=kind)
-    say(f"building the HNSW index for {kind} (m {HNSW_M}, "
-        f"ef_construction {HNSW_EF_CONSTRUCTION})")  # fmt: skip
-    start = time.perf_counter()
-    raw.execute(f'DROP INDEX IF EXISTS "{name}"')
-    raw.execute("SET maintenance_work_mem = '1GB'")
-    raw.execute("SET max_parallel_maintenance_workers = 1")
-    raw.execute(
-        hnsw_index_sql(
+    if binary:
+        name, sql = bq_index_name(model=model, kind=kind), bq_index_sql(model=model, kind=kind)
+    else:
+        name = indexes.index_name(model_id=model.pk, kind=kind)
+        sql = indexes.hnsw_index_sql(
             name=name, model_id=model.pk, kind=kind, dim=int(model.dimension), concurrently=""
         )
+    say(
+        f"building {name} (m {indexes.HNSW_M}, ef_construction {indexes.HNSW_EF_CONSTRUCTION}, "
+        f"maintenance_work_mem {maintenance_work_mem}, {parallel_workers} parallel workers)"
     )
-    raw.commit()
+    raw.execute(f'DROP INDEX IF EXISTS "{name}"')
+    raw.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
+    raw.execute(f"SET max_parallel_maintenance_workers = {int(parallel_workers)}")
+    # pgvector says when the graph outgrows maintenance_work_mem (the build then slows down).
+    notices: list[str] = []
+
+    def keep(diagnostic: Any) -> None:
+        notices.append(str(diagnostic.message_primary))
+
+    raw.add_notice_handler(keep)
+    leader = int(raw.execute("SELECT pg_backend_pid()").fetchone()[0])
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    start = time.perf_counter()
+    try:
+        with memory_sampled(leader) as peak:
+            raw.execute(sql)
+            raw.commit()
+    finally:
+        raw.remove_notice_handler(keep)
     seconds = time.perf_counter() - start
-    say(f"  {seconds:.0f} s")
-    return round(seconds, 1)
+    rows = int(
+        raw.execute(
+            "SELECT count(*) FROM embeddings_productembedding WHERE model_id = %s AND kind = %s",
+            [model.pk, kind],
+        ).fetchone()[0]
+    )
+    size = relation_bytes(name)
+    say(f"  {seconds:.0f} s, {size / 2**20:.0f} MB, peak {peak}")
+    return {
+        "index": name,
+        "m": indexes.HNSW_M,
+        "ef_construction": indexes.HNSW_EF_CONSTRUCTION,
+        "rows": rows,
+        "build_seconds": round(seconds, 1),
+        "size_mb": round(size / 2**20, 1),
+        "bytes_per_row": round(size / max(1, rows)),
+        "maintenance_work_mem": maintenance_work_mem,
+        "max_parallel_maintenance_workers": parallel_workers,
+        "peak_memory_mb": dict(peak),
+        "notices": notices,
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 # --- Measurements ------------------------------------------------------------------------
+#: Exact answers already computed, by (version, kind, filters, query): the truth does not
+#: change between ef_search values, index kinds or passes, and at a million products each
+#: exact search is a scan of every vector.
+_EXACT: dict[tuple[int, str, str, bytes, int], list[tuple[int, float]]] = {}
+
+
 def exact_nearest(
     *, model: Any, kind: str, vector: np.ndarray, filters: Any, limit: int
 ) -> list[tuple[int, float]]:
-    """The true nearest products: the same query with index scans off (a sequential scan)."""
-    from django.db import connection, transaction
+    """The true nearest products: the same query ordered by an expression no index serves
+    (`+ 0`), so every candidate's distance is computed."""
+    from django.db import connection
 
     from search.vector_sql import (
         EMBEDDING_TABLE,
@@ -333,18 +558,144 @@ def exact_nearest(
         filter_sql,
     )
 
+    key = (int(model.pk), kind, repr(filters), vector.tobytes(), limit)
+    if key in _EXACT:
+        return _EXACT[key]
     where, params = filter_sql(filters)
+    # Without filters the products are not needed: every vector row has its product (FK).
+    join = " JOIN catalog_product p ON p.id = e.product_id" if where else ""
     sql = (
         f"SELECT e.product_id, {distance_sql(model)} AS d "  # noqa: S608
-        f"FROM {EMBEDDING_TABLE} e JOIN catalog_product p ON p.id = e.product_id "
+        f"FROM {EMBEDDING_TABLE} e{join} "
         f"WHERE {embedding_predicate(model, kind)}{where} "
-        f"ORDER BY d LIMIT %s"
+        f"ORDER BY ({distance_sql(model)}) + 0, e.product_id LIMIT %s"
     )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [literal(vector), *params, literal(vector), limit])
+        _EXACT[key] = [(row[0], float(row[1])) for row in cursor.fetchall()]
+    return _EXACT[key]
+
+
+def nearest_products_bq(
+    *, model: Any, kind: str, vector: np.ndarray, filters: Any, limit: int, candidates: int
+) -> list[tuple[int, float]]:
+    """`search.vector_sql.nearest_products` through the binary-quantized index: the
+    `candidates` nearest by Hamming distance, re-ranked by exact cosine on the halfvec."""
+    from django.db import connection, transaction
+
+    from search.vector_sql import vector_scan_prepare
+
+    sql, params = bq_sql(model=model, kind=kind, vector=vector, filters=filters,
+                         limit=limit, candidates=candidates)  # fmt: skip
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_indexscan = off")
-        cursor.execute("SET LOCAL enable_bitmapscan = off")
-        cursor.execute(sql, [literal(vector), *params, limit])
-        return [(row[0], float(row[1])) for row in cursor.fetchall()]
+        vector_scan_prepare(cursor, limit=candidates)
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [(int(product_id), 1.0 - float(distance)) for product_id, distance in rows]
+
+
+def bq_sql(
+    *, model: Any, kind: str, vector: np.ndarray, filters: Any, limit: int, candidates: int
+) -> tuple[str, list[Any]]:
+    from search.vector_sql import EMBEDDING_TABLE, embedding_predicate, filter_sql
+
+    dim = int(model.dimension)
+    where, params = filter_sql(filters)
+    query = literal(vector)
+    sql = f"""
+        WITH candidates AS MATERIALIZED (
+            SELECT e.product_id, e.vector
+            FROM {EMBEDDING_TABLE} e JOIN catalog_product p ON p.id = e.product_id
+            WHERE {embedding_predicate(model, kind)}{where}
+            ORDER BY binary_quantize(e.vector)::bit({dim}) <~> binary_quantize(%s::halfvec({dim}))
+            LIMIT %s
+        )
+        SELECT product_id, (vector::halfvec({dim})) <=> %s::halfvec({dim}) AS distance
+        FROM candidates ORDER BY distance, product_id LIMIT %s
+    """  # noqa: S608
+    return sql, [*params, query, candidates, query, limit]
+
+
+def bq_plan(
+    *, model: Any, kind: str, vector: np.ndarray, filters: Any, candidates: int
+) -> list[str]:
+    from django.db import connection, transaction
+
+    from search.vector_sql import vector_scan_prepare
+
+    sql, params = bq_sql(model=model, kind=kind, vector=vector, filters=filters,
+                         limit=24, candidates=candidates)  # fmt: skip
+    with transaction.atomic(), connection.cursor() as cursor:
+        vector_scan_prepare(cursor, limit=candidates)
+        cursor.execute("EXPLAIN (ANALYZE, COSTS off) " + sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def import_to_searchable(
+    *, model: Any, kind: str, vectors: np.ndarray, probes: int, category: str
+) -> dict[str, Any]:
+    """How soon a new product is found: insert its row and vector (committed), then ask the
+    vector query for the product's own vector until the product is in its first 10.
+
+    pgvector adds the row to the HNSW graph inside the INSERT, so the wait is the insert into
+    a graph of this size plus one query; the encoding before it is `bench/embed_throughput.py`'s.
+    Vectors are held-out articles' (not in the catalog). The probe rows are deleted after.
+    """
+    from django.db import connection
+    from django.utils import timezone
+
+    from search.selectors import SearchFilters
+    from search.vector_sql import nearest_products
+
+    raw = connection.connection
+    insert_ms: list[float] = []
+    visible_ms: list[float] = []
+    queries_needed: list[int] = []
+    product_ids: list[int] = []
+    token = secrets.token_hex(4)
+    try:
+        for i in range(probes):
+            vector = vectors[i % len(vectors)]
+            now = timezone.now()
+            start = time.perf_counter()
+            with raw.transaction():
+                product_id = int(
+                    raw.execute(
+                        "INSERT INTO catalog_product (sku, title, description, brand, category, "
+                        "group_id, price, currency, in_stock, url, attributes, content_hash, "
+                        "created_at, updated_at) VALUES (%s, 'probe', '', 'H&M', %s, '', 10, "
+                        "'EUR', true, '', '{}', %s, %s, %s) RETURNING id",
+                        [f"probe-{token}-{i}", category, f"p{i}", now, now],
+                    ).fetchone()[0]
+                )
+                product_ids.append(product_id)
+                raw.execute(
+                    "INSERT INTO embeddings_productembedding (product_id, model_id, kind, vector, "
+                    "content_hash, created_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                    [product_id, model.pk, kind, literal(vector), f"p{i}", now],
+                )
+            insert_ms.append((time.perf_counter() - start) * 1000)
+            for attempt in range(1, 101):
+                rows = nearest_products(
+                    model=model, kind=kind, vector=vector, filters=SearchFilters(), limit=10
+                )
+                if product_id in {pid for pid, _ in rows}:
+                    visible_ms.append((time.perf_counter() - start) * 1000)
+                    queries_needed.append(attempt)
+                    break
+    finally:
+        with raw.transaction():
+            raw.execute(
+                "DELETE FROM embeddings_productembedding WHERE product_id = ANY(%s)", [product_ids]
+            )
+            raw.execute("DELETE FROM catalog_product WHERE id = ANY(%s)", [product_ids])
+    return {
+        "probes": probes,
+        "insert_product_and_vector_committed_ms": percentiles(insert_ms),
+        "insert_to_returned_by_vector_query_ms": percentiles(visible_ms) if visible_ms else None,
+        "found": len(visible_ms),
+        "queries_until_found_max": max(queries_needed, default=None),
+    }
 
 
 def query_plan(*, model: Any, kind: str, vector: np.ndarray, filters: Any) -> list[str]:
@@ -395,8 +746,10 @@ def vector_benchmarks(
     filters: Any,
     repeats: int,
     transform: str = "none",
+    candidates: int = 0,
 ) -> dict[str, Any]:
     """Latency of `nearest_products` (a 24-item page) and recall@10 against exact search.
+    With `candidates`, of `nearest_products_bq` (binary-quantized index, re-ranked) instead.
 
     Two recalls: by id (the share of the true 10 nearest returned) and ann-benchmarks'
     (a returned item counts when its distance is within the 10th true distance + 1e-3),
@@ -416,7 +769,11 @@ def vector_benchmarks(
         query = queries[index % len(queries)]
         start = time.perf_counter()
         query = move(query)
-        rows = nearest_products(model=model, kind=kind, vector=query, filters=filters, limit=24)
+        if candidates:
+            rows = nearest_products_bq(model=model, kind=kind, vector=query, filters=filters,
+                                       limit=24, candidates=candidates)  # fmt: skip
+        else:
+            rows = nearest_products(model=model, kind=kind, vector=query, filters=filters, limit=24)
         samples.append((time.perf_counter() - start) * 1000)
         page_sizes.append(len(rows))
         if index < 100:
@@ -437,7 +794,13 @@ def vector_benchmarks(
         "query_kind": kind,
         "query_transform": transform,
         "latency_ms": percentiles(samples),
-        "plan": query_plan(model=model, kind=kind, vector=queries[0], filters=filters),
+        "plan": (
+            bq_plan(
+                model=model, kind=kind, vector=queries[0], filters=filters, candidates=candidates
+            )
+            if candidates
+            else query_plan(model=model, kind=kind, vector=queries[0], filters=filters)
+        ),
         "recall_at_10": round(statistics.fmean(recalls), 4),
         "recall_at_10_ann_benchmarks": round(statistics.fmean(distance_recalls), 4),
         "recall_queries": len(recalls),
@@ -605,6 +968,80 @@ def http_benchmarks(
     return results
 
 
+def memory_configure(shared_buffers: str) -> None:
+    """Give the server `shared_buffers` (and WAL room for the bulk load) from its next start."""
+    from django.db import connection
+
+    assert shared_buffers[:-2].isdigit() and shared_buffers[-2:] in {"MB", "GB"}
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")
+        # Fewer checkpoints while a million rows and their index pages are written.
+        cursor.execute("ALTER SYSTEM SET max_wal_size = '8GB'")
+    say(f"shared_buffers = {shared_buffers} from the server's next start (run the bench again)")
+
+
+def server_settings() -> dict[str, str]:
+    from django.db import connection
+
+    names = ("shared_buffers", "effective_cache_size", "work_mem", "max_wal_size",
+             "max_parallel_workers_per_gather", "server_version")  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        found = {"pgvector": str(cursor.fetchone()[0])}
+        for name in names:
+            cursor.execute(f"SHOW {name}")
+            found[name] = str(cursor.fetchone()[0])
+    return found
+
+
+def relations(*, model: Any, kinds: Sequence[str], binary: bool) -> list[str]:
+    from embeddings.services.indexes import index_name
+
+    names = ["catalog_product", "embeddings_productembedding"]
+    names += [index_name(model_id=model.pk, kind=kind) for kind in kinds]
+    if binary:
+        names.append(bq_index_name(model=model, kind="image"))
+    return names
+
+
+def prewarm(*, model: Any, kinds: Sequence[str], binary: bool) -> dict[str, Any]:
+    """Read the tables and the searched indexes into shared_buffers (pg_prewarm), as a
+    server sized to hold them would have them after a while."""
+    from django.db import connection
+
+    started = time.perf_counter()
+    pages = {}
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        for name in relations(model=model, kinds=kinds, binary=binary):
+            cursor.execute("SELECT pg_prewarm(%s::regclass)", [name])
+            pages[name] = int(cursor.fetchone()[0])
+    return {"pages": pages, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def sizes(*, model: Any, kinds: Sequence[str], binary: bool) -> dict[str, Any]:
+    """On-disk size of the tables (heap, TOAST included) and of each searched index, in MB."""
+    from django.db import connection
+
+    out: dict[str, Any] = {}
+    with connection.cursor() as cursor:
+        for name in relations(model=model, kinds=kinds, binary=binary):
+            cursor.execute(
+                "SELECT pg_table_size(%s::regclass), pg_indexes_size(%s::regclass), "
+                "pg_relation_size(%s::regclass)",
+                [name, name, name],
+            )
+            table, all_indexes, main = cursor.fetchone()
+            if name in ("catalog_product", "embeddings_productembedding"):
+                out[name] = {
+                    "table_mb": round(table / 2**20, 1),
+                    "all_its_indexes_mb": round(all_indexes / 2**20, 1),
+                }
+            else:
+                out[name] = {"index_mb": round(main / 2**20, 1)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--products", type=int, default=100_000)
@@ -641,7 +1078,52 @@ def main() -> None:
         "--skip-vector", action="store_true", help="only the HTTP figures (no recall, no sweeps)"
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--kinds",
+        default="fused,image,text",
+        help="vector kinds loaded, indexed and measured (a million products: image)",
+    )
+    parser.add_argument(
+        "--lean-copies",
+        action="store_true",
+        help="perturbed copies without description or attributes (loads a million faster)",
+    )
+    parser.add_argument("--maintenance-work-mem", default="1GB", help="for the HNSW builds")
+    parser.add_argument(
+        "--parallel-workers", type=int, default=1, help="max_parallel_maintenance_workers"
+    )
+    parser.add_argument(
+        "--hnsw", default="", help="m:ef_construction instead of the engine's (e.g. 16:64)"
+    )
+    parser.add_argument(
+        "--binary-quantization",
+        default="",
+        help="also build a binary-quantized HNSW index on the image vectors and search it "
+        "with exact re-ranking of this many candidates, as n,n,... (e.g. 100,200,400)",
+    )
+    parser.add_argument(
+        "--bq-hnsw",
+        default="",
+        help="m:ef_construction of the binary-quantized index (default: as the halfvec one)",
+    )
+    parser.add_argument(
+        "--ef-values", default="40,64,100,200,400", help="the ef_search sweep's values"
+    )
+    parser.add_argument("--query-passes", type=int, default=1, help="vector query phase repeats")
+    parser.add_argument(
+        "--import-probes", type=int, default=0, help="new products timed until searchable"
+    )
+    parser.add_argument(
+        "--prewarm", action="store_true", help="load tables and indexes into shared_buffers first"
+    )
+    parser.add_argument(
+        "--configure-memory",
+        default="",
+        help="only set the server's shared_buffers to this (ALTER SYSTEM) and exit; the next "
+        "`webapp.stack exec` in the same data directory starts with it",
+    )
     args = parser.parse_args()
+    kinds = [kind for kind in args.kinds.split(",") if kind]
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     import django
@@ -650,11 +1132,14 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
+    from embeddings.services import indexes
     from embeddings.services.centroids import embedding_model_centroids_update
-    from embeddings.services.indexes import HNSW_EF_CONSTRUCTION, HNSW_M
     from search.selectors import SearchFilters
     from search.services import api_key_create
 
+    if args.configure_memory:
+        memory_configure(args.configure_memory)
+        return
     call_command("migrate", verbosity=0)
     scratch = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))
     started = time.time()
@@ -695,9 +1180,20 @@ def main() -> None:
             "none",
         ),
     }
+    query_sets = {name: entry for name, entry in query_sets.items() if entry[0] in kinds}
+    text_measured = {"fused", "text"} <= set(kinds)
+    build = {
+        "maintenance_work_mem": args.maintenance_work_mem,
+        "parallel_workers": args.parallel_workers,
+    }
+    hnsw = tuple(int(x) for x in args.hnsw.split(":")) if args.hnsw else None
+    hnsw_scope = ExitStack()  # the builds' parameters, when --hnsw gives others
+    if hnsw:
+        hnsw_scope.enter_context(hnsw_parameters(*hnsw))
+    loading: dict[str, Any] = {}
     model = catalog_existing("bench-v1", args.products) if args.reuse_catalog else None
     if model is None:
-        model, _ids, _, _ = catalog_build(
+        model, loading = catalog_build(
             articles=articles,
             vectors=vectors,
             total=args.products,
@@ -705,21 +1201,45 @@ def main() -> None:
             spec=spec,
             weights_sha256=encoder.weights_sha256,
             seed=args.seed,
+            kinds=kinds,
+            lean_copies=args.lean_copies,
+            build=build,
         )
     else:
         say(f"reusing the {args.products}-product catalog of {model.key}")
+        loading = loading_recalled()
         model.weights_sha256 = encoder.weights_sha256
         model.save(update_fields=["weights_sha256"])
-        if not index_exists(model=model, kind="text"):  # catalogs built before text search used it
-            index_build(model=model, kind="text")
-    say("centroids and the text query map (fitted on the stored vectors)")
-    fit_started = time.perf_counter()
-    embedding_model_centroids_update(model=model)
-    text_map_seconds = time.perf_counter() - fit_started
-    model.refresh_from_db()
-    from search.vocabulary import vocabulary_rebuild
+        for kind in kinds:  # catalogs built before text search used the text index
+            if not index_exists(model=model, kind=kind):
+                loading.setdefault("index_builds", {})[kind] = index_build(
+                    model=model, kind=kind, **build
+                )
+                loading_remember(loading)
+    bq_candidates = [int(n) for n in args.binary_quantization.split(",") if n]
+    if bq_candidates and not index_exists(
+        model=model, kind="image", name=bq_index_name(model=model, kind="image")
+    ):
+        bq_scope = ExitStack()
+        if args.bq_hnsw:
+            bq_scope.enter_context(hnsw_parameters(*(int(x) for x in args.bq_hnsw.split(":"))))
+        with bq_scope:
+            loading["binary_quantized_index_build"] = index_build(
+                model=model, kind="image", binary=True, **build
+            )
+        loading_remember(loading)
+    hnsw_scope.close()
+    text_map_seconds = 0.0
+    if text_measured:
+        say("centroids and the text query map (fitted on the stored vectors)")
+        fit_started = time.perf_counter()
+        embedding_model_centroids_update(model=model)
+        text_map_seconds = time.perf_counter() - fit_started
+        model.refresh_from_db()
+    if not args.skip_http:
+        from search.vocabulary import vocabulary_rebuild
 
-    say(f"query vocabulary: {vocabulary_rebuild()} terms")
+        say(f"query vocabulary: {vocabulary_rebuild()} terms")
     sample = vectors["fused"][:500]
     nearest_fused = np.sort(sample @ vectors["fused"].T, axis=1)[:, -11:-1]  # self excluded
 
@@ -771,20 +1291,24 @@ def main() -> None:
             top.append(sorted(scores, key=lambda index: -scores[index])[:10])
         return np.array(top)
 
-    text_map_row = model.text_query_map
-    text_query = {
-        "how": "a text query is ranked against the fused vectors after `transform`: map = "
-        "the version's text query map, centroid_shift = the modality-gap shift it replaced, "
-        "raw = the words' own vector; text = against the products' text vectors; "
-        "search fuses map and text (and full-text matches, not measured here) by RRF",
-        "products_mean_cosine_to_their_10_nearest": round(float(nearest_fused.mean()), 4),
-        "map_fitted_on_pairs": text_map_row.pairs,
-        "map_fit_cosine": text_map_row.fit_cosine,
-        "map_fit_seconds": round(text_map_seconds, 2),
-        **{name: ranking_quality(name) for name in ("map", "centroid_shift", "raw")},
-        "text": precision(ranked_by("text")[:, :10]),
-        "rrf_of_map_and_text (search)": precision(fused_ranks(["map", "text"])),
-    }
+    text_map_row = model.text_query_map if text_measured else None
+    text_query = (
+        {}
+        if text_map_row is None
+        else {
+            "how": "a text query is ranked against the fused vectors after `transform`: map = "
+            "the version's text query map, centroid_shift = the modality-gap shift it replaced, "
+            "raw = the words' own vector; text = against the products' text vectors; "
+            "search fuses map and text (and full-text matches, not measured here) by RRF",
+            "products_mean_cosine_to_their_10_nearest": round(float(nearest_fused.mean()), 4),
+            "map_fitted_on_pairs": text_map_row.pairs,
+            "map_fit_cosine": text_map_row.fit_cosine,
+            "map_fit_seconds": round(text_map_seconds, 2),
+            **{name: ranking_quality(name) for name in ("map", "centroid_shift", "raw")},
+            "text": precision(ranked_by("text")[:, :10]),
+            "rrf_of_map_and_text (search)": precision(fused_ranks(["map", "text"])),
+        }
+    )
 
     categories: dict[str, int] = {}
     for article in articles:
@@ -792,29 +1316,50 @@ def main() -> None:
     rare = sorted(categories.items(), key=lambda kv: kv[1])[len(categories) // 2][0]
     share = categories[rare] / len(articles)
     filtered = SearchFilters(category=[rare], in_stock=True)
-    vector_query: dict[str, Any] = {}
-    for name, (kind, queries, transform) in query_sets.items() if not args.skip_vector else ():
-        say(f"vector query, {name}: unfiltered, then filtered on {rare!r} + in stock")
-        vector_query[name] = {
-            "unfiltered": vector_benchmarks(
-                model=model,
-                kind=kind,
-                queries=queries,
-                filters=SearchFilters(),
-                repeats=args.repeats,
-                transform=transform,
-            ),
-            "filtered": vector_benchmarks(
-                model=model,
-                kind=kind,
-                queries=queries,
-                filters=filtered,
-                repeats=args.repeats,
-                transform=transform,
-            ),
-        }
+    # A broad filter too (the largest category): there the planner walks the HNSW index with
+    # iterative scans, where for the selective one it reads the category's rows and sorts.
+    broad = max(categories, key=lambda name: categories[name])
+    filters_measured = {
+        "unfiltered": SearchFilters(),
+        "filtered": filtered,
+        "filtered_broad": SearchFilters(category=[broad], in_stock=True),
+    }
+    prewarmed = (
+        prewarm(model=model, kinds=kinds, binary=bool(bq_candidates)) if args.prewarm else {}
+    )
+    passes: list[dict[str, Any]] = []
+    for number in range(1, args.query_passes + 1) if not args.skip_vector else ():
+        measured: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+        for name, (kind, queries, transform) in query_sets.items():
+            for label, filters in filters_measured.items():
+                say(f"pass {number}, vector query, {name}, {label} ({filters})")
+                measured.setdefault(name, {})[label] = vector_benchmarks(
+                    model=model,
+                    kind=kind,
+                    queries=queries,
+                    filters=filters,
+                    repeats=args.repeats,
+                    transform=transform,
+                )
+        for n in bq_candidates:
+            name = f"image_search, binary-quantized index, {n} candidates re-ranked"
+            for label, filters in filters_measured.items():
+                say(f"pass {number}, {name}, {label}")
+                measured.setdefault(name, {})[label] = vector_benchmarks(
+                    model=model,
+                    kind="image",
+                    queries=held_image_vectors,
+                    filters=filters,
+                    repeats=args.repeats,
+                    candidates=n,
+                )
+        measured["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        passes.append(measured)
+    vector_query: dict[str, Any] = (
+        {k: v for k, v in passes[0].items() if not k.startswith("load_")} if passes else {}
+    )
     sweeps: dict[str, Any] = {}
-    ef_values = (40, 64, 100, 200, 400)
+    ef_values = [int(n) for n in args.ef_values.split(",") if n]
     image_name = "image_search (image -> image vectors)"
     for name, transform in (
         (
@@ -826,6 +1371,8 @@ def main() -> None:
         if not args.skip_vector
         else ()
     ):
+        if name.split(", before")[0] not in query_sets:
+            continue
         say(f"ef_search sweep, {name}")
         kind, queries, _ = query_sets[name.split(", before")[0]]
         sweeps[name] = ef_search_sweep(
@@ -837,19 +1384,19 @@ def main() -> None:
             transform=transform,
         )
     build_sweep: list[dict[str, Any]] = []
-    configured = (HNSW_M, HNSW_EF_CONSTRUCTION)
+    configured = (indexes.HNSW_M, indexes.HNSW_EF_CONSTRUCTION)
     if args.build_sweep:
         pairs = [tuple(int(x) for x in pair.split(":")) for pair in args.build_sweep.split(",")]
-        try:
-            for m, ef_construction in [*pairs, configured]:
-                HNSW_M = m
-                HNSW_EF_CONSTRUCTION = ef_construction
-                seconds = index_build(model=model, kind="image")
+        # Before, the sweep rebound names local to main(): every "m:ef" built the
+        # engine's parameters. hnsw_parameters sets the ones the index SQL reads.
+        for m, ef_construction in [*pairs, configured]:
+            with hnsw_parameters(m, ef_construction):
+                built = index_build(model=model, kind="image", **build)
                 build_sweep.append(
                     {
                         "m": m,
                         "ef_construction": ef_construction,
-                        "build_seconds": seconds,
+                        "build_seconds": built["build_seconds"],
                         "image_search_sweep": ef_search_sweep(
                             model=model,
                             kind="image",
@@ -859,9 +1406,18 @@ def main() -> None:
                         ),
                     }
                 )
-        finally:
-            HNSW_M, HNSW_EF_CONSTRUCTION = configured
 
+    import_probes = (
+        import_to_searchable(
+            model=model,
+            kind="image",
+            vectors=held_image_vectors,
+            probes=args.import_probes,
+            category=rare,
+        )
+        if args.import_probes
+        else None
+    )
     http: dict[str, Any] = {}
     if not args.skip_http:
         key = api_key_create(name="bench").plaintext
@@ -895,13 +1451,26 @@ def main() -> None:
         "text_query": text_query,
         "dimension": int(encoder.dim),
         "hnsw": {
-            "m": HNSW_M,
-            "ef_construction": HNSW_EF_CONSTRUCTION,
+            "m": hnsw[0] if hnsw else indexes.HNSW_M,
+            "ef_construction": hnsw[1] if hnsw else indexes.HNSW_EF_CONSTRUCTION,
             "ef_search": settings.VITRINE_HNSW_EF_SEARCH,
             "iterative_scan": "relaxed_order",
         },
         "vector_query": vector_query,
         "filter_used": {"category": rare, "in_stock": True, "category_share": round(share, 4)},
+        "filter_broad": {
+            "category": broad,
+            "in_stock": True,
+            "category_share": round(categories[broad] / len(articles), 4),
+        },
+        "vector_kinds_loaded": kinds,
+        "perturbed_copies_lean": args.lean_copies,
+        "loading": loading,
+        "sizes": sizes(model=model, kinds=kinds, binary=bool(bq_candidates)),
+        "server": server_settings(),
+        "prewarmed": prewarmed,
+        "vector_query_passes": passes,
+        "import_to_searchable": import_probes,
         **http,
         "machine": {
             "load_average_at_start": load_at_start,
