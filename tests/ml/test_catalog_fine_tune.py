@@ -151,3 +151,27 @@ def test_a_run_leaves_the_callers_torch_threads_as_it_found_them(
     torch.set_num_threads(2)
     run_training(fine_tune(base, tmp_path, threads=1), catalog, tmp_path / "run")
     assert torch.get_num_threads() == 2
+
+
+def test_an_experiments_variants_train_with_the_recipes_threads(
+    base: str, catalog: ItemDataset, tmp_path: Path
+) -> None:
+    import json
+
+    from embeddings.ml.evaluation.experiment import ExperimentConfig, Variant, _train_variant
+    from embeddings.ml.recipes import CATALOG_FINE_TUNE
+
+    cfg = ExperimentConfig(
+        dataset="toy",
+        data_root=tmp_path,
+        out=tmp_path / "report",
+        work_dir=tmp_path / "work",
+        base=base,
+        max_steps=1,
+        batch_pairs=4,
+        threads=2,  # the encoding's, not the steps'
+    )
+    spec, _ = _train_variant(cfg, catalog, Variant("image-text", 0.0, 0.0))
+
+    config = json.loads((Path(spec.removeprefix("checkpoint:")) / "config.json").read_text())
+    assert config["training"]["train_config"]["threads"] == CATALOG_FINE_TUNE["threads"] == 1
