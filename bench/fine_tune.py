@@ -13,7 +13,7 @@ sections as the graph): with `--heldout relevance` (default) without the product
 Run (writes bench/results/fine_tune.json; framework-free, no database needed)::
 
     nice -n 10 .venv/bin/python bench/fine_tune.py --data hm:../shared/datasets/hm \
-        --heldout none --steps 3000
+        --heldout none --steps 2000
 
 The figure is the wall-clock time of the whole call, data loading and feature caching
 included, with the phase times beside it, and the CPU time of each (the wall time on a
