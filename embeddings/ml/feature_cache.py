@@ -26,6 +26,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,7 @@ class TowerFeatures:
     ok: list[int] = field(default_factory=list)  # input index of each row
     failed: dict[int, str] = field(default_factory=dict)  # input index -> reason
     key: str = ""  # the cache key these were stored (or found) under
+    from_cache: bool = False  # read from the cache directory, the trunk did not run
 
 
 def tower_features(
@@ -108,11 +110,15 @@ def tower_features(
     if onnx is None:
         onnx = device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None
     runner: TrunkFn = lambda x: model.image_trunk_features(x.to(device))  # noqa: E731
+    runners = 1  # batches run at once: PyTorch splits each op over its own threads
     if onnx:
         from embeddings.ml.onnx_runtime import OrtTrunk
 
-        runner = OrtTrunk(model, preprocess.image_size, torch.get_num_threads())
-    feats = _compute(model, runner, preprocess, files, augmentation, batch_size, workers, progress)
+        runner = OrtTrunk(model, preprocess.image_size)
+        runners = os.cpu_count() or 1  # one 1-thread batch per core (see OrtTrunk)
+    feats = _compute(
+        model, runner, preprocess, files, augmentation, batch_size, workers, runners, progress
+    )
     feats.key = key
     if path is not None:
         _write(path, feats)
@@ -155,6 +161,7 @@ def _compute(
     augmentation: Augmentation,
     batch_size: int,
     workers: int,
+    runners: int,
     progress: ProgressFn | None,
 ) -> TowerFeatures:
     from embeddings.ml.train_data import augment, center
@@ -175,7 +182,7 @@ def _compute(
             failed[i] = f"{type(exc).__name__}: {exc}"
             return None
 
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(runners) as run_pool:
         for start in range(0, len(files), CHUNK):
             idx = list(range(start, min(start + CHUNK, len(files))))
             decoded = list(pool.map(decode, idx))
@@ -192,7 +199,7 @@ def _compute(
                         augmentation.seed * 1_000_003 + start * 101 + v
                     )
                     view = augment(pixels, size, gen, augmentation.crop_scale)
-                p, t = _run_trunk(runner, preprocess, view, batch_size)
+                p, t = _run_trunk(runner, run_pool, preprocess, view, batch_size)
                 views_pooled.append(p)
                 views_tokens.append(t)
             pooled_parts.append(torch.stack(views_pooled, dim=1))  # (n, V, F)
@@ -207,15 +214,20 @@ def _compute(
 
 
 def _run_trunk(
-    runner: TrunkFn, preprocess: PreprocessConfig, pixels: torch.Tensor, batch_size: int
+    runner: TrunkFn,
+    pool: ThreadPoolExecutor,
+    preprocess: PreprocessConfig,
+    pixels: torch.Tensor,
+    batch_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    pooled, tokens = [], []
-    for s in range(0, len(pixels), batch_size):
+    def one(s: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = normalize_batch(pixels[s : s + batch_size], preprocess)  # (b, 3, S, S)
         x = x.contiguous(memory_format=torch.channels_last)
         p, t = runner(x)  # (b, F), (b, G, C)
-        pooled.append(p.to(torch.float16).cpu())
-        tokens.append(t.to(torch.float16).cpu())
+        return p.to(torch.float16).cpu(), t.to(torch.float16).cpu()
+
+    # map() keeps the batches' order whichever thread ran each.
+    pooled, tokens = zip(*pool.map(one, range(0, len(pixels), batch_size)), strict=True)
     return torch.cat(pooled), torch.cat(tokens)
 
 
@@ -241,4 +253,4 @@ def _read(path: Path, key: str) -> TowerFeatures:
     if data.get("format") != CACHE_FORMAT:
         raise ValueError(f"not a {CACHE_FORMAT} file")
     failed = {int(k): str(v) for k, v in data["failed"].items()}
-    return TowerFeatures(data["pooled"], data["tokens"], list(data["ok"]), failed, key)
+    return TowerFeatures(data["pooled"], data["tokens"], list(data["ok"]), failed, key, True)

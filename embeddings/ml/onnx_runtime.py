@@ -21,11 +21,14 @@ only when a session is built.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +39,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from embeddings.ml.loading import LoadedModel
-    from embeddings.ml.model import PinCLIP
+    from embeddings.ml.model import PinCLIP, TextTrunkOut
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +217,16 @@ class _FusionGraph(nn.Module):
 
 
 def _export_graphs(loaded: LoadedModel, out: Path) -> None:
-    import warnings
-
     # A copy: the exporter's passes (batch-norm folding among them) may write into the
     # parameters they trace, and the torch model must stay exactly what was loaded.
     model = copy.deepcopy(loaded.model).float().eval()
+    with _traceable(model):
+        _export_three(model, loaded.preprocess.image_size, out)
+
+
+@contextlib.contextmanager
+def _traceable(model: PinCLIP) -> Iterator[None]:
+    """Attention paths the ONNX tracer can follow, for the duration of an export."""
     text_model: Any = model.backbone.text.transformer
     old_attn = getattr(text_model.config, "_attn_implementation", None)
     # The SDPA path builds its mask with shape-dependent Python code the tracer freezes;
@@ -227,7 +235,14 @@ def _export_graphs(loaded: LoadedModel, out: Path) -> None:
     # The fused "fast path" kernel of nn.TransformerEncoderLayer (eval mode) has no ONNX form.
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
-    size = loaded.preprocess.image_size
+    try:
+        yield
+    finally:
+        text_model.config._attn_implementation = old_attn
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _export_three(model: PinCLIP, size: int, out: Path) -> None:
     b, t = 2, 8
     pixels = torch.randn(b, 3, size, size)
     tokens = torch.randint(1000, 2000, (b, t))
@@ -241,44 +256,40 @@ def _export_graphs(loaded: LoadedModel, out: Path) -> None:
     fusion_mask = torch.zeros(b, fusion_t, dtype=torch.bool)
     fusion_states[:, :t], fusion_mask[:, :t] = states[:, :fusion_t], mask[:, :fusion_t].bool()
     batch = {0: "batch"}
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # tracer warnings about Python ints: expected
-            _export(
-                _ImageGraph(model),
-                (pixels,),
-                out / "image.onnx",
-                ["pixels"],
-                ["image", "tokens"],
-                {"pixels": batch, "image": batch, "tokens": batch},
-            )
-            seq = {0: "batch", 1: "length"}
-            _export(
-                _TextGraph(model),
-                (tokens, mask),
-                out / "text.onnx",
-                ["tokens", "mask"],
-                ["text", "states"],
-                {"tokens": seq, "mask": seq, "text": batch, "states": seq},
-            )
-            _export(
-                _FusionGraph(model),
-                (img_emb, img_tokens, txt_emb, fusion_states, fusion_mask),
-                out / "fusion.onnx",
-                ["img_emb", "img_tokens", "txt_emb", "txt_states", "txt_mask"],
-                ["fused"],
-                {
-                    "img_emb": batch,
-                    "img_tokens": batch,
-                    "txt_emb": batch,
-                    "txt_states": batch,
-                    "txt_mask": batch,
-                    "fused": batch,
-                },
-            )
-    finally:
-        text_model.config._attn_implementation = old_attn
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python ints: expected
+        _export(
+            _ImageGraph(model),
+            (pixels,),
+            out / "image.onnx",
+            ["pixels"],
+            ["image", "tokens"],
+            {"pixels": batch, "image": batch, "tokens": batch},
+        )
+        seq = {0: "batch", 1: "length"}
+        _export(
+            _TextGraph(model),
+            (tokens, mask),
+            out / "text.onnx",
+            ["tokens", "mask"],
+            ["text", "states"],
+            {"tokens": seq, "mask": seq, "text": batch, "states": seq},
+        )
+        _export(
+            _FusionGraph(model),
+            (img_emb, img_tokens, txt_emb, fusion_states, fusion_mask),
+            out / "fusion.onnx",
+            ["img_emb", "img_tokens", "txt_emb", "txt_states", "txt_mask"],
+            ["fused"],
+            {
+                "img_emb": batch,
+                "img_tokens": batch,
+                "txt_emb": batch,
+                "txt_states": batch,
+                "txt_mask": batch,
+                "fused": batch,
+            },
+        )
 
 
 def _export(
@@ -302,7 +313,34 @@ def _export(
     log.info("exported %s (%.1f MB)", path.name, path.stat().st_size / 1e6)
 
 
-# ---- the frozen image trunk alone (feature caching) --------------------------------------
+# ---- the frozen trunks alone (feature caching for training) -------------------------------
+# Sessions of ONE intra-op thread, which callers run on several batches at once (one batch
+# per core, `onnxruntime` releases the GIL): on a CPU shared with other work, an op split
+# across threads waits at every barrier for a thread the OS has descheduled, and a 2-thread
+# session ran slower than a 1-thread one under load 6 (bench/results/fine_tune.json).
+def _trunk_session(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    inputs: list[str],
+    outputs: list[str],
+    axes: dict[str, dict[int, str]],
+) -> Any:
+    """Export `module` to a temporary file and return a 1-thread CPU session of it."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="vitrine-trunk-") as tmp:
+        path = Path(tmp) / "trunk.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer warnings about Python ints: expected
+            _export(module, args, path, inputs, outputs, axes)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # The session holds the graph in memory: the file may go with the folder.
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class _TrunkGraph(nn.Module):
     def __init__(self, model: PinCLIP) -> None:
         super().__init__()
@@ -316,38 +354,78 @@ class OrtTrunk:
     """The image trunk's (pooled features, grid tokens) on ONNX Runtime, exported to a
     temporary folder: what `embeddings.ml.feature_cache` runs over a catalog's photos on a
     CPU, where PyTorch eager runs EfficientNet's depthwise convolutions several times slower.
+    One thread a call; call it from several threads at once (see above).
     """
 
-    def __init__(self, model: PinCLIP, image_size: int, threads: int) -> None:
-        import warnings
-
-        import onnxruntime as ort
-
+    def __init__(self, model: PinCLIP, image_size: int) -> None:
         trunk = copy.deepcopy(model).float().eval()
-        with tempfile.TemporaryDirectory(prefix="vitrine-trunk-") as tmp:
-            path = Path(tmp) / "trunk.onnx"
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # tracer warnings about Python ints: expected
-                _export(
-                    _TrunkGraph(trunk),
-                    # Its own generator: a run's global random stream (its heads' init)
-                    # must not depend on whether its features came from the cache.
-                    (torch.randn(2, 3, image_size, image_size, generator=torch.Generator()),),
-                    path,
-                    ["pixels"],
-                    ["pooled", "tokens"],
-                    {"pixels": {0: "batch"}, "pooled": {0: "batch"}, "tokens": {0: "batch"}},
-                )
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = max(1, threads)
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # The session holds the graph in memory: the file may go with the folder.
-            self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
+        self.session = _trunk_session(
+            _TrunkGraph(trunk),
+            # Its own generator: a run's global random stream (its heads' init)
+            # must not depend on whether its features came from the cache.
+            (torch.randn(2, 3, image_size, image_size, generator=torch.Generator()),),
+            ["pixels"],
+            ["pooled", "tokens"],
+            {"pixels": {0: "batch"}, "pooled": {0: "batch"}, "tokens": {0: "batch"}},
+        )
 
     def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pooled (B, F), tokens (B, G, C)) of normalised pixels (B, 3, S, S)."""
         pooled, tokens = self.session.run(None, {"pixels": pixels.float().numpy()})
         return torch.from_numpy(pooled), torch.from_numpy(tokens)
+
+
+class _TextTrunkGraph(nn.Module):
+    def __init__(self, model: PinCLIP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model.hf_text_pass(tokens, mask)  # (B, H), (B, T, H)
+
+
+class OrtTextTrunk:
+    """The Hugging Face text trunk's (pooled output, token states) on ONNX Runtime: what
+    `embeddings.ml.train_data.build_text_cache` runs over a catalog's texts on a CPU (the
+    frozen MiniLM, run once per text). One thread a call, like `OrtTrunk`.
+    """
+
+    def __init__(self, model: PinCLIP) -> None:
+        if not model.hf_text:
+            raise ValueError("the ONNX text trunk needs a Hugging Face text tower")
+        trunk = copy.deepcopy(model).float().eval()
+        seq = {0: "batch", 1: "length"}
+        tokens = torch.randint(1000, 2000, (2, 8), generator=torch.Generator())
+        mask = torch.ones(2, 8, dtype=torch.long)
+        mask[1, 5:] = 0
+        with _traceable(trunk):
+            self.session = _trunk_session(
+                _TextTrunkGraph(trunk),
+                (tokens, mask),
+                ["tokens", "mask"],
+                ["pooled", "states"],
+                {"tokens": seq, "mask": seq, "pooled": {0: "batch"}, "states": seq},
+            )
+        self.pad_id = model.pad_id
+
+    def __call__(self, tokens: torch.Tensor) -> TextTrunkOut:
+        """`PinCLIP.text_trunk` of token ids (B, T): pooled (B, H), states (B, T, H), mask.
+
+        The trunk runs on the columns up to the longest text's last real token (trailing
+        padding changes nothing a masked BERT computes for real tokens); the states of the
+        padding columns are returned as zeros.
+        """
+        from embeddings.ml.model import TextTrunkOut
+
+        mask = tokens != self.pad_id  # (B, T)
+        longest = max(1, int(mask.sum(1).max())) if tokens.numel() else 1
+        pooled, cut = self.session.run(
+            None,
+            {
+                "tokens": tokens[:, :longest].numpy().astype(np.int64),
+                "mask": mask[:, :longest].numpy().astype(np.int64),
+            },
+        )  # (B, H), (B, longest, H)
+        states = torch.zeros(*tokens.shape, cut.shape[-1])  # (B, T, H)
+        states[:, :longest] = torch.from_numpy(cut)
+        return TextTrunkOut(torch.from_numpy(pooled), states, mask)

@@ -27,4 +27,9 @@ CATALOG_FINE_TUNE: dict[str, Any] = {
     "lr_pretrained": 3e-4,
     "warmup_steps": 50,
     "checkpoint_every": 25,
+    # One intra-op thread: a step on cached features is hundreds of small ops, and on a CPU
+    # shared with other work each op split over 2 threads waits for whichever thread the OS
+    # descheduled (6x slower a step at load 7). The caching phases use every core anyway,
+    # one 1-thread ONNX Runtime batch per core.
+    "threads": 1,
 }

@@ -37,8 +37,13 @@ def optimizer_make(model: PinCLIP, head: nn.Module, config: TrainConfig) -> torc
         no_decay = param.ndim < 2 or "logit_scale" in name or "bn" in name
         wd = 0.0 if no_decay else config.weight_decay
         groups.setdefault((lr, wd), []).append(param)
+    params = [p for ps in groups.values() for p in ps]
+    # One kernel per group instead of ~10 ops per tensor: on cached features a step is
+    # small, and the per-tensor AdamW was 4-5% of it on a CPU.
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
     return torch.optim.AdamW(
-        [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in sorted(groups.items())]
+        [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in sorted(groups.items())],
+        fused=fused or None,
     )
 
 

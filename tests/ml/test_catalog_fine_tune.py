@@ -114,3 +114,64 @@ def test_a_second_fine_tune_reads_the_text_trunk_outputs_back(
     monkeypatch.setattr(train_data, "build_text_cache", no_trunk)
     second = run_training(config, catalog, tmp_path / "two")
     assert second.last_losses == pytest.approx(first.last_losses)
+
+
+def test_the_onnx_text_trunk_cache_matches_the_eager_trunk_text_by_text() -> None:
+    from embeddings.ml.loading import load_model
+    from embeddings.ml.train_data import build_text_cache
+
+    loaded = load_model("default")
+    model = loaded.model.eval()
+    # Lengths out of order, in batches of 2: the cache sorts texts by length and runs
+    # several batches at once; each row must still be its own text's.
+    texts = [
+        "Relaxed-fit hoodie in soft sweatshirt fabric with a lined drawstring hood, "
+        "a kangaroo pocket and ribbing at the cuffs and hem. Dark grey marl.",
+        "hat",
+        "black leather ankle boots with a block heel",
+        "a photo of a t-shirt",
+        "Short dress in woven fabric",
+    ]
+    ort = build_text_cache(model, loaded.tokenizer, texts, torch.device("cpu"), 2, onnx=True)
+    eager = build_text_cache(model, loaded.tokenizer, texts, torch.device("cpu"), 2, onnx=False)
+    with torch.no_grad():
+        direct = model.text_trunk(loaded.tokenizer(texts))  # (U, T, H), in the texts' order
+
+    for cache in (ort, eager):
+        assert torch.equal(cache.mask, direct.mask)
+        assert torch.allclose(cache.pooled, direct.pooled, atol=1e-4)
+        real = direct.mask  # padding columns carry nothing (masked in fusion)
+        states = cache.states.float()[real]
+        assert torch.allclose(states, direct.states[real], atol=1e-2, rtol=1e-3)
+
+
+def test_a_run_leaves_the_callers_torch_threads_as_it_found_them(
+    base: str, catalog: ItemDataset, tmp_path: Path
+) -> None:
+    torch.set_num_threads(2)
+    run_training(fine_tune(base, tmp_path, threads=1), catalog, tmp_path / "run")
+    assert torch.get_num_threads() == 2
+
+
+def test_an_experiments_variants_train_with_the_recipes_threads(
+    base: str, catalog: ItemDataset, tmp_path: Path
+) -> None:
+    import json
+
+    from embeddings.ml.evaluation.experiment import ExperimentConfig, Variant, _train_variant
+    from embeddings.ml.recipes import CATALOG_FINE_TUNE
+
+    cfg = ExperimentConfig(
+        dataset="toy",
+        data_root=tmp_path,
+        out=tmp_path / "report",
+        work_dir=tmp_path / "work",
+        base=base,
+        max_steps=1,
+        batch_pairs=4,
+        threads=2,  # the encoding's, not the steps'
+    )
+    spec, _ = _train_variant(cfg, catalog, Variant("image-text", 0.0, 0.0))
+
+    config = json.loads((Path(spec.removeprefix("checkpoint:")) / "config.json").read_text())
+    assert config["training"]["train_config"]["threads"] == CATALOG_FINE_TUNE["threads"] == 1

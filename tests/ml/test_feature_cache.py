@@ -64,6 +64,7 @@ def test_a_second_call_reads_the_stored_features_without_running_the_tower(  # t
     monkeypatch.setattr(feature_cache, "_compute", no_tower)
     second = _features(lite0, photos, tmp_path, views=2)
     assert second.key == first.key
+    assert second.from_cache and not first.from_cache
     assert torch.equal(second.pooled, first.pooled) and torch.equal(second.tokens, first.tokens)
 
 
@@ -118,7 +119,8 @@ def test_onnx_runtime_and_pytorch_give_the_same_features(lite0, photos, tmp_path
         files=photos,
         augmentation=Augmentation(views=2, seed=3),
     )
-    ort = tower_features(**common, onnx=True)
+    # Batches of one photo, run several at once (one per core): each row stays its photo's.
+    ort = tower_features(**common, onnx=True, batch_size=1)
     eager = tower_features(**common, onnx=False)
     assert ort.ok == eager.ok and ort.pooled.shape == eager.pooled.shape
     assert torch.allclose(ort.pooled.float(), eager.pooled.float(), atol=2e-2, rtol=1e-2)

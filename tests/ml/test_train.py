@@ -192,3 +192,15 @@ def test_a_run_asked_to_stop_saves_its_state_and_resumes_to_the_same_steps(
     assert "resumed from the saved train state at step 3" in lines
     assert sorted(resumed) == [4]
     assert resumed[4]["loss"] == pytest.approx(straight[4]["loss"], rel=1e-5, abs=1e-6)
+
+
+def test_the_optimiser_steps_every_tensor_of_a_group_in_one_fused_kernel() -> None:
+    import torch
+
+    from embeddings.ml.loading import load_model
+    from embeddings.ml.train_state import optimizer_make
+
+    loaded = load_model("default")
+    head = torch.nn.Linear(loaded.model.embed_dim, 3)
+    optimizer = optimizer_make(loaded.model, head, TrainConfig(init="default"))
+    assert optimizer.defaults["fused"] is True

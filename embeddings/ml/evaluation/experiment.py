@@ -169,7 +169,7 @@ class ExperimentConfig:
     seed: int = 0  # split, training and evaluation
     epochs: float = 10.0  # fine-tuning budget per variant (passes over training items)
     max_steps: int | None = None  # overrides epochs (smoke runs)
-    threads: int = 2  # torch CPU threads for training and encoding
+    threads: int = 2  # torch CPU threads for encoding (training runs the recipe's)
     cold_fraction: float = 0.2
     heldout_lookbook_fraction: float = 0.25
     lr: float = 1e-3  # fusion module, category head
@@ -275,9 +275,8 @@ def _train_variant(
         feature_cache_dir=str(cfg.work_dir / "features"),
         checkpoint_every=250,
         seed=cfg.seed,
-        threads=cfg.threads,
         decode_workers=cfg.threads,
-    )
+    )  # threads: the recipe's (one for the steps; the trunks' caching uses every core)
     objectives = "image-text" + (" + neighbour" if w_neighbour else "")
     objectives += " + category" if w_category else ""
     objectives += "" if variant.train_fusion else " (fusion frozen)"
