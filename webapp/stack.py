@@ -492,6 +492,22 @@ def _run_children(
         supervisor.stop_all()
 
 
+#: Marks a data directory made by a throw-away run (`exec --throwaway`), which deletes it.
+THROWAWAY_MARK = ".vitrine-throwaway"
+
+
+def throwaway_claim(data_dir: Path) -> bool:
+    """Mark `data_dir` as a throw-away run's, unless it holds anything else: a retailer's
+    data directory named by VITRINE_DATA_DIR (`make test` runs with --throwaway) must never
+    be deleted. An earlier throw-away run's leftovers (it was killed) may be reused."""
+    mark = data_dir / THROWAWAY_MARK
+    if data_dir.is_dir() and any(data_dir.iterdir()) and not mark.exists():
+        return False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    mark.touch()
+    return True
+
+
 def exec_command(command: Sequence[str], throwaway: bool) -> int:
     """Run one command with the embedded services around it; return its exit status."""
     if throwaway and "VITRINE_DATA_DIR" not in os.environ:
@@ -499,6 +515,13 @@ def exec_command(command: Sequence[str], throwaway: bool) -> int:
         os.environ["VITRINE_DATA_DIR"] = str(data_dir)
     else:
         data_dir = _data_dir()
+        if throwaway and not throwaway_claim(data_dir):
+            _say(
+                f"{data_dir} (VITRINE_DATA_DIR) holds files a throw-away run did not make, and "
+                "a throw-away run deletes its data directory when it ends: refusing. Point "
+                "VITRINE_DATA_DIR at a new folder, or unset it for a temporary one."
+            )
+            return 2
     # A stack running on the same folder owns its services: a second set would break it.
     lock = (
         contextlib.nullcontext()

@@ -57,3 +57,25 @@ def test_sigterm_to_exec_stops_its_embedded_services(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "embedded PostgreSQL or Redis outlived the launcher"
         time.sleep(0.2)
     assert not data_dir.exists()  # the throw-away data directory is removed as well
+
+
+def test_a_throwaway_run_refuses_a_data_directory_holding_someone_elses_files(
+    tmp_path: Path,
+) -> None:
+    # `make test` runs with --throwaway, which deletes its data directory at the end: a
+    # retailer's VITRINE_DATA_DIR exported in the shell must survive it.
+    data_dir = tmp_path / "data"
+    (data_dir / "media").mkdir(parents=True)
+    (data_dir / "media" / "photo.jpg").write_bytes(b"a retailer's photo")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env["VITRINE_DATA_DIR"] = str(data_dir)
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "webapp.stack", "exec", "--throwaway", "--", "true"],
+        cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert refused.returncode == 2
+    assert "refusing" in refused.stdout and str(data_dir) in refused.stdout
+    assert (data_dir / "media" / "photo.jpg").read_bytes() == b"a retailer's photo"
+    assert not (data_dir / "postgres").exists()  # nothing was started in it
