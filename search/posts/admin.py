@@ -210,10 +210,7 @@ class PostAdmin(LivePanelAdmin):
             elif op == "reject":
                 services.post_tag_reject(tag=tag)
             elif op == "replace":
-                sku = request.POST.get("sku", "").strip()
-                product = Product.objects.filter(sku=sku).first()
-                if product is None:
-                    raise services.PostRefusedError(f"No product with SKU {sku!r}.")
+                product = _product_of_sku(request.POST.get("sku", ""))
                 services.post_tag_replace(tag=tag, product=product)
             else:
                 raise PermissionDenied
@@ -231,8 +228,9 @@ class PostAdmin(LivePanelAdmin):
                 self.message_user(request, " ".join(str(e) for e in errors), messages.ERROR)
             return self._back(post)
         try:
+            sku = form.cleaned_data["sku"]
             region = services.post_region_add(
-                post=post, box=form.box(), product=form.cleaned_data["product"]
+                post=post, box=form.box(), product=_product_of_sku(sku) if sku else None
             )
         except services.PostRefusedError as exc:
             self.message_user(request, exc.reason, messages.ERROR)
@@ -271,6 +269,14 @@ class PostAdmin(LivePanelAdmin):
         return self._back(post)
 
 
+def _product_of_sku(sku: str) -> Product:
+    """The product a merchandiser named by SKU, for a tag."""
+    product = Product.objects.filter(sku=sku.strip()).first()
+    if product is None:
+        raise services.PostRefusedError(f"No product with SKU {sku.strip()!r}.")
+    return product
+
+
 class PostRegionForm(forms.Form):
     """A region drawn on the photo (its edges in percent of the photo's width and height)."""
 
@@ -278,15 +284,7 @@ class PostRegionForm(forms.Form):
     top = forms.FloatField(min_value=0, max_value=100)
     right = forms.FloatField(min_value=0, max_value=100)
     bottom = forms.FloatField(min_value=0, max_value=100)
-    sku = forms.CharField(required=False, max_length=128)
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        sku = (cleaned.get("sku") or "").strip()
-        cleaned["product"] = Product.objects.filter(sku=sku).first() if sku else None
-        if sku and cleaned["product"] is None:
-            raise forms.ValidationError(f"No product with SKU {sku!r}.")
-        return cleaned
+    sku = forms.CharField(required=False, max_length=128)  # stripped by CharField
 
     def box(self) -> tuple[float, float, float, float]:
         data = self.cleaned_data

@@ -571,8 +571,8 @@ def _feed_row_import(*, feed_id: int, row: PostRow, fetcher: SafeFetcher) -> Non
 
 def post_feed_process(*, feed_id: int) -> str:
     """Read a queued feed (fetching it first when it came as a URL) row by row: each good
-    row becomes a new post (its photo fetched
-    through the safe fetcher) queued for tagging; each bad row is recorded with its reason.
+    row becomes a new post (its photo fetched through the safe fetcher) queued for tagging;
+    each bad row is recorded with its reason.
     The counts are written after every row (with the row's post or error, in one
     transaction), so the admin shows the progress as it goes, and a feed whose worker died
     (running, heartbeat older than FEED_STALE_SECONDS) resumes after the rows counted when

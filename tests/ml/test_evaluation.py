@@ -434,10 +434,10 @@ def test_sample_dataset_keeps_groups_whole() -> None:
     assert sample_dataset(ds, 40, seed=0, group_prefix="product:").items == sample.items
 
 
-def test_cooccurrence_baseline_counts_shared_training_lookbooks() -> None:
-    # a, b, c always appear together in training lookbooks; the held-out room shows a, b, c
-    # again (leave one out: the other two find it first) plus a cold newcomer no training
-    # lookbook has (expected recall@10 at chance among the ties).
+def _room_catalog() -> tuple[Catalog, Split]:
+    """a, b, c always appear together in training lookbooks (z00 once beside them); the
+    held-out room shows a, b, c again plus a cold newcomer no training lookbook has; 29
+    more items were never seen with them."""
     items = [CatalogItem(x, f"/img/{x}.jpg", x, "c") for x in ["a", "b", "c", "new"]]
     items += [CatalogItem(f"z{i:02d}", f"/img/z{i}.jpg", f"z{i}", "c") for i in range(30)]
     lookbooks = {
@@ -445,12 +445,20 @@ def test_cooccurrence_baseline_counts_shared_training_lookbooks() -> None:
         "train2": ["a", "b", "c", "z00"],
         "room": ["a", "b", "c", "new"],
     }
-    cat = Catalog("cooc", items, lookbooks)
+    cat = Catalog("room", items, lookbooks)
     split = Split(
-        dataset="cooc", seed=0, cold_fraction=0.0, heldout_lookbook_fraction=0.0,
+        dataset="room", seed=0, cold_fraction=0.0, heldout_lookbook_fraction=0.0,
         cold_items=("new",), heldout_lookbooks=("room",), n_items=len(items),
         n_lookbooks=3, fingerprint=make_split(cat).fingerprint,
     )  # fmt: skip
+    return cat, split
+
+
+def test_cooccurrence_baseline_counts_shared_training_lookbooks() -> None:
+    # a, b, c always appear together in training lookbooks; the held-out room shows a, b, c
+    # again (leave one out: the other two find it first) plus a cold newcomer no training
+    # lookbook has (expected recall@10 at chance among the ties).
+    cat, split = _room_catalog()
 
     result = cooccurrence_baseline(cat, split, EvalConfig(resamples=50))
 
@@ -466,24 +474,13 @@ def test_complete_the_look_reads_the_lookbooks_first_then_the_model() -> None:
     # As the search app orders it: what shares more training lookbooks with the query's
     # items comes first, the model orders within an equal count. A cold newcomer shares
     # none, so where it lands among the never-seen items is the model's doing.
-    items = [CatalogItem(x, f"/img/{x}.jpg", x, "c") for x in ["a", "b", "c", "new"]]
-    items += [CatalogItem(f"z{i:02d}", f"/img/z{i}.jpg", f"z{i}", "c") for i in range(30)]
-    lookbooks = {
-        "train1": ["a", "b", "c"],
-        "train2": ["a", "b", "c", "z00"],
-        "room": ["a", "b", "c", "new"],
-    }
-    cat = Catalog("ctl", items, lookbooks)
-    split = Split(
-        dataset="ctl", seed=0, cold_fraction=0.0, heldout_lookbook_fraction=0.0,
-        cold_items=("new",), heldout_lookbooks=("room",), n_items=len(items),
-        n_lookbooks=3, fingerprint=make_split(cat).fingerprint,
-    )  # fmt: skip
+    cat, split = _room_catalog()
     rng = np.random.default_rng(0)
     look = rng.normal(size=16)
     table: dict[str, np.ndarray] = {}
-    for it in items:
-        v = look + 0.1 * rng.normal(size=16) if it.item_id in "abc" else rng.normal(size=16)
+    for it in cat.items:
+        in_the_look = it.item_id in ("a", "b", "c")
+        v = look + 0.1 * rng.normal(size=16) if in_the_look else rng.normal(size=16)
         table[it.image_path] = table[it.text] = v / np.linalg.norm(v)
 
     def complete_the_look(new_vector: np.ndarray) -> dict[str, list[float]]:

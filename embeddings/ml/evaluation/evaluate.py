@@ -424,11 +424,11 @@ def score_queries(
     catalog: Catalog,
     plan: QueryPlan,
     config: EvalConfig,
-    graph: LookbookGraph | None = None,
+    graph: LookbookGraph,
 ) -> dict[str, dict[str, npt.NDArray[np.float64]]]:
     """Per-query values of every metric: ``{metric: {cell: (n,) array}}``.
 
-    ``complete_the_look/recall@10`` (with ``graph``) orders as the search app's complete
+    ``complete_the_look/recall@10`` orders as the search app's complete
     the look does (its grouping by department aside): items sharing more training
     lookbooks with the query's items first, the model's fused cosine within an equal count
     (so for a cold item, the model alone).
@@ -496,13 +496,12 @@ def score_queries(
             )
             out["lookbook_completion/recall@10"][c] = m.recall_at_k(ranks, k)
             out["lookbook_completion/ndcg@10"][c] = m.ndcg_at_k(ranks, k)
-            if graph is not None:
-                blended = []
-                for qv, x in zip(queries, loo, strict=True):
-                    score = graph.shared(x.context) + (cat_vecs @ qv + 1.0) / 2 * MODEL_WITHIN_COUNT
-                    score[[*x.context, *failed_idx]] = -np.inf
-                    blended.append(1 + int((score > score[x.target]).sum()))
-                out["complete_the_look/recall@10"][c] = m.recall_at_k(np.asarray(blended), k)
+            blended = []
+            for qv, x in zip(queries, loo, strict=True):
+                score = graph.shared(x.context) + (cat_vecs @ qv + 1.0) / 2 * MODEL_WITHIN_COUNT
+                score[[*x.context, *failed_idx]] = -np.inf
+                blended.append(1 + int((score > score[x.target]).sum()))
+            out["complete_the_look/recall@10"][c] = m.recall_at_k(np.asarray(blended), k)
             correct = []
             for qv, x in zip(queries, loo, strict=True):
                 s = cat_vecs[list(x.candidates)] @ qv
