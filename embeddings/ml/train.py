@@ -256,6 +256,7 @@ def _run(
         text_of=text_of,
         w_neighbour=config.w_neighbour if sampler.has_pairs else 0.0,
         w_category=config.w_category if categories else 0.0,
+        w_variant=config.w_variant if sampler.has_groups(config.variant_groups) else 0.0,
     )
 
     head = nn.Linear(model.embed_dim, max(1, len(categories))).to(device)

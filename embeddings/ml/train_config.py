@@ -38,6 +38,12 @@ class TrainConfig:
     #                          neighbourhoods in the projected space (in-batch distillation),
     #                          so a projection trained on few labels does not forget what
     #                          the pretrained tower sees beyond them (colour, pattern, shape)
+    w_variant: float = 1.0  # image-image InfoNCE over pairs of one product's variants (they
+    #                          share a `variant_groups` group): a photo must find its product
+    #                          in another colour among the batch's photos. Neighbour alignment
+    #                          reaches only the fused vector, and a photo query has no text
+    variant_groups: str = "variant:,product:"  # graph-group id prefixes whose members are one
+    #   product's variants: the catalog's group id ("variant:"), H&M's product code ("product:")
     walk_length: int = 1  # item->lookbook->item hops to reach a neighbour (1 = direct)
     unmasked_groups: str = "attr:,section:"  # comma-separated graph-group id prefixes that
     #   random walks go through but whose mates stay negatives: a shared colour or section

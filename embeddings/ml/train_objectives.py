@@ -1,5 +1,6 @@
 """The training objectives: image-text InfoNCE, neighbour alignment over the lookbook graph,
-category cross-entropy, and preserving the frozen trunk's neighbourhoods.
+image-image alignment of a product's variants, category cross-entropy, and preserving the
+frozen trunk's neighbourhoods.
 """
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embeddings.ml.losses import category_loss, clip_loss, neighbour_loss, share_mask
+from embeddings.ml.losses import (
+    category_loss,
+    clip_loss,
+    masked_infonce,
+    neighbour_loss,
+    share_mask,
+)
 from embeddings.ml.model import PinCLIP
 from embeddings.ml.train_config import TrainConfig
 from embeddings.ml.train_data import PairSampler
@@ -31,6 +38,7 @@ class Objectives:
     text_of: torch.Tensor  # (N,) index of each item's distinct text (same text: no negative)
     w_neighbour: float  # config.w_neighbour, or 0 when the graph has no pairs
     w_category: float  # config.w_category, or 0 when no item has a category
+    w_variant: float  # config.w_variant, or 0 when the graph has no variant groups
 
     def __call__(
         self,
@@ -71,6 +79,11 @@ class Objectives:
             )
             loss = loss + w_neighbour * ln
             parts["neighbour"] = float(ln.detach())
+        if self.w_variant:
+            lv = self._variant_loss(out["image"], scale, a_idx, b_idx)
+            if lv is not None:
+                loss = loss + self.w_variant * lv
+                parts["variant"] = float(lv.detach())
         if w_category:
             fused_labels = torch.cat([labels[:k], labels[p : p + k]])
             lcat = (
@@ -85,6 +98,30 @@ class Objectives:
             parts["preserve"] = float(lp.detach())
         parts["loss"] = float(loss.detach())
         return loss, parts
+
+    def _variant_loss(
+        self, image: torch.Tensor, scale: torch.Tensor, a_idx: list[int], b_idx: list[int]
+    ) -> torch.Tensor | None:
+        """Image-image InfoNCE over the step's pairs that are variants of one product.
+
+        Rows i whose pair (a_i, b_i) share a variant group: a_i's photo must find b_i's among
+        those rows' photos (and back). Other variants of the same product are masked from
+        the negatives; None when fewer than two such pairs came up this step.
+        """
+        prefixes = tuple(p for p in self.config.variant_groups.split(",") if p)
+        rows, variants = [], []
+        for i, (a, b) in enumerate(zip(a_idx, b_idx, strict=True)):
+            shared = self.sampler.groups_of(a) & self.sampler.groups_of(b)
+            if any(g.startswith(prefixes) for g in shared):
+                rows.append(i)
+                variants.append({g for g in shared if g.startswith(prefixes)})
+        if len(rows) < 2:
+            return None
+        p = len(a_idx)
+        ids = [self.ids[a_idx[i]] for i in rows]
+        not_neg = share_mask(variants, variants, ids, ids).to(image.device)  # (R, R)
+        image_a, image_b = image[rows], image[[p + i for i in rows]]
+        return masked_infonce(scale.exp() * image_a @ image_b.T, not_neg)
 
 
 def preserve_loss(

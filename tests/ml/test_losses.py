@@ -78,3 +78,41 @@ def test_identical_texts_are_not_negatives_in_clip_loss() -> None:
     # Two photos of one text: unmasked, each is "wrong" half the time; masked, both right.
     assert unmasked.item() > 0.4
     assert masked.item() < 1e-3
+
+
+def test_only_pairs_of_one_products_variants_align_their_photos() -> None:
+    from embeddings.ml.train_config import TrainConfig
+    from embeddings.ml.train_data import PairSampler
+    from embeddings.ml.train_objectives import Objectives
+
+    ids = ["p1-red", "p1-blue", "sofa", "lamp", "p2-red", "p2-blue"]
+    groups = {
+        "product:1": ["p1-red", "p1-blue"],
+        "product:2": ["p2-red", "p2-blue"],
+        "room:7": ["sofa", "lamp"],  # go together, but a lamp's photo is no sofa's
+    }
+    sampler = PairSampler(ids, groups, walk_length=1)
+    objectives = Objectives(
+        config=TrainConfig(),
+        sampler=sampler,
+        ids=ids,
+        labels=torch.full((6,), -1),
+        text_of=torch.arange(6),
+        w_neighbour=0.0,
+        w_category=0.0,
+        w_variant=1.0,
+    )
+    a_idx, b_idx = [0, 2, 4], [1, 3, 5]  # pairs: product 1, room 7, product 2
+    # A step's image rows: the anchors' (a_idx order), then their neighbours' (b_idx order).
+    image = F.normalize(torch.randn(6, 8), dim=-1).requires_grad_()
+    scale = torch.tensor(math.log(10.0))
+    loss = objectives._variant_loss(image, scale, a_idx, b_idx)
+    assert loss is not None
+    rows_a, rows_b = image[[0, 2]], image[[3, 5]]
+    assert loss.item() == pytest_approx(masked_infonce(10.0 * rows_a @ rows_b.T).item())
+    loss.backward()
+    assert image.grad is not None
+    assert image.grad[[1, 4]].abs().max().item() == 0.0  # the room pair is not asked
+    assert image.grad[[0, 2, 3, 5]].abs().min().item() > 0.0
+    # One variant pair alone has no negative to learn from: the term sits the step out.
+    assert objectives._variant_loss(image, scale, [0, 2], [1, 3]) is None

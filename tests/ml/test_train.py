@@ -204,3 +204,21 @@ def test_the_optimiser_steps_every_tensor_of_a_group_in_one_fused_kernel() -> No
     head = torch.nn.Linear(loaded.model.embed_dim, 3)
     optimizer = optimizer_make(loaded.model, head, TrainConfig(init="default"))
     assert optimizer.defaults["fused"] is True
+
+
+def test_variant_groups_add_the_photo_to_photo_term(
+    tiny_arch: str, catalog: ItemDataset, tmp_path: Path
+) -> None:
+    seen: dict[int, dict[str, float]] = {}
+    config = replace(tiny_config(tiny_arch), max_steps=1, batch_pairs=6)
+    run_training(config, catalog, tmp_path / "plain", lambda s, _t, f: seen.update({s: f}))
+    assert "variant" not in seen[1]  # colour lookbooks are not one product's variants
+
+    variants = ItemDataset(
+        "toy-variants",
+        catalog.items,
+        {f"variant:{name}": members for name, members in catalog.lookbooks.items()},
+        image_root=catalog.image_root,
+    )
+    run_training(config, variants, tmp_path / "variants", lambda s, _t, f: seen.update({s: f}))
+    assert seen[1]["variant"] > 0.0
