@@ -3,7 +3,8 @@
 Three vectors come out of one model, all in the backbone's joint embedding space so they
 can be compared with each other by cosine similarity:
 
-- image embedding: the backbone's own image tower (``encode_image``);
+- image embedding: the backbone's own image tower (``encode_image``), plus, when
+  ``FusionConfig.image_reads_grid``, a linear map of the grid tokens (below);
 - text embedding: the backbone's own text tower (``encode_text``);
 - fused item embedding (``encode_item``): image + text of one catalog item. It is
   *hybrid*: a late part (the sum of the normalised image and text embeddings) plus an early
@@ -20,7 +21,7 @@ Any backbone that open_clip builds works. The patch tokens come from open_clip's
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -36,6 +37,9 @@ class FusionConfig:
     grid: int = 4  # image feature map pooled to grid x grid tokens (the finer granularity)
     max_text_tokens: int = 32  # text tokens beyond this are ignored by fusion (not by text)
     dropout: float = 0.1  # dropout inside fusion blocks during training
+    image_reads_grid: bool = False  # the image embedding adds a linear map of the grid
+    #   tokens (each L2-normalised) to the pooled vector's projection: the pooled average
+    #   loses a product photo's layout, which tells apart products that differ in cut
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of the fields."""
@@ -63,9 +67,24 @@ class PinCLIP(nn.Module):
         self.pad_id = int(bb.text.config.pad_token_id) if self.hf_text else 0
         # Probe once with a dummy input: token sizes differ per architecture, and an
         # architecture without intermediates falls back to global-only fusion.
+        self.grid_head: nn.Linear | None = None
         embed_dim, image_token_dim, n_image_tokens, text_dim = self._probe(image_size)
         self.embed_dim = embed_dim
         self.fusion = HybridFusion(fusion, embed_dim, image_token_dim, n_image_tokens, text_dim)
+        self._grid_in = n_image_tokens * image_token_dim
+        if fusion.image_reads_grid:
+            self.add_grid_head()
+
+    def add_grid_head(self) -> None:
+        """Give the image embedding a grid-token term, starting at zero (the embedding is
+        unchanged until it trains). Needs a timm trunk (`has_image_trunk`)."""
+        if not self.has_image_trunk:
+            raise ValueError("the image embedding reads grid tokens only from a timm trunk")
+        head = nn.Linear(self._grid_in, self.embed_dim)
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+        self.grid_head = head
+        self.fusion_cfg = replace(self.fusion_cfg, image_reads_grid=True)  # not shared
 
     # ---- image tower -------------------------------------------------------------------
     @property
@@ -92,9 +111,12 @@ class PinCLIP(nn.Module):
         tokens = fmap.flatten(2) @ pool.to(fmap.dtype)  # (B, C, g*g)
         return pooled, tokens.transpose(1, 2)  # (B, F), (B, g*g, C)
 
-    def image_features_from_trunk(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Return the image embedding (B, D), unnormalised, from pooled trunk features (B, F)."""
+    def image_features_from_trunk(self, pooled: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Return the image embedding (B, D), unnormalised, from the trunk's pooled features
+        (B, F) and grid tokens (B, N, C)."""
         emb: torch.Tensor = self.backbone.visual.head(pooled)
+        if self.grid_head is not None:
+            emb = emb + self.grid_head(F.normalize(tokens, dim=-1).flatten(1))
         return emb
 
     def image_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +124,7 @@ class PinCLIP(nn.Module):
         visual = self.backbone.visual
         if self._use_intermediates and self.has_image_trunk:
             pooled, tokens = self.image_trunk_features(images)
-            return self.image_features_from_trunk(pooled), tokens
+            return self.image_features_from_trunk(pooled, tokens), tokens
         if self._use_intermediates:
             out = visual.forward_intermediates(
                 images, indices=1, normalize_intermediates=True, output_fmt="NCHW"
@@ -117,8 +139,12 @@ class PinCLIP(nn.Module):
         return emb, emb[:, None, :]  # (B, 1, D)
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Return image embeddings (B, D); only the global path runs (query-time speed)."""
-        emb = self.backbone.visual(images)  # (B, D)
+        """Return image embeddings (B, D); only the global path runs (query-time speed)
+        unless the embedding reads the grid tokens too."""
+        if self.grid_head is not None:
+            emb = self.image_features(images)[0]
+        else:
+            emb = self.backbone.visual(images)  # (B, D)
         return F.normalize(emb, dim=-1) if normalize else emb
 
     # ---- text tower --------------------------------------------------------------------

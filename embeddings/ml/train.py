@@ -207,6 +207,8 @@ def _run(
     loaded = new_model(config) if is_fresh_init(config.init) else load_model(config.init)
     model, preprocess = loaded.model, loaded.preprocess
     exclude = list(loaded.config.get("weights_exclude_prefixes", []))
+    if config.image_grid_head and model.grid_head is None:
+        model.add_grid_head()
     _set_trainable(model, config, exclude)
     model.to(device)
     # NHWC: oneDNN (CPU) and cuDNN (bf16) convolutions are faster; no-op for ViT blocks.
@@ -365,6 +367,7 @@ def _run(
         metrics = quick_metrics(_as_loaded(loaded, model), eval_dataset)
         info["heldout_metrics"] = metrics
     cfg = dict(loaded.config)
+    cfg["fusion"] = model.fusion_cfg.to_dict()  # what training added (a grid head) included
     cfg["training"] = info
     cfg.pop("source_spec", None)
     if not is_fresh_init(config.init):

@@ -27,6 +27,8 @@ class TrainConfig:
     # -- what trains -------------------------------------------------------------------
     image_unfreeze_last_n: int | None = None  # None: whole image tower trains; 0: trunk
     #                                           frozen (projection still trains); n: last n
+    image_grid_head: bool = False  # give the image embedding a grid-token term if the
+    #                                init has none (`FusionConfig.image_reads_grid`)
     text_unfreeze_last_n: int = 0  # 0: text trunk frozen and cached (projection trains);
     #                                n: last n transformer layers train; -1: all of it
     train_fusion: bool = True  # False: the fusion module keeps the base's weights (ablation)

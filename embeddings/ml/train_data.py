@@ -328,7 +328,7 @@ def forward_cached_features(
         k = max(1, fusion_pairs)
         fuse_rows = torch.cat([torch.arange(k), torch.arange(p, p + k)]).to(device)
     out = model.forward_from_features(
-        model.image_features_from_trunk(pooled), tokens, trunk, fuse_rows
+        model.image_features_from_trunk(pooled, tokens), tokens, trunk, fuse_rows
     )
     out["trunk"] = F.normalize(pooled, dim=-1)  # (2P, F): what w_preserve distils from
     return out

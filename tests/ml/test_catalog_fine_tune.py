@@ -175,3 +175,32 @@ def test_an_experiments_variants_train_with_the_recipes_threads(
 
     config = json.loads((Path(spec.removeprefix("checkpoint:")) / "config.json").read_text())
     assert config["training"]["train_config"]["threads"] == CATALOG_FINE_TUNE["threads"] == 1
+
+
+def test_a_grid_head_added_by_the_fine_tune_is_saved_and_read_by_every_backend(
+    base: str, catalog: ItemDataset, tmp_path: Path, photos: list[Path]
+) -> None:
+    import json
+
+    from safetensors.torch import load_file
+
+    from embeddings.ml.loading import load_encoder, load_model
+
+    config = fine_tune(base, tmp_path, image_grid_head=True, lr=5e-2, max_steps=3)
+    out = run_training(config, catalog, tmp_path / "grid").out_dir
+
+    assert json.loads((out / "config.json").read_text())["fusion"]["image_reads_grid"] is True
+    assert load_file(str(out / "model.safetensors"))["grid_head.weight"].abs().max() > 0
+    spec = f"checkpoint:{out}"
+    model = load_model(spec).model.eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        with_grid = model.encode_image(pixels)
+        model.grid_head = None
+        without = model.encode_image(pixels)
+    assert not torch.allclose(with_grid, without, atol=1e-4)  # the query path reads the grid
+    eager = load_encoder(spec, device="cpu").encode_images(photos[:3]).vectors
+    onnx = load_encoder(spec, device="cpu", onnx_dir=tmp_path / "onnx", int8=False)
+    assert onnx.backend != "torch"
+    cosines = (eager * onnx.encode_images(photos[:3]).vectors).sum(1)
+    assert cosines.min() > 0.999
