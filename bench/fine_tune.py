@@ -39,6 +39,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 
+def _override(item: str) -> tuple[str, object]:
+    """("field", value) of a --set FIELD=JSON argument."""
+    field, sep, value = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--set {item}: expected FIELD=JSON")
+    try:
+        return field, json.loads(value)
+    except ValueError as exc:
+        raise SystemExit(f"--set {item}: {exc}") from exc
+
+
 def heldout_items(data: str) -> set[str]:
     """H&M article ids of the product codes `bench/relevance.py` holds out (its split, one
     definition: `hm_heldout_codes`), so that the fine-tuned checkpoint can be scored there
@@ -89,6 +100,14 @@ def main() -> int:
         help="where the frozen trunks' outputs are kept (default: a new temporary folder, "
         "so they are computed; a folder of an earlier run times a repeated fine-tune)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="a TrainConfig field over the recipe, for ablations: --set w_variant=0, "
+        "--set image_grid_head=true",
+    )
     parser.add_argument("--out", type=Path, default=None, help="checkpoint dir (default: tmp)")
     parser.add_argument("--results", type=Path, default=BASE_DIR / "bench/results/fine_tune.json")
     args = parser.parse_args()
@@ -126,6 +145,7 @@ def main() -> int:
             "feature_cache_dir": str(cache),
             "checkpoint_every": 500,
             "threads": args.threads,
+            **dict(_override(item) for item in args.set),
         },
     )
     out = args.out or Path(tempfile.mkdtemp(prefix="vitrine-fine-tune-"))
