@@ -102,6 +102,29 @@ class Query:
     neighbours: list[Any]  # LookbookNeighbour: the nearest covers among the other folds
     graph: Any  # LookbookGraph of the other folds' rooms
     lookbooks: list[int]
+    cover_windows: list[Any]  # CoverWindowMatches: each window's nearest lookbook windows
+
+
+def cover_window_matches(
+    scene_windows: np.ndarray, cover_windows: np.ndarray, cover_owner: np.ndarray
+) -> list[Any]:
+    """Each scene window's `COVER_WINDOW_CANDIDATES` nearest cover windows (lookbook id,
+    cosine), as `search.looks.selectors` hands them to the ranking."""
+    from search.scene_ranking import COVER_WINDOW_CANDIDATES, CoverWindowMatches
+
+    sims = scene_windows @ cover_windows.T  # (S, C)
+    top = np.argsort(-sims, axis=1)[:, :COVER_WINDOW_CANDIDATES]
+    return [
+        CoverWindowMatches([(int(cover_owner[c]), float(sims[s, c])) for c in top[s]])
+        for s in range(len(scene_windows))
+    ]
+
+
+def photo_windows(vectors: dict[str, Any], rooms: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The windows and the whole photo of each of `rooms`, and the room each row is of."""
+    windows, owner = vectors["windows"], vectors["owner"]
+    rows = [np.concatenate([windows[owner == r], vectors["whole"][r][None]]) for r in rooms]
+    return np.concatenate(rows), np.repeat(rooms, [len(r) for r in rows])
 
 
 _regions_cache: dict[int, list[Any]] = {}
@@ -127,6 +150,7 @@ def fold_queries(
     )
     out = []
     spread = None
+    covers, cover_owner = photo_windows(vectors, lookbooks)
     for q in sorted(held_out):
         if not members[q]:
             continue
@@ -137,7 +161,13 @@ def fold_queries(
         sims = whole[lookbooks] @ whole[q]
         nearest = np.argsort(-sims, kind="stable")[:LOOKALIKE_CANDIDATES]
         neighbours = [LookbookNeighbour(lookbooks[j], float(sims[j])) for j in nearest]
-        out.append(Query(q, set(members[q]), _regions_cache[q], neighbours, graph, lookbooks))
+        scene, _ = photo_windows(vectors, [q])
+        cover_windows = cover_window_matches(scene, covers, cover_owner)
+        out.append(
+            Query(
+                q, set(members[q]), _regions_cache[q], neighbours, graph, lookbooks, cover_windows
+            )
+        )
     return out
 
 
@@ -162,7 +192,7 @@ def evaluate(
     seed: int = 0,
 ) -> dict[str, list[float]]:
     """Per-query metrics of our ranking and the baselines over `folds`."""
-    from search.scene_ranking import LookbookGraph, kind_vote, scene_rank
+    from search.scene_ranking import LookbookGraph, kind_vote, scene_evidence, scene_rank
 
     rng = np.random.default_rng(seed)
     P, whole = vectors["products"], vectors["whole"]
@@ -189,8 +219,27 @@ def evaluate(
                 neighbours=query.neighbours,
                 graph=query.graph,
                 weights=weights,
+                cover_windows=query.cover_windows,
             )
             record("scene", [r.product_id for r in ranked], truth)
+            # The two kNN-over-rooms legs alone: the nearest covers by the whole photo vote
+            # their products (look-alikes), and the scene's windows vote through the nearest
+            # cover windows. Products no room votes for follow at random.
+            noise = rng.random(len(P))
+            for name, leg in (
+                ("rooms_by_whole_photo", "lookalike"),
+                ("rooms_by_windows", "cover_windows"),
+            ):
+                alone = scene_evidence(
+                    regions=[],
+                    neighbours=query.neighbours,
+                    graph=query.graph,
+                    weights=weights,
+                    cover_windows=query.cover_windows,
+                )
+                votes = getattr(alone, leg)
+                ranking = sorted(range(len(P)), key=lambda p: (-votes.get(p, 0.0), noise[p]))
+                record(name, ranking, truth)
             only_regions, _ = scene_rank(
                 regions=query.regions,
                 neighbours=[],
@@ -222,11 +271,13 @@ READING_GRID: dict[str, list[float]] = {
     "region_z_floor": [2.0, 3.0, 4.0],
     "region_z_span": [0.5, 1.0],
     "region_rank_constant": [5.0, 20.0],
+    "cover_window_count": [3, 10],
 }
 MIX_GRID: dict[str, list[float]] = {
     "lookalike": [0.0, 0.5, 1.0],
     "context": [0.0, 0.5, 1.0, 2.0],
     "graph": [0.0, 0.5],
+    "cover_windows": [0.0, 0.5, 1.0, 2.0],
 }
 
 
@@ -248,7 +299,13 @@ def tune(
     for reading in itertools.product(*READING_GRID.values()):
         base = SceneWeights(**dict(zip(READING_GRID, reading, strict=True)))
         evidence = [
-            scene_evidence(regions=q.regions, neighbours=q.neighbours, graph=q.graph, weights=base)
+            scene_evidence(
+                regions=q.regions,
+                neighbours=q.neighbours,
+                graph=q.graph,
+                weights=base,
+                cover_windows=q.cover_windows,
+            )
             for q in queries
         ]
         for mix in itertools.product(*MIX_GRID.values()):
@@ -271,13 +328,14 @@ def latency(
     data: Path,
     vectors: dict[str, Any],
     graph: Any,
+    weights: Any,
     photos: int,
     threads: int,
 ) -> dict[str, Any]:
     """Seconds per photo for proposals + crops + encoding + matching + ranking, one thread.
 
-    The ranking gets every room as a lookbook (`graph`, covers `vectors["whole"]`), as a
-    deployment with all of them published would.
+    The ranking gets every room as a lookbook (`graph`, covers `vectors["whole"]` and every
+    room's windows), as a deployment with all of them published would.
     """
     import os
 
@@ -296,6 +354,7 @@ def latency(
 
     torch.set_num_threads(threads)
     products, covers = vectors["products"], vectors["whole"]
+    cover_windows, cover_owner = photo_windows(vectors, list(range(len(covers))))
     spread = CatalogueCosines.from_vectors(products)
     encoder = load_encoder(spec)
     ds = load_ikea(data)
@@ -310,10 +369,13 @@ def latency(
         t1 = time.perf_counter()
         sims = covers @ scene.whole
         nearest = np.argsort(-sims)[:LOOKALIKE_CANDIDATES]
+        scene_windows = np.concatenate([scene.regions, scene.whole[None]])
         scene_rank(
             regions=region_matches(scene.regions, products, spread),
             neighbours=[LookbookNeighbour(int(i), float(sims[i])) for i in nearest],
             graph=graph,
+            weights=weights,
+            cover_windows=cover_window_matches(scene_windows, cover_windows, cover_owner),
         )
         t2 = time.perf_counter()
         windows = len(scene.boxes)
@@ -365,7 +427,15 @@ def main() -> int:
     timing = (
         {}
         if args.latency_photos == 0
-        else latency(args.spec, args.data, vectors, every_room, args.latency_photos, threads=1)
+        else latency(
+            args.spec,
+            args.data,
+            vectors,
+            every_room,
+            weights,
+            args.latency_photos,
+            threads=1,
+        )
     )
     print("latency", timing)
     result = {

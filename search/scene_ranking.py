@@ -3,7 +3,7 @@ the lookbook graph. Pure numpy and dataclasses (no Django), so the shop-the-look
 exactly as the web app does (`search.looks.selectors.scene_search` feeds it from pgvector,
 `bench/shop_the_look.py` from vectors in memory).
 
-Four kinds of evidence, each 0..1 over the candidates and weighted (`SceneWeights`):
+Five kinds of evidence, each 0..1 over the candidates and weighted (`SceneWeights`):
 
 - region: how well the product matches one of the photo's regions, as a z-score: the
   window's cosine with the product against the window's cosines with the whole catalogue
@@ -15,7 +15,12 @@ Four kinds of evidence, each 0..1 over the candidates and weighted (`SceneWeight
 - context: how often the product appears in lookbooks of the scene's kind (room type or
   style), over the kinds the look-alike lookbooks vote for (`SceneContext.kinds`): the
   kind is guessed from the photo, never told;
-- graph: products that share lookbooks with the best region matches (they go together).
+- graph: products that share lookbooks with the best region matches (they go together);
+- cover windows: each of the scene's windows (and the whole photo) finds its nearest windows
+  of the lookbooks' cover photos, and each such window votes for its lookbook's products.
+  Photo against photo, so no domain gap: the same sofa photographed in two rooms looks far
+  more alike than a room's sofa and the sofa's product shot on white (the region evidence).
+  A lookbook sharing several items with the scene is found by several windows.
 
 A product appears once, under the region whose match with it is best.
 """
@@ -34,6 +39,9 @@ MATCHES_PER_REGION = 50
 #: Look-alike lookbooks handed to `scene_rank`, at most: the nearest covers. The kind vote
 #: and the look-alike vote read at most this many.
 LOOKALIKE_CANDIDATES = 32
+#: Nearest lookbook cover windows handed to `scene_rank` per scene window, at most; the
+#: cover-window vote reads `SceneWeights.cover_window_count` of them.
+COVER_WINDOW_CANDIDATES = 10
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,13 @@ class RegionMatches:
 class LookbookNeighbour:
     lookbook_id: int
     similarity: float  # cosine between the scene photo and the lookbook's cover photo
+
+
+@dataclass(frozen=True)
+class CoverWindowMatches:
+    """One window of the scene (or the whole photo) and its nearest lookbook cover windows."""
+
+    matches: Sequence[tuple[int, float]]  # (lookbook id, cosine), best first
 
 
 @dataclass(frozen=True)
@@ -118,33 +133,36 @@ class SceneWeights:
     """How much each kind of evidence counts and how it is read. Tune them on IKEA rooms held
     out for tuning only (`bench/shop_the_look.py --tune`), never on the rooms the figures are
     reported on. The defaults are the values tuned for default:v2
-    (`bench/results/shop_the_look.json`): the look-alike vote adds nothing the kind's
-    popularity does not already give."""
+    (`bench/results/shop_the_look.json`): the cover windows count most; the look-alike vote
+    by whole photos adds nothing that they and the kind's popularity do not already give."""
 
     region: float = 1.0
     lookalike: float = 0.0
-    context: float = 2.0
+    context: float = 0.5
     graph: float = 0.5
+    cover_windows: float = 2.0
     lookalike_count: int = 8  # look-alike lookbooks whose products get votes
     lookalike_temperature: float = 0.02  # softmax temperature over their cosines
     kind_count: int = 32  # look-alike lookbooks that vote for the scene's kind
     kind_temperature: float = 0.05  # softmax temperature of the kind vote
     graph_seeds: int = 10  # the region matches whose lookbook partners count
+    cover_window_count: int = 10  # nearest cover windows that vote, per scene window
+    cover_window_temperature: float = 1.0  # softmax temperature over their cosines
     # A region match's evidence is the logistic 1 / (1 + exp(-(z - floor) / span)) of its
     # z-score against the catalogue: a half at `floor`, little below it (what any window
     # finds), near 1 well above; never 0, so in a small catalogue, where no z-score gets
     # far, the region matches still lead.
     region_z_floor: float = 4.0
-    region_z_span: float = 1.0
+    region_z_span: float = 0.5
     # ... times c / (c + rank) for its rank among the window's matches: each window's best
     # matches come before another window's long tail (a scene's sofa and its lamp both lead).
-    region_rank_constant: float = 5.0
+    region_rank_constant: float = 20.0
 
 
 @dataclass(frozen=True)
 class RankedProduct:
     product_id: int
-    score: float  # the weighted sum of the four kinds of evidence (0 .. sum of weights)
+    score: float  # the weighted sum of the five kinds of evidence (0 .. sum of weights)
     region: int | None  # index of the region it matches best; None if no region matched it
     region_score: float  # its cosine with that region (0 if none)
 
@@ -166,6 +184,7 @@ class SceneEvidence:
     context: Mapping[int, float]  # product -> 0..1
     graph: Mapping[int, float]  # product -> 0..1
     kind: SceneContext
+    cover_windows: Mapping[int, float] = field(default_factory=dict)  # product -> 0..1
 
 
 def scene_rank(
@@ -174,14 +193,22 @@ def scene_rank(
     neighbours: Sequence[LookbookNeighbour],
     graph: LookbookGraph,
     weights: SceneWeights | None = None,
+    cover_windows: Sequence[CoverWindowMatches] = (),
 ) -> tuple[list[RankedProduct], SceneContext]:
     """Rank the candidate products of a scene, best first, and say what kind of scene it is.
 
     Candidates are every product some region matched, every product of a look-alike
-    lookbook, and every product of the kinds voted for; products never seen get no score.
+    lookbook or of a lookbook whose cover windows match the scene's, and every product of
+    the kinds voted for; products never seen get no score.
     """
     w = weights or SceneWeights()
-    evidence = scene_evidence(regions=regions, neighbours=neighbours, graph=graph, weights=w)
+    evidence = scene_evidence(
+        regions=regions,
+        neighbours=neighbours,
+        graph=graph,
+        weights=w,
+        cover_windows=cover_windows,
+    )
     return scene_combine(evidence, w), evidence.kind
 
 
@@ -191,8 +218,9 @@ def scene_evidence(
     neighbours: Sequence[LookbookNeighbour],
     graph: LookbookGraph,
     weights: SceneWeights,
+    cover_windows: Sequence[CoverWindowMatches] = (),
 ) -> SceneEvidence:
-    """Gather the four kinds of evidence; reads how to read them from `weights` (counts,
+    """Gather the five kinds of evidence; reads how to read them from `weights` (counts,
     temperatures, the z-score's floor and span), not how much each counts."""
     w = weights
     region, region_of = region_evidence(
@@ -206,13 +234,21 @@ def scene_evidence(
         context=context_evidence(kind, graph.kind_popularity()),
         graph=_graph_evidence(region, graph, w.graph_seeds),
         kind=kind,
+        cover_windows=cover_window_evidence(
+            cover_windows,
+            graph,
+            count=w.cover_window_count,
+            temperature=w.cover_window_temperature,
+        ),
     )
 
 
 def scene_combine(evidence: SceneEvidence, weights: SceneWeights) -> list[RankedProduct]:
     """Rank the products by the weighted sum of their evidence, best first (ties by id)."""
     w, e = weights, evidence
-    candidates = set(e.region) | set(e.lookalike) | set(e.context) | set(e.graph)
+    candidates = (
+        set(e.region) | set(e.lookalike) | set(e.context) | set(e.graph) | set(e.cover_windows)
+    )
     ranked = []
     for product_id in candidates:
         score = (
@@ -220,6 +256,7 @@ def scene_combine(evidence: SceneEvidence, weights: SceneWeights) -> list[Ranked
             + w.lookalike * e.lookalike.get(product_id, 0.0)
             + w.context * e.context.get(product_id, 0.0)
             + w.graph * e.graph.get(product_id, 0.0)
+            + w.cover_windows * e.cover_windows.get(product_id, 0.0)
         )
         region, cosine = e.region_of.get(product_id, (None, 0.0))
         ranked.append(RankedProduct(product_id, float(score), region, float(cosine)))
@@ -326,3 +363,36 @@ def _graph_evidence(
                     counts[partner] += strength
     peak = max(counts.values(), default=1.0) or 1.0
     return {pid: value / peak for pid, value in counts.items()}
+
+
+def cover_window_evidence(
+    scene_windows: Sequence[CoverWindowMatches],
+    graph: LookbookGraph,
+    *,
+    count: int,
+    temperature: float,
+) -> dict[int, float]:
+    """product -> the votes of the scene's windows for its lookbooks, scaled so the best has 1.
+
+    Each scene window gives one vote, shared by softmax over its `count` nearest cover
+    windows, to their lookbooks (a lookbook found by two of its windows gets both shares);
+    a lookbook's votes go to each of its products. Whichever of a lookbook's products the
+    matched window shows is not guessed: matching the window to the lookbook's product shots
+    brought nothing on the validation rooms (the domain gap again).
+    """
+    lookbook_votes: dict[int, float] = defaultdict(float)
+    for window in scene_windows:
+        nearest = sorted(window.matches, key=lambda m: (-m[1], m[0]))[:count]
+        if not nearest:
+            continue
+        sims = np.array([cosine for _, cosine in nearest], dtype=np.float64)
+        votes = np.exp((sims - sims.max()) / max(temperature, 1e-6))
+        votes /= votes.sum()
+        for (lookbook_id, _), vote in zip(nearest, votes, strict=True):
+            lookbook_votes[lookbook_id] += float(vote)
+    evidence: dict[int, float] = defaultdict(float)
+    for lookbook_id, vote in lookbook_votes.items():
+        for product_id in set(graph.members.get(lookbook_id, ())):
+            evidence[product_id] += vote
+    peak = max(evidence.values(), default=1.0) or 1.0
+    return {pid: value / peak for pid, value in evidence.items()}

@@ -14,12 +14,18 @@ class LookbookCoverVector(models.Model):
 
     `cover_name` is the stored cover file it was computed from: a new cover (a re-import
     naming another photo) has another name, so the vector is recomputed.
+
+    `windows` holds the vectors of the cover's windows (`embeddings.ml.regions`, the same
+    windows a scene photo is cut into) as float16 bytes, row after row: a scene's windows
+    are matched against them in the web process (`search.looks.selectors`), never in SQL,
+    so one blob per cover beats a row per window. Empty: computed before windows were kept.
     """
 
     lookbook = models.ForeignKey(Lookbook, on_delete=models.CASCADE, related_name="cover_vectors")
     model = models.ForeignKey(EmbeddingModel, on_delete=models.CASCADE, related_name="+")
     vector = HalfVectorField()
     cover_name = models.CharField(max_length=300)
+    windows = models.BinaryField(default=b"", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

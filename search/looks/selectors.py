@@ -3,7 +3,8 @@ ranking of the catalog for the whole scene (`search.scene_ranking`).
 
 Reads only. The regions are square windows over the photo (`embeddings.ml.regions`), each
 encoded by the active version and matched against the products' image vectors in one SQL
-statement; the look-alike lookbooks come from their cover vectors (`LookbookCoverVector`);
+statement; the look-alike lookbooks come from their cover vectors (`LookbookCoverVector`),
+and the scene's windows are matched against the covers' windows in this process;
 the lookbook graph is the published lookbooks' items, with each lookbook's description as
 its kind (the IKEA preset writes the room type there).
 """
@@ -23,10 +24,13 @@ from embeddings import runtime
 from embeddings.ml.regions import Box, suppress_overlaps
 from embeddings.models import EmbeddingModel
 from embeddings.sql import halfvec_from_send, vector_literal
+from search.looks.models import LookbookCoverVector
 from search.scene_ranking import (
+    COVER_WINDOW_CANDIDATES,
     LOOKALIKE_CANDIDATES,
     MATCHES_PER_REGION,
     CatalogueCosines,
+    CoverWindowMatches,
     LookbookGraph,
     LookbookNeighbour,
     RegionMatches,
@@ -88,8 +92,15 @@ def scene_search(*, image: bytes, limit: int, weights: SceneWeights | None = Non
     scene = runtime.encode_query_regions(image, model=model)
     windows = _region_matches(model=model, boxes=scene.boxes, vectors=scene.regions)
     neighbours = _lookalike_lookbooks(model=model, vector=scene.whole)
+    cover_windows = cover_window_matches(
+        model=model, vectors=np.concatenate([scene.regions, scene.whole[None]])
+    )
     ranked, context = scene_rank(
-        regions=windows, neighbours=neighbours, graph=lookbook_graph(), weights=weights
+        regions=windows,
+        neighbours=neighbours,
+        graph=lookbook_graph(),
+        weights=weights,
+        cover_windows=cover_windows,
     )
     hotspots = _hotspots(windows)
     return _results(
@@ -191,6 +202,54 @@ def _lookalike_lookbooks(*, model: EmbeddingModel, vector: np.ndarray) -> list[L
         cursor.execute(sql, [literal, model.pk, literal, LOOKALIKE_CANDIDATES])
         rows = cursor.fetchall()
     return [LookbookNeighbour(int(lookbook_id), float(score)) for lookbook_id, score in rows]
+
+
+_cover_lock = threading.Lock()
+_cover_cache: dict[str, Any] = {}
+
+
+def _cover_windows(*, model: EmbeddingModel) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, D) window vectors of the published lookbooks' covers by `model` (the whole
+    cover among them) and the (N,) lookbook each is of. Cached per process until a cover
+    vector is written or a lookbook published or withdrawn: the stamp lists each row's
+    lookbook and cover file, a small read beside loading every window again."""
+    rows = LookbookCoverVector.objects.filter(model=model, lookbook__is_published=True)
+    stamp = (model.pk, tuple(rows.order_by("pk").values_list("pk", "lookbook_id", "cover_name")))
+    with _cover_lock:
+        if _cover_cache.get("stamp") == stamp:
+            return _cover_cache["windows"], _cover_cache["owner"]
+    dim = model_dimension(model)
+    blocks, owners = [], []
+    for lookbook_id, vector, windows in rows.values_list("lookbook_id", "vector", "windows"):
+        block = np.frombuffer(bytes(windows), dtype=np.float16).reshape(-1, dim)
+        block = np.concatenate([block, np.asarray(vector, dtype=np.float16)[None]])
+        blocks.append(block.astype(np.float32))
+        owners.append(np.full(len(block), lookbook_id))
+    found = (
+        (np.concatenate(blocks), np.concatenate(owners))
+        if blocks
+        else (np.zeros((0, dim), np.float32), np.zeros(0, np.int64))
+    )
+    with _cover_lock:
+        _cover_cache.update(stamp=stamp, windows=found[0], owner=found[1])
+    return found
+
+
+def cover_window_matches(*, model: EmbeddingModel, vectors: np.ndarray) -> list[CoverWindowMatches]:
+    """Each of the scene's window `vectors` with its `COVER_WINDOW_CANDIDATES` nearest cover
+    windows (lookbook id, cosine), best first. Exact, in numpy: a few thousand lookbooks'
+    windows are a matrix product of milliseconds."""
+    covers, owner = _cover_windows(model=model)
+    if not len(covers):
+        return [CoverWindowMatches([]) for _ in vectors]
+    sims = np.asarray(vectors, dtype=np.float32) @ covers.T  # (S, N)
+    keep = min(COVER_WINDOW_CANDIDATES, sims.shape[1])
+    top = np.argpartition(-sims, keep - 1, axis=1)[:, :keep]
+    out = []
+    for row, candidates in zip(sims, top, strict=True):
+        best = candidates[np.argsort(-row[candidates], kind="stable")]
+        out.append(CoverWindowMatches([(int(owner[c]), float(row[c])) for c in best]))
+    return out
 
 
 _graph_lock = threading.Lock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from django.db.models import Exists, OuterRef
 
 from catalog.models import Lookbook
@@ -13,8 +14,9 @@ from search.looks.models import LookbookCoverVector
 
 log = logging.getLogger(__name__)
 
-#: Covers encoded per call: one encoder batch, so a beat tick never holds a worker long.
-COVER_BATCH = 64
+#: Covers encoded per call. Each is cut into its windows (about 50 crops, as a scene photo
+#: is): 16 covers are some 900 crops, seconds of a worker per beat tick, never minutes.
+COVER_BATCH = 16
 
 
 def lookbook_cover_vectors_refresh(*, model: EmbeddingModel, limit: int = COVER_BATCH) -> int:
@@ -26,34 +28,33 @@ def lookbook_cover_vectors_refresh(*, model: EmbeddingModel, limit: int = COVER_
     """
     current = LookbookCoverVector.objects.filter(
         lookbook=OuterRef("pk"), model=model, cover_name=OuterRef("cover")
-    )
+    ).exclude(windows=b"")  # a vector from before windows were kept is stale too
     stale = (
         Lookbook.objects.exclude(cover="")
         .filter(~Exists(current))
         .order_by("pk")
-        .only("pk", "cover")[:limit]
+        .only("pk", "cover")
     )
-    lookbooks, images = [], []
-    for lookbook in stale:
+    written = 0
+    # Past unreadable covers until `limit` are written: a few broken covers at the head of
+    # the order must not keep every later lookbook waiting.
+    for lookbook in stale.iterator():
+        if written >= limit:
+            break
         try:
             with lookbook.cover.open("rb") as cover:
-                images.append(cover.read())
-        except OSError as exc:
+                scene = runtime.encode_query_regions(cover.read(), model=model)
+        except (OSError, ValueError) as exc:
             log.warning("lookbook %s: cover %s unreadable: %s", lookbook.pk, lookbook.cover, exc)
             continue
-        lookbooks.append(lookbook)
-    if not lookbooks:
-        return 0
-    result = runtime.encoder_for(model).encode_images(images)
-    for index, reason in result.failed.items():
-        log.warning("lookbook %s: cover not encoded: %s", lookbooks[index].pk, reason)
-    for row, index in enumerate(result.indices):
         LookbookCoverVector.objects.update_or_create(
-            lookbook=lookbooks[index],
+            lookbook=lookbook,
             model=model,
             defaults={
-                "vector": result.vectors[row].tolist(),
-                "cover_name": str(lookbooks[index].cover.name),
+                "vector": scene.whole.tolist(),
+                "windows": np.asarray(scene.regions, dtype=np.float16).tobytes(),
+                "cover_name": str(lookbook.cover.name),
             },
         )
-    return len(result.indices)
+        written += 1
+    return written

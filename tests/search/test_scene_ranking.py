@@ -7,12 +7,14 @@ import pytest
 
 from search.scene_ranking import (
     CatalogueCosines,
+    CoverWindowMatches,
     LookbookGraph,
     LookbookNeighbour,
     RegionMatches,
     SceneContext,
     SceneWeights,
     context_evidence,
+    cover_window_evidence,
     kind_vote,
     region_evidence,
     scene_rank,
@@ -133,3 +135,48 @@ def test_scene_rank_lists_each_product_once_under_its_best_region_with_the_guess
     assert context.kind == "Bedroom"
     assert {2, 3} <= set(ids)  # the other kind's products come in by context alone
     assert all(r.region is None for r in ranked if r.product_id in {2, 3})
+
+
+def test_each_scene_window_shares_one_vote_among_its_nearest_cover_windows_lookbooks() -> None:
+    windows = [
+        # nearest first: 11 twice (two of its windows), then 10; the 4th is past `count`
+        CoverWindowMatches([(11, 0.9), (11, 0.8), (10, 0.7), (12, 0.6)]),
+        CoverWindowMatches([(12, 0.5)]),
+        CoverWindowMatches([]),  # a window the index found nothing for votes for nothing
+    ]
+
+    evidence = cover_window_evidence(windows, graph(), count=3, temperature=1e9)  # equal shares
+
+    # lookbook votes: 11 -> 2/3, 10 -> 1/3, 12 -> 1; products: 1 (10), 2 (10, 11), 3 (11), 4 (12)
+    assert evidence == pytest.approx({1: 1 / 3, 2: 1.0, 3: 2 / 3, 4: 1.0})
+
+
+def test_a_cold_temperature_gives_a_scene_windows_vote_to_its_nearest_cover_window() -> None:
+    windows = [CoverWindowMatches([(10, 0.6), (12, 0.9)])]  # unsorted: the nearest is 12
+
+    evidence = cover_window_evidence(windows, graph(), count=2, temperature=1e-4)
+
+    assert evidence[4] == pytest.approx(1.0)
+    assert evidence.get(1, 0.0) < 1e-9
+
+
+def test_products_of_the_lookbook_whose_cover_windows_match_the_scene_lead_the_ranking() -> None:
+    # The regions match nothing well (a room's sofa against product shots on white); the
+    # scene's windows find the windows of lookbook 12's cover (the same sofa, photographed
+    # in a room). The nearest cover as a whole photo is a kitchen, so the kind's popularity
+    # alone puts the kitchen products first, as the ranking did before it read cover windows.
+    bland = RegionMatches((0, 0, 1, 1), [(1, 0.3)], catalogue_mean=0.25, catalogue_std=0.1)
+    weights = SceneWeights(context=1.0, graph=0.0, cover_windows=2.0)
+
+    def first(cover_windows: list[CoverWindowMatches]) -> int:
+        ranked, _ = scene_rank(
+            regions=[bland],
+            neighbours=[LookbookNeighbour(11, 0.9)],
+            graph=graph(),
+            weights=weights,
+            cover_windows=cover_windows,
+        )
+        return ranked[0].product_id
+
+    assert first([]) == 2  # the kitchens' most frequent product
+    assert first([CoverWindowMatches([(12, 0.8)]), CoverWindowMatches([(12, 0.7)])]) == 4

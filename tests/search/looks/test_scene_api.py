@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -115,6 +116,51 @@ def test_a_new_cover_gets_a_new_vector(catalog: Catalog) -> None:
 
     stored = LookbookCoverVector.objects.get(lookbook=room)
     assert stored.cover_name == room.cover.name and list(stored.vector) != first
+
+
+def cover(image: Image.Image) -> ContentFile[bytes]:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return ContentFile(buffer.getvalue())
+
+
+def test_a_lookbook_sharing_an_item_with_the_scene_brings_its_products_by_cover_windows(
+    reader: Client, catalog: Catalog
+) -> None:
+    """The scene's windows find the windows of a cover that shows one of its items (the red
+    one, on another backdrop, beside other things): that lookbook's products come up though
+    no region matches them and no lookbook has a kind to vote for."""
+    shares = lookbook_create(slug="shares-the-red-item", skus=["GREEN-1"])
+    photo = Image.new("RGB", (480, 240), (230, 210, 40))
+    photo.paste(Image.new("RGB", (192, 192), RGB["red"]), (24, 24))
+    shares.cover.save("shares.png", cover(photo), save=True)
+    unrelated = lookbook_create(slug="all-green", skus=["GREEN-3"])
+    unrelated.cover.save("green.png", cover(Image.new("RGB", (300, 300), RGB["green"])), save=True)
+    assert lookbook_cover_vectors_refresh(model=catalog.model) == 2
+
+    body = search(reader, scene(), limit=10)
+
+    skus = [hit["product"]["sku"] for hit in body["results"]]
+    assert body["context"]["kind"] == ""
+    assert "GREEN-1" in skus and "GREEN-3" not in skus[: skus.index("GREEN-1")]
+    # without the lookbooks no green product is in the top 10 (the test above)
+
+
+def test_cover_vectors_keep_the_covers_windows_and_older_rows_are_refreshed(
+    catalog: Catalog,
+) -> None:
+    room = lookbook_create(slug="room", skus=["RED-1"])
+    room.cover.save("one.jpg", ContentFile(scene()), save=True)
+    assert lookbook_cover_vectors_refresh(model=catalog.model) == 1
+    stored = LookbookCoverVector.objects.get(lookbook=room)
+    dimension = len(list(stored.vector))
+    windows = np.frombuffer(bytes(stored.windows), dtype=np.float16).reshape(-1, dimension)
+    assert len(windows) >= 10
+    np.testing.assert_allclose(np.linalg.norm(windows.astype(np.float32), axis=1), 1, atol=1e-2)
+
+    LookbookCoverVector.objects.filter(pk=stored.pk).update(windows=b"")  # before windows
+    assert lookbook_cover_vectors_refresh(model=catalog.model) == 1
+    assert bytes(LookbookCoverVector.objects.get(pk=stored.pk).windows) == windows.tobytes()
 
 
 def test_scene_search_refuses_what_is_not_a_photo(reader: Client, catalog: Catalog) -> None:
