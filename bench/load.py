@@ -316,10 +316,24 @@ def _server_processes(url: str) -> list[psutil.Process]:
         if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
         and connection.pid
     }  # fmt: skip
-    # The workers share the master's listening socket: keep the processes whose parent is
-    # not one of them (the master), whose children the meter then counts.
-    processes = [psutil.Process(pid) for pid in pids]
-    return [process for process in processes if process.ppid() not in pids]
+    # The workers share the master's listening socket, and the system table names one of
+    # its holders (often a worker alone): climb to the topmost one, whose children the
+    # meter then counts. Counting one worker left the other workers' CPU out.
+    roots: dict[int, psutil.Process] = {}
+    for pid in pids:
+        process = psutil.Process(pid)
+        while (parent := process.parent()) is not None and _listens(parent, port):
+            process = parent
+        roots[process.pid] = process
+    return list(roots.values())
+
+
+def _listens(process: psutil.Process, port: int) -> bool:
+    try:
+        connections = process.net_connections(kind="tcp")
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
 
 
 def _postgres_processes(data_dir: Path | None) -> list[psutil.Process]:

@@ -63,6 +63,9 @@ def _trusted(proxies: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress
     return _networks(list(proxies))
 
 
+# Cached: every shopper request parses its proxy's and its client's address here (the
+# rate limit, the photo slot), and the same few addresses come back all day.
+@functools.lru_cache(maxsize=4096)
 def _is_trusted(address: str, proxies: tuple[str, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address.strip().strip("[]"))

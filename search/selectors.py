@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from catalog.models import Product
+from catalog.selectors import products_in_bulk_with_images
 from embeddings.models import EmbeddingModel
 from search.diversity import mmr_order
 from search.experiments.context import arm_diversify, arm_model
@@ -179,7 +180,7 @@ def text_query_vector(*, model: EmbeddingModel, vector: np.ndarray) -> np.ndarra
 
 def search_hits(scored: Sequence[tuple[int, float]]) -> list[SearchHit]:
     """Products for (id, score) pairs, in that order (rows deleted meanwhile are skipped)."""
-    products = Product.objects.prefetch_related("images").in_bulk([pid for pid, _ in scored])
+    products = products_in_bulk_with_images(pid for pid, _ in scored)
     return [
         SearchHit(product=products[pid], score=round(score, 6))
         for pid, score in scored

@@ -184,3 +184,40 @@ def test_a_transaction_advances_the_results_version_once_at_commit_not_per_row(
         transaction.savepoint_rollback(savepoint)  # takes back the advance it queued
         Product.objects.filter(sku="NEW-1").update(in_stock=True)
     assert result_cache.results_version() == before + 3 + 2 + 1
+
+
+#: Statements of a shopper page answered from the results cache (the load benchmark's
+#: steady state): the version answering and the results version (the key), the page's
+#: products and their images, then per page kind the facet counts and whether any price
+#: exists (results), the stored photo and the version finding its regions (a photo), the
+#: product itself and its images (similar items). Shopper traffic is mostly these pages, so
+#: a statement more here is one more on nearly every request.
+CACHED_PAGE_STATEMENTS = {"words": 6, "photo": 8, "similar": 6}
+
+
+def _page_statements(client: Client, path: str, params: dict[str, Any]) -> list[str]:
+    assert client.get(path, params).status_code == 200  # answered, and cached
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(path, params)
+    assert response.status_code == 200
+    return [q["sql"] for q in captured.captured_queries]
+
+
+def test_cached_shopper_pages_run_a_pinned_number_of_statements(committed: Catalog) -> None:
+    client = Client()
+    upload = client.post(
+        "/search/photo/", {"image": SimpleUploadedFile("r.png", photo_colour("red"))}
+    )
+    assert upload.status_code == 302
+    photo_id = upload["Location"].split("photo=")[1]
+    pages = {
+        "words": ("/search/", {"q": "red shirt"}),
+        "photo": ("/search/", {"photo": photo_id}),
+        "similar": ("/products/RED-0/similar/", {}),
+    }
+    for kind, (path, params) in pages.items():
+        statements = _page_statements(client, path, params)
+        assert not _searched(statements), kind
+        assert len(statements) <= CACHED_PAGE_STATEMENTS[kind], (kind, statements)
+        loads = [sql for sql in statements if 'FROM "catalog_productimage"' in sql]
+        assert len(loads) == (2 if kind == "similar" else 1), (kind, loads)
