@@ -228,7 +228,29 @@ def _float_nodes(prepared: Path) -> list[str] | None:
     return names if found == set(QUANT_CONFIG["float_node_prefixes"]) else None
 
 
-def _quantize_kwargs(prepared: Path) -> dict[str, Any]:
+def _unranged_nodes(prepared: Path, ranged: set[str]) -> list[str]:
+    """Names of the nodes an activation of which has no shipped range: they stay float.
+
+    The shipped ranges cover the packaged trunk and the default's head; a fine-tune's own
+    additions (the image embedding's grid term) have none, and quantizing a node without
+    its ranges fails.
+    """
+    import onnx
+
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    constants = {t.name for t in graph.initializer} | {
+        o for n in graph.node if n.op_type == "Constant" for o in n.output
+    }
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type != "Constant"
+        # The data in and out; other inputs (a Reshape's shape, a Gemm's weights) take none.
+        and any(t and t not in constants and t not in ranged for t in (n.input[0], n.output[0]))
+    ]
+
+
+def _quantize_kwargs(prepared: Path, unranged: list[str] | None = None) -> dict[str, Any]:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
     return {
@@ -238,7 +260,7 @@ def _quantize_kwargs(prepared: Path) -> dict[str, Any]:
         "activation_type": getattr(QuantType, QUANT_CONFIG["activations"]),
         "weight_type": getattr(QuantType, QUANT_CONFIG["weights"]),
         "calibrate_method": getattr(CalibrationMethod, QUANT_CONFIG["calibration"]),
-        "nodes_to_exclude": _float_nodes(prepared) or [],
+        "nodes_to_exclude": [*(_float_nodes(prepared) or []), *(unranged or [])],
     }
 
 
@@ -270,6 +292,6 @@ def _quantize(graph: Path, ranges_file: Path, out: Path, work: Path) -> bool:
         str(out),
         None,  # the ranges come from `cache`: no calibration photos needed here
         calibration_cache_path=str(cache),
-        **_quantize_kwargs(prepared),
+        **_quantize_kwargs(prepared, _unranged_nodes(prepared, set(ranges["data"]))),
     )
     return True

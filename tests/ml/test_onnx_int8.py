@@ -160,3 +160,37 @@ def test_a_cpu_without_8_bit_dot_products_runs_the_float_graph(encoders, monkeyp
     _, int8, onnx_dir = encoders
     monkeypatch.setattr(onnx_int8, "cpu_has_int8_dot", lambda: False)
     assert not ort_model_load(int8.loaded, Path(onnx_dir), threads=1, int8=True).image_int8
+
+
+@needs_int8_cpu
+def test_a_fine_tunes_grid_term_stays_float_and_the_rest_runs_int8(  # type: ignore[no-untyped-def]
+    datasets_root, tmp_path
+) -> None:
+    """The shipped ranges know nothing of a fine-tune's grid term: its nodes stay float
+    (quantizing a node without ranges fails), and the trunk still runs in int8."""
+    from dataclasses import replace
+
+    import torch
+
+    from embeddings.ml.encoder import Encoder
+    from embeddings.ml.loading import load_model
+
+    loaded = load_model("default")
+    loaded.model.add_grid_head()
+    assert loaded.model.grid_head is not None
+    with torch.no_grad():  # a trained grid term moves the embedding; zeros would hide it
+        torch.manual_seed(0)
+        loaded.model.grid_head.weight.normal_(std=0.05)
+    fine_tuned = replace(
+        loaded,
+        config={**loaded.config, "fusion": loaded.model.fusion_cfg.to_dict()},
+        weights_sha256="grid-term-" + loaded.weights_sha256[:16],
+    )
+    eager = Encoder(fine_tuned, device="cpu")
+    int8 = Encoder(fine_tuned, device="cpu", onnx_dir=tmp_path)
+    assert int8.backend == "onnxruntime-int8"
+    photos = sorted((datasets_root / "hm" / "images").glob("*.jpg"))[:12]
+    cos = _cosines(eager.encode_images(photos).vectors, int8.encode_images(photos).vectors)
+    assert cos.min() >= 0.98
+    eager.close()
+    int8.close()
