@@ -5,8 +5,8 @@ reports/README.md first); encodes the catalog with that model, holds out 25% of 
 *training* rooms (seeded), ranks their leave-one-out queries with
 `embeddings.ml.look_ranking.look_order` over a graph of the remaining training rooms for
 each model weight, and writes the grid, the co-occurrence baseline on the same queries and
-the chosen weight to bench/results/complete_the_look_fit.json. The held-out rooms of the
-split are never read.
+the best weights to bench/results/complete_the_look_fit.json. The held-out rooms of the
+split are read only afterwards, to record what each part of the chosen order does there.
 
     python bench/complete_the_look_fit.py --datasets ../shared/datasets \\
         --model checkpoint:.data/experiments/ikea/full --split .data/experiments/ikea/split.json
@@ -39,10 +39,10 @@ def main() -> int:
     from embeddings.ml.evaluation.catalog import as_catalog
     from embeddings.ml.evaluation.evaluate import encode_catalog
     from embeddings.ml.evaluation.experiment import LOOKBOOK_PREFIX, load_named_dataset
-    from embeddings.ml.evaluation.look_fit import fit_look_ranking
+    from embeddings.ml.evaluation.look_fit import fit_look_ranking, heldout_orders
     from embeddings.ml.evaluation.splits import Split
     from embeddings.ml.loading import load_encoder
-    from embeddings.ml.look_ranking import DEFAULT_LOOK_RANKING
+    from embeddings.ml.look_ranking import DEFAULT_LOOK_RANKING, LookRanking
 
     torch.set_num_threads(args.threads)
     dataset = load_named_dataset("ikea", args.datasets)
@@ -66,6 +66,19 @@ def main() -> int:
         prefix=LOOKBOOK_PREFIX["ikea"],
         new_every=sorted({0, 10, DEFAULT_LOOK_RANKING.new_every}),
     )
+    # After the choice, for the record: each part of the order on the held-out rooms.
+    keep = DEFAULT_LOOK_RANKING.new_every
+    heldout = heldout_orders(
+        fused,
+        catalog,
+        split,
+        {
+            "count first, model within a count (the old order)": LookRanking(0.001, 0),
+            "blend only": LookRanking(DEFAULT_LOOK_RANKING.model_weight, 0),
+            "count first + kept places": LookRanking(0.001, keep),
+            "blend + kept places (the app's)": DEFAULT_LOOK_RANKING,
+        },
+    )
     out = {
         "what": "complete the look recall@10 on validation rooms (25% of IKEA's training "
         "rooms, seed 0) over a graph of the other training rooms, per model weight",
@@ -75,6 +88,7 @@ def main() -> int:
         "split_fingerprint": split.fingerprint,
         "app_default": DEFAULT_LOOK_RANKING.__dict__,
         **result,
+        "heldout_rooms_after_the_choice": heldout,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")

@@ -564,4 +564,11 @@ def test_the_model_weight_is_fitted_on_training_rooms_only() -> None:
     assert [(r["model_weight"], r["new_every"]) for r in fit["grid"]] == [
         (0.1, 0), (1, 0), (0.1, 5), (1, 5)
     ]  # fmt: skip
-    assert set(fit["chosen_model_weight"]) == {"0", "5"}
+    assert set(fit["best_model_weights"]) == {"0", "5"}
+    for n in ("0", "5"):
+        best = max(r["recall"] for r in fit["grid"] if r["new_every"] == int(n))
+        assert fit["best_model_weights"][n] == [
+            r["model_weight"]
+            for r in fit["grid"]
+            if r["new_every"] == int(n) and r["recall"] == best
+        ]

@@ -71,7 +71,8 @@ def fit_look_ranking(
 
     ``fused``: (n items, D) unit item vectors in catalog order. Returns a JSON-ready dict:
     the grid's rows, the co-occurrence baseline on the same queries, and for each
-    ``new_every`` the weight with the best recall (the first of equals).
+    ``new_every`` the weights with the best recall (all of them: on IKEA whole ranges tie,
+    and the app's default is then one inside the range every fitted model shares).
     """
     config = config or EvalConfig()
     val_catalog, val_split = validation_split(
@@ -98,8 +99,9 @@ def fit_look_ranking(
                 )
             )
     co = np.asarray([cooccurrence_recall(graph, x, config.k) for x in loo])
-    chosen = {
-        n: max((r for r in rows if r.new_every == n), key=lambda r: r.recall).model_weight
+    best = {n: max(r.recall for r in rows if r.new_every == n) for n in new_every}
+    best_weights = {
+        n: [r.model_weight for r in rows if r.new_every == n and r.recall == best[n]]
         for n in new_every
     }
     return {
@@ -113,5 +115,38 @@ def fit_look_ranking(
             "recall_known": round(float(co[~new].mean()), 4),
         },
         "grid": [r.__dict__ for r in rows],
-        "chosen_model_weight": {str(n): w for n, w in chosen.items()},
+        "best_model_weights": {str(n): w for n, w in best_weights.items()},
     }
+
+
+def heldout_orders(
+    fused: np.ndarray,
+    catalog: Catalog,
+    split: Split,
+    rankings: dict[str, LookRanking],
+    config: EvalConfig | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """complete_the_look/recall@10 on the split's held-out rooms, per cell, for each of
+    ``rankings`` (label -> order): what each part of the order does, measured after the
+    weight was chosen and never used to choose it. Same queries as the report's."""
+    from embeddings.ml.evaluation.bootstrap import bootstrap_ci
+
+    config = config or EvalConfig()
+    ok = np.ones(len(catalog.items), dtype=bool)
+    plan = plan_queries(catalog, split, config, ok)
+    graph = LookbookGraph.of(catalog, split)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for label, ranking in rankings.items():
+        for cell, loo in plan.leave_one_out.items():
+            if not loo:
+                continue
+            queries = np.stack([m.mean_of_normalised(fused[list(x.context)]) for x in loo])
+            hits = complete_the_look_hits(fused, queries, loo, graph, [], ranking, config.k)
+            v = bootstrap_ci(hits, resamples=config.resamples, seed=config.seed)
+            out.setdefault(label, {})[cell] = {
+                "value": round(v.value, 4),
+                "ci_low": round(v.ci_low, 4),
+                "ci_high": round(v.ci_high, 4),
+                "n": v.n,
+            }
+    return out
