@@ -31,9 +31,10 @@ class LookRanking:
 
     # Weight of the model's cosine (mapped to 0..1) beside the shared-lookbook share (0..1).
     # Chosen on validation rooms cut from IKEA's training rooms, never the held-out ones
-    # (bench/complete_the_look_fit.py): every weight from 0.001 to 1 ties for the best
-    # recall there with the full model and with image-text only, above 1 image-text loses;
-    # 0.5 is inside the range both share. bench/results/complete_the_look_fit*.json
+    # (bench/complete_the_look_fit.py): with the kept places below, every weight from 0.001
+    # to 1 ties for the best recall there with the full model and with image-text only
+    # (above 1 image-text loses); 0.5 is inside that range.
+    # bench/results/complete_the_look_fit*.json
     model_weight: float = 0.5
     # Places kept for the best candidate no lookbook holds: ``new_first``, then every
     # ``new_every``-th (2, 7, 12, ...); new_every 0 keeps none. A product rule, not a tuned
