@@ -1,14 +1,18 @@
 """Complete the look: items that go with a product, grouped by category.
 
-Curated lookbooks first (a merchandiser's choice), then the product's nearest neighbours
-from other departments (a shirt is completed with trousers and shoes, not another shirt).
+Curated lookbooks and the product's nearest neighbours from other departments (a shirt is
+completed with trousers and shoes, not another shirt), ordered by the evaluation's own
+ranking function (`embeddings.ml.look_ranking`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from catalog.models import Product
+from django.db.models import Count
+
+from catalog.models import LookbookItem, Product
+from embeddings.ml.look_ranking import DEFAULT_LOOK_RANKING, LookRanking, look_order
 from search.selectors import SIMILAR_KIND, SearchFilters, SearchHit, model_answering, search_hits
 from search.vector_sql import nearest_products, product_vector, similarities
 
@@ -33,37 +37,45 @@ def _department(category: str) -> str:
 def complete_the_look(*, product: Product, limit_per_category: int) -> list[LookGroup]:
     """Items that go with `product`, grouped by category, best groups first.
 
-    Two sources: products curated beside it in published lookbooks (first, they are a
-    merchandiser's choice), then its fused vector's nearest neighbours. Only other
-    departments count as complementary: the first level of the category path
-    ("Garment Lower body" for a shirt's "Garment Upper body > Shirt"), so a shirt is
-    completed with trousers and shoes, not with another shirt.
+    Two sources: products curated beside it in published lookbooks (a merchandiser's
+    choice), and its fused vector's nearest neighbours. Only other departments count as
+    complementary: the first level of the category path ("Garment Lower body" for a
+    shirt's "Garment Upper body > Shirt"), so a shirt is completed with trousers and shoes,
+    not with another shirt. Each category's shelf is ordered by
+    `embeddings.ml.look_ranking.look_order`, the order the evaluation scores: lookbooks
+    shared with `product` blended with the model's cosine, and place 2 (then every 5th) kept
+    for the model's best product that no published lookbook holds yet, so a new product is
+    shown beside the curated ones instead of below all of them. Groups come in the order of
+    their best candidate by the same score.
     """
     limit_per_category = max(1, min(int(limit_per_category), 24))
     department = _department(product.category)
-    # A product can sit in several lookbooks: keep each curated id once, first place wins.
-    curated_ids = list(
-        dict.fromkeys(
-            Product.objects.filter(
-                lookbook_items__lookbook__is_published=True,
-                lookbook_items__lookbook__items__product=product,
-            )
-            .exclude(pk=product.pk)
-            .order_by("lookbook_items__position", "id")
-            .values_list("id", flat=True)
+    # How many published lookbooks each curated product shares with `product` (the filter
+    # before the annotation restricts the count to those lookbooks).
+    curated = {
+        pid: (category, int(shared))
+        for pid, category, shared in Product.objects.filter(
+            lookbook_items__lookbook__is_published=True,
+            lookbook_items__lookbook__items__product=product,
         )
-    )
+        .exclude(pk=product.pk)
+        .values("id", "category")
+        .annotate(shared=Count("lookbook_items__lookbook", distinct=True))
+        .order_by("id")
+        .values_list("id", "category", "shared")
+        if category and _department(category) != department
+    }
     model = model_answering()
     vector = (
         product_vector(model=model, kind=SIMILAR_KIND, product_id=product.pk)
         if model is not None
         else None
     )
-    scores: dict[int, float] = {}
+    cosines: dict[int, float] = {}
     neighbours: list[tuple[int, float]] = []
     if model is not None and vector is not None:
-        scores = similarities(model=model, kind=SIMILAR_KIND, vector=vector,
-                               product_ids=curated_ids)  # fmt: skip
+        cosines = similarities(model=model, kind=SIMILAR_KIND, vector=vector,
+                               product_ids=list(curated))  # fmt: skip
         # Categories are compared in SQL by their first path level, like `_department`.
         neighbours = nearest_products(
             model=model,
@@ -75,18 +87,34 @@ def complete_the_look(*, product: Product, limit_per_category: int) -> list[Look
             extra_sql=" AND p.category <> '' AND split_part(p.category, %s, 1) <> %s",
             extra_params=[CATEGORY_SEPARATOR, department],
         )
-    ordered = [(pid, scores.get(pid, 0.0)) for pid in curated_ids]
-    ordered += [(pid, score) for pid, score in neighbours if pid not in set(curated_ids)]
-    groups: dict[str, list[SearchHit]] = {}
-    for hit in search_hits(ordered):
-        category = hit.product.category
-        if not category or _department(category) == department:
-            continue
-        group = groups.setdefault(category, [])
-        if len(group) < limit_per_category:
-            group.append(hit)
-    # Groups keep first-appearance order: curated categories first, then by best neighbour.
-    return [
-        LookGroup(category=category, hits=hits)
-        for category, hits in list(groups.items())[:MAX_LOOK_GROUPS]
-    ]
+    neighbours = [(pid, cosine) for pid, cosine in neighbours if pid not in curated]
+    cosines.update(neighbours)
+    in_a_lookbook = set(
+        LookbookItem.objects.filter(
+            lookbook__is_published=True, product_id__in=[pid for pid, _ in neighbours]
+        ).values_list("product_id", flat=True)
+    )
+    ids = [*curated, *(pid for pid, _ in neighbours)]
+    shared = [curated[pid][1] if pid in curated else 0 for pid in ids]
+    # A product without a vector of this model (not embedded yet) counts as unrelated.
+    cosine = [cosines.get(pid, 0.0) for pid in ids]
+    is_new = [pid not in curated and pid not in in_a_lookbook for pid in ids]
+    hits = {
+        hit.product.pk: hit for hit in search_hits([(pid, cosines.get(pid, 0.0)) for pid in ids])
+    }
+    by_category: dict[str, list[int]] = {}
+    for j in look_order(shared, cosine, is_new, ranking=LookRanking(new_every=0)):
+        hit = hits.get(ids[j])
+        if hit is not None:
+            by_category.setdefault(hit.product.category, []).append(int(j))
+    groups = []
+    for category, members in list(by_category.items())[:MAX_LOOK_GROUPS]:
+        shelf = look_order(
+            [shared[j] for j in members],
+            [cosine[j] for j in members],
+            [is_new[j] for j in members],
+            ranking=DEFAULT_LOOK_RANKING,
+            limit=limit_per_category,
+        )
+        groups.append(LookGroup(category=category, hits=[hits[ids[members[i]]] for i in shelf]))
+    return groups

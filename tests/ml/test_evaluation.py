@@ -23,6 +23,7 @@ from embeddings.ml.evaluation.evaluate import (
     evaluate,
     plan_queries,
 )
+from embeddings.ml.evaluation.look_fit import fit_look_ranking, validation_split
 from embeddings.ml.evaluation.splits import Split, make_split
 
 
@@ -470,10 +471,11 @@ def test_cooccurrence_baseline_counts_shared_training_lookbooks() -> None:
     assert cold[0] == pytest.approx(9 / 30)
 
 
-def test_complete_the_look_reads_the_lookbooks_first_then_the_model() -> None:
-    # As the search app orders it: what shares more training lookbooks with the query's
-    # items comes first, the model orders within an equal count. A cold newcomer shares
-    # none, so where it lands among the never-seen items is the model's doing.
+def test_complete_the_look_reads_the_lookbooks_then_the_model() -> None:
+    # As the search app orders it: what shares training lookbooks with the query's items
+    # first, the model's cosine blended in. A cold newcomer shares none, so whether it
+    # reaches the top 10 (here: one of the places kept for products no lookbook holds) is
+    # the model's doing.
     cat, split = _room_catalog()
     rng = np.random.default_rng(0)
     look = rng.normal(size=16)
@@ -491,8 +493,82 @@ def test_complete_the_look_reads_the_lookbooks_first_then_the_model() -> None:
 
     knows = complete_the_look(look)  # the model puts the newcomer with a, b and c
     assert knows == {"warm": [1.0, 1.0, 1.0], "cold": [1.0]}
-    # z00 (3 shared lookbooks) still outranks it; a model that puts the newcomer far
-    # from the look ranks it below the 29 never-seen items, out of the top 10.
+    # A model that puts the newcomer far from the look ranks it below the 29 never-seen
+    # items, which take the kept places before it: out of the top 10.
     assert complete_the_look(-look) == {"warm": [1.0, 1.0, 1.0], "cold": [0.0]}
     baseline = cooccurrence_baseline(cat, split, EvalConfig(resamples=50)).per_query
     assert list(baseline["complete_the_look/recall@10"]["cold"]) == [pytest.approx(9 / 30)]
+
+
+def test_complete_the_look_keeps_places_for_a_new_product_behind_many_shared_ones() -> None:
+    # Twelve regulars share training lookbooks with a, b and c, more than ten: the old order
+    # ("more shared lookbooks first, the model within an equal count") put a newcomer no
+    # lookbook holds below all twelve, out of the top 10 however well the model matched it.
+    items = [CatalogItem(x, f"/img/{x}.jpg", x, "c") for x in ["a", "b", "c", "new"]]
+    regulars = [f"r{i:02d}" for i in range(12)]
+    items += [CatalogItem(r, f"/img/{r}.jpg", r, "c") for r in regulars]
+    items += [CatalogItem(f"z{i:02d}", f"/img/z{i}.jpg", f"z{i}", "c") for i in range(20)]
+    lookbooks = {f"train{i}": ["a", "b", "c", r] for i, r in enumerate(regulars)}
+    lookbooks["room"] = ["a", "b", "c", "new"]
+    cat = Catalog("regulars", items, lookbooks)
+    split = Split(
+        dataset="regulars", seed=0, cold_fraction=0.0, heldout_lookbook_fraction=0.0,
+        cold_items=("new",), heldout_lookbooks=("room",), n_items=len(items),
+        n_lookbooks=len(lookbooks), fingerprint=make_split(cat).fingerprint,
+    )  # fmt: skip
+    rng = np.random.default_rng(1)
+    look = rng.normal(size=16)
+    table: dict[str, np.ndarray] = {}
+    for it in cat.items:
+        close = it.item_id in ("a", "b", "c", "new")
+        v = look + 0.1 * rng.normal(size=16) if close else rng.normal(size=16)
+        table[it.image_path] = table[it.text] = v / np.linalg.norm(v)
+
+    result = evaluate(TableEncoder(table), cat, split, EvalConfig(resamples=50))
+
+    assert list(result.per_query["complete_the_look/recall@10"]["cold"]) == [1.0]
+    assert list(result.per_query["complete_the_look/recall@10"]["warm"]) == [1.0, 1.0, 1.0]
+    # Counting alone: the newcomer ties with the 20 never-seen items behind the 12 regulars.
+    baseline = cooccurrence_baseline(cat, split, EvalConfig(resamples=50)).per_query
+    assert list(baseline["complete_the_look/recall@10"]["cold"]) == [0.0]
+
+
+def test_the_model_weight_is_fitted_on_training_rooms_only() -> None:
+    # 12 training rooms hold a, b, c and one regular each; "room" is held out for the test.
+    items = [CatalogItem(x, f"/img/{x}.jpg", x, "c") for x in ["a", "b", "c", "new"]]
+    regulars = [f"r{i:02d}" for i in range(12)]
+    items += [CatalogItem(r, f"/img/{r}.jpg", r, "c") for r in regulars]
+    lookbooks = {f"room:{i}": ["a", "b", "c", r] for i, r in enumerate(regulars)}
+    lookbooks["room:test"] = ["a", "b", "new"]
+    cat = Catalog("rooms", items, lookbooks)
+    split = Split(
+        dataset="rooms", seed=0, cold_fraction=0.0, heldout_lookbook_fraction=0.0,
+        cold_items=("new",), heldout_lookbooks=("room:test",), n_items=len(items),
+        n_lookbooks=len(lookbooks), fingerprint=make_split(cat).fingerprint,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    fused = rng.normal(size=(len(items), 8))
+    fused /= np.linalg.norm(fused, axis=1, keepdims=True)
+
+    val_catalog, val_split = validation_split(cat, split, prefix="room:", fraction=0.25, seed=0)
+    fit = fit_look_ranking(fused, cat, split, prefix="room:", new_every=(0, 5), weights=(0.1, 1))
+
+    assert len(val_split.heldout_lookbooks) == 3
+    assert "room:test" not in val_split.heldout_lookbooks
+    assert "room:test" not in val_catalog.lookbooks  # the test room is never read
+    assert all("new" not in members for members in val_catalog.lookbooks.values())  # cold
+    # 3 validation rooms x 4 members, each left out once; the graph is the other 9 rooms.
+    assert (fit["validation_lookbooks"], fit["graph_lookbooks"], fit["queries"]) == (3, 9, 12)
+    # Each validation room's regular is in no other room: new to the graph.
+    assert fit["queries_new"] == 3
+    assert [(r["model_weight"], r["new_every"]) for r in fit["grid"]] == [
+        (0.1, 0), (1, 0), (0.1, 5), (1, 5)
+    ]  # fmt: skip
+    assert set(fit["best_model_weights"]) == {"0", "5"}
+    for n in ("0", "5"):
+        best = max(r["recall"] for r in fit["grid"] if r["new_every"] == int(n))
+        assert fit["best_model_weights"][n] == [
+            r["model_weight"]
+            for r in fit["grid"]
+            if r["new_every"] == int(n) and r["recall"] == best
+        ]

@@ -13,6 +13,7 @@ from embeddings.ml.evaluation.evaluate import EvalConfig, EvaluationResult
 from embeddings.ml.evaluation.report import (
     ModelRun,
     ReportMeta,
+    against_cooccurrence,
     compare,
     target_checks,
     write_report,
@@ -86,3 +87,40 @@ def test_report_without_a_comparison_pair_skips_the_target(tmp_path: Path, label
     write_report(tmp_path, [ModelRun(label, "default", fake_result(label, 0.3))], meta())
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["comparison"]["target"]["checks"] == []
+
+
+def ctl_result(model: str, warm: list[float], cold: list[float]) -> EvaluationResult:
+    per_query = {
+        "complete_the_look/recall@10": {"warm": np.asarray(warm), "cold": np.asarray(cold)}
+    }
+    metrics = {
+        name: {cell: bootstrap_ci(v, resamples=200) for cell, v in cells.items()}
+        for name, cells in per_query.items()
+    }
+    return EvaluationResult(model, "toy", "fp", EvalConfig(), metrics, per_query)
+
+
+def test_complete_the_look_is_compared_with_co_occurrence_query_by_query(tmp_path: Path) -> None:
+    # Co-occurrence finds the warm half; "full" finds the same plus 20 more, "base" 20 fewer
+    # and nothing cold either way.
+    co = [1.0] * 100 + [0.0] * 100
+    runs = [
+        ModelRun("base", "default", ctl_result("base", [1.0] * 80 + [0.0] * 120, [0.0] * 50)),
+        ModelRun("full", "b", ctl_result("full", [1.0] * 120 + [0.0] * 80, [0.0] * 50)),
+        ModelRun("co-occurrence", "counts", ctl_result("co", co, [0.0] * 50)),
+    ]
+
+    versus = against_cooccurrence(runs)
+
+    assert versus["full"]["warm"].value == pytest.approx(0.1)
+    assert versus["full"]["warm"].ci_low > 0  # beats: paired, every resample gains
+    assert versus["base"]["warm"].value == pytest.approx(-0.1)
+    assert versus["base"]["warm"].ci_high < 0
+    assert versus["full"]["cold"].value == 0.0
+    write_report(tmp_path, runs, meta())
+    text = (tmp_path / "README.md").read_text()
+    assert "| full | +0.000 [+0.000, +0.000] | no | +0.100 [" in text
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["comparison"]["complete_the_look_minus_cooccurrence"]["full"]["warm"]["value"] == (
+        pytest.approx(0.1)
+    )

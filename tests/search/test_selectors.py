@@ -402,7 +402,8 @@ def test_complete_the_look_groups_other_departments_lookbook_items_first(
     groups = complete_the_look(product=shirt, limit_per_category=2)
 
     categories = [group.category for group in groups]
-    assert categories == ["Shoes > Sneakers", "Garment Lower body > Trousers"]  # curated order
+    # Both shelves open with a curated item; they come in the order of their best score.
+    assert sorted(categories) == ["Garment Lower body > Trousers", "Shoes > Sneakers"]
     by_category = {group.category: [hit.product.sku for hit in group.hits] for group in groups}
     # Curated beats nearer neighbours, which fill the rest of the group in their order.
     for category, curated in (("Shoes > Sneakers", "GREEN-2"),
@@ -412,6 +413,43 @@ def test_complete_the_look_groups_other_departments_lookbook_items_first(
     assert drafted not in [
         sku for group in by_category.values() for sku in group
     ]  # unpublished lookbooks don't count
+
+
+def test_complete_the_look_keeps_a_place_for_a_new_product_beside_curated_ones(
+    catalog: Catalog,
+) -> None:
+    shirt = catalog.products["RED-0"]  # Garment Upper body > Shirt
+    sneakers = "Shoes > Sneakers"
+    before = {
+        group.category: [hit.product.sku for hit in group.hits]
+        for group in complete_the_look(product=shirt, limit_per_category=2)
+    }
+    newcomer = before[sneakers][0]  # the model's best sneakers for the shirt; in no lookbook
+    curated = [
+        sku
+        for sku, product in sorted(catalog.products.items())
+        if product.category == sneakers and sku not in before[sneakers]
+    ][:2]
+    # Two other sneakers curated beside the shirt: as many as the shelf shows. Curated
+    # first, strictly, would leave no place for the newcomer however well it matched.
+    lookbook_create(slug="curated", skus=["RED-0", *curated])
+
+    shelf = {
+        group.category: [hit.product.sku for hit in group.hits]
+        for group in complete_the_look(product=shirt, limit_per_category=2)
+    }[sneakers]
+
+    assert shelf[0] in curated
+    assert shelf[1] == newcomer  # place 2 is kept for a product no lookbook holds
+    # Once a published lookbook holds it (one without the shirt), it is no longer new: the
+    # kept place goes to the next new sneakers, and it ranks below both.
+    lookbook_create(slug="later", skus=[newcomer, "BLUE-1"])
+    shelf = {
+        group.category: [hit.product.sku for hit in group.hits]
+        for group in complete_the_look(product=shirt, limit_per_category=2)
+    }[sneakers]
+    assert shelf[0] in curated
+    assert shelf[1] == before[sneakers][1]
 
 
 def test_diversify_prefers_varied_looks_over_near_duplicates(catalog: Catalog) -> None:

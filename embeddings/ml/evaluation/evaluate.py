@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -33,6 +33,7 @@ from embeddings.ml.evaluation import metrics as m
 from embeddings.ml.evaluation.bootstrap import DEFAULT_RESAMPLES, MetricValue, bootstrap_ci
 from embeddings.ml.evaluation.catalog import Catalog, as_catalog
 from embeddings.ml.evaluation.splits import CELLS, Split
+from embeddings.ml.look_ranking import DEFAULT_LOOK_RANKING, LookRanking, look_order
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class EvalConfig:
     catalog_vectors: Literal["fused", "image"] = "fused"  # lookbook completion and FITB
     scene_vectors: Literal["fused", "image"] = "image"  # shop-the-look gallery
     other_lookbooks_precision: bool = False  # also image->image precision without lookbook-mates
+    # How complete_the_look/recall@10 orders (the search app's `DEFAULT_LOOK_RANKING`).
+    look_ranking: LookRanking = DEFAULT_LOOK_RANKING
     resamples: int = DEFAULT_RESAMPLES
 
 
@@ -119,10 +122,12 @@ class LookbookGraph:
 
     @classmethod
     def of(cls, catalog: Catalog, split: Split) -> LookbookGraph:
-        members = [
-            [catalog.index[i] for i in items if i in catalog.index]
-            for items in split.training_lookbooks(catalog.lookbooks).values()
-        ]
+        return cls.of_lookbooks(catalog, split.training_lookbooks(catalog.lookbooks).values())
+
+    @classmethod
+    def of_lookbooks(cls, catalog: Catalog, lookbooks: Iterable[Sequence[str]]) -> LookbookGraph:
+        """The graph of ``lookbooks`` (each a list of item ids) over ``catalog``'s rows."""
+        members = [[catalog.index[i] for i in items if i in catalog.index] for items in lookbooks]
         of_row: list[list[int]] = [[] for _ in catalog.items]
         for g, rows in enumerate(members):
             for r in rows:
@@ -137,10 +142,9 @@ class LookbookGraph:
                 score[self.members[g]] += 1
         return score
 
-
-#: How much the model's cosine (mapped to 0..1) adds within one co-occurrence count in
-#: "complete the look": never enough to pass an item that shares one more lookbook.
-MODEL_WITHIN_COUNT = 0.999
+    def is_new(self) -> npt.NDArray[np.bool_]:
+        """(n,) True for the catalog rows no lookbook of the graph holds."""
+        return np.asarray([not lookbooks for lookbooks in self.of_row], dtype=bool)
 
 
 @dataclass
@@ -169,7 +173,7 @@ class EvaluationResult:
             "model": self.model,
             "dataset": self.dataset,
             "split_fingerprint": self.split_fingerprint,
-            "config": self.config.__dict__,
+            "config": asdict(self.config),
             "n_items": self.n_items,
             "n_failed": self.n_failed,
             "seconds": round(self.seconds, 1),
@@ -419,6 +423,37 @@ def _retrieval(
     }
 
 
+def complete_the_look_hits(
+    cat_vecs: Vectors,
+    queries: Vectors,
+    loo: Sequence[_LeaveOneOut],
+    graph: LookbookGraph,
+    exclude: Sequence[int],
+    ranking: LookRanking,
+    k: int,
+) -> npt.NDArray[np.float64]:
+    """(len(loo),) 1.0 where the left-out item is among the first ``k`` of complete the
+    look's order (`embeddings.ml.look_ranking.look_order`, the search app's) over every
+    catalog row but the query's own items and ``exclude``, else 0.0."""
+    is_new = graph.is_new()
+    hits = []
+    for qv, x in zip(queries, loo, strict=True):
+        candidate = np.ones(len(cat_vecs), dtype=bool)
+        candidate[[*x.context, *exclude]] = False
+        rows = np.flatnonzero(candidate)
+        top = rows[
+            look_order(
+                graph.shared(x.context)[rows],
+                cat_vecs[rows] @ qv,
+                is_new[rows],
+                ranking=ranking,
+                limit=k,
+            )
+        ]
+        hits.append(float(x.target in top))
+    return np.asarray(hits)
+
+
 def score_queries(
     enc: EncodedCatalog,
     catalog: Catalog,
@@ -428,10 +463,11 @@ def score_queries(
 ) -> dict[str, dict[str, npt.NDArray[np.float64]]]:
     """Per-query values of every metric: ``{metric: {cell: (n,) array}}``.
 
-    ``complete_the_look/recall@10`` orders as the search app's complete
-    the look does (its grouping by department aside): items sharing more training
-    lookbooks with the query's items first, the model's fused cosine within an equal count
-    (so for a cold item, the model alone).
+    ``complete_the_look/recall@10`` orders as the search app's complete the look does (its
+    grouping by department aside), with ``embeddings.ml.look_ranking.look_order``: the
+    share of training lookbooks an item shares with the query's items blended with the
+    model's fused cosine, and every ``new_every``-th place kept for the best item no
+    training lookbook holds (for a cold item, the model alone decides whether it gets one).
     """
     k = config.k
     failed_idx = [i for i in range(len(enc.ok)) if not enc.ok[i]]
@@ -496,12 +532,9 @@ def score_queries(
             )
             out["lookbook_completion/recall@10"][c] = m.recall_at_k(ranks, k)
             out["lookbook_completion/ndcg@10"][c] = m.ndcg_at_k(ranks, k)
-            blended = []
-            for qv, x in zip(queries, loo, strict=True):
-                score = graph.shared(x.context) + (cat_vecs @ qv + 1.0) / 2 * MODEL_WITHIN_COUNT
-                score[[*x.context, *failed_idx]] = -np.inf
-                blended.append(1 + int((score > score[x.target]).sum()))
-            out["complete_the_look/recall@10"][c] = m.recall_at_k(np.asarray(blended), k)
+            out["complete_the_look/recall@10"][c] = complete_the_look_hits(
+                cat_vecs, queries, loo, graph, failed_idx, config.look_ranking, k
+            )
             correct = []
             for qv, x in zip(queries, loo, strict=True):
                 s = cat_vecs[list(x.candidates)] @ qv
@@ -613,6 +646,17 @@ def evaluate(
     )
 
 
+def cooccurrence_recall(graph: LookbookGraph, query: _LeaveOneOut, k: int) -> float:
+    """Expected recall@k of ``query``'s left-out item when candidates are ranked by the
+    lookbooks they share with its context (``graph.shared``), ties in random order."""
+    score = graph.shared(query.context)
+    score[list(query.context)] = -np.inf  # the query's own items are not answers
+    target = score[query.target]
+    greater = int((score > target).sum())
+    ties = int((score == target).sum()) - 1  # others tied with the target
+    return float(np.clip((k - greater) / (ties + 1), 0.0, 1.0))
+
+
 def cooccurrence_baseline(
     dataset: Any, split: Split, config: EvalConfig | None = None
 ) -> EvaluationResult:
@@ -637,12 +681,7 @@ def cooccurrence_baseline(
     for c in CELLS:
         values = []
         for x in plan.leave_one_out[c]:
-            score = graph.shared(x.context)
-            score[list(x.context)] = -np.inf  # the query's own items are not answers
-            target = score[x.target]
-            greater = int((score > target).sum())
-            ties = int((score == target).sum()) - 1  # others tied with the target
-            values.append(float(np.clip((k - greater) / (ties + 1), 0.0, 1.0)))
+            values.append(cooccurrence_recall(graph, x, k))
         if values:
             per_query["lookbook_completion/recall@10"][c] = np.asarray(values)
     # Complete the look with no model: the same counts, random order within one.

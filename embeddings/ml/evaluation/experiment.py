@@ -427,10 +427,16 @@ def run_experiment(cfg: ExperimentConfig) -> Path:
             "a training lookbook with the query's items (random order among ties; a cold "
             "item shares none, so it ranks below every item that shares one). Same queries "
             "as the models.",
-            "complete_the_look: the search app's order for the same queries: items sharing "
-            "more training lookbooks with the query's items first, then the model's fused "
-            "cosine (the co-occurrence column: random order within a count). Where it beats "
-            "co-occurrence, the model adds what the lookbooks alone do not know.",
+            "complete_the_look: the search app's order for the same queries "
+            "(`embeddings.ml.look_ranking.look_order`, "
+            f"{cfg.eval.look_ranking}): the share of training lookbooks an item shares "
+            "with the query's items plus model_weight times the model's fused cosine "
+            "(mapped to 0..1), and places 2 and 7 kept for the best items no training "
+            "lookbook holds (every cold item is one). The co-occurrence column is counting "
+            "alone (random order within a count); the section 'Complete the look vs "
+            "co-occurrence' pairs the two query by query. The model weight was chosen on "
+            "validation rooms cut from the training rooms "
+            "(bench/results/complete_the_look_fit.json), never on these.",
             *(
                 [
                     f"Catalog: a seeded sample (seed {cfg.seed}) of {len(dataset.items)} of "
