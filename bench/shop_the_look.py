@@ -176,6 +176,8 @@ def room_members(rooms: list[dict[str, Any]], product_index: dict[str, int]) -> 
 
 
 def scores(ranking: list[int], truth: set[int]) -> dict[str, float]:
+    # tag_precision@5 is of the first five tags a shoppable post is given: the tagger
+    # (`search.posts.services.post_tag`) suggests this ranking's first products, in order.
     return {
         "recall@10": len(truth.intersection(ranking[:10])) / len(truth),
         "recall@50": len(truth.intersection(ranking[:50])) / len(truth),

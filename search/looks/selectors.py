@@ -68,6 +68,7 @@ class SceneHit:
     product: Product
     score: float  # the scene ranking's score (see `search.scene_ranking.RankedProduct`)
     region: int | None  # index into `SceneResults.regions`, or None (found by context)
+    region_score: float | None = None  # its cosine with that region's window (None: no region)
 
 
 @dataclass(frozen=True)
@@ -351,15 +352,20 @@ def _results(
                 hits=region_hits,
             )
         )
-    hits = [
-        SceneHit(
-            product=products[r.product_id],
-            score=round(r.score, 6),
-            region=position.get(best[r.product_id][0]) if r.product_id in best else None,
+    hits = []
+    for r in top:
+        if r.product_id not in products:
+            continue
+        index, cosine = best.get(r.product_id, (-1, 0.0))
+        shown_at = position.get(index)
+        hits.append(
+            SceneHit(
+                product=products[r.product_id],
+                score=round(r.score, 6),
+                region=shown_at,
+                region_score=None if shown_at is None else round(cosine, 6),
+            )
         )
-        for r in top
-        if r.product_id in products
-    ]
     return SceneResults(regions=regions, hits=hits, context=context, model_key=model_key)
 
 

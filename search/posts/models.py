@@ -15,6 +15,9 @@ from django.urls import reverse
 
 from catalog.models import Product
 
+#: The box of a region that is the whole photo (left, top, right, bottom).
+WHOLE_PHOTO = (0.0, 0.0, 1.0, 1.0)
+
 
 class Post(models.Model):
     class State(models.TextChoices):
@@ -100,7 +103,9 @@ class PostRegion(models.Model):
     right = models.FloatField()
     bottom = models.FloatField()
     category = models.CharField(max_length=200, blank=True)
-    score = models.FloatField(help_text="Cosine of the region's best match")
+    score = models.FloatField(
+        help_text="Cosine of the region's best match; for the whole photo, its best tag's score"
+    )
 
     class Meta:
         ordering = ["post_id", "index"]
@@ -114,6 +119,13 @@ class PostRegion(models.Model):
     @property
     def box(self) -> tuple[float, float, float, float]:
         return (self.left, self.top, self.right, self.bottom)
+
+    @property
+    def is_whole_photo(self) -> bool:
+        """The tagger's place for products the scene ranking found with no region of their
+        own (through the lookbooks they share with the photo's items): a tag needs a region,
+        and the whole photo is where such a product is."""
+        return self.box == WHOLE_PHOTO
 
     @property
     def centre_percent(self) -> tuple[float, float]:
@@ -132,6 +144,8 @@ class PostRegion(models.Model):
     @property
     def label(self) -> str:
         """The category's last part ("Sofa" of "Furniture > Sofa")."""
+        if self.is_whole_photo and not self.category:
+            return "Also in the photo"
         return self.category.rsplit(">", 1)[-1].strip() or "item"
 
 
@@ -152,7 +166,11 @@ class PostTag(models.Model):
         Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     rank = models.PositiveSmallIntegerField(default=0)
-    score = models.FloatField(null=True, blank=True, help_text="Cosine with the region")
+    score = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Cosine with the region; in the whole photo, the scene ranking's score",
+    )
     state = models.CharField(max_length=16, choices=State.choices, default=State.SUGGESTED)
 
     class Meta:

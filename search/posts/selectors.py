@@ -60,6 +60,7 @@ class PostHotspot:
     label: str
     centre_percent: tuple[float, float]
     products: list[Product]
+    whole_photo: bool = False  # no spot to point at: its products are listed, not dotted
 
 
 def post_hotspots(*, post: Post) -> list[PostHotspot]:
@@ -76,6 +77,7 @@ def post_hotspots(*, post: Post) -> list[PostHotspot]:
                     label=region.label,
                     centre_percent=region.centre_percent,
                     products=products,
+                    whole_photo=region.is_whole_photo,
                 )
             )
     return spots

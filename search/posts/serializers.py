@@ -17,7 +17,8 @@ class PostHotspotSerializer(serializers.Serializer):
         child=serializers.FloatField(),
         min_length=4,
         max_length=4,
-        help_text="left, top, right, bottom as fractions 0..1 of the photo",
+        help_text="left, top, right, bottom as fractions 0..1 of the photo; [0, 0, 1, 1] "
+        "holds products found through the lookbooks they share with the photo's items",
     )
     category = serializers.CharField(help_text="The category most of its products share")
     products = ProductSerializer(many=True, help_text="The products tagged in the region")

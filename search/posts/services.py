@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -32,12 +33,18 @@ from catalog.ingest.fetching import FetchError, FetchPolicy, SafeFetcher, fetch_
 from catalog.ingest.imaging import ImageRejectedError, normalise_image
 from catalog.models import Product
 from search.posts.feeds import PostFeedError, PostRow, RowProblem, feed_rows, http_url
-from search.posts.models import Post, PostFeed, PostFeedRowError, PostRegion, PostTag
+from search.posts.models import WHOLE_PHOTO, Post, PostFeed, PostFeedRowError, PostRegion, PostTag
+
+if TYPE_CHECKING:
+    from search.looks.selectors import SceneHit, SceneRegion, SceneResults
 
 log = logging.getLogger(__name__)
 
-#: Products suggested per region (the scene search lists up to 8; a merchandiser reviews
-#: the first few, and more would only be noise to reject).
+#: Products the tagger suggests for a photo: the first of the scene ranking, the one the
+#: shopper's photo search lists (`bench/shop_the_look.py`'s tag precision@5 is of the first
+#: five). A merchandiser reviews them all; more would mostly be noise to reject.
+TAG_SUGGESTIONS = 8
+#: Products suggested for a region a merchandiser draws (a photo search of its crop).
 SUGGESTIONS_PER_REGION = 3
 #: The smallest side of a region a merchandiser draws, as a fraction of the photo's.
 MIN_REGION_SIDE = 0.05
@@ -208,9 +215,23 @@ def post_prepare(*, post_id: int) -> str:
     return post_tag(post_id=post_id)
 
 
+def _suggestion_groups(results: SceneResults) -> list[tuple[SceneRegion | None, list[SceneHit]]]:
+    """The ranking's products by the region each is placed under (None: no region), in the
+    regions' order with the region-less last; each keeps its rank in `results.hits`."""
+    groups: dict[int | None, list[SceneHit]] = {}
+    for hit in results.hits:
+        groups.setdefault(hit.region, []).append(hit)
+    order = sorted(groups, key=lambda index: (index is None, index or 0))
+    return [(None if i is None else results.regions[i], groups[i]) for i in order]
+
+
 def post_tag(*, post_id: int) -> str:
-    """Find the photo's item regions and suggest products for each (the scene search: the
-    same regions and matching as shop the look). Returns the post's state afterwards."""
+    """Suggest the photo's products as the shopper's photo search ranks them (the scene
+    ranking: regions, the lookbooks whose covers share its items, popularity, the graph),
+    the first `TAG_SUGGESTIONS`, each under the region it matches best; products found with
+    no region (by the lookbooks they share with the photo's items) are tagged in a region
+    that is the whole photo. A tag's rank is its place in the whole ranking. Returns the
+    post's state afterwards."""
     from search.looks.selectors import scene_search
     from search.selectors import SearchUnavailable
 
@@ -220,7 +241,7 @@ def post_tag(*, post_id: int) -> str:
     try:
         with post.image.open("rb") as handle:
             data = handle.read()
-        results = scene_search(image=data, limit=1)
+        results = scene_search(image=data, limit=TAG_SUGGESTIONS)
     except SearchUnavailable:
         _fail(post_id, "No embedding model is active yet: tag the post again once one is.")
         return Post.State.FAILED
@@ -232,15 +253,19 @@ def post_tag(*, post_id: int) -> str:
         if post is None or post.state != Post.State.NEW:
             return post.state if post else "gone"
         post.regions.all().delete()
-        for index, found in enumerate(results.regions):
+        rank = {hit.product.pk: n for n, hit in enumerate(results.hits)}
+        for index, (found, hits) in enumerate(_suggestion_groups(results)):
+            # A region's tags score by their cosine with it; the whole photo's by the ranking.
+            scores = [hit.score if found is None else hit.region_score for hit in hits]
+            left, top, right, bottom = WHOLE_PHOTO if found is None else found.box
             region = PostRegion.objects.create(
-                post=post, index=index, left=found.box[0], top=found.box[1],
-                right=found.box[2], bottom=found.box[3], category=found.category,
-                score=found.score,
+                post=post, index=index, left=left, top=top, right=right, bottom=bottom,
+                category=found.category if found else "",
+                score=max(s for s in scores if s is not None),
             )  # fmt: skip
             PostTag.objects.bulk_create(
-                PostTag(region=region, product=hit.product, rank=rank, score=hit.score)
-                for rank, hit in enumerate(found.hits[:SUGGESTIONS_PER_REGION])
+                PostTag(region=region, product=hit.product, rank=rank[hit.product.pk], score=score)
+                for hit, score in zip(hits, scores, strict=True)
             )
         post.state = Post.State.TAGGED
         post.error = ""

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from PIL import Image
+
+from catalog.models import Product
+from embeddings.models import EmbeddingModel
+from search.looks.services import lookbook_cover_vectors_refresh
 from search.posts import services
 from search.posts.models import Post, PostTag
-from tests.search.looks.test_scene_api import scene
+from tests.factories import RGB
+from tests.search.catalog import lookbook_create, product_fields
+from tests.search.looks.test_scene_api import cover, scene
 
 
 def tagged_post(*, rights: str = Post.Rights.GRANTED, post_url: str = "", **fields: str) -> Post:
@@ -31,3 +38,16 @@ def published_post(**fields: str) -> Post:
     post = tagged_post(**fields)
     approve_best(post)
     return services.post_publish(post=post)
+
+
+def room_with_the_red_item(*, model: EmbeddingModel) -> Product:
+    """A published lookbook whose cover shows the scene's red item beside other things,
+    holding RED-1, GREEN-1 and a new LAMP-1 (returned) that has no vectors yet, so no
+    region of any photo can match it."""
+    lamp = Product.objects.create(**{**product_fields("green", 0), "sku": "LAMP-1"})
+    room = lookbook_create(slug="shares-the-red-item", skus=["RED-1", "GREEN-1", "LAMP-1"])
+    photo = Image.new("RGB", (480, 240), (230, 210, 40))
+    photo.paste(Image.new("RGB", (192, 192), RGB["red"]), (24, 24))
+    room.cover.save("shares.png", cover(photo), save=True)
+    assert lookbook_cover_vectors_refresh(model=model) == 1
+    return lamp

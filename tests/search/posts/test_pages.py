@@ -15,7 +15,7 @@ from search.posts import services
 from search.posts.models import Post, PostFeed, PostTag
 from tests.search.catalog import Catalog
 from tests.search.looks.test_scene_api import scene
-from tests.search.posts.helpers import published_post, tagged_post
+from tests.search.posts.helpers import published_post, room_with_the_red_item, tagged_post
 
 
 def test_a_published_post_has_a_page_with_hotspots_linking_to_its_products(
@@ -33,6 +33,28 @@ def test_a_published_post_has_a_page_with_hotspots_linking_to_its_products(
     assert "@ana.k" in html and "Red and blue" in html
     assert 'rel="noopener nofollow ugc"' in html
     assert Client().get("/posts/").status_code == 200
+
+
+def test_products_tagged_in_the_whole_photo_are_reviewed_and_listed_without_a_dot(
+    catalog: Catalog, media: Path, merch: Client, reader: Client
+) -> None:
+    lamp = room_with_the_red_item(model=catalog.model)
+    post = tagged_post()
+    tag = PostTag.objects.get(region__post=post, product=lamp)
+    whole = tag.region
+
+    review = merch.get(f"/admin/posts/post/{post.pk}/review/").content.decode()
+    assert f'data-tag="{tag.pk}"' in review and "Also in the photo" in review
+    boxes = re.findall(r'class="vt-post__box"', review)
+    assert len(boxes) == post.regions.count() - 1  # no box drawn around the whole photo
+
+    merch.post(f"/admin/posts/post/{post.pk}/tags/{tag.pk}/approve/")
+    services.post_publish(post=post)
+    html = Client().get(f"/posts/{post.pk}/").content.decode()
+    assert f'href="{lamp.get_absolute_url()}"' in html  # listed under the photo
+    assert f'data-post-hotspot="{whole.index}"' not in html  # but no dot in its middle
+    spots = reader.get(f"/api/v1/posts/{post.pk}/").json()["hotspots"]
+    assert [s["box"] for s in spots if s["products"][0]["sku"] == "LAMP-1"] == [[0, 0, 1, 1]]
 
 
 def test_a_post_in_review_has_no_page(catalog: Catalog, media: Path) -> None:

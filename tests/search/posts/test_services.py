@@ -15,36 +15,66 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from search.looks.selectors import scene_search
 from search.posts import selectors, services
-from search.posts.models import Post, PostFeed, PostFeedRowError, PostRegion, PostTag
+from search.posts.models import WHOLE_PHOTO, Post, PostFeed, PostFeedRowError, PostRegion, PostTag
 from tests.factories import photo_plain
 from tests.ingest.conftest import LocalServer
 from tests.search.catalog import Catalog
-from tests.search.posts.helpers import approve_best, published_post, tagged_post
+from tests.search.posts.helpers import (
+    approve_best,
+    published_post,
+    room_with_the_red_item,
+    tagged_post,
+)
 
 
-def test_tagging_finds_each_item_of_the_photo_with_suggested_products_and_scores(
+def test_tagging_suggests_the_scene_rankings_first_products_each_under_its_region(
     catalog: Catalog, media: Path
 ) -> None:
     post = tagged_post()
 
+    # The same ranking as the shopper's photo search (and the bench's tag precision@5).
+    with post.image.open("rb") as handle:
+        ranking = scene_search(image=handle.read(), limit=services.TAG_SUGGESTIONS).hits
+    tags = list(PostTag.objects.filter(region__post=post).order_by("rank"))
+    assert [t.product.sku for t in tags] == [h.product.sku for h in ranking]
+    assert [t.rank for t in tags] == list(range(services.TAG_SUGGESTIONS))
+    assert all(t.state == PostTag.State.SUGGESTED for t in tags)
     regions = list(post.regions.order_by("index"))
-    assert len(regions) >= 2
     left = [r for r in regions if r.right <= 0.55]
     right = [r for r in regions if r.left >= 0.45]
     assert left and right, [r.box for r in regions]
     for region in regions:
-        tags = list(region.tags.order_by("rank"))
-        assert 1 <= len(tags) <= services.SUGGESTIONS_PER_REGION
-        assert all(t.state == PostTag.State.SUGGESTED for t in tags)
-        scores = [t.score for t in tags]
-        assert scores == sorted(scores, reverse=True)
-        assert region.score == pytest.approx(scores[0], abs=1e-5)
-    assert left[0].tags.order_by("rank")[0].product.sku.startswith("RED-")
-    assert right[0].tags.order_by("rank")[0].product.sku.startswith("BLUE-")
+        assert region.tags.exists()  # only regions with a suggestion are kept
+        region_tags = list(region.tags.order_by("rank"))
+        assert region.score == pytest.approx(max(t.score for t in region_tags), abs=1e-5)
+    assert left[0].tags.order_by("-score")[0].product.sku.startswith("RED-")
+    assert right[0].tags.order_by("-score")[0].product.sku.startswith("BLUE-")
     assert post.state == Post.State.TAGGED and post.tagged_at is not None
     # The photo is stored re-encoded, without its metadata, beside a thumbnail.
     assert post.image.name.startswith("posts/") and post.thumbnail.name.startswith("posts/thumbs/")
+
+
+def test_tagging_suggests_what_goes_with_the_photos_items_in_a_lookbook_room(
+    catalog: Catalog, media: Path
+) -> None:
+    """A lookbook whose cover shows the red item beside other things brings its products:
+    one the catalog matches to some region goes under it; one no region can match (it has
+    no image vector yet) is tagged in the whole photo. Tagging region by region by cosine
+    suggested neither."""
+    lamp = room_with_the_red_item(model=catalog.model)
+
+    post = tagged_post()
+
+    suggested = {t.product.sku: t for t in PostTag.objects.filter(region__post=post)}
+    assert "GREEN-1" in suggested and not suggested["GREEN-1"].region.is_whole_photo
+    assert len(suggested) == services.TAG_SUGGESTIONS
+    whole = suggested["LAMP-1"].region
+    assert whole.is_whole_photo and whole.box == WHOLE_PHOTO
+    assert whole.index == post.regions.count() - 1  # after the photo's own regions
+    assert [t.product_id for t in whole.tags.all()] == [lamp.pk]
+    assert suggested["LAMP-1"].score is not None and whole.label == "Also in the photo"
 
 
 @pytest.mark.parametrize("rights", [Post.Rights.NONE, Post.Rights.REQUESTED, Post.Rights.DENIED])
