@@ -8,6 +8,8 @@ frozen and run once per text, then the image and text projections, the fusion mo
 the temperature trained on those cached outputs; 64 neighbour pairs a step for image-text,
 the first 16 of them fused for the neighbour and fused-category terms (the fusion
 transformer is most of a step's time on cached features); a resumable state every 25 steps.
+The image embedding gains a grid-token term (`TrainConfig.image_grid_head`), and pairs of
+one product's variants align photo to photo (`TrainConfig.w_variant`).
 The base's projections are pretrained: they move at `lr_pretrained`, a third of the fusion's
 rate (the trainer's own 1e-5 default suits big CLIPs and barely moves them). Figures:
 `bench/results/fine_tune.json`.
@@ -21,6 +23,9 @@ CATALOG_BASE = "default:v2"  # LiT-style: frozen pretrained trunks, so features 
 
 CATALOG_FINE_TUNE: dict[str, Any] = {
     "image_unfreeze_last_n": 0,
+    # The photo's layout (its grid tokens) joins the image embedding: with the variant term
+    # it is what finds a product's other colours (bench/results/relevance_fine_tuned.json)
+    "image_grid_head": True,
     "feature_views": 2,
     "batch_pairs": 64,
     "fusion_pairs": 16,

@@ -208,7 +208,10 @@ def _run(
     model, preprocess = loaded.model, loaded.preprocess
     exclude = list(loaded.config.get("weights_exclude_prefixes", []))
     if config.image_grid_head and model.grid_head is None:
-        model.add_grid_head()
+        if model.has_image_trunk:
+            model.add_grid_head()
+        else:  # open_clip's own towers expose no grid tokens to a head: train without it
+            say("this image tower has no grid tokens for the image embedding: not added")
     _set_trainable(model, config, exclude)
     model.to(device)
     # NHWC: oneDNN (CPU) and cuDNN (bf16) convolutions are faster; no-op for ViT blocks.
