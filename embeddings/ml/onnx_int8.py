@@ -157,7 +157,7 @@ def int8_calibrate(
             str(work / "discarded.onnx"),
             _Pixels(loaded, photos),
             calibration_cache_path=str(cache),
-            **_quantize_kwargs(prepared),
+            **_quantize_kwargs(_float_nodes(_graph(prepared)) or []),
         )
         ranges = json.loads(cache.read_text())
     payload = {
@@ -213,11 +213,15 @@ def _prepared(graph: Path, work: Path) -> Path:
     return out
 
 
-def _float_nodes(prepared: Path) -> list[str] | None:
-    """Names of the nodes kept in float; None if the graph lacks the expected stem/first block."""
+def _graph(prepared: Path) -> Any:
+    """The `onnx.GraphProto` of a prepared image graph (read once per quantization)."""
     import onnx
 
-    graph = onnx.load(str(prepared), load_external_data=False).graph
+    return onnx.load(str(prepared), load_external_data=False).graph
+
+
+def _float_nodes(graph: Any) -> list[str] | None:
+    """Names of the nodes kept in float; None if the graph lacks the expected stem/first block."""
     names = [
         n.name
         for n in graph.node
@@ -228,16 +232,13 @@ def _float_nodes(prepared: Path) -> list[str] | None:
     return names if found == set(QUANT_CONFIG["float_node_prefixes"]) else None
 
 
-def _unranged_nodes(prepared: Path, ranged: set[str]) -> list[str]:
+def _unranged_nodes(graph: Any, ranged: set[str]) -> list[str]:
     """Names of the nodes an activation of which has no shipped range: they stay float.
 
     The shipped ranges cover the packaged trunk and the default's head; a fine-tune's own
     additions (the image embedding's grid term) have none, and quantizing a node without
     its ranges fails.
     """
-    import onnx
-
-    graph = onnx.load(str(prepared), load_external_data=False).graph
     constants = {t.name for t in graph.initializer} | {
         o for n in graph.node if n.op_type == "Constant" for o in n.output
     }
@@ -250,7 +251,7 @@ def _unranged_nodes(prepared: Path, ranged: set[str]) -> list[str]:
     ]
 
 
-def _quantize_kwargs(prepared: Path, unranged: list[str] | None = None) -> dict[str, Any]:
+def _quantize_kwargs(nodes_to_exclude: list[str]) -> dict[str, Any]:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
     return {
@@ -260,22 +261,22 @@ def _quantize_kwargs(prepared: Path, unranged: list[str] | None = None) -> dict[
         "activation_type": getattr(QuantType, QUANT_CONFIG["activations"]),
         "weight_type": getattr(QuantType, QUANT_CONFIG["weights"]),
         "calibrate_method": getattr(CalibrationMethod, QUANT_CONFIG["calibration"]),
-        "nodes_to_exclude": [*(_float_nodes(prepared) or []), *(unranged or [])],
+        "nodes_to_exclude": nodes_to_exclude,
     }
 
 
 def _quantize(graph: Path, ranges_file: Path, out: Path, work: Path) -> bool:
     """Write the int8 graph of `graph` to `out` with the shipped ranges; False if they miss."""
-    import onnx
     from onnxruntime.quantization import quantize_static
 
     prepared = _prepared(graph, work)
-    if _float_nodes(prepared) is None:
+    proto = _graph(prepared)
+    float_nodes = _float_nodes(proto)
+    if float_nodes is None:
         log.warning("int8: the image graph has no stem/first block by the expected names")
         return False
     ranges = json.loads(ranges_file.read_text())["ranges"]
-    model = onnx.load(str(prepared), load_external_data=False)
-    convs = {t for n in model.graph.node if n.op_type == "Conv" for t in (n.input[0], n.output[0])}
+    convs = {t for n in proto.node if n.op_type == "Conv" for t in (n.input[0], n.output[0])}
     missing = convs - set(ranges["data"])
     if missing:
         log.warning(
@@ -292,6 +293,6 @@ def _quantize(graph: Path, ranges_file: Path, out: Path, work: Path) -> bool:
         str(out),
         None,  # the ranges come from `cache`: no calibration photos needed here
         calibration_cache_path=str(cache),
-        **_quantize_kwargs(prepared, _unranged_nodes(prepared, set(ranges["data"]))),
+        **_quantize_kwargs([*float_nodes, *_unranged_nodes(proto, set(ranges["data"]))]),
     )
     return True

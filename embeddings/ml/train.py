@@ -41,7 +41,14 @@ from embeddings.ml.loading import (
 )
 from embeddings.ml.model import PinCLIP, TextTrunkOut
 from embeddings.ml.model_card import render_model_card
-from embeddings.ml.train_config import ProgressFn, ReportFn, StopFn, TrainConfig, is_fresh_init
+from embeddings.ml.train_config import (
+    ProgressFn,
+    ReportFn,
+    StopFn,
+    TrainConfig,
+    group_prefixes,
+    is_fresh_init,
+)
 from embeddings.ml.train_data import (
     ImageCache,
     PairSampler,
@@ -240,7 +247,7 @@ def _run(
     if len(items) < 2:
         raise ValueError(f"only {len(items)} readable images: too few to train on")
     ids = [it.item_id for it in items]
-    unmasked = tuple(p for p in config.unmasked_groups.split(",") if p)
+    unmasked = group_prefixes(config.unmasked_groups)
     sampler = PairSampler(ids, dataset.lookbooks, config.walk_length, unmasked)
     categories = sorted({it.category for it in items if it.category is not None})
     cat_index = {c: i for i, c in enumerate(categories)}
@@ -261,7 +268,9 @@ def _run(
         text_of=text_of,
         w_neighbour=config.w_neighbour if sampler.has_pairs else 0.0,
         w_category=config.w_category if categories else 0.0,
-        w_variant=config.w_variant if sampler.has_groups(config.variant_groups) else 0.0,
+        w_variant=(
+            config.w_variant if sampler.has_groups(group_prefixes(config.variant_groups)) else 0.0
+        ),
     )
 
     head = nn.Linear(model.embed_dim, max(1, len(categories))).to(device)

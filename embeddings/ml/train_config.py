@@ -81,6 +81,12 @@ class TrainConfig:
     threads: int | None = None  # CPU threads for torch (None: leave torch's default)
 
 
+def group_prefixes(field_value: str) -> tuple[str, ...]:
+    """The graph-group id prefixes a comma-separated field names (`unmasked_groups`,
+    `variant_groups`)."""
+    return tuple(prefix for prefix in field_value.split(",") if prefix)
+
+
 def is_fresh_init(init: str) -> bool:
     """Whether `init` builds new projections ("new:" scratch tower, "packaged:" pretrained)."""
     return init.startswith(("new:", "packaged:"))

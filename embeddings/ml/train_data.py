@@ -118,11 +118,9 @@ class PairSampler:
             {g for g in self.of_item[i] if not g.startswith(self.unmasked_prefixes)} for i in idx
         ]
 
-    def has_groups(self, prefixes: str) -> bool:
-        """Whether any group (of two or more items) is named with one of `prefixes` (a
-        comma-separated list, as in `TrainConfig`)."""
-        wanted = tuple(p for p in prefixes.split(",") if p)
-        return bool(wanted) and any(g.startswith(wanted) for g in self.lookbooks)
+    def has_groups(self, prefixes: tuple[str, ...]) -> bool:
+        """Whether any group (of two or more items) is named with one of `prefixes`."""
+        return bool(prefixes) and any(g.startswith(prefixes) for g in self.lookbooks)
 
     def groups_of(self, i: int) -> set[str]:
         """Return every group item `i` belongs to, masked or not."""

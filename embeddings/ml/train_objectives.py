@@ -19,7 +19,7 @@ from embeddings.ml.losses import (
     share_mask,
 )
 from embeddings.ml.model import PinCLIP
-from embeddings.ml.train_config import TrainConfig
+from embeddings.ml.train_config import TrainConfig, group_prefixes
 from embeddings.ml.train_data import PairSampler
 
 
@@ -108,13 +108,13 @@ class Objectives:
         those rows' photos (and back). Other variants of the same product are masked from
         the negatives; None when fewer than two such pairs came up this step.
         """
-        prefixes = tuple(p for p in self.config.variant_groups.split(",") if p)
+        prefixes = group_prefixes(self.config.variant_groups)
         rows, variants = [], []
         for i, (a, b) in enumerate(zip(a_idx, b_idx, strict=True)):
             shared = self.sampler.groups_of(a) & self.sampler.groups_of(b)
-            if any(g.startswith(prefixes) for g in shared):
+            if product := {g for g in shared if g.startswith(prefixes)}:
                 rows.append(i)
-                variants.append({g for g in shared if g.startswith(prefixes)})
+                variants.append(product)
         if len(rows) < 2:
             return None
         p = len(a_idx)
