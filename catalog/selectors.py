@@ -9,10 +9,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
-from django.db import DEFAULT_DB_ALIAS, connections, router
+from django.db import connections, router
 from django.db.models import QuerySet
 
 from catalog.models import ImportJob, ImportRowError, Lookbook, Product, ProductImage
+from webapp.statements import compiled_once
 
 ERROR_CSV_HEADER = ["file", "row", "sku", "field", "kind", "reason"]
 
@@ -117,7 +118,7 @@ def products_in_bulk_with_images(ids: Iterable[int]) -> dict[int, Product]:
     for image in ProductImage.objects.filter(product_id__in=list(products)):
         images[image.product_id].append(image)
     product_field = ProductImage._meta.get_field("product")
-    cache_name = ProductImage._meta.get_field("product").remote_field.cache_name  # "images"
+    cache_name = product_field.remote_field.cache_name  # "images"
     for pid, product in products.items():
         mine = images[pid]
         for image in mine:
@@ -132,22 +133,16 @@ def products_in_bulk_with_images(ids: Iterable[int]) -> dict[int, Product]:
     return products
 
 
-#: `product_prices_exist`'s statement and parameters, compiled on first use.
-_prices_exist_statement: tuple[str, tuple[Any, ...]] | None = None
+#: `product_prices_exist`'s statement: every results page asks (`webapp.statements`).
+_prices_exist_statement = compiled_once(
+    lambda: Product.objects.filter(price__isnull=False).order_by()[:1].values("pk")
+)
 
 
 def product_prices_exist() -> bool:
     """Whether any product has a price: a price filter over a price-less catalog filters
-    everything out, so the results page leaves it off.
-
-    Every results page asks; the statement is compiled once per process (building it
-    through the ORM each time cost the web process more than the database spent on it).
-    """
-    global _prices_exist_statement
-    if _prices_exist_statement is None:
-        query = Product.objects.filter(price__isnull=False).order_by()[:1].values("pk").query
-        _prices_exist_statement = query.get_compiler(using=DEFAULT_DB_ALIAS).as_sql()
-    sql, params = _prices_exist_statement
+    everything out, so the results page leaves it off."""
+    sql, params = _prices_exist_statement()
     with connections[router.db_for_read(Product)].cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None

@@ -11,10 +11,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import numpy as np
-from django.db import DEFAULT_DB_ALIAS, connection
+from django.db import connection
 from django.db.models import Case, Exists, F, OuterRef, QuerySet, Value, When
 from django.utils import timezone
 
@@ -28,29 +27,24 @@ from embeddings.models import (
     TrainingJob,
 )
 from embeddings.sql import vector_literal
+from webapp.statements import compiled_once
 
 # A queued product whose task has not finished after this long is queued again (a lost
 # message, a killed worker past its redelivery): enqueueing is idempotent anyway.
 PENDING_LEASE = timedelta(minutes=15)
 
 
-#: `embedding_model_active`'s statement and parameters, compiled on first use.
-_active_statement: tuple[str, tuple[Any, ...]] | None = None
+#: `embedding_model_active`'s statement: every search reads the active version (the results
+#: cache's key names it), so it is compiled once per process (`webapp.statements`).
+_active_statement = compiled_once(
+    lambda: EmbeddingModel.objects.filter(state=EmbeddingModel.State.ACTIVE)[:1]
+)
 
 
 def embedding_model_active() -> EmbeddingModel | None:
-    """Return the active model version, or None while none is active.
-
-    Every search reads it (the results cache's key names the version answering): the
-    ORM built and compiled the same statement each time, about half a millisecond of a
-    web process's CPU, more than the database spent on it. It is compiled once per
-    process and run as it is (routed like any read of the model, a replica included).
-    """
-    global _active_statement
-    if _active_statement is None:
-        query = EmbeddingModel.objects.filter(state=EmbeddingModel.State.ACTIVE)[:1].query
-        _active_statement = query.get_compiler(using=DEFAULT_DB_ALIAS).as_sql()
-    sql, params = _active_statement
+    """Return the active model version, or None while none is active (routed like any read
+    of the model, a replica included)."""
+    sql, params = _active_statement()
     return next(iter(EmbeddingModel.objects.raw(sql, params)), None)
 
 

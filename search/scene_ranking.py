@@ -298,7 +298,8 @@ def region_evidence(
 def _softmax_nearest(
     neighbours: Sequence[LookbookNeighbour], count: int, temperature: float
 ) -> list[tuple[LookbookNeighbour, float]]:
-    """The `count` nearest look-alikes, each with its softmax vote over their cosines."""
+    """The `count` nearest lookbooks (by cover or cover window), each with its softmax vote
+    over their cosines."""
     nearest = sorted(neighbours, key=lambda n: (-n.similarity, n.lookbook_id))[:count]
     if not nearest:
         return []
@@ -382,14 +383,9 @@ def cover_window_evidence(
     """
     lookbook_votes: dict[int, float] = defaultdict(float)
     for window in scene_windows:
-        nearest = sorted(window.matches, key=lambda m: (-m[1], m[0]))[:count]
-        if not nearest:
-            continue
-        sims = np.array([cosine for _, cosine in nearest], dtype=np.float64)
-        votes = np.exp((sims - sims.max()) / max(temperature, 1e-6))
-        votes /= votes.sum()
-        for (lookbook_id, _), vote in zip(nearest, votes, strict=True):
-            lookbook_votes[lookbook_id] += float(vote)
+        covers = [LookbookNeighbour(lookbook_id, cosine) for lookbook_id, cosine in window.matches]
+        for cover, vote in _softmax_nearest(covers, count, temperature):
+            lookbook_votes[cover.lookbook_id] += vote
     evidence: dict[int, float] = defaultdict(float)
     for lookbook_id, vote in lookbook_votes.items():
         for product_id in set(graph.members.get(lookbook_id, ())):

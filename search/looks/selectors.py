@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,8 +206,26 @@ def _lookalike_lookbooks(*, model: EmbeddingModel, vector: np.ndarray) -> list[L
     return [LookbookNeighbour(int(lookbook_id), float(score)) for lookbook_id, score in rows]
 
 
-_cover_lock = threading.Lock()
-_cover_cache: dict[str, Any] = {}
+class _LatestBuilt[T]:
+    """One value built per process and the stamp it was built for: a read with the same
+    stamp reuses it, another stamp builds it again (the stamp is the cheap read that says
+    whether the expensive one would differ)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._built: tuple[Hashable, T] | None = None
+
+    def get(self, stamp: Hashable, build: Callable[[], T]) -> T:
+        with self._lock:
+            if self._built is not None and self._built[0] == stamp:
+                return self._built[1]
+        value = build()
+        with self._lock:
+            self._built = (stamp, value)
+        return value
+
+
+_covers: _LatestBuilt[tuple[np.ndarray, np.ndarray]] = _LatestBuilt()
 
 
 def _cover_windows(*, model: EmbeddingModel) -> tuple[np.ndarray, np.ndarray]:
@@ -216,24 +235,20 @@ def _cover_windows(*, model: EmbeddingModel) -> tuple[np.ndarray, np.ndarray]:
     lookbook and cover file, a small read beside loading every window again."""
     rows = LookbookCoverVector.objects.filter(model=model, lookbook__is_published=True)
     stamp = (model.pk, tuple(rows.order_by("pk").values_list("pk", "lookbook_id", "cover_name")))
-    with _cover_lock:
-        if _cover_cache.get("stamp") == stamp:
-            return _cover_cache["windows"], _cover_cache["owner"]
-    dim = model_dimension(model)
-    blocks, owners = [], []
-    for lookbook_id, vector, windows in rows.values_list("lookbook_id", "vector", "windows"):
-        block = np.frombuffer(bytes(windows), dtype=np.float16).reshape(-1, dim)
-        block = np.concatenate([block, np.asarray(vector, dtype=np.float16)[None]])
-        blocks.append(block.astype(np.float32))
-        owners.append(np.full(len(block), lookbook_id))
-    found = (
-        (np.concatenate(blocks), np.concatenate(owners))
-        if blocks
-        else (np.zeros((0, dim), np.float32), np.zeros(0, np.int64))
-    )
-    with _cover_lock:
-        _cover_cache.update(stamp=stamp, windows=found[0], owner=found[1])
-    return found
+
+    def load() -> tuple[np.ndarray, np.ndarray]:
+        dim = model_dimension(model)
+        blocks, owners = [], []
+        for lookbook_id, vector, windows in rows.values_list("lookbook_id", "vector", "windows"):
+            block = np.frombuffer(bytes(windows), dtype=np.float16).reshape(-1, dim)
+            block = np.concatenate([block, np.asarray(vector, dtype=np.float16)[None]])
+            blocks.append(block.astype(np.float32))
+            owners.append(np.full(len(block), lookbook_id))
+        if not blocks:
+            return np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
+        return np.concatenate(blocks), np.concatenate(owners)
+
+    return _covers.get(stamp, load)
 
 
 def cover_window_matches(*, model: EmbeddingModel, vectors: np.ndarray) -> list[CoverWindowMatches]:
@@ -253,8 +268,7 @@ def cover_window_matches(*, model: EmbeddingModel, vectors: np.ndarray) -> list[
     return out
 
 
-_graph_lock = threading.Lock()
-_graph_cache: dict[str, Any] = {}
+_graph: _LatestBuilt[LookbookGraph] = _LatestBuilt()
 
 
 def lookbook_graph() -> LookbookGraph:
@@ -266,19 +280,17 @@ def lookbook_graph() -> LookbookGraph:
         max((lb.updated_at for lb in Lookbook.objects.order_by("-updated_at")[:1]), default=None),
         LookbookItem.objects.order_by("-pk").values_list("pk", flat=True).first(),
     )
-    with _graph_lock:
-        if _graph_cache.get("stamp") == stamp:
-            return _graph_cache["graph"]
-    members: dict[int, list[int]] = {}
-    for lookbook_id, product_id in LookbookItem.objects.filter(
-        lookbook__is_published=True
-    ).values_list("lookbook_id", "product_id"):
-        members.setdefault(lookbook_id, []).append(product_id)
-    kinds = dict(Lookbook.objects.filter(is_published=True).values_list("pk", "description"))
-    graph = LookbookGraph(members=members, kinds={k: v.strip() for k, v in kinds.items()})
-    with _graph_lock:
-        _graph_cache.update(stamp=stamp, graph=graph)
-    return graph
+
+    def load() -> LookbookGraph:
+        members: dict[int, list[int]] = {}
+        for lookbook_id, product_id in LookbookItem.objects.filter(
+            lookbook__is_published=True
+        ).values_list("lookbook_id", "product_id"):
+            members.setdefault(lookbook_id, []).append(product_id)
+        kinds = dict(Lookbook.objects.filter(is_published=True).values_list("pk", "description"))
+        return LookbookGraph(members=members, kinds={k: v.strip() for k, v in kinds.items()})
+
+    return _graph.get(stamp, load)
 
 
 def _hotspots(windows: list[RegionMatches]) -> list[int]:
