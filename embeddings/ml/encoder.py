@@ -143,6 +143,20 @@ class Encoder:
         """Return image vectors (N_ok, D) and the failures among `images` (paths or bytes)."""
         return self._encode(images, None, batch_size)
 
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Return image vectors (B, D) of photos already decoded to the model's input:
+        uint8 (B, 3, S, S) at `preprocess.image_size`, as `decode_image` gives them.
+
+        For callers that cut many inputs out of one photo (a scene's windows,
+        `embeddings.ml.regions`): they decode it once and hand every crop over in one call,
+        instead of encoding each crop to bytes that the decode threads read back.
+        """
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self.ort is not None:
+            return self._ort_encode(pixels, None)
+        return self._forward(self._image_fn, torch.from_numpy(pixels).to(self.device))
+
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Return text vectors (N, D) float32, L2-normalised."""
         if not texts:

@@ -7,22 +7,25 @@ hold an item is decided afterwards by how well each crop matches the catalog (th
 encodes the crops with the active model and asks the index); `suppress_overlaps` then keeps
 the best of each cluster of overlapping windows.
 
-No torch here: proposals are geometry, crops are PIL; `scene_encode` hands the crops to
-whatever encoder it is given. Boxes are fractions 0..1 of the
+No torch here: proposals are geometry, crops are PIL and numpy; `scene_encode` hands the
+crops' pixels to the encoder it is given, all in one call. Boxes are fractions 0..1 of the
 photo, like `search.selectors.CropBox`.
 """
 
 from __future__ import annotations
 
-import io
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from embeddings.ml.images import ImageSource, open_image
+from embeddings.ml.images import ImageSource, decode_image, open_image
+
+if TYPE_CHECKING:
+    from embeddings.ml.encoder import Encoder
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,6 @@ class WindowConfig:
 
     scales: tuple[float, ...] = (0.3, 0.5, 0.75)
     overlap_step: float = 0.75  # step between windows as a fraction of the window's side
-    crop_pixels: int = 224  # crops are sent to the encoder at this size (it resizes them)
     max_windows: int = 64  # hard cap, whatever the aspect ratio (a panorama)
 
 
@@ -99,38 +101,47 @@ def _positions(length: int, side: float, step: float) -> list[float]:
     return [float(x) for x in np.linspace(0.0, length - side, count)]
 
 
-def scene_open(source: ImageSource, *, max_side: int = 1024) -> Image.Image:
-    """Return the scene photo decoded as RGB, upright, with its longer side at most `max_side`.
+def scene_open(source: ImageSource, *, short_side: int, max_side: int = 2048) -> Image.Image:
+    """Return the scene photo decoded as RGB, upright, downscaled so that its shorter side
+    is at most `short_side` (and its longer at most `max_side`, for a panorama).
 
-    JPEG draft mode decodes a 12-megapixel phone photo at a fraction of the cost; the crops
-    are small anyway (the encoder sees each at its own input size).
+    The caller asks for the short side at which its smallest window is as large as the
+    encoder's input: finer pixels would only be averaged away when the crops are resized,
+    and every crop resize reads fewer of them. JPEG draft mode decodes a 12-megapixel phone
+    photo straight at 1/2, 1/4 or 1/8 scale.
     """
     img = open_image(source)
-    img.draft("RGB", (max_side, max_side))
+    w, h = img.size  # stored orientation: rotation swaps them, not the shorter side
+    scale = min(1.0, short_side / min(w, h), max_side / max(w, h))
+    img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))  # never below the size
     img = ImageOps.exif_transpose(img).convert("RGB")
-    if max(img.size) > max_side:
-        img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    w, h = img.size
+    scale = min(1.0, short_side / min(w, h), max_side / max(w, h))
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     return img
 
 
-def crops_encode_ready(
-    image: Image.Image, boxes: Sequence[Box], *, crop_pixels: int = 224
-) -> list[bytes]:
-    """Return each box's crop as BMP bytes, `crop_pixels` square, ready for an encoder.
+def crops_pixels(image: Image.Image, boxes: Sequence[Box], *, side: int) -> np.ndarray:
+    """Return each box's crop resized to `side` x `side`, as uint8 (len(boxes), 3, side,
+    side): the pixels `Encoder.encode_pixels` takes, with no file format in between.
 
-    Bytes, because `encode_images` of every encoder takes files or bytes; BMP, because it
-    is lossless and costs no compression either way (PNG's deflate took most of the time).
+    PIL resizes straight from the box in the photo (no intermediate crop copy); its edges
+    are rounded to whole pixels, as a crop of the photo would be.
     """
     w, h = image.size
-    out = []
-    for box in boxes:
-        crop = image.crop(
-            (round(box.left * w), round(box.top * h), round(box.right * w), round(box.bottom * h))
-        ).resize((crop_pixels, crop_pixels), Image.Resampling.BILINEAR)
-        buf = io.BytesIO()
-        crop.save(buf, format="BMP")
-        out.append(buf.getvalue())
-    return out
+    out = np.empty((len(boxes), side, side, 3), dtype=np.uint8)
+    for i, box in enumerate(boxes):
+        edges = (
+            round(box.left * w),
+            round(box.top * h),
+            round(box.right * w),
+            round(box.bottom * h),
+        )
+        resized = image.resize((side, side), Image.Resampling.BILINEAR, box=edges)
+        out[i] = np.asarray(resized)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
 def suppress_overlaps(
@@ -178,25 +189,27 @@ class SceneEncoding:
 
 
 def scene_encode(
-    encoder: Any, image_bytes: bytes, *, config: WindowConfig | None = None
+    encoder: Encoder, image_bytes: bytes, *, config: WindowConfig | None = None
 ) -> SceneEncoding:
     """Propose the windows of a scene photo, crop them and encode them with the whole photo
-    in one batch of `encoder.encode_images`. What the web app (`embeddings.runtime`) and the
+    in one call of the image graph. What the web app (`embeddings.runtime`) and the
     shop-the-look bench both run.
+
+    The photo is decoded once, downscaled so its smallest window is about the encoder's
+    input size, and every crop is resized from it. The whole photo is decoded as
+    `encoder.encode_images` decodes it (`decode_image`), so its vector is the one a photo
+    search with these bytes gets, and the one its lookbook cover got.
 
     Raises `ValueError` when the bytes are not a readable image.
     """
     cfg = config or WindowConfig()
+    side = encoder.preprocess.image_size
     try:
-        image = scene_open(image_bytes)
+        whole = decode_image(image_bytes, side, encoder.preprocess.resize_mode)
+        image = scene_open(image_bytes, short_side=math.ceil(side / min(cfg.scales)))
     except Exception as exc:  # any decoder error: the caller answers 400
         raise ValueError(f"unreadable image: {exc}") from exc
     boxes = windows_propose(width=image.width, height=image.height, config=cfg)
-    # Crops at the encoder's own input size, so it does not resize them again.
-    side = int(getattr(getattr(encoder, "preprocess", None), "image_size", cfg.crop_pixels))
-    crops = crops_encode_ready(image, boxes, crop_pixels=side)
-    result = encoder.encode_images([image_bytes, *crops])
-    if result.failed:
-        raise ValueError(f"unreadable image: {next(iter(result.failed.values()))}")
-    vectors = np.asarray(result.vectors, dtype=np.float32)
+    pixels = np.concatenate([whole[None], crops_pixels(image, boxes, side=side)])
+    vectors = encoder.encode_pixels(pixels)
     return SceneEncoding(boxes=boxes, regions=vectors[1:], whole=vectors[0])
