@@ -9,13 +9,17 @@ The catalog is every IKEA product. Ranking is `search.scene_ranking.scene_rank`,
 code the web app runs; region proposals and crops are `embeddings.ml.regions`.
 
     nice -n 10 .venv/bin/python bench/shop_the_look.py --spec default:v2 \\
-        --data ../shared/datasets/ikea --cache .cache/stl-v2.npz --tune
+        --data ../shared/datasets/ikea --cache .cache/stl-v2-ort.npz
 
 Baselines: random; the room type's popularity, twice: told the query's true room type (an
 oracle: the products most frequent in the lookbooks of that type) and with the type guessed
 from the photo as our ranking guesses it (the nearest covers' vote); the whole photo as one
 query (today's photo search); regions alone. Encoding is `embeddings.ml.regions.scene_encode`
-and the ranking gets the same 50 matches per window and 32 nearest covers as the web app.
+on the encoder the web app loads on a CPU (ONNX Runtime, graphs exported under --onnx-dir),
+and the ranking gets the same 50 matches per window, 32 nearest covers and nearest cover
+windows (`search.scene_ranking.cover_windows_nearest`) as the web app. The latency is per
+photo on one thread, as CPU time (what the process spent, so it holds when other work
+shares the cores) beside wall-clock time, with the load average.
 Results go to bench/results/shop_the_look.json. No Django, no database: only the model
 package.
 """
@@ -42,16 +46,25 @@ TUNING_FOLD = 0
 TARGETS = {"recall@10": 0.20, "recall@50": 0.40, "tag_precision@5": 0.40}
 
 
-def encode(spec: str, data: Path, cache: Path | None) -> dict[str, Any]:
-    """Vectors of every product photo, room photo and room window (cached per spec)."""
+def load_encoder(spec: str, onnx_dir: Path) -> Any:
+    """The encoder the web app would run `spec` on here (`embeddings.runtime.encoder_load`):
+    ONNX Runtime on a CPU, its int8 image graph where the CPU has 8-bit dot products, its
+    graphs exported under `onnx_dir`."""
+    from embeddings.ml.loading import load_encoder as load
+
+    return load(spec, onnx_dir=onnx_dir)
+
+
+def encode(spec: str, data: Path, cache: Path | None, onnx_dir: Path) -> dict[str, Any]:
+    """Vectors of every product photo, room photo and room window (cached per spec), and
+    the encoder backend that made them."""
     from embeddings.ml.data import load_ikea
-    from embeddings.ml.loading import load_encoder
     from embeddings.ml.regions import scene_encode
 
     if cache and cache.exists():
         return dict(np.load(cache, allow_pickle=False))
     ds = load_ikea(data)
-    encoder = load_encoder(spec)
+    encoder = load_encoder(spec, onnx_dir)
     products = encoder.encode_images([ds.image_file(item) for item in ds.items])
     if products.failed:
         example = next(iter(products.failed.values()))
@@ -67,8 +80,10 @@ def encode(spec: str, data: Path, cache: Path | None) -> dict[str, Any]:
         "whole": np.stack(whole),
         "windows": np.concatenate(windows),
         "owner": np.array(owner),
+        "backend": np.array(encoder.backend),
     }
     if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **out)
     return out
 
@@ -105,21 +120,6 @@ class Query:
     cover_windows: list[Any]  # CoverWindowMatches: each window's nearest lookbook windows
 
 
-def cover_window_matches(
-    scene_windows: np.ndarray, cover_windows: np.ndarray, cover_owner: np.ndarray
-) -> list[Any]:
-    """Each scene window's `COVER_WINDOW_CANDIDATES` nearest cover windows (lookbook id,
-    cosine), as `search.looks.selectors` hands them to the ranking."""
-    from search.scene_ranking import COVER_WINDOW_CANDIDATES, CoverWindowMatches
-
-    sims = scene_windows @ cover_windows.T  # (S, C)
-    top = np.argsort(-sims, axis=1)[:, :COVER_WINDOW_CANDIDATES]
-    return [
-        CoverWindowMatches([(int(cover_owner[c]), float(sims[s, c])) for c in top[s]])
-        for s in range(len(scene_windows))
-    ]
-
-
 def photo_windows(vectors: dict[str, Any], rooms: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """The windows and the whole photo of each of `rooms`, and the room each row is of."""
     windows, owner = vectors["windows"], vectors["owner"]
@@ -139,6 +139,7 @@ def fold_queries(
         CatalogueCosines,
         LookbookGraph,
         LookbookNeighbour,
+        cover_windows_nearest,
     )
 
     P, whole, windows, owner = (vectors[k] for k in ("products", "whole", "windows", "owner"))
@@ -162,7 +163,7 @@ def fold_queries(
         nearest = np.argsort(-sims, kind="stable")[:LOOKALIKE_CANDIDATES]
         neighbours = [LookbookNeighbour(lookbooks[j], float(sims[j])) for j in nearest]
         scene, _ = photo_windows(vectors, [q])
-        cover_windows = cover_window_matches(scene, covers, cover_owner)
+        cover_windows = cover_windows_nearest(scene, covers, cover_owner)
         out.append(
             Query(
                 q, set(members[q]), _regions_cache[q], neighbours, graph, lookbooks, cover_windows
@@ -274,6 +275,7 @@ READING_GRID: dict[str, list[float]] = {
     "region_z_span": [0.5, 1.0],
     "region_rank_constant": [5.0, 20.0],
     "cover_window_count": [3, 10],
+    "cover_window_temperature": [0.05, 0.2, 1.0],
 }
 MIX_GRID: dict[str, list[float]] = {
     "lookalike": [0.0, 0.5, 1.0],
@@ -292,29 +294,33 @@ def tune(
     """The `SceneWeights` with the best recall@10 + recall@50 on `fold` (region weight 1).
 
     The evidence of each query is gathered once per reading of the grid
-    (`scene_evidence`) and weighed for every mix (`scene_combine`): what `scene_rank` does.
+    (`scene_evidence`, laid out by `evidence_table`) and weighed for every mix
+    (`scene_order`): the order `scene_rank` gives.
     """
-    from search.scene_ranking import SceneWeights, scene_combine, scene_evidence
+    from search.scene_ranking import SceneWeights, evidence_table, scene_evidence, scene_order
 
     queries = fold_queries(vectors, rooms, room_members(rooms, product_index), fold)
     best, best_value = SceneWeights(), -1.0
     for reading in itertools.product(*READING_GRID.values()):
         base = SceneWeights(**dict(zip(READING_GRID, reading, strict=True)))
-        evidence = [
-            scene_evidence(
-                regions=q.regions,
-                neighbours=q.neighbours,
-                graph=q.graph,
-                weights=base,
-                cover_windows=q.cover_windows,
+        tables = [
+            evidence_table(
+                scene_evidence(
+                    regions=q.regions,
+                    neighbours=q.neighbours,
+                    graph=q.graph,
+                    weights=base,
+                    cover_windows=q.cover_windows,
+                )
             )
             for q in queries
         ]
         for mix in itertools.product(*MIX_GRID.values()):
             weights = replace(base, region=1.0, **dict(zip(MIX_GRID, mix, strict=True)))
             value = 0.0
-            for q, e in zip(queries, evidence, strict=True):
-                got = scores([r.product_id for r in scene_combine(e, weights)], q.truth)
+            for q, table in zip(queries, tables, strict=True):
+                ranking = table.product_ids[scene_order(table, weights)[:50]].tolist()
+                got = scores(ranking, q.truth)
                 value += got["recall@10"] + got["recall@50"]
             value /= len(queries)
             if value > best_value:
@@ -332,43 +338,52 @@ def latency(
     graph: Any,
     weights: Any,
     photos: int,
-    threads: int,
+    onnx_dir: Path,
 ) -> dict[str, Any]:
-    """Seconds per photo for proposals + crops + encoding + matching + ranking, one thread.
+    """Seconds per photo for proposals + crops + encoding + matching + ranking, on one
+    thread: the CPU time the process spends on it (every thread of it counted, so the
+    figure holds when other work shares the cores) beside the wall-clock time.
 
     The ranking gets every room as a lookbook (`graph`, covers `vectors["whole"]` and every
     room's windows), as a deployment with all of them published would.
     """
     import os
 
-    os.environ["VITRINE_TORCH_THREADS"] = str(threads)  # the encoder's (ONNX Runtime) threads
-    import torch
-
+    # One thread for the encoder (ONNX Runtime's intra-op threads, or torch's): a web
+    # worker answers a photo on one core.
+    os.environ["VITRINE_TORCH_THREADS"] = "1"
     from embeddings.ml.data import load_ikea
-    from embeddings.ml.loading import load_encoder
     from embeddings.ml.regions import scene_encode
     from search.scene_ranking import (
         LOOKALIKE_CANDIDATES,
         CatalogueCosines,
         LookbookNeighbour,
+        cover_windows_nearest,
         scene_rank,
     )
 
-    torch.set_num_threads(threads)
     products, covers = vectors["products"], vectors["whole"]
     cover_windows, cover_owner = photo_windows(vectors, list(range(len(covers))))
     spread = CatalogueCosines.from_vectors(products)
-    encoder = load_encoder(spec)
+    encoder = load_encoder(spec, onnx_dir)
+    if "backend" in vectors and str(vectors["backend"]) != encoder.backend:
+        raise SystemExit(
+            f"the cached vectors are by {vectors['backend']}, this encoder runs on "
+            f"{encoder.backend}: encode again (another --cache)"
+        )
     ds = load_ikea(data)
     paths = [q.image_path for q in ds.queries[:photos]]
-    timings: dict[str, list[float]] = {"propose_crop_encode": [], "match_rank": [], "total": []}
     encoder.encode_images([paths[0]])  # warm
-    windows = 0
+    stages = ("propose_crop_encode", "match_rank", "total")
+    wall: dict[str, list[float]] = {k: [] for k in stages}
+    cpu: dict[str, list[float]] = {k: [] for k in stages}
+    windows = []
+    load_before = os.getloadavg()
     for path in paths:
         raw = Path(path).read_bytes()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         scene = scene_encode(encoder, raw)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         sims = covers @ scene.whole
         nearest = np.argsort(-sims)[:LOOKALIKE_CANDIDATES]
         scene_windows = np.concatenate([scene.regions, scene.whole[None]])
@@ -377,18 +392,25 @@ def latency(
             neighbours=[LookbookNeighbour(int(i), float(sims[i])) for i in nearest],
             graph=graph,
             weights=weights,
-            cover_windows=cover_window_matches(scene_windows, cover_windows, cover_owner),
+            cover_windows=cover_windows_nearest(scene_windows, cover_windows, cover_owner),
         )
-        t2 = time.perf_counter()
-        windows = len(scene.boxes)
-        for key, value in zip(timings, (t1 - t0, t2 - t1, t2 - t0), strict=True):
-            timings[key].append(value)
+        t2, c2 = time.perf_counter(), time.process_time()
+        windows.append(len(scene.boxes))
+        spans = zip(stages, (t1 - t0, t2 - t1, t2 - t0), (c1 - c0, c2 - c1, c2 - c0), strict=True)
+        for key, seconds, cpu_seconds in spans:
+            wall[key].append(seconds)
+            cpu[key].append(cpu_seconds)
     return {
         "photos": len(paths),
-        "threads": threads,
-        "windows_per_photo": windows,
-        **{f"{k}_median_s": float(np.median(v)) for k, v in timings.items()},
-        "total_p95_s": float(np.percentile(timings["total"], 95)),
+        "threads": 1,
+        "backend": encoder.backend,
+        "windows_per_photo_median": float(np.median(windows)),
+        **{f"{k}_cpu_median_s": float(np.median(v)) for k, v in cpu.items()},
+        "total_cpu_p95_s": float(np.percentile(cpu["total"], 95)),
+        **{f"{k}_wall_median_s": float(np.median(v)) for k, v in wall.items()},
+        "total_wall_p95_s": float(np.percentile(wall["total"], 95)),
+        "load_average_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "cpus": os.cpu_count(),
     }
 
 
@@ -399,6 +421,12 @@ def main() -> int:
         "--data", type=Path, default=BASE_DIR.parent / "shared" / "datasets" / "ikea"
     )
     parser.add_argument("--cache", type=Path, help="npz file for the encoded vectors")
+    parser.add_argument(
+        "--onnx-dir",
+        type=Path,
+        default=BASE_DIR / ".cache" / "onnx",
+        help="where the model's ONNX graphs are exported (the app's is in its data directory)",
+    )
     parser.add_argument("--tune", action="store_true", help="search the weights on fold 0")
     parser.add_argument("--latency-photos", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
@@ -412,7 +440,7 @@ def main() -> int:
     products = json.loads((args.data / "products.json").read_text())
     product_index = {p["id"]: i for i, p in enumerate(products)}
     folds = np.array_split(np.random.default_rng(args.seed).permutation(len(rooms)), FOLDS)
-    vectors = encode(args.spec, args.data, args.cache)
+    vectors = encode(args.spec, args.data, args.cache, args.onnx_dir)
     weights = (
         tune(vectors, rooms, product_index, folds[TUNING_FOLD]) if args.tune else SceneWeights()
     )
@@ -436,13 +464,14 @@ def main() -> int:
             every_room,
             weights,
             args.latency_photos,
-            threads=1,
+            args.onnx_dir,
         )
     )
     print("latency", timing)
     result = {
         "command": " ".join(sys.argv),
         "spec": args.spec,
+        "backend": str(vectors.get("backend", "torch")),
         "weights": asdict(weights),
         "split": f"{len(rooms)} rooms in {FOLDS} folds (seed {args.seed}); "
         f"fold {TUNING_FOLD} tunes, the others are reported",

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -76,17 +77,28 @@ class LookbookGraph:
     members: Mapping[int, Sequence[int]]  # lookbook id -> product ids
     kinds: Mapping[int, str] = field(default_factory=dict)  # lookbook id -> kind ("" = none)
 
+    # Both maps below are built once per graph (it is frozen; the web app keeps one per
+    # process until the lookbooks change): every scene ranked against it reads them.
+    # Callers must not modify what they return.
     def product_lookbooks(self) -> dict[int, list[int]]:
         """Return product id -> ids of the lookbooks that hold it."""
-        out: dict[int, list[int]] = defaultdict(list)
-        for lookbook_id, products in self.members.items():
-            for product_id in products:
-                out[product_id].append(lookbook_id)
-        return out
+        return self._product_lookbooks
 
     def kind_popularity(self) -> dict[str, dict[int, float]]:
         """Return kind -> (product id -> share of that kind's lookbooks holding it, scaled
         so the kind's most frequent product is 1)."""
+        return self._kind_popularity
+
+    @cached_property
+    def _product_lookbooks(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = defaultdict(list)
+        for lookbook_id, products in self.members.items():
+            for product_id in products:
+                out[product_id].append(lookbook_id)
+        return dict(out)
+
+    @cached_property
+    def _kind_popularity(self) -> dict[str, dict[int, float]]:
         counts: dict[str, Counter[int]] = defaultdict(Counter)
         for lookbook_id, products in self.members.items():
             kind = self.kinds.get(lookbook_id, "")
@@ -187,6 +199,25 @@ class SceneEvidence:
     cover_windows: Mapping[int, float] = field(default_factory=dict)  # product -> 0..1
 
 
+def cover_windows_nearest(
+    vectors: np.ndarray, covers: np.ndarray, owner: np.ndarray
+) -> list[CoverWindowMatches]:
+    """Each of the scene's window `vectors` (S, D) with its `COVER_WINDOW_CANDIDATES`
+    nearest of the cover windows `covers` (N, D), as (lookbook id `owner[n]`, cosine), best
+    first. Exact, in numpy: a few thousand lookbooks' windows are a matrix product of
+    milliseconds. The web app (`search.looks.selectors`) and the bench both call it."""
+    if not len(covers):
+        return [CoverWindowMatches([]) for _ in vectors]
+    sims = np.asarray(vectors, dtype=np.float32) @ np.asarray(covers, dtype=np.float32).T
+    keep = min(COVER_WINDOW_CANDIDATES, sims.shape[1])
+    top = np.argpartition(-sims, keep - 1, axis=1)[:, :keep]
+    out = []
+    for row, candidates in zip(sims, top, strict=True):
+        best = candidates[np.argsort(-row[candidates], kind="stable")]
+        out.append(CoverWindowMatches([(int(owner[c]), float(row[c])) for c in best]))
+    return out
+
+
 def scene_rank(
     *,
     regions: Sequence[RegionMatches],
@@ -243,24 +274,51 @@ def scene_evidence(
     )
 
 
+#: The kinds of evidence, in the order `scene_combine` adds them up.
+EVIDENCE_KINDS = ("region", "lookalike", "context", "graph", "cover_windows")
+
+
+@dataclass(frozen=True)
+class EvidenceTable:
+    """A scene's evidence as arrays over its candidates, ready to be weighed many times
+    (`scene_order`; the bench's weight search weighs one table for every mix)."""
+
+    product_ids: np.ndarray  # (C,) int64, ascending: every product some evidence names
+    values: np.ndarray  # (len(EVIDENCE_KINDS), C) float64, 0 where a kind is silent
+
+
+def evidence_table(evidence: SceneEvidence) -> EvidenceTable:
+    """Lay `evidence` out over its candidates (`EvidenceTable`)."""
+    kinds = [getattr(evidence, kind) for kind in EVIDENCE_KINDS]
+    ids = np.array(sorted(set().union(*kinds)), dtype=np.int64)
+    values = np.array([[kind.get(int(p), 0.0) for p in ids] for kind in kinds], dtype=np.float64)
+    return EvidenceTable(ids, values.reshape(len(kinds), len(ids)))
+
+
+def scene_scores(table: EvidenceTable, weights: SceneWeights) -> np.ndarray:
+    """(C,) the weighted sum of each candidate's evidence, kind by kind in
+    `EVIDENCE_KINDS` order."""
+    total = np.zeros(len(table.product_ids), dtype=np.float64)
+    for kind, values in zip(EVIDENCE_KINDS, table.values, strict=True):
+        total = total + getattr(weights, kind) * values
+    return total
+
+
+def scene_order(table: EvidenceTable, weights: SceneWeights) -> np.ndarray:
+    """(C,) positions in `table` of the candidates, best first (ties by product id)."""
+    scores = scene_scores(table, weights)
+    return np.lexsort((table.product_ids, -scores))
+
+
 def scene_combine(evidence: SceneEvidence, weights: SceneWeights) -> list[RankedProduct]:
     """Rank the products by the weighted sum of their evidence, best first (ties by id)."""
-    w, e = weights, evidence
-    candidates = (
-        set(e.region) | set(e.lookalike) | set(e.context) | set(e.graph) | set(e.cover_windows)
-    )
+    table = evidence_table(evidence)
+    scores = scene_scores(table, weights)
     ranked = []
-    for product_id in candidates:
-        score = (
-            w.region * e.region.get(product_id, 0.0)
-            + w.lookalike * e.lookalike.get(product_id, 0.0)
-            + w.context * e.context.get(product_id, 0.0)
-            + w.graph * e.graph.get(product_id, 0.0)
-            + w.cover_windows * e.cover_windows.get(product_id, 0.0)
-        )
-        region, cosine = e.region_of.get(product_id, (None, 0.0))
-        ranked.append(RankedProduct(product_id, float(score), region, float(cosine)))
-    ranked.sort(key=lambda r: (-r.score, r.product_id))
+    for position in np.lexsort((table.product_ids, -scores)):
+        product_id = int(table.product_ids[position])
+        region, cosine = evidence.region_of.get(product_id, (None, 0.0))
+        ranked.append(RankedProduct(product_id, float(scores[position]), region, float(cosine)))
     return ranked
 
 

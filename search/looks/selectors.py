@@ -27,7 +27,6 @@ from embeddings.models import EmbeddingModel
 from embeddings.sql import halfvec_from_send, vector_literal
 from search.looks.models import LookbookCoverVector
 from search.scene_ranking import (
-    COVER_WINDOW_CANDIDATES,
     LOOKALIKE_CANDIDATES,
     MATCHES_PER_REGION,
     CatalogueCosines,
@@ -37,6 +36,7 @@ from search.scene_ranking import (
     RegionMatches,
     SceneContext,
     SceneWeights,
+    cover_windows_nearest,
     scene_rank,
 )
 from search.selectors import SearchHit, SearchUnavailable
@@ -252,20 +252,10 @@ def _cover_windows(*, model: EmbeddingModel) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cover_window_matches(*, model: EmbeddingModel, vectors: np.ndarray) -> list[CoverWindowMatches]:
-    """Each of the scene's window `vectors` with its `COVER_WINDOW_CANDIDATES` nearest cover
-    windows (lookbook id, cosine), best first. Exact, in numpy: a few thousand lookbooks'
-    windows are a matrix product of milliseconds."""
+    """Each of the scene's window `vectors` with its nearest cover windows of the published
+    lookbooks (lookbook id, cosine), best first (`cover_windows_nearest`)."""
     covers, owner = _cover_windows(model=model)
-    if not len(covers):
-        return [CoverWindowMatches([]) for _ in vectors]
-    sims = np.asarray(vectors, dtype=np.float32) @ covers.T  # (S, N)
-    keep = min(COVER_WINDOW_CANDIDATES, sims.shape[1])
-    top = np.argpartition(-sims, keep - 1, axis=1)[:, :keep]
-    out = []
-    for row, candidates in zip(sims, top, strict=True):
-        best = candidates[np.argsort(-row[candidates], kind="stable")]
-        out.append(CoverWindowMatches([(int(owner[c]), float(row[c])) for c in best]))
-    return out
+    return cover_windows_nearest(vectors, covers, owner)
 
 
 _graph: _LatestBuilt[LookbookGraph] = _LatestBuilt()
