@@ -12,11 +12,16 @@ from search.scene_ranking import (
     LookbookNeighbour,
     RegionMatches,
     SceneContext,
+    SceneEvidence,
     SceneWeights,
     context_evidence,
     cover_window_evidence,
+    cover_windows_nearest,
+    evidence_table,
     kind_vote,
     region_evidence,
+    scene_combine,
+    scene_order,
     scene_rank,
 )
 
@@ -180,3 +185,62 @@ def test_products_of_the_lookbook_whose_cover_windows_match_the_scene_lead_the_r
 
     assert first([]) == 2  # the kitchens' most frequent product
     assert first([CoverWindowMatches([(12, 0.8)]), CoverWindowMatches([(12, 0.7)])]) == 4
+
+
+def test_each_scene_window_gets_its_nearest_cover_windows_best_first_with_their_lookbook() -> None:
+    rng = np.random.default_rng(3)
+    covers = unit(rng.normal(size=(40, 8)))
+    owner = np.repeat(np.arange(100, 108), 5)  # 8 lookbooks of 5 windows
+    scene = unit(covers[[7, 21]] + 0.05 * rng.normal(size=(2, 8)))
+
+    found = cover_windows_nearest(scene, covers, owner)
+
+    for window, matches in zip(scene, found, strict=True):
+        cosines = covers @ window
+        expected = np.argsort(-cosines)[: len(matches.matches)]
+        assert len(matches.matches) == 10
+        assert [lookbook for lookbook, _ in matches.matches] == owner[expected].tolist()
+        np.testing.assert_allclose([c for _, c in matches.matches], cosines[expected], rtol=1e-6)
+    assert found[0].matches[0][0] == owner[7] and found[1].matches[0][0] == owner[21]
+    assert cover_windows_nearest(scene, covers[:0], owner[:0]) == [
+        CoverWindowMatches([]),
+        CoverWindowMatches([]),
+    ]
+
+
+def test_weighing_an_evidence_table_orders_the_products_as_scene_combine_does() -> None:
+    """The bench's weight search weighs one table per scene for every mix: the order must be
+    the ranking's own, ties by product id included."""
+    rng = np.random.default_rng(4)
+
+    def some(n: int) -> dict[int, float]:
+        ids = rng.choice(60, size=n, replace=False)
+        return {int(p): float(rng.choice([0.0, 0.5, 1.0, rng.random()])) for p in ids}
+
+    evidence = SceneEvidence(
+        region=some(20),
+        region_of={},
+        lookalike=some(15),
+        context=some(30),
+        graph=some(10),
+        kind=SceneContext("", 0.0),
+        cover_windows=some(25),
+    )
+    table = evidence_table(evidence)
+    assert table.product_ids.tolist() == sorted(
+        set(evidence.region)
+        | set(evidence.lookalike)
+        | set(evidence.context)
+        | set(evidence.graph)
+        | set(evidence.cover_windows)
+    )
+    for mix in [(1.0, 0.0, 0.5, 0.5, 2.0), (1.0, 1.0, 0.0, 0.0, 1.0), (0.0, 0.0, 0.0, 0.0, 0.0)]:
+        weights = SceneWeights(
+            region=mix[0], lookalike=mix[1], context=mix[2], graph=mix[3], cover_windows=mix[4]
+        )
+        ranked = scene_combine(evidence, weights)
+        assert table.product_ids[scene_order(table, weights)].tolist() == [
+            r.product_id for r in ranked
+        ]
+        scores = [r.score for r in ranked]
+        assert scores == sorted(scores, reverse=True)
