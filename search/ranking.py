@@ -27,6 +27,7 @@ import numpy as np
 from django.db import connection
 
 from catalog.document import RANK_WEIGHTS, SEARCH_CONFIG
+from embeddings.ml.image_classes import class_scores
 from embeddings.models import EmbeddingModel
 from search.understanding import Concept, Understanding
 
@@ -255,6 +256,19 @@ def combine(*, signals: TextSignals, weights: dict[str, float]) -> list[tuple[in
     pairs = zip(signals.product_ids, scores.tolist(), strict=True)
     ranked = [(pid, round(float(score), 6)) for pid, score in pairs]
     return sorted(ranked, key=lambda item: (-item[1], item[0]))
+
+
+def photo_unrelated(*, classes: np.ndarray | None, calibration: Any | None) -> bool:
+    """True when a photo's classes (by the version's image trunk) fall outside what the
+    catalog's photos show: its score against the calibration's class profile is under the
+    threshold fitted for this model version and catalog (`search.calibration`). False
+    without a classifier, a profile or a threshold: nothing then says so.
+    """
+    threshold = getattr(calibration, "image_class_threshold", None)
+    profile = getattr(calibration, "image_class_profile", None)
+    if classes is None or threshold is None or not profile or len(profile) != len(classes):
+        return False
+    return bool(class_scores(classes, profile)[0] < threshold)
 
 
 def text_unrelated(

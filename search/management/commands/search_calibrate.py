@@ -40,6 +40,7 @@ class Command(BaseCommand):
                     "weights": calibration.weights,
                     "text_threshold": calibration.text_threshold,
                     "image_threshold": calibration.image_threshold,
+                    "image_class_threshold": calibration.image_class_threshold,
                     **report,
                 },
                 indent=2,

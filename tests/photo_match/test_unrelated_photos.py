@@ -1,0 +1,88 @@
+"""Photo search says "no good match" for a photo of something the catalog does not sell,
+by what the photo shows (the image trunk's own classes against the catalog's class
+profile): through the real default model, calibration, API and results page."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from PIL import Image, ImageDraw
+
+from search.models import ApiKey, SearchCalibration
+from search.services import api_key_create
+from tests.factories import photo_noise
+from tests.pages.catalog_fixtures import ShopCatalog
+
+pytestmark = pytest.mark.datasets
+
+
+def photo_room() -> bytes:
+    """A drawn living room: wall, floor, a window and a sofa (an IKEA-like scene)."""
+    image = Image.new("RGB", (480, 360), (225, 215, 195))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 250, 480, 360), fill=(150, 110, 70))
+    draw.rectangle((300, 40, 440, 180), fill=(170, 200, 230))
+    draw.line((370, 40, 370, 180), fill=(255, 255, 255), width=6)
+    draw.rectangle((40, 130, 260, 260), fill=(85, 85, 105))
+    for x in (50, 235):
+        draw.rectangle((x, 260, x + 15, 285), fill=(40, 30, 20))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _api(data: bytes) -> dict[str, Any]:
+    key = api_key_create(name="storefront", scope=ApiKey.Scope.READ).plaintext
+    client = Client(headers={"Authorization": f"Api-Key {key}"})
+    upload = SimpleUploadedFile("query.jpg", data, content_type="image/jpeg")
+    response = client.post("/api/v1/search/image/", {"image": upload, "limit": 10})
+    assert response.status_code == 200, response.content[:300]
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _page(data: bytes) -> str:
+    client = Client()
+    posted = client.post("/search/photo/", {"image": SimpleUploadedFile("photo.jpg", data)})
+    return str(client.get(posted["Location"]).content.decode())
+
+
+def _a_top(catalog: ShopCatalog) -> bytes:
+    sku = next(s for s, p in catalog.products.items() if p.category.startswith("Garment Upper"))
+    return catalog.images[sku]
+
+
+def test_the_calibration_fits_the_catalogs_class_profile(
+    hm_catalog: tuple[ShopCatalog, SearchCalibration],
+) -> None:
+    _, calibration = hm_catalog
+    report = calibration.report["image_class_threshold"]
+    assert calibration.image_class_threshold is not None, report
+    assert len(calibration.image_class_profile) == 1000  # ImageNet's classes
+    assert report["unrelated_below"] >= 0.9
+    assert 610 in report["top_classes"]  # "jersey, T-shirt" among what the photos show
+
+
+@pytest.mark.parametrize("photo", [photo_room, lambda: photo_noise(7, size=(240, 320))])
+def test_an_unrelated_photo_is_flagged_by_the_api_and_the_results_page(
+    hm_catalog: tuple[ShopCatalog, SearchCalibration], photo: Any
+) -> None:
+    data = photo()
+    body = _api(data)
+    assert body["no_good_match"] is True
+    assert len(body["results"]) == 10  # the nearest are still shown, as such
+    html = _page(data)
+    assert 'data-testid="no-good-match"' in html and "No good match" in html
+    assert re.findall(r'href="/products/([^/"]+)/"', html)
+
+
+def test_a_catalog_photo_is_not_flagged(hm_catalog: tuple[ShopCatalog, SearchCalibration]) -> None:
+    catalog, _ = hm_catalog
+    data = _a_top(catalog)
+    assert _api(data)["no_good_match"] is False
+    assert "No good match" not in _page(data)
