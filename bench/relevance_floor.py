@@ -8,11 +8,12 @@ reports, for each kind:
    match (other shots of the catalog's kind of product, shoppers' snapshots) score above
    photos that should not (other kinds of product, rooms, flat colours, noise);
 2. with a model whose image trunk has its own classifier (`embeddings.ml.image_classes`),
-   the share of each kind flagged "no good match" by the catalog's class profile, fitted
-   as `search.calibration.image_class_fit` fits it (`class_profile_fit`, the same rates):
-   profile and threshold photos from different product groups of the catalog (`--groups`:
-   H&M's articles.csv, colour variants share a product code), synthetic unrelated photos
-   to check it; with 95% bootstrap intervals, at the shipped temperature and others.
+   the share of each kind flagged "no good match" by the catalog's class profile (a class
+   score or energy under its threshold), fitted as `search.calibration.image_class_fit`
+   fits it (`class_profile_fit`, the same rates): profile and threshold photos from
+   different product groups of the catalog (`--groups`: H&M's articles.csv, colour
+   variants share a product code), synthetic unrelated photos to check it; with 95%
+   bootstrap intervals, at the shipped temperature and others, and each reading alone.
 
 With `--clothing`, the shoppers are the clothing set's senders the default model held out
 of its training (`embeddings.ml.default_recipe`). Results go to
@@ -117,16 +118,6 @@ def held_out_shoppers(clothing: Path) -> list[str]:
     return [str(held.image_file(item)) for item in held.items]
 
 
-def retempered(classes: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities at the shipped temperature, re-softened to `temperature`."""
-    from embeddings.ml.image_classes import TEMPERATURE
-
-    logp = np.log(np.maximum(classes.astype(np.float64), 1e-300)) * (TEMPERATURE / temperature)
-    logp -= logp.max(axis=1, keepdims=True)
-    p = np.exp(logp)
-    return p / p.sum(axis=1, keepdims=True)
-
-
 def distribution(scores: np.ndarray) -> dict[str, Any]:
     return {
         "n": len(scores),
@@ -155,7 +146,13 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    from embeddings.ml.image_classes import class_profile_fit, class_scores, synthetic_photos
+    from embeddings.ml.image_classes import (
+        class_profile_fit,
+        class_scores,
+        energy,
+        synthetic_photos,
+        unrelated_flags,
+    )
     from embeddings.ml.loading import load_encoder
 
     started = time.time()
@@ -190,31 +187,41 @@ def main() -> None:
         "catalog_size": len(catalog),
         "best_match_cosine_by_query_kind": kinds,
     }
-    if encoded.classes is not None:
+    if encoded.class_logits is not None:
         ok = [pool[i] for i in encoded.indices]
         profile_rows, held_rows = profile_split(
             ok, groups_of(args.groups), args.seed, (PROFILE_PHOTOS, PROFILE_FIT_PHOTOS)
         )
         unrelated = encoder.encode_images(synthetic_photos(UNRELATED_PHOTOS, seed=args.seed),
-                                          classes=True).classes  # fmt: skip
+                                          classes=True).class_logits  # fmt: skip
         assert unrelated is not None
         by_temperature: dict[str, Any] = {}
         for temperature in [float(t) for t in args.temperatures.split(",")]:
             fit = class_profile_fit(
-                profile_classes=retempered(encoded.classes[profile_rows], temperature),
-                held_classes=retempered(encoded.classes[held_rows], temperature),
-                unrelated_classes=retempered(unrelated, temperature),
+                profile_logits=encoded.class_logits[profile_rows],
+                held_logits=encoded.class_logits[held_rows], unrelated_logits=unrelated,
                 genuine_flag_rate=GENUINE_FLAG_RATE, unrelated_flag_rate=UNRELATED_FLAG_RATE,
+                temperature=temperature,
             )  # fmt: skip
-            flagged = {}
+            flagged, by_class_score, by_energy = {}, {}, {}
             for name, result in queries.items():
-                assert result.classes is not None
-                scores = class_scores(retempered(result.classes, temperature), fit.profile)
-                flagged[name] = bootstrap((scores < fit.threshold).astype(float), args.seed)
+                logits = result.class_logits
+                assert logits is not None
+                flags = unrelated_flags(
+                    logits, profile=fit.profile, threshold=fit.threshold,
+                    energy_threshold=fit.energy_threshold, temperature=temperature,
+                )  # fmt: skip
+                flagged[name] = bootstrap(flags.astype(float), args.seed)
+                score = class_scores(logits, fit.profile, temperature)
+                by_class_score[name] = round(float(np.mean(score < fit.threshold)), 4)
+                by_energy[name] = round(float(np.mean(energy(logits) < fit.energy_threshold)), 4)
             by_temperature[f"{temperature:g}"] = {
-                "threshold": fit.threshold,
+                "class_score_threshold": fit.threshold,
+                "energy_threshold": fit.energy_threshold,
                 "kept_by_the_calibration": fit.kept,
                 "flagged_by_query_kind": flagged,
+                "flagged_by_the_class_score_alone": by_class_score,
+                "flagged_by_the_energy_alone": by_energy,
                 "fit": {k: v for k, v in fit.report.items() if k != "top_classes"},
             }
             shares = ", ".join(f"{n} {f['mean']}" for n, f in flagged.items())

@@ -31,7 +31,7 @@ __all__ = [
     "PhotoEncoding",
     "SceneVectors",
     "WeightsChangedError",
-    "encode_photo_classes",
+    "encode_photo_class_logits",
     "encode_query_image",
     "encode_query_photo",
     "encode_query_regions",
@@ -176,9 +176,9 @@ class PhotoEncoding:
     """A shopper's photo as photo search reads it."""
 
     vector: np.ndarray  # (D,) float32, L2-normalised
-    #: (C,) probabilities of the image trunk's own classes (`embeddings.ml.image_classes`),
-    #: None when the version's trunk has no classifier
-    classes: np.ndarray | None
+    #: (C,) logits of the image trunk's own classes (`embeddings.ml.image_classes`), None
+    #: when the version's trunk has no classifier
+    class_logits: np.ndarray | None
 
 
 #: Photo queries kept per process, by the photo's checksum: a shopper narrowing the
@@ -188,7 +188,7 @@ _image_queries: _QueryCache = OrderedDict()
 
 
 def encode_query_photo(image_bytes: bytes, *, model: EmbeddingModel) -> PhotoEncoding:
-    """Return the image vector and class probabilities of a shopper's photo (one pass).
+    """Return the image vector and class logits of a shopper's photo (one pass).
 
     Recently encoded photos (the same bytes) come from a least-recently-used cache.
     Raises `ValueError` with the decoder's reason when the bytes are not a readable image
@@ -199,8 +199,8 @@ def encode_query_photo(image_bytes: bytes, *, model: EmbeddingModel) -> PhotoEnc
         result = encoder_for(model).encode_images([image_bytes], classes=True)
         if result.failed:
             raise ValueError(f"unreadable image: {result.failed[0]}")
-        classes = None if result.classes is None else _frozen(result.classes[0])
-        return PhotoEncoding(_frozen(result.vectors[0]), classes)
+        logits = None if result.class_logits is None else _frozen(result.class_logits[0])
+        return PhotoEncoding(_frozen(result.vectors[0]), logits)
 
     return _cached_query(
         _image_queries,
@@ -217,14 +217,13 @@ def encode_query_image(image_bytes: bytes, *, model: EmbeddingModel) -> np.ndarr
     return encode_query_photo(image_bytes, model=model).vector
 
 
-def encode_photo_classes(
+def encode_photo_class_logits(
     photos: Sequence[bytes | str], *, model: EmbeddingModel
 ) -> np.ndarray | None:
-    """Class probabilities (N_ok, C) of photos by the version's trunk classifier (rows of
+    """Class logits (N_ok, C) of photos by the version's trunk classifier (rows of
     unreadable photos left out), or None when it has none (the search calibration reads
     the catalog's photos with it)."""
-    result = encoder_for(model).encode_images(photos, classes=True)
-    return result.classes
+    return encoder_for(model).encode_images(photos, classes=True).class_logits
 
 
 #: Text query vectors kept per process (1 KiB each at 256 dimensions): shoppers' queries

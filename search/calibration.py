@@ -15,12 +15,13 @@ constants fitted to one model.
   gradients, stripes); kept only when it flags at least 90% of those.
 - Photo class profile: what the catalog's photos show by the image trunk's own classifier
   (ImageNet's classes, `embeddings.ml.image_classes`): the mean class probabilities of a
-  sample of them. A photo scores the log of its probabilities dotted with that profile
-  (how likely it and a random catalog photo show the same class); the threshold is the
-  2nd percentile of catalog photos left out of the profile (other product groups), and
-  is kept only when it flags at least 90% of the synthetic unrelated photos. The image
-  cosine cannot do this: a chair's best cosine to a clothing catalog is about a
-  shopper's snapshot's (bench/relevance_floor.py).
+  sample of them. A photo is unrelated when its class score (the log of its probabilities
+  dotted with that profile: how likely it and a random catalog photo show the same class)
+  or its energy (how strongly any class responds) is under its threshold, each the 1st
+  percentile of catalog photos left out of the profile (other product groups); kept only
+  when they flag at least 90% of the synthetic unrelated photos. The image cosine cannot
+  do this: a chair's best cosine to a clothing catalog is about a shopper's snapshot's
+  (bench/relevance_floor.py).
 """
 
 from __future__ import annotations
@@ -337,33 +338,43 @@ def _profile_photo_split(*, seed: int) -> tuple[list[bytes | str], list[bytes | 
 
 
 def image_class_fit(
-    *, model: EmbeddingModel, seed: int = 0
-) -> tuple[list[float], float | None, dict[str, Any]]:
-    """The catalog's class profile and the threshold on a photo's score against it (see
-    the module's docstring), with the figures; an empty profile and None when the
-    version's image trunk has no classifier or there are too few photos to fit on."""
+    *, model: EmbeddingModel, seed: int = 0, unrelated_flag_rate: float = UNRELATED_PHOTO_FLAG_RATE
+) -> dict[str, Any]:
+    """The catalog's class profile and the thresholds under which a photo is unrelated to it
+    (see the module's docstring) as `SearchCalibration` fields, with the figures under
+    "report"; an empty profile and no thresholds when the version's image trunk has no
+    classifier, there are too few photos to fit on, or they flag fewer than
+    `unrelated_flag_rate` of the synthetic unrelated photos."""
     from embeddings import runtime
 
-    unrelated = runtime.encode_photo_classes(
+    none: dict[str, Any] = {
+        "image_class_profile": [], "image_class_threshold": None, "image_energy_threshold": None,
+    }  # fmt: skip
+    unrelated = runtime.encode_photo_class_logits(
         synthetic_photos(UNRELATED_PHOTOS, seed=seed), model=model
     )
     if unrelated is None:
-        return [], None, {
+        return none | {"report": {
             "reason": "this version's image trunk has no classifier of its own (only packaged "
             "ImageNet towers carry one): photos are flagged by the image cosine alone"
-        }  # fmt: skip
+        }}  # fmt: skip
     profile_sources, held_sources = _profile_photo_split(seed=seed)
-    in_profile = runtime.encode_photo_classes(profile_sources, model=model)
-    held = runtime.encode_photo_classes(held_sources, model=model)
+    in_profile = runtime.encode_photo_class_logits(profile_sources, model=model)
+    held = runtime.encode_photo_class_logits(held_sources, model=model)
     if in_profile is None or held is None or len(in_profile) < 2 or len(held) < 2:
-        return [], None, {"reason": "too few catalog photos to fit a class profile on"}
+        return none | {"report": {"reason": "too few catalog photos to fit a class profile on"}}
     fit = class_profile_fit(
-        profile_classes=in_profile, held_classes=held, unrelated_classes=unrelated,
-        genuine_flag_rate=GENUINE_FLAG_RATE, unrelated_flag_rate=UNRELATED_PHOTO_FLAG_RATE,
+        profile_logits=in_profile, held_logits=held, unrelated_logits=unrelated,
+        genuine_flag_rate=GENUINE_FLAG_RATE, unrelated_flag_rate=unrelated_flag_rate,
     )  # fmt: skip
     if not fit.kept:
-        return [], None, fit.report
-    return [float(f"{p:.6g}") for p in fit.profile], fit.threshold, fit.report
+        return none | {"report": fit.report}
+    return {
+        "image_class_profile": [float(f"{p:.6g}") for p in fit.profile],
+        "image_class_threshold": fit.threshold,
+        "image_energy_threshold": fit.energy_threshold,
+        "report": fit.report,
+    }
 
 
 def search_calibration_fit(
@@ -392,9 +403,12 @@ def search_calibration_fit(
     image_threshold, image_report = (
         image_threshold_fit(model=model, seed=seed) if photos else (None, {"reason": "skipped"})
     )
-    class_profile, class_threshold, class_report = (
-        image_class_fit(model=model, seed=seed) if photos else ([], None, {"reason": "skipped"})
+    classes = (
+        image_class_fit(model=model, seed=seed)
+        if photos
+        else {"image_class_profile": [], "report": {"reason": "skipped"}}
     )
+    class_report = classes.pop("report")
     by_kind: dict[str, list[float]] = {}
     for e in evaluated:
         by_kind.setdefault(e.query.kind or "given", []).append(precision_at_k(e, weights))
@@ -404,8 +418,7 @@ def search_calibration_fit(
         weights=weights,
         text_threshold=text_threshold,
         image_threshold=image_threshold,
-        image_class_profile=class_profile,
-        image_class_threshold=class_threshold,
+        **classes,
         report={
             "queries": len(evaluated),
             "precision_at_10": {k: round(float(np.mean(v)), 4) for k, v in by_kind.items()},

@@ -27,7 +27,7 @@ import numpy as np
 from django.db import connection
 
 from catalog.document import RANK_WEIGHTS, SEARCH_CONFIG
-from embeddings.ml.image_classes import class_scores
+from embeddings.ml.image_classes import unrelated_flags
 from embeddings.models import EmbeddingModel
 from search.understanding import Concept, Understanding
 
@@ -258,17 +258,24 @@ def combine(*, signals: TextSignals, weights: dict[str, float]) -> list[tuple[in
     return sorted(ranked, key=lambda item: (-item[1], item[0]))
 
 
-def photo_unrelated(*, classes: np.ndarray | None, calibration: Any | None) -> bool:
-    """True when a photo's classes (by the version's image trunk) fall outside what the
-    catalog's photos show: its score against the calibration's class profile is under the
-    threshold fitted for this model version and catalog (`search.calibration`). False
-    without a classifier, a profile or a threshold: nothing then says so.
+def photo_unrelated(*, class_logits: np.ndarray | None, calibration: Any | None) -> bool:
+    """True when a photo's classes (by the version's image trunk) say it shows nothing the
+    catalog's photos show: its class score against the calibration's class profile, or its
+    energy, is under the threshold fitted for this model version and catalog
+    (`search.calibration`). False without a classifier or a fitted profile.
     """
-    threshold = getattr(calibration, "image_class_threshold", None)
     profile = getattr(calibration, "image_class_profile", None)
-    if classes is None or threshold is None or not profile or len(profile) != len(classes):
+    threshold = getattr(calibration, "image_class_threshold", None)
+    energy_threshold = getattr(calibration, "image_energy_threshold", None)
+    if class_logits is None or threshold is None or energy_threshold is None:
         return False
-    return bool(class_scores(classes, profile)[0] < threshold)
+    if not profile or len(profile) != len(class_logits):
+        return False
+    flags = unrelated_flags(
+        class_logits, profile=np.asarray(profile), threshold=threshold,
+        energy_threshold=energy_threshold,
+    )  # fmt: skip
+    return bool(flags[0])
 
 
 def text_unrelated(

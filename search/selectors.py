@@ -152,12 +152,12 @@ def query_image_vector(data: bytes, *, model: EmbeddingModel) -> np.ndarray:
 def query_photo_encode(
     data: bytes, *, model: EmbeddingModel
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The photo's vector by `model` and its class probabilities by the version's image
-    trunk (None without a classifier), from one encoder pass."""
+    """The photo's vector by `model` and its class logits by the version's image trunk (None
+    without a classifier), from one encoder pass."""
     from embeddings import runtime
 
     photo = runtime.encode_query_photo(data, model=model)
-    return photo.vector, photo.classes
+    return photo.vector, photo.class_logits
 
 
 def query_text_vector(text: str, *, model: EmbeddingModel) -> np.ndarray:
@@ -350,7 +350,7 @@ def search_by_image(
     offset, limit = _window(offset=offset, limit=limit)
     if crop is not None:
         image = crop_image(image=image, crop=crop)
-    vector, classes = query_photo_encode(image, model=model)
+    vector, class_logits = query_photo_encode(image, model=model)
     window = offset + limit
     pool = max(window * MMR_POOL_FACTOR if diversify else window, CANDIDATE_POOL)
     lifted = facets_lifted(filters) if lift_facets else None
@@ -382,7 +382,7 @@ def search_by_image(
     threshold = calibration.image_threshold if calibration is not None else None
     best = max((score for _, score in ranked), default=0.0)
     unrelated = (threshold is not None and best < threshold) or ranking.photo_unrelated(
-        classes=classes, calibration=calibration
+        class_logits=class_logits, calibration=calibration
     )
     return _results(
         model=model,

@@ -34,9 +34,9 @@ class EncodeResult:
     vectors: np.ndarray  # (N_ok, D) float32, L2-normalised, in input order
     indices: list[int] = field(default_factory=list)  # input index of each row of `vectors`
     failed: dict[int, str] = field(default_factory=dict)  # input index -> reason
-    #: (N_ok, C) probabilities of the trunk's own classes, row for row with `vectors`, when
-    #: asked for and the model has a classifier (`embeddings.ml.image_classes`); else None
-    classes: np.ndarray | None = None
+    #: (N_ok, C) logits of the trunk's own classes, row for row with `vectors`, when asked
+    #: for and the model has a classifier (`embeddings.ml.image_classes`); else None
+    class_logits: np.ndarray | None = None
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -145,8 +145,8 @@ class Encoder:
     ) -> EncodeResult:
         """Return image vectors (N_ok, D) and the failures among `images` (paths or bytes).
 
-        With `classes`, also each photo's class probabilities by the trunk's own classifier
-        (`EncodeResult.classes`; None when the model has none), from the same pass.
+        With `classes`, also each photo's class logits by the trunk's own classifier
+        (`EncodeResult.class_logits`; None when the model has none), from the same pass.
         """
         if classes and self.loaded.image_classes is not None:
             return self._encode_with_classes(images, batch_size)
@@ -319,11 +319,11 @@ class Encoder:
     def _encode_with_classes(
         self, images: Sequence[ImageSource], batch_size: int | None
     ) -> EncodeResult:
-        """`_encode` of photos, with their class probabilities from the trunk's pooled features."""
+        """`_encode` of photos, with their class logits from the trunk's pooled features."""
         head = self.loaded.image_classes
         assert head is not None
         vectors: list[np.ndarray] = []
-        probabilities: list[np.ndarray] = []
+        logits: list[np.ndarray] = []
         indices: list[int] = []
         failed: dict[int, str] = {}
         for ok, arrays, bad in self._decoded_batches(images, batch_size or self.batch_size):
@@ -341,16 +341,14 @@ class Encoder:
                     emb_t = self.model.image_features_from_trunk(trunk_pooled, tokens)
                 emb, pooled = (t.float().cpu().numpy() for t in (emb_t, trunk_pooled))
             vectors.append(_normalized(emb))
-            probabilities.append(head.probabilities(pooled))
+            logits.append(head.logits(pooled))
             indices.extend(ok)
         empty = np.zeros((0, self.dim), np.float32)
         return EncodeResult(
             np.concatenate(vectors) if vectors else empty,
             indices,
             dict(sorted(failed.items())),
-            np.concatenate(probabilities)
-            if probabilities
-            else np.zeros((0, head.count), np.float32),
+            np.concatenate(logits) if logits else np.zeros((0, head.count), np.float32),
         )
 
     def _ort_encode(self, pixels: np.ndarray, texts: list[str] | None) -> np.ndarray:

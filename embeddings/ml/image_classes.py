@@ -7,7 +7,17 @@ products, and a chair's photo lands near some product whatever it shows (its bes
 to a clothing catalog is about that of a shopper's snapshot of a T-shirt). The classifier
 still says "studio couch", "dining table" or "window screen" where a catalog's own photos
 say "jersey", "jean" or "miniskirt": photo search's "no good match" reads that
-(`search.calibration`: a catalog's class profile and a threshold fitted on its photos).
+(`search.calibration`: a catalog's class profile and thresholds fitted on its photos).
+
+Two readings of a photo's class logits, each with its own threshold, and a photo is
+unrelated under either:
+
+- its class score: the log of its class probabilities dotted with the catalog's profile
+  (their photos' mean probabilities), the chance that it and a random catalog photo show
+  the same class. Rooms, furniture, flat colours and gradients fall under it;
+- its energy, the log-sum-exp of the logits: how strongly the trunk recognises anything
+  at all. Noise reads as knitwear's texture classes ("chain mail", "wool"), which a
+  clothing catalog's profile holds, yet no class responds to it strongly.
 
 The probabilities are softened (`TEMPERATURE`): at the 160 px the default runs at, the top
 class of a product photo on a plain background is often a wrong one ("lampshade" for a
@@ -16,7 +26,7 @@ compares temperatures (`--temperatures`) on held-out photos: the plain softmax f
 fewer synthetic photos at the threshold a catalog's own photos set than 2 to 4 do.
 
 Numpy only: the classifier is a (C, F) matrix applied to the trunk's pooled features,
-which the encoder hands out beside the vectors (`Encoder.encode_images(classes=True)`).
+whose logits the encoder hands out beside the vectors (`Encoder.encode_images(classes=True)`).
 Models whose trunk has no such classifier (other checkpoints, open_clip towers) have none.
 """
 
@@ -28,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-#: Logits are divided by this before the softmax (see the module docstring).
+#: Logits are divided by this before the softmax of the class score (see above).
 TEMPERATURE = 2.0
 
 
@@ -38,73 +48,124 @@ class ImageClasses:
 
     weight: np.ndarray  # (C, F) float32
     bias: np.ndarray  # (C,) float32
-    source: str  # where it came from, for reports ("efficientnet_lite0 ImageNet head")
+    source: str  # where it came from, for reports ("efficientnet_lite0 ImageNet classifier")
 
     @property
     def count(self) -> int:
         """How many classes."""
         return int(self.weight.shape[0])
 
-    def probabilities(self, pooled: np.ndarray) -> np.ndarray:
-        """Class probabilities (B, C) float32 of pooled trunk features (B, F): a softmax of
-        the logits over `TEMPERATURE`."""
-        logits = pooled.astype(np.float32, copy=False) @ self.weight.T + self.bias  # (B, C)
-        logits /= TEMPERATURE
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
+    def logits(self, pooled: np.ndarray) -> np.ndarray:
+        """Class logits (B, C) float32 of pooled trunk features (B, F)."""
+        out = pooled.astype(np.float32, copy=False) @ self.weight.T + self.bias
+        return out.astype(np.float32, copy=False)
 
 
-def class_scores(classes: np.ndarray, profile: np.ndarray) -> np.ndarray:
-    """Scores (N,) of photos' class probabilities (N, C) against a catalog's class profile
-    (C,; its photos' mean probabilities): the log of the chance that the photo and a
-    random catalog photo show the same class."""
-    agree = np.atleast_2d(classes).astype(np.float64) @ np.asarray(profile, dtype=np.float64)
-    return np.log(np.maximum(agree, 1e-30))
+def probabilities(logits: np.ndarray, temperature: float = TEMPERATURE) -> np.ndarray:
+    """Class probabilities (N, C) float64: a softmax of the logits over `temperature`."""
+    scaled = np.atleast_2d(logits).astype(np.float64) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    out: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+    return out
+
+
+def energy(logits: np.ndarray) -> np.ndarray:
+    """How strongly the trunk recognises any class (N,): the log-sum-exp of the logits."""
+    logits = np.atleast_2d(logits).astype(np.float64)
+    top = logits.max(axis=1)
+    out: np.ndarray = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+    return out
+
+
+def class_scores(
+    logits: np.ndarray, profile: np.ndarray, temperature: float = TEMPERATURE
+) -> np.ndarray:
+    """Scores (N,) of photos' class logits (N, C) against a catalog's class profile (C,;
+    its photos' mean probabilities): the log of the chance that the photo and a random
+    catalog photo show the same class."""
+    agree = probabilities(logits, temperature) @ np.asarray(profile, dtype=np.float64)
+    out: np.ndarray = np.log(np.maximum(agree, 1e-30))
+    return out
+
+
+def unrelated_flags(
+    logits: np.ndarray,
+    *,
+    profile: np.ndarray,
+    threshold: float,
+    energy_threshold: float,
+    temperature: float = TEMPERATURE,
+) -> np.ndarray:
+    """(N,) True where a photo is unrelated to the catalog: under either threshold."""
+    flags: np.ndarray = (class_scores(logits, profile, temperature) < threshold) | (
+        energy(logits) < energy_threshold
+    )
+    return flags
 
 
 @dataclass
 class ProfileFit:
-    """A catalog's class profile and the score under which a photo is unrelated to it."""
+    """A catalog's class profile and the thresholds under which a photo is unrelated."""
 
     profile: np.ndarray  # (C,) float64, sums to 1
-    threshold: float  # the genuine photos' quantile
-    kept: bool  # it flags enough unrelated photos to be used
+    threshold: float  # on `class_scores`
+    energy_threshold: float  # on `energy`
+    kept: bool  # they flag enough unrelated photos to be used
     report: dict[str, Any] = field(default_factory=dict)
 
 
 def class_profile_fit(
     *,
-    profile_classes: np.ndarray,
-    held_classes: np.ndarray,
-    unrelated_classes: np.ndarray,
+    profile_logits: np.ndarray,
+    held_logits: np.ndarray,
+    unrelated_logits: np.ndarray,
     genuine_flag_rate: float,
     unrelated_flag_rate: float,
+    temperature: float = TEMPERATURE,
 ) -> ProfileFit:
-    """Fit a class profile on some catalog photos' class probabilities (N, C) and its
-    threshold on others (`held_classes`, from other products): the `genuine_flag_rate`
-    quantile of their scores, so about that share of genuine photos is flagged. Kept only
-    when it flags at least `unrelated_flag_rate` of the unrelated photos."""
-    profile = profile_classes.astype(np.float64).mean(axis=0)
-    genuine = class_scores(held_classes, profile)
-    unrelated = class_scores(unrelated_classes, profile)
-    threshold = float(np.quantile(genuine, genuine_flag_rate))
-    flagged = float(np.mean(unrelated < threshold))
+    """Fit a class profile on some catalog photos' logits (N, C) and the two thresholds on
+    others (`held_logits`, of other products): each the `genuine_flag_rate` / 2 quantile
+    of their readings, so at most about that share of genuine photos is flagged. Kept only
+    when they flag at least `unrelated_flag_rate` of the unrelated photos."""
+    profile = probabilities(profile_logits, temperature).mean(axis=0)
+    quantile = genuine_flag_rate / 2
+    threshold = float(np.quantile(class_scores(held_logits, profile, temperature), quantile))
+    energy_threshold = float(np.quantile(energy(held_logits), quantile))
+
+    def flagged(logits: np.ndarray) -> float:
+        return float(np.mean(unrelated_flags(
+            logits, profile=profile, threshold=threshold, energy_threshold=energy_threshold,
+            temperature=temperature,
+        )))  # fmt: skip
+
+    unrelated = flagged(unrelated_logits)
     report: dict[str, Any] = {
-        "profile_photos": len(profile_classes),
-        "genuine": len(genuine),
-        "genuine_median": round(float(np.median(genuine)), 4),
-        "unrelated": len(unrelated),
-        "unrelated_median": round(float(np.median(unrelated)), 4),
-        "unrelated_below": round(flagged, 4),
+        "profile_photos": len(profile_logits),
+        "genuine": len(held_logits),
+        "genuine_flagged": round(flagged(held_logits), 4),
+        "unrelated": len(unrelated_logits),
+        "unrelated_flagged": round(unrelated, 4),
+        "unrelated_under_class_score": round(
+            float(np.mean(class_scores(unrelated_logits, profile, temperature) < threshold)), 4
+        ),
+        "unrelated_under_energy": round(
+            float(np.mean(energy(unrelated_logits) < energy_threshold)), 4
+        ),
         "top_classes": {int(c): round(float(profile[c]), 4) for c in np.argsort(-profile)[:10]},
     }
-    if flagged < unrelated_flag_rate:  # this model's classes cannot tell them apart
+    if unrelated < unrelated_flag_rate:  # this model's classes cannot tell them apart
         report["reason"] = (
-            f"a class threshold passing {1 - genuine_flag_rate:.0%} of catalog photos flags "
-            f"only {flagged:.0%} of unrelated ones: not kept"
+            f"class thresholds passing {1 - genuine_flag_rate:.0%} of catalog photos flag "
+            f"only {unrelated:.0%} of unrelated ones: not kept"
         )
-    return ProfileFit(profile, round(threshold, 6), flagged >= unrelated_flag_rate, report)
+    return ProfileFit(
+        profile,
+        round(threshold, 6),
+        round(energy_threshold, 6),
+        unrelated >= unrelated_flag_rate,
+        report,
+    )
 
 
 def synthetic_photos(count: int, *, seed: int) -> list[bytes]:

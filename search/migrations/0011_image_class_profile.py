@@ -1,5 +1,5 @@
 """Photo search's "no good match" by what a photo shows: the catalog's class profile and the
-threshold on a photo's score against it (`search.calibration.image_class_fit`)."""
+thresholds on a photo's class score and energy (`search.calibration.image_class_fit`)."""
 
 from django.db import migrations, models
 
@@ -16,6 +16,11 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="searchcalibration",
             name="image_class_threshold",
+            field=models.FloatField(blank=True, null=True),
+        ),
+        migrations.AddField(
+            model_name="searchcalibration",
+            name="image_energy_threshold",
             field=models.FloatField(blank=True, null=True),
         ),
     ]

@@ -36,8 +36,8 @@ def _photos() -> list[bytes]:
     ]
 
 
-def _imagenet_probabilities(photos: list[bytes], size: int) -> np.ndarray:
-    """timm's own EfficientNet-Lite0 with the package's classifier, softened as ours."""
+def _imagenet_logits(photos: list[bytes], size: int) -> np.ndarray:
+    """timm's own EfficientNet-Lite0 with the package's classifier."""
     import timm
 
     from embeddings.ml.images import PreprocessConfig, decode_image, normalize_batch
@@ -49,19 +49,20 @@ def _imagenet_probabilities(photos: list[bytes], size: int) -> np.ndarray:
     pixels = np.stack([decode_image(p, size, cfg.resize_mode) for p in photos])
     with torch.no_grad():
         logits = full(normalize_batch(torch.from_numpy(pixels), cfg))
-    return torch.softmax(logits / image_classes.TEMPERATURE, dim=1).numpy()
+    return logits.numpy()
 
 
 def test_the_default_reads_its_trunks_imagenet_classes_on_both_backends(encoders) -> None:  # type: ignore[no-untyped-def]
     eager, ort = encoders
     assert ort.backend == "onnxruntime"
     photos = _photos()
-    expected = _imagenet_probabilities(photos, eager.preprocess.image_size)
+    expected = _imagenet_logits(photos, eager.preprocess.image_size)
     for encoder in (eager, ort):
         result = encoder.encode_images(photos, classes=True)
-        assert result.classes is not None and result.classes.shape == (len(photos), 1000)
-        np.testing.assert_allclose(result.classes.sum(1), 1.0, atol=1e-4)
-        np.testing.assert_allclose(result.classes, expected, atol=2e-3)
+        logits = result.class_logits
+        assert logits is not None and logits.shape == (len(photos), 1000)
+        np.testing.assert_allclose(logits, expected, atol=2e-3 * np.abs(expected).max())
+        assert (logits.argmax(1) == expected.argmax(1)).all()
         # The vectors are the ones encode_images gives without classes.
         plain = encoder.encode_images(photos).vectors
         assert (result.vectors * plain).sum(1).min() >= 0.9999
@@ -71,7 +72,7 @@ def test_unreadable_photos_have_no_class_row(encoders) -> None:  # type: ignore[
     _, ort = encoders
     result = ort.encode_images([b"not an image", photo_noise(1)], classes=True)
     assert result.indices == [1] and set(result.failed) == {0}
-    assert result.classes is not None and result.classes.shape == (1, 1000)
+    assert result.class_logits is not None and result.class_logits.shape == (1, 1000)
 
 
 def test_a_trunk_without_a_classifier_has_no_classes() -> None:
@@ -83,10 +84,10 @@ def test_a_trunk_without_a_classifier_has_no_classes() -> None:
     loaded = load_model("default:v1")
     assert loaded.image_classes is None
     result = Encoder(loaded, device="cpu").encode_images([photo_noise(2)], classes=True)
-    assert result.classes is None and result.vectors.shape == (1, loaded.dim)
+    assert result.class_logits is None and result.vectors.shape == (1, loaded.dim)
 
 
-def test_the_probabilities_are_a_softened_softmax() -> None:
+def test_the_readings_of_the_logits() -> None:
     rng = np.random.default_rng(0)
     head = image_classes.ImageClasses(
         weight=rng.normal(size=(5, 8)).astype(np.float32),
@@ -94,48 +95,66 @@ def test_the_probabilities_are_a_softened_softmax() -> None:
         source="test",
     )
     pooled = rng.normal(size=(3, 8)).astype(np.float32)
-    logits = pooled @ head.weight.T + head.bias
+    logits = head.logits(pooled)
+    np.testing.assert_allclose(logits, pooled @ head.weight.T + head.bias, rtol=1e-5)
     soft = np.exp(logits / image_classes.TEMPERATURE)
     np.testing.assert_allclose(
-        head.probabilities(pooled), soft / soft.sum(1, keepdims=True), rtol=1e-5
+        image_classes.probabilities(logits), soft / soft.sum(1, keepdims=True), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        image_classes.energy(logits), np.log(np.exp(logits).sum(1)), rtol=1e-5
     )
 
 
-def _concentrated(rng: np.random.Generator, n: int, classes: list[int], c: int = 50) -> np.ndarray:
-    """`n` probability rows with most of their mass on `classes`, the rest spread thinly."""
-    rows = rng.dirichlet(np.full(c, 0.05), size=n) * 0.1
-    rows[:, classes] += rng.dirichlet(np.ones(len(classes)), size=n) * 0.9
-    return rows / rows.sum(1, keepdims=True)
+def _logits(
+    rng: np.random.Generator, n: int, classes: list[int], strength: float = 8.0
+) -> np.ndarray:
+    """`n` photos' logits over 50 classes: `classes` respond by `strength`, the rest barely."""
+    logits = rng.normal(0, 1, size=(n, 50))
+    logits[:, classes] += strength + rng.normal(0, 1, size=(n, len(classes)))
+    return logits
 
 
-def test_the_class_profile_fit_flags_photos_of_other_classes() -> None:
+def test_the_class_profile_fit_flags_photos_of_other_classes_and_of_nothing() -> None:
     rng = np.random.default_rng(0)
     catalog = [0, 1, 2, 3, 4]  # "jersey", "jean", ...: what the shop's photos show
+    unrelated = np.concatenate([
+        _logits(rng, 30, [30, 31, 32]),  # "studio couch", ...: another trade
+        _logits(rng, 10, [0, 1]) - 8.0,  # noise: the catalog's classes, but faintly
+    ])  # fmt: skip
     fit = image_classes.class_profile_fit(
-        profile_classes=_concentrated(rng, 200, catalog),
-        held_classes=_concentrated(rng, 100, catalog),
-        unrelated_classes=_concentrated(rng, 40, [30, 31, 32]),  # "studio couch", ...
+        profile_logits=_logits(rng, 200, catalog),
+        held_logits=_logits(rng, 200, catalog),
+        unrelated_logits=unrelated,
         genuine_flag_rate=0.02,
         unrelated_flag_rate=0.9,
     )
-    assert fit.kept and fit.report["unrelated_below"] >= 0.9
+    assert fit.kept and fit.report["unrelated_flagged"] == 1.0
+    scores = image_classes.class_scores(unrelated, fit.profile)
+    assert (scores[:30] < fit.threshold).all()  # the other trade's photos, by what they show
+    assert (image_classes.energy(unrelated[30:]) < fit.energy_threshold).all()  # the faint
     np.testing.assert_allclose(fit.profile.sum(), 1.0)
     assert set(fit.report["top_classes"]) >= set(catalog)
-    # About 2% of the catalog's own photos fall under the threshold, and new ones likewise.
-    fresh = image_classes.class_scores(_concentrated(rng, 500, catalog), fit.profile)
-    assert (fresh < fit.threshold).mean() <= 0.05
-    photos_of_other_things = _concentrated(rng, 100, [40, 41])
-    assert (image_classes.class_scores(photos_of_other_things, fit.profile) < fit.threshold).all()
+
+    def flagged(logits: np.ndarray) -> float:
+        return float(image_classes.unrelated_flags(
+            logits, profile=fit.profile, threshold=fit.threshold,
+            energy_threshold=fit.energy_threshold,
+        ).mean())  # fmt: skip
+
+    assert flagged(_logits(rng, 1000, catalog)) <= 0.04  # new photos of the catalog's kind
+    assert flagged(_logits(rng, 100, [40, 41])) == 1.0
+    assert flagged(_logits(rng, 100, [2, 3]) - 8.0) == 1.0
 
 
-def test_a_class_profile_that_unrelated_photos_share_is_not_kept() -> None:
+def test_class_thresholds_that_unrelated_photos_pass_are_not_kept() -> None:
     rng = np.random.default_rng(1)
     fit = image_classes.class_profile_fit(
-        profile_classes=_concentrated(rng, 200, [0, 1, 2]),
-        held_classes=_concentrated(rng, 100, [0, 1, 2]),
-        unrelated_classes=_concentrated(rng, 40, [1, 2]),  # the same classes: no telling
+        profile_logits=_logits(rng, 200, [0, 1, 2]),
+        held_logits=_logits(rng, 100, [0, 1, 2]),
+        unrelated_logits=_logits(rng, 40, [1, 2]),  # the same classes, as strongly
         genuine_flag_rate=0.02,
         unrelated_flag_rate=0.9,
     )
     assert not fit.kept and "not kept" in fit.report["reason"]
-    assert fit.report["unrelated_below"] < 0.9
+    assert fit.report["unrelated_flagged"] < 0.9
