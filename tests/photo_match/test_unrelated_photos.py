@@ -5,37 +5,21 @@ calibration, the API and the results page."""
 
 from __future__ import annotations
 
-import io
 import re
 from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
-from PIL import Image, ImageDraw
 
+from embeddings.ml.image_classes import synthetic_photos
 from search.calibration import image_class_fit
 from search.models import ApiKey, SearchCalibration
 from search.services import api_key_create
-from tests.factories import photo_noise
+from tests.factories import photo_noise, photo_plain
 from tests.pages.catalog_fixtures import ShopCatalog
 
 pytestmark = pytest.mark.datasets
-
-
-def photo_room() -> bytes:
-    """A drawn living room: wall, floor, a window and a sofa (an IKEA-like scene)."""
-    image = Image.new("RGB", (480, 360), (225, 215, 195))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 250, 480, 360), fill=(150, 110, 70))
-    draw.rectangle((300, 40, 440, 180), fill=(170, 200, 230))
-    draw.line((370, 40, 370, 180), fill=(255, 255, 255), width=6)
-    draw.rectangle((40, 130, 260, 260), fill=(85, 85, 105))
-    for x in (50, 235):
-        draw.rectangle((x, 260, x + 15, 285), fill=(40, 30, 20))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def _api(data: bytes) -> dict[str, Any]:
@@ -88,7 +72,15 @@ def class_fitted(hm_catalog: tuple[ShopCatalog, SearchCalibration]) -> ShopCatal
     return catalog
 
 
-@pytest.mark.parametrize("photo", [photo_room, lambda: photo_noise(7, size=(240, 320))])
+@pytest.mark.parametrize(
+    "photo",
+    [
+        lambda: photo_noise(7, size=(240, 320)),
+        lambda: photo_plain((240, 320), (90, 160, 120)),  # a wall, a sheet of card
+        lambda: synthetic_photos(3, seed=123)[2],  # a gradient (not the calibration's seed)
+    ],
+    ids=["noise", "flat", "gradient"],
+)
 def test_an_unrelated_photo_is_flagged_by_the_api_and_the_results_page(
     class_fitted: ShopCatalog, photo: Any
 ) -> None:
