@@ -14,16 +14,17 @@ unrelated under either:
 
 - its class score: the log of its class probabilities dotted with the catalog's profile
   (their photos' mean probabilities), the chance that it and a random catalog photo show
-  the same class. Rooms, furniture, flat colours and gradients fall under it;
+  the same class. Rooms, flat colours and gradients fall under it; product photos of
+  other trades on white less often (the README's photo rows);
 - its energy, the log-sum-exp of the logits: how strongly the trunk recognises anything
   at all. Noise reads as knitwear's texture classes ("chain mail", "wool"), which a
   clothing catalog's profile holds, yet no class responds to it strongly.
 
 The probabilities are softened (`TEMPERATURE`): at the 160 px the default runs at, the top
-class of a product photo on a plain background is often a wrong one ("lampshade" for a
-knitted hat), and its runner-up classes carry what it shows. `bench/relevance_floor.py`
-compares temperatures (`--temperatures`) on held-out photos: the plain softmax flags far
-fewer synthetic photos at the threshold a catalog's own photos set than 2 to 4 do.
+class of a product photo on a plain background is often a wrong one, and its runner-up
+classes carry what it shows. `bench/relevance_floor.py` compares temperatures
+(`--temperatures`) on held-out photos: the plain softmax flags fewer synthetic photos and
+more shoppers' snapshots at the thresholds a catalog's own photos set than 2 to 4 do.
 
 Numpy only: the classifier is a (C, F) matrix applied to the trunk's pooled features,
 whose logits the encoder hands out beside the vectors (`Encoder.encode_images(classes=True)`).
