@@ -16,7 +16,8 @@ judged by the feed's own attributes, with bootstrap confidence intervals.
    phrasings ("little black dress"-like: a filler word, an audience, a colour synonym,
    plurals), every product type alone (for empty answers), unrelated words and gibberish
    (not the calibration's list), unrelated photos (IKEA products and rooms, noise) and
-   genuine photos (the test products' own photos).
+   genuine photos (the test products' own photos, and shoppers' snapshots of clothing from
+   the senders the default model held out of its training).
 4. Each query runs through `GET /api/v1/search/text` (Django's test client, an API key),
    as a storefront would call it. A hit is right when it has every stated attribute:
    product type, colour (colour group or perceived colour), graphical appearance,
@@ -456,7 +457,7 @@ def photo_flags(
     *, datasets: Path, client: Any, count: int, seed: int, genuine_skus: list[str]
 ) -> dict[str, Any]:
     """Share of photos flagged "no good match": unrelated (IKEA, noise) and genuine."""
-    from search.calibration import synthetic_photos
+    from embeddings.ml.image_classes import synthetic_photos
 
     rng = random.Random(seed + 7)
     sets: dict[str, list[bytes]] = {}
@@ -470,6 +471,17 @@ def photo_flags(
     sets["genuine_hm_held_out"] = [
         p.read_bytes() for p in rng.sample(genuine, min(count, len(genuine)))
     ]
+    if (datasets / "clothing" / "images.csv").is_file():  # shoppers' own snapshots
+        from embeddings.ml.data import load_clothing
+        from embeddings.ml.default_recipe import HOLDOUT_FRACTION, MAX_SENDER_SHARE
+
+        _, held = load_clothing(datasets / "clothing").split_by_lookbook(
+            HOLDOUT_FRACTION, seed=0, max_lookbook_share=MAX_SENDER_SHARE
+        )  # the senders the default model never trained on
+        snapshots = [held.image_file(item) for item in held.items]
+        sets["genuine_shoppers_held_out"] = [
+            p.read_bytes() for p in rng.sample(snapshots, min(count, len(snapshots)))
+        ]
     out: dict[str, Any] = {}
     for name, photos in sets.items():
         flags = []

@@ -12,10 +12,10 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from django.conf import settings
@@ -28,9 +28,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ModelLoadError",
+    "PhotoEncoding",
     "SceneVectors",
     "WeightsChangedError",
+    "encode_photo_class_logits",
     "encode_query_image",
+    "encode_query_photo",
     "encode_query_regions",
     "encode_query_text",
     "encoder_cached",
@@ -130,64 +133,97 @@ def encoder_warm_in_background(model: EmbeddingModel) -> None:
     threading.Thread(target=load, name=f"vitrine-warm-{model.key}", daemon=True).start()
 
 
-_QueryCache = OrderedDict[tuple[tuple[str, str, str], str], np.ndarray]
+_QueryCache = OrderedDict[tuple[tuple[str, str, str], str], Any]
 
 
-def _cached_query_vector(
+def _frozen(vector: np.ndarray) -> np.ndarray:
+    """`vector` as float32, read-only: cached values are shared between requests."""
+    out = np.asarray(vector, dtype=np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def _cached_query[T](
     cache: _QueryCache,
     limit: int,
     *,
     model: EmbeddingModel,
     query: str,
-    compute: Callable[[], np.ndarray],
-) -> np.ndarray:
-    """`compute()`'s vector for `query`, read-only (it is shared), through `cache`: the
-    least recently used go past `limit`. Keyed by the version and its checksum; a version
-    being prepared has none yet and is never cached (its weights may still change)."""
+    compute: Callable[[], T],
+) -> T:
+    """`compute()`'s value for `query` (arrays in it read-only: it is shared), through
+    `cache`: the least recently used go past `limit`. Keyed by the version and its
+    checksum; a version being prepared has none yet and is never cached (its weights may
+    still change)."""
     key = (_cache_key(model), query)
     if model.weights_sha256:
         with _vectors_lock:
             cached = cache.get(key)
             if cached is not None:
                 cache.move_to_end(key)
-                return cached
-    vector = np.asarray(compute(), dtype=np.float32)
-    vector.setflags(write=False)
+                return cast(T, cached)
+    value = compute()
     if model.weights_sha256:
         with _vectors_lock:
-            cache[key] = vector
+            cache[key] = value
             while len(cache) > limit:
                 cache.popitem(last=False)
-    return vector
+    return value
 
 
-#: Photo query vectors kept per process, by the photo's checksum: a shopper narrowing the
+@dataclass(frozen=True)
+class PhotoEncoding:
+    """A shopper's photo as photo search reads it."""
+
+    vector: np.ndarray  # (D,) float32, L2-normalised
+    #: (C,) logits of the image trunk's own classes (`embeddings.ml.image_classes`), None
+    #: when the version's trunk has no classifier
+    class_logits: np.ndarray | None
+
+
+#: Photo queries kept per process, by the photo's checksum: a shopper narrowing the
 #: results of one photo (each filter click is a new request) pays for the encoder once.
 IMAGE_QUERY_CACHE_SIZE = 256
-_image_vectors: _QueryCache = OrderedDict()
+_image_queries: _QueryCache = OrderedDict()
 
 
-def encode_query_image(image_bytes: bytes, *, model: EmbeddingModel) -> np.ndarray:
-    """Return the image vector (D,) float32, L2-normalised, of a shopper's photo.
+def encode_query_photo(image_bytes: bytes, *, model: EmbeddingModel) -> PhotoEncoding:
+    """Return the image vector and class logits of a shopper's photo (one pass).
 
     Recently encoded photos (the same bytes) come from a least-recently-used cache.
     Raises `ValueError` with the decoder's reason when the bytes are not a readable image
     (failures are not cached).
     """
 
-    def encode() -> np.ndarray:
-        result = encoder_for(model).encode_images([image_bytes])
+    def encode() -> PhotoEncoding:
+        result = encoder_for(model).encode_images([image_bytes], classes=True)
         if result.failed:
             raise ValueError(f"unreadable image: {result.failed[0]}")
-        return np.asarray(result.vectors[0])
+        logits = None if result.class_logits is None else _frozen(result.class_logits[0])
+        return PhotoEncoding(_frozen(result.vectors[0]), logits)
 
-    return _cached_query_vector(
-        _image_vectors,
+    return _cached_query(
+        _image_queries,
         IMAGE_QUERY_CACHE_SIZE,
         model=model,
         query=hashlib.sha256(image_bytes).hexdigest(),
         compute=encode,
     )
+
+
+def encode_query_image(image_bytes: bytes, *, model: EmbeddingModel) -> np.ndarray:
+    """Return the image vector (D,) float32, L2-normalised, of a shopper's photo
+    (`encode_query_photo`'s vector)."""
+    return encode_query_photo(image_bytes, model=model).vector
+
+
+def encode_photo_class_logits(
+    photos: Sequence[bytes | str], *, model: EmbeddingModel
+) -> np.ndarray | None:
+    """Class logits (N_ok, C) of photos by the version's trunk classifier (rows of
+    unreadable photos left out), or None when it has none (the search calibration reads
+    the catalog's photos with it)."""
+    return encoder_for(model).encode_images(photos, classes=True).class_logits
 
 
 #: Text query vectors kept per process (1 KiB each at 256 dimensions): shoppers' queries
@@ -203,12 +239,12 @@ def encode_query_text(text: str, *, model: EmbeddingModel) -> np.ndarray:
     cache.
     """
     words = " ".join(text.split())
-    return _cached_query_vector(
+    return _cached_query(
         _text_vectors,
         TEXT_QUERY_CACHE_SIZE,
         model=model,
         query=words,
-        compute=lambda: encoder_for(model).encode_texts([words])[0],
+        compute=lambda: _frozen(encoder_for(model).encode_texts([words])[0]),
     )
 
 

@@ -269,6 +269,7 @@ class VocabularyTermAdmin(ReadOnlyAdmin):
 @admin.register(SearchCalibration)
 class SearchCalibrationAdmin(ReadOnlyAdmin):
     list_display = ("model", "catalog_stamp", "weights", "text_threshold", "image_threshold",
-                    "created_at")  # fmt: skip
+                    "image_class_threshold", "image_energy_threshold", "created_at")  # fmt: skip
     readonly_fields = ("model", "catalog_stamp", "weights", "text_threshold", "image_threshold",
-                       "report", "created_at")  # fmt: skip
+                       "image_class_threshold", "image_energy_threshold",
+                       "image_class_profile", "report", "created_at")  # fmt: skip

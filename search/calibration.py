@@ -13,11 +13,19 @@ constants fitted to one model.
 - Photo threshold: the catalog's photos' best cosine to another product (variants of the
   same group excluded) against synthetic unrelated photos (noise, flat colours,
   gradients, stripes); kept only when it flags at least 90% of those.
+- Photo class profile: what the catalog's photos show by the image trunk's own classifier
+  (ImageNet's classes, `embeddings.ml.image_classes`): the mean class probabilities of a
+  sample of them. A photo is unrelated when its class score (the log of its probabilities
+  dotted with that profile: how likely it and a random catalog photo show the same class)
+  or its energy (how strongly any class responds) is under its threshold, each the 1st
+  percentile of catalog photos left out of the profile (other product groups); kept only
+  when they flag at least 90% of the synthetic unrelated photos. The image cosine cannot
+  do this: a chair's best cosine to a clothing catalog is about a shopper's snapshot's
+  (bench/relevance_floor.py).
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import logging
 import random
@@ -26,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from catalog.models import Product
+from embeddings.ml.image_classes import class_profile_fit, synthetic_photos
 from embeddings.models import EmbeddingModel
 from search import ranking, selectors
 from search.models import SearchCalibration, VocabularyTerm
@@ -54,6 +62,12 @@ MAX_VALUE_SHARE = 0.5
 GENUINE_FLAG_RATE = 0.02
 #: Unrelated photos a photo threshold must flag to be kept.
 UNRELATED_PHOTO_FLAG_RATE = 0.9
+#: Catalog photos the class profile is the mean of, and photos of other product groups
+#: its threshold is fitted on (a catalog smaller than both splits its groups 2:1).
+PROFILE_PHOTOS = 1000
+PROFILE_FIT_PHOTOS = 500
+#: Synthetic unrelated photos each photo threshold is checked against.
+UNRELATED_PHOTOS = 40
 TOP_K = 10
 #: Words of other trades, as a shopper of another shop would type them. A word that the
 #: catalog contains (a kitchen shop's "pan") is dropped from the unrelated set.
@@ -237,30 +251,6 @@ def text_threshold_fit(
     return round(threshold, 6), report
 
 
-def synthetic_photos(count: int, *, seed: int) -> list[bytes]:
-    """Photos of nothing a shop sells: noise, flat colours, gradients, stripes."""
-    rng = np.random.default_rng(seed)
-    photos: list[bytes] = []
-    for index in range(count):
-        kind = index % 4
-        if kind == 0:
-            array = rng.integers(0, 256, (160, 120, 3), dtype=np.uint8)
-        elif kind == 1:
-            array = np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (160, 120, 3)).copy()
-        elif kind == 2:
-            ramp = np.linspace(0, 1, 120, dtype=np.float32)[None, :, None]
-            low, high = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-            array = (low + (high - low) * ramp).astype(np.uint8).repeat(160, axis=0)
-        else:
-            array = np.zeros((160, 120, 3), dtype=np.uint8)
-            array[:, :] = rng.integers(0, 256, 3, dtype=np.uint8)
-            array[:, :: int(rng.integers(4, 20))] = rng.integers(0, 256, 3, dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG")
-        photos.append(buffer.getvalue())
-    return photos
-
-
 def _catalog_photo_best(*, model: EmbeddingModel, sample: int, seed: int) -> list[float]:
     """Best image cosine of sampled catalog photos to another product (not a variant)."""
     rng = random.Random(seed)  # noqa: S311 (a reproducible sample, not a secret)
@@ -292,7 +282,7 @@ def image_threshold_fit(
     """A photo threshold when one separates the catalog's photos from unrelated ones."""
     genuine = np.array(_catalog_photo_best(model=model, sample=100, seed=seed), dtype=np.float32)
     unrelated = []
-    for photo in synthetic_photos(40, seed=seed):
+    for photo in synthetic_photos(UNRELATED_PHOTOS, seed=seed):
         vector = selectors.query_image_vector(photo, model=model)
         found = nearest_products(
             model=model, kind="image", vector=vector, filters=selectors.SearchFilters(), limit=1
@@ -317,6 +307,74 @@ def image_threshold_fit(
         )
         return None, report
     return round(threshold, 6), report
+
+
+def _profile_photo_split(*, seed: int) -> tuple[list[bytes | str], list[bytes | str]]:
+    """Photos of the catalog for the class profile and, from other product groups (colour
+    variants share their classes), for its threshold: groups drawn at random, two to the
+    profile for one to the threshold until each has its count."""
+    from embeddings.services.vectors import product_image_source
+
+    groups: dict[str, list[int]] = {}
+    for pid, group in Product.objects.order_by("id").values_list("id", "group_id"):
+        groups.setdefault(group or f"#{pid}", []).append(pid)
+    order = sorted(groups)
+    random.Random(seed).shuffle(order)  # noqa: S311 (a reproducible sample, not a secret)
+    profile_ids: list[int] = []
+    held_ids: list[int] = []
+    for key in order:
+        if len(profile_ids) < PROFILE_PHOTOS and len(profile_ids) <= 2 * len(held_ids):
+            profile_ids.extend(groups[key])
+        elif len(held_ids) < PROFILE_FIT_PHOTOS:
+            held_ids.extend(groups[key])
+        elif len(profile_ids) >= PROFILE_PHOTOS:
+            break
+
+    def sources(ids: list[int]) -> list[bytes | str]:
+        products = Product.objects.filter(id__in=ids).prefetch_related("images").order_by("id")
+        return [src for src in map(product_image_source, products) if src is not None]
+
+    return sources(profile_ids[:PROFILE_PHOTOS]), sources(held_ids[:PROFILE_FIT_PHOTOS])
+
+
+def image_class_fit(
+    *, model: EmbeddingModel, seed: int = 0, unrelated_flag_rate: float = UNRELATED_PHOTO_FLAG_RATE
+) -> dict[str, Any]:
+    """The catalog's class profile and the thresholds under which a photo is unrelated to it
+    (see the module's docstring) as `SearchCalibration` fields, with the figures under
+    "report"; an empty profile and no thresholds when the version's image trunk has no
+    classifier, there are too few photos to fit on, or they flag fewer than
+    `unrelated_flag_rate` of the synthetic unrelated photos."""
+    from embeddings import runtime
+
+    none: dict[str, Any] = {
+        "image_class_profile": [], "image_class_threshold": None, "image_energy_threshold": None,
+    }  # fmt: skip
+    unrelated = runtime.encode_photo_class_logits(
+        synthetic_photos(UNRELATED_PHOTOS, seed=seed), model=model
+    )
+    if unrelated is None:
+        return none | {"report": {
+            "reason": "this version's image trunk has no classifier of its own (only packaged "
+            "ImageNet towers carry one): photos are flagged by the image cosine alone"
+        }}  # fmt: skip
+    profile_sources, held_sources = _profile_photo_split(seed=seed)
+    in_profile = runtime.encode_photo_class_logits(profile_sources, model=model)
+    held = runtime.encode_photo_class_logits(held_sources, model=model)
+    if in_profile is None or held is None or len(in_profile) < 2 or len(held) < 2:
+        return none | {"report": {"reason": "too few catalog photos to fit a class profile on"}}
+    fit = class_profile_fit(
+        profile_logits=in_profile, held_logits=held, unrelated_logits=unrelated,
+        genuine_flag_rate=GENUINE_FLAG_RATE, unrelated_flag_rate=unrelated_flag_rate,
+    )  # fmt: skip
+    if not fit.kept:
+        return none | {"report": fit.report}
+    return {
+        "image_class_profile": [float(f"{p:.6g}") for p in fit.profile],
+        "image_class_threshold": fit.threshold,
+        "image_energy_threshold": fit.energy_threshold,
+        "report": fit.report,
+    }
 
 
 def search_calibration_fit(
@@ -345,6 +403,12 @@ def search_calibration_fit(
     image_threshold, image_report = (
         image_threshold_fit(model=model, seed=seed) if photos else (None, {"reason": "skipped"})
     )
+    classes = (
+        image_class_fit(model=model, seed=seed)
+        if photos
+        else {"image_class_profile": [], "report": {"reason": "skipped"}}
+    )
+    class_report = classes.pop("report")
     by_kind: dict[str, list[float]] = {}
     for e in evaluated:
         by_kind.setdefault(e.query.kind or "given", []).append(precision_at_k(e, weights))
@@ -354,6 +418,7 @@ def search_calibration_fit(
         weights=weights,
         text_threshold=text_threshold,
         image_threshold=image_threshold,
+        **classes,
         report={
             "queries": len(evaluated),
             "precision_at_10": {k: round(float(np.mean(v)), 4) for k, v in by_kind.items()},
@@ -366,6 +431,7 @@ def search_calibration_fit(
             "weights_tried": tried,
             "text_threshold": text_report,
             "image_threshold": image_report,
+            "image_class_threshold": class_report,
         },
     )
     logger.info("Search calibration of %s: weights %s", model.key, weights)

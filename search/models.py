@@ -177,6 +177,13 @@ class SearchCalibration(models.Model):
     #: separates this model's in-catalog photos from unrelated ones).
     text_threshold = models.FloatField(null=True, blank=True)
     image_threshold = models.FloatField(null=True, blank=True)
+    #: What the catalog's photos show by the image trunk's own classes: their mean class
+    #: probabilities (`embeddings.ml.image_classes`), and the class score and energy under
+    #: either of which a photo is "no good match" (null, and an empty profile: the
+    #: version's trunk has no classifier, or they do not separate unrelated photos).
+    image_class_profile = models.JSONField(default=list, blank=True)
+    image_class_threshold = models.FloatField(null=True, blank=True)
+    image_energy_threshold = models.FloatField(null=True, blank=True)
     #: How it was chosen: query counts, precision per weight set, score distributions.
     report = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -27,6 +27,7 @@ import numpy as np
 from django.db import connection
 
 from catalog.document import RANK_WEIGHTS, SEARCH_CONFIG
+from embeddings.ml.image_classes import unrelated_flags
 from embeddings.models import EmbeddingModel
 from search.understanding import Concept, Understanding
 
@@ -255,6 +256,26 @@ def combine(*, signals: TextSignals, weights: dict[str, float]) -> list[tuple[in
     pairs = zip(signals.product_ids, scores.tolist(), strict=True)
     ranked = [(pid, round(float(score), 6)) for pid, score in pairs]
     return sorted(ranked, key=lambda item: (-item[1], item[0]))
+
+
+def photo_unrelated(*, class_logits: np.ndarray | None, calibration: Any | None) -> bool:
+    """True when a photo's classes (by the version's image trunk) say it shows nothing the
+    catalog's photos show: its class score against the calibration's class profile, or its
+    energy, is under the threshold fitted for this model version and catalog
+    (`search.calibration`). False without a classifier or a fitted profile.
+    """
+    profile = getattr(calibration, "image_class_profile", None)
+    threshold = getattr(calibration, "image_class_threshold", None)
+    energy_threshold = getattr(calibration, "image_energy_threshold", None)
+    if class_logits is None or threshold is None or energy_threshold is None:
+        return False
+    if not profile or len(profile) != len(class_logits):
+        return False
+    flags = unrelated_flags(
+        class_logits, profile=np.asarray(profile), threshold=threshold,
+        energy_threshold=energy_threshold,
+    )  # fmt: skip
+    return bool(flags[0])
 
 
 def text_unrelated(

@@ -149,6 +149,17 @@ def query_image_vector(data: bytes, *, model: EmbeddingModel) -> np.ndarray:
     return np.asarray(runtime.encode_query_image(data, model=model), dtype=np.float32)
 
 
+def query_photo_encode(
+    data: bytes, *, model: EmbeddingModel
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The photo's vector by `model` and its class logits by the version's image trunk (None
+    without a classifier), from one encoder pass."""
+    from embeddings import runtime
+
+    photo = runtime.encode_query_photo(data, model=model)
+    return photo.vector, photo.class_logits
+
+
 def query_text_vector(text: str, *, model: EmbeddingModel) -> np.ndarray:
     """The words' own text vector by `model` (float32, L2-normalised)."""
     from embeddings import runtime
@@ -339,7 +350,7 @@ def search_by_image(
     offset, limit = _window(offset=offset, limit=limit)
     if crop is not None:
         image = crop_image(image=image, crop=crop)
-    vector = query_image_vector(image, model=model)
+    vector, class_logits = query_photo_encode(image, model=model)
     window = offset + limit
     pool = max(window * MMR_POOL_FACTOR if diversify else window, CANDIDATE_POOL)
     lifted = facets_lifted(filters) if lift_facets else None
@@ -370,6 +381,9 @@ def search_by_image(
     calibration = search_calibration_current(model=model)
     threshold = calibration.image_threshold if calibration is not None else None
     best = max((score for _, score in ranked), default=0.0)
+    unrelated = (threshold is not None and best < threshold) or ranking.photo_unrelated(
+        class_logits=class_logits, calibration=calibration
+    )
     return _results(
         model=model,
         ranked=ranked,
@@ -377,7 +391,7 @@ def search_by_image(
         offset=offset,
         diversify=diversify,
         sort=sort,
-        no_good_match=bool(ranked) and threshold is not None and best < threshold,
+        no_good_match=bool(ranked) and unrelated,
         concepts=understood.concepts if understood is not None else (),
         unfiltered=ranked_every if lifted is not None else (),
     )

@@ -34,6 +34,9 @@ class EncodeResult:
     vectors: np.ndarray  # (N_ok, D) float32, L2-normalised, in input order
     indices: list[int] = field(default_factory=list)  # input index of each row of `vectors`
     failed: dict[int, str] = field(default_factory=dict)  # input index -> reason
+    #: (N_ok, C) logits of the trunk's own classes, row for row with `vectors`, when asked
+    #: for and the model has a classifier (`embeddings.ml.image_classes`); else None
+    class_logits: np.ndarray | None = None
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -138,9 +141,15 @@ class Encoder:
 
     # ---- public API -----------------------------------------------------------------
     def encode_images(
-        self, images: Sequence[ImageSource], batch_size: int | None = None
+        self, images: Sequence[ImageSource], batch_size: int | None = None, classes: bool = False
     ) -> EncodeResult:
-        """Return image vectors (N_ok, D) and the failures among `images` (paths or bytes)."""
+        """Return image vectors (N_ok, D) and the failures among `images` (paths or bytes).
+
+        With `classes`, also each photo's class logits by the trunk's own classifier
+        (`EncodeResult.class_logits`; None when the model has none), from the same pass.
+        """
+        if classes and self.loaded.image_classes is not None:
+            return self._encode_with_classes(images, batch_size)
         return self._encode(images, None, batch_size)
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
@@ -321,6 +330,41 @@ class Encoder:
         out = np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32)
         return EncodeResult(out, indices, dict(sorted(failed.items())))
 
+    def _encode_with_classes(
+        self, images: Sequence[ImageSource], batch_size: int | None
+    ) -> EncodeResult:
+        """`_encode` of photos, with their class logits from the trunk's pooled features."""
+        head = self.loaded.image_classes
+        assert head is not None
+        vectors: list[np.ndarray] = []
+        logits: list[np.ndarray] = []
+        indices: list[int] = []
+        failed: dict[int, str] = {}
+        for ok, arrays, bad in self._decoded_batches(images, batch_size or self.batch_size):
+            failed.update(bad)
+            if not ok:
+                continue
+            if self.ort is not None:
+                emb, _, pooled = self.ort.image(self._ort_pixels(np.stack(arrays)))
+            else:
+                x = normalize_batch(
+                    torch.from_numpy(np.stack(arrays)).to(self.device), self.preprocess
+                )
+                with torch.inference_mode(), self._autocast():
+                    trunk_pooled, tokens = self.model.image_trunk_features(x)
+                    emb_t = self.model.image_features_from_trunk(trunk_pooled, tokens)
+                emb, pooled = (t.float().cpu().numpy() for t in (emb_t, trunk_pooled))
+            vectors.append(_normalized(emb))
+            logits.append(head.logits(pooled))
+            indices.extend(ok)
+        empty = np.zeros((0, self.dim), np.float32)
+        return EncodeResult(
+            np.concatenate(vectors) if vectors else empty,
+            indices,
+            dict(sorted(failed.items())),
+            np.concatenate(logits) if logits else np.zeros((0, head.count), np.float32),
+        )
+
     def _ort_encode(self, pixels: np.ndarray, texts: list[str] | None) -> np.ndarray:
         """Image (or fused item, with `texts`) vectors of uint8 pixels (B, 3, S, S) on ORT."""
         if texts is None:
@@ -336,7 +380,7 @@ class Encoder:
         One run of each graph for all three kinds (catalog items need all three).
         """
         assert self.ort is not None
-        img_emb, img_tokens = self.ort.image(self._ort_pixels(pixels))
+        img_emb, img_tokens, _ = self.ort.image(self._ort_pixels(pixels))
         txt_emb, states, mask = self.ort.text(self.tokenizer(texts).numpy())
         fused = self.ort.fuse(img_emb, img_tokens, txt_emb, states, mask)
         return _normalized(img_emb), _normalized(txt_emb), _normalized(fused)

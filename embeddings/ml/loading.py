@@ -39,6 +39,7 @@ import torch
 
 from embeddings.ml import DEFAULT_MODEL_FOLDERS, DEFAULT_MODEL_VERSION
 from embeddings.ml.errors import ModelLoadError
+from embeddings.ml.image_classes import ImageClasses
 from embeddings.ml.images import PreprocessConfig
 from embeddings.ml.model import FusionConfig, PinCLIP
 
@@ -71,6 +72,9 @@ class LoadedModel:
     spec: str  # the spec it was loaded from
     weights_sha256: str  # identifies the exact weights (see `_weights_digest`)
     files: list[Path] = field(default_factory=list)  # weights files behind the digest
+    #: The image trunk's own pretrained classifier (a packaged tower's ImageNet head), None
+    #: for trunks without one: what photo search's "no good match" reads.
+    image_classes: ImageClasses | None = None
 
     @property
     def dim(self) -> int:
@@ -198,9 +202,12 @@ def _load_checkpoint_dir(path: Path, spec: str) -> LoadedModel:
         tokenizer = _make_tokenizer(config["tokenizer"], spec)
     _load_state(model, state, exclude, weights_path, _arch_name(cfg), spec)
     files = [weights_path, *_package_weight_files(cfg, exclude)]
+    classes = None
     if config.get("image_trunk_package"):
-        files.append(_load_packaged_trunk(model, config["image_trunk_package"], spec))
-    return LoadedModel(model, config, tokenizer, preprocess, spec, _weights_digest(files), files)
+        trunk_file, classes = _load_packaged_trunk(model, config["image_trunk_package"], spec)
+        files.append(trunk_file)
+    digest = _weights_digest(files)
+    return LoadedModel(model, config, tokenizer, preprocess, spec, digest, files, classes)
 
 
 def _load_state(
@@ -299,8 +306,10 @@ def build_new_model(
     exclude = [TEXT_TRUNK_PREFIX]
     extra: dict[str, Any] = {}
     files: list[Path] = []
+    classes = None
     if image_trunk_package:
-        files.append(_load_packaged_trunk(model, image_trunk_package, spec))
+        trunk_file, classes = _load_packaged_trunk(model, image_trunk_package, spec)
+        files.append(trunk_file)
         exclude.append(IMAGE_TRUNK_PREFIX)
         extra["image_trunk_package"] = image_trunk_package
     cfg = checkpoint_config(
@@ -312,7 +321,7 @@ def build_new_model(
         extra=extra,
     )
     model.eval()
-    return LoadedModel(model, cfg, tokenizer, preprocess, spec, "", files)
+    return LoadedModel(model, cfg, tokenizer, preprocess, spec, "", files, classes)
 
 
 def _load_packaged(spec: str) -> LoadedModel:
@@ -347,19 +356,35 @@ def _load_packaged(spec: str) -> LoadedModel:
     return loaded
 
 
-def _load_packaged_trunk(model: PinCLIP, name: str, spec: str) -> Path:
-    """Load packaged tower `name`'s pretrained weights into the image trunk; return its file."""
-    from embeddings.ml.packaged import packaged_tower, tower_file, tower_state
+def _load_packaged_trunk(model: PinCLIP, name: str, spec: str) -> tuple[Path, ImageClasses | None]:
+    """Load packaged tower `name`'s pretrained weights into the image trunk; return its file
+    and the checkpoint's own classifier (ImageNet's classes), if it carries one."""
+    from embeddings.ml.packaged import (
+        packaged_tower,
+        tower_classifier,
+        tower_file,
+        tower_state,
+        tower_weights,
+    )
 
     tower = packaged_tower(name)
     trunk = getattr(model.backbone.visual, "trunk", None)
     if trunk is None:
         raise ModelLoadError(f"{spec}: the image tower has no timm trunk to load {name} into")
     try:
-        trunk.load_state_dict(tower_state(tower, trunk))
+        weights = tower_weights(tower)
+        trunk.load_state_dict(tower_state(tower, trunk, weights))
     except ModelLoadError as exc:
         raise ModelLoadError(f"{spec}: {exc}") from exc
-    return tower_file(tower)
+    head = tower_classifier(weights, int(trunk.num_features))
+    classes = None
+    if head is not None:
+        classes = ImageClasses(
+            weight=head[0].float().numpy(),
+            bias=head[1].float().numpy(),
+            source=f"{name} ImageNet classifier",
+        )
+    return tower_file(tower), classes
 
 
 # ---- open_clip specs ------------------------------------------------------------------

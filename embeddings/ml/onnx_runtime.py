@@ -4,17 +4,18 @@ PyTorch eager runs depthwise convolutions (EfficientNet) several times slower th
 Runtime's CPU provider, so on a CPU the encoder runs three exported graphs instead:
 
 - ``image.onnx``: normalised pixels (B, 3, S, S) -> image embedding (B, D), grid tokens
-  (B, N, C);
+  (B, N, C), the trunk's pooled features (B, F) (what `embeddings.ml.image_classes` reads);
 - ``text.onnx``: token ids (B, T) + mask (B, T) -> text embedding (B, D), token states
   (B, T, H);
 - ``fusion.onnx``: the five tensors above (text cut to the tokens fusion reads) -> fused
   embedding (B, D).
 
-Graphs are exported lazily into ``<onnx_dir>/<weights sha256>/`` (a new checksum, a new
-folder: changed weights are never served from an old export) by writing to a temporary
-folder and renaming it, so two processes exporting at once never see half a folder. With
-`int8`, the image graph runs quantized where shipped calibration holds for the model
-(`embeddings.ml.onnx_int8`; the quantized graph is cached in the same folder).
+Graphs are exported lazily into ``<onnx_dir>/<weights sha256>.<EXPORT_LAYOUT>/`` (a new
+checksum, a new folder: changed weights are never served from an old export, nor graphs of
+an older layout) by writing to a temporary folder and renaming it, so two processes
+exporting at once never see half a folder. With `int8`, the image graph runs quantized
+where shipped calibration holds for the model (`embeddings.ml.onnx_int8`; the quantized
+graph is cached in the same folder).
 PyTorch stays the path for training and for GPUs. onnxruntime is imported here only, and
 only when a session is built.
 """
@@ -43,7 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = "vitrine-onnx/1"
+EXPORT_FORMAT = "vitrine-onnx/2"
+#: Bumped when the graphs' inputs or outputs change (2: the image graph's pooled features):
+#: part of the export folder's name, so an older export in the same folder is not read.
+EXPORT_LAYOUT = 2
 OPSET = 17
 GRAPHS = ("image", "text", "fusion")
 
@@ -55,7 +59,7 @@ def supports_onnx(loaded: LoadedModel) -> bool:
 
 def export_dir(onnx_dir: Path, weights_sha256: str) -> Path:
     """Return the folder that holds (or will hold) the export of these weights."""
-    return Path(onnx_dir) / weights_sha256
+    return Path(onnx_dir) / f"{weights_sha256}.{EXPORT_LAYOUT}"
 
 
 def onnx_export(loaded: LoadedModel, onnx_dir: Path) -> Path:
@@ -102,10 +106,11 @@ class OrtModel:
     max_text_tokens: int
     image_int8: bool = False  # the image graph is the quantized one (`onnx_int8`)
 
-    def image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (embeddings (B, D), grid tokens (B, N, C)) of normalised pixels."""
-        emb, tokens = self.image_session.run(None, {"pixels": pixels})
-        return emb, tokens
+    def image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (embeddings (B, D), grid tokens (B, N, C), the trunk's pooled features
+        (B, F)) of normalised pixels."""
+        emb, tokens, pooled = self.image_session.run(None, {"pixels": pixels})
+        return emb, tokens, pooled
 
     def text(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (embeddings (B, D), states (B, T, H), mask (B, T)) of token ids (B, T)."""
@@ -192,8 +197,9 @@ class _ImageGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.image_features(pixels)  # (B, D), (B, N, C)
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pooled, tokens = self.model.image_trunk_features(pixels)  # (B, F), (B, N, C)
+        return self.model.image_features_from_trunk(pooled, tokens), tokens, pooled
 
 
 class _TextGraph(nn.Module):
@@ -263,8 +269,8 @@ def _export_three(model: PinCLIP, size: int, out: Path) -> None:
             (pixels,),
             out / "image.onnx",
             ["pixels"],
-            ["image", "tokens"],
-            {"pixels": batch, "image": batch, "tokens": batch},
+            ["image", "tokens", "pooled"],
+            {"pixels": batch, "image": batch, "tokens": batch, "pooled": batch},
         )
         seq = {0: "batch", 1: "length"}
         _export(

@@ -113,11 +113,9 @@ def tower_file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def tower_state(tower: PackagedTower, trunk: nn.Module) -> dict[str, torch.Tensor]:
-    """Return the package's weights renamed to `trunk`'s state-dict keys.
+def tower_weights(tower: PackagedTower) -> dict[str, torch.Tensor]:
+    """Return the package's checkpoint as stored (its own names, classifier included).
 
-    The packaged files use the original (lukemelas-style) names, in the same order as
-    timm's modules; the classifier (ImageNet head) is dropped when `trunk` has none.
     Refuses a file whose checksum differs from the table's.
     """
     import torch
@@ -130,9 +128,22 @@ def tower_state(tower: PackagedTower, trunk: nn.Module) -> dict[str, torch.Tenso
             f"reinstall {tower.pip_package}"
         )
     try:
-        source = torch.load(path, map_location="cpu", weights_only=True)
+        weights: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated or not a state dict
         raise ModelLoadError(f"cannot read the {tower.name} checkpoint {path}: {exc}") from exc
+    return weights
+
+
+def tower_state(
+    tower: PackagedTower, trunk: nn.Module, weights: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """Return the package's weights (`weights`, else read by `tower_weights`) renamed to
+    `trunk`'s state-dict keys.
+
+    The packaged files use the original (lukemelas-style) names, in the same order as
+    timm's modules; the classifier (ImageNet head) is dropped when `trunk` has none.
+    """
+    source = tower_weights(tower) if weights is None else weights
     target = trunk.state_dict()
     values = list(source.values())
     keys = list(target.keys())
@@ -142,7 +153,25 @@ def tower_state(tower: PackagedTower, trunk: nn.Module) -> dict[str, torch.Tenso
         v.shape != target[k].shape for k, v in zip(keys, values, strict=True)
     ):
         raise ModelLoadError(
-            f"the {tower.name} checkpoint {path} does not map onto timm's {tower.timm_arch} "
-            f"({len(values)} tensors for {len(keys)})"
+            f"the {tower.name} checkpoint {tower_file(tower)} does not map onto timm's "
+            f"{tower.timm_arch} ({len(values)} tensors for {len(keys)})"
         )
     return dict(zip(keys, values, strict=True))
+
+
+def tower_classifier(
+    weights: dict[str, torch.Tensor], features: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The checkpoint's ImageNet classifier, (weight (C, F), bias (C,)), or None without one.
+
+    The files end with it (``_fc.weight``, ``_fc.bias``): a linear map of the trunk's
+    pooled `features` (F) to the class logits. What a photo shows, by ImageNet's classes,
+    is what photo search's "no good match" reads (`embeddings.ml.image_classes`).
+    """
+    tail = list(weights.values())[-2:]
+    if len(tail) != 2:
+        return None
+    weight, bias = tail
+    if weight.ndim != 2 or weight.shape[1] != features or bias.shape != weight.shape[:1]:
+        return None
+    return weight, bias

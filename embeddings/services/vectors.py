@@ -29,6 +29,13 @@ def product_image_primary(product: Product) -> ProductImage | None:
     return next((image for image in product.ready_images if image.image), None)
 
 
+def product_image_source(product: Product) -> bytes | str | None:
+    """What the encoder reads of a product's embedded photo (`product_image_primary`), or
+    None without one."""
+    image = product_image_primary(product)
+    return None if image is None else _image_source(image)
+
+
 def _image_source(image: ProductImage) -> bytes | str:
     """A path when the storage has one (the decoder reads it), else the file's bytes."""
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embeddings.ml.onnx_runtime import export_dir
 from tests.factories import photo_marked
 
 
@@ -46,7 +47,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_the_cpu_default_runs_the_image_graph_in_int8(encoders) -> None:  # type: ignore[no-untyped-def]
     _, int8, onnx_dir = encoders
     assert int8.backend == "onnxruntime-int8"
-    assert len(list((onnx_dir / int8.weights_sha256).glob("image.int8-*.onnx"))) == 1
+    assert len(list(export_dir(onnx_dir, int8.weights_sha256).glob("image.int8-*.onnx"))) == 1
 
 
 @needs_int8_cpu
@@ -91,12 +92,14 @@ def test_the_int8_graph_is_made_once_and_reused(encoders) -> None:  # type: igno
     from embeddings.ml.encoder import Encoder
 
     _, int8, onnx_dir = encoders
-    (graph,) = (onnx_dir / int8.weights_sha256).glob("image.int8-*.onnx")
+    (graph,) = export_dir(onnx_dir, int8.weights_sha256).glob("image.int8-*.onnx")
     before = graph.stat().st_mtime_ns
     again = Encoder(int8.loaded, device="cpu", onnx_dir=onnx_dir)
     assert again.backend == "onnxruntime-int8"
     assert graph.stat().st_mtime_ns == before
-    assert not [p for p in (onnx_dir / int8.weights_sha256).iterdir() if p.name.startswith(".")]
+    assert not [
+        p for p in export_dir(onnx_dir, int8.weights_sha256).iterdir() if p.name.startswith(".")
+    ]
 
 
 def test_the_switch_goes_back_to_the_float_graph(encoders, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embeddings.ml.onnx_runtime import export_dir
 from tests.factories import photo_marked
 
 TEXTS = [
@@ -73,14 +74,14 @@ def test_the_export_is_keyed_by_the_weights_checksum_and_reused(encoders) -> Non
     from embeddings.ml.onnx_runtime import GRAPHS, onnx_export
 
     _, ort, onnx_dir = encoders
-    folder = onnx_dir / ort.weights_sha256
+    folder = export_dir(onnx_dir, ort.weights_sha256)
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["weights_sha256"] == ort.weights_sha256
     assert all((folder / f"{g}.onnx").is_file() for g in GRAPHS)
     before = (folder / "image.onnx").stat().st_mtime_ns
     assert onnx_export(ort.loaded, onnx_dir) == folder  # already there: not exported again
     assert (folder / "image.onnx").stat().st_mtime_ns == before
-    assert [p.name for p in onnx_dir.iterdir()] == [ort.weights_sha256]  # no temp folders
+    assert [p for p in onnx_dir.iterdir()] == [folder]  # no temp folders
 
 
 def test_exporting_leaves_the_pytorch_model_untouched(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -100,7 +101,7 @@ def test_exporting_leaves_the_pytorch_model_untouched(tmp_path) -> None:  # type
 
 def test_a_float_encoder_leaves_no_int8_graph_behind(encoders) -> None:  # type: ignore[no-untyped-def]
     _, ort, onnx_dir = encoders
-    assert not list((onnx_dir / ort.weights_sha256).glob("image.int8-*"))
+    assert not list(export_dir(onnx_dir, ort.weights_sha256).glob("image.int8-*"))
 
 
 def test_the_torch_backend_can_be_forced(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

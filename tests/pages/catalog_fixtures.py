@@ -128,9 +128,11 @@ def _add_product(*, sku: str, title: str, brand: str, category: str, price: str,
 
 
 def _hm_rows(datasets: Path, limit: int) -> list[dict[str, str]]:
-    """A varied, deterministic pick of H&M articles: tops, bottoms, shoes, accessories."""
-    wanted = {"Garment Upper body": 12, "Garment Lower body": 8, "Shoes": 6,
+    """A varied, deterministic pick of H&M articles: tops, bottoms, shoes, accessories (in
+    these shares of `limit`)."""
+    shares = {"Garment Upper body": 12, "Garment Lower body": 8, "Shoes": 6,
               "Accessories": 5, "Garment Full body": 5}  # fmt: skip
+    wanted = {group: -(-share * limit // 36) for group, share in shares.items()}
     rows: list[dict[str, str]] = []
     with (datasets / "hm" / "articles.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
@@ -146,13 +148,16 @@ def _hm_rows(datasets: Path, limit: int) -> list[dict[str, str]]:
     return rows
 
 
-def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
-    """Products with photos, a lookbook, and their vectors by the active default model."""
+def build_catalog(
+    *, use_datasets: bool = True, drawn: bool = True, hm_articles: int = 36
+) -> ShopCatalog:
+    """Products with photos, a lookbook, and their vectors by the active default model:
+    the drawn products (unless not `drawn`) and, with the datasets, `hm_articles` H&M ones."""
 
     datasets = Path(settings.VITRINE_DATASETS)
     products: dict[str, Product] = {}
     images: dict[str, bytes] = {}
-    for sku, title, brand, category, colour, price, in_stock in DRAWN_PRODUCTS:
+    for sku, title, brand, category, colour, price, in_stock in DRAWN_PRODUCTS if drawn else ():
         photo = photo_garment(colour)
         name = COLOUR_NAMES[sku[-3:]]
         products[sku] = _add_product(sku=sku, title=title, brand=brand, category=category,
@@ -161,7 +166,7 @@ def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
                                      attributes={"colour": name.title()})  # fmt: skip
         images[sku] = photo
     if use_datasets and (datasets / "hm" / "articles.csv").is_file():
-        for index, row in enumerate(_hm_rows(datasets, limit=36)):
+        for index, row in enumerate(_hm_rows(datasets, limit=hm_articles)):
             photo = (datasets / "hm" / "images" / f"{row['article_id']}.jpg").read_bytes()
             sku = f"HM-{row['article_id']}"
             products[sku] = _add_product(
@@ -178,7 +183,9 @@ def build_catalog(*, use_datasets: bool = True) -> ShopCatalog:
         title="Weekend in red", slug="weekend-in-red", is_published=True,
         description="Easy pieces in warm reds, for long Saturdays.",
     )  # fmt: skip
-    for position, sku in enumerate(["TEE-RED", "JEANS-BLU", "SNEAK-WHT"]):
+    for position, sku in enumerate(
+        ["TEE-RED", "JEANS-BLU", "SNEAK-WHT"] if drawn else list(products)[:3]
+    ):
         LookbookItem.objects.create(lookbook=lookbook, product=products[sku], position=position)
 
     # What a fresh install does: register the bundled default model and prepare it (the

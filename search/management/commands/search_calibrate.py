@@ -40,6 +40,8 @@ class Command(BaseCommand):
                     "weights": calibration.weights,
                     "text_threshold": calibration.text_threshold,
                     "image_threshold": calibration.image_threshold,
+                    "image_class_threshold": calibration.image_class_threshold,
+                    "image_energy_threshold": calibration.image_energy_threshold,
                     **report,
                 },
                 indent=2,
