@@ -304,10 +304,10 @@ def bench_backends(paths: list[Path], repeats: int, onnx_dir: Path) -> dict[str,
     happen once per weights, before), images/s of the encoder, one photo and one text query
     -> vector; and the ratios between them."""
     from embeddings.ml.loading import load_encoder
-    from embeddings.ml.onnx_int8 import cpu_has_int8_dot
+    from embeddings.ml.onnx_int8 import int8_kernels
 
     load_encoder("default", device="cpu", onnx_dir=onnx_dir, int8=True)  # once, untimed
-    runs: dict[str, Any] = {"cpu_has_int8_dot_product": cpu_has_int8_dot()}
+    runs: dict[str, Any] = {"cpu_int8_kernels": int8_kernels()}
     for name, spec, folder, int8 in (
         ("default_v2_onnxruntime_int8", "default", onnx_dir, True),
         ("default_v2_onnxruntime_float", "default", onnx_dir, False),

@@ -175,8 +175,13 @@ def _vectors(name: str, data: dict, cache: Path, threads: int) -> dict[str, np.n
     encoder = load_encoder(
         spec, device="cpu", onnx_dir=cache / "onnx", int8=False if name != spec else None
     )
-    # The backend is part of the key: int8 and float vectors of one model differ slightly.
+    # The backend is part of the key: int8 and float vectors of one model differ slightly,
+    # and so do the int8 graphs of CPUs with and without 8-bit dot products.
     key = f"{key}-{encoder.weights_sha256[:16]}-{encoder.backend}"
+    if encoder.backend == "onnxruntime-int8":
+        from embeddings.ml.onnx_int8 import int8_kernels
+
+        key += f"-{int8_kernels()}"
     path = cache / f"{key}-with-text.npz"
     if path.is_file():
         return dict(np.load(path))

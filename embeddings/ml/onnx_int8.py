@@ -19,10 +19,14 @@ export's tensor names, stay float (with a log line saying why). Dynamic quantiza
 needs no ranges, but ONNX Runtime runs its convolutions (ConvInteger) several times slower
 than float.
 
-Only CPUs with 8-bit dot-product instructions run it (`cpu_has_int8_dot`): without them,
-x86 kernels multiply u8 x s8 pairs into saturating 16-bit sums, which ONNX Runtime avoids
-with 7-bit weights (``reduce_range``), and those cost accuracy here (mean cosine to the
-float vectors 0.9963 -> 0.9903 on held-out photos), for a smaller gain.
+Which int8 graph a CPU runs (`int8_kernels`): with 8-bit dot products, u8 x s8 with 8-bit
+weights. x86 cores with AVX2 but without them (many AMD EPYC and older Intel servers) multiply
+u8 x s8 pairs into saturating 16-bit sums, so there the weights keep 7 bits
+(``reduce_range``), as ONNX Runtime advises: on this project's AVX2-only EPYC, 8-bit weights
+overflowed (cosine to the float vectors, held-out clothing photos: mean 0.990, min 0.961),
+7-bit ones did not (0.990 / 0.973) and ran as fast (215 vs 120 images/s float, image graph
+alone, one thread); u8 x u8 weights avoid the overflow too but ran at 34. Each kind has its
+own file (the digest covers it). CPUs with neither stay float.
 
 What stays float, because quantizing it costs accuracy (measured on held-out photos:
 cosine to the float vectors): the stem convolution and the first block (they see the
@@ -64,6 +68,9 @@ QUANT_CONFIG: dict[str, Any] = {
     "float_node_prefixes": ["/conv_stem/", "/blocks.0/"],
     "float_op_types": ["MatMul"],
 }
+#: 7-bit weights per `int8_kernels` kind: with dot products they only cost accuracy (cosine
+#: to the float vectors 0.9963 -> 0.9903 on held-out photos); without, 8 bits overflow.
+REDUCE_RANGE = {"dot": False, "avx2": True}
 CALIBRATION_BATCH = 16
 
 
@@ -100,36 +107,40 @@ def int8_image_graph(loaded: LoadedModel, folder: Path) -> Path | None:
     ranges = calibration_file(loaded)
     if ranges is None:
         return None
-    if not cpu_has_int8_dot():
-        log.info("int8: this CPU has no 8-bit dot-product instructions: image graph in float")
+    kernels = int8_kernels()
+    if kernels is None:
+        log.info("int8: this CPU has neither 8-bit dot products nor AVX2: image graph in float")
         return None
+    config = {**QUANT_CONFIG, "reduce_range": REDUCE_RANGE[kernels]}
     digest = hashlib.sha256(
-        json.dumps(QUANT_CONFIG, sort_keys=True).encode() + ranges.read_bytes()
+        json.dumps(config, sort_keys=True).encode() + ranges.read_bytes()
     ).hexdigest()[:16]
     final = folder / f"image.int8-{digest}.onnx"
     if final.is_file():
         return final
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=folder) as tmp:
         out = Path(tmp) / final.name
-        if not _quantize(folder / "image.onnx", ranges, out, Path(tmp)):
+        if not _quantize(folder / "image.onnx", ranges, out, Path(tmp), kernels=kernels):
             return None
         out.replace(final)  # atomic: a concurrent loader sees no file or a whole one
     log.info("quantized the image graph to int8 (%s)", final.name)
     return final
 
 
-def cpu_has_int8_dot() -> bool:
-    """Whether this CPU multiplies 8-bit integers without saturating (x86 VNNI/AMX, ARM dot)."""
+def int8_kernels() -> str | None:
+    """The int8 kernels this CPU has: "dot" (8-bit dot products: x86 VNNI/AMX, ARM dot),
+    "avx2" (x86 AVX2 without them: saturating 16-bit pair sums), or None (none worth it)."""
     import platform
 
     if platform.system() == "Darwin":
-        return platform.machine() == "arm64"  # every Apple silicon core has the dot product
+        return "dot" if platform.machine() == "arm64" else None  # Apple silicon has the dot
     try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
+        flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return False
-    flags = set(cpuinfo.split())
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+        return None
+    if flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}:
+        return "dot"
+    return "avx2" if "avx2" in flags else None
 
 
 def int8_calibrate(
@@ -157,7 +168,7 @@ def int8_calibrate(
             str(work / "discarded.onnx"),
             _Pixels(loaded, photos),
             calibration_cache_path=str(cache),
-            **_quantize_kwargs(_float_nodes(_graph(prepared)) or []),
+            **_quantize_kwargs(_float_nodes(_graph(prepared)) or [], kernels="dot"),
         )
         ranges = json.loads(cache.read_text())
     payload = {
@@ -251,13 +262,13 @@ def _unranged_nodes(graph: Any, ranged: set[str]) -> list[str]:
     ]
 
 
-def _quantize_kwargs(nodes_to_exclude: list[str]) -> dict[str, Any]:
+def _quantize_kwargs(nodes_to_exclude: list[str], *, kernels: str) -> dict[str, Any]:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
     return {
         "quant_format": QuantFormat.QDQ,
         "per_channel": QUANT_CONFIG["per_channel"],
-        "reduce_range": False,  # 7-bit weights cost accuracy (cosine 0.9963 -> 0.9903)
+        "reduce_range": REDUCE_RANGE[kernels],
         "activation_type": getattr(QuantType, QUANT_CONFIG["activations"]),
         "weight_type": getattr(QuantType, QUANT_CONFIG["weights"]),
         "calibrate_method": getattr(CalibrationMethod, QUANT_CONFIG["calibration"]),
@@ -265,7 +276,7 @@ def _quantize_kwargs(nodes_to_exclude: list[str]) -> dict[str, Any]:
     }
 
 
-def _quantize(graph: Path, ranges_file: Path, out: Path, work: Path) -> bool:
+def _quantize(graph: Path, ranges_file: Path, out: Path, work: Path, *, kernels: str) -> bool:
     """Write the int8 graph of `graph` to `out` with the shipped ranges; False if they miss."""
     from onnxruntime.quantization import quantize_static
 
@@ -293,6 +304,8 @@ def _quantize(graph: Path, ranges_file: Path, out: Path, work: Path) -> bool:
         str(out),
         None,  # the ranges come from `cache`: no calibration photos needed here
         calibration_cache_path=str(cache),
-        **_quantize_kwargs([*float_nodes, *_unranged_nodes(proto, set(ranges["data"]))]),
+        **_quantize_kwargs(
+            [*float_nodes, *_unranged_nodes(proto, set(ranges["data"]))], kernels=kernels
+        ),
     )
     return True
