@@ -304,6 +304,25 @@ def _rounded(box: tuple[float, float, float, float]) -> tuple[float, float, floa
     return (left, top, right, bottom)
 
 
+def _matched_best(
+    windows: list[RegionMatches], indices: list[int]
+) -> tuple[dict[int, tuple[int, float]], dict[int, list[tuple[int, float]]]]:
+    """(product -> (the window of `indices` it matches best, cosine there), window -> its
+    first `MATCHES_SHOWN` of those products, best first)."""
+    best: dict[int, tuple[int, float]] = {}
+    for index in indices:
+        for product_id, cosine in windows[index].matches:
+            if cosine > best.get(product_id, (-1, -2.0))[1]:
+                best[product_id] = (index, cosine)
+    listed: dict[int, list[tuple[int, float]]] = {index: [] for index in indices}
+    for product_id, (index, cosine) in best.items():
+        listed[index].append((product_id, cosine))
+    for matches in listed.values():
+        matches.sort(key=lambda m: -m[1])
+        del matches[MATCHES_SHOWN:]
+    return best, listed
+
+
 def _results(
     *,
     windows: list[RegionMatches],
@@ -313,18 +332,8 @@ def _results(
     limit: int,
     model_key: str,
 ) -> SceneResults:
-    """Hydrate products; give each matched product to the hotspot it matches best."""
-    best: dict[int, tuple[int, float]] = {}  # product -> (window index, cosine)
-    for index in hotspots:
-        for product_id, cosine in windows[index].matches:
-            if cosine > best.get(product_id, (-1, -2.0))[1]:
-                best[product_id] = (index, cosine)
-    listed: dict[int, list[tuple[int, float]]] = {index: [] for index in hotspots}
-    for product_id, (index, cosine) in best.items():
-        listed[index].append((product_id, cosine))
-    for matches in listed.values():
-        matches.sort(key=lambda m: -m[1])
-        del matches[MATCHES_SHOWN:]
+    """Hydrate products; give each matched product to the shown hotspot it matches best."""
+    best, listed = _matched_best(windows, hotspots)
     # A hotspot whose products all match another one better has nothing to show; one left
     # with only weaker matches (its best went to a better region) holds background, not an
     # item: the margin `_hotspots` applies to the windows' best holds for what is listed.
@@ -334,6 +343,10 @@ def _results(
         for index in hotspots
         if listed[index] and listed[index][0][1] >= top_listed - REGION_SCORE_MARGIN
     ]
+    # A product whose best window is background (not shown) still goes under the shown
+    # region that matches it best, not to "no region": which window wins between two that
+    # match it almost alike is noise (it changed with the CPU's int8 kernels).
+    best, listed = _matched_best(windows, shown)
     position = {index: n for n, index in enumerate(shown)}
     top = ranked[:limit]
     wanted = {pid for m in listed.values() for pid, _ in m} | {r.product_id for r in top}

@@ -181,7 +181,6 @@ def test_an_avx2_cpu_without_dot_products_gets_7_bit_weights(  # type: ignore[no
     from onnx import numpy_helper
 
     from embeddings.ml import onnx_int8
-    from embeddings.ml.onnx_runtime import export_dir
 
     _, int8, onnx_dir = encoders
     loaded = int8.loaded
