@@ -162,7 +162,10 @@ def main() -> int:
         if step % 100 == 0 or step == 1:
             print(f"[{time.time() - t0:.0f}s] step {step}/{total} {losses}", flush=True)
 
+    # A run at another trunk rate gets its own folder (a saved train state would resume).
     out_dir = args.cache / f"ckpt-{args.arm}"
+    if tuned and args.trunk_lr != 1e-4:
+        out_dir = out_dir.with_name(f"{out_dir.name}-lr{args.trunk_lr:g}")
     res = train_mod.run_training(
         config, train_set, out_dir, progress=progress, report=lambda line: print(line, flush=True)
     )
