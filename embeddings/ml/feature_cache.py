@@ -18,6 +18,10 @@ Example::
     )
     feats.pooled.shape  # (len(feats.ok), 4, F) float16: view 0 is the centre crop
     feats.tokens.shape  # (len(feats.ok), 4, grid * grid, C) float16
+
+With ``tail_blocks=n`` the trunk's last n blocks are left to the training, which tunes them:
+the cache then holds what enters them instead (`TowerFeatures.head_input`, (N, V, C, h, w)),
+and a step runs them (`PinCLIP.image_trunk_tail`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +50,9 @@ DECODE_MARGIN = 1.14
 CHUNK = 256  # images decoded at once: bounds memory for any catalog size
 
 ProgressFn = Callable[[int, int], None]  # (images done, images total)
-# Normalised pixels (B, 3, S, S) -> the trunk's (pooled (B, F), grid tokens (B, G, C)).
-TrunkFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# Normalised pixels (B, 3, S, S) -> the trunk's (pooled (B, F), grid tokens (B, G, C)), or
+# with tail blocks left out, (what enters them (B, C, h, w),).
+TrunkFn = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
 
 
 @dataclass(frozen=True)
@@ -63,12 +68,21 @@ class Augmentation:
 class TowerFeatures:
     """Trunk outputs of the images that decoded, view by view."""
 
-    pooled: torch.Tensor  # (N_ok, V, F) float16, the trunk's pooled features
-    tokens: torch.Tensor  # (N_ok, V, G, C) float16, the fusion's grid tokens
+    pooled: torch.Tensor  # (N_ok, V, F) float16, the trunk's pooled features (empty when
+    #                       the tail blocks are left out: `head_input` instead)
+    tokens: torch.Tensor  # (N_ok, V, G, C) float16, the fusion's grid tokens (same)
     ok: list[int] = field(default_factory=list)  # input index of each row
     failed: dict[int, str] = field(default_factory=dict)  # input index -> reason
     key: str = ""  # the cache key these were stored (or found) under
     from_cache: bool = False  # read from the cache directory, the trunk did not run
+    head_input: torch.Tensor | None = None  # (N_ok, V, C, h, w) float16 with `tail_blocks`:
+    #                                         what enters the trunk's last blocks
+    tail_blocks: int = 0  # how many of the trunk's last blocks `head_input` enters
+
+    @property
+    def views(self) -> int:
+        """Views per image."""
+        return (self.head_input if self.head_input is not None else self.pooled).shape[1]
 
 
 def tower_features(
@@ -83,6 +97,7 @@ def tower_features(
     workers: int = 4,
     progress: ProgressFn | None = None,
     onnx: bool | None = None,
+    tail_blocks: int = 0,
 ) -> TowerFeatures:
     """Return the frozen trunk's features of `files`, from `cache_dir` when already there.
 
@@ -90,6 +105,8 @@ def tower_features(
     Unreadable images are left out and listed in `failed`, never fatal. `onnx`: run the
     trunk on ONNX Runtime (None: on a CPU model, when onnxruntime is installed); the
     features agree with PyTorch's to float rounding, so both share one cache entry.
+    `tail_blocks`: leave the trunk's last this many blocks (and its head convolution) out:
+    the features are then what enters them (`head_input`).
     """
     if not model.has_image_trunk:
         raise ValueError("tower features need a timm image trunk (model.has_image_trunk)")
@@ -99,27 +116,35 @@ def tower_features(
         grid=model.fusion_cfg.grid,
         augmentation=augmentation,
         files=files,
+        tail_blocks=tail_blocks,
     )
     path = cache_dir / f"{key}.pt" if cache_dir else None
     if path is not None and path.is_file():
         try:
-            return _read(path, key)
+            return replace(_read(path, key), tail_blocks=tail_blocks)
         except Exception as exc:  # a torn or foreign file: recompute it
             log.warning("ignoring unreadable feature cache %s: %s", path, exc)
     device = next(model.parameters()).device
     if onnx is None:
         onnx = device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None
-    runner: TrunkFn = lambda x: model.image_trunk_features(x.to(device))  # noqa: E731
+
+    def eager(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if tail_blocks:
+            return (model.image_trunk_head_input(x.to(device), tail_blocks),)
+        return model.image_trunk_features(x.to(device))
+
+    runner: TrunkFn = eager
     runners = 1  # batches run at once: PyTorch splits each op over its own threads
     if onnx:
         from embeddings.ml.onnx_runtime import OrtTrunk
 
-        runner = OrtTrunk(model, preprocess.image_size)
+        runner = OrtTrunk(model, preprocess.image_size, tail_blocks)
         runners = os.cpu_count() or 1  # one 1-thread batch per core (see OrtTrunk)
     feats = _compute(
         model, runner, preprocess, files, augmentation, batch_size, workers, runners, progress
     )
     feats.key = key
+    feats.tail_blocks = tail_blocks
     if path is not None:
         _write(path, feats)
     return feats
@@ -132,6 +157,7 @@ def cache_key(
     grid: int,
     augmentation: Augmentation,
     files: Sequence[Path],
+    tail_blocks: int = 0,
 ) -> str:
     """Return the hex key of a feature set: everything that changes the features is in it."""
     h = hashlib.sha256()
@@ -141,6 +167,8 @@ def cache_key(
         "preprocess": preprocess.to_dict(),
         "grid": grid,
         "augmentation": asdict(augmentation),
+        # Only when set: the keys of the features every earlier run cached stay valid.
+        **({"tail_blocks": tail_blocks} if tail_blocks else {}),
     }
     h.update(json.dumps(head, sort_keys=True).encode())
     for f in files:
@@ -170,8 +198,7 @@ def _compute(
     model.eval()
     size = preprocess.image_size
     decode_size = round(size * DECODE_MARGIN)
-    pooled_parts: list[torch.Tensor] = []
-    token_parts: list[torch.Tensor] = []
+    parts: list[list[torch.Tensor]] = []  # per output of the runner: (n, V, ...) per chunk
     ok: list[int] = []
     failed: dict[int, str] = {}
 
@@ -190,7 +217,7 @@ def _compute(
             if not good:
                 continue
             pixels = torch.from_numpy(np.stack([a for a in decoded if a is not None]))
-            views_pooled, views_tokens = [], []
+            views: list[tuple[torch.Tensor, ...]] = []
             for v in range(augmentation.views):
                 if v == 0:
                     view = center(pixels, size)
@@ -199,18 +226,24 @@ def _compute(
                         augmentation.seed * 1_000_003 + start * 101 + v
                     )
                     view = augment(pixels, size, gen, augmentation.crop_scale)
-                p, t = _run_trunk(runner, run_pool, preprocess, view, batch_size)
-                views_pooled.append(p)
-                views_tokens.append(t)
-            pooled_parts.append(torch.stack(views_pooled, dim=1))  # (n, V, F)
-            token_parts.append(torch.stack(views_tokens, dim=1))  # (n, V, G, C)
+                views.append(_run_trunk(runner, run_pool, preprocess, view, batch_size))
+            outputs = [torch.stack(out, dim=1) for out in zip(*views, strict=True)]  # (n, V, ..)
+            parts = (
+                [[*p, o] for p, o in zip(parts, outputs, strict=True)]
+                if parts
+                else [[o] for o in outputs]
+            )
             ok.extend(good)
             if progress:
                 progress(idx[-1] + 1, len(files))
     model.train(was_training)
+    empty = torch.zeros(0)
     if not ok:
-        return TowerFeatures(torch.zeros(0), torch.zeros(0), [], failed)
-    return TowerFeatures(torch.cat(pooled_parts), torch.cat(token_parts), ok, failed)
+        return TowerFeatures(empty, empty, [], failed)
+    stacked = [torch.cat(p) for p in parts]
+    if len(stacked) == 1:  # what enters the tail blocks
+        return TowerFeatures(empty, empty, ok, failed, head_input=stacked[0])
+    return TowerFeatures(stacked[0], stacked[1], ok, failed)
 
 
 def _run_trunk(
@@ -219,16 +252,15 @@ def _run_trunk(
     preprocess: PreprocessConfig,
     pixels: torch.Tensor,
     batch_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    def one(s: int) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, ...]:
+    def one(s: int) -> tuple[torch.Tensor, ...]:
         x = normalize_batch(pixels[s : s + batch_size], preprocess)  # (b, 3, S, S)
         x = x.contiguous(memory_format=torch.channels_last)
-        p, t = runner(x)  # (b, F), (b, G, C)
-        return p.to(torch.float16).cpu(), t.to(torch.float16).cpu()
+        return tuple(out.to(torch.float16).cpu() for out in runner(x))
 
     # map() keeps the batches' order whichever thread ran each.
-    pooled, tokens = zip(*pool.map(one, range(0, len(pixels), batch_size)), strict=True)
-    return torch.cat(pooled), torch.cat(tokens)
+    batches = zip(*pool.map(one, range(0, len(pixels), batch_size)), strict=True)
+    return tuple(torch.cat(out) for out in batches)
 
 
 def _write(path: Path, feats: TowerFeatures) -> None:
@@ -240,6 +272,7 @@ def _write(path: Path, feats: TowerFeatures) -> None:
             "format": CACHE_FORMAT,
             "pooled": feats.pooled,
             "tokens": feats.tokens,
+            "head_input": feats.head_input,
             "ok": feats.ok,
             "failed": {str(k): v for k, v in feats.failed.items()},
         },
@@ -253,4 +286,6 @@ def _read(path: Path, key: str) -> TowerFeatures:
     if data.get("format") != CACHE_FORMAT:
         raise ValueError(f"not a {CACHE_FORMAT} file")
     failed = {int(k): str(v) for k, v in data["failed"].items()}
-    return TowerFeatures(data["pooled"], data["tokens"], list(data["ok"]), failed, key, True)
+    return TowerFeatures(
+        data["pooled"], data["tokens"], list(data["ok"]), failed, key, True, data.get("head_input")
+    )

@@ -42,6 +42,7 @@ from embeddings.ml.errors import ModelLoadError
 from embeddings.ml.image_classes import ImageClasses
 from embeddings.ml.images import PreprocessConfig
 from embeddings.ml.model import FusionConfig, PinCLIP
+from embeddings.ml.packaged import TUNED_KEY
 
 if TYPE_CHECKING:
     from embeddings.ml.encoder import Encoder
@@ -160,21 +161,28 @@ def save_checkpoint(
     """Write config.json, model.safetensors and MODEL_CARD.md into `out_dir`; return it.
 
     Weights under `config["weights_exclude_prefixes"]` are left out (the frozen text trunk
-    that a pip package ships). `dtype` float16 halves the file for shipping.
+    that a pip package ships) unless under `config[TUNED_KEY]` (a packaged trunk's last
+    blocks that training tuned). `dtype` float16 halves the file for shipping.
     """
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    exclude = tuple(config.get("weights_exclude_prefixes", []))
     state = {
         k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
         for k, v in model.state_dict().items()
-        if not (exclude and k.startswith(exclude))
+        if not _excluded(k, config)
     }
     save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": CONFIG_FORMAT})
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (out_dir / "MODEL_CARD.md").write_text(model_card)
     return out_dir
+
+
+def _excluded(key: str, config: dict[str, Any]) -> bool:
+    """Whether state-dict `key` is left out of a checkpoint's own weights file."""
+    exclude = tuple(config.get("weights_exclude_prefixes", []))
+    tuned = tuple(config.get(TUNED_KEY, []))
+    return bool(exclude) and key.startswith(exclude) and not (tuned and key.startswith(tuned))
 
 
 def _load_checkpoint_dir(path: Path, spec: str) -> LoadedModel:
@@ -200,12 +208,12 @@ def _load_checkpoint_dir(path: Path, spec: str) -> LoadedModel:
         fusion = FusionConfig(**config["fusion"])
         model = PinCLIP(backbone, fusion, preprocess.image_size)
         tokenizer = _make_tokenizer(config["tokenizer"], spec)
-    _load_state(model, state, exclude, weights_path, _arch_name(cfg), spec)
     files = [weights_path, *_package_weight_files(cfg, exclude)]
     classes = None
-    if config.get("image_trunk_package"):
+    if config.get("image_trunk_package"):  # first: tuned blocks in `state` go over it
         trunk_file, classes = _load_packaged_trunk(model, config["image_trunk_package"], spec)
         files.append(trunk_file)
+    _load_state(model, state, config, weights_path, _arch_name(cfg), spec)
     digest = _weights_digest(files)
     return LoadedModel(model, config, tokenizer, preprocess, spec, digest, files, classes)
 
@@ -213,7 +221,7 @@ def _load_checkpoint_dir(path: Path, spec: str) -> LoadedModel:
 def _load_state(
     model: PinCLIP,
     state: dict[str, torch.Tensor],
-    exclude: tuple[str, ...],
+    config: dict[str, Any],
     path: Path,
     arch: str,
     spec: str,
@@ -224,7 +232,7 @@ def _load_state(
         for k, v in state.items()
         if k in target and v.shape != target[k].shape
     ]
-    missing = [k for k in target if k not in state and not (exclude and k.startswith(exclude))]
+    missing = [k for k in target if k not in state and not _excluded(k, config)]
     unexpected = [k for k in state if k not in target]
     if mismatched or missing or unexpected:
         detail = "; ".join(

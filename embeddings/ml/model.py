@@ -104,12 +104,57 @@ class PinCLIP(nn.Module):
             images, indices=1, norm=True, output_fmt="NCHW"
         )  # final (B, F, h, w); inter[-1] (B, C, h, w)
         pooled = trunk.forward_head(final)  # (B, F): the timm pool, no classifier
-        fmap = inter[-1]  # (B, C, h, w)
+        return pooled, self._grid_tokens(inter[-1])  # (B, F), (B, g*g, C)
+
+    def _grid_tokens(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The feature map (B, C, h, w) pooled to (B, g*g, C) grid tokens."""
         # adaptive_avg_pool2d as a matrix product: the same numbers, and it exports to ONNX
         # for any map size (the exporter only takes output sizes that divide the input).
         pool = _adaptive_pool_matrix(fmap.shape[-2], fmap.shape[-1], self.fusion_cfg.grid)
         tokens = fmap.flatten(2) @ pool.to(fmap.dtype)  # (B, C, g*g)
-        return pooled, tokens.transpose(1, 2)  # (B, F), (B, g*g, C)
+        return tokens.transpose(1, 2)
+
+    # The trunk cut in two: training tunes the last blocks on cached activations entering them.
+    def trunk_tail_prefixes(self, n: int) -> list[str]:
+        """State-dict prefixes of the trunk's last `n` blocks and its head convolution: the
+        part `image_trunk_tail` runs. Needs a timm EfficientNet-style trunk (stages of
+        blocks, then conv_head + bn2, the grid tokens read from the last stage's output)."""
+        trunk = self.backbone.visual.trunk
+        if not self.has_image_trunk or not all(
+            hasattr(trunk, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
+        ):
+            raise ValueError("tuning the trunk's last blocks needs a timm EfficientNet trunk")
+        if trunk.stage_ends[-1] != len(trunk.blocks):  # the grid tokens' map: the last stage
+            raise ValueError("this trunk's grid tokens do not come from its last stage")
+        blocks = [f"{s}.{b}" for s, stage in enumerate(trunk.blocks) for b in range(len(stage))]
+        if not 1 <= n <= len(blocks):
+            raise ValueError(f"the trunk has {len(blocks)} blocks: cannot tune the last {n}")
+        prefix = "backbone.visual.trunk."
+        return [
+            *(f"{prefix}blocks.{name}." for name in blocks[len(blocks) - n :]),
+            f"{prefix}conv_head.",
+            f"{prefix}bn2.",
+        ]
+
+    def _trunk_blocks(self) -> list[nn.Module]:
+        return [block for stage in self.backbone.visual.trunk.blocks for block in stage]
+
+    def image_trunk_head_input(self, images: torch.Tensor, n: int) -> torch.Tensor:
+        """Return the activation (B, C, h, w) entering the trunk's last `n` blocks."""
+        self.trunk_tail_prefixes(n)  # the architecture check
+        trunk = self.backbone.visual.trunk
+        x = trunk.bn1(trunk.conv_stem(images))
+        for block in self._trunk_blocks()[:-n]:
+            x = block(x)
+        return x
+
+    def image_trunk_tail(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`image_trunk_features` from `image_trunk_head_input(images, n)`: the same numbers."""
+        trunk = self.backbone.visual.trunk
+        for block in self._trunk_blocks()[-n:]:
+            x = block(x)  # the last block's output: the grid tokens' map (B, C, h, w)
+        pooled = trunk.forward_head(trunk.bn2(trunk.conv_head(x)))  # (B, F)
+        return pooled, self._grid_tokens(x)
 
     def image_features_from_trunk(self, pooled: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Return the image embedding (B, D), unnormalised, from the trunk's pooled features

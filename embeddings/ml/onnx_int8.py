@@ -15,7 +15,10 @@ trunk: `CALIBRATION_DIR/<trunk package>-<image size>.json`. Only the trunk is qu
 and only a trunk that is the package's own, bit for bit (excluded from the model's
 weights), so the ranges hold for every model built on it: the bundled default and its
 fine-tunes that keep the trunk frozen. Other models, or ranges that no longer match the
-export's tensor names, stay float (with a log line saying why). Dynamic quantization
+export's tensor names, stay float (with a log line saying why). A fine-tune that tuned the
+trunk's last blocks (`TrainConfig.trunk_tune_blocks`) keeps those blocks, and all that reads
+their outputs, in float: the ranges of the blocks before them still hold, theirs do not
+(bench/results/trunk_tune_int8.json: cosine to the float vectors). Dynamic quantization
 needs no ranges, but ONNX Runtime runs its convolutions (ConvInteger) several times slower
 than float.
 
@@ -48,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embeddings.ml.images import ImageSource, decode_image
+from embeddings.ml.packaged import TUNED_KEY
 
 if TYPE_CHECKING:
     from embeddings.ml.loading import LoadedModel
@@ -113,14 +117,19 @@ def int8_image_graph(loaded: LoadedModel, folder: Path) -> Path | None:
         return None
     config = {**QUANT_CONFIG, "reduce_range": REDUCE_RANGE[kernels]}
     digest = hashlib.sha256(
-        json.dumps(config, sort_keys=True).encode() + ranges.read_bytes()
+        json.dumps(config, sort_keys=True).encode()
+        + ranges.read_bytes()
+        + json.dumps(sorted(loaded.config.get(TUNED_KEY, []))).encode()
     ).hexdigest()[:16]
     final = folder / f"image.int8-{digest}.onnx"
     if final.is_file():
         return final
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=folder) as tmp:
         out = Path(tmp) / final.name
-        if not _quantize(folder / "image.onnx", ranges, out, Path(tmp), kernels=kernels):
+        tuned = _tuned_node_prefixes(loaded.config.get(TUNED_KEY, []))
+        if not _quantize(
+            folder / "image.onnx", ranges, out, Path(tmp), kernels=kernels, tuned=tuned
+        ):
             return None
         out.replace(final)  # atomic: a concurrent loader sees no file or a whole one
     log.info("quantized the image graph to int8 (%s)", final.name)
@@ -276,8 +285,45 @@ def _quantize_kwargs(nodes_to_exclude: list[str], *, kernels: str) -> dict[str, 
     }
 
 
-def _quantize(graph: Path, ranges_file: Path, out: Path, work: Path, *, kernels: str) -> bool:
-    """Write the int8 graph of `graph` to `out` with the shipped ranges; False if they miss."""
+def _tuned_node_prefixes(state_prefixes: Sequence[str]) -> list[str]:
+    """The image graph's node-name prefixes of trunk modules named by state-dict prefixes:
+    "backbone.visual.trunk.blocks.6.0." -> "/blocks.6/blocks.6.0/", "...conv_head." ->
+    "/conv_head/" (the exporter names a node by its module path, Sequential parents first)."""
+    out = []
+    for prefix in state_prefixes:
+        parts = prefix.removeprefix(TRUNK_PREFIX).strip(".").split(".")
+        if parts[0] == "blocks":  # blocks.<stage>.<block>: one path step per Sequential
+            parts = [".".join(parts[: i + 1]) for i in range(1, len(parts))]
+        out.append("/" + "/".join(parts) + "/")
+    return out
+
+
+def _downstream_of(graph: Any, prefixes: list[str]) -> tuple[list[str], set[str]]:
+    """Nodes named under `prefixes` and every node reading their outputs, however
+    indirectly (the graph's nodes are in topological order), and the tensors they write."""
+    tainted: set[str] = set()
+    nodes = []
+    for n in graph.node:
+        if n.name.startswith(tuple(prefixes)) or any(t in tainted for t in n.input):
+            tainted.update(n.output)
+            nodes.append(n.name)
+    return nodes, tainted
+
+
+def _quantize(
+    graph: Path,
+    ranges_file: Path,
+    out: Path,
+    work: Path,
+    *,
+    kernels: str,
+    tuned: Sequence[str] = (),
+) -> bool:
+    """Write the int8 graph of `graph` to `out` with the shipped ranges; False if they miss.
+
+    Nodes under the `tuned` name prefixes, and all downstream of them, stay float: the
+    shipped ranges were measured on the package's own weights there.
+    """
     from onnxruntime.quantization import quantize_static
 
     prepared = _prepared(graph, work)
@@ -297,15 +343,16 @@ def _quantize(graph: Path, ranges_file: Path, out: Path, work: Path, *, kernels:
             sorted(missing)[0],
         )
         return False
+    tuned_nodes, stale = _downstream_of(proto, list(tuned)) if tuned else ([], set())
+    ranges["data"] = {k: v for k, v in ranges["data"].items() if k not in stale}
     cache = work / "ranges.json"
     cache.write_text(json.dumps(ranges))
+    unranged = _unranged_nodes(proto, set(ranges["data"]))
     quantize_static(
         str(prepared),
         str(out),
         None,  # the ranges come from `cache`: no calibration photos needed here
         calibration_cache_path=str(cache),
-        **_quantize_kwargs(
-            [*float_nodes, *_unranged_nodes(proto, set(ranges["data"]))], kernels=kernels
-        ),
+        **_quantize_kwargs([*float_nodes, *tuned_nodes, *unranged], kernels=kernels),
     )
     return True

@@ -356,29 +356,42 @@ class _TrunkGraph(nn.Module):
         return self.model.image_trunk_features(pixels)  # (B, F), (B, G, C)
 
 
+class _TrunkHeadInputGraph(nn.Module):
+    def __init__(self, model: PinCLIP, tail_blocks: int) -> None:
+        super().__init__()
+        self.model = model
+        self.tail_blocks = tail_blocks
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.image_trunk_head_input(pixels, self.tail_blocks)  # (B, C, h, w)
+
+
 class OrtTrunk:
     """The image trunk's (pooled features, grid tokens) on ONNX Runtime, exported to a
     temporary folder: what `embeddings.ml.feature_cache` runs over a catalog's photos on a
     CPU, where PyTorch eager runs EfficientNet's depthwise convolutions several times slower.
-    One thread a call; call it from several threads at once (see above).
+    One thread a call; call it from several threads at once (see above). With
+    `tail_blocks`, what enters the trunk's last this many blocks instead (training tunes them).
     """
 
-    def __init__(self, model: PinCLIP, image_size: int) -> None:
+    def __init__(self, model: PinCLIP, image_size: int, tail_blocks: int = 0) -> None:
         trunk = copy.deepcopy(model).float().eval()
+        outputs = ["head_input"] if tail_blocks else ["pooled", "tokens"]
         self.session = _trunk_session(
-            _TrunkGraph(trunk),
+            _TrunkHeadInputGraph(trunk, tail_blocks) if tail_blocks else _TrunkGraph(trunk),
             # Its own generator: a run's global random stream (its heads' init)
             # must not depend on whether its features came from the cache.
             (torch.randn(2, 3, image_size, image_size, generator=torch.Generator()),),
             ["pixels"],
-            ["pooled", "tokens"],
-            {"pixels": {0: "batch"}, "pooled": {0: "batch"}, "tokens": {0: "batch"}},
+            outputs,
+            {name: {0: "batch"} for name in ["pixels", *outputs]},
         )
 
-    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pooled (B, F), tokens (B, G, C)) of normalised pixels (B, 3, S, S)."""
-        pooled, tokens = self.session.run(None, {"pixels": pixels.float().numpy()})
-        return torch.from_numpy(pooled), torch.from_numpy(tokens)
+    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(pooled (B, F), tokens (B, G, C)) of normalised pixels (B, 3, S, S); with
+        `tail_blocks`, (what enters them (B, C, h, w),)."""
+        outs = self.session.run(None, {"pixels": pixels.float().numpy()})
+        return tuple(torch.from_numpy(out) for out in outs)
 
 
 class _TextTrunkGraph(nn.Module):

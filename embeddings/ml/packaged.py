@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+# The checkpoint config key listing the state-dict prefixes of a packaged trunk's blocks that
+# training tuned (`TrainConfig.trunk_tune_blocks`): the checkpoint's own weights file holds
+# them, loaded over the package's; the rest of the trunk still comes from the package.
+TUNED_KEY = "weights_tuned_prefixes"
+
+
 @dataclass(frozen=True)
 class PackagedTower:
     """One pretrained image checkpoint that a pip package ships."""

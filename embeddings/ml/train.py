@@ -41,6 +41,7 @@ from embeddings.ml.loading import (
 )
 from embeddings.ml.model import PinCLIP, TextTrunkOut
 from embeddings.ml.model_card import render_model_card
+from embeddings.ml.packaged import TUNED_KEY
 from embeddings.ml.train_config import (
     ProgressFn,
     ReportFn,
@@ -143,6 +144,11 @@ def _set_trainable(model: PinCLIP, config: TrainConfig, exclude: list[str]) -> N
     if not config.train_fusion:
         for p in model.fusion.parameters():
             p.requires_grad = False
+    if config.trunk_tune_blocks:
+        tail = tuple(model.trunk_tail_prefixes(config.trunk_tune_blocks))
+        for name, p in model.named_parameters():
+            if name.startswith(tail):
+                p.requires_grad = True
 
 
 def train(
@@ -300,6 +306,10 @@ def _run(
         # Frozen trunk: no dropout, so the cached outputs are what it would compute.
         text_tower = getattr(model.backbone, "text", None) or model.backbone.transformer
         text_tower.eval()
+    if config.trunk_tune_blocks:
+        # The tuned blocks keep the trunk's BatchNorm statistics (their scale and shift
+        # train): the cached activations entering them were made with those statistics.
+        model.backbone.visual.trunk.eval()
     while step < total:
         optimizer.zero_grad(set_to_none=True)
         figures: dict[str, float] = {}
@@ -380,6 +390,9 @@ def _run(
         info["heldout_metrics"] = metrics
     cfg = dict(loaded.config)
     cfg["fusion"] = model.fusion_cfg.to_dict()  # what training added (a grid head) included
+    if config.trunk_tune_blocks:  # saved over the packaged trunk's weights
+        tuned = model.trunk_tail_prefixes(config.trunk_tune_blocks)
+        cfg[TUNED_KEY] = sorted({*cfg.get(TUNED_KEY, []), *tuned})
     cfg["training"] = info
     cfg.pop("source_spec", None)
     if not is_fresh_init(config.init):

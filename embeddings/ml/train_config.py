@@ -70,6 +70,11 @@ class TrainConfig:
     #                         run the trunk once per image and view (centre + augmented) and
     #                         train on those cached features (embeddings.ml.feature_cache)
     feature_cache_dir: str | None = None  # where cached features persist across runs
+    trunk_tune_blocks: int = 0  # >0 with feature_views: the frozen trunk's features cap
+    #   photo-to-photo retrieval (a held-out colour variant in the top 10), so the trunk's
+    #   last this many blocks and its head convolution train too, on cached activations
+    #   entering them (a few tens of MFLOPs a photo), at lr_trunk; saved in the checkpoint
+    lr_trunk: float = 1e-4  # learning rate of the tuned trunk blocks (trunk_tune_blocks)
     seed: int = 0  # everything random derives from (seed, step)
     # -- machinery ---------------------------------------------------------------------
     device: str | None = None  # None: CUDA if available, else CPU

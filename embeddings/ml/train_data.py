@@ -25,6 +25,7 @@ from embeddings.ml.loading import (
     LoadedModel,
 )
 from embeddings.ml.model import PinCLIP, TextTrunkOut
+from embeddings.ml.packaged import TUNED_KEY
 from embeddings.ml.train_config import REPORT_SECONDS, ReportFn, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -255,6 +256,8 @@ def text_cache_load(
 
 
 def features_wanted(config: TrainConfig, model: PinCLIP) -> bool:
+    if config.trunk_tune_blocks and config.feature_views <= 0:
+        raise ValueError("trunk_tune_blocks trains on cached features: set feature_views")
     if config.feature_views <= 0:
         return False
     if config.image_unfreeze_last_n != 0 or not model.has_image_trunk:
@@ -277,8 +280,9 @@ def tower_features_load(
             report(f"caching frozen image features: {done}/{total} images")
             last[0] = time.monotonic()
 
-    package = loaded.config.get("image_trunk_package")
-    # The trunk is frozen: what identifies its features is the trunk's own weights.
+    # The trunk is frozen: what identifies its features is the trunk's own weights, the
+    # package's file unless an earlier training tuned some of its blocks.
+    package = None if loaded.config.get(TUNED_KEY) else loaded.config.get("image_trunk_package")
     tower_id = f"package:{package}" if package else loaded.weights_sha256
     if package:
         from embeddings.ml.packaged import packaged_tower
@@ -298,6 +302,7 @@ def tower_features_load(
         cache_dir=Path(config.feature_cache_dir) if config.feature_cache_dir else None,
         workers=config.decode_workers,
         progress=progress,
+        tail_blocks=config.trunk_tune_blocks,
     )
 
 
@@ -314,11 +319,17 @@ def forward_cached_features(
 
     `idx` is a step's anchors then their neighbours (P each). With `fusion_pairs` k < P,
     only the first k pairs are fused: "fused" is (2k, D), rows [a_0..a_k-1, b_0..b_k-1].
+    Features holding what enters the trunk's tuned last blocks (`head_input`) run them.
     """
-    views = torch.from_numpy(rng.integers(features.pooled.shape[1], size=len(idx)))
+    views = torch.from_numpy(rng.integers(features.views, size=len(idx)))
     rows = torch.tensor(idx)
-    pooled = features.pooled[rows, views].to(device).float()  # (2P, F)
-    tokens = features.tokens[rows, views].to(device).float()  # (2P, G, C)
+    if features.head_input is not None:
+        x = features.head_input[rows, views].to(device).float()  # (2P, C, h, w)
+        x = x.contiguous(memory_format=torch.channels_last)
+        pooled, tokens = model.image_trunk_tail(x, features.tail_blocks)
+    else:
+        pooled = features.pooled[rows, views].to(device).float()  # (2P, F)
+        tokens = features.tokens[rows, views].to(device).float()  # (2P, G, C)
     trunk = text_in if isinstance(text_in, TextTrunkOut) else model.text_trunk(text_in)
     p = len(idx) // 2
     fuse_rows = None

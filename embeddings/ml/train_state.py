@@ -20,8 +20,11 @@ from embeddings.ml.train_config import TrainConfig, is_fresh_init
 
 
 def optimizer_make(model: PinCLIP, head: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with no decay on norms/biases/temperature; low LR for unfrozen text trunk."""
+    """AdamW with no decay on norms/biases/temperature; low LR for unfrozen text trunk and
+    the image trunk's tuned last blocks."""
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    n = config.trunk_tune_blocks
+    tail = tuple(model.trunk_tail_prefixes(n)) if n else ()
     named = [*model.named_parameters(), *(("head." + n, p) for n, p in head.named_parameters())]
     for name, param in named:
         if not param.requires_grad:
@@ -34,6 +37,8 @@ def optimizer_make(model: PinCLIP, head: nn.Module, config: TrainConfig) -> torc
         if config.init.startswith("new:") and name.startswith("backbone.visual.trunk."):
             pretrained = False  # a scratch tower moves fast
         lr = config.lr_pretrained if pretrained else config.lr
+        if tail and name.startswith(tail):
+            lr = config.lr_trunk
         no_decay = param.ndim < 2 or "logit_scale" in name or "bn" in name
         wd = 0.0 if no_decay else config.weight_decay
         groups.setdefault((lr, wd), []).append(param)
