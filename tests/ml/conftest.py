@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from embeddings.ml.data import Item, ItemDataset
 from tests.factories import photo_marked
 
 TINY = "vitrine-tiny"
@@ -96,3 +97,21 @@ def offline_env() -> Iterator[dict[str, str]]:
 def _static_files_without_manifest() -> None:
     """Override the root conftest's autouse fixture: these tests render no templates, and
     without it they run with `-p no:django` (no settings, no database)."""
+
+
+#: The toy catalog's colours: each is a lookbook and a category of 4 shades.
+TOY_COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> ItemDataset:
+    """12 photos: 3 colours x 4 shades; each colour is a lookbook and a category."""
+    items = []
+    for name, (r, g, b) in TOY_COLOURS.items():
+        for k in range(4):
+            path = tmp_path / "img" / f"{name}{k}.jpg"
+            path.parent.mkdir(exist_ok=True)
+            photo_marked(path, (max(0, r - 20 * k), max(0, g - 20 * k), max(0, b - 20 * k)))
+            items.append(Item(f"{name}{k}", path.name, f"a {name} thing number {k}", name))
+    lookbooks = {name: [f"{name}{k}" for k in range(4)] for name in TOY_COLOURS}
+    return ItemDataset("toy", items, lookbooks, image_root=tmp_path / "img")

@@ -8,26 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embeddings.ml.data import Item, ItemDataset
+from embeddings.ml.data import ItemDataset
 from embeddings.ml.train import run_training, train
 from embeddings.ml.train_config import TrainConfig
-from tests.factories import photo_marked
-
-COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> ItemDataset:
-    """12 photos: 3 colours x 4 shades; each colour is a lookbook and a category."""
-    items = []
-    for name, (r, g, b) in COLOURS.items():
-        for k in range(4):
-            path = tmp_path / "img" / f"{name}{k}.jpg"
-            path.parent.mkdir(exist_ok=True)
-            photo_marked(path, (max(0, r - 20 * k), max(0, g - 20 * k), max(0, b - 20 * k)))
-            items.append(Item(f"{name}{k}", path.name, f"a {name} thing number {k}", name))
-    lookbooks = {name: [f"{name}{k}" for k in range(4)] for name in COLOURS}
-    return ItemDataset("toy", items, lookbooks, image_root=tmp_path / "img")
 
 
 def tiny_config(tiny_arch: str) -> TrainConfig:
