@@ -306,7 +306,11 @@ def scene_scores(table: EvidenceTable, weights: SceneWeights) -> np.ndarray:
 
 def scene_order(table: EvidenceTable, weights: SceneWeights) -> np.ndarray:
     """(C,) positions in `table` of the candidates, best first (ties by product id)."""
-    scores = scene_scores(table, weights)
+    return _best_first(table, scene_scores(table, weights))
+
+
+def _best_first(table: EvidenceTable, scores: np.ndarray) -> np.ndarray:
+    """(C,) positions in `table` by `scores`, highest first, ties by product id."""
     return np.lexsort((table.product_ids, -scores))
 
 
@@ -315,7 +319,7 @@ def scene_combine(evidence: SceneEvidence, weights: SceneWeights) -> list[Ranked
     table = evidence_table(evidence)
     scores = scene_scores(table, weights)
     ranked = []
-    for position in np.lexsort((table.product_ids, -scores)):
+    for position in _best_first(table, scores):
         product_id = int(table.product_ids[position])
         region, cosine = evidence.region_of.get(product_id, (None, 0.0))
         ranked.append(RankedProduct(product_id, float(scores[position]), region, float(cosine)))
