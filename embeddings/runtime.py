@@ -1,9 +1,12 @@
 """The only door from Django code to the model package: encoders loaded on first use.
 
 Importing this module is cheap (no torch): `embeddings.ml.loading` is imported inside
-`encoder_for`, the first time a process needs to encode something. Web processes therefore
-start without torch and pay the load once, on their first query; workers pay it on their
-first batch. Encoders are cached per model version for the life of the process.
+`encoder_for`, the first time a process needs to encode something. Workers pay that load
+on their first batch. A shopper's query goes through `query_encoder_for`, which serves
+from the version's ONNX export alone when it is there (`embeddings.ml.serving`: no torch,
+open_clip or transformers in a web process, ever) and loads the full encoder otherwise
+(which writes what the export lacks, so the next process serves from it). Encoders are
+cached per model version for the life of the process.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from embeddings.ml.errors import ModelLoadError
 
 if TYPE_CHECKING:
     from embeddings.ml.encoder import Encoder
+    from embeddings.ml.serving import BatchEncoder, ServingEncoder
     from embeddings.models import EmbeddingModel
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "encoder_for",
     "encoder_load",
     "encoder_warm_in_background",
+    "query_encoder_for",
 ]
 
 
@@ -51,6 +56,7 @@ log = logging.getLogger(__name__)
 # Keyed by version key, spec and checksum, not the key alone: a key can name other weights
 # after a database is recreated (a test run, a restored backup) in a long-lived process.
 _encoders: dict[tuple[str, str, str], Encoder] = {}
+_served: dict[tuple[str, str, str], ServingEncoder] = {}  # from exports (`query_encoder_for`)
 _lock = threading.Lock()  # one load at a time: a second thread waits for the first's result
 _vectors_lock = threading.Lock()  # the query vector caches below
 
@@ -101,6 +107,33 @@ def encoder_for(model: EmbeddingModel) -> Encoder:
         return encoder
 
 
+def query_encoder_for(model: EmbeddingModel) -> BatchEncoder:
+    """Return the process-wide encoder that answers `model`'s queries (photos, words,
+    scenes): the full one when this process holds it, else one served from the version's
+    ONNX export (`embeddings.ml.serving`), else the full one, loaded (`encoder_for`).
+
+    The export folder is named by the checksum recorded at registration, so it holds
+    exactly the weights the version's stored vectors came from; the processes that load
+    from the weights files (workers) are the ones that notice files changed under it.
+    """
+    key = _cache_key(model)
+    if (full := _encoders.get(key)) is not None:
+        return full
+    if (served := _served.get(key)) is not None:
+        return served
+    if model.weights_sha256:
+        from embeddings.ml.serving import export_dir, serving_encoder_load
+
+        with _lock:
+            served = _served.get(key) or serving_encoder_load(
+                export_dir(onnx_dir(), model.weights_sha256)
+            )
+            if served is not None and served.weights_sha256 == model.weights_sha256:
+                _served[key] = served
+                return served
+    return encoder_for(model)
+
+
 def encoder_cached(model: EmbeddingModel) -> bool:
     """True if this process already holds the encoder of this model version."""
     return _cache_key(model) in _encoders
@@ -109,9 +142,10 @@ def encoder_cached(model: EmbeddingModel) -> bool:
 def encoder_forget(model: EmbeddingModel) -> None:
     """Drop a cached encoder (a retired version), freeing its memory."""
     with _lock:
-        encoder = _encoders.pop(_cache_key(model), None)
-    if encoder is not None:
-        encoder.close()
+        encoders = [_encoders.pop(_cache_key(model), None), _served.pop(_cache_key(model), None)]
+    for encoder in encoders:
+        if encoder is not None:
+            encoder.close()
 
 
 def encoder_warm_in_background(model: EmbeddingModel) -> None:
@@ -119,14 +153,15 @@ def encoder_warm_in_background(model: EmbeddingModel) -> None:
 
     For callers that know a query is coming (a search page being rendered, a worker that
     just started): the shopper's first query then finds the model loaded instead of paying
-    the cold start (importing torch and loading the weights take seconds on a CPU).
+    the cold start (loading a model takes seconds on a CPU).
     """
-    if encoder_cached(model) or _lock.locked():
+    key = _cache_key(model)
+    if key in _encoders or key in _served or _lock.locked():
         return
 
     def load() -> None:
         try:
-            encoder_for(model)
+            query_encoder_for(model)
         except Exception:  # reported again, with its reason, by the query that needs it
             log.warning("could not pre-load the encoder of %s", model.key, exc_info=True)
 
@@ -196,7 +231,7 @@ def encode_query_photo(image_bytes: bytes, *, model: EmbeddingModel) -> PhotoEnc
     """
 
     def encode() -> PhotoEncoding:
-        result = encoder_for(model).encode_images([image_bytes], classes=True)
+        result = query_encoder_for(model).encode_images([image_bytes], classes=True)
         if result.failed:
             raise ValueError(f"unreadable image: {result.failed[0]}")
         logits = None if result.class_logits is None else _frozen(result.class_logits[0])
@@ -244,7 +279,7 @@ def encode_query_text(text: str, *, model: EmbeddingModel) -> np.ndarray:
         TEXT_QUERY_CACHE_SIZE,
         model=model,
         query=words,
-        compute=lambda: _frozen(encoder_for(model).encode_texts([words])[0]),
+        compute=lambda: _frozen(query_encoder_for(model).encode_texts([words])[0]),
     )
 
 
@@ -265,7 +300,7 @@ def encode_query_regions(image_bytes: bytes, *, model: EmbeddingModel) -> SceneV
     """
     from embeddings.ml.regions import scene_encode
 
-    scene = scene_encode(encoder_for(model), image_bytes)
+    scene = scene_encode(query_encoder_for(model), image_bytes)
     return SceneVectors(
         boxes=[b.as_tuple() for b in scene.boxes], regions=scene.regions, whole=scene.whole
     )

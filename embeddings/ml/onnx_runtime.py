@@ -26,17 +26,29 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from embeddings.ml.serving import (
+    CLASSES_FILE,
+    FLOAT_GRAPH,
+    SERVING_FORMAT,
+    TOKENIZER_FILE,
+    OrtModel,
+    export_dir,
+    image_graph_key,
+    ort_model_open,
+    serving_manifest_write,
+)
 
 if TYPE_CHECKING:
     from embeddings.ml.loading import LoadedModel
@@ -45,9 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "vitrine-onnx/2"
-#: Bumped when the graphs' inputs or outputs change (2: the image graph's pooled features):
-#: part of the export folder's name, so an older export in the same folder is not read.
-EXPORT_LAYOUT = 2
 OPSET = 17
 GRAPHS = ("image", "text", "fusion")
 
@@ -55,11 +64,6 @@ GRAPHS = ("image", "text", "fusion")
 def supports_onnx(loaded: LoadedModel) -> bool:
     """Whether this model's graphs can be exported (timm image trunk + Hugging Face text)."""
     return bool(loaded.model.has_image_trunk and loaded.model.hf_text)
-
-
-def export_dir(onnx_dir: Path, weights_sha256: str) -> Path:
-    """Return the folder that holds (or will hold) the export of these weights."""
-    return Path(onnx_dir) / f"{weights_sha256}.{EXPORT_LAYOUT}"
 
 
 def onnx_export(loaded: LoadedModel, onnx_dir: Path) -> Path:
@@ -95,100 +99,95 @@ def onnx_export(loaded: LoadedModel, onnx_dir: Path) -> Path:
     return final
 
 
-@dataclass
-class OrtModel:
-    """The three ONNX Runtime sessions of one model's export."""
-
-    image_session: Any
-    text_session: Any
-    fusion_session: Any
-    pad_id: int
-    max_text_tokens: int
-    image_int8: bool = False  # the image graph is the quantized one (`onnx_int8`)
-
-    def image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return (embeddings (B, D), grid tokens (B, N, C), the trunk's pooled features
-        (B, F)) of normalised pixels."""
-        emb, tokens, pooled = self.image_session.run(None, {"pixels": pixels})
-        return emb, tokens, pooled
-
-    def text(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return (embeddings (B, D), states (B, T, H), mask (B, T)) of token ids (B, T)."""
-        mask = tokens != self.pad_id
-        longest = max(1, int(mask.sum(1).max())) if tokens.size else 1
-        tokens, mask = tokens[:, :longest], mask[:, :longest]  # trailing padding carries nothing
-        emb, states = self.text_session.run(
-            None, {"tokens": tokens.astype(np.int64), "mask": mask.astype(np.int64)}
-        )
-        return emb, states, mask
-
-    def fuse(
-        self,
-        img_emb: np.ndarray,
-        img_tokens: np.ndarray,
-        txt_emb: np.ndarray,
-        states: np.ndarray,
-        mask: np.ndarray,
-    ) -> np.ndarray:
-        """Return fused embeddings (B, D) (unnormalised), as `HybridFusion.forward`.
-
-        The graph reads exactly `max_text_tokens` text tokens (the traced attention has a
-        fixed sequence length): shorter texts are padded and masked, which leaves the
-        result unchanged, since padded keys get no attention.
-        """
-        t = self.max_text_tokens
-        b, n, h = states.shape
-        padded = np.zeros((b, t, h), dtype=np.float32)
-        padded_mask = np.zeros((b, t), dtype=bool)
-        keep = min(n, t)
-        padded[:, :keep] = states[:, :keep]
-        padded_mask[:, :keep] = mask[:, :keep]
-        (fused,) = self.fusion_session.run(
-            None,
-            {
-                "img_emb": img_emb,
-                "img_tokens": img_tokens,
-                "txt_emb": txt_emb,
-                "txt_states": padded,
-                "txt_mask": padded_mask,
-            },
-        )
-        return fused
-
-
 def ort_model_load(
     loaded: LoadedModel, onnx_dir: Path, threads: int, int8: bool = False
 ) -> OrtModel:
     """Export if needed and return ONNX Runtime sessions for `loaded` on `threads` threads.
 
     With `int8`, the image graph is the int8 one when shipped calibration holds for this
-    model (quantized once, then cached); otherwise, and for text and fusion, float.
+    model (quantized once, then cached); otherwise, and for text and fusion, float. The
+    export's `serving.json` records the graph chosen, so a process without torch serves
+    the same one (`embeddings.ml.serving`).
     """
-    import onnxruntime as ort
-
     folder = onnx_export(loaded, onnx_dir)
-    image = folder / "image.onnx"
+    image = folder / FLOAT_GRAPH
     if int8:
         from embeddings.ml.onnx_int8 import int8_image_graph
 
         image = int8_image_graph(loaded, folder) or image
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, threads)
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = ["CPUExecutionProvider"]
-
-    def session(path: Path) -> Any:
-        return ort.InferenceSession(str(path), options, providers=providers)
-
-    return OrtModel(
-        session(image),
-        session(folder / "text.onnx"),
-        session(folder / "fusion.onnx"),
+    serving_write(loaded, folder, {image_graph_key(int8): image.name})
+    return ort_model_open(
+        folder,
+        image.name,
+        threads=threads,
         pad_id=loaded.model.pad_id,
         max_text_tokens=loaded.model.fusion.max_text_tokens,
-        image_int8=image.name != "image.onnx",
     )
+
+
+def serving_write(loaded: LoadedModel, folder: Path, image_graphs: dict[str, str]) -> None:
+    """Write what a process without torch needs to serve `loaded` from its export
+    (`embeddings.ml.serving`): the manifest, the tokenizer file, the trunk's classifier.
+
+    `image_graphs`: the image graph file per `serving.image_graph_key`. Nothing is written
+    for a tokenizer the `tokenizers` library cannot reproduce: such a model is served by
+    its full encoder.
+    """
+    tokenizer = _serving_tokenizer(loaded, folder)
+    if tokenizer is None:
+        return
+    classes = loaded.image_classes
+    if classes is not None and not (folder / CLASSES_FILE).is_file():
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as f:
+            np.savez(f, weight=classes.weight, bias=classes.bias)
+        Path(f.name).replace(folder / CLASSES_FILE)
+    serving_manifest_write(
+        folder,
+        {
+            "format": SERVING_FORMAT,
+            "spec": loaded.spec,
+            "weights_sha256": loaded.weights_sha256,
+            "dim": loaded.dim,
+            "preprocess": loaded.preprocess.to_dict(),
+            "pad_id": loaded.model.pad_id,
+            "max_text_tokens": loaded.model.fusion.max_text_tokens,
+            "tokenizer": tokenizer,
+            "image_classes": classes.source if classes is not None else None,
+            "image_graphs": image_graphs,
+        },
+    )
+
+
+def _serving_tokenizer(loaded: LoadedModel, folder: Path) -> dict[str, Any] | None:
+    """Save `loaded`'s tokenizer as `tokenizer.json` in `folder` and return what
+    `serving.TextTokenizer` needs besides it; None unless it is open_clip's `HFTokenizer`
+    on a fast tokenizer with the "whitespace" cleaning."""
+    from open_clip.tokenizer import HFTokenizer, _clean_whitespace
+
+    tok = loaded.tokenizer
+    if not isinstance(tok, HFTokenizer) or tok.clean_fn is not _clean_whitespace:
+        return None
+    hf = tok.tokenizer
+    if not hf.is_fast or tok.tokenizer_mode or hf.pad_token_id is None:
+        return None
+    if not (folder / TOKENIZER_FILE).is_file():
+        backend = copy.deepcopy(hf.backend_tokenizer)
+        backend.no_truncation()  # the serving side sets them as transformers does per call
+        backend.no_padding()
+        fd, tmp = tempfile.mkstemp(prefix=".tokenizer-", suffix=".json", dir=folder)
+        os.close(fd)
+        backend.save(tmp)
+        Path(tmp).replace(folder / TOKENIZER_FILE)
+    return {
+        "context_length": tok.context_length,
+        "pad_id": hf.pad_token_id,
+        "pad_token": hf.pad_token,
+        "pad_type_id": hf.pad_token_type_id,
+        "padding_side": hf.padding_side,
+        "truncation_side": hf.truncation_side,
+        "strip_sep_token": tok.strip_sep_token,
+        "sep_id": hf.sep_token_id,
+    }
 
 
 # ---- export --------------------------------------------------------------------------------

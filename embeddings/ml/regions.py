@@ -25,7 +25,7 @@ from PIL import Image, ImageOps
 from embeddings.ml.images import ImageSource, decode_image, open_image
 
 if TYPE_CHECKING:
-    from embeddings.ml.encoder import Encoder
+    from embeddings.ml.serving import BatchEncoder
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ class SceneEncoding:
 
 
 def scene_encode(
-    encoder: Encoder, image_bytes: bytes, *, config: WindowConfig | None = None
+    encoder: BatchEncoder, image_bytes: bytes, *, config: WindowConfig | None = None
 ) -> SceneEncoding:
     """Propose the windows of a scene photo, crop them and encode them with the whole photo
     in one call of the image graph. What the web app (`embeddings.runtime`) and the
