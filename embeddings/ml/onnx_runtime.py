@@ -15,9 +15,11 @@ checksum, a new folder: changed weights are never served from an old export, nor
 an older layout) by writing to a temporary folder and renaming it, so two processes
 exporting at once never see half a folder. With `int8`, the image graph runs quantized
 where shipped calibration holds for the model (`embeddings.ml.onnx_int8`; the quantized
-graph is cached in the same folder).
-PyTorch stays the path for training and for GPUs. onnxruntime is imported here only, and
-only when a session is built.
+graph is cached in the same folder). Loading also writes what a process without torch
+needs to serve the export (`serving_write`; read by `embeddings.ml.serving`, where the
+sessions are built).
+PyTorch stays the path for training and for GPUs. onnxruntime is imported only when a
+session is built.
 """
 
 from __future__ import annotations

@@ -212,13 +212,12 @@ def test_concurrent_activations_leave_exactly_one_active_and_readers_never_see_n
     assert EmbeddingModel.objects.filter(state="active").count() == 1
 
 
-def test_the_web_process_imports_no_torch_until_its_first_query(
-    checkpoints: dict[str, str], make_product: ProductFactory
-) -> None:
-    model = prepare_here(spec=checkpoints["a"], key="blue")
-    product = make_product(seed=7)
-    products_embed(product_ids=[product.pk], model=model)
-    photo = Path(product.images.get().image.path)
+HEAVY = ("torch", "open_clip", "transformers", "timm", "torchvision")
+
+
+def _web_process_queries(photo: Path) -> dict[str, str]:
+    """Start the web app in a new process, answer a photo, a text and a scene query through
+    the search selectors, and report what it imported and found."""
     code = f"""
 import sys, time, django
 django.setup()
@@ -227,31 +226,59 @@ get_resolver().url_patterns
 from webapp.wsgi import application
 from webapp.celery import app
 app.loader.import_default_modules()
-from embeddings import runtime, selectors, tasks
-heavy = [m for m in ('torch', 'open_clip', 'torchvision', 'transformers', 'onnxruntime')
-         if m in sys.modules]
-print('BEFORE=' + ','.join(heavy))
-model = selectors.embedding_model_active()
+from embeddings import runtime, selectors
+from search import selectors as search
+print('BEFORE=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))
+model = search.model_answering()
+data = open({str(photo)!r}, 'rb').read()
 start = time.perf_counter()
-vector = runtime.encode_query_image(open({str(photo)!r}, 'rb').read(), model=model)
+vector, logits = search.query_photo_encode(data, model=model)
 first = time.perf_counter() - start
-start = time.perf_counter()
-runtime.encode_query_image(open({str(photo)!r}, 'rb').read(), model=model)
-second = time.perf_counter() - start
+text = search.query_text_vector('red dress', model=model)
+scene = runtime.encode_query_regions(data, model=model)
 hit = selectors.product_embedding_nearest(vector=vector, kind='image', limit=1)[0]
-print('AFTER=' + str('torch' in sys.modules))
-print(f'HIT={{hit.product_id}} SCORE={{hit.score:.3f}} FIRST={{first:.3f}} SECOND={{second:.4f}}')
+print('AFTER=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))
+print('ENCODER=' + type(runtime.query_encoder_for(model)).__name__)
+print(f'HIT={{hit.product_id}} SCORE={{hit.score:.3f}} FIRST={{first:.3f}}')
+print(f'TEXT={{text.shape[0]}} WHOLE={{float(scene.whole @ vector):.5f}}')
 """
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=BASE_DIR, env=subprocess_environment(),
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = dict(line.split("=", 1) for line in result.stdout.split() if "=" in line)
-    assert lines["BEFORE"] == ""
-    assert lines["AFTER"] == "True"
-    assert int(lines["HIT"]) == product.pk and float(lines["SCORE"]) > 0.99
     print(result.stdout)
+    return dict(line.split("=", 1) for line in result.stdout.split() if "=" in line)
+
+
+def test_the_web_process_serves_queries_from_the_export_without_torch(
+    checkpoints: dict[str, str], make_product: ProductFactory
+) -> None:
+    from embeddings.ml.serving import SERVING_FILE, export_dir
+    from embeddings.runtime import onnx_dir
+
+    model = prepare_here(spec=checkpoints["a"], key="blue")
+    product = make_product(seed=7)
+    products_embed(product_ids=[product.pk], model=model)
+    photo = Path(product.images.get().image.path)
+    manifest = export_dir(onnx_dir(), model.weights_sha256) / SERVING_FILE
+    assert manifest.is_file()  # written by the process that prepared the version
+
+    served = _web_process_queries(photo)
+    assert served["BEFORE"] == "" and served["AFTER"] == ""
+    assert served["ENCODER"] == "ServingEncoder"
+    assert int(served["HIT"]) == product.pk and float(served["SCORE"]) > 0.99
+    assert served["TEXT"] == "32" and float(served["WHOLE"]) > 0.9999
+
+    # An export from before serving.json: the first process loads the full model (and
+    # torch), writes it, and answers the same.
+    manifest.unlink()
+    full = _web_process_queries(photo)
+    assert full["BEFORE"] == "" and "torch" in full["AFTER"].split(",")
+    assert full["ENCODER"] == "Encoder"
+    assert full["HIT"] == served["HIT"]
+    assert abs(float(full["SCORE"]) - float(served["SCORE"])) < 1e-3
+    assert manifest.is_file()
 
 
 def test_query_encoders_reject_unreadable_photos(checkpoints: dict[str, str]) -> None:
