@@ -31,7 +31,9 @@ _LAZY = {
     "load_encoder": "embeddings.ml.loading",
     "load_model": "embeddings.ml.loading",
     "Encoder": "embeddings.ml.encoder",
-    "EncodeResult": "embeddings.ml.encoder",
+    "EncodeResult": "embeddings.ml.serving",  # torch-free, like the serving encoder
+    "ServingEncoder": "embeddings.ml.serving",
+    "serving_encoder_load": "embeddings.ml.serving",
     "Item": "embeddings.ml.data",
     "ItemDataset": "embeddings.ml.data",
     "TrainConfig": "embeddings.ml.train_config",
