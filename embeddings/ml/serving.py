@@ -543,7 +543,9 @@ def serving_encoder_load(
 
 def serving_manifest_write(folder: Path, manifest: dict[str, Any]) -> None:
     """Write `serving.json` atomically, keeping the image graphs other writers recorded
-    (another kind of CPU sharing the folder)."""
+    (another kind of CPU sharing the folder). Two writers at the same moment may each drop
+    the other's new entry: the next process that misses its graph loads the full encoder,
+    which records it again."""
     old = serving_manifest(folder)
     if old is not None and old.get("weights_sha256") == manifest["weights_sha256"]:
         manifest = {**manifest, "image_graphs": old["image_graphs"] | manifest["image_graphs"]}
