@@ -37,6 +37,9 @@ class EncodeResult:
     #: (N_ok, C) logits of the trunk's own classes, row for row with `vectors`, when asked
     #: for and the model has a classifier (`embeddings.ml.image_classes`); else None
     class_logits: np.ndarray | None = None
+    #: (N_ok, F) the trunk's pooled features those logits are read from (what a catalog's
+    #: feature distance reads, `embeddings.ml.image_domain`), with `class_logits`
+    pooled: np.ndarray | None = None
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -338,6 +341,7 @@ class Encoder:
         assert head is not None
         vectors: list[np.ndarray] = []
         logits: list[np.ndarray] = []
+        features: list[np.ndarray] = []
         indices: list[int] = []
         failed: dict[int, str] = {}
         for ok, arrays, bad in self._decoded_batches(images, batch_size or self.batch_size):
@@ -356,6 +360,7 @@ class Encoder:
                 emb, pooled = (t.float().cpu().numpy() for t in (emb_t, trunk_pooled))
             vectors.append(_normalized(emb))
             logits.append(head.logits(pooled))
+            features.append(np.asarray(pooled, dtype=np.float32))
             indices.extend(ok)
         empty = np.zeros((0, self.dim), np.float32)
         return EncodeResult(
@@ -363,6 +368,7 @@ class Encoder:
             indices,
             dict(sorted(failed.items())),
             np.concatenate(logits) if logits else np.zeros((0, head.count), np.float32),
+            np.concatenate(features) if features else np.zeros((0, head.weight.shape[1]), np.float32),
         )
 
     def _ort_encode(self, pixels: np.ndarray, texts: list[str] | None) -> np.ndarray:
