@@ -363,12 +363,13 @@ class Encoder:
             features.append(np.asarray(pooled, dtype=np.float32))
             indices.extend(ok)
         empty = np.zeros((0, self.dim), np.float32)
+        no_features = np.zeros((0, head.weight.shape[1]), np.float32)
         return EncodeResult(
             np.concatenate(vectors) if vectors else empty,
             indices,
             dict(sorted(failed.items())),
             np.concatenate(logits) if logits else np.zeros((0, head.count), np.float32),
-            np.concatenate(features) if features else np.zeros((0, head.weight.shape[1]), np.float32),
+            np.concatenate(features) if features else no_features,
         )
 
     def _ort_encode(self, pixels: np.ndarray, texts: list[str] | None) -> np.ndarray:
