@@ -60,6 +60,9 @@ class EncodeResult:
     #: (N_ok, C) logits of the trunk's own classes, row for row with `vectors`, when asked
     #: for and the model has a classifier (`embeddings.ml.image_classes`); else None
     class_logits: np.ndarray | None = None
+    #: (N_ok, F) the trunk's pooled features those logits are read from, with
+    #: `class_logits` (what `bench/relevance_floor.py` measures feature distances on)
+    pooled: np.ndarray | None = None
 
 
 # ---- settings shared by both encoders ----------------------------------------------------
@@ -395,6 +398,7 @@ class BatchEncoder:
         assert head is not None
         vectors: list[np.ndarray] = []
         logits: list[np.ndarray] = []
+        features: list[np.ndarray] = []
         indices: list[int] = []
         failed: dict[int, str] = {}
         for ok, arrays, bad in self._decoded_batches(images, batch_size or self.batch_size):
@@ -404,13 +408,17 @@ class BatchEncoder:
             emb, pooled = self._image_pooled(np.stack(arrays))
             vectors.append(normalized(emb))
             logits.append(head.logits(pooled))
+            features.append(np.asarray(pooled, dtype=np.float32))
             indices.extend(ok)
-        empty = np.zeros((0, self.dim), np.float32)
+        def rows(parts: list[np.ndarray], width: int) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
+
         return EncodeResult(
-            np.concatenate(vectors) if vectors else empty,
+            rows(vectors, self.dim),
             indices,
             dict(sorted(failed.items())),
-            np.concatenate(logits) if logits else np.zeros((0, head.count), np.float32),
+            rows(logits, head.count),
+            rows(features, head.weight.shape[1]),
         )
 
 

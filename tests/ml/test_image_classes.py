@@ -63,6 +63,11 @@ def test_the_default_reads_its_trunks_imagenet_classes_on_both_backends(encoders
         assert logits is not None and logits.shape == (len(photos), 1000)
         np.testing.assert_allclose(logits, expected, atol=2e-3 * np.abs(expected).max())
         assert (logits.argmax(1) == expected.argmax(1)).all()
+        # The trunk's pooled features come along, the classes read from them.
+        assert result.pooled is not None and result.pooled.shape == (len(photos), 1280)
+        np.testing.assert_allclose(
+            eager.loaded.image_classes.logits(result.pooled), logits, rtol=1e-5, atol=1e-4
+        )
         # The vectors are the ones encode_images gives without classes.
         plain = encoder.encode_images(photos).vectors
         assert (result.vectors * plain).sum(1).min() >= 0.9999
@@ -73,6 +78,7 @@ def test_unreadable_photos_have_no_class_row(encoders) -> None:  # type: ignore[
     result = ort.encode_images([b"not an image", photo_noise(1)], classes=True)
     assert result.indices == [1] and set(result.failed) == {0}
     assert result.class_logits is not None and result.class_logits.shape == (1, 1000)
+    assert result.pooled is not None and result.pooled.shape == (1, 1280)
 
 
 def test_a_trunk_without_a_classifier_has_no_classes() -> None:
