@@ -410,6 +410,7 @@ class BatchEncoder:
             logits.append(head.logits(pooled))
             features.append(np.asarray(pooled, dtype=np.float32))
             indices.extend(ok)
+
         def rows(parts: list[np.ndarray], width: int) -> np.ndarray:
             return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
 
