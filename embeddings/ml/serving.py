@@ -237,9 +237,7 @@ class BatchEncoder:
         With `classes`, also each photo's class logits by the trunk's own classifier
         (`EncodeResult.class_logits`; None when the model has none), from the same pass.
         """
-        if classes and self.image_classes is not None:
-            return self._encode_with_classes(images, batch_size)
-        return self._encode(images, None, batch_size)
+        return self._encode(images, None, batch_size, self.image_classes if classes else None)
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Return image vectors (B, D) of photos already decoded to the model's input:
@@ -373,29 +371,12 @@ class BatchEncoder:
         images: Sequence[ImageSource],
         texts: Sequence[str] | None,
         batch_size: int | None,
+        classes: ImageClasses | None = None,
     ) -> EncodeResult:
-        vectors: list[np.ndarray] = []
-        indices: list[int] = []
-        failed: dict[int, str] = {}
-        for ok, arrays, bad in self._decoded_batches(images, batch_size or self.batch_size):
-            failed.update(bad)
-            if not ok:
-                continue
-            pixels = np.stack(arrays)
-            if texts is None:
-                vectors.append(self._image_vectors(pixels))
-            else:
-                vectors.append(self._item_vectors(pixels, [texts[i] for i in ok]))
-            indices.extend(ok)
-        out = np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32)
-        return EncodeResult(out, indices, dict(sorted(failed.items())))
-
-    def _encode_with_classes(
-        self, images: Sequence[ImageSource], batch_size: int | None
-    ) -> EncodeResult:
-        """`_encode` of photos, with their class logits from the trunk's pooled features."""
-        head = self.image_classes
-        assert head is not None
+        """Image vectors (`texts` None) or fused item vectors of `images`, batch by batch as
+        the decode threads deliver them; with `classes` (image vectors only), also each
+        photo's class logits and the trunk's pooled features they are read from, from the
+        same pass."""
         vectors: list[np.ndarray] = []
         logits: list[np.ndarray] = []
         features: list[np.ndarray] = []
@@ -405,22 +386,26 @@ class BatchEncoder:
             failed.update(bad)
             if not ok:
                 continue
-            emb, pooled = self._image_pooled(np.stack(arrays))
-            vectors.append(normalized(emb))
-            logits.append(head.logits(pooled))
-            features.append(np.asarray(pooled, dtype=np.float32))
+            pixels = np.stack(arrays)
+            if classes is not None:
+                emb, pooled = self._image_pooled(pixels)
+                vectors.append(normalized(emb))
+                logits.append(classes.logits(pooled))
+                features.append(np.asarray(pooled, dtype=np.float32))
+            elif texts is None:
+                vectors.append(self._image_vectors(pixels))
+            else:
+                vectors.append(self._item_vectors(pixels, [texts[i] for i in ok]))
             indices.extend(ok)
 
         def rows(parts: list[np.ndarray], width: int) -> np.ndarray:
             return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
 
-        return EncodeResult(
-            rows(vectors, self.dim),
-            indices,
-            dict(sorted(failed.items())),
-            rows(logits, head.count),
-            rows(features, head.weight.shape[1]),
-        )
+        result = EncodeResult(rows(vectors, self.dim), indices, dict(sorted(failed.items())))
+        if classes is not None:
+            result.class_logits = rows(logits, classes.count)
+            result.pooled = rows(features, classes.weight.shape[1])
+        return result
 
 
 def _done_future(
