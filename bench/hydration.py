@@ -17,7 +17,8 @@ results cache or not. Three ways to hydrate the same pages, alternated in one pr
 Each page's cards are then read as the pages and the API read them (`_card_key`, what the
 card memo keys on; `Product.primary_image`), so a lazy load a consumer would trigger shows
 in the statement count. It reports each way's process CPU and wall time per page (median
-over the repetitions, pages in the same order for each) and the statements per page.
+over the repetitions, pages in the same order for each), its paired CPU difference from
+``queryset_holder`` (median, bootstrap 95% interval) and the statements per page.
 
 Run (writes bench/results/hydration.json)::
 
@@ -31,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -187,6 +189,16 @@ def main() -> int:
         }
         for name in ways
     }
+    # Per repeat, each way's CPU minus the old hydration's on the same page: the median
+    # difference and a bootstrap 95% interval of it (the machine is shared, so noisy).
+    rng = random.Random(0)
+    for name in ways:
+        paired = [a - b for a, b in zip(cpu[name], cpu["queryset_holder"], strict=True)]
+        medians = sorted(statistics.median(rng.choices(paired, k=len(paired))) for _ in range(1000))
+        results[name]["cpu_ms_vs_queryset_holder"] = {
+            "median_difference": round(statistics.median(paired), 3),
+            "ci95": [round(medians[25], 3), round(medians[974], 3)],
+        }
     base = results["queryset_holder"]["cpu_ms_per_page"]["median"]
     now = results["current"]["cpu_ms_per_page"]["median"]
     out = {
