@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, router
-from django.db.models import Model, QuerySet
+from django.db.models import Field, Model, QuerySet
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -43,6 +43,7 @@ class _RowsStatement[M: Model]:
     attnames: list[str]  # the model's columns in the SELECT's order (what `from_db` takes)
     converters: list[tuple[int, list[Callable[..., Any]], Any]]  # (column, converters, expression)
     fetch_mode: Any
+    prepare: Callable[[Any], Any]  # the key field's `get_prep_value`, as a lookup calls it
 
 
 def rows_by_keys_once[M: Model](
@@ -66,6 +67,8 @@ def rows_by_keys_once[M: Model](
         queryset = build()
         model = queryset.model
         field = model._meta.get_field(key)
+        if not isinstance(field, Field):  # a reverse relation: no column of its own
+            raise ValueError(f"{key} is not a column of {model.__name__}")
         compiler = queryset.filter(**{key: 0}).query.get_compiler(using=DEFAULT_DB_ALIAS)
         sql, params = compiler.as_sql()
         select, klass_info = compiler.select, compiler.klass_info
@@ -93,6 +96,7 @@ def rows_by_keys_once[M: Model](
                 ).items()
             ],
             fetch_mode=queryset._fetch_mode,  # type: ignore[attr-defined]
+            prepare=field.get_prep_value,
         )
 
     def rows(values: list[Any]) -> list[M]:
@@ -100,7 +104,8 @@ def rows_by_keys_once[M: Model](
         db = router.db_for_read(found.model)
         connection = connections[db]
         with connection.cursor() as cursor:
-            cursor.execute(found.sql, [values])
+            # Prepared as `key__in` prepares them: a numpy integer, a numeric string become ints.
+            cursor.execute(found.sql, [[found.prepare(value) for value in values]])
             fetched = cursor.fetchall()
         from_db, attnames = found.model.from_db, found.attnames
         instances = []

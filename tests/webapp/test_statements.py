@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -33,7 +34,10 @@ def test_rows_by_keys_are_the_querysets_rows_in_its_order() -> None:
     first, second = (query["sql"] for query in captured.captured_queries)
     assert first.split("ANY(")[0] == second.split("ANY(")[0]
     assert first.endswith(second.split("::bigint[])")[1]) and "::bigint[])" in first
-    assert rows_by_keys_once(lambda: Product.objects.order_by(), key="id")([]) == []
+    by_id = rows_by_keys_once(lambda: Product.objects.order_by(), key="id")
+    assert by_id([]) == []
+    # Keys prepared as the ORM prepares them (ids from numpy, from a query string).
+    assert {p.sku for p in by_id([np.int64(products[0].pk), str(products[1].pk)])} == {"S0", "S1"}
 
 
 @pytest.mark.parametrize(
