@@ -38,7 +38,8 @@ def _listed(statements: list[str]) -> str:
     return "\n".join(sql[:140] for sql in statements)
 
 
-HYDRATION = 'FROM "catalog_product" WHERE "catalog_product"."id" IN'
+#: The page's products, as `catalog.selectors.products_in_bulk_with_images` loads them.
+HYDRATION = 'FROM "catalog_product" WHERE "catalog_product"."id" = ANY('
 
 
 def _product_loads(statements: list[str]) -> int:

@@ -1,8 +1,13 @@
 """A page's products with their images (`products_in_bulk_with_images`): what Django's
-`prefetch_related("images")` gives, in two statements and without a queryset built per
-product."""
+`prefetch_related("images")` gives, in two statements compiled once per process, and
+without a query built per product."""
 
 from __future__ import annotations
+
+import copy
+import pickle
+from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -70,6 +75,83 @@ def test_narrowing_a_products_images_reads_that_products_images_only(
     assert not empty.images.exists()
     assert empty.images.count() == 0
     assert second.images.exclude(status=READY).count() == 0
+
+
+def _fields(instance: Any) -> dict[str, Any]:
+    """An instance's loaded values and its state, without the caches hydration fills."""
+    values = {k: v for k, v in vars(instance).items() if not k.startswith("_")}
+    return {**values, "db": instance._state.db, "adding": instance._state.adding}
+
+
+def test_products_and_images_are_the_instances_the_orm_makes(shelf: list[Product]) -> None:
+    Product.objects.filter(pk=shelf[0].pk).update(
+        price=Decimal("19.95"), attributes={"colour": "red", "size": ["S", "M"]}, currency="EUR"
+    )
+    ids = [product.pk for product in shelf]
+    products = products_in_bulk_with_images(ids)
+    orm = Product.objects.in_bulk(ids)
+    assert {pid: _fields(p) for pid, p in products.items()} == {
+        pid: _fields(p) for pid, p in orm.items()
+    }
+    assert products[shelf[0].pk].attributes == {"colour": "red", "size": ["S", "M"]}
+    assert products[shelf[0].pk].price == Decimal("19.95")
+    shown = [_fields(image) for p in products.values() for image in p.images.all()]
+    expected = ProductImage.objects.filter(product_id__in=ids).order_by("product_id", "position")
+    assert sorted(shown, key=lambda f: f["id"]) == sorted(
+        (_fields(image) for image in expected), key=lambda f: f["id"]
+    )
+    assert all(image.get_deferred_fields() == set() for image in expected)
+
+
+def test_reading_a_products_images_after_hydration_runs_no_statement(
+    shelf: list[Product],
+) -> None:
+    products = products_in_bulk_with_images([product.pk for product in shelf])
+    first, second, empty = (products[product.pk] for product in shelf)
+    with CaptureQueriesContext(connection) as captured:
+        for product in (first, second, empty):
+            listed = product.images.all()
+            assert len(listed) == len(list(listed)) == product.images.count()
+            assert bool(listed) is (product is not empty)
+            assert [image.product is product for image in listed] == [True] * len(listed)
+            assert product.images.all()[:1] == list(listed)[:1]
+    assert captured.captured_queries == []
+    # Narrowing builds the query then, filtered by its product: one statement each.
+    with CaptureQueriesContext(connection) as captured:
+        assert [image.source_url for image in first.images.filter(position__lte=2)] == [
+            "A/0",
+            "A/1",
+            "A/2",
+        ]
+        assert list(empty.images.order_by("-position")) == []
+    assert len(captured.captured_queries) == 2
+    assert f'"product_id" = {first.pk}' in captured.captured_queries[0]["sql"]
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_products_images_read_and_narrow_as_the_prefetchs_do(
+    shelf: list[Product], how: str
+) -> None:
+    """A deep copy drops a queryset's cached rows (Django's rule), so its images are read
+    again, by their product; a pickled one keeps them."""
+
+    def copied(product: Product) -> Product:
+        if how == "deepcopy":
+            return copy.deepcopy(product)
+        return pickle.loads(pickle.dumps(product))  # type: ignore[no-any-return]  # noqa: S301 (our own bytes)
+
+    pk = shelf[1].pk
+    statements = []
+    for product in (
+        copied(products_in_bulk_with_images([p.pk for p in shelf])[pk]),
+        copied(Product.objects.prefetch_related("images").get(pk=pk)),
+    ):
+        with CaptureQueriesContext(connection) as captured:
+            assert [image.source_url for image in product.images.all()] == ["B/0"]
+        statements.append(len(captured.captured_queries))
+        assert [image.source_url for image in product.images.filter(position=0)] == ["B/0"]
+        assert product.images.exclude(position=0).count() == 0
+    assert statements[0] == statements[1] == (1 if how == "deepcopy" else 0)
 
 
 def test_no_ids_load_nothing() -> None:
