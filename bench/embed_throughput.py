@@ -398,6 +398,7 @@ def main() -> None:
                 "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
             }
         out = args.out.with_name("embed_backends.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(figures, indent=2) + "\n")
         print(json.dumps(figures["ratios"]), "->", out)
         return
