@@ -7,11 +7,8 @@ results cache or not. Three ways to hydrate the same pages, alternated in one pr
 - ``prefetch``: Django's `Product.objects.prefetch_related("images").in_bulk(ids)`, a
   filtered queryset (its own `sql.Query`) built per product to hold its images;
 - ``queryset_holder``: the hydration before this change (7e2cb53), its two statements built
-  through the ORM and a bare `QuerySet(model=ProductImage)` per product, whose constructor
-  still builds a `sql.Query`;
-- ``lazy_holder``: the same with this change's holder (`_PrefetchedHolder`, no `sql.Query`
-  unless something builds on it): the holder's share on its own;
-- ``current``: `search_hits` as it is now: that holder, and the two statements compiled
+  through the ORM, a bare `QuerySet(model=ProductImage)` per product holding its images;
+- ``current``: `search_hits` as it is now: the same holders, and the two statements compiled
   once per process (`webapp.statements.rows_by_keys_once`).
 
 Each page's cards are then read as the pages and the API read them (`_card_key`, what the
@@ -84,9 +81,11 @@ def _catalog(count: int) -> list[int]:
     return [product.pk for product in products]
 
 
-def _orm_hydration(ids: list[int], *, holder_class: type[Any]) -> dict[int, Any]:
-    """`products_in_bulk_with_images` as it was at 7e2cb53 (its two statements built through
-    the ORM on every call), each product's images held by a `holder_class()`."""
+def _orm_hydration(ids: list[int]) -> dict[int, Any]:
+    """`products_in_bulk_with_images` as it was at 7e2cb53: its two statements built through
+    the ORM on every call."""
+    from django.db.models import QuerySet
+
     from catalog.models import Product, ProductImage
 
     products = Product.objects.in_bulk(list(ids))
@@ -101,7 +100,7 @@ def _orm_hydration(ids: list[int], *, holder_class: type[Any]) -> dict[int, Any]
         mine = images[pid]
         for image in mine:
             product_field.set_cached_value(image, product)
-        holder = holder_class(model=ProductImage)
+        holder: QuerySet[ProductImage] = QuerySet(model=ProductImage)
         holder._deferred_filter = (False, (), {"product": product})
         holder._result_cache = mine
         holder._prefetch_done = True
@@ -110,20 +109,14 @@ def _orm_hydration(ids: list[int], *, holder_class: type[Any]) -> dict[int, Any]
 
 
 def _ways() -> dict[str, Callable[[list[int]], list[Any]]]:
-    from django.db.models import QuerySet
-
     from catalog.models import Product
-    from catalog.selectors import _PrefetchedHolder
     from search.selectors import search_hits
 
     return {
         "prefetch": lambda ids: list(
             Product.objects.prefetch_related("images").in_bulk(ids).values()
         ),
-        "queryset_holder": lambda ids: list(_orm_hydration(ids, holder_class=QuerySet).values()),
-        "lazy_holder": lambda ids: list(
-            _orm_hydration(ids, holder_class=_PrefetchedHolder).values()
-        ),
+        "queryset_holder": lambda ids: list(_orm_hydration(ids).values()),
         "current": lambda ids: [hit.product for hit in search_hits([(p, 0.5) for p in ids])],
     }
 

@@ -11,7 +11,6 @@ from typing import Any, Protocol
 
 from django.db import connections, router
 from django.db.models import QuerySet
-from django.db.models.sql import Query
 
 from catalog.models import ImportJob, ImportRowError, Lookbook, Product, ProductImage
 from webapp.statements import compiled_once, rows_by_keys_once
@@ -99,55 +98,6 @@ def product_list(*, filters: ProductFilters) -> QuerySet[Product]:
     return queryset
 
 
-class _QueryNotBuilt:
-    """Stands in for a holder's `sql.Query` until something needs one (`_PrefetchedHolder`).
-    Truthy, so `QuerySet.__init__`'s `query or sql.Query(model)` keeps it; one instance,
-    pickled by name, so a pickled product's holder still recognises it."""
-
-    def __reduce__(self) -> str:
-        return "_QUERY_NOT_BUILT"
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _QueryNotBuilt:
-        return self
-
-
-_QUERY_NOT_BUILT = _QueryNotBuilt()
-
-
-class _PrefetchedHolder(QuerySet[ProductImage]):
-    """The queryset holding one product's prefetched images, its `sql.Query` built only
-    when something builds on it (`filter`, `exclude`, `exists` on an empty list, ...).
-
-    `product.images.all()` hands the holder back as it is and reads its list, so on a
-    served results page nothing needs the query, and building one per product of every
-    page served (as `QuerySet.__init__` does) is work thrown away.
-    """
-
-    _query: Query | _QueryNotBuilt
-
-    def __init__(
-        self,
-        model: type[ProductImage] | None = None,
-        query: Query | None = None,
-        using: str | None = None,
-        hints: dict[str, Any] | None = None,
-    ) -> None:
-        # A clone (`_chain`) passes the real query it built; only a new holder defers.
-        super().__init__(model, query or _QUERY_NOT_BUILT, using, hints)  # type: ignore[arg-type]
-
-    @property
-    def query(self) -> Query:
-        if self._query is _QUERY_NOT_BUILT:
-            self._query = Query(self.model)
-        # QuerySet's own getter then applies the deferred filter by product.
-        query: Query = QuerySet.query.fget(self)  # type: ignore[attr-defined]
-        return query
-
-    @query.setter
-    def query(self, value: Query) -> None:
-        QuerySet.query.fset(self, value)  # type: ignore[attr-defined]
-
-
 #: `products_in_bulk_with_images`'s two statements, compiled once per process rather than
 #: built and compiled through the ORM for every page served (`bench/hydration.py`).
 _products_by_id = rows_by_keys_once(lambda: Product.objects.order_by(), key="id")
@@ -163,9 +113,9 @@ def products_in_bulk_with_images(ids: Iterable[int]) -> dict[int, Product]:
     Django's prefetch builds a filtered queryset per product (its own WHERE clause, a
     router call, a manager) to hold that product's list: for a results page of 48 products
     that was most of the hydration's Python time, on every page served from the results
-    cache. Here each product's holder is a `_PrefetchedHolder`: no query is built unless a
-    caller narrows it further, and then it is filtered by its product first
-    (`product.images.filter(...)` still reads only that product's images).
+    cache. Here each product's holder is a bare queryset whose filter by its product is
+    deferred, applied only if a caller narrows it further (`product.images.filter(...)`
+    still reads only that product's images).
     """
     wanted = list(ids)
     if not wanted:
@@ -182,7 +132,7 @@ def products_in_bulk_with_images(ids: Iterable[int]) -> dict[int, Product]:
         mine = images[pid]
         for image in mine:
             product_field.set_cached_value(image, product)
-        holder = _PrefetchedHolder(model=ProductImage)
+        holder: QuerySet[ProductImage] = QuerySet(model=ProductImage)
         # What `RelatedManager.get_queryset` defers (`_defer_next_filter`), without the
         # clone: `QuerySet.query` applies it the first time anything builds on the queryset.
         holder._deferred_filter = (False, (), {"product": product})  # type: ignore[attr-defined]
