@@ -8,7 +8,6 @@ Broken images never kill a batch; they come back in `EncodeResult.failed` with a
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from embeddings.ml.serving import (
     BatchEncoder,
     EncodeResult,
     cpus_usable,
+    decode_workers_default,
     int8_wanted,
     onnx_backend_off,
     threads_configured,
@@ -114,7 +114,7 @@ class Encoder(BatchEncoder):
         # bf16 on GPU: twice the matmul throughput; vectors are cast back to float32.
         self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
         self.batch_size = batch_size or (256 if self.device.type == "cuda" else 32)
-        self.workers = workers or min(8, os.cpu_count() or 1)
+        self.workers = workers or decode_workers_default()
         self._pool = None
         self.ort = None
         if onnx_dir is not None and self.device.type == "cpu" and _onnx_wanted(loaded):

@@ -77,6 +77,11 @@ def cpus_usable() -> int:
     return usable or 1
 
 
+def decode_workers_default() -> int:
+    """Threads that decode photos ahead of the graphs: one per CPU, at most 8."""
+    return min(8, os.cpu_count() or 1)
+
+
 def int8_wanted() -> bool:
     """Whether ONNX Runtime runs the int8 image graph where one can be made (the default).
 
@@ -499,7 +504,7 @@ class ServingEncoder(BatchEncoder):
             max_text_tokens=int(manifest["max_text_tokens"]),
         )
         self.batch_size = batch_size
-        self.workers = min(8, os.cpu_count() or 1)
+        self.workers = decode_workers_default()
         self._pool = None
 
     def _token_ids(self, texts: list[str]) -> np.ndarray:
