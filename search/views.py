@@ -27,6 +27,7 @@ from search.complete_the_look import complete_the_look
 from search.facets import FACET_FIELDS, FacetCount, facet_counts
 from search.forms import PhotoSearchForm, SearchForm
 from search.limits import PhotoEncodingBusy, client_address, page_rate_limit, photo_encoding_slot
+from search.looks.selectors import scene_hotspots, scene_hotspots_cached
 
 RESULTS_LIMIT = 48
 SIMILAR_LIMIT = 12
@@ -146,7 +147,6 @@ def results(request: HttpRequest) -> HttpResponse:
             attributes={},
         )
         search: Search | None = None
-        hotspots: Callable[[], list[Any]] | None = None
         if data["photo"]:
             image = selectors.query_photo_read(photo_id=data["photo"])
             if image is None:
@@ -156,7 +156,9 @@ def results(request: HttpRequest) -> HttpResponse:
                 search = partial(
                     _search_photo, image=image, crop=crop, query=data["q"], without=data["without"]
                 )
-                hotspots = partial(_hotspots, photo_id=data["photo"], image=image)
+                # Regions found before show at once; new ones come in their own request
+                # (`photo_hotspots`), so the results never wait for the photo's 49 windows.
+                context["hotspots"] = scene_hotspots_cached(photo_id=data["photo"])
         elif data["q"]:
             search = partial(_search_words, query=data["q"], without=data["without"])
         if search is not None:
@@ -167,9 +169,6 @@ def results(request: HttpRequest) -> HttpResponse:
             )
             try:
                 with slot:
-                    if hotspots is not None:
-                        # Finding the regions encodes the photo too: inside the slot.
-                        context["hotspots"] = hotspots()
                     context["results"] = search(filters)
                     counts = _facet_counts(filters=filters, results=context["results"])
             except selectors.SearchUnavailable:
@@ -197,14 +196,28 @@ def results(request: HttpRequest) -> HttpResponse:
     return render(request, "search/results.html", context, status=status)
 
 
-def _hotspots(*, photo_id: str, image: bytes) -> list[Any]:
-    """The photo's item regions to tap; none (the crop box still works) if they fail."""
-    from search.looks.selectors import scene_hotspots
+@require_GET
+@page_rate_limit("search", setting="VITRINE_PAGE_SEARCH_RATE")
+def photo_hotspots(request: HttpRequest, photo_id: str) -> HttpResponse:
+    """The hotspot layer of a stored photo's results page (htmx swaps it in after load).
 
+    Finding the regions encodes the photo's windows, the costliest step of a photo search,
+    so it runs in the client's photo-encoding slot: a client still encoding its previous
+    photo gets the layer back to ask again in a moment instead of a 429 that htmx would
+    not swap.
+    """
+    image = selectors.query_photo_read(photo_id=photo_id)
+    if image is None:
+        raise Http404("This photo is no longer stored.")
+    context: dict[str, Any] = {"photo": photo_id, "crop": request.GET.get("crop", "")}
     try:
-        return scene_hotspots(photo_id=photo_id, image=image)
+        with photo_encoding_slot(client=client_address(request)):
+            context["hotspots"] = scene_hotspots(photo_id=photo_id, image=image)
+    except PhotoEncodingBusy:
+        context["hotspots"], context["retry"] = None, True
     except (selectors.SearchUnavailable, ValueError):
-        return []
+        context["hotspots"] = []  # no regions to tap: the crop box still works
+    return render(request, "search/_hotspots.html", context)
 
 
 @require_GET

@@ -156,20 +156,23 @@
       return [clamp((event.clientX - rect.left) / rect.width), clamp((event.clientY - rect.top) / rect.height)];
     }
 
-    // Hotspots: the item regions found in the photo; choosing one searches its region.
-    const hotspots = stage.querySelectorAll("[data-hotspot]");
+    // Hotspots: the item regions found in the photo; choosing one searches its region. They
+    // may arrive after the page (htmx swaps them in), so clicks are handled on the stage and
+    // the pressed one is marked again when they land.
     function markHotspots() {
       const value = crop ? crop.map((n) => n.toFixed(3)).join(",") : "";
-      hotspots.forEach((spot) => spot.setAttribute("aria-pressed", String(spot.dataset.hotspot === value)));
+      stage.querySelectorAll("[data-hotspot]").forEach((spot) =>
+        spot.setAttribute("aria-pressed", String(spot.dataset.hotspot === value)));
     }
-    hotspots.forEach((spot) =>
-      spot.addEventListener("click", () => {
-        crop = parse(spot.dataset.hotspot);
-        render();
-        commit();
-        markHotspots();
-      })
-    );
+    stage.addEventListener("click", (event) => {
+      const spot = event.target.closest("[data-hotspot]");
+      if (!spot) return;
+      crop = parse(spot.dataset.hotspot);
+      render();
+      commit();
+      markHotspots();
+    });
+    stage.addEventListener("htmx:load", markHotspots);
 
     stage.addEventListener("pointerdown", (event) => {
       if (event.button !== 0) return;

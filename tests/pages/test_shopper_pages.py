@@ -180,6 +180,40 @@ def test_a_photo_refined_with_words_puts_matching_look_alikes_first(catalog: Sho
     assert re.findall(r'data-term="([^"]+)"', html) == ["Blue"]
 
 
+def test_a_new_photo_s_results_come_before_its_regions_which_load_on_their_own(
+    catalog: ShopCatalog,
+) -> None:
+    # Finding a photo's item regions encodes its 48 windows, many times the search's own
+    # cost: the results page must not wait for it. It leaves a placeholder that fetches them.
+    client = Client()
+    scene = photo_street(catalog.images["TEE-RED"], catalog.images["JEANS-BLU"])
+    location = _upload(client, scene, "outfit.jpg")["Location"]
+    photo_id = location.split("photo=")[1]
+    key = scene_hotspots_cache_key(model=catalog.model, photo_id=photo_id)
+    cache.delete(key)
+
+    page = client.get(location + "&crop=0.500,0.000,1.000,1.000")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert _skus(html), "the results are on the page"
+    assert cache.get(key) is None, "no region was looked for while the results waited"
+    assert "data-hotspot=" not in html
+    layer_url = f"/search/photos/{photo_id}/hotspots/?crop=0.500%2C0.000%2C1.000%2C1.000"
+    assert f'hx-get="{layer_url}"' in html
+    assert 'hx-trigger="load"' in html
+
+    layer = client.get(layer_url)
+    spots = re.findall(r'data-hotspot="([^"]+)"', layer.content.decode())
+    assert layer.status_code == 200
+    assert len(spots) >= 2, "a hotspot for each garment of the outfit"
+    assert cache.get(key) is not None
+
+    # Known now: the page shows them at once, with no request left to make.
+    again = client.get(location).content.decode()
+    assert re.findall(r'data-hotspot="([^"]+)"', again) == spots
+    assert 'hx-get="/search/photos/' not in again
+
+
 def test_a_client_told_to_wait_has_its_photo_s_regions_not_encoded_either(
     catalog: ShopCatalog,
 ) -> None:
@@ -195,12 +229,22 @@ def test_a_client_told_to_wait_has_its_photo_s_regions_not_encoded_either(
 
     with photo_encoding_slot(client=address):
         busy = client.get(location)
+        layer = client.get(f"/search/photos/{photo_id}/hotspots/")
     assert busy.status_code == 429
+    # The hotspot layer is swapped in by htmx, which ignores a 429: it comes back as a
+    # placeholder that asks again in a moment.
+    assert layer.status_code == 200
+    assert 'hx-trigger="load delay:2s"' in layer.content.decode()
     assert cache.get(key) is None
 
-    answered = client.get(location)
-    assert answered.status_code == 200
+    assert client.get(location).status_code == 200
+    answered = client.get(f"/search/photos/{photo_id}/hotspots/")
+    assert "data-hotspot=" in answered.content.decode()
     assert cache.get(key) is not None
+
+
+def test_the_hotspot_layer_of_a_photo_no_longer_stored_is_a_404(catalog: ShopCatalog) -> None:
+    assert Client().get(f"/search/photos/{'0' * 64}/hotspots/").status_code == 404
 
 
 def test_photo_search_without_an_active_model_says_it_is_getting_ready(
