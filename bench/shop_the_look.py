@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -39,7 +40,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+# One BLAS thread, set before numpy loads, as a web process runs (webapp/wsgi.py): on loaded
+# cores OpenBLAS's own threads spin for the small products of a photo's windows (averaging
+# a scene's feature-map cells: 11 ms CPU with its default threads, 0.3 ms with one).
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import numpy as np  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -58,19 +65,26 @@ def load_encoder(spec: str, onnx_dir: Path) -> Any:
     return load(spec, onnx_dir=onnx_dir)
 
 
-def window_config(encoding: str, map_side: int) -> Any:
-    """The windows and how they are encoded: the web app's, but for `encoding` and
-    `map_side` (`WindowConfig.encoding`, `map_short_side`)."""
+def window_config(encoding: str, map_side: int, scales: str | None) -> Any:
+    """The windows and how they are encoded: the web app's, but for `encoding`, `map_side`
+    and `scales` ("0.5,0.75"; None: the app's) (`WindowConfig`)."""
     from embeddings.ml.regions import WindowConfig
 
-    return WindowConfig(encoding=encoding, map_short_side=map_side)  # type: ignore[arg-type]
+    config = WindowConfig(encoding=encoding, map_short_side=map_side)  # type: ignore[arg-type]
+    if scales:
+        config = replace(config, scales=tuple(float(x) for x in scales.split(",")))
+    return config
 
 
 def window_encoding_name(windows: Any) -> str:
-    """What a cache's windows were made by: "crops" or "featuremap@<scene's shorter side>"."""
-    if windows.encoding == "crops":
-        return "crops"
-    return f"featuremap@{windows.map_short_side}"
+    """What a cache's windows were made by: "crops" or "featuremap@<scene's shorter side>",
+    then the window scales where they are not the app's ("crops/0.5,0.75")."""
+    from embeddings.ml.regions import WindowConfig
+
+    name = "crops" if windows.encoding == "crops" else f"featuremap@{windows.map_short_side}"
+    if windows.scales != WindowConfig().scales:
+        name += "/" + ",".join(f"{x:g}" for x in windows.scales)
+    return name
 
 
 def encode(
@@ -367,7 +381,7 @@ def latency(
     weights: Any,
     photos: int,
     onnx_dir: Path,
-    windows: Any,
+    config: Any,
 ) -> dict[str, Any]:
     """Seconds per photo for proposals + crops + encoding + matching + ranking, on one
     thread: the CPU time the process spends on it (every thread of it counted, so the
@@ -376,8 +390,6 @@ def latency(
     The ranking gets every room as a lookbook (`graph`, covers `vectors["whole"]` and every
     room's windows), as a deployment with all of them published would.
     """
-    import os
-
     # One thread for the encoder (ONNX Runtime's intra-op threads, or torch's): a web
     # worker answers a photo on one core.
     os.environ["VITRINE_TORCH_THREADS"] = "1"
@@ -395,7 +407,7 @@ def latency(
     cover_windows, cover_owner = photo_windows(vectors, list(range(len(covers))))
     spread = CatalogueCosines.from_vectors(products)
     encoder = load_encoder(spec, onnx_dir)
-    if windows.encoding == "featuremap" and not encoder.has_scene_cells:
+    if config.encoding == "featuremap" and not encoder.has_scene_cells:
         raise SystemExit("this encoder has no scene graph: it would time crops")
     if "backend" in vectors and str(vectors["backend"]) != encoder.backend:
         raise SystemExit(
@@ -413,7 +425,7 @@ def latency(
     for path in paths:
         raw = Path(path).read_bytes()
         t0, c0 = time.perf_counter(), time.process_time()
-        scene = scene_encode(encoder, raw, config=windows)
+        scene = scene_encode(encoder, raw, config=config)
         t1, c1 = time.perf_counter(), time.process_time()
         sims = covers @ scene.whole
         nearest = np.argsort(-sims)[:LOOKALIKE_CANDIDATES]
@@ -435,7 +447,7 @@ def latency(
         "photos": len(paths),
         "threads": 1,
         "backend": encoder.backend,
-        "regions": window_encoding_name(windows),
+        "regions": window_encoding_name(config),
         "windows_per_photo_median": float(np.median(windows)),
         **{f"{k}_cpu_median_s": float(np.median(v)) for k, v in cpu.items()},
         "total_cpu_p95_s": float(np.percentile(cpu["total"], 95)),
@@ -471,6 +483,15 @@ def main() -> int:
     parser.add_argument(
         "--map-side", type=int, default=320, help="the scene's shorter side for featuremap"
     )
+    parser.add_argument(
+        "--scales", help="window sides as fractions of the photo's shorter side: 0.5,0.75"
+    )
+    parser.add_argument(
+        "--baseline-cache",
+        type=Path,
+        help="vectors (a --cache of another run) to compare with, query by query: the "
+        "paired differences of our ranking's figures, with bootstrap CIs",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the figures go")
     args = parser.parse_args()
     args.data = args.data.resolve()
@@ -482,7 +503,7 @@ def main() -> int:
     products = json.loads((args.data / "products.json").read_text())
     product_index = {p["id"]: i for i, p in enumerate(products)}
     folds = np.array_split(np.random.default_rng(args.seed).permutation(len(rooms)), FOLDS)
-    windows = window_config(args.regions, args.map_side)
+    windows = window_config(args.regions, args.map_side, args.scales)
     vectors = encode(args.spec, args.data, args.cache, args.onnx_dir, windows)
     weights = (
         tune(vectors, rooms, product_index, folds[TUNING_FOLD]) if args.tune else SceneWeights()
@@ -490,6 +511,21 @@ def main() -> int:
     reported = [f for i, f in enumerate(folds) if i != TUNING_FOLD]
     metrics = evaluate(vectors, rooms, product_index, reported, weights)
     figures = {name: bootstrap_ci(values).to_dict() for name, values in sorted(metrics.items())}
+    paired = {}
+    if args.baseline_cache:
+        # The same rooms in the same order: each query's figure minus the baseline's.
+        baseline = dict(np.load(args.baseline_cache, allow_pickle=False))
+        _regions_cache.clear()  # it holds this run's windows' matches
+        theirs = evaluate(baseline, rooms, product_index, reported, weights)
+        _regions_cache.clear()
+        for metric in TARGETS:
+            name = f"scene:{metric}"
+            diff = np.subtract(metrics[name], theirs[name])
+            paired[name] = bootstrap_ci(diff).to_dict()
+            low, high = paired[name]["ci_low"], paired[name]["ci_high"]
+            print(
+                f"minus baseline {name:26s} {paired[name]['value']:+.3f}  [{low:+.3f}, {high:+.3f}]"
+            )
     for name, value in figures.items():
         low, high = value["ci_low"], value["ci_high"]
         print(f"{name:40s} {value['value']:.3f}  [{low:.3f}, {high:.3f}]  n={value['n']}")
@@ -522,6 +558,13 @@ def main() -> int:
         f"fold {TUNING_FOLD} tunes, the others are reported",
         "catalog_products": len(products),
         "figures": figures,
+        "minus_baseline": {
+            "baseline": str(args.baseline_cache),
+            "baseline_regions": str(baseline.get("regions", "crops")),
+            "paired": paired,
+        }
+        if args.baseline_cache
+        else None,
         "targets": {
             k: {"target": v, "met": figures[f"scene:{k}"]["value"] >= v} for k, v in TARGETS.items()
         },

@@ -203,14 +203,19 @@ MAP_STRIDE = 32
 
 def scene_map_pixels(source: ImageSource, *, short_side: int) -> np.ndarray:
     """Return the scene photo upright as uint8 (3, H, W), H and W multiples of `MAP_STRIDE`,
-    the shorter about `short_side` (the aspect ratio kept to within half a cell)."""
+    the shorter about `short_side` (the aspect ratio kept to within half a cell; a smaller
+    photo is enlarged, as the crops of its windows would be)."""
     image = scene_open(source, short_side=short_side)
     w, h = image.size
     scale = short_side / min(w, h)
-    size = tuple(max(1, round(x * scale / MAP_STRIDE)) * MAP_STRIDE for x in (w, h))
+    size = (_whole_cells(w * scale), _whole_cells(h * scale))
     if size != (w, h):
         image = image.resize(size, Image.Resampling.BILINEAR)
     return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
+
+
+def _whole_cells(pixels: float) -> int:
+    return max(1, round(pixels / MAP_STRIDE)) * MAP_STRIDE
 
 
 def cells_pool(cells: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
@@ -229,8 +234,9 @@ def cells_pool(cells: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
     cols = cover(edges[:, 0], edges[:, 2], w)  # (B, w)
     rows /= np.maximum(rows.sum(1, keepdims=True), 1e-12)
     cols /= np.maximum(cols.sum(1, keepdims=True), 1e-12)
-    sums = np.einsum("bi,bj,ijd->bd", rows, cols, cells.astype(np.float64))  # (B, D)
-    return normalized(sums)
+    # Rows first, then columns: two matrix products (B, h) x (h, w*D), not a 4-way einsum.
+    by_row = (rows.astype(np.float32) @ cells.reshape(h, -1)).reshape(len(rows), w, -1)
+    return normalized((cols.astype(np.float32)[:, None] @ by_row)[:, 0])  # (B, D)
 
 
 @dataclass(frozen=True)
