@@ -481,7 +481,7 @@ def main() -> int:
         help="windows averaged from one trunk pass over the scene, or cropped and encoded",
     )
     parser.add_argument(
-        "--map-side", type=int, default=320, help="the scene's shorter side for featuremap"
+        "--map-side", type=int, default=480, help="the scene's shorter side for featuremap"
     )
     parser.add_argument(
         "--scales", help="window sides as fractions of the photo's shorter side: 0.5,0.75"

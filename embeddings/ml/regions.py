@@ -87,10 +87,12 @@ class WindowConfig:
     max_windows: int = 64  # hard cap, whatever the aspect ratio (a panorama)
     #: How windows become vectors: "crops" (each window cropped and encoded) or
     #: "featuremap" (one trunk pass over the scene, where the encoder has a scene graph;
-    #: else crops). Crops: featuremap loses recall on bench/shop_the_look.py (README).
+    #: else crops). Still crops: the lookbook covers' stored windows are crops, and scene
+    #: windows by featuremap against them lose recall (README, shop-the-look encodings).
     encoding: Literal["featuremap", "crops"] = "crops"
-    #: The scene's shorter side for "featuremap", in pixels (rounded to the trunk's stride)
-    map_short_side: int = 320
+    #: The scene's shorter side for "featuremap", in pixels (rounded to the trunk's stride):
+    #: at 480 the smallest window spans 4-5 cells; at 320 recall fell (README)
+    map_short_side: int = 480
 
 
 def windows_propose(*, width: int, height: int, config: WindowConfig | None = None) -> list[Box]:
