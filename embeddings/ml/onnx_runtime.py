@@ -9,7 +9,7 @@ Runtime's CPU provider, so on a CPU the encoder runs three exported graphs inste
   (B, T, H);
 - ``fusion.onnx``: the five tensors above (text cut to the tokens fusion reads) -> fused
   embedding (B, D);
-- ``scene.onnx`` (`scene_graph_supported` models): normalised pixels (B, 3, H, W) of any
+- ``scene.onnx`` (models whose `image_is_cells_average`): normalised pixels (B, 3, H, W) of any
   size -> the image embedding of each cell of the trunk's last feature map (B, h, w, D),
   unnormalised: one pass over a scene photo gives every region's vector by averaging the
   cells under it (`embeddings.ml.regions`), where cropping and encoding each region ran
@@ -232,29 +232,7 @@ class _SceneGraph(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         # The trunk as the image graph runs it (same node names: the int8 ranges hold).
-        trunk = self.model.backbone.visual.trunk
-        fmap, _ = trunk.forward_intermediates(
-            pixels, indices=1, norm=True, output_fmt="NCHW"
-        )  # (B, F, h, w): what the image graph's pooled features average
-        # The head on each cell: affine (`scene_graph_supported`), so it commutes with the
-        # average, and a region's embedding is the average of its cells'.
-        return self.model.backbone.visual.head(fmap.permute(0, 2, 3, 1))  # (B, h, w, D)
-
-
-def scene_graph_supported(model: PinCLIP) -> bool:
-    """Whether the image embedding of a photo is the average of its feature-map cells'
-    embeddings: a timm trunk with average pooling, an affine head (linear layers, dropout),
-    no grid term. Then one trunk pass over a scene gives any region's embedding."""
-    if not model.has_image_trunk or model.grid_head is not None:
-        return False
-    visual = model.backbone.visual
-    if getattr(visual.trunk, "global_pool", None) is None:
-        return False
-    if getattr(visual.trunk.global_pool, "pool_type", None) != "avg":
-        return False
-    affine = (nn.Linear, nn.Dropout, nn.Identity, nn.Sequential)
-    linears = [m for m in visual.head.modules() if isinstance(m, nn.Linear)]
-    return len(linears) == 1 and all(isinstance(m, affine) for m in visual.head.modules())
+        return self.model.image_cells(pixels)  # (B, h, w, D)
 
 
 class _TextGraph(nn.Module):
@@ -336,7 +314,7 @@ def _export_three(model: PinCLIP, size: int, out: Path) -> None:
             ["text", "states"],
             {"tokens": seq, "mask": seq, "text": batch, "states": seq},
         )
-        if scene_graph_supported(model):
+        if model.image_is_cells_average:
             plane = {0: "batch", 2: "height", 3: "width"}
             _export(
                 _SceneGraph(model),

@@ -174,3 +174,23 @@ def test_a_window_over_the_whole_photo_is_near_its_crop(v2_float) -> None:  # ty
     )
     left = cells_pool(v2_float.scene_cells(pixels), [Box(0.0, 0.0, 0.5, 1.0)])[0]
     assert float(plain[0] @ left) > float(plain[1] @ left)
+
+
+def test_the_pytorch_encoder_gives_the_scene_graphs_cells(v2_float) -> None:  # type: ignore[no-untyped-def]
+    # A GPU worker encodes lookbook covers on PyTorch: its windows must be the web's.
+    from embeddings.ml.encoder import Encoder
+
+    eager = Encoder(v2_float.loaded, device="cpu")
+    assert eager.ort is None and eager.has_scene_cells
+    pixels = scene_map_pixels(_scene(640, 480), short_side=160)
+    assert pixels.shape == (3, 160, 224)
+    np.testing.assert_allclose(eager.scene_cells(pixels), v2_float.scene_cells(pixels), atol=1e-4)
+    raw = _scene(640, 480)
+    config = WindowConfig(encoding="featuremap")
+    ours, theirs = (
+        scene_encode(eager, raw, config=config),
+        scene_encode(v2_float, raw, config=config),
+    )
+    assert ours.boxes == theirs.boxes
+    np.testing.assert_allclose(ours.regions, theirs.regions, atol=1e-5)
+    eager.close()
