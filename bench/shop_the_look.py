@@ -17,7 +17,10 @@ from the photo as our ranking guesses it (the nearest covers' vote); the whole p
 query (today's photo search); regions alone. Encoding is `embeddings.ml.regions.scene_encode`
 on the encoder the web app loads on a CPU (ONNX Runtime, graphs exported under --onnx-dir),
 and the ranking gets the same 50 matches per window, 32 nearest covers and nearest cover
-windows (`search.scene_ranking.cover_windows_nearest`) as the web app. The latency is per
+windows (`search.scene_ranking.cover_windows_nearest`) as the web app. `--regions` picks how the
+windows become vectors (`WindowConfig.encoding`: "crops", each window cropped and encoded,
+the web app's default, or "featuremap", one trunk pass over the scene at `--map-side`); each
+has its own --cache. The latency is per
 photo on one thread, as CPU time (what the process spent, so it holds when other work
 shares the cores) beside wall-clock time, with the load average.
 Results go to bench/results/shop_the_look.json. No Django, no database: only the model
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -36,7 +40,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+# One BLAS thread, set before numpy loads, as a web process runs (webapp/wsgi.py): on loaded
+# cores OpenBLAS's own threads spin for the small products of a photo's windows (averaging
+# a scene's feature-map cells: 11 ms CPU with its default threads, 0.3 ms with one).
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import numpy as np  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -55,14 +65,43 @@ def load_encoder(spec: str, onnx_dir: Path) -> Any:
     return load(spec, onnx_dir=onnx_dir)
 
 
-def encode(spec: str, data: Path, cache: Path | None, onnx_dir: Path) -> dict[str, Any]:
-    """Vectors of every product photo, room photo and room window (cached per spec), and
-    the encoder backend that made them."""
+def window_config(encoding: str, map_side: int, scales: str | None) -> Any:
+    """The windows and how they are encoded: the web app's, but for `encoding`, `map_side`
+    and `scales` ("0.5,0.75"; None: the app's) (`WindowConfig`)."""
+    from embeddings.ml.regions import WindowConfig
+
+    config = WindowConfig(encoding=encoding, map_short_side=map_side)  # type: ignore[arg-type]
+    if scales:
+        config = replace(config, scales=tuple(float(x) for x in scales.split(",")))
+    return config
+
+
+def window_encoding_name(windows: Any) -> str:
+    """What a cache's windows were made by: "crops" or "featuremap@<scene's shorter side>",
+    then the window scales where they are not the app's ("crops/0.5,0.75")."""
+    from embeddings.ml.regions import WindowConfig
+
+    name = "crops" if windows.encoding == "crops" else f"featuremap@{windows.map_short_side}"
+    if windows.scales != WindowConfig().scales:
+        name += "/" + ",".join(f"{x:g}" for x in windows.scales)
+    return name
+
+
+def encode(
+    spec: str, data: Path, cache: Path | None, onnx_dir: Path, config: Any
+) -> dict[str, Any]:
+    """Vectors of every product photo, room photo and room window (cached per spec and
+    window encoding), and the encoder backend that made them."""
     from embeddings.ml.data import load_ikea
     from embeddings.ml.regions import scene_encode
 
+    made_by = window_encoding_name(config)
     if cache and cache.exists():
-        return dict(np.load(cache, allow_pickle=False))
+        cached = dict(np.load(cache, allow_pickle=False))
+        cached.setdefault("regions", np.array("crops"))  # caches from before featuremap
+        if str(cached["regions"]) != made_by:
+            raise SystemExit(f"{cache} holds windows by {cached['regions']}, not {made_by}")
+        return cached
     ds = load_ikea(data)
     encoder = load_encoder(spec, onnx_dir)
     products = encoder.encode_images([ds.image_file(item) for item in ds.items])
@@ -71,7 +110,7 @@ def encode(spec: str, data: Path, cache: Path | None, onnx_dir: Path) -> dict[st
         raise SystemExit(f"{len(products.failed)} product photos failed, e.g. {example}")
     whole, windows, owner = [], [], []
     for index, query in enumerate(ds.queries):
-        scene = scene_encode(encoder, Path(query.image_path).read_bytes())
+        scene = scene_encode(encoder, Path(query.image_path).read_bytes(), config=config)
         whole.append(scene.whole)
         windows.append(scene.regions)
         owner.extend([index] * len(scene.boxes))
@@ -81,7 +120,10 @@ def encode(spec: str, data: Path, cache: Path | None, onnx_dir: Path) -> dict[st
         "windows": np.concatenate(windows),
         "owner": np.array(owner),
         "backend": np.array(encoder.backend),
+        "regions": np.array(made_by),
     }
+    if config.encoding == "featuremap" and not encoder.has_scene_cells:
+        raise SystemExit("this encoder has no scene graph: the windows were cropped")
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **out)
@@ -339,6 +381,7 @@ def latency(
     weights: Any,
     photos: int,
     onnx_dir: Path,
+    config: Any,
 ) -> dict[str, Any]:
     """Seconds per photo for proposals + crops + encoding + matching + ranking, on one
     thread: the CPU time the process spends on it (every thread of it counted, so the
@@ -347,8 +390,6 @@ def latency(
     The ranking gets every room as a lookbook (`graph`, covers `vectors["whole"]` and every
     room's windows), as a deployment with all of them published would.
     """
-    import os
-
     # One thread for the encoder (ONNX Runtime's intra-op threads, or torch's): a web
     # worker answers a photo on one core.
     os.environ["VITRINE_TORCH_THREADS"] = "1"
@@ -366,6 +407,8 @@ def latency(
     cover_windows, cover_owner = photo_windows(vectors, list(range(len(covers))))
     spread = CatalogueCosines.from_vectors(products)
     encoder = load_encoder(spec, onnx_dir)
+    if config.encoding == "featuremap" and not encoder.has_scene_cells:
+        raise SystemExit("this encoder has no scene graph: it would time crops")
     if "backend" in vectors and str(vectors["backend"]) != encoder.backend:
         raise SystemExit(
             f"the cached vectors are by {vectors['backend']}, this encoder runs on "
@@ -382,7 +425,7 @@ def latency(
     for path in paths:
         raw = Path(path).read_bytes()
         t0, c0 = time.perf_counter(), time.process_time()
-        scene = scene_encode(encoder, raw)
+        scene = scene_encode(encoder, raw, config=config)
         t1, c1 = time.perf_counter(), time.process_time()
         sims = covers @ scene.whole
         nearest = np.argsort(-sims)[:LOOKALIKE_CANDIDATES]
@@ -404,6 +447,7 @@ def latency(
         "photos": len(paths),
         "threads": 1,
         "backend": encoder.backend,
+        "regions": window_encoding_name(config),
         "windows_per_photo_median": float(np.median(windows)),
         **{f"{k}_cpu_median_s": float(np.median(v)) for k, v in cpu.items()},
         "total_cpu_p95_s": float(np.percentile(cpu["total"], 95)),
@@ -430,6 +474,25 @@ def main() -> int:
     parser.add_argument("--tune", action="store_true", help="search the weights on fold 0")
     parser.add_argument("--latency-photos", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--regions",
+        choices=["featuremap", "crops"],
+        default="crops",
+        help="windows averaged from one trunk pass over the scene, or cropped and encoded",
+    )
+    parser.add_argument(
+        "--map-side", type=int, default=480, help="the scene's shorter side for featuremap"
+    )
+    parser.add_argument(
+        "--scales", help="window sides as fractions of the photo's shorter side: 0.5,0.75"
+    )
+    parser.add_argument(
+        "--baseline-cache",
+        type=Path,
+        help="vectors (a --cache of another run) to compare with, query by query: the "
+        "paired differences of our ranking's figures, with bootstrap CIs",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the figures go")
     args = parser.parse_args()
     args.data = args.data.resolve()
 
@@ -440,13 +503,29 @@ def main() -> int:
     products = json.loads((args.data / "products.json").read_text())
     product_index = {p["id"]: i for i, p in enumerate(products)}
     folds = np.array_split(np.random.default_rng(args.seed).permutation(len(rooms)), FOLDS)
-    vectors = encode(args.spec, args.data, args.cache, args.onnx_dir)
+    windows = window_config(args.regions, args.map_side, args.scales)
+    vectors = encode(args.spec, args.data, args.cache, args.onnx_dir, windows)
     weights = (
         tune(vectors, rooms, product_index, folds[TUNING_FOLD]) if args.tune else SceneWeights()
     )
     reported = [f for i, f in enumerate(folds) if i != TUNING_FOLD]
     metrics = evaluate(vectors, rooms, product_index, reported, weights)
     figures = {name: bootstrap_ci(values).to_dict() for name, values in sorted(metrics.items())}
+    paired = {}
+    if args.baseline_cache:
+        # The same rooms in the same order: each query's figure minus the baseline's.
+        baseline = dict(np.load(args.baseline_cache, allow_pickle=False))
+        _regions_cache.clear()  # it holds this run's windows' matches
+        theirs = evaluate(baseline, rooms, product_index, reported, weights)
+        _regions_cache.clear()
+        for metric in TARGETS:
+            name = f"scene:{metric}"
+            diff = np.subtract(metrics[name], theirs[name])
+            paired[name] = bootstrap_ci(diff).to_dict()
+            low, high = paired[name]["ci_low"], paired[name]["ci_high"]
+            print(
+                f"minus baseline {name:26s} {paired[name]['value']:+.3f}  [{low:+.3f}, {high:+.3f}]"
+            )
     for name, value in figures.items():
         low, high = value["ci_low"], value["ci_high"]
         print(f"{name:40s} {value['value']:.3f}  [{low:.3f}, {high:.3f}]  n={value['n']}")
@@ -465,6 +544,7 @@ def main() -> int:
             weights,
             args.latency_photos,
             args.onnx_dir,
+            windows,
         )
     )
     print("latency", timing)
@@ -472,19 +552,27 @@ def main() -> int:
         "command": " ".join(sys.argv),
         "spec": args.spec,
         "backend": str(vectors.get("backend", "torch")),
+        "regions": str(vectors["regions"]),
         "weights": asdict(weights),
         "split": f"{len(rooms)} rooms in {FOLDS} folds (seed {args.seed}); "
         f"fold {TUNING_FOLD} tunes, the others are reported",
         "catalog_products": len(products),
         "figures": figures,
+        "minus_baseline": {
+            "baseline": str(args.baseline_cache),
+            "baseline_regions": str(baseline.get("regions", "crops")),
+            "paired": paired,
+        }
+        if args.baseline_cache
+        else None,
         "targets": {
             k: {"target": v, "met": figures[f"scene:{k}"]["value"] >= v} for k, v in TARGETS.items()
         },
         "latency": timing,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {args.out}")
     return 0
 
 

@@ -205,6 +205,23 @@ class Encoder(BatchEncoder):
         tensor = torch.from_numpy(pixels).to(self.device, non_blocking=True)
         return self._forward(self._item_fn, tensor, self.tokenizer(texts).to(self.device))
 
+    @property
+    def has_scene_cells(self) -> bool:
+        """Whether `scene_cells` can run: the export's scene graph on ONNX Runtime, the
+        model itself on PyTorch (a GPU worker's windows are then the web process's)."""
+        if self.ort is not None:
+            return super().has_scene_cells
+        return self.model.image_is_cells_average
+
+    def scene_cells(self, pixels: np.ndarray) -> np.ndarray:
+        if self.ort is not None:
+            return super().scene_cells(pixels)
+        x = normalize_batch(torch.from_numpy(pixels[None]).to(self.device), self.preprocess)
+        with torch.inference_mode(), self._autocast():
+            cells = self.model.image_cells(x)[0]  # (h, w, D)
+        out: np.ndarray = cells.float().cpu().numpy()
+        return out
+
     def _image_pooled(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.ort is not None:
             return super()._image_pooled(pixels)

@@ -156,6 +156,33 @@ class PinCLIP(nn.Module):
         pooled = trunk.forward_head(trunk.bn2(trunk.conv_head(x)))  # (B, F)
         return pooled, self._grid_tokens(x)
 
+    @property
+    def image_is_cells_average(self) -> bool:
+        """Whether a photo's image embedding is the average of its feature-map cells'
+        (`image_cells`): a timm trunk with average pooling, an affine head (one linear layer,
+        dropout), no grid term. Then one trunk pass over a scene gives any region's."""
+        if not self.has_image_trunk or self.grid_head is not None:
+            return False
+        visual = self.backbone.visual
+        if getattr(getattr(visual.trunk, "global_pool", None), "pool_type", None) != "avg":
+            return False
+        affine = (nn.Linear, nn.Dropout, nn.Identity, nn.Sequential)
+        modules = list(visual.head.modules())
+        linears = [m for m in modules if isinstance(m, nn.Linear)]
+        return len(linears) == 1 and all(isinstance(m, affine) for m in modules)
+
+    def image_cells(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the image embedding of each cell of the trunk's last feature map
+        (B, h, w, D), unnormalised, for images (B, 3, H, W) of any size. Their average is
+        the image embedding where `image_is_cells_average`."""
+        trunk = self.backbone.visual.trunk
+        fmap, _ = trunk.forward_intermediates(
+            images, indices=1, norm=True, output_fmt="NCHW"
+        )  # (B, F, h, w): what the pooled features average
+        # The head on each cell: affine, so it commutes with the average.
+        cells: torch.Tensor = self.backbone.visual.head(fmap.permute(0, 2, 3, 1))
+        return cells  # (B, h, w, D)
+
     def image_features_from_trunk(self, pooled: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Return the image embedding (B, D), unnormalised, from the trunk's pooled features
         (B, F) and grid tokens (B, N, C)."""

@@ -102,8 +102,10 @@ def calibration_file(loaded: LoadedModel) -> Path | None:
     return path
 
 
-def int8_image_graph(loaded: LoadedModel, folder: Path) -> Path | None:
-    """Return the int8 image graph in `folder` (a float export), quantizing it if needed.
+def int8_image_graph(loaded: LoadedModel, folder: Path, graph: str = "image.onnx") -> Path | None:
+    """Return the int8 image graph in `folder` (a float export), quantizing it if needed;
+    `graph`: which graph of the trunk (the image graph, or the scene graph: the same trunk
+    under the same node names, so the same ranges).
 
     None when no shipped ranges hold for this model or they do not match the export: the
     caller then runs the float graph.
@@ -121,15 +123,13 @@ def int8_image_graph(loaded: LoadedModel, folder: Path) -> Path | None:
         + ranges.read_bytes()
         + json.dumps(sorted(loaded.config.get(TUNED_KEY, []))).encode()
     ).hexdigest()[:16]
-    final = folder / f"image.int8-{digest}.onnx"
+    final = folder / f"{Path(graph).stem}.int8-{digest}.onnx"
     if final.is_file():
         return final
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=folder) as tmp:
         out = Path(tmp) / final.name
         tuned = _tuned_node_prefixes(loaded.config.get(TUNED_KEY, []))
-        if not _quantize(
-            folder / "image.onnx", ranges, out, Path(tmp), kernels=kernels, tuned=tuned
-        ):
+        if not _quantize(folder / graph, ranges, out, Path(tmp), kernels=kernels, tuned=tuned):
             return None
         out.replace(final)  # atomic: a concurrent loader sees no file or a whole one
     log.info("quantized the image graph to int8 (%s)", final.name)

@@ -8,7 +8,12 @@ Runtime's CPU provider, so on a CPU the encoder runs three exported graphs inste
 - ``text.onnx``: token ids (B, T) + mask (B, T) -> text embedding (B, D), token states
   (B, T, H);
 - ``fusion.onnx``: the five tensors above (text cut to the tokens fusion reads) -> fused
-  embedding (B, D).
+  embedding (B, D);
+- ``scene.onnx`` (models whose `image_is_cells_average`): normalised pixels (B, 3, H, W) of any
+  size -> the image embedding of each cell of the trunk's last feature map (B, h, w, D),
+  unnormalised: one pass over a scene photo gives every region's vector by averaging the
+  cells under it (`embeddings.ml.regions`), where cropping and encoding each region ran
+  the trunk once per region.
 
 Graphs are exported lazily into ``<onnx_dir>/<weights sha256>.<EXPORT_LAYOUT>/`` (a new
 checksum, a new folder: changed weights are never served from an old export, nor graphs of
@@ -43,6 +48,7 @@ from torch import nn
 from embeddings.ml.serving import (
     CLASSES_FILE,
     FLOAT_GRAPH,
+    SCENE_GRAPH,
     SERVING_FORMAT,
     TOKENIZER_FILE,
     OrtModel,
@@ -113,25 +119,40 @@ def ort_model_load(
     """
     folder = onnx_export(loaded, onnx_dir)
     image = folder / FLOAT_GRAPH
+    scene: Path | None = folder / SCENE_GRAPH if (folder / SCENE_GRAPH).is_file() else None
     if int8:
         from embeddings.ml.onnx_int8 import int8_image_graph
 
         image = int8_image_graph(loaded, folder) or image
-    serving_write(loaded, folder, {image_graph_key(int8): image.name})
+        if scene is not None:
+            # The scene graph is the same trunk under the same node names: the shipped
+            # ranges quantize it as they do the image graph.
+            scene = int8_image_graph(loaded, folder, graph=SCENE_GRAPH) or scene
+    key = image_graph_key(int8)
+    serving_write(
+        loaded, folder, {key: image.name}, scene_graphs={key: scene.name} if scene else {}
+    )
     return ort_model_open(
         folder,
         image.name,
         threads=threads,
         pad_id=loaded.model.pad_id,
         max_text_tokens=loaded.model.fusion.max_text_tokens,
+        scene_graph=scene.name if scene else None,
     )
 
 
-def serving_write(loaded: LoadedModel, folder: Path, image_graphs: dict[str, str]) -> None:
+def serving_write(
+    loaded: LoadedModel,
+    folder: Path,
+    image_graphs: dict[str, str],
+    scene_graphs: dict[str, str] | None = None,
+) -> None:
     """Write what a process without torch needs to serve `loaded` from its export
     (`embeddings.ml.serving`): the manifest, the tokenizer file, the trunk's classifier.
 
-    `image_graphs`: the image graph file per `serving.image_graph_key`. Nothing is written
+    `image_graphs` (`scene_graphs`): the image (scene) graph file per
+    `serving.image_graph_key`. Nothing is written
     for a tokenizer the `tokenizers` library cannot reproduce: such a model is served by
     its full encoder.
     """
@@ -156,6 +177,7 @@ def serving_write(loaded: LoadedModel, folder: Path, image_graphs: dict[str, str
             "tokenizer": tokenizer,
             "image_classes": classes.source if classes is not None else None,
             "image_graphs": image_graphs,
+            "scene_graphs": scene_graphs or {},
         },
     )
 
@@ -201,6 +223,16 @@ class _ImageGraph(nn.Module):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pooled, tokens = self.model.image_trunk_features(pixels)  # (B, F), (B, N, C)
         return self.model.image_features_from_trunk(pooled, tokens), tokens, pooled
+
+
+class _SceneGraph(nn.Module):
+    def __init__(self, model: PinCLIP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        # The trunk as the image graph runs it (same node names: the int8 ranges hold).
+        return self.model.image_cells(pixels)  # (B, h, w, D)
 
 
 class _TextGraph(nn.Module):
@@ -282,6 +314,16 @@ def _export_three(model: PinCLIP, size: int, out: Path) -> None:
             ["text", "states"],
             {"tokens": seq, "mask": seq, "text": batch, "states": seq},
         )
+        if model.image_is_cells_average:
+            plane = {0: "batch", 2: "height", 3: "width"}
+            _export(
+                _SceneGraph(model),
+                (torch.randn(1, 3, 2 * size, 3 * size),),
+                out / SCENE_GRAPH,
+                ["pixels"],
+                ["cells"],
+                {"pixels": plane, "cells": {0: "batch", 1: "height", 2: "width"}},
+            )
         _export(
             _FusionGraph(model),
             (img_emb, img_tokens, txt_emb, fusion_states, fusion_mask),

@@ -7,9 +7,18 @@ hold an item is decided afterwards by how well each crop matches the catalog (th
 encodes the crops with the active model and asks the index); `suppress_overlaps` then keeps
 the best of each cluster of overlapping windows.
 
+Two ways to a window's vector (`scene_encode`): crop each window and encode the crops
+("crops", one trunk pass per window), or run the trunk once over the whole scene and average
+the feature-map cells under each window ("featuremap", the export's scene graph: the image
+embedding of the default model is a linear map of the trunk's average-pooled features, so
+the average of the cells' embeddings is the embedding of the average). The second reads
+each window with the context around it (the trunk's receptive field crosses its edges) at
+the scene's scale rather than at the encoder's input size; bench/shop_the_look.py compares
+the two.
+
 No torch here: proposals are geometry, crops are PIL and numpy; `scene_encode` hands the
-crops' pixels to the encoder it is given, all in one call. Boxes are fractions 0..1 of the
-photo, like `search.selectors.CropBox`.
+pixels to the encoder it is given, all in one call. Boxes are fractions 0..1 of the photo,
+like `search.selectors.CropBox`.
 """
 
 from __future__ import annotations
@@ -17,12 +26,13 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from embeddings.ml.images import ImageSource, decode_image, open_image
+from embeddings.ml.serving import normalized
 
 if TYPE_CHECKING:
     from embeddings.ml.serving import BatchEncoder
@@ -75,6 +85,14 @@ class WindowConfig:
     scales: tuple[float, ...] = (0.3, 0.5, 0.75)
     overlap_step: float = 0.75  # step between windows as a fraction of the window's side
     max_windows: int = 64  # hard cap, whatever the aspect ratio (a panorama)
+    #: How windows become vectors: "crops" (each window cropped and encoded) or
+    #: "featuremap" (one trunk pass over the scene, where the encoder has a scene graph;
+    #: else crops). Still crops: the lookbook covers' stored windows are crops, and scene
+    #: windows by featuremap against them lose recall (README, shop-the-look encodings).
+    encoding: Literal["featuremap", "crops"] = "crops"
+    #: The scene's shorter side for "featuremap", in pixels (rounded to the trunk's stride):
+    #: at 480 the smallest window spans 4-5 cells; at 320 recall fell (README)
+    map_short_side: int = 480
 
 
 def windows_propose(*, width: int, height: int, config: WindowConfig | None = None) -> list[Box]:
@@ -179,6 +197,50 @@ def suppress_overlaps(
     return kept
 
 
+#: The trunk's output stride: one feature-map cell per this many pixels each way (32 for the
+#: EfficientNet and ResNet trunks the scene graph is exported for). The scene is resized to
+#: whole cells, so a window's edges map onto the map without a half-covered last cell.
+MAP_STRIDE = 32
+
+
+def scene_map_pixels(source: ImageSource, *, short_side: int) -> np.ndarray:
+    """Return the scene photo upright as uint8 (3, H, W), H and W multiples of `MAP_STRIDE`,
+    the shorter about `short_side` (the aspect ratio kept to within half a cell; a smaller
+    photo is enlarged, as the crops of its windows would be)."""
+    image = scene_open(source, short_side=short_side)
+    w, h = image.size
+    scale = short_side / min(w, h)
+    size = (_whole_cells(w * scale), _whole_cells(h * scale))
+    if size != (w, h):
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
+
+
+def _whole_cells(pixels: float) -> int:
+    return max(1, round(pixels / MAP_STRIDE)) * MAP_STRIDE
+
+
+def cells_pool(cells: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+    """Return each box's vector (len(boxes), D), L2-normalised: the average of the cells
+    (h, w, D) under it, each cell weighted by the share of it the box covers (a box's edge
+    falls inside a cell when the window is not a whole number of cells)."""
+    h, w, _ = cells.shape
+    edges = np.array([b.as_tuple() for b in boxes], dtype=np.float64).reshape(-1, 4)
+
+    def cover(lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
+        starts = np.arange(n, dtype=np.float64)  # cell k spans [k, k + 1) in cell units
+        low, high = (lo * n)[:, None], (hi * n)[:, None]
+        return np.clip(np.minimum(high, starts + 1) - np.maximum(low, starts), 0.0, 1.0)
+
+    rows = cover(edges[:, 1], edges[:, 3], h)  # (B, h)
+    cols = cover(edges[:, 0], edges[:, 2], w)  # (B, w)
+    rows /= np.maximum(rows.sum(1, keepdims=True), 1e-12)
+    cols /= np.maximum(cols.sum(1, keepdims=True), 1e-12)
+    # Rows first, then columns: two matrix products (B, h) x (h, w*D), not a 4-way einsum.
+    by_row = (rows.astype(np.float32) @ cells.reshape(h, -1)).reshape(len(rows), w, -1)
+    return normalized((cols.astype(np.float32)[:, None] @ by_row)[:, 0])  # (B, D)
+
+
 @dataclass(frozen=True)
 class SceneEncoding:
     """A scene photo's candidate item regions and their vectors, and the whole photo's."""
@@ -191,24 +253,38 @@ class SceneEncoding:
 def scene_encode(
     encoder: BatchEncoder, image_bytes: bytes, *, config: WindowConfig | None = None
 ) -> SceneEncoding:
-    """Propose the windows of a scene photo, crop them and encode them with the whole photo
-    in one call of the image graph. What the web app (`embeddings.runtime`) and the
-    shop-the-look bench both run.
+    """Propose the windows of a scene photo and encode them and the whole photo. What the
+    web app (`embeddings.runtime`) and the shop-the-look bench both run.
 
-    The photo is decoded once, downscaled so its smallest window is about the encoder's
-    input size, and every crop is resized from it. The whole photo is decoded as
-    `encoder.encode_images` decodes it (`decode_image`), so its vector is the one a photo
+    "featuremap" (`WindowConfig.encoding`, where the encoder has a scene graph): the photo
+    is decoded once at `map_short_side`, the scene graph runs once over it, and each
+    window's vector is the average of the cells under it (`cells_pool`). "crops": the photo
+    is decoded once, downscaled so its smallest window is about the encoder's input size,
+    and every crop is resized from it and encoded, in one call of the image graph.
+
+    Either way the whole photo is decoded as `encoder.encode_images` decodes it
+    (`decode_image`) and encoded by the image graph, so its vector is the one a photo
     search with these bytes gets, and the one its lookbook cover got.
 
     Raises `ValueError` when the bytes are not a readable image.
     """
     cfg = config or WindowConfig()
     side = encoder.preprocess.image_size
+    on_map = cfg.encoding == "featuremap" and encoder.has_scene_cells
     try:
         whole = decode_image(image_bytes, side, encoder.preprocess.resize_mode)
-        image = scene_open(image_bytes, short_side=math.ceil(side / min(cfg.scales)))
+        if on_map:
+            scene = scene_map_pixels(image_bytes, short_side=cfg.map_short_side)
+        else:
+            image = scene_open(image_bytes, short_side=math.ceil(side / min(cfg.scales)))
     except Exception as exc:  # any decoder error: the caller answers 400
         raise ValueError(f"unreadable image: {exc}") from exc
+    if on_map:
+        boxes = windows_propose(width=scene.shape[2], height=scene.shape[1], config=cfg)
+        regions = cells_pool(encoder.scene_cells(scene), boxes)
+        return SceneEncoding(
+            boxes=boxes, regions=regions, whole=encoder.encode_pixels(whole[None])[0]
+        )
     boxes = windows_propose(width=image.width, height=image.height, config=cfg)
     pixels = np.concatenate([whole[None], crops_pixels(image, boxes, side=side)])
     vectors = encoder.encode_pixels(pixels)

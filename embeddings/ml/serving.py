@@ -35,14 +35,16 @@ import numpy as np
 from embeddings.ml.image_classes import ImageClasses
 from embeddings.ml.images import ImageSource, PreprocessConfig, decode_image
 
-#: Bumped when the graphs' inputs or outputs change (2: the image graph's pooled features):
-#: part of the export folder's name, so an older export in the same folder is not read.
-EXPORT_LAYOUT = 2
+#: Bumped when the graphs' inputs or outputs change (2: the image graph's pooled features;
+#: 3: the scene graph): part of the export folder's name, so an older export in the same
+#: folder is not read.
+EXPORT_LAYOUT = 3
 SERVING_FILE = "serving.json"
 SERVING_FORMAT = "vitrine-serving/1"
 TOKENIZER_FILE = "tokenizer.json"
 CLASSES_FILE = "classes.npz"
 FLOAT_GRAPH = "image.onnx"
+SCENE_GRAPH = "scene.onnx"
 
 
 def export_dir(onnx_dir: Path, weights_sha256: str) -> Path:
@@ -121,7 +123,7 @@ def normalized(vectors: np.ndarray) -> np.ndarray:
 # ---- ONNX Runtime sessions ---------------------------------------------------------------
 @dataclass
 class OrtModel:
-    """The three ONNX Runtime sessions of one model's export."""
+    """The ONNX Runtime sessions of one model's export."""
 
     image_session: Any
     text_session: Any
@@ -129,6 +131,16 @@ class OrtModel:
     pad_id: int
     max_text_tokens: int
     image_int8: bool = False  # the image graph is the quantized one (`onnx_int8`)
+    #: The scene graph (`scene_cells`), None when the model has none: its image embedding
+    #: is not an average of per-cell vectors (a grid term, a non-linear head)
+    scene_session: Any = None
+
+    def scene_cells(self, pixels: np.ndarray) -> np.ndarray:
+        """Return the image embedding of each feature-map cell (B, h, w, D), unnormalised,
+        of normalised pixels (B, 3, H, W) of any size: the image embedding of a photo is
+        the average of its cells' (`regions.cells_pool`)."""
+        (cells,) = self.scene_session.run(None, {"pixels": pixels})
+        return cells
 
     def image(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (embeddings (B, D), grid tokens (B, N, C), the trunk's pooled features
@@ -181,10 +193,17 @@ class OrtModel:
 
 
 def ort_model_open(
-    folder: Path, image_graph: str, *, threads: int, pad_id: int, max_text_tokens: int
+    folder: Path,
+    image_graph: str,
+    *,
+    threads: int,
+    pad_id: int,
+    max_text_tokens: int,
+    scene_graph: str | None = None,
 ) -> OrtModel:
-    """Return CPU sessions of an export's graphs on `threads` threads (`image_graph`: the
-    file name of the image graph to run, float or int8)."""
+    """Return CPU sessions of an export's graphs on `threads` threads (`image_graph`,
+    `scene_graph`: the file names of the image and scene graphs to run, float or int8;
+    no scene session without `scene_graph`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -203,6 +222,7 @@ def ort_model_open(
         pad_id=pad_id,
         max_text_tokens=max_text_tokens,
         image_int8=image_graph != FLOAT_GRAPH,
+        scene_session=session(folder / scene_graph) if scene_graph else None,
     )
 
 
@@ -255,6 +275,21 @@ class BatchEncoder:
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self._image_vectors(pixels)
+
+    @property
+    def has_scene_cells(self) -> bool:
+        """Whether `scene_cells` can run (an ONNX export with a scene graph)."""
+        return self.ort is not None and self.ort.scene_session is not None
+
+    def scene_cells(self, pixels: np.ndarray) -> np.ndarray:
+        """Return the image embedding of each feature-map cell (h, w, D), unnormalised, of
+        one photo decoded to uint8 (3, H, W) at any size (`has_scene_cells` must hold).
+
+        One pass of the image trunk over a whole scene: any region's vector is then the
+        average of the cells under it (`embeddings.ml.regions.cells_pool`).
+        """
+        assert self.ort is not None and self.ort.scene_session is not None
+        return self.ort.scene_cells(self._ort_pixels(pixels[None]))[0]
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Return text vectors (N, D) float32, L2-normalised."""
@@ -324,7 +359,7 @@ class BatchEncoder:
     def _ort_pixels(self, pixels: np.ndarray) -> np.ndarray:
         mean = np.asarray(self.preprocess.mean, dtype=np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(self.preprocess.std, dtype=np.float32).reshape(1, 3, 1, 1)
-        return (pixels.astype(np.float32) / 255.0 - mean) / std  # (B, 3, S, S)
+        return (pixels.astype(np.float32) / 255.0 - mean) / std  # (B, 3, H, W)
 
     # ---- the batch loops ----------------------------------------------------------------
     def _decode(self, source: ImageSource) -> np.ndarray:
@@ -482,6 +517,7 @@ class ServingEncoder(BatchEncoder):
         *,
         threads: int,
         batch_size: int = 32,
+        scene_graph: str | None = None,
     ) -> None:
         self.folder = folder
         self.spec = manifest["spec"]
@@ -502,6 +538,7 @@ class ServingEncoder(BatchEncoder):
             threads=threads,
             pad_id=int(manifest["pad_id"]),
             max_text_tokens=int(manifest["max_text_tokens"]),
+            scene_graph=scene_graph,
         )
         self.batch_size = batch_size
         self.workers = decode_workers_default()
@@ -535,8 +572,13 @@ def serving_encoder_load(
     graph = manifest["image_graphs"].get(key)
     if graph is None or not (folder / graph).is_file():
         return None
+    scene = manifest.get("scene_graphs", {}).get(key)
     return ServingEncoder(
-        folder, manifest, graph, threads=threads or threads_configured() or cpus_usable()
+        folder,
+        manifest,
+        graph,
+        threads=threads or threads_configured() or cpus_usable(),
+        scene_graph=scene if scene and (folder / scene).is_file() else None,
     )
 
 
@@ -547,7 +589,8 @@ def serving_manifest_write(folder: Path, manifest: dict[str, Any]) -> None:
     which records it again."""
     old = serving_manifest(folder)
     if old is not None and old.get("weights_sha256") == manifest["weights_sha256"]:
-        manifest = {**manifest, "image_graphs": old["image_graphs"] | manifest["image_graphs"]}
+        for key in ("image_graphs", "scene_graphs"):
+            manifest = {**manifest, key: old.get(key, {}) | manifest.get(key, {})}
     fd, tmp = tempfile.mkstemp(prefix=".serving-", suffix=".json", dir=folder)
     with os.fdopen(fd, "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)

@@ -12,8 +12,10 @@ from PIL import Image
 from embeddings.ml.regions import (
     Box,
     WindowConfig,
+    cells_pool,
     crops_pixels,
     scene_encode,
+    scene_map_pixels,
     scene_open,
     windows_propose,
 )
@@ -85,3 +87,110 @@ def test_scene_vectors_are_the_photo_search_vector_and_each_window_crop_alone(en
 def test_an_unreadable_scene_is_a_value_error(encoder) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="unreadable image"):
         scene_encode(encoder, b"not a photo")
+
+
+# ---- windows from one trunk pass over the scene (the scene graph) --------------------------
+@pytest.fixture(scope="module")
+def v2_float(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The default model on ONNX Runtime with float graphs (the int8 ones round the trunk's
+    activations: exact comparisons need float), scene graph included."""
+    from embeddings.ml.encoder import Encoder
+    from embeddings.ml.loading import load_model
+
+    encoder = Encoder(
+        load_model("default:v2"), device="cpu", onnx_dir=tmp_path_factory.mktemp("onnx"), int8=False
+    )
+    assert encoder.has_scene_cells
+    yield encoder
+    encoder.close()
+
+
+def test_a_photos_cells_average_to_its_image_vector(v2_float) -> None:  # type: ignore[no-untyped-def]
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 160, 160), dtype=np.uint8)
+    cells = v2_float.scene_cells(pixels)
+    assert cells.shape == (5, 5, v2_float.dim)  # lite0: one cell per 32 pixels
+    whole = cells_pool(cells, [Box(0.0, 0.0, 1.0, 1.0)])[0]
+    np.testing.assert_allclose(whole, v2_float.encode_pixels(pixels[None])[0], atol=1e-5)
+    # A box of whole cells is their plain average; a box cutting cells weighs them by area.
+    top_left = cells[:2, :3].mean(axis=(0, 1))
+    got = cells_pool(cells, [Box(0.0, 0.0, 0.6, 0.4)])[0]
+    np.testing.assert_allclose(got, top_left / np.linalg.norm(top_left), atol=1e-6)
+    half = (cells[:, 0] + 0.5 * cells[:, 1]).mean(axis=0)
+    got = cells_pool(cells, [Box(0.0, 0.0, 0.3, 1.0)])[0]
+    np.testing.assert_allclose(got, half / np.linalg.norm(half), atol=1e-6)
+
+
+def test_the_scene_is_resized_to_whole_cells_keeping_its_shape() -> None:
+    pixels = scene_map_pixels(_scene(1200, 900), short_side=320)
+    assert pixels.shape == (3, 320, 416)  # 1200 x 900 at 320 high is 426.7 wide: 13 cells
+    assert pixels.dtype == np.uint8
+    red, blue = (np.asarray(c, dtype=float) for c in (RED, BLUE))
+    np.testing.assert_allclose(pixels[:, :, :150].mean(axis=(1, 2)), red, atol=8)
+    np.testing.assert_allclose(pixels[:, :, -150:].mean(axis=(1, 2)), blue, atol=8)
+
+
+def _two_items(left: Path, right: Path, side: int = 320) -> bytes:
+    """A JPEG of two catalog photos side by side, each `side` pixels square."""
+    scene = Image.new("RGB", (2 * side, side), "white")
+    for i, path in enumerate((left, right)):
+        scene.paste(Image.open(path).convert("RGB").resize((side, side)), (i * side, 0))
+    buf = io.BytesIO()
+    scene.save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
+
+
+@pytest.mark.datasets
+def test_featuremap_windows_of_a_two_item_photo_find_each_item(
+    v2_float, datasets_root: Path
+) -> None:  # type: ignore[no-untyped-def]
+    photos = sorted((datasets_root / "ikea" / "products").glob("*.jpg"))
+    catalog = photos[::97][:20]  # a spread of kinds (the files are sorted by article number)
+    products = v2_float.encode_images(catalog).vectors
+    raw = _two_items(catalog[3], catalog[11])
+    scene = scene_encode(v2_float, raw, config=WindowConfig(encoding="featuremap"))
+    whole = scene_encode(v2_float, raw, config=WindowConfig(encoding="crops")).whole
+    # The whole photo is what a photo search with these bytes gets, whichever encoding.
+    np.testing.assert_allclose(scene.whole, v2_float.encode_images([raw]).vectors[0], atol=1e-6)
+    np.testing.assert_allclose(scene.whole, whole, atol=1e-6)
+    for item, (lo, hi) in ((3, (0.0, 0.5)), (11, (0.5, 1.0))):
+        # The largest window inside this item's half: most of the item, none of the other.
+        inside = [i for i, b in enumerate(scene.boxes) if b.left >= lo and b.right <= hi]
+        best = max(inside, key=lambda i: scene.boxes[i].area)
+        assert scene.boxes[best].area > 0.25  # three quarters of the item's side, squared
+        assert int(np.argmax(products @ scene.regions[best])) == item
+
+
+def test_a_window_over_the_whole_photo_is_near_its_crop(v2_float) -> None:  # type: ignore[no-untyped-def]
+    raw = _scene(480, 480)
+    pixels = scene_map_pixels(raw, short_side=160)
+    cells = cells_pool(v2_float.scene_cells(pixels), [Box(0.0, 0.0, 1.0, 1.0)])[0]
+    crop = v2_float.encode_images([raw]).vectors[0]
+    # Not equal: the scene is resized bilinearly, a photo search's crop bicubically.
+    assert float(cells @ crop) > 0.995
+    # A window over one half reads that half: nearer the photo of its colour alone.
+    red, blue = (Image.new("RGB", (160, 160), c) for c in (RED, BLUE))
+    plain = v2_float.encode_pixels(
+        np.stack([np.asarray(i).transpose(2, 0, 1) for i in (red, blue)])
+    )
+    left = cells_pool(v2_float.scene_cells(pixels), [Box(0.0, 0.0, 0.5, 1.0)])[0]
+    assert float(plain[0] @ left) > float(plain[1] @ left)
+
+
+def test_the_pytorch_encoder_gives_the_scene_graphs_cells(v2_float) -> None:  # type: ignore[no-untyped-def]
+    # A GPU worker encodes lookbook covers on PyTorch: its windows must be the web's.
+    from embeddings.ml.encoder import Encoder
+
+    eager = Encoder(v2_float.loaded, device="cpu")
+    assert eager.ort is None and eager.has_scene_cells
+    pixels = scene_map_pixels(_scene(640, 480), short_side=160)
+    assert pixels.shape == (3, 160, 224)
+    np.testing.assert_allclose(eager.scene_cells(pixels), v2_float.scene_cells(pixels), atol=1e-4)
+    raw = _scene(640, 480)
+    config = WindowConfig(encoding="featuremap")
+    ours, theirs = (
+        scene_encode(eager, raw, config=config),
+        scene_encode(v2_float, raw, config=config),
+    )
+    assert ours.boxes == theirs.boxes
+    np.testing.assert_allclose(ours.regions, theirs.regions, atol=1e-5)
+    eager.close()

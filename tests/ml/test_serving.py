@@ -79,6 +79,16 @@ def test_served_texts_pixels_and_items_match_the_full_encoder(exported) -> None:
     assert _cosines(a.vectors, b.vectors).min() >= 0.9999
 
 
+def test_served_scene_cells_match_the_full_encoder(exported) -> None:  # type: ignore[no-untyped-def]
+    full, served, _ = exported
+    assert full.has_scene_cells and served.has_scene_cells
+    # Any size of photo: the scene graph's height and width are free.
+    pixels = np.random.default_rng(1).integers(0, 256, (3, 224, 288), dtype=np.uint8)
+    cells = served.scene_cells(pixels)
+    assert cells.shape == (7, 9, served.dim)  # one cell per 32 pixels
+    np.testing.assert_allclose(cells, full.scene_cells(pixels), atol=1e-5)
+
+
 def test_served_token_ids_are_open_clips_exactly(exported) -> None:  # type: ignore[no-untyped-def]
     full, served, _ = exported
     ids = served.tokenizer(TEXTS)
@@ -142,12 +152,16 @@ def test_a_float_load_adds_its_graph_and_keeps_the_int8_one(exported) -> None:  
 
     full, served, folder = exported
     floating = Encoder(full.loaded, device="cpu", onnx_dir=folder.parent, int8=False)
-    graphs = json.loads((folder / SERVING_FILE).read_text())["image_graphs"]
+    manifest = json.loads((folder / SERVING_FILE).read_text())
+    graphs, scenes = manifest["image_graphs"], manifest["scene_graphs"]
     assert graphs["float"] == "image.onnx"
+    assert scenes["float"] == "scene.onnx"
     if served.ort.image_int8:
         assert any(name.startswith("image.int8-") for name in graphs.values())
+        assert any(name.startswith("scene.int8-") for name in scenes.values())
     again = serving_encoder_load(folder, int8=False)
     assert again is not None and again.backend == "onnxruntime"
+    assert again.has_scene_cells
     texts = TEXTS[:3]
     assert _cosines(floating.encode_texts(texts), again.encode_texts(texts)).min() >= 0.9999
     floating.close()
