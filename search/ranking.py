@@ -208,10 +208,10 @@ def text_signals(
     model: EmbeddingModel | None,
     meaning: np.ndarray | None,
     looks: np.ndarray | None,
-    similarities: Callable[..., dict[int, float]],
+    similarities: Callable[..., dict[str, dict[int, float]]],
 ) -> TextSignals:
-    """Every signal of every candidate: one SQL query for terms and full text, one per
-    vector kind (`similarities` is `search.vector_sql.similarities`)."""
+    """Every signal of every candidate: one SQL query for terms and full text, one for
+    both vector kinds (`similarities` is `search.vector_sql.similarities_of_kinds`)."""
     ids = list(product_ids)
     values = np.zeros((len(ids), len(SIGNALS)), dtype=np.float32)
     every_word = np.zeros(len(ids), dtype=bool)
@@ -249,13 +249,15 @@ def text_signals(
             values[row, 1] = float(rank)
             every_word[row] = bool(has_every_word)
     if model is not None:
-        for column, kind, vector in ((2, "text", meaning), (3, "fused", looks)):
-            if vector is None:
-                continue
-            for pid, cosine in similarities(
-                model=model, kind=kind, vector=vector, product_ids=ids
-            ).items():
-                values[row_of[pid], column] = cosine
+        columns = {"text": 2, "fused": 3}
+        vectors = {
+            kind: vector
+            for kind, vector in (("text", meaning), ("fused", looks))
+            if vector is not None
+        }
+        for kind, cosines in similarities(model=model, vectors=vectors, product_ids=ids).items():
+            for pid, cosine in cosines.items():
+                values[row_of[pid], columns[kind]] = cosine
     return TextSignals(product_ids=ids, values=values, every_word=every_word)
 
 

@@ -32,6 +32,7 @@ from search.vector_sql import (
     nearest_products_of_kinds,
     product_vector,
     similarities,
+    similarities_of_kinds,
     vectors_of,
 )
 
@@ -466,7 +467,7 @@ def _text_search_signals(
         candidates += retrieve(lifted)
     signals = ranking.text_signals(
         understood=understood, product_ids=list(dict.fromkeys(candidates)), model=model,
-        meaning=meaning_vector, looks=looks_vector, similarities=similarities,
+        meaning=meaning_vector, looks=looks_vector, similarities=similarities_of_kinds,
     )  # fmt: skip
     return understood, signals, within
 

@@ -135,7 +135,8 @@ def nearest_products_of_kinds(
     where += extra_sql
     params.extend(extra_params)
     kinds = list(vectors)
-    parts, values = [], []
+    parts: list[str] = []
+    values: list[Any] = []
     for number, kind in enumerate(kinds):
         # relaxed_order may return rows slightly out of order; the outer ORDER BY restores
         # it (pgvector's documented pattern), on at most `limit` rows a kind. Only literals
@@ -168,16 +169,31 @@ def similarities(
     *, model: EmbeddingModel, kind: str, vector: np.ndarray, product_ids: Iterable[int]
 ) -> dict[int, float]:
     """Cosine similarity of `vector` to each product's vector of `kind` (when it has one)."""
+    return similarities_of_kinds(model=model, vectors={kind: vector}, product_ids=product_ids)[kind]
+
+
+def similarities_of_kinds(
+    *, model: EmbeddingModel, vectors: Mapping[str, np.ndarray], product_ids: Iterable[int]
+) -> dict[str, dict[int, float]]:
+    """`similarities` for several (kind, vector) pairs, in one statement."""
     ids = list(product_ids)
-    if not ids:
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT e.product_id, {distance_sql(model)} FROM {EMBEDDING_TABLE} e "  # noqa: S608
-            f"WHERE {embedding_predicate(model, kind)} AND e.product_id = ANY(%s)",
-            [vector_literal(vector), ids],
+    kinds = list(vectors)
+    found: dict[str, dict[int, float]] = {kind: {} for kind in kinds}
+    if not ids or not kinds:
+        return found
+    parts: list[str] = []
+    values: list[Any] = []
+    for number, kind in enumerate(kinds):
+        parts.append(
+            f"SELECT {number}, e.product_id, {distance_sql(model)} FROM {EMBEDDING_TABLE} e "  # noqa: S608
+            f"WHERE {embedding_predicate(model, kind)} AND e.product_id = ANY(%s)"
         )
-        return {int(pid): 1.0 - float(distance) for pid, distance in cursor.fetchall()}
+        values += [vector_literal(vectors[kind]), ids]
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), values)
+        for number, pid, distance in cursor.fetchall():
+            found[kinds[int(number)]][int(pid)] = 1.0 - float(distance)
+    return found
 
 
 def vectors_of(
