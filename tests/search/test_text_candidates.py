@@ -51,6 +51,15 @@ def common_catalog(db: None) -> dict[str, int]:
     return {p.sku: p.pk for p in products}
 
 
+def holding(catalog: dict[str, int], **wanted: str) -> set[int]:
+    """Ids of the products whose attributes hold every `wanted` value."""
+    return {
+        pk
+        for sku, pk in catalog.items()
+        if all(attributes_of(int(sku[2:]))[name] == value for name, value in wanted.items())
+    }
+
+
 def understood(query: str) -> Any:
     return selectors._understand(query)
 
@@ -83,47 +92,48 @@ def rows_read(sql: str) -> int:
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("query", "pool"),
     [
-        "black dress",  # both common: about 1,200 products hold both
-        "stripe top",  # no product holds both: the most concepts among 1,500 with either
-        "cotton",  # no concept: a word every document holds
-        "soft jersey",  # every word in every document
+        ("black dress", 100),  # both common: about 1,200 products hold both
+        ("stripe top", 0),  # none holds both, 1,505 either: left to the vector retrievals
+        ("cotton", 100),  # no concept: a word every document holds
+        ("soft jersey", 100),  # every word in every document
     ],
 )
 def test_candidate_statements_read_at_most_the_scan_cap_whatever_the_matches(
-    common_catalog: dict[str, int], query: str
+    common_catalog: dict[str, int], query: str, pool: int
 ) -> None:
     found, statements = candidates(query)
 
-    assert len(found) == 100
+    assert len(found) == pool
     assert statements
     for sql in statements:
         assert rows_read(sql) <= ranking.SCAN_CAP, sql
 
 
+@pytest.mark.parametrize(
+    ("query", "wanted"),
+    [
+        ("black dress", {"colour": "Black", "type": "Dress"}),
+        ("stripe top", {"pattern": "Stripe", "type": "Top"}),
+        ("stripe dress", {"pattern": "Stripe", "type": "Dress"}),
+    ],
+)
 def test_common_concepts_are_not_ordered_over_every_product_holding_one(
-    common_catalog: dict[str, int],
+    common_catalog: dict[str, int], query: str, wanted: dict[str, str]
 ) -> None:
-    # "black dress" holds more than a page of both: the any-concept statement never runs.
-    found, statements = candidates("black dress")
+    # More than SCAN_CAP products hold one of the concepts: the any-concept statement
+    # never runs, whether a page holds both ("black dress") or none does ("stripe top").
+    found, statements = candidates(query)
 
     assert len(statements) == 1
-    black_dresses = {
-        pk for sku, pk in common_catalog.items()
-        if attributes_of(int(sku[2:]))["colour"] == "Black"
-        and attributes_of(int(sku[2:]))["type"] == "Dress"
-    }  # fmt: skip
-    assert set(found) <= black_dresses
+    assert set(found) <= holding(common_catalog, **wanted)
 
 
 def test_a_rare_pair_finds_every_product_holding_it_among_thousands_holding_one(
     common_catalog: dict[str, int],
 ) -> None:
-    striped_dresses = {
-        pk for sku, pk in common_catalog.items()
-        if attributes_of(int(sku[2:]))["pattern"] == "Stripe"
-    }  # fmt: skip
+    striped_dresses = holding(common_catalog, pattern="Stripe")
     assert len(striped_dresses) == 5
     [stripe, dress] = understood("stripe dress").concepts
     assert vocabulary_get().counts[("attribute:type", "Dress")] == PRODUCTS // 2
@@ -134,8 +144,8 @@ def test_a_rare_pair_finds_every_product_holding_it_among_thousands_holding_one(
         query="stripe dresses", filters=SearchFilters(), limit=5, diversify=False
     )
 
-    # Every product with both first, then products with one of them fill the pool.
-    assert set(found[:5]) == striped_dresses and len(found) == 24
+    # Every product with both, and none of the thousands with one of them.
+    assert set(found) == striped_dresses
     assert {hit.product.pk for hit in results.hits} == striped_dresses
 
 
@@ -181,3 +191,15 @@ def test_nearest_products_of_several_kinds_is_one_statement_and_each_kinds_own_w
         alone = nearest_products(model=model, kind=kind, vector=vector, filters=rare, limit=30)
         assert len(together[kind]) == 30  # 40 'Rare' products: iterative scans fill the page
         assert [pid for pid, _ in together[kind]] == [pid for pid, _ in alone]
+
+
+def test_a_few_products_with_some_concepts_fill_the_pool_when_few_hold_any(
+    common_catalog: dict[str, int],
+) -> None:
+    # 5 striped products and 600 white ones: 605 hold one, under SCAN_CAP, none both.
+    found, statements = candidates("stripe white", limit=24)
+
+    assert len(statements) == 2
+    assert len(found) == 24
+    striped = holding(common_catalog, pattern="Stripe")
+    assert set(found) <= striped | holding(common_catalog, colour="White")
