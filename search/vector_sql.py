@@ -153,6 +153,8 @@ def nearest_products_of_kinds(
         query = vector_literal(vectors[kind])
         values += [query, *params, query, limit]
     _, settings_sql = vector_scan_settings(limit=limit)
+    # Several statements in one execute need Django's default client-side binding cursor
+    # (psycopg's ClientCursor); `server_side_binding` in OPTIONS would refuse them.
     sql = " UNION ALL ".join(parts) + " ORDER BY kind, distance, product_id"
     with connection.cursor() as cursor:
         cursor.execute(settings_sql + sql, values)
