@@ -16,6 +16,7 @@ import argparse
 import collections
 import cProfile
 import csv
+import json
 import os
 import pstats
 import random
@@ -31,6 +32,7 @@ def main() -> int:
     parser.add_argument("--words", type=Path, default=Path("../shared/datasets/hm/articles.csv"))
     parser.add_argument("--queries", type=int, default=80)
     parser.add_argument("--statements", type=int, default=12, help="slowest statements shown")
+    parser.add_argument("--output", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -88,6 +90,28 @@ def main() -> int:
             f"max {1000 * max(took):6.1f} ms  {sql}"
         )
     pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
+    if args.output:
+        figures = {
+            "queries": n,
+            "ms": {
+                "p50": round(float(np.percentile(latencies, 50)), 1),
+                "p95": round(float(np.percentile(latencies, 95)), 1),
+                "mean": round(float(np.mean(latencies)), 1),
+            },
+            "sql_ms_a_query": round(1000 * sum(map(sum, statements.values())) / n, 1),
+            "load_average": round(os.getloadavg()[0], 2),
+            "slowest_statements": [
+                {
+                    "sql": sql,
+                    "ms_a_query": round(1000 * sum(took) / n, 2),
+                    "runs": len(took),
+                    "max_ms": round(1000 * max(took), 1),
+                }
+                for sql, took in slowest
+            ],
+        }
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

@@ -40,6 +40,11 @@ DEFAULT_WEIGHTS = {"terms": 1.0, "words": 0.3, "meaning": 0.6, "looks": 0.2}
 PHOTO_TERMS_WEIGHT = 1.0
 #: Full-text candidates that every word matches, under which any word's matches are added.
 MIN_FULL_TEXT = 10
+#: The most matching rows a candidate statement reads before it ranks them: a common term
+#: or word matches tens of thousands of products at 100k, and reading (and ordering) every
+#: match was text search's slowest part (bench/results/text_search_bounded.json); a
+#: match beyond these is left to the vector retrievals.
+SCAN_CAP = 1000
 
 
 def weights_of(calibration: Any | None) -> dict[str, float]:
@@ -137,9 +142,12 @@ def text_candidates(
     """Ids of products the words name (the vector retrievals add theirs).
 
     Bounded work at any catalog size: products with every concept come first (the GIN and
-    btree indexes intersect them), then, only when those are too few, products with the
-    most concepts. Words with no concept go to full text: every word first, any word when
-    that finds too few. Ranking the candidates is `text_signals`' job, not this one's.
+    btree indexes intersect them; the first `limit` found, in no order, since ordering
+    them meant reading every match of a common term), then, only when those are too few
+    and at most `SCAN_CAP` products hold any concept (the vocabulary's counts), products
+    with the most concepts. Words with no concept go to full text: every word first, any
+    word when that finds too few, each ranked over its first `SCAN_CAP` matches. Ranking
+    the candidates is `text_signals`' job, not this one's.
     """
     where, filter_params = filter_sql(filters)
     ids: list[int] = []
@@ -148,18 +156,22 @@ def text_candidates(
             parts = [concept_sql(concept) for concept in understood.concepts]
             every = " AND ".join(sql for sql, _ in parts)
             cursor.execute(
-                f"SELECT p.id FROM catalog_product p WHERE {every}{where} "  # noqa: S608
-                "ORDER BY p.id LIMIT %s",
+                f"SELECT p.id FROM catalog_product p WHERE {every}{where} LIMIT %s",  # noqa: S608
                 [*(v for _, values in parts for v in values), *filter_params, limit],
             )
             ids += [int(row[0]) for row in cursor.fetchall()]
-            if len(ids) < limit and len(parts) > 1:
+            # Products with some of the concepts only when few hold any: common ones (a
+            # colour, a type) are held by thousands, of which the vector retrievals bring
+            # the nearest, and reading them here was text search's slowest statement.
+            held = sum(concept.product_count for concept in understood.concepts)
+            if len(ids) < limit and len(parts) > 1 and held <= SCAN_CAP:
                 any_sql, any_params = concepts_any_sql(understood.concepts)
                 count_sql, count_params = _concepts_count_sql(understood.concepts)
                 cursor.execute(
-                    f"SELECT p.id FROM catalog_product p WHERE ({any_sql}){where} "  # noqa: S608
-                    f"AND NOT (p.id = ANY(%s::bigint[])) ORDER BY {count_sql} DESC, p.id LIMIT %s",
-                    [*any_params, *filter_params, ids, *count_params, limit - len(ids)],
+                    f"SELECT id FROM (SELECT p.id, {count_sql} AS n FROM catalog_product p "  # noqa: S608
+                    f"WHERE ({any_sql}){where} AND NOT (p.id = ANY(%s::bigint[])) "
+                    "LIMIT %s) matches ORDER BY n DESC, id LIMIT %s",
+                    [*count_params, *any_params, *filter_params, ids, SCAN_CAP, limit - len(ids)],
                 )
                 ids += [int(row[0]) for row in cursor.fetchall()]
             return ids
@@ -168,10 +180,12 @@ def text_candidates(
             if not words:
                 break
             cursor.execute(
-                f"SELECT p.id FROM catalog_product p, to_tsquery('{SEARCH_CONFIG}', %s) q "  # noqa: S608
-                f"WHERE p.search_document @@ q{where} AND NOT (p.id = ANY(%s::bigint[])) "
-                f"ORDER BY ts_rank('{RANK_WEIGHTS}', p.search_document, q) DESC, p.id LIMIT %s",
-                [words, *filter_params, ids, limit - len(ids)],
+                f"SELECT id FROM (SELECT p.id, p.search_document FROM catalog_product p "  # noqa: S608
+                f"WHERE p.search_document @@ to_tsquery('{SEARCH_CONFIG}', %s){where} "
+                "AND NOT (p.id = ANY(%s::bigint[])) LIMIT %s) matches "
+                f"ORDER BY ts_rank('{RANK_WEIGHTS}', search_document, "
+                f"to_tsquery('{SEARCH_CONFIG}', %s)) DESC, id LIMIT %s",
+                [words, *filter_params, ids, SCAN_CAP, words, limit - len(ids)],
             )
             ids += [int(row[0]) for row in cursor.fetchall()]
             if len(ids) >= MIN_FULL_TEXT or len(understood.text_words) == 1:
@@ -198,10 +212,10 @@ def text_signals(
     model: EmbeddingModel | None,
     meaning: np.ndarray | None,
     looks: np.ndarray | None,
-    similarities: Callable[..., dict[int, float]],
+    similarities: Callable[..., dict[str, dict[int, float]]],
 ) -> TextSignals:
-    """Every signal of every candidate: one SQL query for terms and full text, one per
-    vector kind (`similarities` is `search.vector_sql.similarities`)."""
+    """Every signal of every candidate: one SQL query for terms and full text, one for
+    both vector kinds (`similarities` is `search.vector_sql.similarities_of_kinds`)."""
     ids = list(product_ids)
     values = np.zeros((len(ids), len(SIGNALS)), dtype=np.float32)
     every_word = np.zeros(len(ids), dtype=bool)
@@ -239,13 +253,15 @@ def text_signals(
             values[row, 1] = float(rank)
             every_word[row] = bool(has_every_word)
     if model is not None:
-        for column, kind, vector in ((2, "text", meaning), (3, "fused", looks)):
-            if vector is None:
-                continue
-            for pid, cosine in similarities(
-                model=model, kind=kind, vector=vector, product_ids=ids
-            ).items():
-                values[row_of[pid], column] = cosine
+        columns = {"text": 2, "fused": 3}
+        vectors = {
+            kind: vector
+            for kind, vector in (("text", meaning), ("fused", looks))
+            if vector is not None
+        }
+        for kind, cosines in similarities(model=model, vectors=vectors, product_ids=ids).items():
+            for pid, cosine in cosines.items():
+                values[row_of[pid], columns[kind]] = cosine
     return TextSignals(product_ids=ids, values=values, every_word=every_word)
 
 

@@ -29,8 +29,10 @@ from search.similar_items import SIMILAR_ITEMS_POOL_FACTOR, SIMILAR_ITEMS_WEIGHT
 from search.vector_sql import (
     filter_sql,
     nearest_products,
+    nearest_products_of_kinds,
     product_vector,
     similarities,
+    similarities_of_kinds,
     vectors_of,
 )
 
@@ -298,8 +300,17 @@ def crop_image(*, image: bytes, crop: CropBox) -> bytes:
 
 
 def search_calibration_current(*, model: EmbeddingModel) -> SearchCalibration | None:
-    """The newest `SearchCalibration` of this model version, or None before the first."""
-    return SearchCalibration.objects.filter(model_id=model.pk).order_by("-created_at").first()
+    """The newest `SearchCalibration` of this model version, or None before the first.
+
+    Without its report (the figures behind the fit, for the admin): searches read the
+    weights and thresholds, and decoding the report's JSON on every search cost them more.
+    """
+    return (
+        SearchCalibration.objects.filter(model_id=model.pk)
+        .defer("report")
+        .order_by("-created_at")
+        .first()
+    )
 
 
 def _window(*, offset: int, limit: int) -> tuple[int, int]:
@@ -439,17 +450,15 @@ def _text_search_signals(
         candidates = ranking.text_candidates(
             understood=understood, filters=narrowed, limit=pool, filter_sql=filter_sql
         )
-        if model is not None:
-            for kind, vector in (
-                (WORDS_MEANING_KIND, meaning_vector),
-                (WORDS_LOOKS_KIND, looks_vector),
-            ):
-                if vector is None:
-                    continue
-                found = nearest_products(
-                    model=model, kind=kind, vector=vector, filters=narrowed, limit=pool
-                )
-                candidates.extend(pid for pid, _ in found)
+        if model is not None and meaning_vector is not None and looks_vector is not None:
+            found = nearest_products_of_kinds(
+                model=model,
+                vectors={WORDS_MEANING_KIND: meaning_vector, WORDS_LOOKS_KIND: looks_vector},
+                filters=narrowed,
+                limit=pool,
+            )
+            for nearest in found.values():
+                candidates.extend(pid for pid, _ in nearest)
         return candidates
 
     candidates = retrieve(filters)
@@ -458,7 +467,7 @@ def _text_search_signals(
         candidates += retrieve(lifted)
     signals = ranking.text_signals(
         understood=understood, product_ids=list(dict.fromkeys(candidates)), model=model,
-        meaning=meaning_vector, looks=looks_vector, similarities=similarities,
+        meaning=meaning_vector, looks=looks_vector, similarities=similarities_of_kinds,
     )  # fmt: skip
     return understood, signals, within
 

@@ -117,6 +117,9 @@ class Concept:
     terms: tuple[Term, ...]
     #: "synonym" when reached through the synonym table, "typo" through a correction.
     via: str = ""
+    #: Products holding any of the terms, at most (the sum of their counts when the
+    #: vocabulary was built): how much work matching the concept in SQL costs; 0 unknown.
+    product_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,8 @@ def _concept(text: str, *, vocabulary: Vocabulary, corrections: dict[str, str]) 
     if not terms:
         return None
     best = max(terms, key=lambda term: vocabulary.counts.get((term.field, term.value), 0))
-    return Concept(text=text, label=best.value, terms=tuple(terms), via=via)
+    count = sum(vocabulary.counts.get((term.field, term.value), 0) for term in terms)
+    return Concept(text=text, label=best.value, terms=tuple(terms), via=via, product_count=count)
 
 
 def correctable_words(query: str, *, vocabulary: Vocabulary) -> list[str]:

@@ -13,12 +13,12 @@ look and the benchmarks share them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 
 from catalog.selectors import ProductFilters
 from embeddings.models import EmbeddingModel
@@ -71,13 +71,23 @@ def embedding_predicate(model: EmbeddingModel, kind: str) -> str:
     return f"e.model_id = {int(model.pk)} AND e.kind = '{kind}'"
 
 
+def vector_scan_settings(*, limit: int) -> tuple[int, str]:
+    """The `ef_search` for `limit` rows, and the statements that set it, with iterative
+    scans for filters, for the current transaction only (`SET LOCAL`)."""
+    ef_search = min(max(int(settings.VITRINE_HNSW_EF_SEARCH), limit), 1000)
+    return ef_search, (
+        "SET LOCAL hnsw.iterative_scan = relaxed_order; "
+        f"SET LOCAL hnsw.ef_search = {int(ef_search)}; "
+    )
+
+
 def vector_scan_prepare(cursor: Any, *, limit: int) -> None:
     """Transaction-local HNSW settings: a wider beam, and iterative scans for filters."""
-    ef_search = max(int(settings.VITRINE_HNSW_EF_SEARCH), limit)
+    ef_search, _ = vector_scan_settings(limit=limit)
     cursor.execute(
         "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
         "set_config('hnsw.ef_search', %s, true)",
-        [str(min(ef_search, 1000))],
+        [str(ef_search)],
     )
 
 
@@ -96,47 +106,96 @@ def nearest_products(
 
     `extra_sql` is more conditions on `p` (each starting with AND), for the callers here.
     """
+    return nearest_products_of_kinds(
+        model=model, vectors={kind: vector}, filters=filters, limit=limit,
+        exclude_ids=exclude_ids, extra_sql=extra_sql, extra_params=extra_params,
+    )[kind]  # fmt: skip
+
+
+def nearest_products_of_kinds(
+    *,
+    model: EmbeddingModel,
+    vectors: Mapping[str, np.ndarray],
+    filters: ProductFilters,
+    limit: int,
+    exclude_ids: Sequence[int] = (),
+    extra_sql: str = "",
+    extra_params: Sequence[Any] = (),
+) -> dict[str, list[tuple[int, float]]]:
+    """`nearest_products` for several (kind, vector) pairs, in one round trip: each kind
+    is its own index walk (a subquery on its partial index), and the HNSW settings travel
+    in the same message (Postgres runs the statements of one simple query as one
+    transaction, so `SET LOCAL` holds for the search and ends with it). Separately, the
+    settings' transaction (BEGIN, settings, search, COMMIT) cost four round trips a kind.
+    """
     where, params = filter_sql(filters)
     if exclude_ids:
         where += " AND p.id <> ALL(%s)"
         params.append(list(exclude_ids))
     where += extra_sql
     params.extend(extra_params)
-    query = vector_literal(vector)
-    # relaxed_order may return rows slightly out of order; the outer ORDER BY restores it
-    # (pgvector's documented pattern), on at most `limit` rows.
-    # Only literals from this module are formatted in; every value is a parameter.
-    sql = f"""
-        WITH nearest AS MATERIALIZED (
-            SELECT e.product_id, {distance_sql(model)} AS distance
-            FROM {EMBEDDING_TABLE} e JOIN catalog_product p ON p.id = e.product_id
-            WHERE {embedding_predicate(model, kind)}{where}
-            ORDER BY {distance_sql(model)}
-            LIMIT %s
-        )
-        SELECT product_id, distance FROM nearest ORDER BY distance, product_id
-    """  # noqa: S608
-    with transaction.atomic(), connection.cursor() as cursor:
-        vector_scan_prepare(cursor, limit=limit)
-        cursor.execute(sql, [query, *params, query, limit])
+    kinds = list(vectors)
+    parts: list[str] = []
+    values: list[Any] = []
+    for number, kind in enumerate(kinds):
+        # relaxed_order may return rows slightly out of order; the outer ORDER BY restores
+        # it (pgvector's documented pattern), on at most `limit` rows a kind. Only literals
+        # from this module are formatted in; every value is a parameter.
+        parts.append(f"""
+            (SELECT {number} AS kind, product_id, distance FROM (
+                SELECT e.product_id, {distance_sql(model)} AS distance
+                FROM {EMBEDDING_TABLE} e JOIN catalog_product p ON p.id = e.product_id
+                WHERE {embedding_predicate(model, kind)}{where}
+                ORDER BY {distance_sql(model)}
+                LIMIT %s OFFSET 0
+            ) nearest_{number})
+        """)  # noqa: S608
+        query = vector_literal(vectors[kind])
+        values += [query, *params, query, limit]
+    _, settings_sql = vector_scan_settings(limit=limit)
+    # Several statements in one execute need Django's default client-side binding cursor
+    # (psycopg's ClientCursor); `server_side_binding` in OPTIONS would refuse them.
+    sql = " UNION ALL ".join(parts) + " ORDER BY kind, distance, product_id"
+    with connection.cursor() as cursor:
+        cursor.execute(settings_sql + sql, values)
+        while cursor.description is None and cursor.nextset():
+            pass  # past the settings' empty results, to the search's rows
         rows = cursor.fetchall()
-    return [(int(product_id), 1.0 - float(distance)) for product_id, distance in rows]
+    found: dict[str, list[tuple[int, float]]] = {kind: [] for kind in kinds}
+    for number, product_id, distance in rows:
+        found[kinds[int(number)]].append((int(product_id), 1.0 - float(distance)))
+    return found
 
 
 def similarities(
     *, model: EmbeddingModel, kind: str, vector: np.ndarray, product_ids: Iterable[int]
 ) -> dict[int, float]:
     """Cosine similarity of `vector` to each product's vector of `kind` (when it has one)."""
+    return similarities_of_kinds(model=model, vectors={kind: vector}, product_ids=product_ids)[kind]
+
+
+def similarities_of_kinds(
+    *, model: EmbeddingModel, vectors: Mapping[str, np.ndarray], product_ids: Iterable[int]
+) -> dict[str, dict[int, float]]:
+    """`similarities` for several (kind, vector) pairs, in one statement."""
     ids = list(product_ids)
-    if not ids:
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT e.product_id, {distance_sql(model)} FROM {EMBEDDING_TABLE} e "  # noqa: S608
-            f"WHERE {embedding_predicate(model, kind)} AND e.product_id = ANY(%s)",
-            [vector_literal(vector), ids],
+    kinds = list(vectors)
+    found: dict[str, dict[int, float]] = {kind: {} for kind in kinds}
+    if not ids or not kinds:
+        return found
+    parts: list[str] = []
+    values: list[Any] = []
+    for number, kind in enumerate(kinds):
+        parts.append(
+            f"SELECT {number}, e.product_id, {distance_sql(model)} FROM {EMBEDDING_TABLE} e "  # noqa: S608
+            f"WHERE {embedding_predicate(model, kind)} AND e.product_id = ANY(%s)"
         )
-        return {int(pid): 1.0 - float(distance) for pid, distance in cursor.fetchall()}
+        values += [vector_literal(vectors[kind]), ids]
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), values)
+        for number, pid, distance in cursor.fetchall():
+            found[kinds[int(number)]][int(pid)] = 1.0 - float(distance)
+    return found
 
 
 def vectors_of(
