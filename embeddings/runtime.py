@@ -45,6 +45,7 @@ __all__ = [
     "encoder_load",
     "encoder_warm_in_background",
     "query_encoder_for",
+    "query_regions_recipe",
 ]
 
 
@@ -290,6 +291,7 @@ class SceneVectors:
     boxes: list[tuple[float, float, float, float]]  # left, top, right, bottom, fractions 0..1
     regions: np.ndarray  # (len(boxes), D) float32, L2-normalised, row i = boxes[i]
     whole: np.ndarray  # (D,) the whole photo, as `encode_query_image` would give it
+    recipe: str  # how `regions` were made (`embeddings.ml.regions.windows_recipe`)
 
 
 def encode_query_regions(image_bytes: bytes, *, model: EmbeddingModel) -> SceneVectors:
@@ -302,5 +304,17 @@ def encode_query_regions(image_bytes: bytes, *, model: EmbeddingModel) -> SceneV
 
     scene = scene_encode(query_encoder_for(model), image_bytes)
     return SceneVectors(
-        boxes=[b.as_tuple() for b in scene.boxes], regions=scene.regions, whole=scene.whole
+        boxes=[b.as_tuple() for b in scene.boxes],
+        regions=scene.regions,
+        whole=scene.whole,
+        recipe=scene.recipe,
     )
+
+
+def query_regions_recipe(*, model: EmbeddingModel) -> str:
+    """How `encode_query_regions` makes `model`'s window vectors in this process now
+    (`embeddings.ml.regions.windows_recipe`): windows of another recipe are not comparable
+    with its windows, so stored ones of another recipe are stale."""
+    from embeddings.ml.regions import scene_recipe
+
+    return scene_recipe(query_encoder_for(model))

@@ -80,6 +80,7 @@ class WindowConfig:
     by `overlap_step` of their side, so neighbours overlap and an item is rarely cut in two.
     The defaults give 48 windows on a 4:3 photo (plus the whole photo); the bench
     (`bench/shop_the_look.py`) measures what one CPU core takes to encode and match them.
+    `windows_recipe` names a config's windows: vectors of two recipes are not compared.
     """
 
     scales: tuple[float, ...] = (0.3, 0.5, 0.75)
@@ -87,12 +88,38 @@ class WindowConfig:
     max_windows: int = 64  # hard cap, whatever the aspect ratio (a panorama)
     #: How windows become vectors: "crops" (each window cropped and encoded) or
     #: "featuremap" (one trunk pass over the scene, where the encoder has a scene graph;
-    #: else crops). Still crops: the lookbook covers' stored windows are crops, and scene
-    #: windows by featuremap against them lose recall (README, shop-the-look encodings).
+    #: else crops). A change is safe for stored cover windows (matched only within one
+    #: `windows_recipe`, re-encoded by the sweeper), but featuremap still picks worse
+    #: hotspot boxes on the test scenes (README, shop-the-look encodings): crops stay.
     encoding: Literal["featuremap", "crops"] = "crops"
     #: The scene's shorter side for "featuremap", in pixels (rounded to the trunk's stride):
     #: at 480 the smallest window spans 4-5 cells; at 320 recall fell (README)
     map_short_side: int = 480
+
+
+def windows_recipe(config: WindowConfig | None = None, *, on_map: bool) -> str:
+    """Name how `config`'s windows become vectors, `on_map` when by the scene graph (what
+    `scene_encode` does with an encoder that has one): two scenes' windows are comparable
+    only when their recipes are equal (the lookbook covers' stored windows carry theirs).
+
+    Everything that moves a window's vector is in it: where the windows lie (scales, step,
+    cap) and the encoding, with the map's side for featuremap (crops are cut from a photo
+    whose size follows from the scales and the encoder's input, both named already).
+    """
+    cfg = config or WindowConfig()
+    scales = ",".join(f"{s:g}" for s in cfg.scales)
+    encoding = f"featuremap@{cfg.map_short_side}" if on_map else "crops"
+    return f"{encoding};scales={scales};step={cfg.overlap_step:g};max={cfg.max_windows}"
+
+
+def scene_recipe(encoder: BatchEncoder, config: WindowConfig | None = None) -> str:
+    """The `windows_recipe` that `scene_encode` uses with `encoder` and `config`."""
+    cfg = config or WindowConfig()
+    return windows_recipe(cfg, on_map=_on_map(encoder, cfg))
+
+
+def _on_map(encoder: BatchEncoder, config: WindowConfig) -> bool:
+    return config.encoding == "featuremap" and encoder.has_scene_cells
 
 
 def windows_propose(*, width: int, height: int, config: WindowConfig | None = None) -> list[Box]:
@@ -248,6 +275,7 @@ class SceneEncoding:
     boxes: list[Box]
     regions: np.ndarray  # (len(boxes), D) float32, L2-normalised, row i = boxes[i]
     whole: np.ndarray  # (D,) the whole photo, as encoding it alone would give it
+    recipe: str  # how `regions` were made (`windows_recipe`)
 
 
 def scene_encode(
@@ -270,7 +298,8 @@ def scene_encode(
     """
     cfg = config or WindowConfig()
     side = encoder.preprocess.image_size
-    on_map = cfg.encoding == "featuremap" and encoder.has_scene_cells
+    on_map = _on_map(encoder, cfg)
+    recipe = windows_recipe(cfg, on_map=on_map)
     try:
         whole = decode_image(image_bytes, side, encoder.preprocess.resize_mode)
         if on_map:
@@ -282,10 +311,9 @@ def scene_encode(
     if on_map:
         boxes = windows_propose(width=scene.shape[2], height=scene.shape[1], config=cfg)
         regions = cells_pool(encoder.scene_cells(scene), boxes)
-        return SceneEncoding(
-            boxes=boxes, regions=regions, whole=encoder.encode_pixels(whole[None])[0]
-        )
+        whole_vector = encoder.encode_pixels(whole[None])[0]
+        return SceneEncoding(boxes=boxes, regions=regions, whole=whole_vector, recipe=recipe)
     boxes = windows_propose(width=image.width, height=image.height, config=cfg)
     pixels = np.concatenate([whole[None], crops_pixels(image, boxes, side=side)])
     vectors = encoder.encode_pixels(pixels)
-    return SceneEncoding(boxes=boxes, regions=vectors[1:], whole=vectors[0])
+    return SceneEncoding(boxes=boxes, regions=vectors[1:], whole=vectors[0], recipe=recipe)

@@ -19,6 +19,9 @@ class LookbookCoverVector(models.Model):
     windows a scene photo is cut into) as float16 bytes, row after row: a scene's windows
     are matched against them in the web process (`search.looks.selectors`), never in SQL,
     so one blob per cover beats a row per window. Empty: computed before windows were kept.
+    `windows_recipe` names how they were made (`embeddings.ml.regions.windows_recipe`): a
+    scene's windows are matched only against covers of its own recipe, and a cover of
+    another recipe than the current one is encoded again (`search.looks.services`).
     """
 
     lookbook = models.ForeignKey(Lookbook, on_delete=models.CASCADE, related_name="cover_vectors")
@@ -26,6 +29,7 @@ class LookbookCoverVector(models.Model):
     vector = HalfVectorField()
     cover_name = models.CharField(max_length=300)
     windows = models.BinaryField(default=b"", editable=False)
+    windows_recipe = models.CharField(max_length=120)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -95,7 +95,9 @@ def scene_search(*, image: bytes, limit: int, weights: SceneWeights | None = Non
     windows = _region_matches(model=model, boxes=scene.boxes, vectors=scene.regions)
     neighbours = _lookalike_lookbooks(model=model, vector=scene.whole)
     cover_windows = cover_window_matches(
-        model=model, vectors=np.concatenate([scene.regions, scene.whole[None]])
+        model=model,
+        vectors=np.concatenate([scene.regions, scene.whole[None]]),
+        recipe=scene.recipe,
     )
     ranked, context = scene_rank(
         regions=windows,
@@ -228,13 +230,24 @@ class _LatestBuilt[T]:
 _covers: _LatestBuilt[tuple[np.ndarray, np.ndarray]] = _LatestBuilt()
 
 
-def _cover_windows(*, model: EmbeddingModel) -> tuple[np.ndarray, np.ndarray]:
-    """The (N, D) window vectors of the published lookbooks' covers by `model` (the whole
-    cover among them) and the (N,) lookbook each is of. Cached per process until a cover
-    vector is written or a lookbook published or withdrawn: the stamp lists each row's
-    lookbook and cover file, a small read beside loading every window again."""
-    rows = LookbookCoverVector.objects.filter(model=model, lookbook__is_published=True)
-    stamp = (model.pk, tuple(rows.order_by("pk").values_list("pk", "lookbook_id", "cover_name")))
+def _cover_windows(*, model: EmbeddingModel, recipe: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, D) window vectors of the published lookbooks' covers by `model` whose windows
+    were made by `recipe` (the whole cover among them) and the (N,) lookbook each is of.
+
+    Covers of another recipe are left out until the sweeper encodes them again
+    (`search.looks.services`): windows made another way match worse than none (README,
+    shop-the-look encodings); their whole-cover vectors still find look-alike lookbooks.
+    Cached per process until a cover vector is written or a lookbook published or
+    withdrawn: the stamp lists each row's lookbook and cover file, a small read beside
+    loading every window again."""
+    rows = LookbookCoverVector.objects.filter(
+        model=model, lookbook__is_published=True, windows_recipe=recipe
+    )
+    stamp = (
+        model.pk,
+        recipe,
+        tuple(rows.order_by("pk").values_list("pk", "lookbook_id", "cover_name")),
+    )
 
     def load() -> tuple[np.ndarray, np.ndarray]:
         dim = model_dimension(model)
@@ -251,10 +264,13 @@ def _cover_windows(*, model: EmbeddingModel) -> tuple[np.ndarray, np.ndarray]:
     return _covers.get(stamp, load)
 
 
-def cover_window_matches(*, model: EmbeddingModel, vectors: np.ndarray) -> list[CoverWindowMatches]:
-    """Each of the scene's window `vectors` with its nearest cover windows of the published
-    lookbooks (lookbook id, cosine), best first (`cover_windows_nearest`)."""
-    covers, owner = _cover_windows(model=model)
+def cover_window_matches(
+    *, model: EmbeddingModel, vectors: np.ndarray, recipe: str
+) -> list[CoverWindowMatches]:
+    """Each of the scene's window `vectors` (made by `recipe`) with its nearest cover
+    windows of the published lookbooks made the same way (lookbook id, cosine), best first
+    (`cover_windows_nearest`)."""
+    covers, owner = _cover_windows(model=model, recipe=recipe)
     return cover_windows_nearest(vectors, covers, owner)
 
 

@@ -3,6 +3,7 @@ scene's ranking, against the real default model, Postgres + pgvector and lookboo
 
 from __future__ import annotations
 
+import importlib
 import io
 from typing import Any
 
@@ -12,8 +13,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
 
+from embeddings import runtime
+from embeddings.ml.regions import WindowConfig, scene_encode, windows_recipe
 from search.looks.models import LookbookCoverVector
 from search.looks.services import lookbook_cover_vectors_refresh
+from search.looks.tasks import lookbook_cover_vectors_refresh_task
 from tests.factories import RGB
 from tests.search.catalog import Catalog, lookbook_create
 
@@ -144,6 +148,55 @@ def test_a_lookbook_sharing_an_item_with_the_scene_brings_its_products_by_cover_
     assert body["context"]["kind"] == ""
     assert "GREEN-1" in skus and "GREEN-3" not in skus[: skus.index("GREEN-1")]
     # without the lookbooks no green product is in the top 10 (the test above)
+
+
+def test_covers_whose_windows_were_made_another_way_are_skipped_until_encoded_again(
+    reader: Client, catalog: Catalog
+) -> None:
+    """A `WindowConfig.encoding` change leaves covers whose windows were made the other way
+    (crops before featuremap, on an upgraded install): the scene's windows do not meet them
+    (the lookbook sharing the red item brings nothing), and the beat task encodes them
+    again by the scene's recipe, which brings it back."""
+    encoder = runtime.query_encoder_for(catalog.model)
+    assert encoder.has_scene_cells  # the default model can make windows either way
+    recipe = runtime.query_regions_recipe(model=catalog.model)
+    assert recipe == windows_recipe(WindowConfig(), on_map=WindowConfig().encoding == "featuremap")
+    shares = lookbook_create(slug="shares-the-red-item", skus=["GREEN-1"])
+    photo = Image.new("RGB", (480, 240), (230, 210, 40))
+    photo.paste(Image.new("RGB", (192, 192), RGB["red"]), (24, 24))
+    shares.cover.save("shares.png", cover(photo), save=True)
+    assert lookbook_cover_vectors_refresh(model=catalog.model) == 1
+    stored = LookbookCoverVector.objects.get(lookbook=shares)
+    assert stored.windows_recipe == recipe
+    current_windows = bytes(stored.windows)
+    # The row as the other encoding wrote it (what migration 0003 stamps older rows with,
+    # crops, when the default is featuremap).
+    other = WindowConfig(encoding="crops" if recipe.startswith("featuremap") else "featuremap")
+    with shares.cover.open("rb") as file:
+        made_otherwise = scene_encode(encoder, file.read(), config=other)
+    assert made_otherwise.recipe != recipe
+    LookbookCoverVector.objects.filter(pk=stored.pk).update(
+        windows=np.asarray(made_otherwise.regions, dtype=np.float16).tobytes(),
+        windows_recipe=made_otherwise.recipe,
+    )
+
+    skus = [hit["product"]["sku"] for hit in search(reader, scene(), limit=10)["results"]]
+    assert "GREEN-1" not in skus  # as with no lookbook (the tests above)
+
+    assert lookbook_cover_vectors_refresh_task() == 1
+    assert lookbook_cover_vectors_refresh_task() == 0  # all current
+    stored.refresh_from_db()
+    assert stored.windows_recipe == recipe and bytes(stored.windows) == current_windows
+    skus = [hit["product"]["sku"] for hit in search(reader, scene(), limit=10)["results"]]
+    assert "GREEN-1" in skus
+
+
+def test_migration_0003_stamps_older_covers_with_the_crops_recipe_of_then() -> None:
+    """Rows written before the stamp hold crop windows at the scales of then: the literal
+    the migration writes is what `windows_recipe` names those."""
+    migration = importlib.import_module("search.looks.migrations.0003_cover_windows_recipe")
+    crops = WindowConfig(encoding="crops", scales=(0.3, 0.5, 0.75), overlap_step=0.75)
+    assert windows_recipe(crops, on_map=False) == migration.CROPS_RECIPE
 
 
 def test_cover_vectors_keep_the_covers_windows_and_older_rows_are_refreshed(
