@@ -179,7 +179,7 @@ def test_a_transaction_advances_the_results_version_once_at_commit_not_per_row(
     assert result_cache.results_version() == before + 3
 
     with transaction.atomic():
-        savepoint = transaction.savepoint()
+        savepoint = transaction.savepoint_create()
         Product.objects.filter(sku="NEW-0").update(in_stock=True)
         transaction.savepoint_rollback(savepoint)  # takes back the advance it queued
         Product.objects.filter(sku="NEW-1").update(in_stock=True)
