@@ -179,7 +179,7 @@ class PhotoEncodingBusy(Exception):
 
 class _Slots:
     lock = threading.Lock()
-    per_client: Counter[str] = Counter()
+    per_client: Counter[tuple[str, str]] = Counter()  # (client, work) -> slots held
     semaphore: threading.BoundedSemaphore | None = None
     size = 0
 
@@ -198,17 +198,30 @@ def server_encoding_share() -> int:
     return max(1, settings.VITRINE_PHOTO_ENCODE_CONCURRENCY - 1)
 
 
+#: What a slot encodes: a photo search, or the item regions of a photo already searched.
+SEARCH, REGIONS = "search", "regions"
+
+
 @contextmanager
-def photo_encoding_slot(*, client: str, share: int = 1, timeout: float = 10.0) -> Iterator[None]:
-    """Hold one of this process's photo-encoding slots, at most ``share`` per client.
+def photo_encoding_slot(
+    *, client: str, share: int = 1, timeout: float = 10.0, work: str = SEARCH
+) -> Iterator[None]:
+    """Hold one of this process's photo-encoding slots, at most ``share`` per client and
+    kind of ``work``.
+
+    A client's searches and its photos' regions are counted apart: the results page fetches
+    the regions after it loads, and a shopper who refines the search meanwhile ("in blue")
+    must not be turned away because the regions of the same photo are still being found.
+    Both still take one of the process's slots.
 
     Raises PhotoEncodingBusy when the client already holds its share here or no slot
     frees up within ``timeout`` seconds.
     """
+    key = (client, work)
     with _Slots.lock:
-        if _Slots.per_client[client] >= share:
+        if _Slots.per_client[key] >= share:
             raise PhotoEncodingBusy("this client is already searching by a photo")
-        _Slots.per_client[client] += 1
+        _Slots.per_client[key] += 1
     semaphore = _semaphore()
     try:
         if not semaphore.acquire(timeout=timeout):
@@ -219,6 +232,6 @@ def photo_encoding_slot(*, client: str, share: int = 1, timeout: float = 10.0) -
             semaphore.release()
     finally:
         with _Slots.lock:
-            _Slots.per_client[client] -= 1
-            if _Slots.per_client[client] <= 0:
-                del _Slots.per_client[client]
+            _Slots.per_client[key] -= 1
+            if _Slots.per_client[key] <= 0:
+                del _Slots.per_client[key]

@@ -26,7 +26,13 @@ from search import result_cache, selectors
 from search.complete_the_look import complete_the_look
 from search.facets import FACET_FIELDS, FacetCount, facet_counts
 from search.forms import PhotoSearchForm, SearchForm
-from search.limits import PhotoEncodingBusy, client_address, page_rate_limit, photo_encoding_slot
+from search.limits import (
+    REGIONS,
+    PhotoEncodingBusy,
+    client_address,
+    page_rate_limit,
+    photo_encoding_slot,
+)
 from search.looks.selectors import scene_hotspots, scene_hotspots_cached
 
 RESULTS_LIMIT = 48
@@ -202,16 +208,16 @@ def photo_hotspots(request: HttpRequest, photo_id: str) -> HttpResponse:
     """The hotspot layer of a stored photo's results page (htmx swaps it in after load).
 
     Finding the regions encodes the photo's windows, the costliest step of a photo search,
-    so it runs in the client's photo-encoding slot: a client still encoding its previous
-    photo gets the layer back to ask again in a moment instead of a 429 that htmx would
-    not swap.
+    so it runs in a photo-encoding slot of the client's, one for regions (its searches keep
+    theirs): a client still finding another photo's regions gets the layer back to ask
+    again in a moment instead of a 429 that htmx would not swap.
     """
     image = selectors.query_photo_read(photo_id=photo_id)
     if image is None:
         raise Http404("This photo is no longer stored.")
     context: dict[str, Any] = {"photo": photo_id, "crop": request.GET.get("crop", "")}
     try:
-        with photo_encoding_slot(client=client_address(request)):
+        with photo_encoding_slot(client=client_address(request), work=REGIONS):
             context["hotspots"] = scene_hotspots(photo_id=photo_id, image=image)
     except PhotoEncodingBusy:
         context["hotspots"], context["retry"] = None, True

@@ -14,7 +14,7 @@ from PIL import Image
 
 from catalog.models import Lookbook
 from embeddings.models import EmbeddingModel
-from search.limits import photo_encoding_slot
+from search.limits import REGIONS, photo_encoding_slot
 from search.looks.selectors import scene_hotspots_cache_key
 from search.models import QueryPhoto, SearchCalibration
 from tests.factories import photo_garment, photo_street
@@ -217,8 +217,8 @@ def test_a_new_photo_s_results_come_before_its_regions_which_load_on_their_own(
 def test_a_client_told_to_wait_has_its_photo_s_regions_not_encoded_either(
     catalog: ShopCatalog,
 ) -> None:
-    # Finding the photo's regions encodes it as the search does: both belong inside the
-    # client's one photo-encoding slot, so a client already encoding a photo costs nothing.
+    # A client already finding a photo's regions (a second tab) gets the hotspot layer back
+    # as a placeholder that asks again in a moment: htmx does not swap a 429.
     address = "198.51.100.40"
     client = Client(REMOTE_ADDR=address)
     scene = photo_street(catalog.images["TEE-RED"], catalog.images["JEANS-BLU"])
@@ -227,20 +227,34 @@ def test_a_client_told_to_wait_has_its_photo_s_regions_not_encoded_either(
     key = scene_hotspots_cache_key(model=catalog.model, photo_id=photo_id)
     cache.delete(key)
 
-    with photo_encoding_slot(client=address):
-        busy = client.get(location)
+    with photo_encoding_slot(client=address, work=REGIONS):
         layer = client.get(f"/search/photos/{photo_id}/hotspots/")
-    assert busy.status_code == 429
-    # The hotspot layer is swapped in by htmx, which ignores a 429: it comes back as a
-    # placeholder that asks again in a moment.
     assert layer.status_code == 200
     assert 'hx-trigger="load delay:2s"' in layer.content.decode()
     assert cache.get(key) is None
 
-    assert client.get(location).status_code == 200
     answered = client.get(f"/search/photos/{photo_id}/hotspots/")
     assert "data-hotspot=" in answered.content.decode()
     assert cache.get(key) is not None
+
+
+def test_a_shopper_refining_a_photo_search_is_served_while_its_regions_are_found(
+    catalog: ShopCatalog,
+) -> None:
+    # The page fetches the photo's regions after it loads; typing "in blue" meanwhile is a
+    # search of its own, which must not wait for (or be refused because of) the regions.
+    address = "198.51.100.41"
+    client = Client(REMOTE_ADDR=address)
+    location = _upload(client, catalog.images["TEE-RED"])["Location"]
+
+    with photo_encoding_slot(client=address, work=REGIONS):
+        refined = client.get(location + "&q=in+blue")
+    assert refined.status_code == 200
+    assert _skus(refined.content.decode())
+
+    # Two searches of one client at once are still one too many (its own previous photo).
+    with photo_encoding_slot(client=address):
+        assert client.get(location + "&q=in+red").status_code == 429
 
 
 def test_the_hotspot_layer_of_a_photo_no_longer_stored_is_a_404(catalog: ShopCatalog) -> None:
