@@ -189,7 +189,8 @@ def test_a_transaction_advances_the_results_version_once_at_commit_not_per_row(
 #: Statements of a shopper page answered from the results cache (the load benchmark's
 #: steady state): the version answering and the results version (the key), the page's
 #: products and their images, then per page kind the facet counts and whether any price
-#: exists (results), the stored photo and the version finding its regions (a photo), the
+#: exists (results), the stored photo and the version whose regions are looked up in the
+#: cache (a photo: new ones are found by a request of their own), the
 #: product itself and its images (similar items). Shopper traffic is mostly these pages, so
 #: a statement more here is one more on nearly every request.
 CACHED_PAGE_STATEMENTS = {"words": 6, "photo": 8, "similar": 6}
