@@ -436,23 +436,27 @@ def scene_hotspots_cache_key(*, model: EmbeddingModel, photo_id: str) -> str:
     return f"looks:hotspots:{model.key}:{model.weights_sha256[:16]}:{photo_id}"
 
 
+def _hotspots_known(*, model: EmbeddingModel, photo_id: str) -> list[Hotspot] | None:
+    from django.core.cache import cache
+
+    cached = cache.get(scene_hotspots_cache_key(model=model, photo_id=photo_id))
+    if cached is None:
+        return None
+    return [Hotspot(tuple(box), category, score) for box, category, score in cached]
+
+
 def scene_hotspots_cached(*, photo_id: str) -> list[Hotspot] | None:
     """The item regions found for a stored shopper photo before, or None if not yet.
 
     Cheap (one cache read), so a results page can show regions it already knows at once and
     leave new ones to their own request (`scene_hotspots`).
     """
-    from django.core.cache import cache
-
     from embeddings.selectors import embedding_model_active
 
     model = embedding_model_active()
     if model is None:
         return []
-    cached = cache.get(scene_hotspots_cache_key(model=model, photo_id=photo_id))
-    if cached is None:
-        return None
-    return [Hotspot(tuple(box), category, score) for box, category, score in cached]
+    return _hotspots_known(model=model, photo_id=photo_id)
 
 
 def scene_hotspots(*, photo_id: str, image: bytes) -> list[Hotspot]:
@@ -461,12 +465,12 @@ def scene_hotspots(*, photo_id: str, image: bytes) -> list[Hotspot]:
 
     from embeddings.selectors import embedding_model_active
 
-    cached = scene_hotspots_cached(photo_id=photo_id)
-    if cached is not None:
-        return cached
     model = embedding_model_active()
     if model is None:
         return []
+    known = _hotspots_known(model=model, photo_id=photo_id)
+    if known is not None:
+        return known
     results = scene_search(image=image, limit=1)
     spots = [Hotspot(r.box, r.category, r.score) for r in results.regions]
     key = scene_hotspots_cache_key(model=model, photo_id=photo_id)
