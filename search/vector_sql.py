@@ -71,24 +71,19 @@ def embedding_predicate(model: EmbeddingModel, kind: str) -> str:
     return f"e.model_id = {int(model.pk)} AND e.kind = '{kind}'"
 
 
-def vector_scan_settings(*, limit: int) -> tuple[int, str]:
-    """The `ef_search` for `limit` rows, and the statements that set it, with iterative
-    scans for filters, for the current transaction only (`SET LOCAL`)."""
+def vector_scan_settings(*, limit: int) -> str:
+    """The statements that set the HNSW search for `limit` rows, for the current
+    transaction only (`SET LOCAL`): a wider beam, and iterative scans for filters."""
     ef_search = min(max(int(settings.VITRINE_HNSW_EF_SEARCH), limit), 1000)
-    return ef_search, (
+    return (
         "SET LOCAL hnsw.iterative_scan = relaxed_order; "
         f"SET LOCAL hnsw.ef_search = {int(ef_search)}; "
     )
 
 
 def vector_scan_prepare(cursor: Any, *, limit: int) -> None:
-    """Transaction-local HNSW settings: a wider beam, and iterative scans for filters."""
-    ef_search, _ = vector_scan_settings(limit=limit)
-    cursor.execute(
-        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-        "set_config('hnsw.ef_search', %s, true)",
-        [str(ef_search)],
-    )
+    """Transaction-local HNSW settings (`vector_scan_settings`), inside a transaction."""
+    cursor.execute(vector_scan_settings(limit=limit))
 
 
 def nearest_products(
@@ -152,7 +147,7 @@ def nearest_products_of_kinds(
         """)  # noqa: S608
         query = vector_literal(vectors[kind])
         values += [query, *params, query, limit]
-    _, settings_sql = vector_scan_settings(limit=limit)
+    settings_sql = vector_scan_settings(limit=limit)
     # Several statements in one execute need Django's default client-side binding cursor
     # (psycopg's ClientCursor); `server_side_binding` in OPTIONS would refuse them.
     sql = " UNION ALL ".join(parts) + " ORDER BY kind, distance, product_id"
